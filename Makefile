@@ -1,0 +1,48 @@
+# The two commands a new user needs: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: run serve initdb install install-dev test test-system-deps bench env-example clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: requirements.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.dev-installed: requirements-dev.txt $(VENV)/.installed
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+install-dev: $(VENV)/.dev-installed
+
+## Create or upgrade the database schema (SQLite under data/ unless DATABASE_URL says otherwise).
+initdb: install
+	$(BIN)/flask --app app.wsgi db-upgrade
+
+## Serve on http://127.0.0.1:5001: the web server and the background worker, under Supervisor, in the foreground.
+run: initdb
+	$(BIN)/supervisord --nodaemon --configuration supervisord.conf
+
+## Just the web server (Gunicorn + gevent), without Supervisor or the worker.
+serve: initdb
+	$(BIN)/gunicorn --config gunicorn.conf.py app.wsgi:app
+
+## System packages the tests drive for real (Chromium, Caddy); installed only when missing.
+test-system-deps:
+	bash scripts/install-test-deps
+
+test: install-dev test-system-deps
+	$(BIN)/python -m pytest
+
+env-example:
+	$(BIN)/python -m app.config > .env.example
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,45 @@
+"""aiserver: one HTTP API over several LLM providers, with conversations, gists and deployments."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flask import Flask
+
+__version__ = "0.1.0"
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """Build the application. `config` overrides settings read from the environment and `.env`.
+
+    Every client (database, provider SDKs, GitHub session, job queue) is made here, once per
+    process, and kept in `app.extensions`; importing the package does nothing else.
+    """
+    from app import db
+    from app.api import register_blueprints
+    from app.config import load_settings
+    from app.errors import register_error_handlers
+    from app.gateway import Gateway, RetryPolicy
+    from app.health import ProviderHealth
+    from app.logs import configure_logging, init_request_logging
+    from app.providers.registry import build_registry
+    from app.queue import make_huey
+
+    app = Flask(__name__)
+    app.config.update(load_settings())
+    app.config.update(config or {})
+    app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_BODY_BYTES"]
+    app.config["STARTED_AT"] = time.time()
+    app.json.sort_keys = False
+
+    configure_logging(app.config)
+    db.init_app(app)
+    registry = build_registry(app.config)
+    app.extensions["providers"] = registry
+    app.extensions["gateway"] = Gateway(registry, RetryPolicy.from_config(app.config))
+    app.extensions["provider_health"] = ProviderHealth(registry, app.config["HEALTH_CACHE_S"])
+    app.extensions["huey"] = make_huey(app.config)
+    register_error_handlers(app)
+    init_request_logging(app)
+    register_blueprints(app)
+    return app

@@ -1,0 +1,9 @@
+"""Blueprints: thin views that parse with a schema, call a service and shape the answer."""
+from flask import Flask
+
+
+def register_blueprints(app: Flask) -> None:
+    from app.api import ask, chat, health, meta, openai_v1
+
+    for module in (meta, health, ask, chat, openai_v1):
+        app.register_blueprint(module.bp)

@@ -1,0 +1,81 @@
+"""What every view shares: JSON body parsing, the gateway and registry, and streaming responses."""
+from __future__ import annotations
+
+import json
+from typing import Any, Iterator
+
+from flask import Response, current_app, g, request
+from marshmallow import Schema, ValidationError
+
+from app.errors import BadRequest, UnsupportedMediaType, ValidationFailed
+from app.gateway import Answer, Gateway, Started, StreamFailed
+from app.providers.base import StreamEnd
+from app.providers.registry import Registry
+from app.sse import SSE_HEADERS, Pump, stream_events
+
+
+def parse_body(schema: Schema) -> dict[str, Any]:
+    """The request's JSON body loaded by `schema`: 415 if not JSON, 400 if malformed or invalid."""
+    if not request.mimetype or request.mimetype != "application/json" and not request.mimetype.endswith("+json"):
+        raise UnsupportedMediaType("Send a JSON body with 'Content-Type: application/json'.")
+    raw = request.get_data(cache=True)
+    try:
+        data = json.loads(raw) if raw else None
+    except ValueError as exc:
+        raise BadRequest(f"Malformed JSON body: {exc}", code="malformed_json") from None
+    if not isinstance(data, dict):
+        raise BadRequest("The JSON body must be an object.", code="malformed_json")
+    return load(schema, data)
+
+
+def parse_query(schema: Schema) -> dict[str, Any]:
+    return load(schema, request.args.to_dict())
+
+
+def load(schema: Schema, data: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return schema.load(data)
+    except ValidationError as exc:
+        messages = exc.messages if isinstance(exc.messages, dict) else {"body": exc.messages}
+        raise ValidationFailed(messages) from None
+
+
+def registry() -> Registry:
+    return current_app.extensions["providers"]
+
+
+def gateway() -> Gateway:
+    return current_app.extensions["gateway"]
+
+
+def note_answer(answer: Answer) -> None:
+    """Provider, model and tokens for the request's access log line."""
+    g.request_log.update(provider=answer.provider, model=answer.model, tokens=answer.usage.total_tokens)
+
+
+def answer_headers(answer: Answer) -> dict[str, str]:
+    headers = {"X-Provider": answer.provider, "X-Model": answer.model}
+    if answer.attempts:
+        headers["X-Failed-Attempts"] = str(len(answer.attempts))
+    return headers
+
+
+def event_stream(events: Iterator[Any], formatter: Any) -> Response:
+    """An SSE response of `events` written by `formatter`; fails as plain JSON if no route answers
+    within the heartbeat interval (see `app.sse`)."""
+    heartbeat = current_app.config["SSE_HEARTBEAT_S"]
+    pump = Pump(events)
+    opened = pump.opening(heartbeat)
+    log_fields = g.request_log
+
+    def body() -> Iterator[str]:
+        for event in stream_events(pump, opened, heartbeat):
+            if isinstance(event, Started):
+                log_fields.update(provider=event.provider, model=event.model)
+            elif isinstance(event, StreamEnd):
+                log_fields.update(model=event.model, tokens=event.usage.total_tokens)
+            elif isinstance(event, StreamFailed):
+                log_fields.update(error="stream_interrupted")
+            yield formatter.format(event)
+
+    return Response(body(), mimetype="text/event-stream", headers=SSE_HEADERS)

@@ -1,0 +1,161 @@
+"""Typed errors shared by services and views, and the handlers that turn any error into JSON.
+
+Services raise these; views never write error JSON by hand. Two shapes exist: ours,
+`{"error": {"message", "type", "code", ...}, "success": false}`, and OpenAI's
+`{"error": {"message", "type", "code", "param"}}` for the `/v1` API (see `openai_error_body`).
+Both carry the same `message`, `type` and `code`, so one client parser fits both.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger("aiserver.errors")
+
+
+class APIError(Exception):
+    """An error with an HTTP status and a message safe to show a client."""
+
+    status = 500
+    type = "server_error"
+    code = "internal_error"
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
+                 details: dict[str, Any] | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+        if code is not None:
+            self.code = code
+        self.details = details or {}
+        self.headers = headers or {}
+
+    def to_dict(self) -> dict[str, Any]:
+        body = {"message": self.message, "type": self.type, "code": self.code}
+        body.update(self.details)
+        return body
+
+
+class BadRequest(APIError):
+    status, type, code = 400, "invalid_request_error", "bad_request"
+
+
+class ValidationFailed(BadRequest):
+    """A body or query that does not match its schema; `fields` maps each field to its problems."""
+
+    code = "validation_error"
+
+    def __init__(self, fields: dict[str, Any], status: int = 400):
+        names = ", ".join(sorted(str(k) for k in fields)) or "body"
+        super().__init__(f"Invalid request: {names}: {_first_problem(fields)}", status=status,
+                         details={"fields": fields, "param": next(iter(fields), None)})
+
+
+def _first_problem(fields: dict[str, Any]) -> str:
+    value: Any = next(iter(fields.values()), "invalid")
+    while isinstance(value, (list, dict)) and value:
+        value = value[0] if isinstance(value, list) else next(iter(value.values()))
+    return str(value)
+
+
+class Unauthorized(APIError):
+    status, type, code = 401, "authentication_error", "unauthorized"
+
+
+class Forbidden(APIError):
+    status, type, code = 403, "permission_error", "forbidden"
+
+
+class NotFound(APIError):
+    status, type, code = 404, "not_found_error", "not_found"
+
+
+class Conflict(APIError):
+    status, type, code = 409, "conflict_error", "conflict"
+
+
+class PayloadTooLarge(APIError):
+    status, type, code = 413, "invalid_request_error", "payload_too_large"
+
+
+class UnsupportedMediaType(APIError):
+    status, type, code = 415, "invalid_request_error", "unsupported_media_type"
+
+
+class RateLimited(APIError):
+    status, type, code = 429, "rate_limit_error", "rate_limited"
+
+
+class NotConfigured(APIError):
+    """A feature whose settings are missing: the message names the variable to set."""
+
+    status, type, code = 503, "service_unavailable", "not_configured"
+
+
+class UpstreamError(APIError):
+    """A remote service (an LLM provider, GitHub) failed in a way that is not the caller's fault."""
+
+    status, type, code = 502, "upstream_error", "upstream_error"
+
+
+class UpstreamTimeout(UpstreamError):
+    status, code = 504, "upstream_timeout"
+
+
+class UpstreamUnavailable(UpstreamError):
+    status, code = 503, "upstream_unavailable"
+
+
+def openai_error_body(error: APIError) -> dict[str, Any]:
+    """OpenAI's error shape, used by the `/v1` API so the openai SDK raises its own exceptions."""
+    return {"error": {"message": error.message, "type": error.type, "code": error.code,
+                      "param": error.details.get("param")}}
+
+
+def error_body(error: APIError) -> dict[str, Any]:
+    if request and request.path.startswith(("/v1/", "/api/v1/")):
+        return openai_error_body(error)
+    return {"error": error.to_dict(), "success": False}
+
+
+_HTTP_ERRORS = {400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict,
+                413: PayloadTooLarge, 415: UnsupportedMediaType, 429: RateLimited}
+
+
+def from_http_exception(exc: HTTPException) -> APIError:
+    status = exc.code or 500
+    cls = _HTTP_ERRORS.get(status, APIError)
+    if status == 413:
+        return PayloadTooLarge("Request body is larger than MAX_BODY_BYTES allows.")
+    if status == 404:
+        return NotFound(f"No endpoint at {request.method} {request.path}; GET / lists them.")
+    if status == 405:
+        return APIError(f"{request.method} is not allowed on {request.path}.", status=405,
+                        code="method_not_allowed")
+    return cls(exc.description or exc.name, status=status)
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Every error leaves as JSON: our own, Werkzeug's (404, 405, 413...) and unexpected ones."""
+
+    @app.errorhandler(APIError)
+    def handle_api_error(error: APIError):
+        if error.status >= 500:
+            log.warning("%s %s -> %s %s", request.method, request.path, error.status, error.message)
+        response = jsonify(error_body(error))
+        response.status_code = error.status
+        response.headers.update(error.headers)
+        return response
+
+    @app.errorhandler(HTTPException)
+    def handle_http_exception(exc: HTTPException):
+        return handle_api_error(from_http_exception(exc))
+
+    @app.errorhandler(Exception)
+    def handle_unexpected(exc: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return handle_api_error(APIError("Internal server error; the request id is in X-Request-ID."))

@@ -1,0 +1,133 @@
+"""Logging: console plus `app.log` (INFO), `error.log` (ERROR) and `debug.log` (DEBUG), rotated.
+
+Every record passes a redaction filter that replaces configured secrets (API keys, tokens, the
+verification secret) and anything shaped like a bearer token with `***`, so a secret that slips
+into an exception message still never reaches a file. Each request gets an id (`X-Request-ID`
+honoured when the client sends one) and exactly one access line when its response is closed,
+which for a stream is after the last byte, so the line carries provider, model and tokens.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import logging.handlers
+import os
+import re
+import time
+import uuid
+from typing import Any
+
+from flask import Flask, g, request
+
+from app.config import project_root, secret_values
+
+REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+TOKEN_SHAPES = re.compile(r"(?i)(bearer\s+|sk-[a-z0-9-]*|gh[pousr]_|github_pat_|x-api-key:\s*|key=)[A-Za-z0-9._\-]{6,}")
+access_log = logging.getLogger("aiserver.access")
+
+
+class RedactSecrets(logging.Filter):
+    def __init__(self, secrets: list[str]):
+        super().__init__()
+        self.secrets = sorted(set(secrets), key=len, reverse=True)
+
+    def redact(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return TOKEN_SHAPES.sub(lambda m: m.group(1) + "***", text)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        record.msg, record.args = self.redact(message), None
+        if record.exc_text:
+            record.exc_text = self.redact(record.exc_text)
+        return True
+
+
+class RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            try:
+                record.request_id = g.get("request_id", "-")
+            except RuntimeError:
+                record.request_id = "-"
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname, "logger": record.name, "request_id": getattr(record, "request_id", "-"),
+            "message": record.getMessage(),
+        }
+        entry.update(getattr(record, "fields", {}))
+        if record.exc_text:
+            entry["exception"] = record.exc_text
+        return json.dumps(entry, ensure_ascii=False)
+
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
+
+
+def make_formatter(kind: str) -> logging.Formatter:
+    if kind == "json":
+        return JsonFormatter()
+    formatter = logging.Formatter(TEXT_FORMAT)
+    formatter.converter = time.gmtime
+    return formatter
+
+
+def configure_logging(config: dict[str, Any]) -> None:
+    """(Re)build the `aiserver` logger's handlers; idempotent, so tests may call it per app."""
+    log_dir = config["LOG_DIR"]
+    if not os.path.isabs(log_dir):
+        log_dir = os.path.join(project_root(), log_dir)
+    os.makedirs(log_dir, exist_ok=True)
+    formatter = make_formatter(config["LOG_FORMAT"])
+    filters = [RequestIdFilter(), RedactSecrets(secret_values(config))]
+    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    handlers[0].setLevel(config["LOG_LEVEL"].upper())
+    for name, level in (("app.log", logging.INFO), ("error.log", logging.ERROR), ("debug.log", logging.DEBUG)):
+        handler = logging.handlers.RotatingFileHandler(os.path.join(log_dir, name), maxBytes=20 * 2**20,
+                                                       backupCount=5, encoding="utf-8")
+        handler.setLevel(level)
+        handlers.append(handler)
+    for logger_name in ("aiserver", "gunicorn.error", "huey"):
+        logger = logging.getLogger(logger_name)
+        for old in list(logger.handlers):
+            logger.removeHandler(old)
+            old.close()
+        for handler in handlers:
+            handler.setFormatter(formatter)
+            for log_filter in filters:
+                handler.addFilter(log_filter)
+            logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+        logger.propagate = False
+
+
+def init_request_logging(app: Flask) -> None:
+    @app.before_request
+    def assign_request_id():
+        incoming = request.headers.get("X-Request-ID", "")
+        g.request_id = incoming if REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex
+        g.started = time.perf_counter()
+        g.request_log = {}
+
+    @app.after_request
+    def log_when_closed(response):
+        response.headers["X-Request-ID"] = g.get("request_id", "-")
+        fields = g.get("request_log", {})
+        fields.update(method=request.method, path=request.path, status=response.status_code)
+        request_id, started = g.get("request_id", "-"), g.get("started", time.perf_counter())
+        response.call_on_close(lambda: log_access(fields, request_id, started))
+        return response
+
+
+def log_access(fields: dict[str, Any], request_id: str, started: float) -> None:
+    fields["latency_ms"] = round((time.perf_counter() - started) * 1000, 1)
+    text = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
+    access_log.info(text, extra={"request_id": request_id, "fields": fields})

@@ -1,0 +1,163 @@
+"""The provider registry: names (and their aliases) to providers, built once from configuration.
+
+It also answers the two routing questions: which (provider, model) pairs to try, in order, for a
+request (`plan`), and which provider serves a model named in the OpenAI-compatible API
+(`resolve_model`). A provider that is known but not configured is kept as the variable to set,
+so callers get a 503 that says how to fix it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from app.errors import NotConfigured, NotFound
+from app.providers.anthropic_messages import AnthropicProvider
+from app.providers.base import Provider
+from app.providers.google_gemini import GeminiProvider
+from app.providers.openai_compatible import OpenAICompatibleProvider
+
+ALIASES = {"gpt": "openai", "chatgpt": "openai", "claude": "anthropic", "google": "gemini"}
+BUILTIN_ORDER = ("openai", "anthropic", "gemini", "ollama", "litellm")
+
+
+@dataclass(frozen=True)
+class Route:
+    provider: Provider
+    model: str
+
+
+class UnknownProvider(NotFound):
+    code = "unknown_provider"
+
+
+class UnknownModel(NotFound):
+    code = "model_not_found"
+
+
+class Registry:
+    def __init__(self, providers: dict[str, Provider], missing: dict[str, str], default: str = "",
+                 provider_fallbacks: list[str] | None = None, model_aliases: dict[str, str] | None = None):
+        self.providers = providers
+        self.missing = missing
+        self.default_name = default
+        self.provider_fallbacks = provider_fallbacks or []
+        self.model_aliases = model_aliases or {}
+
+    @property
+    def names(self) -> list[str]:
+        return [*self.providers, *self.missing]
+
+    def canonical(self, name: str) -> str:
+        name = name.strip().lower()
+        return ALIASES.get(name, name)
+
+    def get(self, name: str) -> Provider:
+        """The provider called `name` (or an alias); 404 if unknown, 503 naming the variable if unset."""
+        name = self.canonical(name)
+        if name in self.providers:
+            return self.providers[name]
+        if name in self.missing:
+            raise NotConfigured(f"Provider '{name}' is not configured: set {self.missing[name]}.",
+                                details={"provider": name, "variable": self.missing[name]})
+        raise UnknownProvider(f"Unknown provider '{name}'. Known providers: {', '.join(self.names)}.",
+                              details={"param": "provider"})
+
+    def default(self) -> Provider:
+        if self.default_name:
+            return self.get(self.default_name)
+        if not self.providers:
+            raise NotConfigured("No LLM provider is configured: set OPENAI_API_KEY, ANTHROPIC_API_KEY, "
+                                "GEMINI_API_KEY, OLLAMA_HOST or LITELLM_API_BASE.",
+                                details={"variable": "OPENAI_API_KEY"})
+        return next(iter(self.providers.values()))
+
+    def plan(self, provider_name: str | None = None, model: str | None = None) -> list[Route]:
+        """Routes to try in order: the model (or the provider's default), the provider's fallback models,
+        then each configured provider of PROVIDER_FALLBACKS with its default and fallbacks."""
+        first = self.get(provider_name) if provider_name else self.default()
+        routes = [Route(first, m) for m in unique([model or first.default_model, *first.fallback_models])]
+        for name in self.provider_fallbacks:
+            provider = self.providers.get(self.canonical(name))
+            if provider is not None and provider is not first:
+                routes += [Route(provider, m) for m in unique([provider.default_model, *provider.fallback_models])]
+        return routes
+
+    def resolve_model(self, model: str) -> tuple[Provider, str]:
+        """`model` of the OpenAI API: an alias, `provider/model`, a provider name, or a configured model."""
+        target = self.model_aliases.get(model, model)
+        if "/" in target:
+            name, _, bare = target.partition("/")
+            if self.canonical(name) in self.providers or self.canonical(name) in self.missing:
+                return self.get(name), bare
+        if self.canonical(target) in self.names:
+            provider = self.get(target)
+            return provider, provider.default_model
+        for provider in self.providers.values():
+            if target in provider.list_models():
+                return provider, target
+        raise UnknownModel(f"The model '{model}' does not exist or is not served here; GET /v1/models lists them.",
+                           details={"param": "model"})
+
+    def models(self) -> list[tuple[str, str]]:
+        """(model id, owner) for /v1/models: aliases, then every configured provider's models."""
+        listed = [(alias, self.model_aliases[alias].partition("/")[0]) for alias in self.model_aliases]
+        for name, provider in self.providers.items():
+            listed += [(f"{name}/{m}", name) for m in provider.list_models()]
+        return listed
+
+
+def unique(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(i for i in items if i))
+
+
+def build_registry(config: dict[str, Any]) -> Registry:
+    timeouts = {"connect_timeout": config["CONNECT_TIMEOUT_S"], "read_timeout": config["READ_TIMEOUT_S"]}
+    providers: dict[str, Provider] = {}
+    missing: dict[str, str] = {}
+
+    def models(prefix: str, default_key: str | None = None) -> dict[str, Any]:
+        fallbacks = config.get(f"{prefix}_MODEL_FALLBACKS") or ""
+        return {"default_model": config.get(default_key or f"{prefix}_MODEL_DEFAULT") or "",
+                "fallback_models": [m.strip() for m in fallbacks.split(",") if m.strip()]}
+
+    if config["OPENAI_API_KEY"]:
+        providers["openai"] = OpenAICompatibleProvider("openai", api_key=config["OPENAI_API_KEY"],
+                                                       base_url=config["OPENAI_BASE_URL"], **models("OPENAI"),
+                                                       **timeouts)
+    else:
+        missing["openai"] = "OPENAI_API_KEY"
+    if config["ANTHROPIC_API_KEY"]:
+        providers["anthropic"] = AnthropicProvider(api_key=config["ANTHROPIC_API_KEY"],
+                                                   base_url=config["ANTHROPIC_BASE_URL"],
+                                                   max_tokens=config["ANTHROPIC_MAX_TOKENS"], **models("ANTHROPIC"),
+                                                   **timeouts)
+    else:
+        missing["anthropic"] = "ANTHROPIC_API_KEY"
+    if config["GEMINI_API_KEY"]:
+        providers["gemini"] = GeminiProvider(api_key=config["GEMINI_API_KEY"], base_url=config["GEMINI_BASE_URL"],
+                                             **models("GEMINI"), **timeouts)
+    else:
+        missing["gemini"] = "GEMINI_API_KEY"
+    if config["OLLAMA_HOST"]:
+        providers["ollama"] = OpenAICompatibleProvider("ollama", api_key="ollama",
+                                                       base_url=config["OLLAMA_HOST"].rstrip("/") + "/v1",
+                                                       **models("OLLAMA"), **timeouts)
+    else:
+        missing["ollama"] = "OLLAMA_HOST"
+    if config["LITELLM_API_BASE"]:
+        providers["litellm"] = OpenAICompatibleProvider("litellm", api_key=config["LITELLM_API_KEY"],
+                                                        base_url=config["LITELLM_API_BASE"],
+                                                        **models("LITELLM", "LITELLM_MODEL"), **timeouts)
+    else:
+        missing["litellm"] = "LITELLM_API_BASE"
+    for name in config["OPENAI_COMPATIBLE"]:
+        prefix = name.upper().replace("-", "_")
+        if config.get(f"{prefix}_API_BASE"):
+            providers[name.lower()] = OpenAICompatibleProvider(
+                name.lower(), api_key=config.get(f"{prefix}_API_KEY", ""), base_url=config[f"{prefix}_API_BASE"],
+                **models(prefix), **timeouts)
+        else:
+            missing[name.lower()] = f"{prefix}_API_BASE"
+    aliases = dict(pair.split("=", 1) for pair in config["MODEL_ALIASES"] if "=" in pair)
+    return Registry(providers, missing, default=config["DEFAULT_PROVIDER"],
+                    provider_fallbacks=config["PROVIDER_FALLBACKS"], model_aliases=aliases)

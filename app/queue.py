@@ -1,0 +1,22 @@
+"""The background job queue: huey on SQLite by default, on Redis when `REDIS_URL` is set.
+
+Jobs are plain functions registered on the app's huey instance in the factory (see
+`register_jobs`), so the web process (which enqueues) and the worker process (`app.worker`, run by
+`huey_consumer`) build the same task names from the same code.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from huey import RedisHuey, SqliteHuey
+
+from app.config import project_root
+
+
+def make_huey(config: dict[str, Any]):
+    if config.get("REDIS_URL"):
+        return RedisHuey("aiserver", url=config["REDIS_URL"], results=False)
+    path = config.get("QUEUE_SQLITE_PATH") or os.path.join(project_root(), "data", "queue.db")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    return SqliteHuey("aiserver", filename=path, results=False)
