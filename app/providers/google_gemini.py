@@ -12,8 +12,9 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from app.providers.base import (Completion, CompletionRequest, ProviderFailure, StreamEnd, StreamItem,
-                                TransientFailure, Usage, UpstreamTimedOut, classify_status, parse_retry_after)
+from app.providers.base import (Completion, CompletionRequest, ProviderFailure, ProviderRejected, StreamEnd,
+                                StreamItem, TransientFailure, Usage, UpstreamTimedOut, classify_status,
+                                parse_retry_after)
 
 FINISH_REASONS = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter",
                   "RECITATION": "content_filter", "BLOCKLIST": "content_filter", "PROHIBITED_CONTENT": "content_filter"}
@@ -119,6 +120,9 @@ def translate_error(exc: Exception) -> ProviderFailure:
     if isinstance(exc, httpx2.TimeoutException):
         return UpstreamTimedOut("timed out waiting for the provider")
     if isinstance(exc, genai_errors.APIError):
+        message = f"{exc.code}: {exc.message or exc.status}"
+        if exc.code == 400 and "API_KEY_INVALID" in str(exc.details) + message or "API key not valid" in message:
+            return ProviderRejected(message, status=exc.code)  # Gemini answers a bad key with a 400
         headers = getattr(exc.response, "headers", None)
-        return classify_status(exc.code, f"{exc.code}: {exc.message or exc.status}", parse_retry_after(headers))
+        return classify_status(exc.code, message, parse_retry_after(headers))
     return TransientFailure(f"connection to the provider failed: {type(exc).__name__}")

@@ -17,6 +17,7 @@ from app.providers.google_gemini import GeminiProvider
 from app.providers.openai_compatible import OpenAICompatibleProvider
 
 ALIASES = {"gpt": "openai", "chatgpt": "openai", "claude": "anthropic", "google": "gemini"}
+MODEL_FAMILIES = {"openai": ("gpt-", "chatgpt-", "o1", "o3", "o4"), "anthropic": ("claude-",), "gemini": ("gemini-",)}
 BUILTIN_ORDER = ("openai", "anthropic", "gemini", "ollama", "litellm")
 
 
@@ -83,7 +84,8 @@ class Registry:
         return routes
 
     def resolve_model(self, model: str) -> tuple[Provider, str]:
-        """`model` of the OpenAI API: an alias, `provider/model`, a provider name, or a configured model."""
+        """`model` of the OpenAI API: an alias, `provider/model`, a provider name, a configured model, or a
+        model of a vendor's family (`gpt-...`, `claude-...`, `gemini-...`) when that vendor is configured."""
         target = self.model_aliases.get(model, model)
         if "/" in target:
             name, _, bare = target.partition("/")
@@ -95,6 +97,9 @@ class Registry:
         for provider in self.providers.values():
             if target in provider.list_models():
                 return provider, target
+        for name, prefixes in MODEL_FAMILIES.items():
+            if target.startswith(prefixes) and (name in self.providers or name in self.missing):
+                return self.get(name), target
         raise UnknownModel(f"The model '{model}' does not exist or is not served here; GET /v1/models lists them.",
                            details={"param": "model"})
 

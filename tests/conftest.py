@@ -1,0 +1,175 @@
+"""Shared fixtures: a clean configuration, the app, protocol fakes and a real Gunicorn + gevent server."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+
+# Nothing from a developer's shell or .env may leak into a test.
+os.environ["DOTENV_PATH"] = os.devnull
+for _name in list(os.environ):
+    if _name.endswith(("_API_KEY", "_BASE_URL", "_API_BASE", "_TOKEN", "_PAT", "_HOST", "_MODEL_DEFAULT",
+                       "_MODEL_FALLBACKS")) or _name in ("DATABASE_URL", "REDIS_URL", "DEFAULT_PROVIDER",
+                                                         "PROVIDER_FALLBACKS", "VERIFICATION_SECRET"):
+        del os.environ[_name]
+
+POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def base_config(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
+    """A configuration that uses only `tmp_path`, with retries fast enough for tests."""
+    config = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'aiserver.db'}",
+        "QUEUE_SQLITE_PATH": str(tmp_path / "queue.db"),
+        "LOG_DIR": str(tmp_path / "logs"),
+        "LOG_LEVEL": "WARNING",
+        "SYSTEM_PROMPT_FILE": str(tmp_path / "system_prompt.txt"),
+        "RETRY_BACKOFF_S": 0.01,
+        "RETRY_MAX_WAIT_S": 1.0,
+        "READ_TIMEOUT_S": 5.0,
+        "CONNECT_TIMEOUT_S": 2.0,
+    }
+    config.update(overrides)
+    return config
+
+
+def as_environ(config: dict[str, Any]) -> dict[str, str]:
+    """The same configuration as environment variables, for a server process."""
+    env = {k: v for k, v in os.environ.items()}
+    for key, value in config.items():
+        env[key] = ",".join(value) if isinstance(value, list) else str(value)
+    return env
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[Any]:
+    from tests.fakes.openai_api import FakeOpenAI
+
+    with FakeOpenAI() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake_anthropic() -> Iterator[Any]:
+    from tests.fakes.anthropic_api import FakeAnthropic
+
+    with FakeAnthropic() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake_gemini() -> Iterator[Any]:
+    from tests.fakes.gemini_api import FakeGemini
+
+    with FakeGemini() as fake:
+        yield fake
+
+
+def provider_config(openai=None, anthropic=None, gemini=None) -> dict[str, Any]:
+    """Settings that point each given fake's provider at it."""
+    config: dict[str, Any] = {}
+    if openai is not None:
+        config.update(OPENAI_API_KEY="sk-test-openai-key-0001", OPENAI_BASE_URL=openai.base_url,
+                      OPENAI_MODEL_DEFAULT="gpt-4o-mini", OPENAI_MODEL_FALLBACKS="gpt-4o")
+    if anthropic is not None:
+        config.update(ANTHROPIC_API_KEY="sk-ant-test-key-0002", ANTHROPIC_BASE_URL=anthropic.base_url,
+                      ANTHROPIC_MODEL_DEFAULT="claude-sonnet-5-5", ANTHROPIC_MODEL_FALLBACKS="claude-haiku-5-5")
+    if gemini is not None:
+        config.update(GEMINI_API_KEY="gemini-test-key-0003", GEMINI_BASE_URL=gemini.base_url,
+                      GEMINI_MODEL_DEFAULT="gemini-2.5-flash", GEMINI_MODEL_FALLBACKS="gemini-2.5-flash-lite")
+    return config
+
+
+@pytest.fixture
+def make_app(tmp_path: Path) -> Callable[..., Any]:
+    """Build an app on a migrated database in tmp_path; keyword arguments override settings."""
+    from app import create_app
+    from app.db import migrate
+
+    def build(**overrides: Any):
+        app = create_app(base_config(tmp_path, **overrides))
+        migrate(app.extensions["database"])
+        return app
+
+    return build
+
+
+@pytest.fixture
+def app(make_app, fake_openai):
+    return make_app(**provider_config(openai=fake_openai))
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+class LiveServer:
+    """A real `gunicorn -k gevent` process serving the app on an ephemeral loopback port."""
+
+    def __init__(self, config: dict[str, Any], workers: int = 1):
+        self.config = config
+        env = as_environ(dict(config, HOST="127.0.0.1", PORT="0", WEB_WORKERS=str(workers)))
+        subprocess.run([str(VENV_BIN / "flask"), "--app", "app.wsgi", "db-upgrade"], cwd=ROOT, env=env,
+                       check=True, capture_output=True, timeout=60)
+        self.log_path = Path(config["LOG_DIR"]) / "gunicorn.out"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log = open(self.log_path, "w")
+        self.process = subprocess.Popen([str(VENV_BIN / "gunicorn"), "--config", "gunicorn.conf.py",
+                                         "app.wsgi:app"], cwd=ROOT, env=env, stdout=self.log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        self.url = self._wait_for_url(timeout=30)
+
+    def _wait_for_url(self, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            match = re.search(r"Listening at: (http://[\d.]+:\d+)", self.log_path.read_text())
+            if match:
+                url = match.group(1)
+                try:
+                    if requests.get(url + "/ping", timeout=1).ok:
+                        return url
+                except requests.RequestException:
+                    pass
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"gunicorn did not start:\n{self.log_path.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=5)
+        self.log.close()
+
+
+@pytest.fixture
+def live_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
+    """Start real servers: `live_server(**settings)`; each is stopped after the test."""
+    servers: list[LiveServer] = []
+
+    def start(workers: int = 1, **overrides: Any) -> LiveServer:
+        server = LiveServer(base_config(tmp_path, LOG_LEVEL="INFO", **overrides), workers=workers)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()

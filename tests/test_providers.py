@@ -1,0 +1,155 @@
+"""Each provider module drives its vendor's real SDK against the protocol fake: the same interface,
+the same failures, whichever vendor answers."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from app.providers.anthropic_messages import AnthropicProvider
+from app.providers.base import (CallerFault, CompletionRequest, ModelUnavailable, ProviderRejected, StreamEnd,
+                                TransientFailure, UpstreamTimedOut)
+from app.providers.google_gemini import GeminiProvider
+from app.providers.openai_compatible import OpenAICompatibleProvider
+from tests.fakes.server import Reply
+
+VENDORS = ["openai", "anthropic", "gemini"]
+HELLO = CompletionRequest([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello"}])
+
+
+def make_provider(vendor: str, fake, read_timeout: float = 5.0):
+    common = {"default_model": "model-a", "fallback_models": ["model-b"], "connect_timeout": 2.0,
+              "read_timeout": read_timeout}
+    if vendor == "openai":
+        return OpenAICompatibleProvider("openai", api_key="k-openai-secret", base_url=fake.base_url, **common)
+    if vendor == "anthropic":
+        return AnthropicProvider(api_key="k-anthropic-secret", base_url=fake.base_url, max_tokens=256, **common)
+    return GeminiProvider(api_key="k-gemini-secret", base_url=fake.base_url, **common)
+
+
+@pytest.fixture(params=VENDORS)
+def vendor(request):
+    return request.param
+
+
+@pytest.fixture
+def fake(vendor, request):
+    return request.getfixturevalue(f"fake_{vendor}")
+
+
+@pytest.fixture
+def provider(vendor, fake):
+    return make_provider(vendor, fake)
+
+
+def test_complete_returns_text_model_and_usage(provider, fake):
+    fake.enqueue(Reply(text="Hello there, friend.", prompt_tokens=7, completion_tokens=4))
+    result = provider.complete(HELLO, "model-a")
+    assert result.text == "Hello there, friend."
+    assert result.model.endswith("model-a")
+    assert result.finish_reason == "stop"
+    assert (result.usage.prompt_tokens, result.usage.completion_tokens) == (7, 4)
+    sent = json.dumps(fake.requests[-1].json)
+    assert "Be brief." in sent and "Say hello" in sent
+
+
+def test_stream_yields_every_delta_then_the_end(provider, fake):
+    fake.enqueue(Reply(chunks=["Hel", "lo", " wor", "ld"], prompt_tokens=5, finish_reason="length"))
+    items = list(provider.stream(HELLO, "model-a"))
+    assert items[:-1] == ["Hel", "lo", " wor", "ld"]
+    end = items[-1]
+    assert isinstance(end, StreamEnd)
+    assert end.finish_reason == "length"
+    assert end.usage.prompt_tokens == 5 and end.usage.completion_tokens == 4
+
+
+@pytest.mark.parametrize("status, failure", [(429, TransientFailure), (500, TransientFailure),
+                                             (503, TransientFailure), (401, ProviderRejected),
+                                             (404, ModelUnavailable), (400, CallerFault)])
+def test_status_errors_map_to_one_failure_family(provider, fake, status, failure):
+    fake.enqueue(Reply(status=status, error_message="scripted failure", retry_after=3 if status == 429 else None))
+    with pytest.raises(failure) as caught:
+        provider.complete(HELLO, "model-a")
+    assert caught.value.status == status
+    assert "scripted failure" in caught.value.message
+    if status == 429:
+        assert caught.value.retry_after == pytest.approx(3, abs=0.01)
+
+
+def test_stream_errors_before_the_first_delta_raise_on_first_item(provider, fake):
+    fake.enqueue(Reply(status=500, error_message="down"))
+    with pytest.raises(TransientFailure):
+        next(provider.stream(HELLO, "model-a"))
+
+
+def test_read_timeout_is_a_retryable_timeout(vendor, fake):
+    provider = make_provider(vendor, fake, read_timeout=0.5)
+    fake.enqueue(Reply(hang=3))
+    started = time.monotonic()
+    with pytest.raises(UpstreamTimedOut):
+        provider.complete(HELLO, "model-a")
+    assert time.monotonic() - started < 2.5
+
+
+def test_connection_reset_mid_stream_raises_after_the_text_received(provider, fake):
+    fake.enqueue(Reply(chunks=["one ", "two ", "three ", "four"], reset_after=2, chunk_delay=0.05))
+    received = []
+    with pytest.raises(TransientFailure):
+        for item in provider.stream(HELLO, "model-a"):
+            received.append(item)
+    assert received == ["one ", "two "]
+
+
+def test_closing_a_stream_closes_the_upstream_request(provider, fake):
+    fake.enqueue(Reply(chunks=[f"w{i} " for i in range(50)], chunk_delay=0.05))
+    stream = provider.stream(HELLO, "model-a")
+    assert next(stream) == "w0 "
+    stream.close()
+    assert fake.wait_for_disconnect(3)
+
+
+def test_unreachable_provider_is_a_transient_failure(vendor):
+    class Nowhere:
+        base_url = "http://127.0.0.1:9/v1" if vendor == "openai" else "http://127.0.0.1:9"
+
+    with pytest.raises(TransientFailure):
+        make_provider(vendor, Nowhere).complete(HELLO, "model-a")
+
+
+def test_check_lists_models_without_spending_tokens(provider, fake):
+    provider.check()
+    assert all(r.method == "GET" for r in fake.requests)
+
+
+def test_wrong_key_fails_the_check(vendor, request):
+    fake_class = type(request.getfixturevalue(f"fake_{vendor}"))
+    with fake_class(api_key="the-right-key") as guarded:
+        with pytest.raises(ProviderRejected):
+            make_provider(vendor, guarded).check()
+
+
+def test_structured_output_asks_each_vendor_its_own_way(vendor, provider, fake):
+    schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
+    if vendor == "anthropic":
+        fake.enqueue(Reply(tool_input={"answer": "42"}))
+    else:
+        fake.enqueue(Reply(text='{"answer": "42"}'))
+    request = CompletionRequest([{"role": "user", "content": "?"}], json_schema={"name": "result", "schema": schema})
+    assert json.loads(provider.complete(request, "model-a").text) == {"answer": "42"}
+    body = fake.requests[-1].json
+    if vendor == "openai":
+        assert body["response_format"]["json_schema"]["schema"] == schema
+    elif vendor == "anthropic":
+        assert body["tool_choice"] == {"type": "tool", "name": "result"}
+    else:
+        assert body["generationConfig"]["responseMimeType"] == "application/json"
+
+
+def test_images_reach_the_vendor_in_its_own_format(vendor, provider, fake):
+    pixel = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8/5+hHgAHggJ/PchI7wAAAABJRU5ErkJggg=="
+    request = CompletionRequest([{"role": "user", "content": [
+        {"type": "text", "text": "What is this?"}, {"type": "image", "media_type": "image/png", "data": pixel}]}])
+    provider.complete(request, "model-a")
+    sent = json.dumps(fake.requests[-1].json)
+    assert pixel[:40] in sent
