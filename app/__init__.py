@@ -17,11 +17,13 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     """
     from app import db
     from app.api import register_blueprints
-    from app.config import load_settings
+    from app.config import load_settings, secret_values
     from app.errors import register_error_handlers
     from app.gateway import Gateway, RetryPolicy
+    from app.github import client_from_config
     from app.health import ProviderHealth
-    from app.logs import configure_logging, init_request_logging
+    from app.jobs import register_jobs
+    from app.logs import RedactSecrets, configure_logging, init_request_logging
     from app.providers.registry import build_registry
     from app.queue import make_huey
 
@@ -32,13 +34,17 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config["STARTED_AT"] = time.time()
     app.json.sort_keys = False
 
-    configure_logging(app.config)
+    redactor = RedactSecrets(secret_values(app.config))
+    app.extensions["redactor"] = redactor
+    configure_logging(app.config, redactor)
     db.init_app(app)
     registry = build_registry(app.config)
     app.extensions["providers"] = registry
-    app.extensions["gateway"] = Gateway(registry, RetryPolicy.from_config(app.config))
+    app.extensions["gateway"] = Gateway(registry, RetryPolicy.from_config(app.config), redact=redactor.redact)
     app.extensions["provider_health"] = ProviderHealth(registry, app.config["HEALTH_CACHE_S"])
     app.extensions["huey"] = make_huey(app.config)
+    app.extensions["github"] = client_from_config(app.config)  # None without GITHUB_TOKEN
+    register_jobs(app.extensions["huey"], app)
     register_error_handlers(app)
     init_request_logging(app)
     register_blueprints(app)

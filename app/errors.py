@@ -7,6 +7,7 @@ Both carry the same `message`, `type` and `code`, so one client parser fits both
 """
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -146,7 +147,8 @@ def register_error_handlers(app: Flask) -> None:
     def handle_api_error(error: APIError):
         if error.status >= 500:
             log.warning("%s %s -> %s %s", request.method, request.path, error.status, error.message)
-        response = jsonify(error_body(error))
+        body = json.loads(app.extensions["redactor"].redact(json.dumps(error_body(error))))
+        response = jsonify(body)
         response.status_code = error.status
         response.headers.update(error.headers)
         return response

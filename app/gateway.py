@@ -81,10 +81,13 @@ Event = Union[FailedAttempt, Started, str, StreamEnd, StreamFailed]
 
 
 class Gateway:
-    def __init__(self, registry, policy: RetryPolicy, sleep: Callable[[float], None] = time.sleep):
+    def __init__(self, registry, policy: RetryPolicy, sleep: Callable[[float], None] = time.sleep,
+                 redact: Callable[[str], str] = str):
+        """`redact` scrubs secrets from upstream error text, which some vendors echo back (a bad key)."""
         self.registry = registry
         self.policy = policy
         self.sleep = sleep
+        self.redact = redact
 
     def complete(self, request: CompletionRequest, routes: list[Route]) -> Answer:
         attempts: list[FailedAttempt] = []
@@ -113,9 +116,9 @@ class Gateway:
                 yield first
                 yield from items
             except ProviderFailure as failure:
-                log.warning("%s/%s failed mid-stream: %s", route.provider.name, route.model, failure.message)
-                yield StreamFailed(f"The provider failed mid-answer: {failure.message}", route.provider.name,
-                                   route.model)
+                message = self.redact(failure.message)
+                log.warning("%s/%s failed mid-stream: %s", route.provider.name, route.model, message)
+                yield StreamFailed(f"The provider failed mid-answer: {message}", route.provider.name, route.model)
             finally:
                 items.close()
             return
@@ -143,12 +146,13 @@ class Gateway:
                 self.sleep(wait)
 
     def _record(self, route: Route, failure: ProviderFailure, attempts: list[FailedAttempt]) -> FailedAttempt:
+        message = self.redact(failure.message)
         if isinstance(failure, CallerFault):
-            raise BadRequest(f"{route.provider.name} rejected the request: {failure.message}",
+            raise BadRequest(f"{route.provider.name} rejected the request: {message}",
                              status=failure.status if failure.status in (400, 413, 422) else 400,
                              code="upstream_rejected_request", details={"provider": route.provider.name})
-        log.warning("attempt failed: %s/%s: %s", route.provider.name, route.model, failure.message)
-        attempt = FailedAttempt(route.provider.name, route.model, failure.message, failure.status, failure)
+        log.warning("attempt failed: %s/%s: %s", route.provider.name, route.model, message)
+        attempt = FailedAttempt(route.provider.name, route.model, message, failure.status, failure)
         attempts.append(attempt)
         return attempt
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from flask import Flask, g, request
 
-from app.config import project_root, secret_values
+from app.config import project_root
 
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 TOKEN_SHAPES = re.compile(r"(?i)(bearer\s+|sk-[a-z0-9-]*|gh[pousr]_|github_pat_|x-api-key:\s*|key=)[A-Za-z0-9._\-]{6,}")
@@ -80,14 +80,14 @@ def make_formatter(kind: str) -> logging.Formatter:
     return formatter
 
 
-def configure_logging(config: dict[str, Any]) -> None:
+def configure_logging(config: dict[str, Any], redactor: RedactSecrets) -> None:
     """(Re)build the `aiserver` logger's handlers; idempotent, so tests may call it per app."""
     log_dir = config["LOG_DIR"]
     if not os.path.isabs(log_dir):
         log_dir = os.path.join(project_root(), log_dir)
     os.makedirs(log_dir, exist_ok=True)
     formatter = make_formatter(config["LOG_FORMAT"])
-    filters = [RequestIdFilter(), RedactSecrets(secret_values(config))]
+    filters = [RequestIdFilter(), redactor]
     handlers: list[logging.Handler] = [logging.StreamHandler()]
     handlers[0].setLevel(config["LOG_LEVEL"].upper())
     for name, level in (("app.log", logging.INFO), ("error.log", logging.ERROR), ("debug.log", logging.DEBUG)):

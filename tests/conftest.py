@@ -13,6 +13,8 @@ from typing import Any, Callable, Iterator
 import pytest
 import requests
 
+from app.db import migrate, open_database
+
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 
@@ -122,8 +124,7 @@ class LiveServer:
     def __init__(self, config: dict[str, Any], workers: int = 1):
         self.config = config
         env = as_environ(dict(config, HOST="127.0.0.1", PORT="0", WEB_WORKERS=str(workers)))
-        subprocess.run([str(VENV_BIN / "flask"), "--app", "app.wsgi", "db-upgrade"], cwd=ROOT, env=env,
-                       check=True, capture_output=True, timeout=60)
+        migrate(open_database(config["DATABASE_URL"]))
         self.log_path = Path(config["LOG_DIR"]) / "gunicorn.out"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log = open(self.log_path, "w")

@@ -11,10 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.errors import NotConfigured, NotFound
-from app.providers.anthropic_messages import AnthropicProvider
 from app.providers.base import Provider
-from app.providers.google_gemini import GeminiProvider
-from app.providers.openai_compatible import OpenAICompatibleProvider
 
 ALIASES = {"gpt": "openai", "chatgpt": "openai", "claude": "anthropic", "google": "gemini"}
 MODEL_FAMILIES = {"openai": ("gpt-", "chatgpt-", "o1", "o3", "o4"), "anthropic": ("claude-",), "gemini": ("gemini-",)}
@@ -116,6 +113,8 @@ def unique(items: list[str]) -> list[str]:
 
 
 def build_registry(config: dict[str, Any]) -> Registry:
+    """Providers for every configured vendor. Each SDK is imported only when its provider is
+    configured: the three SDKs together take seconds to import, and start-up time matters."""
     timeouts = {"connect_timeout": config["CONNECT_TIMEOUT_S"], "read_timeout": config["READ_TIMEOUT_S"]}
     providers: dict[str, Provider] = {}
     missing: dict[str, str] = {}
@@ -123,46 +122,45 @@ def build_registry(config: dict[str, Any]) -> Registry:
     def models(prefix: str, default_key: str | None = None) -> dict[str, Any]:
         fallbacks = config.get(f"{prefix}_MODEL_FALLBACKS") or ""
         return {"default_model": config.get(default_key or f"{prefix}_MODEL_DEFAULT") or "",
-                "fallback_models": [m.strip() for m in fallbacks.split(",") if m.strip()]}
+                "fallback_models": [m.strip() for m in fallbacks.split(",") if m.strip()], **timeouts}
 
-    if config["OPENAI_API_KEY"]:
-        providers["openai"] = OpenAICompatibleProvider("openai", api_key=config["OPENAI_API_KEY"],
-                                                       base_url=config["OPENAI_BASE_URL"], **models("OPENAI"),
-                                                       **timeouts)
-    else:
-        missing["openai"] = "OPENAI_API_KEY"
-    if config["ANTHROPIC_API_KEY"]:
-        providers["anthropic"] = AnthropicProvider(api_key=config["ANTHROPIC_API_KEY"],
-                                                   base_url=config["ANTHROPIC_BASE_URL"],
-                                                   max_tokens=config["ANTHROPIC_MAX_TOKENS"], **models("ANTHROPIC"),
-                                                   **timeouts)
-    else:
-        missing["anthropic"] = "ANTHROPIC_API_KEY"
-    if config["GEMINI_API_KEY"]:
-        providers["gemini"] = GeminiProvider(api_key=config["GEMINI_API_KEY"], base_url=config["GEMINI_BASE_URL"],
-                                             **models("GEMINI"), **timeouts)
-    else:
-        missing["gemini"] = "GEMINI_API_KEY"
-    if config["OLLAMA_HOST"]:
-        providers["ollama"] = OpenAICompatibleProvider("ollama", api_key="ollama",
-                                                       base_url=config["OLLAMA_HOST"].rstrip("/") + "/v1",
-                                                       **models("OLLAMA"), **timeouts)
-    else:
-        missing["ollama"] = "OLLAMA_HOST"
-    if config["LITELLM_API_BASE"]:
-        providers["litellm"] = OpenAICompatibleProvider("litellm", api_key=config["LITELLM_API_KEY"],
-                                                        base_url=config["LITELLM_API_BASE"],
-                                                        **models("LITELLM", "LITELLM_MODEL"), **timeouts)
-    else:
-        missing["litellm"] = "LITELLM_API_BASE"
-    for name in config["OPENAI_COMPATIBLE"]:
-        prefix = name.upper().replace("-", "_")
-        if config.get(f"{prefix}_API_BASE"):
-            providers[name.lower()] = OpenAICompatibleProvider(
-                name.lower(), api_key=config.get(f"{prefix}_API_KEY", ""), base_url=config[f"{prefix}_API_BASE"],
-                **models(prefix), **timeouts)
+    def openai_compatible(name: str, api_key: str, base_url: str, prefix: str, default_key: str | None = None):
+        from app.providers.openai_compatible import OpenAICompatibleProvider
+
+        return OpenAICompatibleProvider(name, api_key=api_key, base_url=base_url, **models(prefix, default_key))
+
+    def anthropic():
+        from app.providers.anthropic_messages import AnthropicProvider
+
+        return AnthropicProvider(api_key=config["ANTHROPIC_API_KEY"], base_url=config["ANTHROPIC_BASE_URL"],
+                                 max_tokens=config["ANTHROPIC_MAX_TOKENS"], **models("ANTHROPIC"))
+
+    def gemini():
+        from app.providers.google_gemini import GeminiProvider
+
+        return GeminiProvider(api_key=config["GEMINI_API_KEY"], base_url=config["GEMINI_BASE_URL"],
+                              **models("GEMINI"))
+
+    builders = [
+        ("openai", "OPENAI_API_KEY", lambda: openai_compatible("openai", config["OPENAI_API_KEY"],
+                                                               config["OPENAI_BASE_URL"], "OPENAI")),
+        ("anthropic", "ANTHROPIC_API_KEY", anthropic),
+        ("gemini", "GEMINI_API_KEY", gemini),
+        ("ollama", "OLLAMA_HOST", lambda: openai_compatible("ollama", "ollama",
+                                                            config["OLLAMA_HOST"].rstrip("/") + "/v1", "OLLAMA")),
+        ("litellm", "LITELLM_API_BASE", lambda: openai_compatible("litellm", config["LITELLM_API_KEY"],
+                                                                  config["LITELLM_API_BASE"], "LITELLM",
+                                                                  "LITELLM_MODEL")),
+    ]
+    for endpoint in config["OPENAI_COMPATIBLE"]:
+        name, prefix = endpoint.lower(), endpoint.upper().replace("-", "_")
+        builders.append((name, f"{prefix}_API_BASE", lambda name=name, prefix=prefix: openai_compatible(
+            name, config.get(f"{prefix}_API_KEY", ""), config[f"{prefix}_API_BASE"], prefix)))
+    for name, variable, build in builders:
+        if config.get(variable):
+            providers[name] = build()
         else:
-            missing[name.lower()] = f"{prefix}_API_BASE"
+            missing[name] = variable
     aliases = dict(pair.split("=", 1) for pair in config["MODEL_ALIASES"] if "=" in pair)
     return Registry(providers, missing, default=config["DEFAULT_PROVIDER"],
                     provider_fallbacks=config["PROVIDER_FALLBACKS"], model_aliases=aliases)

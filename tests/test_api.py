@@ -1,0 +1,171 @@
+"""The gateway's HTTP API in-process: shapes, validation, errors, logging (streaming is tested
+through a real Gunicorn server in test_streaming.py)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import provider_config
+from tests.fakes.server import Reply
+
+ASK = {"question": "What is 2+2?", "client_id": "c1", "user_id": "u1"}
+
+
+def test_ask_answers_in_openai_completion_shape(client, fake_openai):
+    fake_openai.enqueue(Reply(text="4", prompt_tokens=9, completion_tokens=1))
+    response = client.post("/v1/ask", json={**ASK, "history": [{"role": "user", "content": "hello"},
+                                                                 {"role": "assistant", "content": "Hi."}]})
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["object"] == "chat.completion" and body["id"].startswith("chatcmpl-")
+    assert body["choices"] == [{"index": 0, "message": {"role": "assistant", "content": "4"}, "finish_reason": "stop"}]
+    assert body["usage"] == {"prompt_tokens": 9, "completion_tokens": 1, "total_tokens": 10}
+    assert body["model"] == "gpt-4o-mini" and body["provider"] == "openai"
+    assert response.headers["X-Provider"] == "openai"
+    sent = fake_openai.requests[-1].json["messages"]
+    assert [m["content"] for m in sent] == ["hello", "Hi.", "What is 2+2?"]
+
+
+@pytest.mark.parametrize("body, field", [({"client_id": "c", "user_id": "u"}, "question"),
+                                         ({"question": "q", "user_id": "u"}, "client_id"),
+                                         ({**ASK, "stream": "maybe"}, "stream"),
+                                         ({**ASK, "history": [{"role": "wizard", "content": "x"}]}, "history")])
+def test_ask_names_the_bad_field(client, body, field):
+    response = client.post("/v1/ask", json=body)
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert field in error["message"] and error["param"] == field
+
+
+@pytest.mark.parametrize("path", ["/v1/ask", "/chat", "/chat/gpt", "/v1/chat/completions"])
+def test_client_mistakes_get_json_errors(client, path):
+    cases = [
+        (dict(data="{not json", content_type="application/json"), 400),
+        (dict(data="[1, 2]", content_type="application/json"), 400),
+        (dict(data="question=hi", content_type="application/x-www-form-urlencoded"), 415),
+        (dict(data="x" * 2_000_000, content_type="application/json"), 413),
+    ]
+    for kwargs, status in cases:
+        response = client.post(path, **kwargs)
+        assert response.status_code == status, (kwargs.get("content_type"), response.data[:200])
+        assert response.is_json and "message" in response.get_json()["error"]
+
+
+def test_unknown_route_and_method_are_json(client):
+    assert client.get("/nowhere").status_code == 404
+    response = client.get("/v1/ask")
+    assert response.status_code == 405 and response.get_json()["error"]["code"] == "method_not_allowed"
+
+
+def test_chat_with_provider_alias_non_streaming(client, fake_openai):
+    fake_openai.enqueue(Reply(text="Hi from GPT"))
+    response = client.post("/chat/gpt", json={"messages": [{"role": "user", "content": "Hello!"}],
+                                              "model": "client-chosen-model-is-ignored", "stream": False})
+    body = response.get_json()
+    assert body["response"] == "Hi from GPT" and body["success"] is True
+    assert (body["provider"], body["model"]) == ("openai", "gpt-4o-mini")
+    assert fake_openai.requests[-1].json["model"] == "gpt-4o-mini"
+
+
+def test_unknown_provider_is_404_and_unconfigured_is_503_naming_the_variable(client):
+    response = client.post("/chat/mistral", json={"messages": [{"role": "user", "content": "x"}]})
+    assert response.status_code == 404 and "mistral" in response.get_json()["error"]["message"]
+    response = client.post("/chat/claude", json={"messages": [{"role": "user", "content": "x"}]})
+    assert response.status_code == 503
+    assert "ANTHROPIC_API_KEY" in response.get_json()["error"]["message"]
+
+
+def test_without_any_key_the_server_starts_and_says_what_to_set(make_app):
+    client = make_app().test_client()
+    health = client.get("/health").get_json()
+    assert health["status"] == "degraded"
+    assert health["providers"]["openai"] == {"configured": False, "reachable": False, "variable": "OPENAI_API_KEY"}
+    response = client.post("/v1/ask", json=ASK)
+    assert response.status_code == 503 and "OPENAI_API_KEY" in response.get_json()["error"]["message"]
+
+
+def test_upstream_failure_maps_to_502_with_the_attempts(client, fake_openai):
+    fake_openai.default_reply = Reply(status=500, error_message="boom")
+    response = client.post("/v1/ask", json=ASK)
+    assert response.status_code == 502
+    error = response.get_json()["error"]
+    assert error["type"] == "upstream_error" and "boom" in error["message"]
+
+
+def test_upstream_callers_fault_is_a_400_not_a_retry(client, fake_openai):
+    fake_openai.enqueue(Reply(status=400, error_message="context_length_exceeded"))
+    response = client.post("/chat", json={"messages": [{"role": "user", "content": "long"}]})
+    assert response.status_code == 400 and "context_length_exceeded" in response.get_json()["error"]["message"]
+    assert len(fake_openai.requests) == 1
+
+
+def test_v1_models_and_model_routing(make_app, fake_openai, fake_anthropic):
+    client = make_app(**provider_config(openai=fake_openai, anthropic=fake_anthropic),
+                      MODEL_ALIASES=["smart=anthropic/claude-opus-5"]).test_client()
+    ids = [m["id"] for m in client.get("/v1/models").get_json()["data"]]
+    assert ids[0] == "smart" and "openai/gpt-4o-mini" in ids and "anthropic/claude-haiku-5-5" in ids
+    for model, vendor, sent in [("smart", fake_anthropic, "claude-opus-5"), ("openai/gpt-4o", fake_openai, "gpt-4o"),
+                                ("claude-haiku-5-5", fake_anthropic, "claude-haiku-5-5"),
+                                ("gpt-5.4-nano", fake_openai, "gpt-5.4-nano")]:
+        response = client.post("/v1/chat/completions", json={"model": model,
+                                                              "messages": [{"role": "user", "content": "hi"}]})
+        assert response.status_code == 200, response.data
+        assert vendor.requests[-1].json["model"] == sent
+    response = client.post("/v1/chat/completions", json={"model": "llama-9", "messages": [{"role": "user",
+                                                                                          "content": "hi"}]})
+    assert response.status_code == 404
+    assert response.get_json() == {"error": {"message": response.get_json()["error"]["message"],
+                                             "type": "not_found_error", "code": "model_not_found", "param": "model"}}
+
+
+def test_health_reports_each_provider_and_caches_checks(make_app, fake_openai):
+    client = make_app(**provider_config(openai=fake_openai)).test_client()
+    body = client.get("/health").get_json()
+    assert body["status"] == "ok" and body["database"]["ok"] is True and body["version"]
+    assert body["providers"]["openai"]["reachable"] is True
+    client.get("/health")
+    assert len([r for r in fake_openai.requests if r.path == "/v1/models"]) == 1
+    assert client.get("/health/gpt").get_json()["provider"] == "openai"
+    assert client.get("/health/gemini").status_code == 503
+    assert client.get("/health/nobody").status_code == 404
+    for path in ("/ping", "/v1/health", "/api/v1/health"):
+        assert client.get(path).get_json()["status"] == "ok"
+
+
+def test_index_openapi_and_docs(client):
+    index = client.get("/").get_json()
+    assert index["name"] == "aiserver" and "POST /v1/ask" in index["endpoints"]
+    spec = client.get("/openapi.json").get_json()
+    ask = spec["paths"]["/v1/ask"]["post"]
+    assert ask["requestBody"]["content"]["application/json"]["schema"]
+    assert "Ask" in json.dumps(spec["components"]["schemas"])
+    assert b"swagger-ui" in client.get("/docs").data
+    assert client.get("/docs/assets/swagger-ui-bundle.js").status_code == 200
+
+
+def test_request_id_is_honoured_and_the_access_line_has_provider_model_tokens(app, client, fake_openai):
+    fake_openai.enqueue(Reply(text="four", prompt_tokens=3, completion_tokens=2))
+    response = client.post("/v1/ask", json=ASK, headers={"X-Request-ID": "trace-123"})
+    assert response.headers["X-Request-ID"] == "trace-123"
+    response.close()
+    line = [ln for ln in (Path(app.config["LOG_DIR"]) / "app.log").read_text().splitlines() if "trace-123" in ln][-1]
+    for part in ("method=POST", "path=/v1/ask", "status=200", "provider=openai", "model=gpt-4o-mini", "tokens=5",
+                 "latency_ms="):
+        assert part in line
+    assert client.get("/ping").headers["X-Request-ID"]
+
+
+def test_secrets_never_reach_logs_or_responses(make_app, fake_openai):
+    key = "sk-live-SECRETSECRETSECRET"
+    app = make_app(OPENAI_API_KEY=key, OPENAI_BASE_URL=fake_openai.base_url, LOG_FORMAT="json")
+    client = app.test_client()
+    fake_openai.default_reply = Reply(status=401, error_message=f"Incorrect API key provided: {key}")
+    response = client.post("/v1/ask", json=ASK)
+    import logging
+    logging.getLogger("aiserver").error("leak attempt %s and Bearer %s", key, "tok_abcdefghijkl")
+    assert key not in response.get_data(as_text=True)
+    logs = "".join(p.read_text() for p in Path(app.config["LOG_DIR"]).glob("*.log"))
+    assert logs and key not in logs and "tok_abcdefghijkl" not in logs
+    assert all(json.loads(line) for line in (Path(app.config["LOG_DIR"]) / "app.log").read_text().splitlines())
