@@ -41,8 +41,10 @@ test-system-deps:
 test: install-dev test-system-deps
 	$(BIN)/python -m pytest
 
+## Regenerate .env.example and the README's configuration table from app/config.py.
 env-example:
 	$(BIN)/python -m app.config > .env.example
+	$(BIN)/python -m app.config --readme
 
 clean:
 	rm -rf $(VENV) .pytest_cache

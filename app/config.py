@@ -97,6 +97,8 @@ SETTINGS: tuple[Setting, ...] = (
             "https://HOST/api/v3).", group="github"),
     Setting("GITHUB_OWNER", "", "User or organisation that owns deployed repos; empty: the token's user.",
             group="github"),
+    Setting("GITHUB_MAX_RATE_WAIT_S", "20", "Longest wait for GitHub's rate limit inside a request; a longer "
+            "wait answers 429 with Retry-After.", float, group="github"),
     Setting("VERIFICATION_SECRET", "", "Secret that /task and /revise requests must carry.", secret=True,
             group="deploy"),
     Setting("DEPLOY_PROVIDER", "", "Provider that writes deployed apps; empty: DEFAULT_PROVIDER.", group="deploy"),
@@ -105,11 +107,28 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("NOTIFY_ALLOW_HOSTS", "", "Hosts allowed as evaluation_url/attachment targets even though private or "
             "loopback (comma-separated).", _list, group="deploy"),
     Setting("PAGES_WAIT_S", "300", "Longest wait for a GitHub Pages URL to answer 200.", float, group="deploy"),
+    Setting("PAGES_POLL_S", "5", "Seconds between checks of a Pages build and URL.", float, group="deploy"),
+    Setting("NOTIFY_BACKOFF_S", "1", "First wait before re-sending a notification; doubles each time (1, 2, 4...).",
+            float, group="deploy"),
+    Setting("DEPLOY_ATTEMPTS", "3", "Attempts per pipeline stage (an invalid LLM file set counts as one) before the "
+            "round fails.", int, group="deploy"),
+    Setting("DEPLOY_RETRY_S", "2", "First wait before a stage is retried; doubles each time.", float, group="deploy"),
+    Setting("DEPLOY_LEASE_S", "60", "Seconds a worker's claim on a round lasts without a heartbeat; a round whose "
+            "worker died is resumed after this.", float, group="deploy"),
+    Setting("DEPLOY_MAX_FILES", "50", "Most files an LLM file set may hold.", int, group="deploy"),
+    Setting("DEPLOY_MAX_FILE_BYTES", "500000", "Largest file an LLM file set may hold.", int, group="deploy"),
+    Setting("DEPLOY_MAX_TOKENS", "16000", "max_tokens asked of the LLM for a file set.", int, group="deploy"),
     Setting("WEB_WORKERS", "2", "Gunicorn gevent worker processes.", int, group="serving"),
     Setting("WEB_WORKER_CONNECTIONS", "1000", "Concurrent connections per gevent worker.", int, group="serving"),
     Setting("WEB_GRACEFUL_TIMEOUT_S", "30", "Seconds in-flight streams get to finish on reload or stop.", int,
             group="serving"),
     Setting("QUEUE_WORKERS", "4", "Threads of the background job consumer.", int, group="serving"),
+    Setting("QUEUE_SQLITE_PATH", "", "SQLite file of the job queue when REDIS_URL is empty; empty: data/queue.db.",
+            group="serving"),
+    Setting("BACKUP_DIR", "data/backups", "Directory (relative to the project) of the SQLite database backups.",
+            group="serving"),
+    Setting("BACKUP_KEEP", "7", "Nightly SQLite backups kept (the worker makes one at 03:17 UTC); 0 turns them off.",
+            int, group="serving"),
 )
 
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
@@ -167,7 +186,21 @@ def markdown_table() -> str:
     return "\n".join(rows) + "\n"
 
 
+def update_readme(path: str) -> None:
+    """Rewrite the configuration table between the README's `config:start` and `config:end` markers."""
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    head, _, rest = text.partition("<!-- config:start")
+    marker_line, _, rest = rest.partition("\n")
+    _, _, tail = rest.partition("<!-- config:end -->")
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(f"{head}<!-- config:start{marker_line}\n{markdown_table()}<!-- config:end -->{tail}")
+
+
 if __name__ == "__main__":
     import sys
 
-    sys.stdout.write(markdown_table() if "--markdown" in sys.argv else env_example())
+    if "--readme" in sys.argv:
+        update_readme(os.path.join(project_root(), "README.md"))
+    else:
+        sys.stdout.write(markdown_table() if "--markdown" in sys.argv else env_example())
