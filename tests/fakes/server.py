@@ -1,0 +1,476 @@
+"""Shared machinery of the fake LLM vendor servers.
+
+A fake is a real HTTP/1.1 server on loopback (``ThreadingHTTPServer``, keep-alive,
+one daemon thread per connection) that answers with scripted ``Reply`` objects and
+records every request, so the official SDKs can be pointed at it by base URL.
+Protocol subclasses only describe their wire format; pacing, faults and
+disconnect detection live here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import select
+import socket
+import struct
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable, Iterable
+from urllib.parse import parse_qsl, urlsplit
+
+IDLE_TIMEOUT = 30.0  # seconds a connection may sit idle or blocked before the server drops it
+STOP_GRACE = 2.0  # seconds stop() waits for handler threads in total
+GONE_POLL = 0.02  # seconds between client-gone checks while pacing a stream
+STATUS_PHRASES = {529: "Overloaded"}  # vendor statuses http.HTTPStatus does not know
+
+
+@dataclass
+class Reply:
+    """One scripted answer.
+
+    ``chunks`` are the stream pieces; when given they also make up the full text
+    of a non-streamed answer, so both modes carry the same content. ``status`` >= 400
+    answers with the protocol's error body instead (``retry_after`` adds the retry
+    headers). ``finish_reason`` is vendor-neutral ("stop", "length"); each fake maps
+    it to its own vocabulary.
+
+    Faults and pacing: ``first_byte_delay`` delays the status line, ``chunk_delay``
+    separates content chunks, ``hang`` sends nothing for that long and then closes,
+    and ``reset_after`` sends that many content chunks and then resets the
+    connection (TCP RST) instead of finishing the stream.
+    """
+
+    text: str = "Hello from the fake."
+    chunks: list[str] | None = None
+    model: str | None = None
+    status: int = 200
+    error_message: str | None = None
+    retry_after: float | None = None
+    first_byte_delay: float = 0.0
+    chunk_delay: float = 0.0
+    hang: float = 0
+    reset_after: int | None = None
+    finish_reason: str = "stop"
+    prompt_tokens: int = 11
+    completion_tokens: int | None = None
+    tool_input: dict | None = None
+
+    def pieces(self) -> list[str]:
+        """Stream pieces: ``chunks``, else ``text`` split into words that keep their leading spaces."""
+        if self.chunks is not None:
+            return list(self.chunks)
+        return re.findall(r"\s*\S+(?:\s+$)?", self.text) or ([self.text] if self.text else [])
+
+    @property
+    def full_text(self) -> str:
+        return "".join(self.chunks) if self.chunks is not None else self.text
+
+    @property
+    def output_tokens(self) -> int:
+        return self.completion_tokens if self.completion_tokens is not None else len(self.pieces())
+
+    @property
+    def message(self) -> str:
+        """The error message sent for an error status."""
+        return self.error_message or status_phrase(self.status)
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]  # names lower-cased
+    json: Any  # parsed body; None when there was none or it was not JSON
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One piece of a streamed body; ``content`` marks the pieces that carry generated output."""
+
+    data: bytes
+    content: bool = False
+
+
+def sse(payload: dict | str, *, event: str | None = None, content: bool = False, eol: str = "\n") -> Frame:
+    """A Server-Sent Event: optional ``event:`` line, one ``data:`` line, blank line."""
+    data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
+    lines = ([f"event: {event}"] if event else []) + [f"data: {data}", "", ""]
+    return Frame(eol.join(lines).encode(), content)
+
+
+def status_phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return STATUS_PHRASES.get(status, "Error")
+
+
+def text_of(content: Any) -> str:
+    """Plain text of a chat message's content: a string or a list of parts with ``text``."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return ""
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    timeout = IDLE_TIMEOUT
+    server: _HTTPServer
+
+    @property
+    def fake(self) -> FakeServer:
+        return self.server.fake
+
+    def setup(self) -> None:
+        super().setup()
+        self.fake._track(self.connection)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.fake._untrack(self.connection)
+
+    def do_GET(self) -> None:
+        self.fake._handle(self, self._record())
+
+    do_POST = do_PUT = do_DELETE = do_GET
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silenced: the recorded requests are the log."""
+
+    def _record(self) -> RecordedRequest:
+        url = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        return RecordedRequest(self.command, url.path, dict(parse_qsl(url.query)), headers, body)
+
+    def send_json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status, status_phrase(status))
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def start_stream(self, content_type: str, headers: dict[str, str] | None = None) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+
+    def write_chunk(self, data: bytes) -> bool:
+        """Send one HTTP chunk at once (the socket writer is unbuffered); False when the client is gone."""
+        try:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        except OSError:
+            return False
+        return True
+
+    def end_stream(self) -> None:
+        try:
+            self.wfile.write(b"0\r\n\r\n")
+        except OSError:
+            self.close_connection = True
+
+    def client_gone(self) -> bool:
+        """True when the peer closed or reset the connection.
+
+        HTTP/1.1 clients send nothing while a response is in flight, so a readable
+        socket here means EOF or an error. Checking this beats waiting for a write
+        to fail: the first write after the peer closed still succeeds locally.
+        """
+        poller = select.poll()
+        poller.register(self.connection, select.POLLIN)
+        try:
+            return bool(poller.poll(0)) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
+    def reset(self) -> None:
+        """Abort the connection with a TCP RST instead of an orderly FIN."""
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.drop()
+
+    def drop(self) -> None:
+        self.close_connection = True
+        self.rfile.close()  # the read side holds a reference that would defer the real close
+        self.connection.close()
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], fake: FakeServer) -> None:
+        self.fake = fake
+        super().__init__(address, Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Stay quiet when a client left mid-answer (timeouts, early closes); report anything else."""
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
+
+class FakeServer:
+    """Base of the protocol fakes; see the module docstring.
+
+    Replies are chosen per request: a sticky reply set for the requested model with
+    ``set_model_reply``, else the next one queued with ``enqueue``, else
+    ``default_reply`` (a ``Reply``, or a callable taking the ``RecordedRequest``).
+    With ``api_key`` set, requests not carrying it are refused like the vendor does.
+    """
+
+    base_path = ""  # what the SDK's base URL adds to the server root
+    default_models: tuple[str, ...] = ()
+
+    def __init__(self, *, api_key: str | None = None, echo: bool = False, host: str = "127.0.0.1", port: int = 0):
+        self.api_key = api_key
+        self.default_reply: Reply | Callable[[RecordedRequest], Reply] = Reply()
+        if echo:
+            self.default_reply = self.echo_reply
+        self.disconnects = 0
+        self.completed_streams = 0
+        self._address = (host, port)
+        self._requests: list[RecordedRequest] = []
+        self._queue: deque[Reply] = deque()
+        self._model_replies: dict[str, Reply] = {}
+        self._lock = threading.RLock()  # reentrant: wait_until predicates may read properties that lock
+        self._changed = threading.Condition(self._lock)
+        self._stopping = threading.Event()
+        self._connections: dict[socket.socket, threading.Thread] = {}
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self) -> FakeServer:
+        self._stopping.clear()
+        self._httpd = _HTTPServer(self._address, self)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name=type(self).__name__, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, end slow and idle handlers, and release the port; bounded by ``STOP_GRACE``."""
+        if self._httpd is None:
+            return
+        self._stopping.set()
+        self._httpd.shutdown()
+        with self._lock:
+            connections = dict(self._connections)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)  # wakes handlers blocked reading the next request
+            except OSError:
+                pass
+        self._httpd.server_close()
+        deadline = time.monotonic() + STOP_GRACE
+        for thread in [self._thread, *connections.values()]:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._httpd = None
+
+    def __enter__(self) -> FakeServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        if self._httpd is None:
+            raise RuntimeError("the fake server is not running")
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def base_url(self) -> str:
+        return self.url + self.base_path
+
+    # -- scripting and inspection -----------------------------------------------
+
+    def enqueue(self, *replies: Reply) -> None:
+        with self._lock:
+            self._queue.extend(replies)
+
+    def set_model_reply(self, model: str, reply: Reply | None) -> None:
+        """Answer every request for ``model`` with ``reply`` (None removes it)."""
+        with self._lock:
+            if reply is None:
+                self._model_replies.pop(model, None)
+            else:
+                self._model_replies[model] = reply
+
+    def reset(self) -> None:
+        """Forget scripted replies, recorded requests and counters (the default reply stays)."""
+        with self._lock:
+            self._queue.clear()
+            self._model_replies.clear()
+            self._requests.clear()
+            self.disconnects = self.completed_streams = 0
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        with self._lock:
+            return list(self._requests)
+
+    def wait_for_disconnect(self, timeout: float, count: int = 1) -> bool:
+        """Wait until ``count`` streams have lost their client; False on timeout."""
+        return self.wait_until(lambda: self.disconnects >= count, timeout)
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Wait until ``predicate`` holds, re-checked whenever a request arrives or a stream ends; False on timeout."""
+        with self._changed:
+            return self._changed.wait_for(predicate, timeout)
+
+    def echo_reply(self, request: RecordedRequest) -> Reply:
+        return Reply(text=f"You said: {self.last_user_text(request)}")
+
+    def models(self) -> list[str]:
+        with self._lock:
+            scripted = list(self._model_replies)
+        return list(dict.fromkeys([*self.default_models, *scripted]))
+
+    # -- protocol hooks ----------------------------------------------------------
+
+    def route(self, handler: Handler, request: RecordedRequest) -> None:
+        raise NotImplementedError
+
+    def auth_error(self, request: RecordedRequest) -> tuple[int, str] | None:
+        """(status, message) when ``request`` lacks ``self.api_key``; only called when a key is set."""
+        raise NotImplementedError
+
+    def error_body(self, status: int, message: str, reply: Reply | None = None) -> dict:
+        raise NotImplementedError
+
+    def completion(self, reply: Reply, model: str, request: RecordedRequest) -> dict:
+        raise NotImplementedError
+
+    def frames(self, reply: Reply, model: str, request: RecordedRequest) -> Iterable[Frame]:
+        raise NotImplementedError
+
+    def last_user_text(self, request: RecordedRequest) -> str:
+        raise NotImplementedError
+
+    def response_headers(self) -> dict[str, str]:
+        """Headers the vendor adds to every answer, such as a request id."""
+        return {}
+
+    def retry_headers(self, reply: Reply) -> dict[str, str]:
+        if reply.retry_after is None:
+            return {}
+        return {"Retry-After": f"{reply.retry_after:g}", "retry-after-ms": str(round(reply.retry_after * 1000))}
+
+    # -- serving -------------------------------------------------------------------
+
+    def reject(self, handler: Handler, status: int, message: str, reply: Reply | None = None) -> None:
+        headers = {**self.response_headers(), **(self.retry_headers(reply) if reply else {})}
+        handler.send_json(status, self.error_body(status, message, reply), headers)
+
+    def serve(self, handler: Handler, request: RecordedRequest, model: str, stream: bool) -> None:
+        """Answer a generation request with the reply scripted for it."""
+        reply = self._pick_reply(model, request)
+        if reply.hang > 0:
+            self._stopping.wait(reply.hang)
+            handler.drop()
+        elif not self._pause(reply.first_byte_delay):
+            handler.drop()
+        elif reply.status >= 400:
+            self.reject(handler, reply.status, reply.message, reply)
+        elif stream:
+            self._stream(handler, reply, self.frames(reply, reply.model or model, request))
+        else:
+            handler.send_json(200, self.completion(reply, reply.model or model, request), self.response_headers())
+
+    def _handle(self, handler: Handler, request: RecordedRequest) -> None:
+        with self._changed:
+            self._requests.append(request)
+            self._changed.notify_all()
+        failure = self.auth_error(request) if self.api_key else None
+        if failure:
+            self.reject(handler, *failure)
+        elif request.method == "POST" and not isinstance(request.json, dict):
+            self.reject(handler, 400, "The request body is not valid JSON.")
+        else:
+            self.route(handler, request)
+
+    def _pick_reply(self, model: str, request: RecordedRequest) -> Reply:
+        with self._lock:
+            if model in self._model_replies:
+                return self._model_replies[model]
+            if self._queue:
+                return self._queue.popleft()
+        default = self.default_reply
+        return default(request) if callable(default) else default
+
+    def _stream(self, handler: Handler, reply: Reply, frames: Iterable[Frame]) -> None:
+        """Write ``frames`` as chunks, pacing and faulting the content frames as ``reply`` says."""
+        handler.start_stream("text/event-stream", self.response_headers())
+        sent = 0
+        for frame in frames:
+            if frame.content:
+                if sent == reply.reset_after:
+                    return handler.reset()
+                if not self._await_chunk(handler, reply.chunk_delay if sent else 0.0):
+                    return
+                sent += 1
+            if not handler.write_chunk(frame.data):
+                return self._client_left(handler)
+        if sent == reply.reset_after:
+            return handler.reset()
+        handler.end_stream()
+        with self._changed:
+            self.completed_streams += 1
+            self._changed.notify_all()
+
+    def _await_chunk(self, handler: Handler, delay: float) -> bool:
+        """Wait ``delay`` before the next content frame, watching for the client leaving or stop()."""
+        deadline = time.monotonic() + delay
+        while not handler.client_gone():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return True
+            if self._stopping.wait(min(remaining, GONE_POLL)):
+                handler.drop()
+                return False
+        self._client_left(handler)
+        return False
+
+    def _client_left(self, handler: Handler) -> None:
+        handler.drop()
+        with self._changed:
+            self.disconnects += 1
+            self._changed.notify_all()
+
+    def _pause(self, seconds: float) -> bool:
+        """Sleep unless stop() is called meanwhile; True when the whole pause elapsed."""
+        return not self._stopping.wait(seconds) if seconds > 0 else not self._stopping.is_set()
+
+    def _track(self, connection: socket.socket) -> None:
+        with self._lock:
+            self._connections[connection] = threading.current_thread()
+
+    def _untrack(self, connection: socket.socket) -> None:
+        with self._lock:
+            self._connections.pop(connection, None)
+
