@@ -109,11 +109,11 @@ def test_a_stream_that_cannot_start_is_a_plain_json_error(server, fake_openai, f
 
 
 def test_a_failure_mid_stream_ends_with_an_error_event(server, fake_openai):
-    fake_openai.enqueue(Reply(chunks=["partial ", "answer ", "lost"], reset_after=2))
+    fake_openai.enqueue(Reply(chunks=["partial ", "answer ", "lost"], reset_after=2, chunk_delay=0.1))
     with requests.post(server.url + "/chat", json={"messages": [{"role": "user", "content": "hi"}], "stream": True},
                        stream=True, timeout=10) as response:
         events = [json.loads(d) for _, d in sse_events(response) if isinstance(d, str)]
-    assert [e["type"] for e in events] == ["start", "delta", "delta", "error"]
+    assert [e["type"] for e in events] == ["start", "delta", "delta", "error"], events
     assert len(fake_openai.requests) == 1
 
 
@@ -157,7 +157,7 @@ def test_the_official_openai_sdk_works_against_v1(server, fake_openai):
     assert "openai/gpt-4o-mini" in [m.id for m in client.models.list()]
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "hi"}])
-    fake_openai.enqueue(Reply(chunks=["a", "b", "c"], reset_after=1))
+    fake_openai.enqueue(Reply(chunks=["a", "b", "c"], reset_after=1, chunk_delay=0.1))
     with pytest.raises(openai.APIError, match="mid-answer"):
         list(client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}],
                                             stream=True))

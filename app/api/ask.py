@@ -8,6 +8,7 @@ from app.openapi import documented
 from app.schemas import AskSchema
 
 bp = Blueprint("ask", __name__)
+ASK_SCHEMA = AskSchema()
 
 
 @bp.post("/v1/ask")
@@ -15,7 +16,7 @@ bp = Blueprint("ask", __name__)
 @documented(body=AskSchema)
 def ask():
     """Ask a question (optionally with history); OpenAI chat.completion or chunk stream."""
-    body = parse_body(AskSchema())
+    body = parse_body(ASK_SCHEMA)
     messages = [*body["history"], {"role": "user", "content": body["question"]}]
     routes = registry().plan(body["provider"])
     return openai_response(CompletionRequest(messages), routes, stream=body["stream"])

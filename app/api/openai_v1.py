@@ -8,6 +8,7 @@ from app.openapi import documented
 from app.schemas import ChatCompletionsSchema
 
 bp = Blueprint("openai_v1", __name__)
+COMPLETIONS_SCHEMA = ChatCompletionsSchema()
 
 
 @bp.post("/v1/chat/completions")
@@ -15,7 +16,7 @@ bp = Blueprint("openai_v1", __name__)
 @documented(body=ChatCompletionsSchema)
 def chat_completions():
     """OpenAI-compatible chat completions (streaming and stream_options.include_usage too)."""
-    body = parse_body(ChatCompletionsSchema())
+    body = parse_body(COMPLETIONS_SCHEMA)
     provider, model = registry().resolve_model(body["model"])
     request = CompletionRequest(messages=body["messages"],
                                 max_tokens=body["max_completion_tokens"] or body["max_tokens"],

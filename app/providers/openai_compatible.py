@@ -1,20 +1,28 @@
 """OpenAI chat completions through the official `openai` SDK: OpenAI itself, Ollama, LiteLLM and any
 other OpenAI-compatible endpoint (vLLM, llama.cpp server, LM Studio...).
 
-The SDK makes every request (auth, headers, timeouts, connection pool, error types); the hot path
-reads its raw response (`with_raw_response` / `with_streaming_response`) and decodes JSON itself
-instead of building pydantic objects per chunk, which is most of the SDK's per-request CPU.
+The SDK makes every request (auth, headers, timeouts, connection pool, status errors) through its
+generic `client.post` (the SDK's documented way to call an endpoint with a raw body), asking for the
+raw `httpx2.Response`. That skips two costs that were most of this gateway's CPU per request: the
+SDK's recursive transform of typed parameters (about 1.3 ms for a small chat) and building pydantic
+objects for every chunk. Our messages are already validated by our own schema.
 """
 from __future__ import annotations
 
 import json
+from contextlib import closing
 from typing import Any, Iterator
 
 import httpx2
 import openai
+from openai._constants import RAW_RESPONSE_HEADER
 
 from app.providers.base import (CallerFault, Completion, CompletionRequest, ProviderFailure, StreamEnd, StreamItem,
                                 TransientFailure, Usage, UpstreamTimedOut, classify_status, parse_retry_after)
+
+
+CHAT_PATH = "/chat/completions"
+STREAM_BODY = {"headers": {RAW_RESPONSE_HEADER: "stream"}}  # the SDK then returns the body unread
 
 
 class OpenAICompatibleProvider:
@@ -37,8 +45,8 @@ class OpenAICompatibleProvider:
 
     def complete(self, request: CompletionRequest, model: str) -> Completion:
         try:
-            raw = self.client.chat.completions.with_raw_response.create(**self._params(request, model))
-            body = json.loads(raw.http_response.content)
+            response = self.client.post(CHAT_PATH, body=self._params(request, model), cast_to=httpx2.Response)
+            body = json.loads(response.content)
         except (openai.APIError, httpx2.HTTPError) as exc:
             raise translate_error(exc) from None
         except ValueError:
@@ -53,13 +61,14 @@ class OpenAICompatibleProvider:
         params.update(stream=True, stream_options={"include_usage": True})
         answered_model, finish_reason, usage = model, "stop", Usage()
         try:
-            with self.client.chat.completions.with_streaming_response.create(**params) as response:
+            response = self.client.post(CHAT_PATH, body=params, cast_to=httpx2.Response, options=STREAM_BODY)
+            with closing(response):
                 for line in response.iter_lines():
                     if not line.startswith("data:"):
                         continue
                     data = line[5:].strip()
                     if data == "[DONE]":
-                        break
+                        continue  # read on to the end of the body, so the connection returns to the pool
                     chunk = json.loads(data)
                     if "error" in chunk:
                         raise stream_error(chunk["error"])
