@@ -28,6 +28,9 @@ initdb: install
 
 ## Serve on http://127.0.0.1:5001: the web server and the background worker, under Supervisor, in the foreground.
 run: initdb
+	@mkdir -p data logs
+	@echo "aiserver on HOST:PORT from .env (default http://127.0.0.1:5001); Ctrl-C stops it. Every log line"
+	@echo "shows here; files: logs/app.log, logs/error.log, logs/debug.log, logs/supervisord.log."
 	$(BIN)/supervisord --nodaemon --configuration supervisord.conf
 
 ## Just the web server (Gunicorn + gevent), without Supervisor or the worker.

@@ -1,30 +1,94 @@
-"""Gunicorn settings for aiserver (`gunicorn -c gunicorn.conf.py app.wsgi:app`).
+"""Gunicorn settings for aiserver: `gunicorn --config gunicorn.conf.py app.wsgi:app`.
 
-Read from the environment and `.env`. This file must not import `app`: the gevent worker
-monkey-patches when it starts, and the application (with ssl, sockets, SDKs) is imported after.
+Why the file looks the way it does:
+- gevent workers. `gevent.monkey.patch_all()` runs exactly once per worker, first, in Gunicorn's
+  `GeventWorker.init_process` (the worker entry point), before the worker imports `app.wsgi`. So
+  this file never imports `app`, the app is never preloaded into the master (`preload_app`), and the
+  master imports nothing that holds references to `ssl.SSLContext` (requests, urllib3, SDKs).
+- Settings come from the environment, then `.env`, then the defaults declared in `app/config.py`.
+  The `.env` file is *read*, not exported into the master's environment: workers forked after a
+  graceful reload (HUP) then read `.env` afresh in `create_app`, so edits to it take effect without
+  a restart.
+- `timeout` recycles a worker whose event loop is blocked (the gevent worker reports in from a
+  greenlet every second whatever the requests are doing), so streams of any length live on while a
+  hung worker is killed after 30 s.
+- On TERM or a graceful reload (HUP) a worker stops accepting and lets in-flight requests, streams
+  included, finish for up to `graceful_timeout` seconds. Supervisor's `stopwaitsecs` for
+  `[program:web]` must stay above it.
+- Gunicorn's own lines use the app's log format (`logger_class`); the per-request access line is the
+  app's own (`aiserver.access`, written when the response closes, with request id, provider, model
+  and tokens), so Gunicorn's access log is off to avoid logging each request twice.
 """
+import json
+import logging
 import os
+import time
 
-from dotenv import load_dotenv
+from dotenv import dotenv_values
+from gunicorn import glogging
 
-load_dotenv(os.environ.get("DOTENV_PATH") or os.path.join(os.path.dirname(os.path.abspath(__file__)), ".env"))
+_here = os.path.dirname(os.path.abspath(__file__))
+_dotenv_path = os.environ.get("DOTENV_PATH") or os.path.join(_here, ".env")
+_dotenv = dotenv_values(_dotenv_path) if os.path.isfile(_dotenv_path) else {}
 
-bind = f"{os.environ.get('HOST') or '127.0.0.1'}:{os.environ.get('PORT') or '5001'}"
+
+def setting(name: str, default: str) -> str:
+    """The environment's value, else `.env`'s, else `default` (the same order as `app.config`)."""
+    return os.environ.get(name) or _dotenv.get(name) or default
+
+
+bind = f"{setting('HOST', '127.0.0.1')}:{setting('PORT', '5001')}"
 worker_class = "gevent"
-workers = int(os.environ.get("WEB_WORKERS") or 2)
-worker_connections = int(os.environ.get("WEB_WORKER_CONNECTIONS") or 1000)
-timeout = 60
-graceful_timeout = int(os.environ.get("WEB_GRACEFUL_TIMEOUT_S") or 30)
-keepalive = 75
-accesslog = None
-errorlog = "-"
-loglevel = "info"
+workers = int(setting("WEB_WORKERS", "2"))
+worker_connections = int(setting("WEB_WORKER_CONNECTIONS", "1000"))
+preload_app = False  # the app (and its ssl/socket users) must load after the worker's monkey-patch
+timeout = 30
+graceful_timeout = int(setting("WEB_GRACEFUL_TIMEOUT_S", "30"))
+# Idle keep-alive connections hold a stopping worker until they time out, so keep this short; Caddy's
+# own idle timeout towards us is shorter still (2 s), so it never reuses a connection we just closed.
+keepalive = 5
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # heartbeat file off the disk
+control_socket_disable = True  # its asyncio thread would import ssl into the master; HUP/TERM suffice
 proc_name = "aiserver-web"
+
+errorlog = "-"
+loglevel = setting("LOG_LEVEL", "INFO").lower()
+accesslog = None
+# Used only when an access log is asked for on the command line (`--access-logfile -`).
+access_log_format = "[%({x-request-id}o)s] method=%(m)s path=%(U)s status=%(s)s latency_ms=%(M)s bytes=%(B)s"
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [-] %(message)s"  # app.logs.TEXT_FORMAT, no request yet
+
+
+class JsonLines(logging.Formatter):
+    """The app's JSON log shape (`app.logs.JsonFormatter`), for LOG_FORMAT=json."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+                 "level": record.levelname, "logger": record.name, "request_id": "-",
+                 "message": record.getMessage()}
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+class AppFormatLogger(glogging.Logger):
+    """Gunicorn's logger with the app's line format (UTC timestamps), so the console reads as one log."""
+
+    def setup(self, cfg):
+        super().setup(cfg)
+        json_lines = setting("LOG_FORMAT", "text").lower() == "json"
+        for handler in [*self.error_log.handlers, *self.access_log.handlers]:
+            formatter = JsonLines() if json_lines else logging.Formatter(TEXT_FORMAT)
+            formatter.converter = time.gmtime
+            handler.setFormatter(formatter)
+
+
+logger_class = AppFormatLogger
 
 
 def post_worker_init(worker):
     """PostgreSQL under gevent: make psycopg2 yield to other greenlets while it waits on the server."""
-    if (os.environ.get("DATABASE_URL") or "").startswith(("postgres://", "postgresql://")):
+    if setting("DATABASE_URL", "").startswith(("postgres://", "postgresql://")):
         from psycogreen.gevent import patch_psycopg
 
         patch_psycopg()
