@@ -1,5 +1,9 @@
 """Logging: console plus `app.log` (INFO), `error.log` (ERROR) and `debug.log` (DEBUG), rotated.
 
+The web workers and the job worker all write the same files, so rotation uses
+concurrent-log-handler (a lock file per log) instead of the standard RotatingFileHandler, which
+corrupts rotation when several processes share a file.
+
 Every record passes a redaction filter that replaces configured secrets (API keys, tokens, the
 verification secret) and anything shaped like a bearer token with `***`, so a secret that slips
 into an exception message still never reaches a file. Each request gets an id (`X-Request-ID`
@@ -10,13 +14,13 @@ from __future__ import annotations
 
 import json
 import logging
-import logging.handlers
 import os
 import re
 import time
 import uuid
 from typing import Any
 
+from concurrent_log_handler import ConcurrentRotatingFileHandler
 from flask import Flask, g, request
 
 from app.config import project_root
@@ -91,8 +95,8 @@ def configure_logging(config: dict[str, Any], redactor: RedactSecrets) -> None:
     handlers: list[logging.Handler] = [logging.StreamHandler()]
     handlers[0].setLevel(config["LOG_LEVEL"].upper())
     for name, level in (("app.log", logging.INFO), ("error.log", logging.ERROR), ("debug.log", logging.DEBUG)):
-        handler = logging.handlers.RotatingFileHandler(os.path.join(log_dir, name), maxBytes=20 * 2**20,
-                                                       backupCount=5, encoding="utf-8")
+        handler = ConcurrentRotatingFileHandler(os.path.join(log_dir, name), maxBytes=20 * 2**20, backupCount=5,
+                                                encoding="utf-8")
         handler.setLevel(level)
         handlers.append(handler)
     for logger_name in ("aiserver", "gunicorn.error", "huey"):

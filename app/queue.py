@@ -17,6 +17,8 @@ from app.config import project_root
 def make_huey(config: dict[str, Any]):
     if config.get("REDIS_URL"):
         return RedisHuey("aiserver", url=config["REDIS_URL"], results=False)
-    path = config.get("QUEUE_SQLITE_PATH") or os.path.join(project_root(), "data", "queue.db")
+    path = config.get("QUEUE_SQLITE_PATH") or os.path.join("data", "queue.db")
+    if not os.path.isabs(path):
+        path = os.path.join(project_root(), path)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     return SqliteHuey("aiserver", filename=path, results=False)

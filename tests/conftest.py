@@ -42,6 +42,8 @@ def base_config(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
         "RETRY_MAX_WAIT_S": 1.0,
         "READ_TIMEOUT_S": 5.0,
         "CONNECT_TIMEOUT_S": 2.0,
+        "BACKUP_DIR": str(tmp_path / "backups"),
+        "BACKUP_KEEP": 0,
     }
     config.update(overrides)
     return config

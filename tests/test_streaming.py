@@ -157,7 +157,7 @@ def test_the_official_openai_sdk_works_against_v1(server, fake_openai):
     assert "openai/gpt-4o-mini" in [m.id for m in client.models.list()]
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "hi"}])
-    fake_openai.enqueue(Reply(chunks=["a", "b", "c"], reset_after=1, chunk_delay=0.1))
+    fake_openai.enqueue(Reply(chunks=["a", "b", "c"], reset_after=1, chunk_delay=0.2))
     with pytest.raises(openai.APIError, match="mid-answer"):
         list(client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}],
                                             stream=True))

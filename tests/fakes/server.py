@@ -429,10 +429,10 @@ class FakeServer:
         sent = 0
         for frame in frames:
             if frame.content:
-                if sent == reply.reset_after:
-                    return handler.reset()
                 if not self._await_chunk(handler, reply.chunk_delay if sent else 0.0):
                     return
+                if sent == reply.reset_after:  # when the next chunk was due, so the ones sent can be read
+                    return handler.reset()
                 sent += 1
             if not handler.write_chunk(frame.data):
                 return self._client_left(handler)
