@@ -117,7 +117,8 @@ SETTINGS: tuple[Setting, ...] = (
             "worker died is resumed after this.", float, group="deploy"),
     Setting("DEPLOY_MAX_FILES", "50", "Most files an LLM file set may hold.", int, group="deploy"),
     Setting("DEPLOY_MAX_FILE_BYTES", "500000", "Largest file an LLM file set may hold.", int, group="deploy"),
-    Setting("DEPLOY_MAX_TOKENS", "16000", "max_tokens asked of the LLM for a file set.", int, group="deploy"),
+    Setting("DEPLOY_MAX_TOKENS", "0", "max_tokens asked of the LLM for a file set; 0: the provider's default "
+            "(Anthropic: ANTHROPIC_MAX_TOKENS).", int, group="deploy"),
     Setting("WEB_WORKERS", "2", "Gunicorn gevent worker processes.", int, group="serving"),
     Setting("WEB_WORKER_CONNECTIONS", "1000", "Concurrent connections per gevent worker.", int, group="serving"),
     Setting("WEB_GRACEFUL_TIMEOUT_S", "30", "Seconds in-flight streams get to finish on reload or stop.", int,
