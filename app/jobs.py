@@ -6,7 +6,8 @@ build the same task names from this module, so a job enqueued by one is found by
 - `deploy.run_round(round_id)`: run or resume one deployment round (see `app.deploy`);
 - `deploy.sweep()`: queue rounds whose worker is gone; run when a worker starts, once more a lease
   period later (a worker killed a moment ago still holds a lease that has not run out), and every
-  minute as a periodic task.
+  minute as a periodic task;
+- `backup_database` and the nightly backup (see `app.housekeeping`).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from typing import Any
 from flask import Flask
 from huey import crontab
 
+from app import housekeeping
 from app.config import secret_values
 from app.deploy import Pipeline, Settings
 
@@ -65,4 +67,5 @@ def register_jobs(huey: Any, app: Flask) -> DeployJobs:
 
     jobs = DeployJobs(run_round, sweep, pipeline)
     app.extensions["deploy_jobs"] = jobs
+    app.extensions["housekeeping_jobs"] = housekeeping.register(huey, app.config)
     return jobs

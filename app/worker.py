@@ -1,19 +1,17 @@
 """Background worker entry point: `python -m app.worker` (Supervisor's `[program:worker]`).
 
-Building the app registers every job on its huey instance and binds the database, so jobs run with
-the same configuration as the web process; the worker-only housekeeping jobs (nightly backup) are
-added here. The consumer runs QUEUE_WORKERS threads; nothing in this process is monkey-patched.
+Building the app registers every job on its huey instance (`app.jobs`) and binds the database, so
+jobs run with the same configuration as the web process. The consumer runs QUEUE_WORKERS threads; nothing in this process is monkey-patched.
 TERM stops it gracefully: running jobs get SHUTDOWN_TIMEOUT_S to finish (Supervisor's
 `stopwaitsecs` is longer), then are interrupted. INT stops it at once. HUP restarts it in place,
 re-reading the code and `.env`. `huey_consumer app.worker.huey` works too.
 """
 import sys
 
-from app import create_app, housekeeping
+from app import create_app
 
 app = create_app()
 huey = app.extensions["huey"]
-jobs = housekeeping.register(huey, app.config)
 
 SHUTDOWN_TIMEOUT_S = 50.0
 

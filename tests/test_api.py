@@ -169,3 +169,10 @@ def test_secrets_never_reach_logs_or_responses(make_app, fake_openai):
     logs = "".join(p.read_text() for p in Path(app.config["LOG_DIR"]).glob("*.log"))
     assert logs and key not in logs and "tok_abcdefghijkl" not in logs
     assert all(json.loads(line) for line in (Path(app.config["LOG_DIR"]) / "app.log").read_text().splitlines())
+
+
+def test_max_tokens_uses_each_apis_own_field(client, fake_openai):
+    client.post("/v1/chat/completions", json={"model": "gpt-4o-mini", "max_tokens": 50,
+                                              "messages": [{"role": "user", "content": "hi"}]})
+    assert fake_openai.requests[-1].json["max_completion_tokens"] == 50
+    assert "max_tokens" not in fake_openai.requests[-1].json

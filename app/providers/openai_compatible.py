@@ -27,8 +27,12 @@ STREAM_BODY = {"headers": {RAW_RESPONSE_HEADER: "stream"}}  # the SDK then retur
 
 class OpenAICompatibleProvider:
     def __init__(self, name: str, *, api_key: str, base_url: str | None, default_model: str,
-                 fallback_models: list[str], connect_timeout: float, read_timeout: float):
+                 fallback_models: list[str], connect_timeout: float, read_timeout: float,
+                 max_tokens_field: str = "max_tokens"):
+        """`max_tokens_field`: OpenAI's current models accept only `max_completion_tokens`, while many
+        compatible servers know only `max_tokens`."""
         self.name = name
+        self.max_tokens_field = max_tokens_field
         self.default_model = default_model
         self.fallback_models = fallback_models
         self.client = openai.OpenAI(api_key=api_key or "not-needed", base_url=base_url or None, max_retries=0,
@@ -89,7 +93,7 @@ class OpenAICompatibleProvider:
     def _params(self, request: CompletionRequest, model: str) -> dict[str, Any]:
         params: dict[str, Any] = {"model": model, "messages": [to_openai_message(m) for m in request.messages]}
         if request.max_tokens is not None:
-            params["max_tokens"] = request.max_tokens
+            params[self.max_tokens_field] = request.max_tokens
         if request.temperature is not None:
             params["temperature"] = request.temperature
         if request.top_p is not None:

@@ -124,10 +124,12 @@ def build_registry(config: dict[str, Any]) -> Registry:
         return {"default_model": config.get(default_key or f"{prefix}_MODEL_DEFAULT") or "",
                 "fallback_models": [m.strip() for m in fallbacks.split(",") if m.strip()], **timeouts}
 
-    def openai_compatible(name: str, api_key: str, base_url: str, prefix: str, default_key: str | None = None):
+    def openai_compatible(name: str, api_key: str, base_url: str, prefix: str, default_key: str | None = None,
+                          **options: Any):
         from app.providers.openai_compatible import OpenAICompatibleProvider
 
-        return OpenAICompatibleProvider(name, api_key=api_key, base_url=base_url, **models(prefix, default_key))
+        return OpenAICompatibleProvider(name, api_key=api_key, base_url=base_url, **models(prefix, default_key),
+                                        **options)
 
     def anthropic():
         from app.providers.anthropic_messages import AnthropicProvider
@@ -143,7 +145,8 @@ def build_registry(config: dict[str, Any]) -> Registry:
 
     builders = [
         ("openai", "OPENAI_API_KEY", lambda: openai_compatible("openai", config["OPENAI_API_KEY"],
-                                                               config["OPENAI_BASE_URL"], "OPENAI")),
+                                                               config["OPENAI_BASE_URL"], "OPENAI",
+                                                               max_tokens_field="max_completion_tokens")),
         ("anthropic", "ANTHROPIC_API_KEY", anthropic),
         ("gemini", "GEMINI_API_KEY", gemini),
         ("ollama", "OLLAMA_HOST", lambda: openai_compatible("ollama", "ollama",

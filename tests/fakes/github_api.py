@@ -22,29 +22,17 @@ import argparse
 import hashlib
 import signal
 import sys
-import threading
 import time
 import uuid
 from datetime import datetime, timezone
-from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlencode
 
-from .server import FakeServer, Handler, RecordedRequest, _HTTPServer
+from .server import FakeServer, Handler, RecordedRequest
 
 DEFAULT_TOKEN = "ghp_fakeGitHubToken0123456789abcdefABCD"
 DOCS = "https://docs.github.com/rest"
 QUOTA = 5000
-
-
-class _GitHubHandler(Handler):
-    do_PATCH = Handler.do_GET  # the shared handler knows GET/POST/PUT/DELETE; gists need PATCH
-
-
-class _GitHubHTTPServer(_HTTPServer):
-    def __init__(self, address: tuple[str, int], fake: FakeServer) -> None:
-        self.fake = fake
-        ThreadingHTTPServer.__init__(self, address, _GitHubHandler)
 
 
 class FakeGitHub(FakeServer):
@@ -60,13 +48,6 @@ class FakeGitHub(FakeServer):
         self._faults: list[tuple[int, str | None]] = []
         self._hangs: list[float] = []
         self._sequence = 0
-
-    def start(self) -> FakeGitHub:
-        self._httpd = _GitHubHTTPServer(self._address, self)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="FakeGitHub", daemon=True)
-        self._thread.start()
-        return self
 
     # -- switches -----------------------------------------------------------------------------
 

@@ -29,28 +29,16 @@ import mimetypes
 import re
 import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from http.server import ThreadingHTTPServer
 from typing import Any
 
-from .server import FakeServer, Handler, RecordedRequest, _HTTPServer
+from .server import FakeServer, Handler, RecordedRequest
 
 DEFAULT_TOKEN = "ghp_fakeReposToken0123456789abcdefABCDEF"
 DOCS = "https://docs.github.com/rest"
 MALFORMED = re.compile(r"(^/|//|(^|/)\.\.?(/|$)|/$|\\)")
-
-
-class _Handler(Handler):
-    do_PATCH = Handler.do_GET  # the shared handler knows GET/POST/PUT/DELETE; refs need PATCH
-
-
-class _Server(_HTTPServer):
-    def __init__(self, address: tuple[str, int], fake: FakeServer) -> None:
-        self.fake = fake
-        ThreadingHTTPServer.__init__(self, address, _Handler)
 
 
 @dataclass
@@ -99,13 +87,6 @@ class FakeGitHubRepos(FakeServer):
         self.commits: dict[str, dict[str, Any]] = {}
         self._faults: list[Fault] = []
         self._counter = 0
-
-    def start(self) -> "FakeGitHubRepos":
-        self._httpd = _Server(self._address, self)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="FakeGitHubRepos", daemon=True)
-        self._thread.start()
-        return self
 
     # -- scripting and inspection -----------------------------------------------------------------
 

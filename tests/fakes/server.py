@@ -143,7 +143,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self.fake._handle(self, self._record())
 
-    do_POST = do_PUT = do_DELETE = do_GET
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silenced: the recorded requests are the log."""
