@@ -15,10 +15,11 @@ from app.config import project_root
 
 
 def make_huey(config: dict[str, Any]):
+    name = config.get("QUEUE_NAME") or "aiserver"
     if config.get("REDIS_URL"):
-        return RedisHuey("aiserver", url=config["REDIS_URL"], results=False)
+        return RedisHuey(name, url=config["REDIS_URL"], results=False)
     path = config.get("QUEUE_SQLITE_PATH") or os.path.join("data", "queue.db")
     if not os.path.isabs(path):
         path = os.path.join(project_root(), path)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    return SqliteHuey("aiserver", filename=path, results=False)
+    return SqliteHuey(name, filename=path, results=False)
