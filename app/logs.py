@@ -41,6 +41,10 @@ class RedactSecrets(logging.Filter):
         return TOKEN_SHAPES.sub(lambda m: m.group(1) + "***", text)
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Redact once per record, however many handlers it passes through."""
+        if getattr(record, "redacted", False):
+            return True
+        record.redacted = True
         message = record.getMessage()
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)

@@ -3,7 +3,7 @@ from flask import Flask
 
 
 def register_blueprints(app: Flask) -> None:
-    from app.api import ask, chat, deploy, gists, health, meta, openai_v1
+    from app.api import ask, chat, deploy, gists, health, meta, openai_v1, ui
 
-    for module in (meta, health, ask, chat, openai_v1, gists, deploy):
+    for module in (meta, health, ask, chat, openai_v1, gists, deploy, ui):
         app.register_blueprint(module.bp)
