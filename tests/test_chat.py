@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import threading
 import time
 import uuid
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import gevent
-import psycopg2
 import pytest
 import requests
 
@@ -26,25 +24,12 @@ from app.chat import ChatBusy, ChatSettings
 from app.db import database
 from app.models.conversation import Conversation, Message
 from app.system_prompt import DEFAULT_SYSTEM_PROMPT, SystemPrompt
-from tests.conftest import POSTGRES_URL, provider_config
+from tests.conftest import provider_config
 from tests.fakes.server import Reply
 
 CHAT_ID_RULE_WORDS = "1 to 64 characters"
 PIECES = [f"w{i} " for i in range(30)]
 
-
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A PostgreSQL database of its own for this session, dropped at the end."""
-    name = f"aiserver_chat_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(POSTGRES_URL)
-    admin.autocommit = True
-    admin.cursor().execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
-    finally:
-        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 ENGINES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]

@@ -438,25 +438,6 @@ def test_sweep_hands_out_orphaned_rounds_once(deploy_app):
 # -- on PostgreSQL too ---------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def postgres_url():
-    """A PostgreSQL database of its own, dropped at the end."""
-    import uuid
-
-    import psycopg2
-
-    from tests.conftest import POSTGRES_URL
-
-    name = f"aiserver_deploy_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(POSTGRES_URL)
-    admin.autocommit = True
-    admin.cursor().execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
-    finally:
-        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
-
 
 @pytest.mark.postgres
 def test_concurrent_duplicates_and_a_whole_round_on_postgresql(make_app, postgres_url):

@@ -1,17 +1,14 @@
 """The gist endpoints and their record, against the fake GitHub (SQLite, and PostgreSQL for the record)."""
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 from typing import Iterator
 
-import psycopg2
 import pytest
 
 from app.db import database
 from app.models.gist import Gist, GistRevision
-from tests.conftest import POSTGRES_URL
+
 from tests.fakes.github_api import DEFAULT_TOKEN, FakeGitHub
 
 HELLO = {"description": "Sample Gist", "public": True,
@@ -23,19 +20,6 @@ def fake_github() -> Iterator[FakeGitHub]:
     with FakeGitHub() as fake:
         yield fake
 
-
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A PostgreSQL database of its own for this session, dropped at the end."""
-    name = f"aiserver_gists_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(POSTGRES_URL)
-    admin.autocommit = True
-    admin.cursor().execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
-    finally:
-        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
