@@ -41,7 +41,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     registry = build_registry(app.config)
     app.extensions["providers"] = registry
     app.extensions["gateway"] = Gateway(registry, RetryPolicy.from_config(app.config), redact=redactor.redact)
-    app.extensions["provider_health"] = ProviderHealth(registry, app.config["HEALTH_CACHE_S"])
+    app.extensions["provider_health"] = ProviderHealth(registry, app.config["HEALTH_CACHE_S"], redactor.redact)
     app.extensions["huey"] = make_huey(app.config)
     app.extensions["github"] = client_from_config(app.config)  # None without GITHUB_TOKEN
     register_jobs(app.extensions["huey"], app)

@@ -146,10 +146,14 @@ def begin_turn(chat_id: str, text: str, system_prompt: str, settings: ChatSettin
 
 def finish_turn(turn: Turn, text: str, status: str, *, error: str | None = None, provider: str | None = None,
                 model: str | None = None, usage: Usage | None = None) -> Message | None:
-    """Store the assistant's message and free the chat; None if the chat was deleted meanwhile."""
+    """Store the assistant's message and free the chat. None, storing nothing, if the turn no longer holds
+    the chat (deleted meanwhile, or its lease ran out and another turn took it): a late answer must
+    never land after someone else's question."""
     turn.done.set()
     with database.connection_context(), _write_transaction():
-        if _locked(turn.chat_id) is None:
+        row = _locked(turn.chat_id)
+        if row is None or row.busy_token != turn.token:
+            log.warning("answer for chat %s dropped: the turn no longer holds the chat", turn.chat_id)
             return None
         now = utcnow()
         message = Message.create(conversation=turn.chat_id, role="assistant", content=text, status=status,

@@ -149,7 +149,9 @@ def load_settings(environ: dict[str, str] | None = None, dotenv_path: str | None
         environ = dict(os.environ)
     settings: dict[str, Any] = {}
     for setting in SETTINGS:
-        raw = environ.get(setting.name) or setting.default
+        raw = environ.get(setting.name)
+        if raw is None or (raw == "" and setting.parse not in (str, _list)):
+            raw = setting.default  # an empty number keeps its default; an empty text or list is empty
         settings[setting.name] = setting.parse(raw)
     if not settings["GITHUB_TOKEN"] and environ.get("GITHUB_PAT"):
         settings["GITHUB_TOKEN"] = environ["GITHUB_PAT"]

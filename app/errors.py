@@ -11,6 +11,7 @@ import json
 import logging
 from typing import Any
 
+import peewee
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
@@ -156,6 +157,19 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def handle_http_exception(exc: HTTPException):
         return handle_api_error(from_http_exception(exc))
+
+    @app.before_request
+    def refuse_nul_characters():
+        """No database stores U+0000 (PostgreSQL refuses it outright): refuse it at the door."""
+        if "\x00" in request.path or "%00" in request.query_string.decode("latin-1"):
+            raise BadRequest("The URL contains a NUL character (%00).", code="nul_character")
+
+    @app.errorhandler(peewee.OperationalError)
+    @app.errorhandler(peewee.InterfaceError)
+    def handle_database_unavailable(exc: Exception):
+        log.error("database unavailable on %s %s: %s", request.method, request.path, exc)
+        return handle_api_error(UpstreamUnavailable("The database is unavailable or busy; try again shortly.",
+                                                    code="database_unavailable"))
 
     @app.errorhandler(Exception)
     def handle_unexpected(exc: Exception):

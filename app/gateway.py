@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Union
 
 from app.errors import APIError, BadRequest, UpstreamError, UpstreamTimeout, UpstreamUnavailable
-from app.providers.base import (CallerFault, CompletionRequest, ProviderFailure, ProviderRejected, StreamEnd, Usage,
-                                UpstreamTimedOut)
+from app.providers.base import (CallerFault, CompletionRequest, ProviderFailure, ProviderRejected, StreamEnd,
+                                TransientFailure, Usage, UpstreamTimedOut)
 from app.providers.registry import Route
 
 log = logging.getLogger("aiserver.gateway")
@@ -94,8 +94,8 @@ class Gateway:
         for route in self._tries(routes, attempts):
             try:
                 result = route.provider.complete(request, route.model)
-            except ProviderFailure as failure:
-                self._record(route, failure, attempts)
+            except Exception as exc:  # noqa: BLE001 - every failure of one route is the next route's chance
+                self._record(route, as_failure(exc, route), attempts)
                 continue
             return Answer(result.text, route.provider.name, result.model, result.finish_reason, result.usage,
                           attempts)
@@ -107,16 +107,16 @@ class Gateway:
             items = route.provider.stream(request, route.model)
             try:
                 first = next(items)
-            except ProviderFailure as failure:
+            except Exception as exc:  # noqa: BLE001
                 items.close()
-                yield self._record(route, failure, attempts)
+                yield self._record(route, as_failure(exc, route), attempts)
                 continue
             yield Started(route.provider.name, route.model, tuple(attempts))
             try:
                 yield first
                 yield from items
-            except ProviderFailure as failure:
-                message = self.redact(failure.message)
+            except Exception as exc:  # noqa: BLE001
+                message = self.redact(as_failure(exc, route).message)
                 log.warning("%s/%s failed mid-stream: %s", route.provider.name, route.model, message)
                 yield StreamFailed(f"The provider failed mid-answer: {message}", route.provider.name, route.model)
             finally:
@@ -155,6 +155,14 @@ class Gateway:
         attempt = FailedAttempt(route.provider.name, route.model, message, failure.status, failure)
         attempts.append(attempt)
         return attempt
+
+
+def as_failure(exc: Exception, route: Route) -> ProviderFailure:
+    """A provider's typed failure as it is; anything else (a bug, an SDK surprise) logged and retryable."""
+    if isinstance(exc, ProviderFailure):
+        return exc
+    log.exception("unexpected error from %s/%s", route.provider.name, route.model)
+    return TransientFailure(f"unexpected {type(exc).__name__} from the provider")
 
 
 def all_failed(attempts: list[FailedAttempt]) -> APIError:

@@ -7,7 +7,7 @@ The cache is per process and only ever a cache: losing it costs one check.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
 
 import gevent
 
@@ -16,9 +16,11 @@ from app.providers.registry import Registry
 
 
 class ProviderHealth:
-    def __init__(self, registry: Registry, ttl: float):
+    def __init__(self, registry: Registry, ttl: float, redact: Callable[[str], str] = str):
+        """`redact` scrubs secrets that a vendor may echo back in an error (a bad key)."""
         self.registry = registry
         self.ttl = ttl
+        self.redact = redact
         self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
 
     def status(self, name: str) -> dict[str, Any]:
@@ -46,7 +48,7 @@ class ProviderHealth:
         try:
             provider.check()
         except ProviderFailure as failure:
-            return {"configured": True, "reachable": False, "error": failure.message,
+            return {"configured": True, "reachable": False, "error": self.redact(failure.message),
                     "default_model": provider.default_model}
         return {"configured": True, "reachable": True, "default_model": provider.default_model,
                 "latency_ms": round((time.perf_counter() - started) * 1000, 1)}

@@ -138,4 +138,6 @@ def init_request_logging(app: Flask) -> None:
 def log_access(fields: dict[str, Any], request_id: str, started: float) -> None:
     fields["latency_ms"] = round((time.perf_counter() - started) * 1000, 1)
     text = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
+    if not text.isprintable():  # a path with %0A must not forge a second log line
+        text = text.encode("unicode_escape").decode("ascii")
     access_log.info(text, extra={"request_id": request_id, "fields": fields})

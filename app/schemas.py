@@ -6,6 +6,8 @@ OpenAI-style parts; images must be `data:` URIs (the server never fetches a URL 
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from typing import Any
 
@@ -37,7 +39,12 @@ def content_part(part: Any) -> dict[str, Any]:
         match = DATA_URI.match(url)
         if not match:
             raise ValidationError("image_url.url must be a base64 data: URI.")
-        return {"type": "image", "media_type": match["type"], "data": re.sub(r"\s", "", match["data"])}
+        data = re.sub(r"\s", "", match["data"])
+        try:
+            base64.b64decode(data, validate=True)
+        except binascii.Error:
+            raise ValidationError("image_url.url holds invalid base64.") from None
+        return {"type": "image", "media_type": match["type"], "data": data}
     raise ValidationError("A content part is {'type': 'text', 'text'} or {'type': 'image_url', 'image_url': {'url'}}.")
 
 

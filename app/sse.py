@@ -11,7 +11,9 @@ writes this server's own events for `/chat` (`start`, `fallback`, `delta`, `done
 """
 from __future__ import annotations
 
+import contextvars
 import json
+import logging
 import time
 import uuid
 from typing import Any, Iterator
@@ -24,6 +26,7 @@ from app.gateway import FailedAttempt, Started, StreamFailed
 from app.providers.base import StreamEnd
 
 HEARTBEAT_COMMENT = ": heartbeat\n\n"
+log = logging.getLogger("aiserver.sse")
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _END = object()
 
@@ -43,7 +46,8 @@ class _Raised:
 class Pump:
     def __init__(self, events: Iterator[Any]):
         self.queue: Queue = Queue()
-        self.greenlet = gevent.spawn(self._run, events)
+        # the request's context (its id for log lines) goes along into the producer greenlet
+        self.greenlet = gevent.spawn(contextvars.copy_context().run, self._run, events)
 
     def _run(self, events: Iterator[Any]) -> None:
         try:
@@ -52,8 +56,11 @@ class Pump:
             self.queue.put(_END)
         except gevent.GreenletExit:
             raise
-        except Exception as error:  # handed to the consumer, which raises or reports it
+        except APIError as error:  # handed to the consumer, which raises or reports it
             self.queue.put(_Raised(error))
+        except Exception:  # a bug, not a provider failure: logged, and the stream still ends with an error
+            log.exception("stream producer failed")
+            self.queue.put(_Raised(APIError("Internal server error; the request id is in X-Request-ID.")))
         finally:
             close = getattr(events, "close", None)
             if close:

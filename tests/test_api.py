@@ -176,3 +176,59 @@ def test_max_tokens_uses_each_apis_own_field(client, fake_openai):
                                               "messages": [{"role": "user", "content": "hi"}]})
     assert fake_openai.requests[-1].json["max_completion_tokens"] == 50
     assert "max_tokens" not in fake_openai.requests[-1].json
+
+
+@pytest.mark.parametrize("request_args", [
+    dict(method="POST", path="/v1/ask", json={**ASK, "question": "nul\u0000here"}),
+    dict(method="GET", path="/chat/history/a%00b"),
+    dict(method="GET", path="/tasks?email=a%00b"),
+])
+def test_nul_characters_are_a_400_not_a_database_error(client, request_args):
+    response = client.open(request_args.pop("path"), **request_args)
+    assert response.status_code == 400 and response.get_json()["error"]["code"] == "nul_character"
+
+
+def test_invalid_base64_images_are_refused_before_any_provider_call(client, fake_openai):
+    content = [{"type": "image_url", "image_url": {"url": "data:image/png;base64,abc"}}]
+    response = client.post("/chat", json={"messages": [{"role": "user", "content": content}]})
+    assert response.status_code == 400 and "base64" in response.get_json()["error"]["message"]
+    assert fake_openai.requests == []
+
+
+def test_an_unreadable_upstream_event_falls_back_instead_of_failing(make_app, fake_openai, fake_anthropic):
+    from tests.fakes.server import Frame
+
+    client = make_app(**provider_config(openai=fake_openai, anthropic=fake_anthropic), PROVIDER_FALLBACKS=["anthropic"],
+                      RETRY_ATTEMPTS=0).test_client()
+    fake_openai.frames = lambda reply, model, request: iter([Frame(b"data: 1\n\n", content=True)])  # not an object
+    fake_anthropic.enqueue(Reply(chunks=["res", "cued"]))
+    response = client.post("/chat", json={"messages": [{"role": "user", "content": "hi"}], "stream": True})
+    events = [json.loads(line[6:]) for line in response.get_data(as_text=True).splitlines() if line.startswith("data:")]
+    assert [e["type"] for e in events] == ["fallback", "fallback", "start", "delta", "delta", "done"]
+    assert events[2]["provider"] == "anthropic"
+
+
+def test_a_health_check_never_shows_an_echoed_key(make_app):
+    from tests.fakes.openai_api import FakeOpenAI
+
+    key = "sk-live-HEALTHSECRET0000"
+    with FakeOpenAI(api_key="the-right-key") as guarded:
+        client = make_app(OPENAI_API_KEY=key, OPENAI_BASE_URL=guarded.base_url).test_client()
+        body = client.get("/health/openai").get_data(as_text=True)
+    assert "Incorrect API key" in body and key not in body
+
+
+def test_a_path_cannot_forge_a_log_line(app, client):
+    client.get("/x%0A2026-01-01 INFO aiserver.access [admin] method=DELETE path=/forged").close()
+    lines = (Path(app.config["LOG_DIR"]) / "app.log").read_text().splitlines()
+    assert not any(line.startswith("2026-01-01") for line in lines)
+    assert any("\\n2026-01-01" in line for line in lines)
+
+
+def test_log_lines_written_while_streaming_carry_the_request_id(app, client, fake_openai):
+    fake_openai.set_model_reply("gpt-4o-mini", Reply(status=500, error_message="first model down"))
+    response = client.post("/chat", json={"messages": [{"role": "user", "content": "hi"}], "stream": True},
+                           headers={"X-Request-ID": "stream-trace-7"})
+    assert b'"type": "done"' in response.get_data()
+    log = (Path(app.config["LOG_DIR"]) / "app.log").read_text()
+    assert any("stream-trace-7" in line and "first model down" in line for line in log.splitlines())

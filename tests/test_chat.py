@@ -320,6 +320,23 @@ def test_the_lease_is_renewed_while_the_answer_is_produced(app):
     conversations.finish_turn(conversations.begin_turn(chat_id, "second", "sys", short), "again", "complete")
 
 
+def test_a_late_answer_never_lands_in_a_chat_someone_else_holds(app):
+    chat_id, short = new_id(), ChatSettings(lease_s=0.05)
+    with app.app_context():
+        deleted = conversations.begin_turn(chat_id, "old question", "sys", ChatSettings())
+        conversations.delete_chat(chat_id)
+        conversations.finish_turn(conversations.begin_turn(chat_id, "new question", "sys", ChatSettings()), "new",
+                                  "complete")
+        assert conversations.finish_turn(deleted, "OLD ANSWER", "complete") is None
+        expired = conversations.begin_turn(chat_id, "q1", "sys", short)
+        time.sleep(0.1)
+        current = conversations.begin_turn(chat_id, "q2", "sys", short)
+        assert conversations.finish_turn(expired, "late answer to q1", "complete") is None
+        conversations.finish_turn(current, "answer to q2", "complete")
+        contents = [m["content"] for m in conversations.get_chat(chat_id)["messages"]]
+        assert contents == ["sys", "new question", "new", "q1", "q2", "answer to q2"]
+
+
 def test_a_chat_deleted_while_answering_stores_nothing_more(app):
     chat_id = new_id()
     with app.app_context():

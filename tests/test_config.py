@@ -28,3 +28,8 @@ def test_env_example_and_readme_table_match_the_code():
     assert (ROOT / ".env.example").read_text() == env_example(), "run `make env-example`"
     assert markdown_table() in (ROOT / "README.md").read_text(), "run `make env-example`"
     assert all(f"{s.name}=" in env_example() for s in SETTINGS)
+
+
+def test_an_empty_value_empties_a_text_setting_but_not_a_number():
+    settings = load_settings(environ={"OPENAI_MODEL_FALLBACKS": "", "PORT": ""})
+    assert settings["OPENAI_MODEL_FALLBACKS"] == "" and settings["PORT"] == 5001

@@ -25,7 +25,21 @@ def parse_body(schema: Schema) -> dict[str, Any]:
         raise BadRequest(f"Malformed JSON body: {exc}", code="malformed_json") from None
     if not isinstance(data, dict):
         raise BadRequest("The JSON body must be an object.", code="malformed_json")
+    if (b"\\u0000" in raw or b"\x00" in raw) and contains_nul(data):
+        raise BadRequest("The body contains a NUL character (\\u0000), which no field accepts.",
+                         code="nul_character")
     return load(schema, data)
+
+
+def contains_nul(value: Any) -> bool:
+    """Whether any string in a decoded JSON value holds U+0000, which no database here can store."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(contains_nul(k) or contains_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(contains_nul(item) for item in value)
+    return False
 
 
 def parse_query(schema: Schema) -> dict[str, Any]:

@@ -172,7 +172,7 @@ def record(gist: dict[str, Any], action: str, requester: Requester, changes: dic
         with database.connection_context(), database.atomic():
             row = upsert(str(gist.get("id")), values)
             add_revision(row, action, requester, changes, details, version=history[0].get("version"))
-    except PeeweeException:
+    except (PeeweeException, ValueError):
         log.exception("could not record the %s of gist %s", action, gist.get("id"))
         return False
     log.info("gist %s: %s by %s via %s", gist.get("id"), action, requester.client_id or requester.client_ip,
@@ -185,7 +185,7 @@ def record_deletion(gist_id: str, requester: Requester) -> bool:
         with database.connection_context(), database.atomic():
             row = upsert(gist_id, {"deleted_at": utcnow()})
             add_revision(row, "delete", requester, {"deleted": row.files}, None, version=None, files=[])
-    except PeeweeException:
+    except (PeeweeException, ValueError):
         log.exception("could not record the deletion of gist %s", gist_id)
         return False
     log.info("gist %s: delete by %s via %s", gist_id, requester.client_id or requester.client_ip, requester.endpoint)

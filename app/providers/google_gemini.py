@@ -20,6 +20,19 @@ FINISH_REASONS = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_fil
                   "RECITATION": "content_filter", "BLOCKLIST": "content_filter", "PROHIBITED_CONTENT": "content_filter"}
 
 
+class ConnectTimeout(httpx2.HTTPTransport):
+    """google-genai applies its one `timeout` to every phase of a request; this keeps it for reads but
+    caps the connect, so an unreachable endpoint fails over in CONNECT_TIMEOUT_S, not READ_TIMEOUT_S."""
+
+    def __init__(self, connect_timeout: float):
+        super().__init__()
+        self.connect_timeout = connect_timeout
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        request.extensions["timeout"] = {**request.extensions.get("timeout", {}), "connect": self.connect_timeout}
+        return super().handle_request(request)
+
+
 class GeminiProvider:
     def __init__(self, *, api_key: str, base_url: str | None, default_model: str, fallback_models: list[str],
                  connect_timeout: float, read_timeout: float, name: str = "gemini"):
@@ -27,7 +40,8 @@ class GeminiProvider:
         self.default_model = default_model
         self.fallback_models = fallback_models
         options = types.HttpOptions(base_url=base_url or None, timeout=int(read_timeout * 1000),
-                                    retry_options=types.HttpRetryOptions(attempts=1))
+                                    retry_options=types.HttpRetryOptions(attempts=1),
+                                    httpx_client=httpx2.Client(transport=ConnectTimeout(connect_timeout)))
         self.client = genai.Client(api_key=api_key, http_options=options)
 
     def list_models(self) -> list[str]:

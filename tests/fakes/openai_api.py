@@ -35,9 +35,11 @@ class FakeOpenAI(FakeServer):
             handler.send_json(404, {"error": error}, self.response_headers())
 
     def auth_error(self, request: RecordedRequest) -> tuple[int, str] | None:
-        if request.headers.get("authorization") == f"Bearer {self.api_key}":
+        presented = request.headers.get("authorization", "")
+        if presented == f"Bearer {self.api_key}":
             return None
-        return 401, "Incorrect API key provided."
+        # OpenAI itself masks the key; some compatible servers echo it whole, the case to be safe against
+        return 401, f"Incorrect API key provided: {presented.removeprefix('Bearer ')}."
 
     def error_body(self, status: int, message: str, reply: Reply | None = None) -> dict:
         default_type = "server_error" if status >= 500 else "invalid_request_error"
