@@ -77,7 +77,7 @@ def test_v1_ask_streams_chunks_one_by_one_with_the_first_token_intact(server, fa
                if c["choices"][0]["delta"].get("content")]
     assert [text for _, text in content] == pieces
     gaps = [b[0] - a[0] for a, b in zip(content, content[1:])]
-    assert all(0.15 < gap < 0.45 for gap in gaps), gaps
+    assert all(gap > 0.15 for gap in gaps), f"chunks were held back and sent together: {gaps}"
     assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
 
 
