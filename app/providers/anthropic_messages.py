@@ -13,7 +13,8 @@ import anthropic
 import httpx2
 
 from app.providers.base import (CallerFault, Completion, CompletionRequest, ProviderFailure, StreamEnd, StreamItem,
-                                TransientFailure, Usage, UpstreamTimedOut, classify_status, parse_retry_after)
+                                TransientFailure, Usage, UpstreamTimedOut, classify_status, connection_limits,
+                                parse_retry_after)
 
 FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "stop",
                   "refusal": "content_filter", "pause_turn": "stop"}
@@ -21,13 +22,16 @@ FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "le
 
 class AnthropicProvider:
     def __init__(self, *, api_key: str, base_url: str | None, default_model: str, fallback_models: list[str],
-                 connect_timeout: float, read_timeout: float, max_tokens: int, name: str = "anthropic"):
+                 connect_timeout: float, read_timeout: float, max_tokens: int, max_connections: int = 1000,
+                 name: str = "anthropic"):
         self.name = name
         self.default_model = default_model
         self.fallback_models = fallback_models
         self.max_tokens = max_tokens
-        self.client = anthropic.Anthropic(api_key=api_key, base_url=base_url or None, max_retries=0,
-                                          timeout=httpx2.Timeout(read_timeout, connect=connect_timeout))
+        self.client = anthropic.Anthropic(
+            api_key=api_key, base_url=base_url or None, max_retries=0,
+            timeout=httpx2.Timeout(read_timeout, connect=connect_timeout),
+            http_client=anthropic.DefaultHttpxClient(limits=connection_limits(max_connections)))
 
     def list_models(self) -> list[str]:
         return [self.default_model, *self.fallback_models]

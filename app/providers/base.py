@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Protocol, Union
 
+import httpx2
+
 
 @dataclass(frozen=True)
 class CompletionRequest:
@@ -124,6 +126,12 @@ def classify_status(status: int, message: str, retry_after: float | None = None)
     if status == 404:
         return ModelUnavailable(message, status=status)
     return CallerFault(message, status=status)
+
+
+def connection_limits(max_connections: int) -> httpx2.Limits:
+    """One pool per provider per process, as large as the connections one worker serves: each open
+    stream holds an upstream connection, and a pool smaller than that would queue streams."""
+    return httpx2.Limits(max_connections=max_connections, max_keepalive_connections=min(100, max_connections))
 
 
 def parse_retry_after(headers: Any) -> float | None:

@@ -14,7 +14,7 @@ from google.genai import types
 
 from app.providers.base import (Completion, CompletionRequest, ProviderFailure, ProviderRejected, StreamEnd,
                                 StreamItem, TransientFailure, Usage, UpstreamTimedOut, classify_status,
-                                parse_retry_after)
+                                connection_limits, parse_retry_after)
 
 FINISH_REASONS = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter",
                   "RECITATION": "content_filter", "BLOCKLIST": "content_filter", "PROHIBITED_CONTENT": "content_filter"}
@@ -24,8 +24,8 @@ class ConnectTimeout(httpx2.HTTPTransport):
     """google-genai applies its one `timeout` to every phase of a request; this keeps it for reads but
     caps the connect, so an unreachable endpoint fails over in CONNECT_TIMEOUT_S, not READ_TIMEOUT_S."""
 
-    def __init__(self, connect_timeout: float):
-        super().__init__()
+    def __init__(self, connect_timeout: float, max_connections: int):
+        super().__init__(limits=connection_limits(max_connections))
         self.connect_timeout = connect_timeout
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
@@ -35,13 +35,13 @@ class ConnectTimeout(httpx2.HTTPTransport):
 
 class GeminiProvider:
     def __init__(self, *, api_key: str, base_url: str | None, default_model: str, fallback_models: list[str],
-                 connect_timeout: float, read_timeout: float, name: str = "gemini"):
+                 connect_timeout: float, read_timeout: float, max_connections: int = 1000, name: str = "gemini"):
         self.name = name
         self.default_model = default_model
         self.fallback_models = fallback_models
         options = types.HttpOptions(base_url=base_url or None, timeout=int(read_timeout * 1000),
                                     retry_options=types.HttpRetryOptions(attempts=1),
-                                    httpx_client=httpx2.Client(transport=ConnectTimeout(connect_timeout)))
+                                    httpx_client=httpx2.Client(transport=ConnectTimeout(connect_timeout, max_connections)))
         self.client = genai.Client(api_key=api_key, http_options=options)
 
     def list_models(self) -> list[str]:

@@ -18,7 +18,8 @@ import openai
 from openai._constants import RAW_RESPONSE_HEADER
 
 from app.providers.base import (CallerFault, Completion, CompletionRequest, ProviderFailure, StreamEnd, StreamItem,
-                                TransientFailure, Usage, UpstreamTimedOut, classify_status, parse_retry_after)
+                                TransientFailure, Usage, UpstreamTimedOut, classify_status, connection_limits,
+                                parse_retry_after)
 
 
 CHAT_PATH = "/chat/completions"
@@ -28,7 +29,7 @@ STREAM_BODY = {"headers": {RAW_RESPONSE_HEADER: "stream"}}  # the SDK then retur
 class OpenAICompatibleProvider:
     def __init__(self, name: str, *, api_key: str, base_url: str | None, default_model: str,
                  fallback_models: list[str], connect_timeout: float, read_timeout: float,
-                 max_tokens_field: str = "max_tokens"):
+                 max_connections: int = 1000, max_tokens_field: str = "max_tokens"):
         """`max_tokens_field`: OpenAI's current models accept only `max_completion_tokens`, while many
         compatible servers know only `max_tokens`."""
         self.name = name
@@ -36,7 +37,8 @@ class OpenAICompatibleProvider:
         self.default_model = default_model
         self.fallback_models = fallback_models
         self.client = openai.OpenAI(api_key=api_key or "not-needed", base_url=base_url or None, max_retries=0,
-                                    timeout=httpx2.Timeout(read_timeout, connect=connect_timeout))
+                                    timeout=httpx2.Timeout(read_timeout, connect=connect_timeout),
+                                    http_client=openai.DefaultHttpxClient(limits=connection_limits(max_connections)))
 
     def list_models(self) -> list[str]:
         return [self.default_model, *self.fallback_models]

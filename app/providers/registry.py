@@ -115,14 +115,15 @@ def unique(items: list[str]) -> list[str]:
 def build_registry(config: dict[str, Any]) -> Registry:
     """Providers for every configured vendor. Each SDK is imported only when its provider is
     configured: the three SDKs together take seconds to import, and start-up time matters."""
-    timeouts = {"connect_timeout": config["CONNECT_TIMEOUT_S"], "read_timeout": config["READ_TIMEOUT_S"]}
+    client_options = {"connect_timeout": config["CONNECT_TIMEOUT_S"], "read_timeout": config["READ_TIMEOUT_S"],
+                      "max_connections": config["WEB_WORKER_CONNECTIONS"]}
     providers: dict[str, Provider] = {}
     missing: dict[str, str] = {}
 
     def models(prefix: str, default_key: str | None = None) -> dict[str, Any]:
         fallbacks = config.get(f"{prefix}_MODEL_FALLBACKS") or ""
         return {"default_model": config.get(default_key or f"{prefix}_MODEL_DEFAULT") or "",
-                "fallback_models": [m.strip() for m in fallbacks.split(",") if m.strip()], **timeouts}
+                "fallback_models": [m.strip() for m in fallbacks.split(",") if m.strip()], **client_options}
 
     def openai_compatible(name: str, api_key: str, base_url: str, prefix: str, default_key: str | None = None,
                           **options: Any):
