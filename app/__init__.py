@@ -26,6 +26,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from app.logs import RedactSecrets, configure_logging, init_request_logging
     from app.providers.registry import build_registry
     from app.queue import make_huey
+    from app.usage import UsageRecorder
 
     app = Flask(__name__)
     app.config.update(load_settings())
@@ -40,7 +41,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     db.init_app(app)
     registry = build_registry(app.config)
     app.extensions["providers"] = registry
-    app.extensions["gateway"] = Gateway(registry, RetryPolicy.from_config(app.config), redact=redactor.redact)
+    app.extensions["usage"] = UsageRecorder(app.config["USAGE_FLUSH_S"])
+    app.extensions["gateway"] = Gateway(registry, RetryPolicy.from_config(app.config), redact=redactor.redact,
+                                        record=app.extensions["usage"].record)
     app.extensions["provider_health"] = ProviderHealth(registry, app.config["HEALTH_CACHE_S"], redactor.redact)
     app.extensions["huey"] = make_huey(app.config)
     app.extensions["github"] = client_from_config(app.config)  # None without GITHUB_TOKEN

@@ -8,6 +8,7 @@ retry can never duplicate or drop text), the text deltas (`str`), then `StreamEn
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import time
@@ -18,6 +19,7 @@ from app.errors import APIError, BadRequest, UpstreamError, UpstreamTimeout, Ups
 from app.providers.base import (CallerFault, CompletionRequest, ProviderFailure, ProviderRejected, StreamEnd,
                                 TransientFailure, Usage, UpstreamTimedOut)
 from app.providers.registry import Route
+from app.usage import UsageEvent
 
 log = logging.getLogger("aiserver.gateway")
 
@@ -82,21 +84,25 @@ Event = Union[FailedAttempt, Started, str, StreamEnd, StreamFailed]
 
 class Gateway:
     def __init__(self, registry, policy: RetryPolicy, sleep: Callable[[float], None] = time.sleep,
-                 redact: Callable[[str], str] = str):
-        """`redact` scrubs secrets from upstream error text, which some vendors echo back (a bad key)."""
+                 redact: Callable[[str], str] = str, record: Callable[[UsageEvent], None] = lambda event: None):
+        """`redact` scrubs secrets from upstream error text, which some vendors echo back (a bad key);
+        `record` counts every attempt's outcome, tokens and latency (see `app.usage`)."""
         self.registry = registry
         self.policy = policy
         self.sleep = sleep
         self.redact = redact
+        self.record = record
 
     def complete(self, request: CompletionRequest, routes: list[Route]) -> Answer:
         attempts: list[FailedAttempt] = []
         for route in self._tries(routes, attempts):
+            started = time.perf_counter()
             try:
                 result = route.provider.complete(request, route.model)
             except Exception as exc:  # noqa: BLE001 - every failure of one route is the next route's chance
                 self._record(route, as_failure(exc, route), attempts)
                 continue
+            self.record(usage_event(route.provider.name, result.model, "ok", started, result.usage))
             return Answer(result.text, route.provider.name, result.model, result.finish_reason, result.usage,
                           attempts)
         raise all_failed(attempts)
@@ -104,6 +110,7 @@ class Gateway:
     def stream(self, request: CompletionRequest, routes: list[Route]) -> Iterator[Event]:
         attempts: list[FailedAttempt] = []
         for route in self._tries(routes, attempts):
+            started = time.perf_counter()
             items = route.provider.stream(request, route.model)
             try:
                 first = next(items)
@@ -112,15 +119,20 @@ class Gateway:
                 yield self._record(route, as_failure(exc, route), attempts)
                 continue
             yield Started(route.provider.name, route.model, tuple(attempts))
+            outcome, usage, model = "cancelled", Usage(), route.model
             try:
-                yield first
-                yield from items
+                for item in itertools.chain((first,), items):
+                    if isinstance(item, StreamEnd):
+                        outcome, usage, model = "ok", item.usage, item.model
+                    yield item
             except Exception as exc:  # noqa: BLE001
+                outcome = "interrupted"
                 message = self.redact(as_failure(exc, route).message)
                 log.warning("%s/%s failed mid-stream: %s", route.provider.name, route.model, message)
                 yield StreamFailed(f"The provider failed mid-answer: {message}", route.provider.name, route.model)
             finally:
                 items.close()
+                self.record(usage_event(route.provider.name, model, outcome, started, usage))
             return
         raise all_failed(attempts)
 
@@ -154,7 +166,13 @@ class Gateway:
         log.warning("attempt failed: %s/%s: %s", route.provider.name, route.model, message)
         attempt = FailedAttempt(route.provider.name, route.model, message, failure.status, failure)
         attempts.append(attempt)
+        self.record(UsageEvent(route.provider.name, route.model, "attempt_failed"))
         return attempt
+
+
+def usage_event(provider: str, model: str, outcome: str, started: float, usage: Usage) -> UsageEvent:
+    return UsageEvent(provider, model, outcome, usage.prompt_tokens, usage.completion_tokens,
+                      round((time.perf_counter() - started) * 1000))
 
 
 def as_failure(exc: Exception, route: Route) -> ProviderFailure:

@@ -45,6 +45,7 @@ def base_config(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
         "CONNECT_TIMEOUT_S": 2.0,
         "BACKUP_DIR": str(tmp_path / "backups"),
         "BACKUP_KEEP": 0,
+        "USAGE_FLUSH_S": 0,
     }
     config.update(overrides)
     return config

@@ -3,7 +3,7 @@ from flask import Flask
 
 
 def register_blueprints(app: Flask) -> None:
-    from app.api import ask, chat, deploy, gists, health, meta, openai_v1, ui
+    from app.api import ask, chat, deploy, gists, health, meta, metrics, openai_v1, ui
 
-    for module in (meta, health, ask, chat, openai_v1, gists, deploy, ui):
+    for module in (meta, health, metrics, ask, chat, openai_v1, gists, deploy, ui):
         app.register_blueprint(module.bp)
