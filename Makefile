@@ -44,6 +44,10 @@ test-system-deps:
 test: install-dev test-system-deps
 	$(BIN)/python -m pytest
 
+## The speed comparison with LiteLLM's proxy and Portkey's gateway (about 15 minutes); writes docs/performance.md.
+bench: install
+	bash bench/run.sh
+
 ## Regenerate .env.example and the README's configuration table from app/config.py.
 env-example:
 	$(BIN)/python -m app.config > .env.example
