@@ -68,6 +68,11 @@ if [ -f Makefile ] && [ -f requirements.txt ]; then
     timeout 1200 make --no-print-directory install || say "WARNING: make install failed: the harness will skip aiserver"
 fi
 
-# 5. The benchmark. bench.py bounds itself with --max-minutes; this is the backstop.
+# 5. Start-up time (read by the report's Targets section).
+mkdir -p $BENCH/results
+timeout 300 .venv/bin/python $BENCH/startup.py --runs 5 --json $BENCH/results/startup.json \
+    || say "WARNING: the start-up measurement failed"
+
+# 6. The benchmark. bench.py bounds itself with --max-minutes; this is the backstop.
 say "running: $BENCH/.venv-bench/bin/python $BENCH/bench.py $*"
 exec timeout --kill-after=60 3600 $BENCH/.venv-bench/bin/python $BENCH/bench.py "$@"
