@@ -26,6 +26,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from app.logs import RedactSecrets, configure_logging, init_request_logging
     from app.providers.registry import build_registry
     from app.queue import make_huey
+    from app.system_prompt import SystemPrompt
     from app.usage import UsageRecorder
 
     app = Flask(__name__)
@@ -47,6 +48,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.extensions["provider_health"] = ProviderHealth(registry, app.config["HEALTH_CACHE_S"], redactor.redact)
     app.extensions["huey"] = make_huey(app.config)
     app.extensions["github"] = client_from_config(app.config)  # None without GITHUB_TOKEN
+    app.extensions["system_prompt"] = SystemPrompt(app.config["SYSTEM_PROMPT_FILE"])
     register_jobs(app.extensions["huey"], app)
     register_error_handlers(app)
     init_request_logging(app)

@@ -17,25 +17,24 @@ the gateway, the routes, the settings and the system prompt.
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, Iterator
 
 import gevent
 from gevent.event import Event
-from peewee import SqliteDatabase, Tuple
+from peewee import Tuple
 
-from app.db import database, isoformat, utcnow
+from app.db import database, isoformat, locked_row, utcnow, write_transaction
 from app.errors import APIError, BadRequest, Conflict, NotFound
 from app.gateway import Answer, Gateway, Started, StreamFailed
 from app.models.conversation import Conversation, Message
+from app.pagination import decode_cursor, encode_cursor, matching, moment
 from app.providers.base import CompletionRequest, StreamEnd, Usage
 from app.providers.registry import Route
-from app.schemas_chat import CHAT_ID_PATTERN, CHAT_ID_RULE
+from app.schemas.chat import CHAT_ID_PATTERN, CHAT_ID_RULE
 
 log = logging.getLogger("aiserver.chat")
 
@@ -61,7 +60,6 @@ class Turn:
 
     chat_id: str
     token: str
-    created: bool
     context: list[dict[str, str]]
     settings: ChatSettings
     done: Event = field(default_factory=Event, repr=False)
@@ -86,25 +84,6 @@ def require_chat_id(chat_id: str) -> str:
     return chat_id
 
 
-# -- locking ---------------------------------------------------------------------------------------
-
-
-def _write_transaction():
-    """A transaction that holds the write lock from its first statement: BEGIN IMMEDIATE on SQLite,
-    where it serialises writers across processes; a plain one on PostgreSQL, where rows are locked
-    with FOR UPDATE instead."""
-    db = database.obj
-    return db.atomic("IMMEDIATE") if isinstance(db, SqliteDatabase) else db.atomic()
-
-
-def _locked(chat_id: str) -> Conversation | None:
-    """The chat's row, locked until the transaction ends (on SQLite the whole database already is)."""
-    query = Conversation.select().where(Conversation.id == chat_id)
-    if database.obj.for_update:
-        query = query.for_update()
-    return query.first()
-
-
 # -- turns -----------------------------------------------------------------------------------------
 
 
@@ -113,14 +92,14 @@ def begin_turn(chat_id: str, text: str, system_prompt: str, settings: ChatSettin
     """Store the user's message in chat `chat_id` (created, with `system_prompt` as its first message,
     if new) and mark the chat busy. Raises ChatBusy (409) while another turn holds the chat."""
     token = uuid.uuid4().hex
-    with database.connection_context(), _write_transaction():
-        conversation = _locked(chat_id)
+    with database.connection_context(), write_transaction():
+        conversation = locked_row(Conversation, chat_id)
         now = utcnow()
         created = conversation is None
         if created:
             Conversation.insert(id=chat_id, owner=owner, title=_title(text), created_at=now,
                                 last_updated=now).on_conflict_ignore().execute()
-            conversation = _locked(chat_id)
+            conversation = locked_row(Conversation, chat_id)
             if conversation is None:  # deleted between the insert and the read (PostgreSQL only)
                 raise ChatBusy(f"Chat {chat_id} changed meanwhile; send the message again.",
                                details={"chat_id": chat_id})
@@ -139,7 +118,7 @@ def begin_turn(chat_id: str, text: str, system_prompt: str, settings: ChatSettin
                              busy_token=token, busy_until=now + timedelta(seconds=settings.lease_s))
          .where(Conversation.id == chat_id).execute())
         context = _context(chat_id, settings)
-    turn = Turn(chat_id, token, created, context, settings)
+    turn = Turn(chat_id, token, context, settings)
     gevent.spawn(_keep_lease, turn)
     return turn
 
@@ -150,8 +129,8 @@ def finish_turn(turn: Turn, text: str, status: str, *, error: str | None = None,
     the chat (deleted meanwhile, or its lease ran out and another turn took it): a late answer must
     never land after someone else's question."""
     turn.done.set()
-    with database.connection_context(), _write_transaction():
-        row = _locked(turn.chat_id)
+    with database.connection_context(), write_transaction():
+        row = locked_row(Conversation, turn.chat_id)
         if row is None or row.busy_token != turn.token:
             log.warning("answer for chat %s dropped: the turn no longer holds the chat", turn.chat_id)
             return None
@@ -271,7 +250,7 @@ def list_chats(limit: int = 50, cursor: str | None = None, owner: str | None = N
              .where(Conversation.owner.is_null() if owner is None else Conversation.owner == owner)
              .order_by(Conversation.last_updated.desc(), Conversation.id.desc()).limit(limit + 1))
     if cursor:
-        last_updated, chat_id = decode_cursor(cursor)
+        last_updated, chat_id = decode_cursor(cursor, moment, matching(CHAT_ID_PATTERN))
         query = query.where(Tuple(Conversation.last_updated, Conversation.id) < Tuple(last_updated, chat_id))
     with database.connection_context():
         rows = list(query.tuples())
@@ -280,22 +259,6 @@ def list_chats(limit: int = 50, cursor: str | None = None, owner: str | None = N
                       "message_count": row[4], "title": row[1]} for row in page}
     next_cursor = encode_cursor(page[-1][3], page[-1][0]) if len(rows) > limit else None
     return chats, next_cursor
-
-
-def encode_cursor(last_updated: datetime, chat_id: str) -> str:
-    raw = f"{last_updated.isoformat(timespec='microseconds')}|{chat_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """The position a cursor names; 400 if it is not one this server made."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        moment, chat_id = raw.split("|", 1)
-        return datetime.fromisoformat(moment), require_chat_id(chat_id)
-    except (ValueError, binascii.Error, UnicodeDecodeError, BadRequest):
-        raise BadRequest("Invalid cursor: pass back the next_cursor of a previous page.", code="invalid_cursor",
-                         details={"param": "cursor"}) from None
 
 
 def get_chat(chat_id: str, owner: str | None = None) -> dict[str, Any]:
@@ -322,7 +285,7 @@ def message_dict(message: Message) -> dict[str, Any]:
 
 def delete_chat(chat_id: str, owner: str | None = None) -> None:
     """Delete the chat and its messages; 404 if unknown. A turn still streaming into it stores nothing."""
-    with database.connection_context(), _write_transaction():
+    with database.connection_context(), write_transaction():
         if not Conversation.select().where((Conversation.id == chat_id) & _owned(owner)).exists():
             raise ChatNotFound(f"Chat {chat_id} not found.", details={"chat_id": chat_id})
         Message.delete().where(Message.conversation == chat_id).execute()

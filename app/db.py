@@ -9,12 +9,14 @@ and the deploy scripts run before the server starts).
 """
 from __future__ import annotations
 
+import json
 import os
 from datetime import datetime, timezone
+from typing import Any
 
 import click
 from flask import Flask
-from peewee import DatabaseProxy, Model
+from peewee import DatabaseProxy, Model, SqliteDatabase, TextField
 from playhouse.db_url import parse as parse_db_url
 from playhouse.migrations import Runner
 from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
@@ -38,14 +40,62 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
-def isoformat(moment: datetime | None) -> str | None:
-    return moment.replace(tzinfo=timezone.utc).isoformat().replace("+00:00", "Z") if moment else None
+def isoformat(moment: datetime | None, timespec: str = "auto") -> str | None:
+    """`moment` (naive UTC as stored, or aware) as ISO 8601 UTC with a `Z`: "2024-05-01T12:00:00.250000Z"
+    (`timespec="seconds"` drops the fraction); None for None. The one format every answer uses."""
+    if moment is None:
+        return None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+    return moment.isoformat(timespec=timespec) + "Z"
+
+
+def parse_iso(value: Any) -> datetime | None:
+    """An ISO 8601 time ("2024-05-01", "2024-05-01T12:00:00Z", any offset; none means UTC) as naive
+    UTC, the stored representation; None when absent or not such a time."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip().replace("z", "Z").replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment.astimezone(timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment
 
 
 class BaseModel(Model):
     class Meta:
         database = database
         legacy_table_names = False
+
+
+class JSONField(TextField):
+    """JSON kept as text, so SQLite and PostgreSQL store it the same way."""
+
+    def db_value(self, value: Any) -> str | None:
+        return None if value is None else json.dumps(value, separators=(",", ":"))
+
+    def python_value(self, value: str | None) -> Any:
+        return None if value is None else json.loads(value)
+
+
+# -- locking ---------------------------------------------------------------------------------------
+
+
+def write_transaction():
+    """A transaction that holds the write lock from its first statement: BEGIN IMMEDIATE on SQLite,
+    where it serialises writers across processes (concurrent writers queue up instead of failing on
+    a stale snapshot); a plain one on PostgreSQL, where rows are locked with `locked_row` instead."""
+    db = database.obj
+    return db.atomic("IMMEDIATE") if isinstance(db, SqliteDatabase) else db.atomic()
+
+
+def locked_row(model: type[Model], key: Any) -> Model | None:
+    """The `model` row whose primary key is `key`, locked until the transaction ends (`SELECT ... FOR
+    UPDATE` on PostgreSQL; on SQLite `write_transaction` already locks the whole database); None if absent."""
+    query = model.select().where(model._meta.primary_key == key)
+    if database.obj.for_update:
+        query = query.for_update()
+    return query.first()
 
 
 def open_database(url: str):

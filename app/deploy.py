@@ -16,35 +16,40 @@ round to the queue again (run at worker start, shortly after, and every minute).
 Stage failures are retried `DEPLOY_ATTEMPTS` times with a doubling wait; an invalid LLM file set is
 one failed attempt, and its error is shown to the model on the next one. The notification is
 retried after 1, 2, 4... x `NOTIFY_BACKOFF_S` seconds until `NOTIFY_DEADLINE_S` after it started.
+Each wait is noted in the stage's `waits` before it starts.
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
 import logging
 import os
+import re
 import socket
 import threading
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, Callable
 
 import requests
-from peewee import IntegrityError, SqliteDatabase, fn
+from peewee import IntegrityError, fn
 
-from app.db import database, isoformat, utcnow
+from app.db import database, isoformat, locked_row, parse_iso, utcnow, write_transaction
 from app.deploy_generate import (VISION_PROVIDERS, Brief, FileSet, InvalidFileSet, Limits, build_request,
                                  find_secret, load_attachments, parse_file_set, repo_files)
 from app.errors import APIError, BadRequest, Conflict, Forbidden, NotConfigured, NotFound, ValidationFailed
+from app.github import require_client
 from app.github.repos import Repo, Repos, repo_name_for
 from app.models.task import FINAL, STAGES, DeployRound, DeployTask
 from app.netguard import BlockedURL, Resolver, check_url, guarded_request, system_resolver
+from app.pagination import decode_cursor, encode_cursor, matching, moment
 
 log = logging.getLogger("aiserver.deploy")
+
+TASK_ID = re.compile(r"[A-Za-z0-9_-]{1,40}")
+NEEDS_GITHUB = "create repositories and publish them with GitHub Pages"
 
 
 class PermanentFailure(APIError):
@@ -79,18 +84,16 @@ def submit(body: dict[str, Any], endpoint: str, *, config: dict[str, Any], regis
     _check_endpoint(endpoint, body["round"])
     allow = config.get("NOTIFY_ALLOW_HOSTS") or []
     _check_targets(body, allow, resolver)
-    if github is None:
-        raise NotConfigured("Deployments need GitHub: set GITHUB_TOKEN (or GITHUB_PAT).",
-                            details={"variable": "GITHUB_TOKEN"})
+    require_client(github, NEEDS_GITHUB)
     registry.plan(config.get("DEPLOY_PROVIDER") or None)  # 503 naming the variable when no provider is set
     with database.connection_context():
         try:
-            with _write_transaction():
+            with write_transaction():
                 existing = _find_round(body)
                 if existing is not None:
                     return accepted(existing, duplicate=True)
                 task = _task_for(body)
-                _lock(task)
+                locked_row(DeployTask, task.id)  # submissions for one task take turns
                 existing = _find_round(body)  # sent meanwhile by a request we waited for
                 if existing is not None:
                     return accepted(existing, duplicate=True)
@@ -142,21 +145,6 @@ def _check_targets(body: dict[str, Any], allow: list[str], resolver: Resolver) -
                 raise ValidationFailed({"attachments": {index: {"url": [exc.message]}}}) from None
 
 
-def _write_transaction():
-    """A transaction that takes SQLite's write lock at once, so concurrent submissions queue up instead
-    of failing on a stale snapshot (PostgreSQL's row locks and unique index do that by themselves)."""
-    if isinstance(database.obj, SqliteDatabase):
-        return database.atomic(lock_type="IMMEDIATE")
-    return database.atomic()
-
-
-def _lock(task: DeployTask) -> None:
-    """Hold the task's row until the transaction ends, so submissions for one task take turns
-    (SQLite's IMMEDIATE transaction already serialises every writer)."""
-    if not isinstance(database.obj, SqliteDatabase):
-        DeployTask.select(DeployTask.id).where(DeployTask.id == task.id).for_update().execute()
-
-
 def _find_round(body: dict[str, Any]) -> DeployRound | None:
     return (DeployRound.select().join(DeployTask)
             .where(DeployTask.name == body["task"], DeployRound.round == body["round"],
@@ -205,14 +193,14 @@ def list_tasks(*, status: str | None = None, email: str | None = None, limit: in
     if email:
         query = query.where(DeployTask.email == email.strip().lower())
     if cursor:
-        created, task_id = _decode_cursor(cursor)
+        created, task_id = decode_cursor(cursor, moment, matching(TASK_ID))
         query = query.where((DeployTask.created_at < created)
                             | ((DeployTask.created_at == created) & (DeployTask.id < task_id)))
     with database.connection_context():
         tasks = list(query.limit(limit + 1))
     more = len(tasks) > limit
     tasks = tasks[:limit]
-    next_cursor = _encode_cursor(tasks[-1]) if more else None
+    next_cursor = encode_cursor(tasks[-1].created_at, tasks[-1].id) if more else None
     return {"tasks": [task_summary(t) for t in tasks], "next_cursor": next_cursor}
 
 
@@ -262,20 +250,6 @@ def _stage_status(round_: DeployRound, name: str) -> str:
     if round_.status == "failed" and index == done + 1:
         return "failed"
     return "pending"
-
-
-def _encode_cursor(task: DeployTask) -> str:
-    raw = f"{task.created_at.isoformat()}|{task.id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        created, task_id = raw.split("|", 1)
-        return datetime.fromisoformat(created), task_id
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise ValidationFailed({"cursor": ["Not a cursor from a previous page."]}) from None
 
 
 # -- running rounds ---------------------------------------------------------------------------------------
@@ -377,6 +351,7 @@ class Pipeline:
         self.settings = settings
         self.gateway = gateway
         self.registry = registry
+        self.github = github
         self.repos = Repos(github) if github is not None else None
         self.secrets = list(secrets or [])
         self.sleep = sleep
@@ -454,12 +429,13 @@ class Pipeline:
                     self._fail(run, stage, info, message)
                     return False
                 log.warning("round %s: %s attempt %s failed: %s", run.round.id, stage, info["attempts"], message)
+                wait = self._plan_wait(info, self.settings.retry_s * 2 ** (info["attempts"] - 1))
                 self._save(run, stage, info, last_error=f"{stage}: {message}")
-                self._wait(run, self.settings.retry_s * 2 ** (info["attempts"] - 1))
+                self._wait(run, wait)
                 continue
             finished = utcnow()
             info["finished_at"] = isoformat(finished)
-            info["seconds"] = round((finished - _parse(info["started_at"])).total_seconds(), 3)
+            info["seconds"] = round((finished - parse_iso(info["started_at"])).total_seconds(), 3)
             self._save(run, stage, info, stage_done=stage)
             return True
 
@@ -510,7 +486,7 @@ class Pipeline:
         pages_url = site.get("html_url") or run.task.pages_url or _predicted_pages_url(repo)
         self._write(run, pages_url=pages_url)
         self._set_task(run, pages_url=pages_url)
-        deadline = _parse(info["started_at"]) + timedelta(seconds=self.settings.pages_wait_s)
+        deadline = parse_iso(info["started_at"]) + timedelta(seconds=self.settings.pages_wait_s)
         while True:
             run.lease.check()
             build = repos.latest_pages_build(repo)
@@ -535,7 +511,7 @@ class Pipeline:
         round_, task = run.round, run.task
         payload = {"email": round_.email, "task": task.name, "round": round_.round, "nonce": round_.nonce,
                    "repo_url": task.repo_url, "commit_sha": round_.commit_sha, "pages_url": round_.pages_url}
-        deadline = _parse(info["started_at"]) + timedelta(seconds=self.settings.notify_deadline_s)
+        deadline = parse_iso(info["started_at"]) + timedelta(seconds=self.settings.notify_deadline_s)
         attempts = round_.notify_attempts
         while True:
             run.lease.check()
@@ -553,8 +529,9 @@ class Pipeline:
                 raise PermanentFailure(f"evaluation_url did not answer 200 within NOTIFY_DEADLINE_S "
                                        f"({self.settings.notify_deadline_s:g} s) after {attempts} attempts; "
                                        f"last: {outcome}.")
+            wait = self._plan_wait(info, min(self.settings.notify_backoff_s * 2 ** (attempts - 1), remaining))
             self._save(run, "notifying", info)
-            self._wait(run, min(self.settings.notify_backoff_s * 2 ** (attempts - 1), remaining))
+            self._wait(run, wait)
 
     # -- helpers ---------------------------------------------------------------------------------------------
 
@@ -588,9 +565,7 @@ class Pipeline:
         return Repo(task.repo_owner, task.repo_name, task.repo_url, task.default_branch or "main")
 
     def _require_repos(self) -> Repos:
-        if self.repos is None:
-            raise NotConfigured("Deployments need GitHub: set GITHUB_TOKEN (or GITHUB_PAT).",
-                                details={"variable": "GITHUB_TOKEN"})
+        require_client(self.github, NEEDS_GITHUB)
         return self.repos
 
     def _answers_200(self, url: str) -> bool:
@@ -625,6 +600,12 @@ class Pipeline:
             return f"{type(exc).__name__}: a request failed", True
         log.exception("unexpected error in a deployment stage")
         return f"Internal error: {type(exc).__name__}: {exc}", True
+
+    @staticmethod
+    def _plan_wait(info: dict[str, Any], seconds: float) -> float:
+        """`seconds`, noted in the stage's `waits` (the retry waits, in order) before waiting them."""
+        info.setdefault("waits", []).append(round(seconds, 3))
+        return seconds
 
     def _wait(self, run: Run, seconds: float) -> None:
         """Sleep, in short steps so a lost lease is noticed."""
@@ -678,7 +659,3 @@ def _predicted_pages_url(repo: Repo) -> str | None:
     if repo.name.lower() == f"{repo.owner.lower()}.github.io":
         return f"https://{repo.owner.lower()}.github.io/"
     return f"https://{repo.owner.lower()}.github.io/{repo.name}/"
-
-
-def _parse(moment: str) -> datetime:
-    return datetime.fromisoformat(moment.rstrip("Z"))

@@ -17,15 +17,18 @@ import base64
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any, Iterable
 
 from marshmallow import ValidationError
 
-from app.errors import APIError
+from app.db import utcnow
+from app.errors import APIError, describe_problems
+from app.github.repos import utf8_text
 from app.netguard import guarded_request
 from app.providers.base import CompletionRequest
-from app.schemas_deploy import FILE_SET_JSON_SCHEMA, FileSetSchema, check_path, decode_data_uri
+from app.schemas import decode_data_uri
+from app.schemas.deploy import FILE_SET_JSON_SCHEMA, FileSetSchema, check_path
+from app.secrets import has_token
 
 VISION_PROVIDERS = frozenset({"openai", "anthropic", "gemini"})
 IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
@@ -34,8 +37,6 @@ OURS = ("LICENSE", "README.md")  # written by us; the model's versions are dropp
 ATTACHMENT_MAX_BYTES = 5_000_000
 INLINE_TEXT_CHARS = 20_000  # of one text attachment or current file shown to the model
 CURRENT_FILES_CHARS = 200_000  # of all current files shown to the model in a revision
-TOKEN_SHAPES = re.compile(r"(gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}"
-                          r"|sk-(?:ant-|proj-)?[A-Za-z0-9_-]{20,}|AKIA[0-9A-Z]{16}|-----BEGIN [A-Z ]*PRIVATE KEY-----)")
 
 SYSTEM_PROMPT = """You are a senior front-end engineer. You write complete, working static web apps \
 (HTML, CSS and JavaScript, no build step) that are published as they are on GitHub Pages.
@@ -182,7 +183,7 @@ def describe_round(brief: Brief) -> str:
                   "you add or change, each in full; files you leave out stay as they are.", ""]
         budget = CURRENT_FILES_CHARS
         for path, data in sorted(brief.current_files.items()):
-            text = _text(data)
+            text = utf8_text(data)
             if path in OURS:
                 continue
             if text is None or len(text) > min(budget, INLINE_TEXT_CHARS):
@@ -202,7 +203,7 @@ def parse_file_set(text: str, limits: Limits, *, secrets: Iterable[str] = (),
     try:
         loaded = FileSetSchema().load(data)
     except ValidationError as exc:
-        raise InvalidFileSet(f"The file set does not match the schema: {_first(exc.messages)}") from None
+        raise InvalidFileSet(f"The file set does not match the schema: {describe_problems(exc.messages, 1)}") from None
     files: dict[str, str] = {}
     for item in loaded["files"]:
         path = item["path"]
@@ -233,7 +234,7 @@ def find_secret(files: dict[str, str | bytes], secrets: Iterable[str] = ()) -> s
     values = [s for s in secrets if s and len(s) >= 8]
     for path, content in files.items():
         text = content.decode("utf-8", "replace") if isinstance(content, bytes) else content
-        if any(value in text for value in values) or TOKEN_SHAPES.search(text):
+        if any(value in text for value in values) or has_token(text):
             return path
     return None
 
@@ -269,7 +270,7 @@ def readme(file_set: FileSet, *, task: str, repo: str, repo_url: str | None, pag
 
 
 def mit_license(holder: str, year: int | None = None) -> str:
-    year = year or datetime.now(timezone.utc).year
+    year = year or utcnow().year
     return f"""MIT License
 
 Copyright (c) {year} {holder}
@@ -316,23 +317,6 @@ def _json_object(text: str) -> Any:
     if not isinstance(data, dict):
         raise InvalidFileSet("The answer must be a JSON object with a `files` list.")
     return data
-
-
-def _first(messages: Any, prefix: str = "") -> str:
-    while isinstance(messages, dict) and messages:
-        key, messages = next(iter(messages.items()))
-        prefix = f"{prefix}.{key}" if prefix else str(key)
-    if isinstance(messages, list) and messages:
-        return _first(messages[0], prefix) if isinstance(messages[0], (dict, list)) else f"{prefix}: {messages[0]}"
-    return f"{prefix}: {messages}"
-
-
-def _text(data: bytes) -> str | None:
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    return None if "\x00" in text else text
 
 
 def _b64(data: bytes) -> str:

@@ -53,15 +53,26 @@ class ValidationFailed(BadRequest):
 
     def __init__(self, fields: dict[str, Any], status: int = 400):
         names = ", ".join(sorted(str(k) for k in fields)) or "body"
-        super().__init__(f"Invalid request: {names}: {_first_problem(fields)}", status=status,
+        first = next(iter(problems(fields)), ("", "invalid"))[1]
+        super().__init__(f"Invalid request: {names}: {first}", status=status,
                          details={"fields": fields, "param": next(iter(fields), None)})
 
 
-def _first_problem(fields: dict[str, Any]) -> str:
-    value: Any = next(iter(fields.values()), "invalid")
-    while isinstance(value, (list, dict)) and value:
-        value = value[0] if isinstance(value, list) else next(iter(value.values()))
-    return str(value)
+def problems(messages: Any, path: str = "") -> list[tuple[str, str]]:
+    """Marshmallow's nested error messages flattened, in order, as (dotted path, message):
+    `[("files.0.filename", "A filename must not contain '/'.")]`. Messages about a whole object
+    (`_schema`, `_json`) take that object's path."""
+    if isinstance(messages, dict):
+        return [found for key, value in messages.items()
+                for found in problems(value, path if key in ("_schema", "_json") else f"{path}.{key}".lstrip("."))]
+    if isinstance(messages, list):
+        return [found for item in messages for found in problems(item, path)]
+    return [(path, str(messages))]
+
+
+def describe_problems(messages: Any, limit: int | None = None) -> str:
+    """The first `limit` problems (default: all) on one line: "files.0.filename: ...; action: ..."."""
+    return "; ".join(f"{path}: {message}" if path else message for path, message in problems(messages)[:limit])
 
 
 class Unauthorized(APIError):

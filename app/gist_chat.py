@@ -18,13 +18,13 @@ from typing import Any, Iterator
 
 from marshmallow import ValidationError
 
-from app.errors import APIError, UpstreamError
+from app.errors import APIError, UpstreamError, describe_problems
 from app.gateway import Answer, FailedAttempt, Gateway, Started, StreamFailed
 from app.github.client import GitHubClient
 from app.github.gists import Requester, create_gist, recent_gists, update_gist
 from app.providers.base import CompletionRequest, StreamEnd, Usage
 from app.providers.registry import Route
-from app.schemas_gists import GistActionSchema
+from app.schemas.gists import GistActionSchema
 from app.sse import NativeEvents, data_line
 
 log = logging.getLogger("aiserver.gist_chat")
@@ -86,20 +86,8 @@ class GistDone:
 
 class InvalidAction(Exception):
     def __init__(self, errors: dict[str, Any]):
-        super().__init__(problems(errors))
+        super().__init__(describe_problems(errors))
         self.errors = errors
-
-
-def problems(errors: Any, prefix: str = "") -> str:
-    """Marshmallow's nested messages as one line: "files.0.filename: A filename must not contain '/'."."""
-    if isinstance(errors, dict):
-        return "; ".join(problems(value, f"{prefix}{key}." if key not in ("_schema", "_json") else prefix)
-                         for key, value in errors.items())
-    if isinstance(errors, list) and all(isinstance(item, str) for item in errors):
-        return f"{prefix.rstrip('.')}: {' '.join(errors)}" if prefix else " ".join(errors)
-    if isinstance(errors, list):
-        return "; ".join(problems(item, prefix) for item in errors)
-    return f"{prefix.rstrip('.')}: {errors}" if prefix else str(errors)
 
 
 @dataclass
@@ -296,16 +284,13 @@ class GistChatEvents(NativeEvents):
                                         ensure_ascii=False))
         if isinstance(event, GistDone):
             return data_line(json.dumps({"type": "gist", **event.result}, ensure_ascii=False))
-        if isinstance(event, Started):
-            self.provider, self.model = event.provider, event.model
-        if isinstance(event, APIError):
-            return data_line(json.dumps({"type": "error", "message": event.message, "code": event.code,
-                                         "status": event.status, **event.details}, ensure_ascii=False))
-        if isinstance(event, Exception):
+        if isinstance(event, Exception) and not isinstance(event, APIError):
             log.error("gist chat stream failed", exc_info=event)
-            return data_line(json.dumps({"type": "error", "message": "Internal server error; the request id is "
-                                         "in X-Request-ID.", "code": "internal_error", "status": 500}))
+            event = APIError("Internal server error; the request id is in X-Request-ID.")
         return super().format(event)
+
+    def error_event(self, error: APIError) -> dict[str, Any]:
+        return {**super().error_event(error), "status": error.status}
 
 
 # -- the explanation, pulled out of streaming JSON ----------------------------------------------------

@@ -5,10 +5,10 @@ concurrent-log-handler (a lock file per log) instead of the standard RotatingFil
 corrupts rotation when several processes share a file.
 
 Every record passes a redaction filter that replaces configured secrets (API keys, tokens, the
-verification secret) and anything shaped like a bearer token with `***`, so a secret that slips
-into an exception message still never reaches a file. Each request gets an id (`X-Request-ID`
-honoured when the client sends one) and exactly one access line when its response is closed,
-which for a stream is after the last byte, so the line carries provider, model and tokens.
+verification secret) and anything shaped like a token (`app.secrets.TOKEN_SHAPES`) with `***`, so
+a secret that slips into an exception message still never reaches a file. Each request gets an id
+(`X-Request-ID` honoured when the client sends one) and exactly one access line when its response
+is closed, which for a stream is after the last byte, so the line carries provider, model and tokens.
 """
 from __future__ import annotations
 
@@ -24,9 +24,9 @@ from concurrent_log_handler import ConcurrentRotatingFileHandler
 from flask import Flask, g, request
 
 from app.config import project_root
+from app.secrets import redact_tokens
 
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-TOKEN_SHAPES = re.compile(r"(?i)(bearer\s+|sk-[a-z0-9-]*|gh[pousr]_|github_pat_|x-api-key:\s*|key=)[A-Za-z0-9._\-]{6,}")
 access_log = logging.getLogger("aiserver.access")
 
 
@@ -38,7 +38,7 @@ class RedactSecrets(logging.Filter):
     def redact(self, text: str) -> str:
         for secret in self.secrets:
             text = text.replace(secret, "***")
-        return TOKEN_SHAPES.sub(lambda m: m.group(1) + "***", text)
+        return redact_tokens(text)
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Redact once per record, however many handlers it passes through."""

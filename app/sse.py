@@ -21,7 +21,7 @@ from typing import Any, Iterator
 import gevent
 from gevent.queue import Empty, Queue
 
-from app.errors import APIError
+from app.errors import APIError, UpstreamError, openai_error_body
 from app.gateway import FailedAttempt, Started, StreamFailed
 from app.providers.base import StreamEnd
 
@@ -123,6 +123,12 @@ def data_line(payload: str) -> str:
     return f"data: {payload}\n\n"
 
 
+def interrupted(event: StreamFailed) -> UpstreamError:
+    """A stream that broke after its first text, as the error its last event reports."""
+    return UpstreamError(event.message, code="stream_interrupted",
+                         details={"provider": event.provider, "model": event.model})
+
+
 class OpenAIChunks:
     """OpenAI's streaming format; content chunks come from a template, so only the text is encoded."""
 
@@ -159,11 +165,9 @@ class OpenAIChunks:
                                              "usage": event.usage.to_dict()}))
             return out + "data: [DONE]\n\n"
         if isinstance(event, StreamFailed):
-            return data_line(json.dumps({"error": {"message": event.message, "type": "upstream_error",
-                                                   "code": "stream_interrupted", "param": None}}))
+            event = interrupted(event)
         if isinstance(event, APIError):
-            return data_line(json.dumps({"error": {"message": event.message, "type": event.type,
-                                                   "code": event.code, "param": None}}))
+            return data_line(json.dumps(openai_error_body(event)))
         return ""
 
 
@@ -190,9 +194,13 @@ class NativeEvents:
                                          "finish_reason": event.finish_reason, "usage": event.usage.to_dict(),
                                          **self.extra_done}))
         if isinstance(event, StreamFailed):
-            return data_line(json.dumps({"type": "error", "message": event.message, "provider": event.provider,
-                                         "model": event.model, **self.extra_done}))
+            event = interrupted(event)
         if isinstance(event, APIError):
-            return data_line(json.dumps({"type": "error", "message": event.message, "code": event.code,
-                                         **self.extra_done}))
+            return data_line(json.dumps(self.error_event(event)))
         return ""
+
+    def error_event(self, error: APIError) -> dict[str, Any]:
+        """`{"type": "error", "message", "code", ...}`: the error's own fields (`APIError.to_dict`),
+        under the event type `error`."""
+        fields = {key: value for key, value in error.to_dict().items() if key != "type"}
+        return {"type": "error", **fields, **self.extra_done}

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from app.db import parse_iso
 from tests.conftest import provider_config
 from tests.fakes.server import Reply
 
@@ -124,6 +125,7 @@ def test_health_reports_each_provider_and_caches_checks(make_app, fake_openai):
     client = make_app(**provider_config(openai=fake_openai)).test_client()
     body = client.get("/health").get_json()
     assert body["status"] == "ok" and body["database"]["ok"] is True and body["version"]
+    assert body["timestamp"].endswith("Z") and parse_iso(body["timestamp"])  # the one time format
     assert body["providers"]["openai"]["reachable"] is True
     client.get("/health")
     assert len([r for r in fake_openai.requests if r.path == "/v1/models"]) == 1

@@ -8,7 +8,7 @@ import pytest
 
 from app.deploy_generate import (Attachment, Brief, InvalidFileSet, Limits, build_request, find_secret,
                                  load_attachments, mit_license, parse_file_set, repo_files)
-from app.schemas_deploy import decode_data_uri
+from app.schemas import decode_data_uri
 from tests.fakes.deploy_stack import file_set
 
 LIMITS = Limits(max_files=5, max_file_bytes=1000)

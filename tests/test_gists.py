@@ -1,12 +1,14 @@
 """The gist endpoints and their record, against the fake GitHub (SQLite, and PostgreSQL for the record)."""
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
 from app.db import database
+from app.github.gists import Requester, record
 from app.models.gist import Gist, GistRevision
 
 from tests.fakes.github_api import DEFAULT_TOKEN, FakeGitHub
@@ -308,6 +310,32 @@ def test_every_change_is_recorded_with_who_and_where(make_app, fake_github, data
                          ("delete", "DELETE /gists/{gist_id}", None, "127.0.0.1", [])]
     assert record["revisions"][1]["changes"] == {"renamed": {"sample.txt": "s.md"}}
     assert len(record["revisions"][0]["version"]) == 40 and record["revisions"][2]["version"] is None
+
+
+def test_concurrent_first_records_of_one_gist_share_its_row(make_app, database_url):
+    """Two changes of a gist this server never recorded, at once: one row, both revisions."""
+    make_app(DATABASE_URL=database_url)
+    with database.connection_context():
+        GistRevision.delete().execute()
+        Gist.delete().execute()
+    gist = {"id": "abc123", "description": "d", "public": False, "files": {"a.txt": {}},
+            "html_url": "https://gist.github.com/abc123", "owner": {"login": "octocat"}}
+    start, results = threading.Barrier(4), []
+
+    def change(n: int) -> None:
+        start.wait(5)
+        results.append(record(gist, "update", Requester("PATCH /gists/{gist_id}", f"client-{n}"), {}))
+
+    threads = [threading.Thread(target=change, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    assert results == [True] * 4
+    with database.connection_context():
+        row = Gist.get(Gist.gist_id == "abc123")
+        assert Gist.select().count() == 1 and row.revision_count == 4 and row.files == ["a.txt"]
+        assert GistRevision.select().where(GistRevision.gist == row).count() == 4
 
 
 def test_failed_changes_are_not_recorded(client, fake_github):

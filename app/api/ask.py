@@ -5,7 +5,7 @@ from app.api.common import parse_body, registry
 from app.api.completions import openai_response
 from app.providers.base import CompletionRequest
 from app.openapi import documented
-from app.schemas import AskSchema
+from app.schemas.gateway import AskSchema
 
 bp = Blueprint("ask", __name__)
 ASK_SCHEMA = AskSchema()

@@ -15,17 +15,11 @@ from app.api.common import answer_headers, event_stream, gateway, note_answer, p
 from app.errors import APIError
 from app.openapi import documented
 from app.providers.base import CompletionRequest
-from app.schemas import ChatMessagesSchema
-from app.schemas_chat import ConversationChatSchema, HistoryQuerySchema
+from app.schemas.chat import ConversationChatSchema, HistoryQuerySchema
+from app.schemas.gateway import ChatMessagesSchema
 from app.sse import NativeEvents
-from app.system_prompt import SystemPrompt
 
 bp = Blueprint("chat", __name__)
-
-
-@bp.record_once
-def make_system_prompt(state) -> None:
-    state.app.extensions["system_prompt"] = SystemPrompt(state.app.config["SYSTEM_PROMPT_FILE"])
 
 
 @bp.post("/chat/<provider>")
@@ -57,7 +51,7 @@ def stateless_chat(body: dict, provider: str | None, stream_by_default: bool):
     if stream:
         return event_stream(gateway().stream(request, routes), NativeEvents())
     answer = gateway().complete(request, routes)
-    note_answer(answer)
+    note_answer(answer.provider, answer.model, answer.usage.total_tokens)
     response = jsonify({"response": answer.text, "provider": answer.provider, "model": answer.model,
                         "finish_reason": answer.finish_reason, "usage": answer.usage.to_dict(),
                         "attempts": [a.to_dict() for a in answer.attempts], "success": True})
@@ -83,7 +77,7 @@ def persisted_chat(body: dict):
         response.headers["X-Chat-ID"] = turn.chat_id
         return response
     answer = conversations.reply(gateway(), routes, turn, **params)
-    note_answer(answer)
+    note_answer(answer.provider, answer.model, answer.usage.total_tokens)
     response = jsonify({"response": answer.text, "chat_id": turn.chat_id, "provider": answer.provider,
                         "model": answer.model, "success": True})
     response.headers.update(answer_headers(answer))

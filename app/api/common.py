@@ -62,9 +62,9 @@ def gateway() -> Gateway:
     return current_app.extensions["gateway"]
 
 
-def note_answer(answer: Answer) -> None:
-    """Provider, model and tokens for the request's access log line."""
-    g.request_log.update(provider=answer.provider, model=answer.model, tokens=answer.usage.total_tokens)
+def note_answer(provider: str, model: str, tokens: int | None) -> None:
+    """Provider, model and tokens of the answer, for the request's access log line."""
+    g.request_log.update(provider=provider, model=model, tokens=tokens)
 
 
 def answer_headers(answer: Answer) -> dict[str, str]:

@@ -31,7 +31,7 @@ def openai_response(request: CompletionRequest, routes: list[Route], stream: boo
     if stream:
         return event_stream(gateway().stream(request, routes), OpenAIChunks(include_usage=include_usage))
     answer = gateway().complete(request, routes)
-    note_answer(answer)
+    note_answer(answer.provider, answer.model, answer.usage.total_tokens)
     response = jsonify(completion_body(answer))
     response.headers.update(answer_headers(answer))
     return response

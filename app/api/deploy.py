@@ -10,7 +10,7 @@ from flask import Blueprint, current_app, jsonify
 from app import deploy
 from app.api.common import parse_body, parse_query, registry
 from app.openapi import documented
-from app.schemas_deploy import TaskListQuerySchema, TaskRequestSchema
+from app.schemas.deploy import TaskListQuerySchema, TaskRequestSchema
 
 bp = Blueprint("deploy", __name__)
 

@@ -6,14 +6,14 @@ and the client's address (behind the local Caddy, the one it forwarded).
 """
 from __future__ import annotations
 
-from flask import Blueprint, current_app, g, jsonify, request, url_for
+from flask import Blueprint, current_app, jsonify, request, url_for
 
-from app.api.common import event_stream, gateway, parse_body, parse_query, registry
+from app.api.common import event_stream, gateway, note_answer, parse_body, parse_query, registry
 from app.gist_chat import GistChatEvents, action_request, chat_gist, recent_for_prompt, stream_chat_gist
 from app.github import GitHubClient, require_client
 from app.github import gists as service
 from app.openapi import documented
-from app.schemas_gists import (ChatGistSchema, CreateGistSchema, ListGistsQuery, LocalGistsQuery,
+from app.schemas.gists import (ChatGistSchema, CreateGistSchema, ListGistsQuery, LocalGistsQuery,
                                UpdateGistSchema)
 
 bp = Blueprint("gists", __name__)
@@ -117,7 +117,7 @@ def chat_gist_view():
     if body["stream"]:
         return event_stream(stream_chat_gist(client, gateway(), routes, completion, asker), GistChatEvents())
     result = chat_gist(client, gateway(), routes, completion, asker)
-    g.request_log.update(provider=result["provider"], model=result["model"], tokens=result["usage"]["total_tokens"])
+    note_answer(result["provider"], result["model"], result["usage"]["total_tokens"])
     response = jsonify({**result, "success": True})
     response.status_code = 201 if result["action"] == "create" else 200
     return response

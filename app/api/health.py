@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
 
 from flask import Blueprint, current_app, jsonify
 
 from app import __version__
 from app.api.common import registry
+from app.db import isoformat, utcnow
 from app.health import ProviderHealth, database_ok
 
 bp = Blueprint("health", __name__)
@@ -24,7 +24,7 @@ def health():
     providers = provider_health().all()
     usable = any(p["reachable"] for p in providers.values())
     status = "ok" if database["ok"] and usable else ("degraded" if database["ok"] else "error")
-    body = {"status": status, "timestamp": datetime.now(timezone.utc).isoformat(), "version": __version__,
+    body = {"status": status, "timestamp": isoformat(utcnow()), "version": __version__,
             "uptime_s": round(time.time() - current_app.config["STARTED_AT"], 1), "database": database,
             "providers": providers}
     return jsonify(body), 200 if database["ok"] else 503

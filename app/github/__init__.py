@@ -23,11 +23,11 @@ def client_from_config(config: dict[str, Any]) -> GitHubClient | None:
                         backoff=config.get("RETRY_BACKOFF_S", 0.5))
 
 
-def require_client(client: GitHubClient | None) -> GitHubClient:
-    """`client`, or a 503 that names the variable to set."""
+def require_client(client: GitHubClient | None, needed_to: str = "write gists") -> GitHubClient:
+    """`client`, or a 503 that names the variable to set and what the token must be allowed to do."""
     if client is None:
-        raise NotConfigured("GitHub is not configured: set GITHUB_TOKEN (or GITHUB_PAT) to a token that may "
-                            "write gists.", code="github_not_configured", details={"variable": "GITHUB_TOKEN"})
+        raise NotConfigured(f"GitHub is not configured: set GITHUB_TOKEN (or GITHUB_PAT) to a token that may "
+                            f"{needed_to}.", code="github_not_configured", details={"variable": "GITHUB_TOKEN"})
     return client
 
 

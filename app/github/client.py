@@ -89,9 +89,6 @@ class GitHubClient:
     def patch(self, path: str, json: Any) -> Any:
         return _json(self.request("PATCH", path, json=json))
 
-    def put(self, path: str, json: Any = None) -> Any:
-        return _json(self.request("PUT", path, json=json))
-
     def delete(self, path: str) -> None:
         self.request("DELETE", path)
 

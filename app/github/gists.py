@@ -1,7 +1,7 @@
 """The gist service: create, update, get, list and delete gists through the GitHub client, and
 record every change made through this server (see `app.models.gist`).
 
-Bodies arrive already loaded by `app.schemas_gists` (our list form of `files`); this module turns
+Bodies arrive already loaded by `app.schemas.gists` (our list form of `files`); this module turns
 them into GitHub's `files` map, shapes GitHub's answers into ours, and writes one `GistRevision`
 per change, after GitHub accepted it. A failure to record is logged and reported in the answer
 (`"recorded": false`) rather than hiding a change GitHub already made.
@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from peewee import PeeweeException, fn
 
-from app.db import database, isoformat, utcnow
+from app.db import database, isoformat, parse_iso, utcnow
 from app.errors import BadRequest, NotFound
 from app.github.client import GitHubClient
 from app.models.gist import Gist, GistRevision
-from app.schemas_gists import GIST_ID
+from app.pagination import decode_cursor, encode_cursor, row_id
+from app.schemas.gists import GIST_ID
 
 log = logging.getLogger("aiserver.gists")
 
@@ -90,12 +91,13 @@ def list_gists(github: GitHubClient, *, page: int = 1, per_page: int = 30, since
                until: datetime | None = None) -> dict[str, Any]:
     """One page of the token owner's gists as GitHub pages them (`since`: updated at or after, passed
     to GitHub); `until` (updated at or before) is applied here to the page GitHub returned, so a page
-    may hold fewer than `per_page` gists. `pages` maps GitHub's Link relations to page numbers."""
+    may hold fewer than `per_page` gists. `pages` maps GitHub's Link relations to page numbers.
+    Times are naive UTC (`app.db.parse_iso`)."""
     params: dict[str, Any] = {"page": page, "per_page": per_page}
     if since is not None:
-        params["since"] = github_time(since)
+        params["since"] = isoformat(since, timespec="seconds")
     items, links = github.page("/gists", params)
-    gists = [present(g) for g in items if until is None or (parse_time(g.get("updated_at")) or until) <= until]
+    gists = [present(g) for g in items if until is None or (parse_iso(g.get("updated_at")) or until) <= until]
     pages = {rel: number for rel, number in ((rel, page_number(url)) for rel, url in links.items()) if number}
     return {"gists": gists, "page": page, "per_page": per_page, "pages": pages}
 
@@ -137,26 +139,6 @@ def page_number(url: str) -> int | None:
         return None
 
 
-def parse_time(value: str | None) -> datetime | None:
-    """GitHub's "2024-05-01T12:00:00Z" as aware UTC; None if absent or malformed."""
-    if not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment.astimezone(timezone.utc) if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-
-
-def github_time(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def naive_utc(value: str | None) -> datetime | None:
-    moment = parse_time(value)
-    return moment.replace(tzinfo=None) if moment else None
-
-
 # -- the record ---------------------------------------------------------------------------------------
 
 
@@ -166,8 +148,8 @@ def record(gist: dict[str, Any], action: str, requester: Requester, changes: dic
     history = gist.get("history") or [{}]
     values = {"owner": owner_login(gist), "description": gist.get("description") or "",
               "public": bool(gist.get("public")), "files": list(gist.get("files") or {}),
-              "html_url": gist.get("html_url") or "", "created_at": naive_utc(gist.get("created_at")),
-              "updated_at": naive_utc(gist.get("updated_at"))}
+              "html_url": gist.get("html_url") or "", "created_at": parse_iso(gist.get("created_at")),
+              "updated_at": parse_iso(gist.get("updated_at"))}
     try:
         with database.connection_context(), database.atomic():
             row = upsert(str(gist.get("id")), values)
@@ -193,15 +175,13 @@ def record_deletion(gist_id: str, requester: Requester) -> bool:
 
 
 def upsert(gist_id: str, values: dict[str, Any]) -> Gist:
+    """The gist's row with `values` written, made if new: one INSERT ... ON CONFLICT, so two first
+    changes of one gist at once both land on the same row instead of one failing on `gist_id`."""
     now = utcnow()
-    row = Gist.get_or_none(Gist.gist_id == gist_id)
-    if row is None:
-        return Gist.create(gist_id=gist_id, recorded_at=now, changed_at=now, **values)
-    for name, value in values.items():
-        setattr(row, name, value)
-    row.changed_at = now
-    row.save()
-    return row
+    changed = {getattr(Gist, name): value for name, value in values.items()}
+    (Gist.insert(gist_id=gist_id, recorded_at=now, changed_at=now, **values)
+     .on_conflict(conflict_target=[Gist.gist_id], update={**changed, Gist.changed_at: now}).execute())
+    return Gist.get(Gist.gist_id == gist_id)
 
 
 def add_revision(row: Gist, action: str, requester: Requester, changes: dict[str, Any],
@@ -216,16 +196,17 @@ def add_revision(row: Gist, action: str, requester: Requester, changes: dict[str
 def local_gists(limit: int = 30, cursor: str | None = None) -> dict[str, Any]:
     """Recorded gists, most recently recorded first, `limit` at a time; `next_cursor` continues
     (keyset on the row id, so rows added meanwhile never shift a page)."""
+    query = Gist.select().order_by(Gist.id.desc()).limit(limit + 1)
+    if cursor:
+        (last_id,) = decode_cursor(cursor, row_id)
+        query = query.where(Gist.id < last_id)
     with database.connection_context():
-        query = Gist.select().order_by(Gist.id.desc()).limit(limit + 1)
-        if cursor:
-            query = query.where(Gist.id < int(cursor))
         rows = list(query)
         more = len(rows) > limit
         rows = rows[:limit]
         latest = latest_revisions([row.id for row in rows])
         gists = [local_record(row, latest.get(row.id)) for row in rows]
-    return {"gists": gists, "next_cursor": str(rows[-1].id) if more else None, "limit": limit}
+    return {"gists": gists, "next_cursor": encode_cursor(rows[-1].id) if more else None, "limit": limit}
 
 
 def local_gist(gist_id: str) -> dict[str, Any]:

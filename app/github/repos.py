@@ -115,14 +115,6 @@ class Repos:
             return base64.b64decode(body.get("content") or "")
         return (body.get("content") or "").encode("utf-8")
 
-    def contents(self, repo: Repo, path: str, ref: str | None = None) -> bytes:
-        """One file through the contents API (files up to 1 MB)."""
-        params = {"ref": ref} if ref else {}
-        body = self.client.get(f"/repos/{repo.owner}/{repo.name}/contents/{path}", **params)
-        if not isinstance(body, dict) or body.get("type") != "file":
-            raise NotFound(f"{path} is not a file in {repo.owner}/{repo.name}.", code="github_not_a_file")
-        return base64.b64decode(body.get("content") or "")
-
     # -- writing ------------------------------------------------------------------------------------
 
     def create_blob(self, repo: Repo, data: bytes) -> str:
@@ -135,7 +127,7 @@ class Repos:
         entries = []
         for path, data in sorted(files.items()):
             entry: dict[str, Any] = {"path": path, "mode": FILE_MODE, "type": "blob"}
-            text = _utf8(data)
+            text = utf8_text(data)
             if text is None:
                 entry["sha"] = self.create_blob(repo, data)
             else:
@@ -208,7 +200,9 @@ def _name_taken(exc: APIError) -> bool:
     return "already exists" in text
 
 
-def _utf8(data: bytes) -> str | None:
+def utf8_text(data: bytes) -> str | None:
+    """`data` as text if it is UTF-8 without NUL characters (what a tree entry takes inline, and what a
+    prompt can show); None for anything binary."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:

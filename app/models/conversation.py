@@ -14,8 +14,6 @@ from peewee import (BigAutoField, CharField, DateTimeField, ForeignKeyField, Int
 
 from app.db import BaseModel, utcnow
 
-STATUSES = ("complete", "partial", "error")
-
 
 class Conversation(BaseModel):
     id = CharField(primary_key=True, max_length=64)
@@ -37,7 +35,7 @@ class Message(BaseModel):
     conversation = ForeignKeyField(Conversation, column_name="conversation_id", on_delete="CASCADE", index=False)
     role = CharField(max_length=16)
     content = TextField()
-    status = CharField(max_length=16, default="complete")
+    status = CharField(max_length=16, default="complete")  # complete, partial or error
     error = TextField(null=True)
     provider = CharField(max_length=64, null=True)
     model = CharField(max_length=200, null=True)

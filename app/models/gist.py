@@ -11,24 +11,9 @@ The tables are created by `app/migrations/0003_gists.py`.
 """
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from peewee import BigAutoField, BooleanField, CharField, DateTimeField, ForeignKeyField, IntegerField, TextField
 
-from app.db import BaseModel, utcnow
-
-ACTIONS = ("create", "update", "delete")
-
-
-class JSONText(TextField):
-    """JSON kept as text, so SQLite and PostgreSQL store it the same way."""
-
-    def db_value(self, value: Any) -> str | None:
-        return None if value is None else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-    def python_value(self, value: str | None) -> Any:
-        return None if value is None else json.loads(value)
+from app.db import BaseModel, JSONField, utcnow
 
 
 class Gist(BaseModel):
@@ -37,7 +22,7 @@ class Gist(BaseModel):
     owner = CharField(max_length=100, default="")
     description = TextField(default="")
     public = BooleanField(default=False)
-    files = JSONText(default=list)  # file names after the last change
+    files = JSONField(default=list)  # file names after the last change
     html_url = CharField(max_length=500, default="")
     created_at = DateTimeField(null=True)  # GitHub's
     updated_at = DateTimeField(null=True)  # GitHub's
@@ -53,14 +38,14 @@ class Gist(BaseModel):
 class GistRevision(BaseModel):
     id = BigAutoField()
     gist = ForeignKeyField(Gist, column_name="gist_row_id", backref="revisions", on_delete="CASCADE", index=False)
-    action = CharField(max_length=16)  # one of ACTIONS
+    action = CharField(max_length=16)  # create, update or delete
     endpoint = CharField(max_length=64)  # "POST /gists", "PATCH /gists/{gist_id}", "POST /chat/gist", ...
     client_id = CharField(max_length=200, null=True)
     client_ip = CharField(max_length=64, null=True)
     description = TextField(null=True)  # after the change
-    files = JSONText(default=list)  # file names after the change
-    changes = JSONText(default=dict)  # {"added", "updated", "deleted", "renamed", "description"}
-    details = JSONText(null=True)  # e.g. the provider, model and explanation of a chat-made change
+    files = JSONField(default=list)  # file names after the change
+    changes = JSONField(default=dict)  # {"added", "updated", "deleted", "renamed", "description"}
+    details = JSONField(null=True)  # e.g. the provider, model and explanation of a chat-made change
     version = CharField(max_length=64, null=True)  # GitHub's history version after the change
     created_at = DateTimeField(default=utcnow)
 

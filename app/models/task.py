@@ -14,26 +14,13 @@ The tables are created by `app/migrations/0004_tasks.py`.
 """
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from peewee import BigAutoField, CharField, DateTimeField, ForeignKeyField, IntegerField, TextField
 
-from app.db import BaseModel, utcnow
+from app.db import BaseModel, JSONField, utcnow
 
 STAGES = ("generating", "committing", "publishing", "notifying")
 FINAL = ("done", "failed")
 STATUSES = ("queued", *STAGES, *FINAL)
-
-
-class JSONField(TextField):
-    """JSON kept as text, so SQLite and PostgreSQL store it the same way."""
-
-    def db_value(self, value: Any) -> str | None:
-        return None if value is None else json.dumps(value, separators=(",", ":"))
-
-    def python_value(self, value: str | None) -> Any:
-        return None if value is None else json.loads(value)
 
 
 class DeployTask(BaseModel):

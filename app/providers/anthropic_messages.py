@@ -12,7 +12,7 @@ from typing import Any, Iterator
 import anthropic
 import httpx2
 
-from app.providers.base import (CallerFault, Completion, CompletionRequest, ProviderFailure, StreamEnd, StreamItem,
+from app.providers.base import (Completion, CompletionRequest, ProviderFailure, StreamEnd, StreamItem,
                                 TransientFailure, Usage, UpstreamTimedOut, classify_status, connection_limits,
                                 parse_retry_after)
 
@@ -122,4 +122,4 @@ def translate_error(exc: Exception) -> ProviderFailure:
         return TransientFailure(f"connection to the provider failed: {type(exc).__name__}")
     if isinstance(exc, anthropic.APIError):
         return TransientFailure(f"provider error: {exc.message}")
-    return CallerFault(str(exc))
+    return TransientFailure(str(exc))

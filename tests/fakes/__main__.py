@@ -8,13 +8,11 @@ port; with no option at all, all three run on free ports.
 from __future__ import annotations
 
 import argparse
-import signal
-import sys
 
 from .anthropic_api import FakeAnthropic
 from .gemini_api import FakeGemini
 from .openai_api import FakeOpenAI
-from .server import FakeServer
+from .server import FakeServer, run_until_interrupted
 
 FAKES: dict[str, type[FakeServer]] = {"openai": FakeOpenAI, "anthropic": FakeAnthropic, "gemini": FakeGemini}
 
@@ -35,16 +33,7 @@ def main(argv: list[str] | None = None) -> None:
         FAKES[name](api_key=args.api_key, echo=True, host=args.host, port=port).start()
         for name, port in (ports or dict.fromkeys(FAKES, 0)).items()
     ]
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    try:
-        for name, fake in zip(ports or FAKES, fakes):
-            print(f"{name}: {fake.base_url}", flush=True)
-        signal.pause()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        for fake in fakes:
-            fake.stop()
+    run_until_interrupted(fakes, [f"{name}: {fake.base_url}" for name, fake in zip(ports or FAKES, fakes)])
 
 
 if __name__ == "__main__":

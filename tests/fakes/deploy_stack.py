@@ -15,13 +15,11 @@ import argparse
 import html
 import json
 import re
-import signal
-import sys
 
 from .evaluator import FakeEvaluator
 from .github_repos_api import FakeGitHubRepos
 from .openai_api import FakeOpenAI
-from .server import RecordedRequest, Reply, text_of
+from .server import RecordedRequest, Reply, run_until_interrupted, text_of
 
 
 def file_set(title: str, body: str, *, extra: dict[str, str] | None = None) -> dict:
@@ -66,23 +64,14 @@ def main(argv: list[str] | None = None) -> None:
     llm.default_reply = answer_brief
     github = FakeGitHubRepos(port=args.github_port).start()
     evaluator = FakeEvaluator(failures_default=args.evaluator_failures, port=args.evaluator_port).start()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    try:
-        if args.env_file:
-            with open(args.env_file, "w") as env_file:
-                env_file.write(settings(llm, github))
-        print(f"# Server settings{f' (written to {args.env_file})' if args.env_file else ''}:\n"
-              f"{settings(llm, github)}# evaluation_url: {evaluator.url}/notify", flush=True)
-        while True:
-            before = len(evaluator.notifications)
-            evaluator.wait_until(lambda: len(evaluator.notifications) > before, 3600)
-            for note in evaluator.notifications[before:]:
-                print(f"evaluator got ({note.status}): {json.dumps(note.body)}", flush=True)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        for fake in (llm, github, evaluator):
-            fake.stop()
+    if args.env_file:
+        with open(args.env_file, "w") as env_file:
+            env_file.write(settings(llm, github))
+    run_until_interrupted(
+        [llm, github, evaluator],
+        [f"# Server settings{f' (written to {args.env_file})' if args.env_file else ''}:\n"
+         f"{settings(llm, github)}# evaluation_url: {evaluator.url}/notify"],
+        watch=lambda: evaluator.print_notifications(lambda n: f"evaluator got ({n.status}): {json.dumps(n.body)}"))
 
 
 if __name__ == "__main__":

@@ -14,13 +14,11 @@ Run it by hand: ``python -m tests.fakes.evaluator --port 8020 --failures 2``.
 from __future__ import annotations
 
 import argparse
-import signal
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .server import FakeServer, Handler, RecordedRequest
+from .server import FakeServer, Handler, RecordedRequest, run_until_interrupted
 
 
 @dataclass(frozen=True)
@@ -63,6 +61,15 @@ class FakeEvaluator(FakeServer):
             self._changed.wait_for(lambda: any(n.accepted and predicate(n) for n in self._notifications), timeout)
             return next((n for n in self._notifications if n.accepted and predicate(n)), None)
 
+    def print_notifications(self, describe: Callable[[Notification], str]) -> None:
+        """Print a line (``describe`` writes it) for each notification as it arrives; the command-line
+        watcher, run until interrupted."""
+        while True:
+            before = len(self.notifications)
+            self.wait_until(lambda: len(self.notifications) > before, 3600)
+            for note in self.notifications[before:]:
+                print(describe(note), flush=True)
+
     def route(self, handler: Handler, request: RecordedRequest) -> None:
         if request.method != "POST":
             return handler.send_json(405, {"error": "POST a notification here"})
@@ -86,18 +93,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--failures", type=int, default=0, help="503s each path answers before accepting")
     args = parser.parse_args(argv)
     fake = FakeEvaluator(failures_default=args.failures, host=args.host, port=args.port).start()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    try:
-        print(f"evaluation_url: {fake.url}/notify", flush=True)
-        while True:
-            before = len(fake.notifications)
-            fake.wait_until(lambda: len(fake.notifications) > before, 3600)
-            for note in fake.notifications[before:]:
-                print(f"{note.status} {note.path} {note.body}", flush=True)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        fake.stop()
+    run_until_interrupted([fake], [f"evaluation_url: {fake.url}/notify"],
+                          watch=lambda: fake.print_notifications(lambda n: f"{n.status} {n.path} {n.body}"))
 
 
 if __name__ == "__main__":

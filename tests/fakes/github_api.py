@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import signal
-import sys
 import time
 import uuid
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlencode
 
-from .server import FakeServer, Handler, RecordedRequest
+from .server import FakeServer, Handler, RecordedRequest, run_until_interrupted
 
 DEFAULT_TOKEN = "ghp_fakeGitHubToken0123456789abcdefABCD"
 DOCS = "https://docs.github.com/rest"
@@ -376,15 +374,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--login", default="octocat", help="the token owner's login")
     args = parser.parse_args(argv)
     fake = FakeGitHub(token=args.token, login=args.login, host=args.host, port=args.port).start()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    try:
-        print(f"GITHUB_API_URL={fake.url}", flush=True)
-        print(f"GITHUB_TOKEN={args.token}", flush=True)
-        signal.pause()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        fake.stop()
+    run_until_interrupted([fake], [f"GITHUB_API_URL={fake.url}", f"GITHUB_TOKEN={args.token}"])
 
 
 if __name__ == "__main__":

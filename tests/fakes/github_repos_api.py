@@ -27,14 +27,12 @@ import hashlib
 import json
 import mimetypes
 import re
-import signal
-import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from .server import FakeServer, Handler, RecordedRequest
+from .server import FakeServer, Handler, RecordedRequest, run_until_interrupted
 
 DEFAULT_TOKEN = "ghp_fakeReposToken0123456789abcdefABCDEF"
 DOCS = "https://docs.github.com/rest"
@@ -605,14 +603,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--login", default="octo-fake", help="the token owner's login")
     args = parser.parse_args(argv)
     fake = FakeGitHubRepos(token=args.token, login=args.login, host=args.host, port=args.port).start()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    try:
-        print(f"GITHUB_API_URL={fake.url}\nGITHUB_TOKEN={args.token}", flush=True)
-        signal.pause()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        fake.stop()
+    run_until_interrupted([fake], [f"GITHUB_API_URL={fake.url}", f"GITHUB_TOKEN={args.token}"])
 
 
 if __name__ == "__main__":

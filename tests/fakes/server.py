@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import select
+import signal
 import socket
 import struct
 import sys
@@ -474,3 +475,26 @@ class FakeServer:
         with self._lock:
             self._connections.pop(connection, None)
 
+
+# -- run by hand -----------------------------------------------------------------
+
+
+def run_until_interrupted(fakes: Iterable[FakeServer], lines: Iterable[str],
+                          watch: Callable[[], None] | None = None) -> None:
+    """The fakes' command-line main loop: print ``lines`` (what to point a server at), then run
+    ``watch`` (a loop reporting what the fakes see) or just wait, until Ctrl-C or SIGTERM; every one
+    of ``fakes`` (already started) is stopped on the way out."""
+    fakes = list(fakes)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        for line in lines:
+            print(line, flush=True)
+        if watch is None:
+            signal.pause()
+        else:
+            watch()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for fake in fakes:
+            fake.stop()

@@ -1,20 +1,18 @@
 """Marshmallow schemas of the gateway's request bodies (ask, chat, the OpenAI-compatible API).
 
-Unknown fields are ignored (clients of the older servers send extra ones, such as `model` to
-`/chat/{provider}`); known fields are checked strictly. Message content is a string or a list of
-OpenAI-style parts; images must be `data:` URIs (the server never fetches a URL for a caller).
+Message content is a string or a list of OpenAI-style parts; images must be base64 `data:` URIs
+(the server never fetches a URL for a caller).
 """
 from __future__ import annotations
 
 import base64
-import binascii
-import re
 from typing import Any
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate
+from marshmallow import ValidationError, fields, post_load, validate
+
+from app.schemas import BaseSchema, decode_data_uri
 
 ROLES = ("system", "user", "assistant")
-DATA_URI = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+);base64,(?P<data>[A-Za-z0-9+/=\s]+)$")
 
 
 class MessageContent(fields.Field):
@@ -36,21 +34,14 @@ def content_part(part: Any) -> dict[str, Any]:
         return {"type": "text", "text": part["text"]}
     if part.get("type") == "image_url":
         url = (part.get("image_url") or {}).get("url", "") if isinstance(part.get("image_url"), dict) else ""
-        match = DATA_URI.match(url)
-        if not match:
-            raise ValidationError("image_url.url must be a base64 data: URI.")
-        data = re.sub(r"\s", "", match["data"])
         try:
-            base64.b64decode(data, validate=True)
-        except binascii.Error:
-            raise ValidationError("image_url.url holds invalid base64.") from None
-        return {"type": "image", "media_type": match["type"], "data": data}
+            media_type, data = decode_data_uri(url if isinstance(url, str) else "", base64_only=True)
+        except ValueError as exc:
+            raise ValidationError(f"image_url.url must be a base64 data: URI with a media type ({exc}).") from None
+        if not data:
+            raise ValidationError("image_url.url holds no data.")
+        return {"type": "image", "media_type": media_type, "data": base64.b64encode(data).decode("ascii")}
     raise ValidationError("A content part is {'type': 'text', 'text'} or {'type': 'image_url', 'image_url': {'url'}}.")
-
-
-class BaseSchema(Schema):
-    class Meta:
-        unknown = EXCLUDE
 
 
 class MessageSchema(BaseSchema):

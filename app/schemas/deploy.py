@@ -6,20 +6,16 @@ Paths in a file set or an attachment name are relative POSIX paths inside the re
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from typing import Any
-from urllib.parse import unquote_to_bytes
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate, validates, validates_schema
+from marshmallow import ValidationError, fields, post_load, validate, validates, validates_schema
 
 from app.models.task import STATUSES
+from app.schemas import BaseSchema, decode_data_uri
 
 MAX_PATH = 200
 PATH_CHARS = re.compile(r"^[A-Za-z0-9._\-/ ()+@~]+$")
-DATA_URI = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)?(?P<params>(?:;[\w.+-]+=[^;,]*)*)(?P<b64>;base64)?,"
-                      r"(?P<data>.*)$", re.DOTALL)
 
 
 def check_path(path: Any) -> str:
@@ -36,26 +32,6 @@ def check_path(path: Any) -> str:
     if segments[0] == ".git" or not PATH_CHARS.match(path):
         raise ValidationError(f"The path {path!r} has characters or a location that is not allowed.")
     return path
-
-
-def decode_data_uri(uri: str) -> tuple[str, bytes]:
-    """(media type, bytes) of a `data:` URI; ValueError when it is not one."""
-    match = DATA_URI.match(uri.strip())
-    if not match:
-        raise ValueError("not a data: URI")
-    media_type = (match["type"] or "text/plain").lower()
-    if match["b64"]:
-        try:
-            return media_type, base64.b64decode(re.sub(r"\s", "", unquote_to_bytes(match["data"]).decode("ascii")),
-                                                validate=True)
-        except (binascii.Error, UnicodeDecodeError):
-            raise ValueError("the base64 data is malformed") from None
-    return media_type, unquote_to_bytes(match["data"])
-
-
-class BaseSchema(Schema):
-    class Meta:
-        unknown = EXCLUDE
 
 
 class CheckField(fields.Field):

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from marshmallow import ValidationError, fields, post_load, pre_load, validate, validates_schema
 
-from app.schemas import BaseSchema, ChatMessagesSchema
+from app.db import parse_iso
+from app.schemas import BaseSchema
+from app.schemas.gateway import ChatMessagesSchema
 
 GIST_ID = re.compile(r"^[0-9A-Za-z]{1,100}$")
 MAX_FILES = 300  # GitHub's limit on files in one gist
@@ -37,16 +39,13 @@ def check_gist_id(value: str) -> None:
 
 
 class Moment(fields.Field):
-    """An ISO 8601 time ("2024-05-01", "2024-05-01T12:00:00Z", with any offset), as aware UTC."""
+    """An ISO 8601 time ("2024-05-01", "2024-05-01T12:00:00Z", with any offset), as naive UTC."""
 
     def _deserialize(self, value: Any, attr, data, **kwargs) -> datetime:
-        if not isinstance(value, str):
+        moment = parse_iso(value)
+        if moment is None:
             raise ValidationError("Must be an ISO 8601 time, e.g. 2024-05-01T00:00:00Z.")
-        try:
-            moment = datetime.fromisoformat(value.strip().replace("z", "Z").replace("Z", "+00:00"))
-        except ValueError:
-            raise ValidationError("Must be an ISO 8601 time, e.g. 2024-05-01T00:00:00Z.") from None
-        return moment.astimezone(timezone.utc) if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+        return moment
 
 
 def files_as_list(files: Any) -> Any:
@@ -143,9 +142,10 @@ class ListGistsQuery(BaseSchema):
 
 
 class LocalGistsQuery(BaseSchema):
+    """A page of the recorded gists, newest first; pass `next_cursor` back as `cursor` for the next page."""
+
     limit = fields.Integer(load_default=30, validate=validate.Range(min=1, max=100))
-    cursor = fields.String(load_default=None, validate=validate.Regexp(r"^\d{1,18}$", error="Not a cursor from "
-                                                                                              "next_cursor."))
+    cursor = fields.String(load_default=None, validate=validate.Length(min=1, max=200))
 
 
 class ChatGistSchema(ChatMessagesSchema):

@@ -1,0 +1,41 @@
+"""Marshmallow schemas of the request bodies and queries, one module per feature: `gateway` (ask,
+chat, the OpenAI-compatible API), `chat` (persisted conversations), `gists` and `deploy`.
+
+What they share lives here: `BaseSchema` (unknown fields are ignored: clients of the older servers
+send extra ones, such as `model` to `/chat/{provider}`; known fields are checked strictly) and the
+one reader of `data:` URIs (`decode_data_uri`), used for image parts and deployment attachments.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from urllib.parse import unquote_to_bytes
+
+from marshmallow import EXCLUDE, Schema
+
+DATA_URI = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)?(?P<params>(?:;[\w.+-]+=[^;,]*)*)(?P<b64>;base64)?,"
+                      r"(?P<data>.*)$", re.DOTALL)
+
+
+class BaseSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+
+def decode_data_uri(uri: str, *, base64_only: bool = False) -> tuple[str, bytes]:
+    """(media type, bytes) of a `data:` URI (RFC 2397: `text/plain` when it names no type); ValueError
+    saying why when it is not one, or, with `base64_only`, when it is not base64 with a named type."""
+    match = DATA_URI.match(uri.strip())
+    if not match:
+        raise ValueError("not a data: URI")
+    if base64_only and not (match["b64"] and match["type"]):
+        raise ValueError("not base64 data with a media type")
+    media_type = (match["type"] or "text/plain").lower()
+    if match["b64"]:
+        try:
+            return media_type, base64.b64decode(re.sub(r"\s", "", unquote_to_bytes(match["data"]).decode("ascii")),
+                                                validate=True)
+        except (binascii.Error, UnicodeDecodeError):
+            raise ValueError("the base64 data is malformed") from None
+    return media_type, unquote_to_bytes(match["data"])
