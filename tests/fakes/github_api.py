@@ -33,7 +33,39 @@ DOCS = "https://docs.github.com/rest"
 QUOTA = 5000
 
 
-class FakeGitHub(FakeServer):
+class GitHubShapes(FakeServer):
+    """What every fake GitHub API shares: token auth and GitHub's error bodies and headers."""
+
+    def is_public(self, request: RecordedRequest) -> bool:
+        """Requests that need no token (none, for the API itself)."""
+        return False
+
+    def auth_error(self, request: RecordedRequest) -> tuple[int, str] | None:
+        if self.is_public(request):
+            return None
+        header = request.headers.get("authorization", "")
+        if not header:
+            return 401, "Requires authentication"
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() in ("bearer", "token") and token == self.api_key:
+            return None
+        return 401, "Bad credentials"
+
+    def error_body(self, status: int, message: str, reply: Any = None) -> dict:
+        return {"message": message, "documentation_url": DOCS, "status": str(status)}
+
+    def reject(self, handler: Handler, status: int, message: str, reply: Any = None,
+               headers: dict[str, str] | None = None, errors: list | None = None) -> None:
+        body = self.error_body(status, message)
+        if errors is not None:
+            body["errors"] = errors
+        handler.send_json(status, body, {**self._headers(), **(headers or {})})
+
+    def _headers(self) -> dict[str, str]:
+        raise NotImplementedError
+
+
+class FakeGitHub(GitHubShapes):
     def __init__(self, *, token: str = DEFAULT_TOKEN, login: str = "octocat", host: str = "127.0.0.1",
                  port: int = 0) -> None:
         super().__init__(api_key=token, host=host, port=port)
@@ -90,24 +122,6 @@ class FakeGitHub(FakeServer):
 
     # -- FakeServer hooks -----------------------------------------------------------------------
 
-    def auth_error(self, request: RecordedRequest) -> tuple[int, str] | None:
-        header = request.headers.get("authorization", "")
-        if not header:
-            return 401, "Requires authentication"
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() in ("bearer", "token") and token == self.api_key:
-            return None
-        return 401, "Bad credentials"
-
-    def error_body(self, status: int, message: str, reply: Any = None) -> dict:
-        return {"message": message, "documentation_url": DOCS, "status": str(status)}
-
-    def reject(self, handler: Handler, status: int, message: str, reply: Any = None,
-               headers: dict[str, str] | None = None, errors: list | None = None) -> None:
-        body = self.error_body(status, message)
-        if errors is not None:
-            body["errors"] = errors
-        handler.send_json(status, body, {**self._headers(), **(headers or {})})
 
     def route(self, handler: Handler, request: RecordedRequest) -> None:
         if self._scripted_failure(handler, request):

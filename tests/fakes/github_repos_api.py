@@ -32,10 +32,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from .server import FakeServer, Handler, RecordedRequest, run_until_interrupted
+from .github_api import GitHubShapes
+from .server import Handler, RecordedRequest, run_until_interrupted
 
 DEFAULT_TOKEN = "ghp_fakeReposToken0123456789abcdefABCDEF"
-DOCS = "https://docs.github.com/rest"
 MALFORMED = re.compile(r"(^/|//|(^|/)\.\.?(/|$)|/$|\\)")
 
 
@@ -72,7 +72,7 @@ class Fault:
     delay: float
 
 
-class FakeGitHubRepos(FakeServer):
+class FakeGitHubRepos(GitHubShapes):
     def __init__(self, *, token: str = DEFAULT_TOKEN, login: str = "octo-fake", orgs: tuple[str, ...] = ("fake-org",),
                  build_delay: float = 0.2, host: str = "127.0.0.1", port: int = 0) -> None:
         super().__init__(api_key=token, host=host, port=port)
@@ -132,26 +132,9 @@ class FakeGitHubRepos(FakeServer):
 
     # -- FakeServer hooks -------------------------------------------------------------------------
 
-    def auth_error(self, request: RecordedRequest) -> tuple[int, str] | None:
-        if request.path.startswith("/pages/") or request.method == "GET" and _is_html_path(request.path):
-            return None  # the Pages site and repo pages are public
-        header = request.headers.get("authorization", "")
-        if not header:
-            return 401, "Requires authentication"
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() in ("bearer", "token") and token == self.api_key:
-            return None
-        return 401, "Bad credentials"
-
-    def error_body(self, status: int, message: str, reply: Any = None) -> dict:
-        return {"message": message, "documentation_url": DOCS, "status": str(status)}
-
-    def reject(self, handler: Handler, status: int, message: str, reply: Any = None,
-               errors: list | None = None) -> None:
-        body = self.error_body(status, message)
-        if errors is not None:
-            body["errors"] = errors
-        handler.send_json(status, body, self._headers())
+    def is_public(self, request: RecordedRequest) -> bool:
+        """The Pages site and repo pages need no token."""
+        return request.path.startswith("/pages/") or request.method == "GET" and _is_html_path(request.path)
 
     def route(self, handler: Handler, request: RecordedRequest) -> None:
         if self._scripted(handler, request):
