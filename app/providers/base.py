@@ -130,8 +130,11 @@ def classify_status(status: int, message: str, retry_after: float | None = None)
 
 def connection_limits(max_connections: int) -> httpx2.Limits:
     """One pool per provider per process, as large as the connections one worker serves: each open
-    stream holds an upstream connection, and a pool smaller than that would queue streams."""
-    return httpx2.Limits(max_connections=max_connections, max_keepalive_connections=min(100, max_connections))
+    stream holds an upstream connection, and a pool smaller than that would queue streams. Every
+    connection may be kept alive (idle ones expire after a few seconds): with the SDKs' default of
+    100, a worker serving 200 concurrent requests closed half its connections after each request
+    and paid a new connection (and its DNS lookup) for each, doubling its CPU per request."""
+    return httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
 
 
 def parse_retry_after(headers: Any) -> float | None:
