@@ -8,7 +8,6 @@ from app.openapi import documented
 from app.schemas.gateway import AskSchema
 
 bp = Blueprint("ask", __name__)
-ASK_SCHEMA = AskSchema()
 
 
 @bp.post("/v1/ask")
@@ -16,7 +15,7 @@ ASK_SCHEMA = AskSchema()
 @documented(body=AskSchema)
 def ask():
     """Ask a question (optionally with history); OpenAI chat.completion or chunk stream."""
-    body = parse_body(ASK_SCHEMA)
+    body = parse_body(AskSchema)
     messages = [*body["history"], {"role": "user", "content": body["question"]}]
     routes = registry().plan(body["provider"])
     return openai_response(CompletionRequest(messages), routes, stream=body["stream"])

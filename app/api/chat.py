@@ -8,10 +8,11 @@ picks the model: a `model` field from the client is ignored.
 """
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, current_app, jsonify
 
 from app import chat as conversations
-from app.api.common import answer_headers, event_stream, gateway, note_answer, parse_body, parse_query, registry
+from app.api.common import (answer_headers, event_stream, gateway, json_object, load, note_answer, parse_body,
+                            parse_query, registry)
 from app.errors import APIError
 from app.openapi import documented
 from app.providers.base import CompletionRequest
@@ -26,7 +27,7 @@ bp = Blueprint("chat", __name__)
 @documented(body=ChatMessagesSchema)
 def chat_with_provider(provider: str):
     """Chat with a provider (gpt, claude, gemini, ...); streams SSE unless "stream": false."""
-    body = parse_body(ChatMessagesSchema())
+    body = parse_body(ChatMessagesSchema)
     registry().get(provider)
     return stateless_chat(body, provider, stream_by_default=True)
 
@@ -37,11 +38,11 @@ def chat():
     """Chat: {"message", "chat_id"?} is stored as a conversation; {"messages": [...]} is stateless.
 
     One JSON answer unless "stream": true; a streamed persisted chat's last event carries chat_id."""
-    raw = request.get_json(silent=True, cache=True)
-    if isinstance(raw, dict) and "messages" in raw:
-        body = parse_body(ChatMessagesSchema())
+    data = json_object()
+    if "messages" in data:
+        body = load(ChatMessagesSchema, data)
         return stateless_chat(body, body["provider"], stream_by_default=False)
-    return persisted_chat(parse_body(ConversationChatSchema()))
+    return persisted_chat(load(ConversationChatSchema, data))
 
 
 def stateless_chat(body: dict, provider: str | None, stream_by_default: bool):
@@ -89,7 +90,7 @@ def persisted_chat(body: dict):
 @documented(query=HistoryQuerySchema)
 def history():
     """Chats, newest first: {"chats": {id: {created_at, last_updated, message_count}}, "next_cursor"}."""
-    query = parse_query(HistoryQuerySchema())
+    query = parse_query(HistoryQuerySchema)
     chats, next_cursor = conversations.list_chats(query["limit"], query["cursor"])
     return jsonify({"chats": chats, "next_cursor": next_cursor, "success": True})
 

@@ -1,6 +1,7 @@
 """What every view shares: JSON body parsing, the gateway and registry, and streaming responses."""
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any, Iterator
 
@@ -14,8 +15,13 @@ from app.providers.registry import Registry
 from app.sse import SSE_HEADERS, Pump, stream_events
 
 
-def parse_body(schema: Schema) -> dict[str, Any]:
+def parse_body(schema: type[Schema]) -> dict[str, Any]:
     """The request's JSON body loaded by `schema`: 415 if not JSON, 400 if malformed or invalid."""
+    return load(schema, json_object())
+
+
+def json_object() -> dict[str, Any]:
+    """The request's body as a JSON object: 415 if not JSON, 400 if malformed, not an object or holding NUL."""
     if not request.mimetype or request.mimetype != "application/json" and not request.mimetype.endswith("+json"):
         raise UnsupportedMediaType("Send a JSON body with 'Content-Type: application/json'.")
     raw = request.get_data(cache=True)
@@ -28,7 +34,7 @@ def parse_body(schema: Schema) -> dict[str, Any]:
     if (b"\\u0000" in raw or b"\x00" in raw) and contains_nul(data):
         raise BadRequest("The body contains a NUL character (\\u0000), which no field accepts.",
                          code="nul_character")
-    return load(schema, data)
+    return data
 
 
 def contains_nul(value: Any) -> bool:
@@ -42,16 +48,22 @@ def contains_nul(value: Any) -> bool:
     return False
 
 
-def parse_query(schema: Schema) -> dict[str, Any]:
+def parse_query(schema: type[Schema]) -> dict[str, Any]:
     return load(schema, request.args.to_dict())
 
 
-def load(schema: Schema, data: dict[str, Any]) -> dict[str, Any]:
+def load(schema: type[Schema], data: dict[str, Any]) -> dict[str, Any]:
     try:
-        return schema.load(data)
+        return schema_instance(schema).load(data)
     except ValidationError as exc:
         messages = exc.messages if isinstance(exc.messages, dict) else {"body": exc.messages}
         raise ValidationFailed(messages) from None
+
+
+@functools.cache
+def schema_instance(schema: type[Schema]) -> Schema:
+    """One instance per schema class: building one costs more than loading a small body with it."""
+    return schema()
 
 
 def registry() -> Registry:

@@ -33,7 +33,7 @@ def revise_task():
 @documented(query=TaskListQuerySchema)
 def list_tasks():
     """Tasks, newest first; filter by status and email; `cursor` from `next_cursor` for the next page."""
-    return jsonify(deploy.list_tasks(**parse_query(TaskListQuerySchema())))
+    return jsonify(deploy.list_tasks(**parse_query(TaskListQuerySchema)))
 
 
 @bp.get("/tasks/<task_id>")
@@ -43,7 +43,7 @@ def get_task(task_id: str):
 
 
 def _submit(endpoint: str):
-    body = parse_body(TaskRequestSchema())
+    body = parse_body(TaskRequestSchema)
     answer = deploy.submit(body, endpoint, config=current_app.config, registry=registry(),
                            github=current_app.extensions.get("github"),
                            enqueue=current_app.extensions["deploy_jobs"].enqueue)

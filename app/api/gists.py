@@ -44,7 +44,7 @@ def client_address() -> str | None:
 def create_gist():
     """Create a gist: {"description", "public", "files": [{"filename", "content"}]} (or GitHub's files map)."""
     client = github()
-    gist = service.create_gist(client, parse_body(CreateGistSchema()), requester("POST /gists"))
+    gist = service.create_gist(client, parse_body(CreateGistSchema), requester("POST /gists"))
     response = jsonify({**gist, "success": True})
     response.status_code = 201
     response.headers["Location"] = url_for("gists.get_gist", gist_id=gist["id"])
@@ -56,7 +56,7 @@ def create_gist():
 def list_gists():
     """List the token owner's gists: page, per_page (max 100), since/until (ISO 8601, updated time)."""
     client = github()
-    query = parse_query(ListGistsQuery())
+    query = parse_query(ListGistsQuery)
     listed = service.list_gists(client, **query)
     carried = {k: request.args[k] for k in ("since", "until") if request.args.get(k)}
     links = {rel: url_for("gists.list_gists", page=number, per_page=query["per_page"], **carried, _external=True)
@@ -71,7 +71,7 @@ def list_gists():
 @documented(query=LocalGistsQuery)
 def local_gists():
     """Gists created or changed through this server, newest first; `cursor` from next_cursor continues."""
-    query = parse_query(LocalGistsQuery())
+    query = parse_query(LocalGistsQuery)
     return jsonify({**service.local_gists(query["limit"], query["cursor"]), "success": True})
 
 
@@ -92,7 +92,7 @@ def get_gist(gist_id: str):
 def update_gist(gist_id: str):
     """Update a gist: description and/or files; "content": null deletes a file, "new_filename" renames it."""
     client = github()
-    body = parse_body(UpdateGistSchema())
+    body = parse_body(UpdateGistSchema)
     gist = service.update_gist(client, gist_id, body, requester("PATCH /gists/{gist_id}"))
     return jsonify({**gist, "success": True})
 
@@ -109,7 +109,7 @@ def delete_gist(gist_id: str):
 def chat_gist_view():
     """Let the model create or update a gist from the conversation; SSE with "stream": true."""
     client = github()
-    body = parse_body(ChatGistSchema())
+    body = parse_body(ChatGistSchema)
     routes = registry().plan(body["provider"])
     completion = action_request(body["messages"], max_tokens=body["max_tokens"], temperature=body["temperature"],
                                 recent=recent_for_prompt())

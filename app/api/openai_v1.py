@@ -8,7 +8,6 @@ from app.openapi import documented
 from app.schemas.gateway import ChatCompletionsSchema
 
 bp = Blueprint("openai_v1", __name__)
-COMPLETIONS_SCHEMA = ChatCompletionsSchema()
 
 
 @bp.post("/v1/chat/completions")
@@ -16,7 +15,7 @@ COMPLETIONS_SCHEMA = ChatCompletionsSchema()
 @documented(body=ChatCompletionsSchema)
 def chat_completions():
     """OpenAI-compatible chat completions (streaming and stream_options.include_usage too)."""
-    body = parse_body(COMPLETIONS_SCHEMA)
+    body = parse_body(ChatCompletionsSchema)
     provider, model = registry().resolve_model(body["model"])
     request = CompletionRequest(messages=body["messages"],
                                 max_tokens=body["max_completion_tokens"] or body["max_tokens"],
