@@ -174,6 +174,32 @@ def charts(res, out_dir: str, prefix: str) -> tuple[str, str]:
             f"fake upstream {res['settings']['fake']['latency_ms']:.0f} ms; median of {res['settings']['runs']} "
             f"run(s), bars show the range")
 
+    def series(stat_at):
+        """(levels, medians, lower errors, upper errors) of a {median, min, max} stat per concurrency."""
+        points = [(c, stat_at(c)) for c in levels]
+        points = [(c, st) for c, st in points if st]
+        return ([c for c, _ in points], [st["median"] for _, st in points],
+                [st["median"] - st["min"] for _, st in points], [st["max"] - st["median"] for _, st in points])
+
+    def finish(ax, ylabel, title):
+        ax.set_xscale("log")
+        ax.set_xticks(levels)
+        ax.set_xticklabels([str(c) for c in levels])
+        ax.set_xlabel("concurrent requests")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+
+    def save(fig, title, name):
+        fig.suptitle(title + title_note, fontsize=11)
+        fig.text(0.5, 0.01, foot, ha="center", fontsize=7, color="#444")
+        fig.tight_layout(rect=(0, 0.04, 1, 0.95))
+        path = os.path.join(out_dir, f"{prefix}{name}")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return path
+
     # Added latency vs concurrency.
     fig, axes = plt.subplots(1, len(modes), figsize=(6.2 * len(modes), 4.6), squeeze=False)
     for ax, mode in zip(axes[0], modes):
@@ -182,33 +208,16 @@ def charts(res, out_dir: str, prefix: str) -> tuple[str, str]:
         for name in names:
             if name == "direct" or name not in res["summary"] or mode not in res["summary"][name]:
                 continue
-            xs, ys, lo, hi = [], [], [], []
-            for c in levels:
-                a = (res["summary"][name][mode].get(str(c)) or {}).get("added", {}).get(metric)
-                if a:
-                    xs.append(c)
-                    ys.append(a["median"])
-                    lo.append(a["median"] - a["min"])
-                    hi.append(a["max"] - a["median"])
+            data = res["summary"][name][mode]
+            xs, ys, lo, hi = series(lambda c: (data.get(str(c)) or {}).get("added", {}).get(metric))
             if xs:
                 ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, color=COLORS[name], label=LABELS[name])
-        ax.set_xscale("log")
         ax.set_yscale("symlog", linthresh=10)
         lows = [min(line.get_ydata()) for line in ax.get_lines() if len(line.get_ydata())]
         ax.set_ylim(bottom=min(-2.0, 1.5 * min(lows)) if lows else -2.0)
-        ax.set_xticks(levels)
-        ax.set_xticklabels([str(c) for c in levels])
-        ax.set_xlabel("concurrent requests")
-        ax.set_ylabel("added p50 latency, ms" if mode == "nonstream" else "added p50 time to first token, ms")
-        ax.set_title("Non-streaming: added p50 latency" if mode == "nonstream" else "Streaming: added p50 TTFT")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle("Latency added over calling the upstream directly" + title_note, fontsize=11)
-    fig.text(0.5, 0.01, foot, ha="center", fontsize=7, color="#444")
-    fig.tight_layout(rect=(0, 0.04, 1, 0.95))
-    overhead = os.path.join(out_dir, f"{prefix}perf-overhead.png")
-    fig.savefig(overhead, dpi=110)
-    plt.close(fig)
+        finish(ax, "added p50 latency, ms" if mode == "nonstream" else "added p50 time to first token, ms",
+               "Non-streaming: added p50 latency" if mode == "nonstream" else "Streaming: added p50 TTFT")
+    overhead = save(fig, "Latency added over calling the upstream directly", "perf-overhead.png")
 
     # Throughput vs concurrency.
     fig, axes = plt.subplots(1, len(modes), figsize=(6.2 * len(modes), 4.6), squeeze=False)
@@ -216,34 +225,17 @@ def charts(res, out_dir: str, prefix: str) -> tuple[str, str]:
         for name in names:
             if name not in res["summary"] or mode not in res["summary"][name]:
                 continue
-            xs, ys, lo, hi = [], [], [], []
-            for c in levels:
-                e = res["summary"][name][mode].get(str(c))
-                if e and e["rps"]:
-                    xs.append(c)
-                    ys.append(e["rps"]["median"])
-                    lo.append(e["rps"]["median"] - e["rps"]["min"])
-                    hi.append(e["rps"]["max"] - e["rps"]["median"])
+            data = res["summary"][name][mode]
+            xs, ys, lo, hi = series(lambda c: (data.get(str(c)) or {}).get("rps"))
             if xs:
                 ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, color=COLORS[name], label=LABELS[name],
                             ls="--" if name == "direct" else "-")
-        ax.set_xscale("log")
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda y, _: f"{y:g}"))
         ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set_xticks(levels)
-        ax.set_xticklabels([str(c) for c in levels])
-        ax.set_xlabel("concurrent requests")
-        ax.set_ylabel("valid responses per second" if mode == "nonstream" else "complete streams per second")
-        ax.set_title("Non-streaming throughput" if mode == "nonstream" else "Streaming throughput")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle("Throughput against a fake upstream" + title_note, fontsize=11)
-    fig.text(0.5, 0.01, foot, ha="center", fontsize=7, color="#444")
-    fig.tight_layout(rect=(0, 0.04, 1, 0.95))
-    throughput = os.path.join(out_dir, f"{prefix}perf-throughput.png")
-    fig.savefig(throughput, dpi=110)
-    plt.close(fig)
+        finish(ax, "valid responses per second" if mode == "nonstream" else "complete streams per second",
+               "Non-streaming throughput" if mode == "nonstream" else "Streaming throughput")
+    throughput = save(fig, "Throughput against a fake upstream", "perf-throughput.png")
     return overhead, throughput
 
 
