@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import sys
 import time
 import uuid
 from datetime import datetime, timezone
@@ -380,15 +381,21 @@ def _language(filename: str) -> str | None:
             "html": "HTML", "sh": "Shell"}.get(extension)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tests.fakes.github_api", description=__doc__.splitlines()[0])
+def serve_from_command_line(fake_class: type[GitHubShapes], prog: str, default_token: str, default_login: str,
+                            argv: list[str] | None = None) -> None:
+    """Run a GitHub fake until interrupted, printing the settings that point the server at it."""
+    parser = argparse.ArgumentParser(prog=prog, description=sys.modules[fake_class.__module__].__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0, help="port to listen on (0: any free port)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    parser.add_argument("--token", default=DEFAULT_TOKEN, help="the token requests must carry")
-    parser.add_argument("--login", default="octocat", help="the token owner's login")
+    parser.add_argument("--token", default=default_token, help="the token requests must carry")
+    parser.add_argument("--login", default=default_login, help="the token owner's login")
     args = parser.parse_args(argv)
-    fake = FakeGitHub(token=args.token, login=args.login, host=args.host, port=args.port).start()
+    fake = fake_class(token=args.token, login=args.login, host=args.host, port=args.port).start()
     run_until_interrupted([fake], [f"GITHUB_API_URL={fake.url}", f"GITHUB_TOKEN={args.token}"])
+
+
+def main(argv: list[str] | None = None) -> None:
+    serve_from_command_line(FakeGitHub, "python -m tests.fakes.github_api", DEFAULT_TOKEN, "octocat", argv)
 
 
 if __name__ == "__main__":

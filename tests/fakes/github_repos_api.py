@@ -21,7 +21,6 @@ Run it by hand: ``python -m tests.fakes.github_repos_api --port 8010`` (prints t
 
 from __future__ import annotations
 
-import argparse
 import base64
 import hashlib
 import json
@@ -32,8 +31,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from .github_api import GitHubShapes
-from .server import Handler, RecordedRequest, run_until_interrupted
+from .github_api import GitHubShapes, serve_from_command_line
+from .server import Handler, RecordedRequest
 
 DEFAULT_TOKEN = "ghp_fakeReposToken0123456789abcdefABCDEF"
 MALFORMED = re.compile(r"(^/|//|(^|/)\.\.?(/|$)|/$|\\)")
@@ -578,15 +577,8 @@ def _iso(moment: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tests.fakes.github_repos_api",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=0, help="port to listen on (0: any free port)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    parser.add_argument("--token", default=DEFAULT_TOKEN, help="the token requests must carry")
-    parser.add_argument("--login", default="octo-fake", help="the token owner's login")
-    args = parser.parse_args(argv)
-    fake = FakeGitHubRepos(token=args.token, login=args.login, host=args.host, port=args.port).start()
-    run_until_interrupted([fake], [f"GITHUB_API_URL={fake.url}", f"GITHUB_TOKEN={args.token}"])
+    serve_from_command_line(FakeGitHubRepos, "python -m tests.fakes.github_repos_api", DEFAULT_TOKEN, "octo-fake",
+                            argv)
 
 
 if __name__ == "__main__":
