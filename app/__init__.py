@@ -6,7 +6,9 @@ from typing import Any
 
 from flask import Flask
 
-__version__ = "0.1.0"
+from app.core.version import __version__
+
+__all__ = ["__version__", "create_app"]
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
@@ -15,19 +17,20 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     Every client (database, provider SDKs, GitHub session, job queue) is made here, once per
     process, and kept in `app.extensions`; importing the package does nothing else.
     """
-    from app import db
-    from app.api import register_blueprints
-    from app.config import load_settings, secret_values
-    from app.errors import register_error_handlers
-    from app.gateway import Gateway, RetryPolicy
-    from app.github import client_from_config
-    from app.health import ProviderHealth
-    from app.jobs import register_jobs
-    from app.logs import RedactSecrets, configure_logging, init_request_logging
-    from app.providers.registry import build_registry
-    from app.queue import make_huey
-    from app.system_prompt import SystemPrompt
-    from app.usage import UsageRecorder
+    from app.conversations.system_prompt import SystemPrompt
+    from app.core import db
+    from app.core.config import load_settings, secret_values
+    from app.core.jobqueue import make_huey
+    from app.core.logs import RedactSecrets, configure_logging
+    from app.deployments.jobs import register_jobs
+    from app.integrations.github import client_from_config
+    from app.llm.gateway import Gateway, RetryPolicy
+    from app.llm.registry import build_registry
+    from app.llm.usage import UsageRecorder
+    from app.ops.health import ProviderHealth
+    from app.web import register_blueprints
+    from app.web.errors import register_error_handlers
+    from app.web.request_log import RequestIdFilter, init_request_logging
 
     app = Flask(__name__)
     app.config.update(load_settings())
@@ -38,7 +41,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     redactor = RedactSecrets(secret_values(app.config))
     app.extensions["redactor"] = redactor
-    configure_logging(app.config, redactor)
+    configure_logging(app.config, [RequestIdFilter(), redactor])
     db.init_app(app)
     registry = build_registry(app.config)
     app.extensions["providers"] = registry

@@ -41,8 +41,8 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.chat import encode_cursor  # noqa: E402
-from app.db import migrate, open_database  # noqa: E402
+from app.conversations.service import encode_cursor  # noqa: E402
+from app.core.db import migrate, open_database  # noqa: E402
 
 BENCH_DB = "aiserver_history_bench"
 WORDS = ("the answer depends on what you measure and how often you measure it while the system is under load "

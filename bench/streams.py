@@ -33,7 +33,6 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
 import aiohttp  # noqa: E402
-
 import loadgen  # noqa: E402
 import targets as T  # noqa: E402
 from targets import SkipTarget, log  # noqa: E402

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator
 import pytest
 import requests
 
-from app.db import migrate, open_database
+from app.core.db import migrate, open_database
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -118,7 +118,7 @@ def provider_config(openai=None, anthropic=None, gemini=None) -> dict[str, Any]:
 def make_app(tmp_path: Path) -> Callable[..., Any]:
     """Build an app on a migrated database in tmp_path; keyword arguments override settings."""
     from app import create_app
-    from app.db import migrate
+    from app.core.db import migrate
 
     def build(**overrides: Any):
         app = create_app(base_config(tmp_path, **overrides))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from app.db import parse_iso
+from app.core.clock import parse_iso
 from tests.conftest import provider_config
 from tests.fakes.server import Reply
 

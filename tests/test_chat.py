@@ -19,11 +19,11 @@ import gevent
 import pytest
 import requests
 
-from app import chat as conversations
-from app.chat import ChatBusy, ChatSettings
-from app.db import database
-from app.models.conversation import Conversation, Message
-from app.system_prompt import DEFAULT_SYSTEM_PROMPT, SystemPrompt
+from app.conversations import service as conversations
+from app.conversations.models import Conversation, Message
+from app.conversations.service import ChatBusy, ChatSettings
+from app.conversations.system_prompt import DEFAULT_SYSTEM_PROMPT, SystemPrompt
+from app.core.db import database
 from tests.conftest import provider_config
 from tests.fakes.server import Reply
 

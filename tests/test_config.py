@@ -1,7 +1,7 @@
 """Settings: parsing, aliases, and the generated documentation staying in step with the code."""
 from pathlib import Path
 
-from app.config import SETTINGS, env_example, load_settings, markdown_table, secret_values
+from app.core.config import SETTINGS, env_example, load_settings, markdown_table, secret_values
 
 ROOT = Path(__file__).resolve().parent.parent
 

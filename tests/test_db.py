@@ -5,7 +5,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from app.db import isoformat, parse_iso
+from app.core.clock import isoformat, parse_iso
 
 NAIVE = datetime(2024, 5, 1, 12, 0, 0, 250000)
 

@@ -21,10 +21,11 @@ import pytest
 import requests
 
 from app import create_app
-from app.db import database, migrate, parse_iso, utcnow
-from app.deploy import Lease, LeaseLost, Pipeline, Settings, verify_secret
-from app.errors import Forbidden, NotConfigured
-from app.models.task import DeployRound, DeployTask
+from app.core.clock import parse_iso, utcnow
+from app.core.db import database, migrate
+from app.core.errors import Forbidden, NotConfigured
+from app.deployments.models import DeployRound, DeployTask
+from app.deployments.pipeline import Lease, LeaseLost, Pipeline, Settings, verify_secret
 from tests.conftest import ROOT, VENV_BIN, as_environ, base_config, provider_config
 from tests.fakes.deploy_stack import answer_brief, file_set
 from tests.fakes.evaluator import FakeEvaluator

@@ -6,9 +6,19 @@ import json
 
 import pytest
 
-from app.deploy_generate import (Attachment, Brief, InvalidFileSet, Limits, build_request, find_secret,
-                                 load_attachments, mit_license, parse_file_set, repo_files)
-from app.schemas import decode_data_uri
+from app.core.schemas import decode_data_uri
+from app.deployments.generate import (
+    Attachment,
+    Brief,
+    InvalidFileSet,
+    Limits,
+    build_request,
+    find_secret,
+    load_attachments,
+    mit_license,
+    parse_file_set,
+    repo_files,
+)
 from tests.fakes.deploy_stack import file_set
 
 LIMITS = Limits(max_files=5, max_file_bytes=1000)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from app.errors import BadRequest, UpstreamError, UpstreamTimeout, UpstreamUnavailable
-from app.gateway import FailedAttempt, Gateway, RetryPolicy, Started, StreamFailed
-from app.providers.base import CompletionRequest, StreamEnd
-from app.providers.registry import build_registry
-from app.config import load_settings
+from app.core.config import load_settings
+from app.core.errors import BadRequest, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from app.llm.gateway import FailedAttempt, Gateway, RetryPolicy, Started, StreamFailed
+from app.llm.providers.base import CompletionRequest, StreamEnd
+from app.llm.registry import build_registry
 from tests.conftest import provider_config
 from tests.fakes.server import Reply
 
@@ -123,7 +123,7 @@ def test_stream_raises_when_no_route_answers(make_gateway, fake_openai):
 
 
 def test_wait_before_retry_policy():
-    from app.providers.base import CallerFault, TransientFailure
+    from app.llm.providers.base import CallerFault, TransientFailure
 
     policy = RetryPolicy(retries=2, backoff=1.0, max_wait=3.0)
     assert policy.wait_before_retry(1, CallerFault("x")) is None

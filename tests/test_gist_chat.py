@@ -9,7 +9,7 @@ from typing import Any, Iterator
 import pytest
 import requests
 
-from app.gist_chat import ACTION_JSON_SCHEMA, ExplanationStream, InvalidAction, parse_action
+from app.gists.chat import ACTION_JSON_SCHEMA, ExplanationStream, InvalidAction, parse_action
 from tests.conftest import provider_config
 from tests.fakes import Reply
 from tests.fakes.github_api import DEFAULT_TOKEN, FakeGitHub

@@ -7,10 +7,9 @@ from typing import Iterator
 
 import pytest
 
-from app.db import database
-from app.github.gists import Requester, record
-from app.models.gist import Gist, GistRevision
-
+from app.core.db import database
+from app.gists.models import Gist, GistRevision
+from app.gists.service import Requester, record
 from tests.fakes.github_api import DEFAULT_TOKEN, FakeGitHub
 
 HELLO = {"description": "Sample Gist", "public": True,

@@ -6,9 +6,17 @@ import socket
 
 import pytest
 
-from app.errors import (BadRequest, Forbidden, NotConfigured, NotFound, RateLimited, UpstreamError, UpstreamTimeout,
-                        UpstreamUnavailable)
-from app.github import GitHubClient, client_from_config, require_client
+from app.core.errors import (
+    BadRequest,
+    Forbidden,
+    NotConfigured,
+    NotFound,
+    RateLimited,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from app.integrations.github import GitHubClient, client_from_config, require_client
 from tests.fakes.github_api import DEFAULT_TOKEN, FakeGitHub
 
 FILES = {"files": {"a.txt": {"content": "hello"}}}

@@ -6,9 +6,9 @@ import hashlib
 import pytest
 import requests
 
-from app.errors import BadRequest, NotFound, UpstreamError
-from app.github.client import GitHubClient
-from app.github.repos import Repo, Repos, repo_name_for
+from app.core.errors import BadRequest, NotFound, UpstreamError
+from app.integrations.github.client import GitHubClient
+from app.integrations.github.repos import Repo, Repos, repo_name_for
 from tests.fakes.github_repos_api import DEFAULT_TOKEN, FakeGitHubRepos
 
 

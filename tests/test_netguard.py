@@ -6,7 +6,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from app.netguard import BlockedURL, check_url, guarded_request, is_public
+from app.integrations.netguard import BlockedURL, check_url, guarded_request, is_public
 from tests.fakes.evaluator import FakeEvaluator
 
 

@@ -6,7 +6,7 @@ from datetime import datetime
 
 import pytest
 
-from app.pagination import InvalidCursor, decode_cursor, encode_cursor, matching, moment, row_id
+from app.core.paging import InvalidCursor, decode_cursor, encode_cursor, matching, moment, row_id
 
 ID = re.compile(r"[a-z0-9-]{1,64}")
 WHEN = datetime(2026, 11, 22, 6, 18, 45, 933696)

@@ -7,11 +7,18 @@ import time
 
 import pytest
 
-from app.providers.anthropic_messages import AnthropicProvider
-from app.providers.base import (CallerFault, CompletionRequest, ModelUnavailable, ProviderRejected, StreamEnd,
-                                TransientFailure, UpstreamTimedOut)
-from app.providers.google_gemini import GeminiProvider
-from app.providers.openai_compatible import OpenAICompatibleProvider
+from app.llm.providers.anthropic_messages import AnthropicProvider
+from app.llm.providers.base import (
+    CallerFault,
+    CompletionRequest,
+    ModelUnavailable,
+    ProviderRejected,
+    StreamEnd,
+    TransientFailure,
+    UpstreamTimedOut,
+)
+from app.llm.providers.google_gemini import GeminiProvider
+from app.llm.providers.openai_compatible import OpenAICompatibleProvider
 from tests.fakes.server import Reply
 
 VENDORS = ["openai", "anthropic", "gemini"]

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from app.deploy_generate import find_secret
-from app.logs import RedactSecrets
-from app.secrets import redact_tokens
+from app.core.credentials import redact_tokens
+from app.core.logs import RedactSecrets
+from app.deployments.generate import find_secret
 
 PEM = "-----BEGIN RSA PRIVATE KEY-----\nMIIBOgIBAAJBAKj34GkxFhD90vcNLYLInFEX6Ppy1tPf9Cnzj4p4WGeKLs1Pt8Qu\n" \
       "-----END RSA PRIVATE KEY-----"

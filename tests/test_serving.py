@@ -20,12 +20,21 @@ import requests
 import yaml
 from huey import SqliteHuey
 
-from app import housekeeping
-from app.config import SETTINGS_BY_NAME
+from app.core.config import SETTINGS_BY_NAME
+from app.ops import housekeeping
 from tests.conftest import ROOT, VENV_BIN, as_environ, base_config, provider_config
 from tests.fakes.server import Reply
-from tests.serving_stack import (CADDY, CaddyProxy, SupervisedStack, TimedOpenAI, alive, children, free_port,
-                                 read_stream, wait_for)
+from tests.serving_stack import (
+    CADDY,
+    CaddyProxy,
+    SupervisedStack,
+    TimedOpenAI,
+    alive,
+    children,
+    free_port,
+    read_stream,
+    wait_for,
+)
 
 SCRIPTS = ["deploy/provision", "deploy/update", "deploy/backup", "scripts/smoke", "scripts/install-test-deps"]
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import json
 
-from app.errors import NotFound, UpstreamTimeout
-from app.gateway import StreamFailed
-from app.gist_chat import GistChatEvents
-from app.sse import NativeEvents, OpenAIChunks
+from app.core.errors import NotFound, UpstreamTimeout
+from app.gists.chat import GistChatEvents
+from app.llm.gateway import StreamFailed
+from app.llm.sse import NativeEvents, OpenAIChunks
 
 BROKEN = StreamFailed("the provider closed the stream", "openai", "gpt-4o-mini")
 

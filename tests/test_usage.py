@@ -7,9 +7,9 @@ import time
 import peewee
 import pytest
 
-from app.db import database
-from app.models.usage import UsageCounter
-from app.usage import UsageEvent, UsageRecorder, prometheus_text, totals
+from app.core.db import database
+from app.llm.models import UsageCounter
+from app.llm.usage import UsageEvent, UsageRecorder, prometheus_text, totals
 from tests.conftest import provider_config
 from tests.fakes.server import Reply
 

@@ -1,7 +1,6 @@
 """Gists created or changed through the server, and their revisions (frozen copies of
 app/models/gist.py as of this migration)."""
-from peewee import (BigAutoField, BooleanField, CharField, DateTimeField, ForeignKeyField, IntegerField, Model,
-                    TextField)
+from peewee import BigAutoField, BooleanField, CharField, DateTimeField, ForeignKeyField, IntegerField, Model, TextField
 
 
 def up(migrator, db):

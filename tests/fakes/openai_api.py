@@ -6,7 +6,7 @@ import time
 import uuid
 from typing import Iterator
 
-from .server import FakeServer, Frame, RecordedRequest, Reply, Handler, sse, text_of
+from .server import FakeServer, Frame, Handler, RecordedRequest, Reply, sse, text_of
 
 SYSTEM_FINGERPRINT = "fp_fake0001"
 FINISH_REASONS = {"stop": "stop", "length": "length"}

@@ -1,0 +1,1 @@
+"""Conversations: persisted chats, their history and the system prompt file."""

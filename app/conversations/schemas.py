@@ -1,0 +1,48 @@
+"""Marshmallow schemas of the persisted-conversation endpoints (`POST /chat` with `message`, history).
+
+The chat id rule is written once here (`CHAT_ID_RULE`) so every 400 about an id names it the same way.
+"""
+from __future__ import annotations
+
+import re
+
+from marshmallow import ValidationError, fields, validate
+
+from app.core.schemas import BaseSchema
+
+CHAT_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+CHAT_ID_RULE = "a chat_id is 1 to 64 characters, each one of A-Z, a-z, 0-9, '-' or '_'"
+CHAT_ID_ERROR = CHAT_ID_RULE[0].upper() + CHAT_ID_RULE[1:] + "."
+MAX_HISTORY_PAGE = 500
+
+
+def check_chat_id(value: str) -> str:
+    if not isinstance(value, str) or not CHAT_ID_PATTERN.match(value):
+        raise ValidationError(CHAT_ID_ERROR)
+    return value
+
+
+class ConversationChatSchema(BaseSchema):
+    """A turn of a persisted chat: `message` is added to the chat `chat_id` (made when absent)."""
+
+    message = fields.String(required=True, validate=validate.Length(min=1, error="message must not be empty."),
+                            error_messages={"required": 'Send "message" (a stored chat) or "messages" (a stateless '
+                                                        'chat with the whole conversation).'},
+                            metadata={"description": "The user's message."})
+    chat_id = fields.String(load_default=None, allow_none=True, validate=check_chat_id,
+                            error_messages={"invalid": CHAT_ID_ERROR},
+                            metadata={"description": "Chat to continue or create; a UUID is made when absent. "
+                                                     + CHAT_ID_RULE + "."})
+    provider = fields.String(load_default=None, allow_none=True,
+                             metadata={"description": "Provider name or alias; default DEFAULT_PROVIDER."})
+    stream = fields.Boolean(load_default=False, allow_none=True,
+                            metadata={"description": "Stream SSE events; the last one carries chat_id."})
+    max_tokens = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=1))
+    temperature = fields.Float(load_default=None, allow_none=True, validate=validate.Range(min=0, max=2))
+
+
+class HistoryQuerySchema(BaseSchema):
+    """A page of the chat list, newest first; pass `next_cursor` back as `cursor` for the next page."""
+
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=MAX_HISTORY_PAGE))
+    cursor = fields.String(load_default=None, validate=validate.Length(min=1, max=200))

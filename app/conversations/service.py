@@ -1,0 +1,297 @@
+"""Persisted conversations: store each turn, ask the gateway, store the answer, whatever happens.
+
+A turn has three steps; the first and the last are short transactions:
+
+1. `begin_turn` locks the chat row (`SELECT ... FOR UPDATE` on PostgreSQL, `BEGIN IMMEDIATE` on
+   SQLite), refuses with 409 if another turn holds the chat, marks it busy (`busy_token`, with a lease
+   `busy_until`), stores the user's message and returns the history to send. It runs before any
+   provider call and before a streamed response starts, so the message is durable first.
+2. The gateway answers (`reply`) or streams (`stream_reply`); no transaction is open meanwhile.
+3. `finish_turn` stores the assistant message, complete, or partial/error with the text so far, and
+   clears the busy mark. `stream_reply` calls it from a `finally`, so it also runs when the client
+   goes away (the server closes the event generator) or the provider breaks mid-answer.
+
+The busy mark is a lease, renewed while the answer is produced: if a process dies mid-turn, the chat
+is usable again once the lease runs out. Nothing here reads Flask's request or app: the view passes
+the gateway, the routes, the settings and the system prompt.
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Iterator
+
+import gevent
+from gevent.event import Event
+from peewee import Tuple
+
+from app.conversations.models import Conversation, Message
+from app.conversations.schemas import CHAT_ID_PATTERN, CHAT_ID_RULE
+from app.core.clock import isoformat, utcnow
+from app.core.db import database, locked_row, write_transaction
+from app.core.errors import APIError, BadRequest, Conflict, NotFound
+from app.core.paging import decode_cursor, encode_cursor, matching, moment
+from app.llm.gateway import Answer, Gateway, Started, StreamFailed
+from app.llm.providers.base import CompletionRequest, StreamEnd, Usage
+from app.llm.registry import Route
+
+log = logging.getLogger("aiserver.chat")
+
+TITLE_CHARS = 80
+CHARS_PER_TOKEN = 4
+TOKENS_PER_MESSAGE = 4
+
+
+@dataclass(frozen=True)
+class ChatSettings:
+    context_messages: int = 40
+    context_tokens: int = 0
+    lease_s: float = 60.0
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "ChatSettings":
+        return cls(context_messages=config["CHAT_CONTEXT_MESSAGES"], context_tokens=config["CHAT_CONTEXT_TOKENS"])
+
+
+@dataclass
+class Turn:
+    """A turn in progress: the chat, its busy token, and the messages to send to the provider."""
+
+    chat_id: str
+    token: str
+    context: list[dict[str, str]]
+    settings: ChatSettings
+    done: Event = field(default_factory=Event, repr=False)
+
+
+class ChatBusy(Conflict):
+    code = "chat_busy"
+
+
+class ChatNotFound(NotFound):
+    code = "chat_not_found"
+
+
+def new_chat_id() -> str:
+    return str(uuid.uuid4())
+
+
+def require_chat_id(chat_id: str) -> str:
+    """`chat_id` if it follows the rule; a 400 naming the rule otherwise."""
+    if not CHAT_ID_PATTERN.match(chat_id or ""):
+        raise BadRequest(f"Invalid chat_id: {CHAT_ID_RULE}.", code="invalid_chat_id", details={"param": "chat_id"})
+    return chat_id
+
+
+# -- turns -----------------------------------------------------------------------------------------
+
+
+def begin_turn(chat_id: str, text: str, system_prompt: str, settings: ChatSettings,
+               owner: str | None = None) -> Turn:
+    """Store the user's message in chat `chat_id` (created, with `system_prompt` as its first message,
+    if new) and mark the chat busy. Raises ChatBusy (409) while another turn holds the chat."""
+    token = uuid.uuid4().hex
+    with database.connection_context(), write_transaction():
+        conversation = locked_row(Conversation, chat_id)
+        now = utcnow()
+        created = conversation is None
+        if created:
+            Conversation.insert(id=chat_id, owner=owner, title=_title(text), created_at=now,
+                                last_updated=now).on_conflict_ignore().execute()
+            conversation = locked_row(Conversation, chat_id)
+            if conversation is None:  # deleted between the insert and the read (PostgreSQL only)
+                raise ChatBusy(f"Chat {chat_id} changed meanwhile; send the message again.",
+                               details={"chat_id": chat_id})
+            created = conversation.message_count == 0
+        if conversation.owner != owner:
+            raise ChatNotFound(f"Chat {chat_id} not found.", details={"chat_id": chat_id})
+        if conversation.busy_token and conversation.busy_until and conversation.busy_until > now:
+            raise ChatBusy(f"Chat {chat_id} is still answering a previous message; send this one when it ends.",
+                           details={"chat_id": chat_id})
+        rows = []
+        if created and system_prompt:
+            rows.append({"conversation": chat_id, "role": "system", "content": system_prompt, "created_at": now})
+        rows.append({"conversation": chat_id, "role": "user", "content": text, "created_at": now})
+        Message.insert_many(rows).execute()
+        (Conversation.update(message_count=Conversation.message_count + len(rows), last_updated=now,
+                             busy_token=token, busy_until=now + timedelta(seconds=settings.lease_s))
+         .where(Conversation.id == chat_id).execute())
+        context = _context(chat_id, settings)
+    turn = Turn(chat_id, token, context, settings)
+    gevent.spawn(_keep_lease, turn)
+    return turn
+
+
+def finish_turn(turn: Turn, text: str, status: str, *, error: str | None = None, provider: str | None = None,
+                model: str | None = None, usage: Usage | None = None) -> Message | None:
+    """Store the assistant's message and free the chat. None, storing nothing, if the turn no longer holds
+    the chat (deleted meanwhile, or its lease ran out and another turn took it): a late answer must
+    never land after someone else's question."""
+    turn.done.set()
+    with database.connection_context(), write_transaction():
+        row = locked_row(Conversation, turn.chat_id)
+        if row is None or row.busy_token != turn.token:
+            log.warning("answer for chat %s dropped: the turn no longer holds the chat", turn.chat_id)
+            return None
+        now = utcnow()
+        message = Message.create(conversation=turn.chat_id, role="assistant", content=text, status=status,
+                                 error=error, provider=provider, model=model, created_at=now,
+                                 prompt_tokens=usage.prompt_tokens if usage else None,
+                                 completion_tokens=usage.completion_tokens if usage else None)
+        (Conversation.update(message_count=Conversation.message_count + 1, last_updated=now)
+         .where(Conversation.id == turn.chat_id).execute())
+        (Conversation.update(busy_token=None, busy_until=None)
+         .where((Conversation.id == turn.chat_id) & (Conversation.busy_token == turn.token)).execute())
+    return message
+
+
+def _keep_lease(turn: Turn) -> None:
+    """Renew the busy lease every third of its length until `finish_turn` sets `turn.done`."""
+    while not turn.done.wait(turn.settings.lease_s / 3):
+        try:
+            with database.connection_context():
+                (Conversation.update(busy_until=utcnow() + timedelta(seconds=turn.settings.lease_s))
+                 .where((Conversation.id == turn.chat_id) & (Conversation.busy_token == turn.token)).execute())
+        except Exception:  # a missed renewal only shortens the lease; the next one may succeed
+            log.warning("could not renew the busy lease of chat %s", turn.chat_id, exc_info=True)
+
+
+def reply(gateway: Gateway, routes: list[Route], turn: Turn, **params: Any) -> Answer:
+    """One complete answer, stored; if every route fails, the error is stored and raised with chat_id."""
+    request = CompletionRequest(turn.context, **params)
+    try:
+        answer = gateway.complete(request, routes)
+    except APIError as error:
+        finish_turn(turn, "", "error", error=error.message)
+        error.details.setdefault("chat_id", turn.chat_id)
+        raise
+    except BaseException:
+        finish_turn(turn, "", "error", error="internal error")
+        raise
+    finish_turn(turn, answer.text, "complete", provider=answer.provider, model=answer.model, usage=answer.usage)
+    return answer
+
+
+def stream_reply(gateway: Gateway, routes: list[Route], turn: Turn, **params: Any) -> Iterator[Any]:
+    """The gateway's stream events, unchanged; when the stream ends for any reason (done, provider
+    failure, or the consumer closing this generator because the client left), the text so far is
+    stored: complete, error or partial."""
+    request = CompletionRequest(turn.context, **params)
+    pieces: list[str] = []
+    outcome: dict[str, Any] = {"status": "partial"}
+    try:
+        for event in gateway.stream(request, routes):
+            if isinstance(event, str):
+                pieces.append(event)
+            elif isinstance(event, Started):
+                outcome.update(provider=event.provider, model=event.model)
+            elif isinstance(event, StreamEnd):
+                outcome.update(status="complete", model=event.model, usage=event.usage)
+            elif isinstance(event, StreamFailed):
+                outcome.update(status="error", error=event.message)
+            yield event
+    except APIError as error:
+        outcome.update(status="error", error=error.message)
+        error.details.setdefault("chat_id", turn.chat_id)
+        raise
+    except Exception:
+        outcome.update(status="error", error="internal error")
+        raise
+    finally:
+        try:
+            finish_turn(turn, "".join(pieces), **outcome)
+        except Exception:
+            log.exception("could not store the answer of chat %s", turn.chat_id)
+
+
+# -- context ---------------------------------------------------------------------------------------
+
+
+def _context(chat_id: str, settings: ChatSettings) -> list[dict[str, str]]:
+    """What the provider gets: the system message, then the newest messages that fit both budgets
+    (at most `context_messages`, at most `context_tokens` approximate tokens), oldest first. The
+    newest message (this turn's) is always sent; empty answers (failed turns) are skipped."""
+    system = (Message.select(Message.content).where((Message.conversation == chat_id) & (Message.role == "system"))
+              .order_by(Message.id).limit(1).first())
+    recent = (Message.select(Message.role, Message.content)
+              .where((Message.conversation == chat_id) & (Message.role != "system") & (Message.content != ""))
+              .order_by(Message.id.desc()).limit(max(1, settings.context_messages)))
+    budget = settings.context_tokens - (approx_tokens(system.content) if system else 0)
+    kept: list[dict[str, str]] = []
+    for message in recent:
+        budget -= approx_tokens(message.content)
+        if kept and settings.context_tokens and budget < 0:
+            break
+        kept.append({"role": message.role, "content": message.content})
+    kept.reverse()
+    return ([{"role": "system", "content": system.content}] if system else []) + kept
+
+
+def approx_tokens(text: str) -> int:
+    return len(text) // CHARS_PER_TOKEN + TOKENS_PER_MESSAGE
+
+
+def _title(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= TITLE_CHARS else line[:TITLE_CHARS - 1].rstrip() + "\u2026"
+
+
+# -- reading and deleting ----------------------------------------------------------------------------
+
+
+def list_chats(limit: int = 50, cursor: str | None = None, owner: str | None = None
+               ) -> tuple[dict[str, dict[str, Any]], str | None]:
+    """One page of chats, newest first, and the cursor of the next page (None on the last).
+
+    Keyset pagination on the (last_updated, id) index: each page costs the same however deep."""
+    query = (Conversation.select(Conversation.id, Conversation.title, Conversation.created_at,
+                                 Conversation.last_updated, Conversation.message_count)
+             .where(Conversation.owner.is_null() if owner is None else Conversation.owner == owner)
+             .order_by(Conversation.last_updated.desc(), Conversation.id.desc()).limit(limit + 1))
+    if cursor:
+        last_updated, chat_id = decode_cursor(cursor, moment, matching(CHAT_ID_PATTERN))
+        query = query.where(Tuple(Conversation.last_updated, Conversation.id) < Tuple(last_updated, chat_id))
+    with database.connection_context():
+        rows = list(query.tuples())
+    page = rows[:limit]
+    chats = {row[0]: {"created_at": isoformat(row[2]), "last_updated": isoformat(row[3]),
+                      "message_count": row[4], "title": row[1]} for row in page}
+    next_cursor = encode_cursor(page[-1][3], page[-1][0]) if len(rows) > limit else None
+    return chats, next_cursor
+
+
+def get_chat(chat_id: str, owner: str | None = None) -> dict[str, Any]:
+    """The chat's dates and every message, oldest first (the system message first); 404 if unknown."""
+    with database.connection_context():
+        conversation = Conversation.get_or_none((Conversation.id == chat_id) & _owned(owner))
+        if conversation is None:
+            raise ChatNotFound(f"Chat {chat_id} not found.", details={"chat_id": chat_id})
+        messages = list(Message.select().where(Message.conversation == chat_id).order_by(Message.id))
+    return {"created_at": isoformat(conversation.created_at), "last_updated": isoformat(conversation.last_updated),
+            "message_count": conversation.message_count, "title": conversation.title,
+            "messages": [message_dict(m) for m in messages]}
+
+
+def message_dict(message: Message) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": message.role, "content": message.content,
+                           "timestamp": isoformat(message.created_at), "status": message.status}
+    if message.role == "assistant":
+        out.update(provider=message.provider, model=message.model)
+    if message.error:
+        out["error"] = message.error
+    return out
+
+
+def delete_chat(chat_id: str, owner: str | None = None) -> None:
+    """Delete the chat and its messages; 404 if unknown. A turn still streaming into it stores nothing."""
+    with database.connection_context(), write_transaction():
+        if not Conversation.select().where((Conversation.id == chat_id) & _owned(owner)).exists():
+            raise ChatNotFound(f"Chat {chat_id} not found.", details={"chat_id": chat_id})
+        Message.delete().where(Message.conversation == chat_id).execute()
+        Conversation.delete().where(Conversation.id == chat_id).execute()
+
+
+def _owned(owner: str | None):
+    return Conversation.owner.is_null() if owner is None else Conversation.owner == owner

@@ -1,0 +1,111 @@
+"""`POST /chat`, `POST /chat/{provider}` and the persisted chat history.
+
+`POST /chat` serves two shapes, and the body decides: `{"messages": [...]}` is stateless (the
+client sends the whole conversation; nothing is stored), `{"message": "...", "chat_id": ...}` is a
+persisted conversation (see `app.chat`). Both answer one JSON unless `"stream": true`.
+`/chat/{provider}` is stateless and streams by default (as the older server did). The backend
+picks the model: a `model` field from the client is ignored.
+"""
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify
+
+from app.conversations import service as conversations
+from app.conversations.schemas import ConversationChatSchema, HistoryQuerySchema
+from app.core.errors import APIError
+from app.core.http import json_object, load, parse_body, parse_query
+from app.core.openapi import documented
+from app.llm.providers.base import CompletionRequest
+from app.llm.responses import answer_headers, event_stream, gateway, note_answer, registry
+from app.llm.schemas import ChatMessagesSchema
+from app.llm.sse import NativeEvents
+
+bp = Blueprint("chat", __name__)
+
+
+@bp.post("/chat/<provider>")
+@documented(body=ChatMessagesSchema)
+def chat_with_provider(provider: str):
+    """Chat with a provider (gpt, claude, gemini, ...); streams SSE unless "stream": false."""
+    body = parse_body(ChatMessagesSchema)
+    registry().get(provider)
+    return stateless_chat(body, provider, stream_by_default=True)
+
+
+@bp.post("/chat")
+@documented(body=ConversationChatSchema)
+def chat():
+    """Chat: {"message", "chat_id"?} is stored as a conversation; {"messages": [...]} is stateless.
+
+    One JSON answer unless "stream": true; a streamed persisted chat's last event carries chat_id."""
+    data = json_object()
+    if "messages" in data:
+        body = load(ChatMessagesSchema, data)
+        return stateless_chat(body, body["provider"], stream_by_default=False)
+    return persisted_chat(load(ConversationChatSchema, data))
+
+
+def stateless_chat(body: dict, provider: str | None, stream_by_default: bool):
+    request = CompletionRequest(body["messages"], max_tokens=body["max_tokens"], temperature=body["temperature"])
+    routes = registry().plan(provider)
+    stream = stream_by_default if body["stream"] is None else body["stream"]
+    if stream:
+        return event_stream(gateway().stream(request, routes), NativeEvents())
+    answer = gateway().complete(request, routes)
+    note_answer(answer.provider, answer.model, answer.usage.total_tokens)
+    response = jsonify({"response": answer.text, "provider": answer.provider, "model": answer.model,
+                        "finish_reason": answer.finish_reason, "usage": answer.usage.to_dict(),
+                        "attempts": [a.to_dict() for a in answer.attempts], "success": True})
+    response.headers.update(answer_headers(answer))
+    return response
+
+
+def persisted_chat(body: dict):
+    """Store the user's message (before any provider call or response byte), then answer or stream."""
+    routes = registry().plan(body["provider"])
+    system_prompt = current_app.extensions["system_prompt"].text()
+    settings = conversations.ChatSettings.from_config(current_app.config)
+    turn = conversations.begin_turn(body["chat_id"] or conversations.new_chat_id(), body["message"],
+                                    system_prompt, settings)
+    params = {"max_tokens": body["max_tokens"], "temperature": body["temperature"]}
+    if body["stream"]:
+        events = conversations.stream_reply(gateway(), routes, turn, **params)
+        try:
+            response = event_stream(events, NativeEvents(extra_done={"chat_id": turn.chat_id}))
+        except APIError as error:
+            error.details.setdefault("chat_id", turn.chat_id)
+            raise
+        response.headers["X-Chat-ID"] = turn.chat_id
+        return response
+    answer = conversations.reply(gateway(), routes, turn, **params)
+    note_answer(answer.provider, answer.model, answer.usage.total_tokens)
+    response = jsonify({"response": answer.text, "chat_id": turn.chat_id, "provider": answer.provider,
+                        "model": answer.model, "success": True})
+    response.headers.update(answer_headers(answer))
+    response.headers["X-Chat-ID"] = turn.chat_id
+    return response
+
+
+@bp.get("/chat/history")
+@documented(query=HistoryQuerySchema)
+def history():
+    """Chats, newest first: {"chats": {id: {created_at, last_updated, message_count}}, "next_cursor"}."""
+    query = parse_query(HistoryQuerySchema)
+    chats, next_cursor = conversations.list_chats(query["limit"], query["cursor"])
+    return jsonify({"chats": chats, "next_cursor": next_cursor, "success": True})
+
+
+@bp.get("/chat/history/<chat_id>")
+def chat_history(chat_id: str):
+    """One chat with every message, the system message first; 404 if unknown."""
+    conversations.require_chat_id(chat_id)
+    return jsonify({"chat_id": chat_id, "history": conversations.get_chat(chat_id), "success": True})
+
+
+@bp.delete("/chat/delete/<chat_id>")
+@bp.delete("/chat/history/<chat_id>")
+def delete_chat(chat_id: str):
+    """Delete a chat and its messages; 404 if unknown."""
+    conversations.require_chat_id(chat_id)
+    conversations.delete_chat(chat_id)
+    return jsonify({"message": f"Chat {chat_id} deleted successfully", "success": True})

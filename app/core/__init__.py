@@ -1,0 +1,1 @@
+"""What every feature stands on: settings, the database, time, typed errors, paging, leases, backoff. Imports nothing of the app."""

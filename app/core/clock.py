@@ -1,0 +1,32 @@
+"""Time as this server stores and shows it: naive UTC in the database, ISO 8601 with a `Z` on the wire."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+
+def utcnow() -> datetime:
+    """Naive UTC, the one time representation stored (both SQLite and PostgreSQL keep it as is)."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def isoformat(moment: datetime | None, timespec: str = "auto") -> str | None:
+    """`moment` (naive UTC as stored, or aware) as ISO 8601 UTC with a `Z`: "2024-05-01T12:00:00.250000Z"
+    (`timespec="seconds"` drops the fraction); None for None. The one format every answer uses."""
+    if moment is None:
+        return None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+    return moment.isoformat(timespec=timespec) + "Z"
+
+
+def parse_iso(value: Any) -> datetime | None:
+    """An ISO 8601 time ("2024-05-01", "2024-05-01T12:00:00Z", any offset; none means UTC) as naive
+    UTC, the stored representation; None when absent or not such a time."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip().replace("z", "Z").replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment.astimezone(timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment

@@ -1,0 +1,214 @@
+"""Configuration from environment variables (and a `.env` file, read with python-dotenv).
+
+Every setting the server knows is declared once in `SETTINGS`; `.env.example` and the README's
+configuration table are written from the same list (`python -m app.config`), so they cannot drift.
+Provider settings are read per provider by `app.providers.registry`, which knows the naming scheme
+(`{NAME}_API_KEY`, `{NAME}_MODEL_DEFAULT`, ...).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from dotenv import load_dotenv
+
+
+def _bool(value: str) -> bool:
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _list(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str
+    help: str
+    parse: Callable[[str], Any] = str
+    secret: bool = False
+    group: str = "server"
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("HOST", "127.0.0.1", "Address the web server binds."),
+    Setting("PORT", "5001", "Port the web server listens on.", int),
+    Setting("DATABASE_URL", "sqlite:///data/aiserver.db",
+            "peewee database URL: sqlite:///path (relative to the project) or postgresql://user@host/db."),
+    Setting("REDIS_URL", "", "Redis URL for the background queue; empty uses a SQLite queue under data/."),
+    Setting("LOG_DIR", "logs", "Directory for app.log, error.log and debug.log (rotated)."),
+    Setting("LOG_LEVEL", "INFO", "Console log level."),
+    Setting("LOG_FORMAT", "text", "text or json (one JSON object per line)."),
+    Setting("MAX_BODY_BYTES", "1048576", "Largest request body accepted; larger is a 413.", int),
+    Setting("SSE_HEARTBEAT_S", "15", "Seconds of upstream silence before a `: heartbeat` comment is sent.", float),
+    Setting("HEALTH_CACHE_S", "30", "Seconds a provider reachability check is cached.", float),
+    Setting("DEFAULT_PROVIDER", "", "Provider for /chat and /v1/ask when none is named; empty: the first configured.",
+            group="routing"),
+    Setting("PROVIDER_FALLBACKS", "", "Comma-separated providers tried, in order, when the chosen one fails as a whole.",
+            _list, group="routing"),
+    Setting("MODEL_ALIASES", "", "Comma-separated alias=provider/model pairs for the /v1 API, e.g. fast=openai/gpt-4o-mini.",
+            _list, group="routing"),
+    Setting("OPENAI_COMPATIBLE", "", "Names of extra OpenAI-compatible endpoints; each NAME reads NAME_API_BASE, "
+            "NAME_API_KEY, NAME_MODEL_DEFAULT, NAME_MODEL_FALLBACKS.", _list, group="routing"),
+    Setting("RETRY_ATTEMPTS", "2", "Retries of one model on 429, 5xx, timeouts and connection errors.", int,
+            group="routing"),
+    Setting("RETRY_BACKOFF_S", "0.5", "First backoff; doubles each retry (with jitter).", float, group="routing"),
+    Setting("RETRY_MAX_WAIT_S", "8", "Longest wait before a retry; a longer Retry-After falls back at once.", float,
+            group="routing"),
+    Setting("CONNECT_TIMEOUT_S", "5", "Connect timeout to a provider.", float, group="routing"),
+    Setting("READ_TIMEOUT_S", "120", "Read timeout to a provider (longest silence between bytes).", float,
+            group="routing"),
+    Setting("OPENAI_API_KEY", "", "OpenAI API key.", secret=True, group="providers"),
+    Setting("OPENAI_BASE_URL", "", "OpenAI base URL (default https://api.openai.com/v1).", group="providers"),
+    Setting("OPENAI_MODEL_DEFAULT", "gpt-5.4-mini", "OpenAI default model.", group="providers"),
+    Setting("OPENAI_MODEL_FALLBACKS", "gpt-5.4", "OpenAI fallback models, in order.", group="providers"),
+    Setting("ANTHROPIC_API_KEY", "", "Anthropic API key.", secret=True, group="providers"),
+    Setting("ANTHROPIC_BASE_URL", "", "Anthropic base URL (default https://api.anthropic.com).", group="providers"),
+    Setting("ANTHROPIC_MODEL_DEFAULT", "claude-sonnet-5-5", "Anthropic default model.", group="providers"),
+    Setting("ANTHROPIC_MODEL_FALLBACKS", "claude-haiku-5-5", "Anthropic fallback models, in order.",
+            group="providers"),
+    Setting("ANTHROPIC_MAX_TOKENS", "4096", "max_tokens sent to Anthropic when the caller sets none.", int,
+            group="providers"),
+    Setting("GEMINI_API_KEY", "", "Google Gemini API key.", secret=True, group="providers"),
+    Setting("GEMINI_BASE_URL", "", "Gemini base URL (default https://generativelanguage.googleapis.com).",
+            group="providers"),
+    Setting("GEMINI_MODEL_DEFAULT", "gemini-3.5-flash", "Gemini default model.", group="providers"),
+    Setting("GEMINI_MODEL_FALLBACKS", "gemini-3.1-flash-lite", "Gemini fallback models, in order.",
+            group="providers"),
+    Setting("OLLAMA_HOST", "", "Ollama server (e.g. http://127.0.0.1:11434); empty leaves Ollama off.",
+            group="providers"),
+    Setting("OLLAMA_MODEL_DEFAULT", "llama3.2", "Ollama default model.", group="providers"),
+    Setting("OLLAMA_MODEL_FALLBACKS", "", "Ollama fallback models, in order.", group="providers"),
+    Setting("LITELLM_API_BASE", "", "Base URL of a LiteLLM proxy (or any OpenAI-compatible server) named `litellm`.",
+            group="providers"),
+    Setting("LITELLM_API_KEY", "", "Key for LITELLM_API_BASE.", secret=True, group="providers"),
+    Setting("LITELLM_MODEL", "", "Default model for the `litellm` provider.", group="providers"),
+    Setting("SYSTEM_PROMPT_FILE", "system_prompt.txt", "System prompt for persisted chats; created with a default "
+            "when missing, re-read when it changes.", group="conversations"),
+    Setting("CHAT_CONTEXT_MESSAGES", "40", "Most stored messages sent to the provider per turn (system prompt "
+            "always kept).", int, group="conversations"),
+    Setting("CHAT_CONTEXT_TOKENS", "0", "Approximate token budget for history sent per turn; 0 means no token "
+            "budget.", int, group="conversations"),
+    Setting("GITHUB_TOKEN", "", "GitHub token for gists and deployments (GITHUB_PAT is accepted as an alias).",
+            secret=True, group="github"),
+    Setting("GITHUB_API_URL", "https://api.github.com", "GitHub REST API root (GitHub Enterprise: "
+            "https://HOST/api/v3).", group="github"),
+    Setting("GITHUB_OWNER", "", "User or organisation that owns deployed repos; empty: the token's user.",
+            group="github"),
+    Setting("GITHUB_MAX_RATE_WAIT_S", "20", "Longest wait for GitHub's rate limit inside a request; a longer "
+            "wait answers 429 with Retry-After.", float, group="github"),
+    Setting("VERIFICATION_SECRET", "", "Secret that /task and /revise requests must carry.", secret=True,
+            group="deploy"),
+    Setting("DEPLOY_PROVIDER", "", "Provider that writes deployed apps; empty: DEFAULT_PROVIDER.", group="deploy"),
+    Setting("NOTIFY_DEADLINE_S", "600", "Seconds to keep retrying the evaluation_url notification.", float,
+            group="deploy"),
+    Setting("NOTIFY_ALLOW_HOSTS", "", "Hosts allowed as evaluation_url/attachment targets even though private or "
+            "loopback (comma-separated).", _list, group="deploy"),
+    Setting("PAGES_WAIT_S", "300", "Longest wait for a GitHub Pages URL to answer 200.", float, group="deploy"),
+    Setting("PAGES_POLL_S", "5", "Seconds between checks of a Pages build and URL.", float, group="deploy"),
+    Setting("NOTIFY_BACKOFF_S", "1", "First wait before re-sending a notification; doubles each time (1, 2, 4...).",
+            float, group="deploy"),
+    Setting("DEPLOY_ATTEMPTS", "3", "Attempts per pipeline stage (an invalid LLM file set counts as one) before the "
+            "round fails.", int, group="deploy"),
+    Setting("DEPLOY_RETRY_S", "2", "First wait before a stage is retried; doubles each time.", float, group="deploy"),
+    Setting("DEPLOY_LEASE_S", "60", "Seconds a worker's claim on a round lasts without a heartbeat; a round whose "
+            "worker died is resumed after this.", float, group="deploy"),
+    Setting("DEPLOY_MAX_FILES", "50", "Most files an LLM file set may hold.", int, group="deploy"),
+    Setting("DEPLOY_MAX_FILE_BYTES", "500000", "Largest file an LLM file set may hold.", int, group="deploy"),
+    Setting("DEPLOY_MAX_TOKENS", "0", "max_tokens asked of the LLM for a file set; 0: the provider's default "
+            "(Anthropic: ANTHROPIC_MAX_TOKENS).", int, group="deploy"),
+    Setting("WEB_WORKERS", "2", "Gunicorn gevent worker processes.", int, group="serving"),
+    Setting("WEB_WORKER_CONNECTIONS", "1000", "Concurrent connections per gevent worker.", int, group="serving"),
+    Setting("WEB_GRACEFUL_TIMEOUT_S", "30", "Seconds in-flight streams get to finish on reload or stop.", int,
+            group="serving"),
+    Setting("QUEUE_WORKERS", "4", "Threads of the background job consumer.", int, group="serving"),
+    Setting("USAGE_FLUSH_S", "1", "Seconds between writes of the usage counters behind /metrics (0: never, "
+            "for tests).", float, group="serving"),
+    Setting("QUEUE_NAME", "aiserver", "Name of the job queue (its Redis keys, its SQLite table rows); instances "
+            "that share work share it.", group="serving"),
+    Setting("QUEUE_SQLITE_PATH", "", "SQLite file of the job queue when REDIS_URL is empty; empty: data/queue.db.",
+            group="serving"),
+    Setting("BACKUP_DIR", "data/backups", "Directory (relative to the project) of the SQLite database backups.",
+            group="serving"),
+    Setting("BACKUP_KEEP", "7", "Nightly SQLite backups kept (the worker makes one at 03:17 UTC); 0 turns them off.",
+            int, group="serving"),
+)
+
+SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+
+def load_settings(environ: dict[str, str] | None = None, dotenv_path: str | None = None) -> dict[str, Any]:
+    """Read every declared setting from the environment (after `.env`), parsed, defaults applied.
+
+    Undeclared variables with a provider-shaped name are kept raw under their own name, so
+    named OpenAI-compatible endpoints (`VLLM_API_BASE`...) reach the registry.
+    """
+    if environ is None:
+        default_path = os.environ.get("DOTENV_PATH") or os.path.join(project_root(), ".env")
+        load_dotenv(dotenv_path or default_path, override=False)
+        environ = dict(os.environ)
+    settings: dict[str, Any] = {}
+    for setting in SETTINGS:
+        raw = environ.get(setting.name)
+        if raw is None or (raw == "" and setting.parse not in (str, _list)):
+            raw = setting.default  # an empty number keeps its default; an empty text or list is empty
+        settings[setting.name] = setting.parse(raw)
+    if not settings["GITHUB_TOKEN"] and environ.get("GITHUB_PAT"):
+        settings["GITHUB_TOKEN"] = environ["GITHUB_PAT"]
+    for name, value in environ.items():
+        if name not in settings and name.endswith(("_API_BASE", "_API_KEY", "_MODEL_DEFAULT", "_MODEL_FALLBACKS")):
+            settings[name] = value
+    return settings
+
+
+def project_root() -> str:
+    """The checkout's top folder (the one holding `app/`), which relative paths in settings start from."""
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def secret_values(config: dict[str, Any]) -> list[str]:
+    """Every configured secret value, for the log redaction filter."""
+    names = {s.name for s in SETTINGS if s.secret}
+    names |= {k for k in config if k.endswith(("_API_KEY", "_TOKEN", "_SECRET", "_PAT"))}
+    return [str(config[n]) for n in names if config.get(n) and len(str(config[n])) >= 4]
+
+
+def env_example() -> str:
+    """The text of `.env.example`, from `SETTINGS`."""
+    lines = ["# aiserver configuration. Copy to .env and edit; every variable is optional.", ""]
+    group = None
+    for setting in SETTINGS:
+        if setting.group != group:
+            group = setting.group
+            lines += [f"# --- {group} ---"]
+        lines += [f"# {setting.help}", f"{setting.name}={'' if setting.secret else setting.default}"]
+    return "\n".join(lines) + "\n"
+
+
+def markdown_table() -> str:
+    rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
+    for s in SETTINGS:
+        rows.append(f"| `{s.name}` | {f'`{s.default}`' if s.default and not s.secret else ''} | {s.help} |")
+    return "\n".join(rows) + "\n"
+
+
+def update_readme(path: str) -> None:
+    """Rewrite the configuration table between the README's `config:start` and `config:end` markers."""
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    head, _, rest = text.partition("<!-- config:start")
+    marker_line, _, rest = rest.partition("\n")
+    _, _, tail = rest.partition("<!-- config:end -->")
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(f"{head}<!-- config:start{marker_line}\n{markdown_table()}<!-- config:end -->{tail}")
+
+
+if __name__ == "__main__":
+    import sys
+
+    if "--readme" in sys.argv:
+        update_readme(os.path.join(project_root(), "README.md"))
+    else:
+        sys.stdout.write(markdown_table() if "--markdown" in sys.argv else env_example())

@@ -1,0 +1,110 @@
+"""The peewee database: chosen by `DATABASE_URL`, bound in the factory, migrated by one runner.
+
+Models subclass `BaseModel`, whose database is the `database` proxy; `init_app` binds it to a
+SQLite (WAL, busy timeout) or PostgreSQL pool. Services open connections with
+`database.connection_context()`, which nests and works inside streaming generators that outlive
+the request context. Schema changes are numbered files in `app/migrations/`, applied by peewee's
+migration runner (`flask --app app.wsgi db-upgrade`, which `make run`
+and the deploy scripts run before the server starts).
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import click
+from flask import Flask
+from peewee import DatabaseProxy, Model, SqliteDatabase, TextField
+from playhouse.db_url import parse as parse_db_url
+from playhouse.migrations import Runner
+from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
+
+from app.core.config import project_root
+
+database = DatabaseProxy()
+MIGRATIONS_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "migrations")  # app/migrations
+
+SQLITE_PRAGMAS = (
+    ("journal_mode", "wal"),
+    ("busy_timeout", 10000),
+    ("synchronous", "normal"),
+    ("foreign_keys", 1),
+    ("cache_size", -16000),
+)
+
+
+class BaseModel(Model):
+    class Meta:
+        database = database
+        legacy_table_names = False
+
+
+class JSONField(TextField):
+    """JSON kept as text, so SQLite and PostgreSQL store it the same way."""
+
+    def db_value(self, value: Any) -> str | None:
+        return None if value is None else json.dumps(value, separators=(",", ":"))
+
+    def python_value(self, value: str | None) -> Any:
+        return None if value is None else json.loads(value)
+
+
+# -- locking ---------------------------------------------------------------------------------------
+
+
+def write_transaction():
+    """A transaction that holds the write lock from its first statement: BEGIN IMMEDIATE on SQLite,
+    where it serialises writers across processes (concurrent writers queue up instead of failing on
+    a stale snapshot); a plain one on PostgreSQL, where rows are locked with `locked_row` instead."""
+    db = database.obj
+    return db.atomic("IMMEDIATE") if isinstance(db, SqliteDatabase) else db.atomic()
+
+
+def locked_row(model: type[Model], key: Any) -> Model | None:
+    """The `model` row whose primary key is `key`, locked until the transaction ends (`SELECT ... FOR
+    UPDATE` on PostgreSQL; on SQLite `write_transaction` already locks the whole database); None if absent."""
+    query = model.select().where(model._meta.primary_key == key)
+    if database.obj.for_update:
+        query = query.for_update()
+    return query.first()
+
+
+def open_database(url: str):
+    """A pooled peewee database for `url` (sqlite:///relative/or/absolute, postgresql://...)."""
+    if url.startswith("sqlite:"):
+        path = url.split("sqlite:///", 1)[1] if "sqlite:///" in url else ":memory:"
+        if path != ":memory:" and not os.path.isabs(path):
+            path = os.path.join(project_root(), path)
+        if path != ":memory:":
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        return PooledSqliteDatabase(path, pragmas=SQLITE_PRAGMAS, max_connections=64, stale_timeout=300,
+                                    check_same_thread=False)
+    if url.startswith(("postgres://", "postgresql://")):
+        params = parse_db_url(url)
+        return PooledPostgresqlDatabase(params.pop("database"), max_connections=20, stale_timeout=300,
+                                        timeout=10, **params)
+    raise ValueError("DATABASE_URL must start with sqlite:/// or postgresql://")
+
+
+def migrate(db) -> list[str]:
+    """Apply pending migrations; returns their names. Safe to run on every start."""
+    with db.connection_context():
+        return Runner(db, MIGRATIONS_DIR).up()
+
+
+def init_app(app: Flask) -> None:
+    db = open_database(app.config["DATABASE_URL"])
+    database.initialize(db)
+    app.extensions["database"] = db
+
+    @app.teardown_appcontext
+    def close_leftover_connection(_exc):
+        if not db.is_closed():
+            db.close()
+
+    @app.cli.command("db-upgrade")
+    def db_upgrade():
+        """Create or upgrade the schema."""
+        applied = migrate(db)
+        click.echo(f"applied: {', '.join(applied)}" if applied else "database is up to date")

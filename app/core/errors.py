@@ -1,0 +1,126 @@
+"""Typed errors shared by services and views, and the handlers that turn any error into JSON.
+
+Services raise these; views never write error JSON by hand. Two shapes exist: ours,
+`{"error": {"message", "type", "code", ...}, "success": false}`, and OpenAI's
+`{"error": {"message", "type", "code", "param"}}` for the `/v1` API (see `openai_error_body`).
+Both carry the same `message`, `type` and `code`, so one client parser fits both.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+log = logging.getLogger("aiserver.errors")
+
+
+class APIError(Exception):
+    """An error with an HTTP status and a message safe to show a client."""
+
+    status = 500
+    type = "server_error"
+    code = "internal_error"
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
+                 details: dict[str, Any] | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+        if code is not None:
+            self.code = code
+        self.details = details or {}
+        self.headers = headers or {}
+
+    def to_dict(self) -> dict[str, Any]:
+        body = {"message": self.message, "type": self.type, "code": self.code}
+        body.update(self.details)
+        return body
+
+
+class BadRequest(APIError):
+    status, type, code = 400, "invalid_request_error", "bad_request"
+
+
+class ValidationFailed(BadRequest):
+    """A body or query that does not match its schema; `fields` maps each field to its problems."""
+
+    code = "validation_error"
+
+    def __init__(self, fields: dict[str, Any], status: int = 400):
+        names = ", ".join(sorted(str(k) for k in fields)) or "body"
+        first = next(iter(problems(fields)), ("", "invalid"))[1]
+        super().__init__(f"Invalid request: {names}: {first}", status=status,
+                         details={"fields": fields, "param": next(iter(fields), None)})
+
+
+def problems(messages: Any, path: str = "") -> list[tuple[str, str]]:
+    """Marshmallow's nested error messages flattened, in order, as (dotted path, message):
+    `[("files.0.filename", "A filename must not contain '/'.")]`. Messages about a whole object
+    (`_schema`, `_json`) take that object's path."""
+    if isinstance(messages, dict):
+        return [found for key, value in messages.items()
+                for found in problems(value, path if key in ("_schema", "_json") else f"{path}.{key}".lstrip("."))]
+    if isinstance(messages, list):
+        return [found for item in messages for found in problems(item, path)]
+    return [(path, str(messages))]
+
+
+def describe_problems(messages: Any, limit: int | None = None) -> str:
+    """The first `limit` problems (default: all) on one line: "files.0.filename: ...; action: ..."."""
+    return "; ".join(f"{path}: {message}" if path else message for path, message in problems(messages)[:limit])
+
+
+class Unauthorized(APIError):
+    status, type, code = 401, "authentication_error", "unauthorized"
+
+
+class Forbidden(APIError):
+    status, type, code = 403, "permission_error", "forbidden"
+
+
+class NotFound(APIError):
+    status, type, code = 404, "not_found_error", "not_found"
+
+
+class Conflict(APIError):
+    status, type, code = 409, "conflict_error", "conflict"
+
+
+class PayloadTooLarge(APIError):
+    status, type, code = 413, "invalid_request_error", "payload_too_large"
+
+
+class UnsupportedMediaType(APIError):
+    status, type, code = 415, "invalid_request_error", "unsupported_media_type"
+
+
+class RateLimited(APIError):
+    status, type, code = 429, "rate_limit_error", "rate_limited"
+
+
+class NotConfigured(APIError):
+    """A feature whose settings are missing: the message names the variable to set."""
+
+    status, type, code = 503, "service_unavailable", "not_configured"
+
+
+class UpstreamError(APIError):
+    """A remote service (an LLM provider, GitHub) failed in a way that is not the caller's fault."""
+
+    status, type, code = 502, "upstream_error", "upstream_error"
+
+
+class UpstreamTimeout(UpstreamError):
+    status, code = 504, "upstream_timeout"
+
+
+class UpstreamUnavailable(UpstreamError):
+    status, code = 503, "upstream_unavailable"
+
+
+def openai_error_body(error: APIError) -> dict[str, Any]:
+    """OpenAI's error shape, used by the `/v1` API so the openai SDK raises its own exceptions."""
+    return {"error": {"message": error.message, "type": error.type, "code": error.code,
+                      "param": error.details.get("param")}}
+
+

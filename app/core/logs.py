@@ -1,0 +1,107 @@
+"""Logging: console plus `app.log` (INFO), `error.log` (ERROR) and `debug.log` (DEBUG), rotated.
+
+The web workers and the job worker all write the same files, so rotation uses
+concurrent-log-handler (a lock file per log) instead of the standard RotatingFileHandler, which
+corrupts rotation when several processes share a file.
+
+Every record passes a redaction filter that replaces configured secrets (API keys, tokens, the
+verification secret) and anything shaped like a token (`app.secrets.TOKEN_SHAPES`) with `***`, so
+a secret that slips into an exception message still never reaches a file. Each request gets an id
+(`X-Request-ID` honoured when the client sends one) and exactly one access line when its response
+is closed, which for a stream is after the last byte, so the line carries provider, model and tokens.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from typing import Any
+
+from concurrent_log_handler import ConcurrentRotatingFileHandler
+
+from app.core.config import project_root
+from app.core.credentials import redact_tokens
+
+REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+access_log = logging.getLogger("aiserver.access")
+
+
+class RedactSecrets(logging.Filter):
+    def __init__(self, secrets: list[str]):
+        super().__init__()
+        self.secrets = sorted(set(secrets), key=len, reverse=True)
+
+    def redact(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return redact_tokens(text)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Redact once per record, however many handlers it passes through."""
+        if getattr(record, "redacted", False):
+            return True
+        record.redacted = True
+        message = record.getMessage()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        record.msg, record.args = self.redact(message), None
+        if record.exc_text:
+            record.exc_text = self.redact(record.exc_text)
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname, "logger": record.name, "request_id": getattr(record, "request_id", "-"),
+            "message": record.getMessage(),
+        }
+        entry.update(getattr(record, "fields", {}))
+        if record.exc_text:
+            entry["exception"] = record.exc_text
+        return json.dumps(entry, ensure_ascii=False)
+
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
+
+
+def make_formatter(kind: str) -> logging.Formatter:
+    if kind == "json":
+        return JsonFormatter()
+    formatter = logging.Formatter(TEXT_FORMAT)
+    formatter.converter = time.gmtime
+    return formatter
+
+
+def configure_logging(config: dict[str, Any], filters: list[logging.Filter]) -> None:
+    """(Re)build the `aiserver` logger's handlers, each passing every record through `filters` (the
+    request id, then redaction); idempotent, so tests may call it per app."""
+    log_dir = config["LOG_DIR"]
+    if not os.path.isabs(log_dir):
+        log_dir = os.path.join(project_root(), log_dir)
+    os.makedirs(log_dir, exist_ok=True)
+    formatter = make_formatter(config["LOG_FORMAT"])
+    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    handlers[0].setLevel(config["LOG_LEVEL"].upper())
+    for name, level in (("app.log", logging.INFO), ("error.log", logging.ERROR), ("debug.log", logging.DEBUG)):
+        handler = ConcurrentRotatingFileHandler(os.path.join(log_dir, name), maxBytes=20 * 2**20, backupCount=5,
+                                                encoding="utf-8")
+        handler.setLevel(level)
+        handlers.append(handler)
+    for logger_name in ("aiserver", "gunicorn.error", "huey"):
+        logger = logging.getLogger(logger_name)
+        for old in list(logger.handlers):
+            logger.removeHandler(old)
+            old.close()
+        for handler in handlers:
+            handler.setFormatter(formatter)
+            for log_filter in filters:
+                handler.addFilter(log_filter)
+            logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+        logger.propagate = False
+
+

@@ -1,0 +1,2 @@
+"""The version every answer, header and document reports."""
+__version__ = "0.1.0"

@@ -1,0 +1,127 @@
+"""Marshmallow schemas of deployments: the `/task` and `/revise` body, the `/tasks` query, and the
+file set an LLM must answer with (checked before anything is committed).
+
+Paths in a file set or an attachment name are relative POSIX paths inside the repo: no leading
+`/`, no `..` or `.` segments, no backslashes or control characters, nothing under `.git/`.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from marshmallow import ValidationError, fields, post_load, validate, validates, validates_schema
+
+from app.core.schemas import BaseSchema, decode_data_uri
+from app.deployments.models import STATUSES
+
+MAX_PATH = 200
+PATH_CHARS = re.compile(r"^[A-Za-z0-9._\-/ ()+@~]+$")
+
+
+def check_path(path: Any) -> str:
+    """`path` if it is a safe relative path inside a repo; ValidationError naming the problem otherwise."""
+    if not isinstance(path, str) or not path:
+        raise ValidationError("A path must be a non-empty string.")
+    if len(path) > MAX_PATH:
+        raise ValidationError(f"The path {path[:40]!r}... is longer than {MAX_PATH} characters.")
+    if path.startswith("/") or "\\" in path or re.match(r"^[A-Za-z]:", path):
+        raise ValidationError(f"The path {path!r} must be relative (no leading '/', drive or backslash).")
+    segments = path.split("/")
+    if any(segment in ("", ".", "..") for segment in segments):
+        raise ValidationError(f"The path {path!r} may not contain '..', '.' or empty segments.")
+    if segments[0] == ".git" or not PATH_CHARS.match(path):
+        raise ValidationError(f"The path {path!r} has characters or a location that is not allowed.")
+    return path
+
+
+class CheckField(fields.Field):
+    """A check is usually a sentence; an object (some evaluators send `{"js": ...}`) is kept as JSON text."""
+
+    def _deserialize(self, value: Any, attr, data, **kwargs) -> Any:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (dict, list)):
+            return value
+        raise ValidationError("A check must be a string or an object.")
+
+
+class AttachmentSchema(BaseSchema):
+    name = fields.String(required=True, validate=check_path)
+    url = fields.String(required=True, validate=validate.Length(min=1))
+
+    @validates("url")
+    def url_is_fetchable(self, value: str, **kwargs) -> None:
+        if value.startswith("data:"):
+            try:
+                decode_data_uri(value)
+            except ValueError as exc:
+                raise ValidationError(f"The data: URI is invalid: {exc}.") from None
+        elif not value.startswith(("http://", "https://")):
+            raise ValidationError("An attachment URL must be a data: URI (or an http(s) URL).")
+
+
+class TaskRequestSchema(BaseSchema):
+    """The body of `POST /task` and `POST /revise`, as the evaluators send it."""
+
+    email = fields.Email(required=True, validate=validate.Length(max=254))
+    secret = fields.String(required=True, load_only=True, validate=validate.Length(min=1, max=1000))
+    task = fields.String(required=True, validate=[
+        validate.Length(min=1, max=200),
+        validate.Regexp(r"^[^\x00-\x1f\x7f]+$", error="The task may not contain control characters.")])
+    round = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=1000))
+    nonce = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    brief = fields.String(required=True, validate=validate.Length(min=1, max=50_000))
+    checks = fields.List(CheckField(), load_default=list, validate=validate.Length(max=100))
+    evaluation_url = fields.String(required=True, validate=validate.Length(min=1, max=2048))
+    attachments = fields.List(fields.Nested(AttachmentSchema), load_default=list, validate=validate.Length(max=20))
+
+    @validates_schema
+    def unique_attachment_names(self, data: dict[str, Any], **kwargs) -> None:
+        names = [a["name"] for a in data.get("attachments") or []]
+        if len(names) != len(set(names)):
+            raise ValidationError("Attachment names must be unique.", "attachments")
+
+    @post_load
+    def tidy(self, data: dict[str, Any], **kwargs) -> dict[str, Any]:
+        data["task"] = data["task"].strip()
+        data["email"] = data["email"].strip()
+        return data
+
+
+class TaskListQuerySchema(BaseSchema):
+    status = fields.String(load_default=None, validate=validate.OneOf(STATUSES))
+    email = fields.String(load_default=None, validate=validate.Length(min=1, max=254))
+    limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
+    cursor = fields.String(load_default=None, validate=validate.Length(max=200))
+
+
+class GeneratedFileSchema(BaseSchema):
+    path = fields.String(required=True, validate=check_path)
+    content = fields.String(required=True)
+
+
+class FileSetSchema(BaseSchema):
+    """What the LLM must answer: the app's files and the text of the README's sections."""
+
+    files = fields.List(fields.Nested(GeneratedFileSchema), required=True, validate=validate.Length(min=1))
+    title = fields.String(load_default="", validate=validate.Length(max=200))
+    summary = fields.String(required=True, validate=validate.Length(min=1, max=5000))
+    usage = fields.String(load_default="", validate=validate.Length(max=10_000))
+    code_explanation = fields.String(load_default="", validate=validate.Length(max=20_000))
+
+
+FILE_SET_JSON_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["files", "title", "summary", "usage", "code_explanation"],
+    "properties": {
+        "files": {"type": "array", "items": {
+            "type": "object", "additionalProperties": False, "required": ["path", "content"],
+            "properties": {"path": {"type": "string", "description": "Relative path, e.g. index.html or js/app.js"},
+                           "content": {"type": "string", "description": "The whole file, as text"}}}},
+        "title": {"type": "string", "description": "The app's name"},
+        "summary": {"type": "string", "description": "What the app does, one paragraph"},
+        "usage": {"type": "string", "description": "How to use it (Markdown)"},
+        "code_explanation": {"type": "string", "description": "How the code is organised (Markdown)"},
+    },
+}

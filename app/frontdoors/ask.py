@@ -1,0 +1,22 @@
+"""`POST /v1/ask`: a question (with optional history) answered in OpenAI's completion shapes."""
+from flask import Blueprint
+
+from app.core.http import parse_body
+from app.core.openapi import documented
+from app.frontdoors.completions import openai_response
+from app.llm.providers.base import CompletionRequest
+from app.llm.responses import registry
+from app.llm.schemas import AskSchema
+
+bp = Blueprint("ask", __name__)
+
+
+@bp.post("/v1/ask")
+@bp.post("/api/v1/ask")
+@documented(body=AskSchema)
+def ask():
+    """Ask a question (optionally with history); OpenAI chat.completion or chunk stream."""
+    body = parse_body(AskSchema)
+    messages = [*body["history"], {"role": "user", "content": body["question"]}]
+    routes = registry().plan(body["provider"])
+    return openai_response(CompletionRequest(messages), routes, stream=body["stream"])

@@ -1,0 +1,1 @@
+"""GitHub gists, with local records, and gists written by chat (`/chat/gist`)."""

@@ -1,0 +1,210 @@
+"""Marshmallow schemas of the gist endpoints, and of the gist action a model returns in `/chat/gist`.
+
+`files` comes as our list form, `[{"filename", "content"}]` (with `"content": null` to delete and
+`"new_filename"` to rename on update), or as GitHub's own map form, `{"name": {"content"}}` (with
+`"name": null` to delete and `{"filename": "new"}` to rename); both load to the list form.
+Filenames are non-empty, at most 255 characters, without `/` or control characters.
+"""
+from __future__ import annotations
+
+import re
+import unicodedata
+from datetime import datetime
+from typing import Any
+
+from marshmallow import ValidationError, fields, post_load, pre_load, validate, validates_schema
+
+from app.core.clock import parse_iso
+from app.core.schemas import BaseSchema
+from app.llm.schemas import ChatMessagesSchema
+
+GIST_ID = re.compile(r"^[0-9A-Za-z]{1,100}$")
+MAX_FILES = 300  # GitHub's limit on files in one gist
+
+
+def check_filename(name: str) -> None:
+    if not name or not name.strip():
+        raise ValidationError("A filename must not be empty.")
+    if len(name) > 255:
+        raise ValidationError("A filename is at most 255 characters.")
+    if "/" in name:
+        raise ValidationError("A filename must not contain '/'.")
+    if any(unicodedata.category(ch) == "Cc" for ch in name):
+        raise ValidationError("A filename must not contain control characters.")
+
+
+def check_gist_id(value: str) -> None:
+    if not GIST_ID.match(value or ""):
+        raise ValidationError("A gist id is letters and digits only.")
+
+
+class Moment(fields.Field):
+    """An ISO 8601 time ("2024-05-01", "2024-05-01T12:00:00Z", with any offset), as naive UTC."""
+
+    def _deserialize(self, value: Any, attr, data, **kwargs) -> datetime:
+        moment = parse_iso(value)
+        if moment is None:
+            raise ValidationError("Must be an ISO 8601 time, e.g. 2024-05-01T00:00:00Z.")
+        return moment
+
+
+def files_as_list(files: Any) -> Any:
+    """GitHub's `files` map turned into our list form; anything else is returned for the schema to judge."""
+    if not isinstance(files, dict):
+        return files
+    listed = []
+    for name, spec in files.items():
+        if spec is None:
+            listed.append({"filename": name, "content": None})
+        elif isinstance(spec, dict):
+            entry = {"filename": name, **{k: v for k, v in spec.items() if k == "content"}}
+            if spec.get("filename") not in (None, name):
+                entry["new_filename"] = spec["filename"]
+            listed.append(entry)
+        else:
+            listed.append({"filename": name, "content": spec})
+    return listed
+
+
+class FilesFormSchema(BaseSchema):
+    @pre_load
+    def accept_githubs_map(self, data: Any, **kwargs) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("files"), dict):
+            data = {**data, "files": files_as_list(data["files"])}
+        return data
+
+    @validates_schema
+    def unique_filenames(self, data: dict[str, Any], **kwargs) -> None:
+        names = [f["filename"] for f in data.get("files") or ()]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValidationError(f"Each file may appear once; repeated: {', '.join(duplicates)}.", "files")
+
+
+class NewFileSchema(BaseSchema):
+    filename = fields.String(required=True, validate=check_filename)
+    content = fields.String(required=True)
+
+
+class FileChangeSchema(BaseSchema):
+    """One file of an update: `content` replaces it (or adds it), `null` deletes it, `new_filename` renames it."""
+
+    filename = fields.String(required=True, validate=check_filename)
+    content = fields.String(allow_none=True)
+    new_filename = fields.String(allow_none=True, validate=check_filename)
+
+    @validates_schema
+    def says_what_to_do(self, data: dict[str, Any], **kwargs) -> None:
+        if "content" not in data and not data.get("new_filename"):
+            raise ValidationError("Give content (null deletes the file) or new_filename.", "content")
+        if data.get("content", "") is None and data.get("new_filename"):
+            raise ValidationError("A file cannot be deleted (content null) and renamed at once.", "content")
+
+    @post_load
+    def drop_empty_rename(self, data: dict[str, Any], **kwargs) -> dict[str, Any]:
+        if not data.get("new_filename"):
+            data.pop("new_filename", None)
+        return data
+
+
+class CreateGistSchema(FilesFormSchema):
+    description = fields.String(load_default="", allow_none=True)
+    public = fields.Boolean(load_default=False)
+    files = fields.List(fields.Nested(NewFileSchema), required=True,
+                        validate=validate.Length(min=1, max=MAX_FILES, error="Give between 1 and 300 files."))
+
+    @post_load
+    def no_null_description(self, data: dict[str, Any], **kwargs) -> dict[str, Any]:
+        data["description"] = data["description"] or ""
+        return data
+
+
+class UpdateGistSchema(FilesFormSchema):
+    description = fields.String(load_default=None, allow_none=True)
+    files = fields.List(fields.Nested(FileChangeSchema), load_default=list, validate=validate.Length(max=MAX_FILES))
+
+    @validates_schema
+    def changes_something(self, data: dict[str, Any], **kwargs) -> None:
+        if data.get("description") is None and not data.get("files"):
+            raise ValidationError("Nothing to update: give a description or files.", "files")
+
+
+class ListGistsQuery(BaseSchema):
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=100000))
+    per_page = fields.Integer(load_default=30, validate=validate.Range(min=1, max=100))
+    since = Moment(load_default=None)
+    until = Moment(load_default=None)
+
+    @validates_schema
+    def ordered(self, data: dict[str, Any], **kwargs) -> None:
+        if data.get("since") and data.get("until") and data["since"] > data["until"]:
+            raise ValidationError("since must not be after until.", "since")
+
+
+class LocalGistsQuery(BaseSchema):
+    """A page of the recorded gists, newest first; pass `next_cursor` back as `cursor` for the next page."""
+
+    limit = fields.Integer(load_default=30, validate=validate.Range(min=1, max=100))
+    cursor = fields.String(load_default=None, validate=validate.Length(min=1, max=200))
+
+
+class ChatGistSchema(ChatMessagesSchema):
+    """`POST /chat/gist`: the conversation; one JSON answer unless `"stream": true`."""
+
+    stream = fields.Boolean(load_default=False)
+
+
+class ModelFileSchema(BaseSchema):
+    filename = fields.String(required=True)
+    content = fields.String(allow_none=True, load_default=None)
+    new_filename = fields.String(allow_none=True, load_default=None)
+
+
+class GistActionSchema(BaseSchema):
+    """The action a model chose (see `app.gist_chat.ACTION_JSON_SCHEMA`), loaded into a request body
+    checked by the same schemas as the endpoints: `{"action", "gist_id", "explanation", "body"}`."""
+
+    explanation = fields.String(required=True, validate=validate.Length(min=1))
+    action = fields.String(required=True, validate=validate.OneOf(("create", "update")))
+    gist_id = fields.String(allow_none=True, load_default=None)
+    description = fields.String(allow_none=True, load_default=None)
+    public = fields.Boolean(allow_none=True, load_default=None)
+    files = fields.List(fields.Nested(ModelFileSchema), load_default=list)
+
+    @post_load
+    def as_request(self, data: dict[str, Any], **kwargs) -> dict[str, Any]:
+        if data["action"] == "create":
+            body = {"description": data["description"] or "", "public": bool(data["public"]),
+                    "files": [{"filename": f["filename"], "content": f["content"]} for f in data["files"]]}
+            return {**self._pick(data), "body": CreateGistSchema().load(body)}
+        if not data["gist_id"]:
+            raise ValidationError("An update needs the gist_id of the gist to change.", "gist_id")
+        check_gist_id_field(data["gist_id"])
+        body = {"files": [self._change(f) for f in data["files"]]}
+        if data["description"] is not None:
+            body["description"] = data["description"]
+        return {**self._pick(data), "body": UpdateGistSchema().load(body)}
+
+    @staticmethod
+    def _pick(data: dict[str, Any]) -> dict[str, Any]:
+        return {"action": data["action"], "gist_id": data["gist_id"] if data["action"] == "update" else None,
+                "explanation": data["explanation"]}
+
+    @staticmethod
+    def _change(file: dict[str, Any]) -> dict[str, Any]:
+        """The model's file (content null + new_filename renames; content null alone deletes) as a change."""
+        change = {"filename": file["filename"]}
+        if file["new_filename"]:
+            change["new_filename"] = file["new_filename"]
+            if file["content"] is not None:
+                change["content"] = file["content"]
+        else:
+            change["content"] = file["content"]
+        return change
+
+
+def check_gist_id_field(value: str) -> None:
+    try:
+        check_gist_id(value)
+    except ValidationError as exc:
+        raise ValidationError(exc.messages, "gist_id") from None

@@ -1,0 +1,206 @@
+"""The failure policy, the same for every provider: retry, then the next model, then the next provider.
+
+`Gateway.complete` returns one `Answer`; `Gateway.stream` yields events: `FailedAttempt` for each
+attempt that failed before any text, `Started` once the first item of an answer is in hand (so a
+retry can never duplicate or drop text), the text deltas (`str`), then `StreamEnd`, or
+`StreamFailed` if the provider breaks after text was sent. If every route fails before any text,
+`stream` raises the `APIError` that `complete` would have raised, and nothing was sent.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Union
+
+from app.core.errors import APIError, BadRequest, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from app.llm.providers.base import (
+    CallerFault,
+    CompletionRequest,
+    ProviderFailure,
+    ProviderRejected,
+    StreamEnd,
+    TransientFailure,
+    UpstreamTimedOut,
+    Usage,
+)
+from app.llm.registry import Route
+from app.llm.usage import UsageEvent
+
+log = logging.getLogger("aiserver.gateway")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    retries: int = 2
+    backoff: float = 0.5
+    max_wait: float = 8.0
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "RetryPolicy":
+        return cls(config["RETRY_ATTEMPTS"], config["RETRY_BACKOFF_S"], config["RETRY_MAX_WAIT_S"])
+
+    def wait_before_retry(self, retry_number: int, failure: ProviderFailure) -> float | None:
+        """Seconds to wait before retry `retry_number` (1-based), or None to move on to the next route."""
+        if not failure.retryable or retry_number > self.retries:
+            return None
+        if failure.retry_after is not None:
+            return failure.retry_after if failure.retry_after <= self.max_wait else None
+        return min(self.max_wait, self.backoff * 2 ** (retry_number - 1)) * random.uniform(0.8, 1.2)
+
+
+@dataclass(frozen=True)
+class FailedAttempt:
+    provider: str
+    model: str
+    error: str
+    status: int | None
+    failure: ProviderFailure = field(repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"provider": self.provider, "model": self.model, "error": self.error, "status": self.status}
+
+
+@dataclass(frozen=True)
+class Started:
+    provider: str
+    model: str
+    attempts: tuple[FailedAttempt, ...] = ()
+
+
+@dataclass(frozen=True)
+class StreamFailed:
+    message: str
+    provider: str
+    model: str
+
+
+@dataclass
+class Answer:
+    text: str
+    provider: str
+    model: str
+    finish_reason: str
+    usage: Usage
+    attempts: list[FailedAttempt] = field(default_factory=list)
+
+
+Event = Union[FailedAttempt, Started, str, StreamEnd, StreamFailed]
+
+
+class Gateway:
+    def __init__(self, registry, policy: RetryPolicy, sleep: Callable[[float], None] = time.sleep,
+                 redact: Callable[[str], str] = str, record: Callable[[UsageEvent], None] = lambda event: None):
+        """`redact` scrubs secrets from upstream error text, which some vendors echo back (a bad key);
+        `record` counts every attempt's outcome, tokens and latency (see `app.usage`)."""
+        self.registry = registry
+        self.policy = policy
+        self.sleep = sleep
+        self.redact = redact
+        self.record = record
+
+    def complete(self, request: CompletionRequest, routes: list[Route]) -> Answer:
+        attempts: list[FailedAttempt] = []
+        for route in self._tries(routes, attempts):
+            started = time.perf_counter()
+            try:
+                result = route.provider.complete(request, route.model)
+            except Exception as exc:  # noqa: BLE001 - every failure of one route is the next route's chance
+                self._record(route, as_failure(exc, route), attempts)
+                continue
+            self.record(usage_event(route.provider.name, result.model, "ok", started, result.usage))
+            return Answer(result.text, route.provider.name, result.model, result.finish_reason, result.usage,
+                          attempts)
+        raise all_failed(attempts)
+
+    def stream(self, request: CompletionRequest, routes: list[Route]) -> Iterator[Event]:
+        attempts: list[FailedAttempt] = []
+        for route in self._tries(routes, attempts):
+            started = time.perf_counter()
+            items = route.provider.stream(request, route.model)
+            try:
+                first = next(items)
+            except Exception as exc:  # noqa: BLE001
+                items.close()
+                yield self._record(route, as_failure(exc, route), attempts)
+                continue
+            yield Started(route.provider.name, route.model, tuple(attempts))
+            outcome, usage, model = "cancelled", Usage(), route.model
+            try:
+                for item in itertools.chain((first,), items):
+                    if isinstance(item, StreamEnd):
+                        outcome, usage, model = "ok", item.usage, item.model
+                    yield item
+            except Exception as exc:  # noqa: BLE001
+                outcome = "interrupted"
+                message = self.redact(as_failure(exc, route).message)
+                log.warning("%s/%s failed mid-stream: %s", route.provider.name, route.model, message)
+                yield StreamFailed(f"The provider failed mid-answer: {message}", route.provider.name, route.model)
+            finally:
+                items.close()
+                self.record(usage_event(route.provider.name, model, outcome, started, usage))
+            return
+        raise all_failed(attempts)
+
+    def _tries(self, routes: list[Route], attempts: list[FailedAttempt]) -> Iterator[Route]:
+        """Each route as often as the policy allows, sleeping between retries; skips the rest of a
+        provider that rejected us as a whole."""
+        rejected: set[str] = set()
+        for route in routes:
+            retry = 0
+            while route.provider.name not in rejected:
+                before = len(attempts)
+                yield route
+                if len(attempts) == before:
+                    return
+                failure = attempts[-1].failure
+                if isinstance(failure, ProviderRejected):
+                    rejected.add(route.provider.name)
+                    break
+                retry += 1
+                wait = self.policy.wait_before_retry(retry, failure)
+                if wait is None:
+                    break
+                self.sleep(wait)
+
+    def _record(self, route: Route, failure: ProviderFailure, attempts: list[FailedAttempt]) -> FailedAttempt:
+        message = self.redact(failure.message)
+        if isinstance(failure, CallerFault):
+            raise BadRequest(f"{route.provider.name} rejected the request: {message}",
+                             status=failure.status if failure.status in (400, 413, 422) else 400,
+                             code="upstream_rejected_request", details={"provider": route.provider.name})
+        log.warning("attempt failed: %s/%s: %s", route.provider.name, route.model, message)
+        attempt = FailedAttempt(route.provider.name, route.model, message, failure.status, failure)
+        attempts.append(attempt)
+        self.record(UsageEvent(route.provider.name, route.model, "attempt_failed"))
+        return attempt
+
+
+def usage_event(provider: str, model: str, outcome: str, started: float, usage: Usage) -> UsageEvent:
+    return UsageEvent(provider, model, outcome, usage.prompt_tokens, usage.completion_tokens,
+                      round((time.perf_counter() - started) * 1000))
+
+
+def as_failure(exc: Exception, route: Route) -> ProviderFailure:
+    """A provider's typed failure as it is; anything else (a bug, an SDK surprise) logged and retryable."""
+    if isinstance(exc, ProviderFailure):
+        return exc
+    log.exception("unexpected error from %s/%s", route.provider.name, route.model)
+    return TransientFailure(f"unexpected {type(exc).__name__} from the provider")
+
+
+def all_failed(attempts: list[FailedAttempt]) -> APIError:
+    """The error for a request on which every route failed: 504 if the last was a timeout, 503 if
+    the providers are overloaded or rate limited, 502 otherwise; the attempts are listed."""
+    details = {"attempts": [a.to_dict() for a in attempts]}
+    if not attempts:
+        return UpstreamUnavailable("No provider route is available.", details=details)
+    last = attempts[-1]
+    summary = f"All {len(attempts)} attempts failed; last: {last.provider}/{last.model}: {last.error}"
+    if isinstance(last.failure, UpstreamTimedOut):
+        return UpstreamTimeout(summary, details=details)
+    if last.status in (429, 503, 529):
+        return UpstreamUnavailable(summary, details=details)
+    return UpstreamError(summary, details=details)

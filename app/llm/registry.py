@@ -1,0 +1,170 @@
+"""The provider registry: names (and their aliases) to providers, built once from configuration.
+
+It also answers the two routing questions: which (provider, model) pairs to try, in order, for a
+request (`plan`), and which provider serves a model named in the OpenAI-compatible API
+(`resolve_model`). A provider that is known but not configured is kept as the variable to set,
+so callers get a 503 that says how to fix it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from app.core.errors import NotConfigured, NotFound
+from app.llm.providers.base import Provider
+
+ALIASES = {"gpt": "openai", "chatgpt": "openai", "claude": "anthropic", "google": "gemini"}
+MODEL_FAMILIES = {"openai": ("gpt-", "chatgpt-", "o1", "o3", "o4"), "anthropic": ("claude-",), "gemini": ("gemini-",)}
+BUILTIN_ORDER = ("openai", "anthropic", "gemini", "ollama", "litellm")
+
+
+@dataclass(frozen=True)
+class Route:
+    provider: Provider
+    model: str
+
+
+class UnknownProvider(NotFound):
+    code = "unknown_provider"
+
+
+class UnknownModel(NotFound):
+    code = "model_not_found"
+
+
+class Registry:
+    def __init__(self, providers: dict[str, Provider], missing: dict[str, str], default: str = "",
+                 provider_fallbacks: list[str] | None = None, model_aliases: dict[str, str] | None = None):
+        self.providers = providers
+        self.missing = missing
+        self.default_name = default
+        self.provider_fallbacks = provider_fallbacks or []
+        self.model_aliases = model_aliases or {}
+
+    @property
+    def names(self) -> list[str]:
+        return [*self.providers, *self.missing]
+
+    def canonical(self, name: str) -> str:
+        name = name.strip().lower()
+        return ALIASES.get(name, name)
+
+    def get(self, name: str) -> Provider:
+        """The provider called `name` (or an alias); 404 if unknown, 503 naming the variable if unset."""
+        name = self.canonical(name)
+        if name in self.providers:
+            return self.providers[name]
+        if name in self.missing:
+            raise NotConfigured(f"Provider '{name}' is not configured: set {self.missing[name]}.",
+                                details={"provider": name, "variable": self.missing[name]})
+        raise UnknownProvider(f"Unknown provider '{name}'. Known providers: {', '.join(self.names)}.",
+                              details={"param": "provider"})
+
+    def default(self) -> Provider:
+        if self.default_name:
+            return self.get(self.default_name)
+        if not self.providers:
+            raise NotConfigured("No LLM provider is configured: set OPENAI_API_KEY, ANTHROPIC_API_KEY, "
+                                "GEMINI_API_KEY, OLLAMA_HOST or LITELLM_API_BASE.",
+                                details={"variable": "OPENAI_API_KEY"})
+        return next(iter(self.providers.values()))
+
+    def plan(self, provider_name: str | None = None, model: str | None = None) -> list[Route]:
+        """Routes to try in order: the model (or the provider's default), the provider's fallback models,
+        then each configured provider of PROVIDER_FALLBACKS with its default and fallbacks."""
+        first = self.get(provider_name) if provider_name else self.default()
+        routes = [Route(first, m) for m in unique([model or first.default_model, *first.fallback_models])]
+        for name in self.provider_fallbacks:
+            provider = self.providers.get(self.canonical(name))
+            if provider is not None and provider is not first:
+                routes += [Route(provider, m) for m in unique([provider.default_model, *provider.fallback_models])]
+        return routes
+
+    def resolve_model(self, model: str) -> tuple[Provider, str]:
+        """`model` of the OpenAI API: an alias, `provider/model`, a provider name, a configured model, or a
+        model of a vendor's family (`gpt-...`, `claude-...`, `gemini-...`) when that vendor is configured."""
+        target = self.model_aliases.get(model, model)
+        if "/" in target:
+            name, _, bare = target.partition("/")
+            if self.canonical(name) in self.providers or self.canonical(name) in self.missing:
+                return self.get(name), bare
+        if self.canonical(target) in self.names:
+            provider = self.get(target)
+            return provider, provider.default_model
+        for provider in self.providers.values():
+            if target in provider.list_models():
+                return provider, target
+        for name, prefixes in MODEL_FAMILIES.items():
+            if target.startswith(prefixes) and (name in self.providers or name in self.missing):
+                return self.get(name), target
+        raise UnknownModel(f"The model '{model}' does not exist or is not served here; GET /v1/models lists them.",
+                           details={"param": "model"})
+
+    def models(self) -> list[tuple[str, str]]:
+        """(model id, owner) for /v1/models: aliases, then every configured provider's models."""
+        listed = [(alias, self.model_aliases[alias].partition("/")[0]) for alias in self.model_aliases]
+        for name, provider in self.providers.items():
+            listed += [(f"{name}/{m}", name) for m in provider.list_models()]
+        return listed
+
+
+def unique(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(i for i in items if i))
+
+
+def build_registry(config: dict[str, Any]) -> Registry:
+    """Providers for every configured vendor. Each SDK is imported only when its provider is
+    configured: the three SDKs together take seconds to import, and start-up time matters."""
+    client_options = {"connect_timeout": config["CONNECT_TIMEOUT_S"], "read_timeout": config["READ_TIMEOUT_S"],
+                      "max_connections": config["WEB_WORKER_CONNECTIONS"]}
+    providers: dict[str, Provider] = {}
+    missing: dict[str, str] = {}
+
+    def models(prefix: str, default_key: str | None = None) -> dict[str, Any]:
+        fallbacks = config.get(f"{prefix}_MODEL_FALLBACKS") or ""
+        return {"default_model": config.get(default_key or f"{prefix}_MODEL_DEFAULT") or "",
+                "fallback_models": [m.strip() for m in fallbacks.split(",") if m.strip()], **client_options}
+
+    def openai_compatible(name: str, api_key: str, base_url: str, prefix: str, default_key: str | None = None,
+                          **options: Any):
+        from app.llm.providers.openai_compatible import OpenAICompatibleProvider
+
+        return OpenAICompatibleProvider(name, api_key=api_key, base_url=base_url, **models(prefix, default_key),
+                                        **options)
+
+    def anthropic():
+        from app.llm.providers.anthropic_messages import AnthropicProvider
+
+        return AnthropicProvider(api_key=config["ANTHROPIC_API_KEY"], base_url=config["ANTHROPIC_BASE_URL"],
+                                 max_tokens=config["ANTHROPIC_MAX_TOKENS"], **models("ANTHROPIC"))
+
+    def gemini():
+        from app.llm.providers.google_gemini import GeminiProvider
+
+        return GeminiProvider(api_key=config["GEMINI_API_KEY"], base_url=config["GEMINI_BASE_URL"],
+                              **models("GEMINI"))
+
+    builders = [
+        ("openai", "OPENAI_API_KEY", lambda: openai_compatible("openai", config["OPENAI_API_KEY"],
+                                                               config["OPENAI_BASE_URL"], "OPENAI",
+                                                               max_tokens_field="max_completion_tokens")),
+        ("anthropic", "ANTHROPIC_API_KEY", anthropic),
+        ("gemini", "GEMINI_API_KEY", gemini),
+        ("ollama", "OLLAMA_HOST", lambda: openai_compatible("ollama", "ollama",
+                                                            config["OLLAMA_HOST"].rstrip("/") + "/v1", "OLLAMA")),
+        ("litellm", "LITELLM_API_BASE", lambda: openai_compatible("litellm", config["LITELLM_API_KEY"],
+                                                                  config["LITELLM_API_BASE"], "LITELLM",
+                                                                  "LITELLM_MODEL")),
+    ]
+    for endpoint in config["OPENAI_COMPATIBLE"]:
+        name, prefix = endpoint.lower(), endpoint.upper().replace("-", "_")
+        builders.append((name, f"{prefix}_API_BASE", lambda name=name, prefix=prefix: openai_compatible(
+            name, config.get(f"{prefix}_API_KEY", ""), config[f"{prefix}_API_BASE"], prefix)))
+    for name, variable, build in builders:
+        if config.get(variable):
+            providers[name] = build()
+        else:
+            missing[name] = variable
+    aliases = dict(pair.split("=", 1) for pair in config["MODEL_ALIASES"] if "=" in pair)
+    return Registry(providers, missing, default=config["DEFAULT_PROVIDER"],
+                    provider_fallbacks=config["PROVIDER_FALLBACKS"], model_aliases=aliases)

@@ -1,0 +1,53 @@
+"""How a front door answers from the gateway: its accessors, answer headers, the access-log fields
+and streamed (SSE) responses."""
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from flask import Response, current_app, g
+
+from app.llm.gateway import Answer, Gateway, Started, StreamFailed
+from app.llm.providers.base import StreamEnd
+from app.llm.pump import SSE_HEADERS, Pump, stream_events
+from app.llm.registry import Registry
+
+
+def registry() -> Registry:
+    return current_app.extensions["providers"]
+
+
+def gateway() -> Gateway:
+    return current_app.extensions["gateway"]
+
+
+def note_answer(provider: str, model: str, tokens: int | None) -> None:
+    """Provider, model and tokens of the answer, for the request's access log line."""
+    g.request_log.update(provider=provider, model=model, tokens=tokens)
+
+
+def answer_headers(answer: Answer) -> dict[str, str]:
+    headers = {"X-Provider": answer.provider, "X-Model": answer.model}
+    if answer.attempts:
+        headers["X-Failed-Attempts"] = str(len(answer.attempts))
+    return headers
+
+
+def event_stream(events: Iterator[Any], formatter: Any) -> Response:
+    """An SSE response of `events` written by `formatter`; fails as plain JSON if no route answers
+    within the heartbeat interval (see `app.sse`)."""
+    heartbeat = current_app.config["SSE_HEARTBEAT_S"]
+    pump = Pump(events)
+    opened = pump.opening(heartbeat)
+    log_fields = g.request_log
+
+    def body() -> Iterator[str]:
+        for event in stream_events(pump, opened, heartbeat):
+            if isinstance(event, Started):
+                log_fields.update(provider=event.provider, model=event.model)
+            elif isinstance(event, StreamEnd):
+                log_fields.update(model=event.model, tokens=event.usage.total_tokens)
+            elif isinstance(event, StreamFailed):
+                log_fields.update(error="stream_interrupted")
+            yield formatter.format(event)
+
+    return Response(body(), mimetype="text/event-stream", headers=SSE_HEADERS)

@@ -1,0 +1,114 @@
+"""Marshmallow schemas of the gateway's request bodies (ask, chat, the OpenAI-compatible API).
+
+Message content is a string or a list of OpenAI-style parts; images must be base64 `data:` URIs
+(the server never fetches a URL for a caller).
+"""
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from marshmallow import ValidationError, fields, post_load, validate
+
+from app.core.schemas import BaseSchema, decode_data_uri
+
+ROLES = ("system", "user", "assistant")
+
+
+class MessageContent(fields.Field):
+    """A string, or a list of `{"type": "text", "text"}` / `{"type": "image_url", "image_url": {"url"}}`
+    parts, turned into the providers' neutral parts."""
+
+    def _deserialize(self, value: Any, attr, data, **kwargs):
+        if isinstance(value, str):
+            return value
+        if not isinstance(value, list) or not value:
+            raise ValidationError("Must be a string or a non-empty list of content parts.")
+        return [content_part(part) for part in value]
+
+
+def content_part(part: Any) -> dict[str, Any]:
+    if not isinstance(part, dict):
+        raise ValidationError("Each content part must be an object.")
+    if part.get("type") == "text" and isinstance(part.get("text"), str):
+        return {"type": "text", "text": part["text"]}
+    if part.get("type") == "image_url":
+        url = (part.get("image_url") or {}).get("url", "") if isinstance(part.get("image_url"), dict) else ""
+        try:
+            media_type, data = decode_data_uri(url if isinstance(url, str) else "", base64_only=True)
+        except ValueError as exc:
+            raise ValidationError(f"image_url.url must be a base64 data: URI with a media type ({exc}).") from None
+        if not data:
+            raise ValidationError("image_url.url holds no data.")
+        return {"type": "image", "media_type": media_type, "data": base64.b64encode(data).decode("ascii")}
+    raise ValidationError("A content part is {'type': 'text', 'text'} or {'type': 'image_url', 'image_url': {'url'}}.")
+
+
+class MessageSchema(BaseSchema):
+    role = fields.String(required=True, validate=validate.OneOf(ROLES))
+    content = MessageContent(required=True)
+
+
+class AskSchema(BaseSchema):
+    question = fields.String(required=True, validate=validate.Length(min=1))
+    history = fields.List(fields.Nested(MessageSchema), load_default=list)
+    client_id = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    user_id = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    stream = fields.Boolean(load_default=False)
+    provider = fields.String(load_default=None)
+
+
+class ChatMessagesSchema(BaseSchema):
+    """The stateless chat body: the whole conversation in `messages`."""
+
+    messages = fields.List(fields.Nested(MessageSchema), required=True, validate=validate.Length(min=1))
+    stream = fields.Boolean(load_default=None)
+    provider = fields.String(load_default=None)
+    max_tokens = fields.Integer(load_default=None, validate=validate.Range(min=1))
+    temperature = fields.Float(load_default=None, validate=validate.Range(min=0, max=2))
+
+
+class StopField(fields.Field):
+    def _deserialize(self, value: Any, attr, data, **kwargs):
+        if isinstance(value, str):
+            return [value]
+        if isinstance(value, list) and all(isinstance(v, str) for v in value) and len(value) <= 4:
+            return value
+        raise ValidationError("Must be a string or a list of up to 4 strings.")
+
+
+class StreamOptionsSchema(BaseSchema):
+    include_usage = fields.Boolean(load_default=False)
+
+
+class ResponseFormatSchema(BaseSchema):
+    type = fields.String(required=True, validate=validate.OneOf(("text", "json_object", "json_schema")))
+    json_schema = fields.Dict(load_default=None)
+
+
+class ChatCompletionsSchema(BaseSchema):
+    """OpenAI's `POST /v1/chat/completions` body (the fields this server acts on)."""
+
+    model = fields.String(required=True, validate=validate.Length(min=1))
+    messages = fields.List(fields.Nested(MessageSchema), required=True, validate=validate.Length(min=1))
+    stream = fields.Boolean(load_default=False)
+    stream_options = fields.Nested(StreamOptionsSchema, load_default=None)
+    max_tokens = fields.Integer(load_default=None, validate=validate.Range(min=1))
+    max_completion_tokens = fields.Integer(load_default=None, validate=validate.Range(min=1))
+    temperature = fields.Float(load_default=None, validate=validate.Range(min=0, max=2))
+    top_p = fields.Float(load_default=None, validate=validate.Range(min=0, max=1))
+    stop = StopField(load_default=None)
+    response_format = fields.Nested(ResponseFormatSchema, load_default=None)
+
+    @post_load
+    def structured_output(self, data: dict[str, Any], **kwargs) -> dict[str, Any]:
+        fmt = data.pop("response_format", None) or {}
+        data["json_schema"] = None
+        if fmt.get("type") == "json_object":
+            data["json_schema"] = {"name": "json_object", "schema": {"type": "object"}}
+        elif fmt.get("type") == "json_schema":
+            spec = fmt.get("json_schema") or {}
+            if not isinstance(spec.get("schema"), dict):
+                raise ValidationError({"response_format": ["json_schema.schema must be an object."]})
+            data["json_schema"] = {"name": spec.get("name", "response"), "schema": spec["schema"]}
+        return data

@@ -1,0 +1,129 @@
+"""Usage accounting off the hot path: LLM calls are counted in memory and added to the database in
+batches, once a second, by one background flusher per process.
+
+`record` is a deque append (no I/O, no lock: deques are thread-safe), so a request pays nothing for
+being counted; the flusher folds the batch into per-(day, provider, model, outcome) sums and upserts
+them, adding to whatever other processes and instances wrote. A crash loses at most the last second
+of counts, never a request. `prometheus_text` renders the table for `/metrics`.
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+from collections import Counter, deque
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from typing import Any
+
+from peewee import fn
+
+from app.core.db import database
+from app.llm.models import UsageCounter
+
+log = logging.getLogger("aiserver.usage")
+FIELDS = ("calls", "prompt_tokens", "completion_tokens", "latency_ms")
+
+
+@dataclass(frozen=True)
+class UsageEvent:
+    provider: str
+    model: str
+    outcome: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_ms: int = 0
+
+
+class UsageRecorder:
+    def __init__(self, flush_interval: float = 1.0):
+        """`flush_interval` 0 means no background flusher: `flush()` is called by hand (tests)."""
+        self.flush_interval = flush_interval
+        self._pending: deque[tuple[date, UsageEvent]] = deque()
+        self._flusher: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def record(self, event: UsageEvent) -> None:
+        self._pending.append((datetime.now(timezone.utc).date(), event))
+        if self._flusher is None and self.flush_interval > 0:
+            self._start()
+
+    def _start(self) -> None:
+        """Started by the first call, so it runs in the serving process (after Gunicorn's fork)."""
+        self._flusher = threading.Thread(target=self._flush_forever, name="usage-flusher", daemon=True)
+        self._flusher.start()
+        atexit.register(self.stop)
+
+    def _flush_forever(self) -> None:
+        while not self._stop.wait(self.flush_interval):
+            try:
+                self.flush()
+            except Exception:  # the database may be briefly away; the counts wait for the next round
+                log.warning("could not write usage counters; will retry", exc_info=True)
+
+    def flush(self) -> int:
+        """Add the pending counts to the database; returns how many calls were written."""
+        batch = [self._pending.popleft() for _ in range(len(self._pending))]
+        if not batch:
+            return 0
+        sums: dict[tuple, Counter] = {}
+        for day, event in batch:
+            totals = sums.setdefault((day, event.provider, event.model, event.outcome), Counter())
+            totals.update(calls=1, prompt_tokens=event.prompt_tokens, completion_tokens=event.completion_tokens,
+                          latency_ms=event.latency_ms)
+        try:
+            with database.connection_context(), database.atomic():
+                for (day, provider, model, outcome), totals in sums.items():
+                    row = {"day": day, "provider": provider, "model": model, "outcome": outcome,
+                           **{name: totals[name] for name in FIELDS}}
+                    (UsageCounter.insert(**row)
+                     .on_conflict(conflict_target=[UsageCounter.day, UsageCounter.provider, UsageCounter.model,
+                                                   UsageCounter.outcome],
+                                  update={getattr(UsageCounter, name): getattr(UsageCounter, name) + totals[name]
+                                          for name in FIELDS})
+                     .execute())
+        except Exception:
+            self._pending.extendleft(reversed(batch))  # keep them for the next round
+            raise
+        return len(batch)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.flush()
+
+
+def totals() -> list[dict[str, Any]]:
+    """All-time sums per provider, model and outcome."""
+    with database.connection_context():
+        query = (UsageCounter
+                 .select(UsageCounter.provider, UsageCounter.model, UsageCounter.outcome,
+                         *(fn.SUM(getattr(UsageCounter, name)).alias(name) for name in FIELDS))
+                 .group_by(UsageCounter.provider, UsageCounter.model, UsageCounter.outcome)
+                 .order_by(UsageCounter.provider, UsageCounter.model, UsageCounter.outcome)
+                 .dicts())
+        return list(query)
+
+
+def prometheus_text(rows: list[dict[str, Any]], version: str, uptime_s: float) -> str:
+    """The Prometheus text exposition of the usage totals (counters, so rates work across restarts)."""
+    metrics = [
+        ("aiserver_llm_calls_total", "LLM calls by provider, model and outcome.", "calls"),
+        ("aiserver_llm_prompt_tokens_total", "Prompt tokens of completed calls.", "prompt_tokens"),
+        ("aiserver_llm_completion_tokens_total", "Completion tokens of completed calls.", "completion_tokens"),
+        ("aiserver_llm_latency_milliseconds_total", "Summed call latency (divide by calls for the mean).",
+         "latency_ms"),
+    ]
+    lines = ["# HELP aiserver_info Build information.", "# TYPE aiserver_info gauge",
+             f'aiserver_info{{version="{version}"}} 1',
+             "# HELP aiserver_uptime_seconds Seconds since this process started.",
+             "# TYPE aiserver_uptime_seconds gauge", f"aiserver_uptime_seconds {uptime_s:.1f}"]
+    for name, help_text, field in metrics:
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
+        for row in rows:
+            labels = ",".join(f'{key}="{escape_label(row[key])}"' for key in ("provider", "model", "outcome"))
+            lines.append(f"{name}{{{labels}}} {int(row[field] or 0)}")
+    return "\n".join(lines) + "\n"
+
+
+def escape_label(value: str) -> str:
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

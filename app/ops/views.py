@@ -1,0 +1,53 @@
+"""Liveness, readiness and per-provider status."""
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, current_app, jsonify
+
+from app.core.clock import isoformat, utcnow
+from app.core.version import __version__
+from app.llm.responses import registry
+from app.ops.health import ProviderHealth, database_ok
+
+bp = Blueprint("health", __name__)
+
+
+def provider_health() -> ProviderHealth:
+    return current_app.extensions["provider_health"]
+
+
+@bp.get("/health")
+def health():
+    """Status, version, uptime, database and every provider (configured, reachable)."""
+    database = database_ok(current_app.extensions["database"])
+    providers = provider_health().all()
+    usable = any(p["reachable"] for p in providers.values())
+    status = "ok" if database["ok"] and usable else ("degraded" if database["ok"] else "error")
+    body = {"status": status, "timestamp": isoformat(utcnow()), "version": __version__,
+            "uptime_s": round(time.time() - current_app.config["STARTED_AT"], 1), "database": database,
+            "providers": providers}
+    return jsonify(body), 200 if database["ok"] else 503
+
+
+@bp.get("/health/<provider>")
+def health_of(provider: str):
+    """One provider's status; 503 when not configured or unreachable."""
+    name = registry().canonical(provider)
+    if name not in registry().names:
+        registry().get(name)
+    status = provider_health().status(name)
+    return jsonify({"provider": name, **status}), 200 if status["reachable"] else 503
+
+
+@bp.get("/ping")
+def ping():
+    """Liveness: answers while the process serves requests."""
+    return jsonify({"status": "ok", "message": "pong"})
+
+
+@bp.get("/v1/health")
+@bp.get("/api/v1/health")
+def v1_health():
+    """Liveness in the older api-server's shape."""
+    return jsonify({"status": "ok"})

@@ -1,0 +1,16 @@
+"""The web layer: what wires the features into one Flask app (blueprints, error handlers, request
+logging, the OpenAPI document, the index, docs and chat pages)."""
+from flask import Flask
+
+
+def register_blueprints(app: Flask) -> None:
+    from app.conversations import views as conversations
+    from app.deployments import views as deployments
+    from app.frontdoors import ask, openai_v1
+    from app.gists import views as gists
+    from app.ops import metrics
+    from app.ops import views as health
+    from app.web import meta, ui
+
+    for module in (meta, health, metrics, ask, conversations, openai_v1, gists, deployments, ui):
+        app.register_blueprint(module.bp)

@@ -1,0 +1,90 @@
+"""The handlers that turn any error into JSON, in the shape of the API the request came through.
+
+Two shapes exist: ours, `{"error": {"message", "type", "code", ...}, "success": false}`, and OpenAI's
+`{"error": {"message", "type", "code", "param"}}` for the `/v1` API (see `openai_error_body`).
+Both carry the same `message`, `type` and `code`, so one client parser fits both.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import peewee
+from flask import Flask, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from app.core.errors import (
+    APIError,
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    Unauthorized,
+    UnsupportedMediaType,
+    UpstreamUnavailable,
+    openai_error_body,
+)
+
+log = logging.getLogger("aiserver.errors")
+
+
+def error_body(error: APIError) -> dict[str, Any]:
+    if request and request.path.startswith(("/v1/", "/api/v1/")):
+        return openai_error_body(error)
+    return {"error": error.to_dict(), "success": False}
+
+
+_HTTP_ERRORS = {400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict,
+                413: PayloadTooLarge, 415: UnsupportedMediaType, 429: RateLimited}
+
+
+def from_http_exception(exc: HTTPException) -> APIError:
+    status = exc.code or 500
+    cls = _HTTP_ERRORS.get(status, APIError)
+    if status == 413:
+        return PayloadTooLarge("Request body is larger than MAX_BODY_BYTES allows.")
+    if status == 404:
+        return NotFound(f"No endpoint at {request.method} {request.path}; GET / lists them.")
+    if status == 405:
+        return APIError(f"{request.method} is not allowed on {request.path}.", status=405,
+                        code="method_not_allowed")
+    return cls(exc.description or exc.name, status=status)
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Every error leaves as JSON: our own, Werkzeug's (404, 405, 413...) and unexpected ones."""
+
+    @app.errorhandler(APIError)
+    def handle_api_error(error: APIError):
+        if error.status >= 500:
+            log.warning("%s %s -> %s %s", request.method, request.path, error.status, error.message)
+        body = json.loads(app.extensions["redactor"].redact(json.dumps(error_body(error))))
+        response = jsonify(body)
+        response.status_code = error.status
+        response.headers.update(error.headers)
+        return response
+
+    @app.errorhandler(HTTPException)
+    def handle_http_exception(exc: HTTPException):
+        return handle_api_error(from_http_exception(exc))
+
+    @app.before_request
+    def refuse_nul_characters():
+        """No database stores U+0000 (PostgreSQL refuses it outright): refuse it at the door."""
+        if "\x00" in request.path or "%00" in request.query_string.decode("latin-1"):
+            raise BadRequest("The URL contains a NUL character (%00).", code="nul_character")
+
+    @app.errorhandler(peewee.OperationalError)
+    @app.errorhandler(peewee.InterfaceError)
+    def handle_database_unavailable(exc: Exception):
+        log.error("database unavailable on %s %s: %s", request.method, request.path, exc)
+        return handle_api_error(UpstreamUnavailable("The database is unavailable or busy; try again shortly.",
+                                                    code="database_unavailable"))
+
+    @app.errorhandler(Exception)
+    def handle_unexpected(exc: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return handle_api_error(APIError("Internal server error; the request id is in X-Request-ID."))

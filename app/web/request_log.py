@@ -1,0 +1,50 @@
+"""Request ids and the one access line per request, written when its response is closed (for a
+stream, after the last byte), so the line carries provider, model and tokens."""
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from flask import Flask, g, request
+
+REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+access_log = logging.getLogger("aiserver.access")
+
+
+class RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            try:
+                record.request_id = g.get("request_id", "-")
+            except RuntimeError:
+                record.request_id = "-"
+        return True
+
+
+def init_request_logging(app: Flask) -> None:
+    @app.before_request
+    def assign_request_id():
+        incoming = request.headers.get("X-Request-ID", "")
+        g.request_id = incoming if REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex
+        g.started = time.perf_counter()
+        g.request_log = {}
+
+    @app.after_request
+    def log_when_closed(response):
+        response.headers["X-Request-ID"] = g.get("request_id", "-")
+        fields = g.get("request_log", {})
+        fields.update(method=request.method, path=request.path, status=response.status_code)
+        request_id, started = g.get("request_id", "-"), g.get("started", time.perf_counter())
+        response.call_on_close(lambda: log_access(fields, request_id, started))
+        return response
+
+
+def log_access(fields: dict[str, Any], request_id: str, started: float) -> None:
+    fields["latency_ms"] = round((time.perf_counter() - started) * 1000, 1)
+    text = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
+    if not text.isprintable():  # a path with %0A must not forge a second log line
+        text = text.encode("unicode_escape").decode("ascii")
+    access_log.info(text, extra={"request_id": request_id, "fields": fields})
