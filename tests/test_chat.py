@@ -284,7 +284,7 @@ def test_racing_first_messages_on_a_new_id_make_one_turn(app):
             outcomes.append("busy")
         else:
             outcomes.append("turn")
-            turn.done.set()
+            turn.lease.stop()
 
     threads = [threading.Thread(target=first_message, args=(n,)) for n in range(6)]
     for thread in threads:
@@ -300,11 +300,11 @@ def test_the_busy_mark_is_a_lease_that_a_dead_process_cannot_hold_forever(app):
     chat_id = new_id()
     short = ChatSettings(lease_s=0.05)
     with app.app_context():
-        abandoned = conversations.begin_turn(chat_id, "first", "sys", short)  # as if its worker was killed
+        abandoned = conversations.begin_turn(chat_id, "first", "sys", short)
+        abandoned.lease.stop()  # no more renewals, as if its worker was killed
         time.sleep(0.1)
         turn = conversations.begin_turn(chat_id, "second", "sys", short)
         conversations.finish_turn(turn, "answered", "complete")
-        abandoned.done.set()
         assert [m["content"] for m in conversations.get_chat(chat_id)["messages"]] == ["sys", "first", "second",
                                                                                        "answered"]
 
@@ -329,6 +329,7 @@ def test_a_late_answer_never_lands_in_a_chat_someone_else_holds(app):
                                   "complete")
         assert conversations.finish_turn(deleted, "OLD ANSWER", "complete") is None
         expired = conversations.begin_turn(chat_id, "q1", "sys", short)
+        expired.lease.stop()  # its worker stalled: no renewals, so the lease runs out
         time.sleep(0.1)
         current = conversations.begin_turn(chat_id, "q2", "sys", short)
         assert conversations.finish_turn(expired, "late answer to q1", "complete") is None

@@ -24,8 +24,9 @@ from app import create_app
 from app.core.clock import parse_iso, utcnow
 from app.core.db import database, migrate
 from app.core.errors import Forbidden, NotConfigured
+from app.core.leases import LeaseLost
 from app.deployments.models import DeployRound, DeployTask
-from app.deployments.pipeline import Lease, LeaseLost, Pipeline, Settings, verify_secret
+from app.deployments.pipeline import Pipeline, Settings, claim_round, verify_secret
 from tests.conftest import ROOT, VENV_BIN, as_environ, base_config, provider_config
 from tests.fakes.deploy_stack import answer_brief, file_set
 from tests.fakes.evaluator import FakeEvaluator
@@ -428,9 +429,9 @@ def test_a_lease_is_exclusive_and_a_taken_over_round_stops(deploy_app):
     client.post("/task", json=body(task="lease-app"))
     with database.connection_context():
         round_id = DeployRound.select().first().id
-    lease = Lease.claim(round_id, 3)  # renewed every second; 2 s of slack before anyone else could claim it
+    lease = claim_round(round_id, 3)  # renewed every second; 2 s of slack before anyone else could claim it
     try:
-        assert lease is not None and Lease.claim(round_id, 30) is None  # held: nobody else gets it
+        assert lease is not None and claim_round(round_id, 30) is None  # held: nobody else gets it
         pipeline = deploy_app.extensions["deploy_jobs"].pipeline
         assert pipeline.run(round_id) is None and pipeline.sweep() == []
         claimed_until = lease_until(round_id)

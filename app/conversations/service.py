@@ -11,7 +11,7 @@ A turn has three steps; the first and the last are short transactions:
    clears the busy mark. `stream_reply` calls it from a `finally`, so it also runs when the client
    goes away (the server closes the event generator) or the provider breaks mid-answer.
 
-The busy mark is a lease, renewed while the answer is produced: if a process dies mid-turn, the chat
+The busy mark is a lease (`app.core.leases`), renewed while the answer is produced: if a process dies mid-turn, the chat
 is usable again once the lease runs out. Nothing here reads Flask's request or app: the view passes
 the gateway, the routes, the settings and the system prompt.
 """
@@ -20,11 +20,8 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any, Iterator
 
-import gevent
-from gevent.event import Event
 from peewee import Tuple
 
 from app.conversations.models import Conversation, Message
@@ -32,6 +29,7 @@ from app.conversations.schemas import CHAT_ID_PATTERN, CHAT_ID_RULE
 from app.core.clock import isoformat, utcnow
 from app.core.db import database, locked_row, write_transaction
 from app.core.errors import APIError, BadRequest, Conflict, NotFound
+from app.core.leases import Lease
 from app.core.paging import decode_cursor, encode_cursor, matching, moment
 from app.llm.gateway import Answer, Gateway, Started, StreamFailed
 from app.llm.providers.base import CompletionRequest, StreamEnd, Usage
@@ -63,7 +61,7 @@ class Turn:
     token: str
     context: list[dict[str, str]]
     settings: ChatSettings
-    done: Event = field(default_factory=Event, repr=False)
+    lease: Lease = field(repr=False)
 
 
 class ChatBusy(Conflict):
@@ -115,13 +113,12 @@ def begin_turn(chat_id: str, text: str, system_prompt: str, settings: ChatSettin
             rows.append({"conversation": chat_id, "role": "system", "content": system_prompt, "created_at": now})
         rows.append({"conversation": chat_id, "role": "user", "content": text, "created_at": now})
         Message.insert_many(rows).execute()
+        lease = Lease(Conversation, chat_id, Conversation.busy_token, Conversation.busy_until, token, settings.lease_s)
         (Conversation.update(message_count=Conversation.message_count + len(rows), last_updated=now,
-                             busy_token=token, busy_until=now + timedelta(seconds=settings.lease_s))
+                             busy_token=token, busy_until=lease.expiry())
          .where(Conversation.id == chat_id).execute())
         context = _context(chat_id, settings)
-    turn = Turn(chat_id, token, context, settings)
-    gevent.spawn(_keep_lease, turn)
-    return turn
+    return Turn(chat_id, token, context, settings, lease.start())
 
 
 def finish_turn(turn: Turn, text: str, status: str, *, error: str | None = None, provider: str | None = None,
@@ -129,7 +126,7 @@ def finish_turn(turn: Turn, text: str, status: str, *, error: str | None = None,
     """Store the assistant's message and free the chat. None, storing nothing, if the turn no longer holds
     the chat (deleted meanwhile, or its lease ran out and another turn took it): a late answer must
     never land after someone else's question."""
-    turn.done.set()
+    turn.lease.stop()
     with database.connection_context(), write_transaction():
         row = locked_row(Conversation, turn.chat_id)
         if row is None or row.busy_token != turn.token:
@@ -145,17 +142,6 @@ def finish_turn(turn: Turn, text: str, status: str, *, error: str | None = None,
         (Conversation.update(busy_token=None, busy_until=None)
          .where((Conversation.id == turn.chat_id) & (Conversation.busy_token == turn.token)).execute())
     return message
-
-
-def _keep_lease(turn: Turn) -> None:
-    """Renew the busy lease every third of its length until `finish_turn` sets `turn.done`."""
-    while not turn.done.wait(turn.settings.lease_s / 3):
-        try:
-            with database.connection_context():
-                (Conversation.update(busy_until=utcnow() + timedelta(seconds=turn.settings.lease_s))
-                 .where((Conversation.id == turn.chat_id) & (Conversation.busy_token == turn.token)).execute())
-        except Exception:  # a missed renewal only shortens the lease; the next one may succeed
-            log.warning("could not renew the busy lease of chat %s", turn.chat_id, exc_info=True)
 
 
 def reply(gateway: Gateway, routes: list[Route], turn: Turn, **params: Any) -> Answer:

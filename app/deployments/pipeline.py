@@ -26,7 +26,6 @@ import logging
 import os
 import re
 import socket
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -36,9 +35,11 @@ from typing import Any, Callable
 import requests
 from peewee import IntegrityError, fn
 
+from app.core.backoff import backoff_delay
 from app.core.clock import isoformat, parse_iso, utcnow
 from app.core.db import database, locked_row, write_transaction
 from app.core.errors import APIError, BadRequest, Conflict, Forbidden, NotConfigured, NotFound, ValidationFailed
+from app.core.leases import Lease, LeaseLost
 from app.core.paging import decode_cursor, encode_cursor, matching, moment
 from app.deployments.generate import (
     VISION_PROVIDERS,
@@ -67,10 +68,6 @@ class PermanentFailure(APIError):
     """A stage failure that retrying cannot fix."""
 
     status, type, code = 502, "upstream_error", "deploy_failed"
-
-
-class LeaseLost(Exception):
-    """Another worker holds the round now; this one must stop touching it."""
 
 
 # -- accepting requests ------------------------------------------------------------------------------
@@ -291,57 +288,18 @@ class Settings:
                    max_tokens=config.get("DEPLOY_MAX_TOKENS") or None, limits=Limits.from_config(config))
 
 
-class Lease:
-    """A worker's claim on a round, renewed by a heartbeat thread until released."""
-
-    def __init__(self, round_id: int, owner: str, seconds: float):
-        self.round_id, self.owner, self.seconds = round_id, owner, seconds
-        self.lost = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"lease-{round_id}", daemon=True)
-
-    @classmethod
-    def claim(cls, round_id: int, seconds: float) -> "Lease | None":
-        """The lease on a round that is not final and not held by a live worker, or None."""
-        owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        now = utcnow()
-        with database.connection_context():
-            claimed = (DeployRound.update(lease_owner=owner, lease_until=now + timedelta(seconds=seconds),
-                                          runs=DeployRound.runs + 1, updated_at=now,
-                                          started_at=fn.COALESCE(DeployRound.started_at, now))
-                       .where(DeployRound.id == round_id, DeployRound.status.not_in(FINAL),
-                              DeployRound.lease_until.is_null() | (DeployRound.lease_until < now))
-                       .execute())
-        if not claimed:
-            return None
-        lease = cls(round_id, owner, seconds)
-        lease._thread.start()
-        return lease
-
-    def check(self) -> None:
-        if self.lost:
-            raise LeaseLost(f"round {self.round_id} was taken over by another worker")
-
-    def release(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        with database.connection_context():
-            (DeployRound.update(lease_owner=None, lease_until=None)
-             .where(DeployRound.id == self.round_id, DeployRound.lease_owner == self.owner).execute())
-
-    def _beat(self) -> None:
-        while not self._stop.wait(self.seconds / 3):
-            try:
-                with database.connection_context():
-                    renewed = (DeployRound.update(lease_until=utcnow() + timedelta(seconds=self.seconds))
-                               .where(DeployRound.id == self.round_id, DeployRound.lease_owner == self.owner)
-                               .execute())
-            except Exception:  # a busy database: the next beat tries again
-                log.warning("heartbeat of round %s failed", self.round_id, exc_info=True)
-                continue
-            if not renewed:
-                self.lost = True
-                return
+def claim_round(round_id: int, seconds: float) -> Lease | None:
+    """The lease on a round that is not final and not held by a live worker, or None."""
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    lease = Lease(DeployRound, round_id, DeployRound.lease_owner, DeployRound.lease_until, owner, seconds)
+    now = utcnow()
+    with database.connection_context():
+        claimed = (DeployRound.update(lease_owner=owner, lease_until=lease.expiry(), runs=DeployRound.runs + 1,
+                                      updated_at=now, started_at=fn.COALESCE(DeployRound.started_at, now))
+                   .where(DeployRound.id == round_id, DeployRound.status.not_in(FINAL),
+                          DeployRound.lease_until.is_null() | (DeployRound.lease_until < now))
+                   .execute())
+    return lease.start() if claimed else None
 
 
 @dataclass
@@ -372,7 +330,7 @@ class Pipeline:
 
     def run(self, round_id: int) -> str | None:
         """Run (or resume) a round to done or failed; None when another worker holds it or it is final."""
-        lease = Lease.claim(round_id, self.settings.lease_s)
+        lease = claim_round(round_id, self.settings.lease_s)
         if lease is None:
             log.info("round %s is final or held by another worker; skipped", round_id)
             return None
@@ -440,7 +398,7 @@ class Pipeline:
                     self._fail(run, stage, info, message)
                     return False
                 log.warning("round %s: %s attempt %s failed: %s", run.round.id, stage, info["attempts"], message)
-                wait = self._plan_wait(info, self.settings.retry_s * 2 ** (info["attempts"] - 1))
+                wait = self._plan_wait(info, backoff_delay(info["attempts"], self.settings.retry_s))
                 self._save(run, stage, info, last_error=f"{stage}: {message}")
                 self._wait(run, wait)
                 continue
@@ -540,7 +498,7 @@ class Pipeline:
                 raise PermanentFailure(f"evaluation_url did not answer 200 within NOTIFY_DEADLINE_S "
                                        f"({self.settings.notify_deadline_s:g} s) after {attempts} attempts; "
                                        f"last: {outcome}.")
-            wait = self._plan_wait(info, min(self.settings.notify_backoff_s * 2 ** (attempts - 1), remaining))
+            wait = self._plan_wait(info, backoff_delay(attempts, self.settings.notify_backoff_s, cap=remaining))
             self._save(run, "notifying", info)
             self._wait(run, wait)
 

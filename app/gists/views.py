@@ -10,10 +10,10 @@ from flask import Blueprint, current_app, jsonify, request, url_for
 
 from app.core.http import parse_body, parse_query
 from app.core.openapi import documented
+from app.gists import service
 from app.gists.chat import GistChatEvents, action_request, chat_gist, recent_for_prompt, stream_chat_gist
 from app.gists.schemas import ChatGistSchema, CreateGistSchema, ListGistsQuery, LocalGistsQuery, UpdateGistSchema
 from app.integrations.github import GitHubClient, require_client
-from app.gists import service
 from app.llm.responses import event_stream, gateway, note_answer, registry
 
 bp = Blueprint("gists", __name__)

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import itertools
 import logging
-import random
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Union
 
+from app.core.backoff import backoff_delay
 from app.core.errors import APIError, BadRequest, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from app.llm.providers.base import (
     CallerFault,
@@ -48,7 +48,7 @@ class RetryPolicy:
             return None
         if failure.retry_after is not None:
             return failure.retry_after if failure.retry_after <= self.max_wait else None
-        return min(self.max_wait, self.backoff * 2 ** (retry_number - 1)) * random.uniform(0.8, 1.2)
+        return backoff_delay(retry_number, self.backoff, cap=self.max_wait, jitter=0.2)
 
 
 @dataclass(frozen=True)
