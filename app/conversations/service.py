@@ -22,15 +22,13 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from peewee import Tuple
-
 from app.conversations.models import Conversation, Message
 from app.conversations.schemas import CHAT_ID_PATTERN, CHAT_ID_RULE
 from app.core.clock import isoformat, utcnow
 from app.core.db import database, locked_row, write_transaction
 from app.core.errors import APIError, BadRequest, Conflict, NotFound
 from app.core.leases import Lease
-from app.core.paging import decode_cursor, encode_cursor, matching, moment
+from app.core.paging import Keyset, matching, moment
 from app.llm.gateway import Answer, Gateway, Started, StreamFailed
 from app.llm.providers.base import CompletionRequest, StreamEnd, Usage
 from app.llm.registry import Route
@@ -38,6 +36,7 @@ from app.llm.registry import Route
 log = logging.getLogger("aiserver.chat")
 
 TITLE_CHARS = 80
+CHATS_NEWEST_FIRST = Keyset(Conversation.last_updated, Conversation.id, readers=(moment, matching(CHAT_ID_PATTERN)))
 CHARS_PER_TOKEN = 4
 TOKENS_PER_MESSAGE = 4
 
@@ -234,17 +233,12 @@ def list_chats(limit: int = 50, cursor: str | None = None, owner: str | None = N
     Keyset pagination on the (last_updated, id) index: each page costs the same however deep."""
     query = (Conversation.select(Conversation.id, Conversation.title, Conversation.created_at,
                                  Conversation.last_updated, Conversation.message_count)
-             .where(Conversation.owner.is_null() if owner is None else Conversation.owner == owner)
-             .order_by(Conversation.last_updated.desc(), Conversation.id.desc()).limit(limit + 1))
-    if cursor:
-        last_updated, chat_id = decode_cursor(cursor, moment, matching(CHAT_ID_PATTERN))
-        query = query.where(Tuple(Conversation.last_updated, Conversation.id) < Tuple(last_updated, chat_id))
+             .where(Conversation.owner.is_null() if owner is None else Conversation.owner == owner))
     with database.connection_context():
-        rows = list(query.tuples())
-    page = rows[:limit]
+        rows = list(CHATS_NEWEST_FIRST.page(query, limit, cursor).tuples())
+    page, next_cursor = Keyset.split(rows, limit, key=lambda row: (row[3], row[0]))
     chats = {row[0]: {"created_at": isoformat(row[2]), "last_updated": isoformat(row[3]),
                       "message_count": row[4], "title": row[1]} for row in page}
-    next_cursor = encode_cursor(page[-1][3], page[-1][0]) if len(rows) > limit else None
     return chats, next_cursor
 
 

@@ -1,4 +1,4 @@
-"""Keyset cursors: the opaque `next_cursor` of a list page, and reading one back as `cursor`.
+"""Keyset paging: lists ordered newest first by a key (`Keyset`), and the opaque `next_cursor` of a page.
 
 A cursor holds the sort key of a page's last row (e.g. `(last_updated, id)`), so the next page
 starts right after it, however deep, and rows added meanwhile never shift a page. It is the key's
@@ -12,7 +12,9 @@ import base64
 import binascii
 import re
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any, Callable, Sequence, TypeVar
+
+from peewee import Field, ModelSelect, Tuple
 
 from app.core.errors import BadRequest
 
@@ -64,3 +66,29 @@ def matching(pattern: re.Pattern[str]) -> Callable[[str], str]:
             raise ValueError("not an id")
         return part
     return read
+
+
+Row = TypeVar("Row")
+
+
+class Keyset:
+    """A list ordered newest first by `columns` (together unique, with an index in that order), read a
+    page at a time: `page` limits a query to the rows after a cursor, `split` cuts the rows it returned
+    into the page and the next page's cursor. Each page costs the same however deep it is."""
+
+    def __init__(self, *columns: Field, readers: Sequence[Callable[[str], Any]]):
+        self.columns, self.readers = columns, tuple(readers)
+
+    def page(self, query: ModelSelect, limit: int, cursor: str | None) -> ModelSelect:
+        """`query` ordered by the key, after `cursor` (400 if not a cursor of this list), one row past `limit`."""
+        query = query.order_by(*(column.desc() for column in self.columns)).limit(limit + 1)
+        if cursor:
+            key = decode_cursor(cursor, *self.readers)
+            query = query.where(Tuple(*self.columns) < Tuple(*key))
+        return query
+
+    @staticmethod
+    def split(rows: list[Row], limit: int, key: Callable[[Row], tuple[Any, ...]]) -> tuple[list[Row], str | None]:
+        """The page (the first `limit` rows) and the cursor of the next one (None on the last page)."""
+        page = rows[:limit]
+        return page, (encode_cursor(*key(page[-1])) if len(rows) > limit else None)

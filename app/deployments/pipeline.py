@@ -40,7 +40,7 @@ from app.core.clock import isoformat, parse_iso, utcnow
 from app.core.db import database, locked_row, write_transaction
 from app.core.errors import APIError, BadRequest, Conflict, Forbidden, NotConfigured, NotFound, ValidationFailed
 from app.core.leases import Lease, LeaseLost
-from app.core.paging import decode_cursor, encode_cursor, matching, moment
+from app.core.paging import Keyset, matching, moment
 from app.deployments.generate import (
     VISION_PROVIDERS,
     Brief,
@@ -62,6 +62,7 @@ log = logging.getLogger("aiserver.deploy")
 
 TASK_ID = re.compile(r"[A-Za-z0-9_-]{1,40}")
 NEEDS_GITHUB = "create repositories and publish them with GitHub Pages"
+TASKS_NEWEST_FIRST = Keyset(DeployTask.created_at, DeployTask.id, readers=(moment, matching(TASK_ID)))
 
 
 class PermanentFailure(APIError):
@@ -195,20 +196,14 @@ def _check_round_allowed(task: DeployTask, body: dict[str, Any]) -> None:
 def list_tasks(*, status: str | None = None, email: str | None = None, limit: int = 20,
                cursor: str | None = None) -> dict[str, Any]:
     """Tasks, newest first, `limit` at a time; `next_cursor` continues the list."""
-    query = DeployTask.select().order_by(DeployTask.created_at.desc(), DeployTask.id.desc())
+    query = DeployTask.select()
     if status:
         query = query.where(DeployTask.status == status)
     if email:
         query = query.where(DeployTask.email == email.strip().lower())
-    if cursor:
-        created, task_id = decode_cursor(cursor, moment, matching(TASK_ID))
-        query = query.where((DeployTask.created_at < created)
-                            | ((DeployTask.created_at == created) & (DeployTask.id < task_id)))
     with database.connection_context():
-        tasks = list(query.limit(limit + 1))
-    more = len(tasks) > limit
-    tasks = tasks[:limit]
-    next_cursor = encode_cursor(tasks[-1].created_at, tasks[-1].id) if more else None
+        rows = list(TASKS_NEWEST_FIRST.page(query, limit, cursor))
+    tasks, next_cursor = Keyset.split(rows, limit, key=lambda task: (task.created_at, task.id))
     return {"tasks": [task_summary(t) for t in tasks], "next_cursor": next_cursor}
 
 

@@ -19,12 +19,13 @@ from peewee import PeeweeException, fn
 from app.core.clock import isoformat, parse_iso, utcnow
 from app.core.db import database
 from app.core.errors import BadRequest, NotFound
-from app.core.paging import decode_cursor, encode_cursor, row_id
+from app.core.paging import Keyset, row_id
 from app.gists.models import Gist, GistRevision
 from app.gists.schemas import GIST_ID
 from app.integrations.github.client import GitHubClient
 
 log = logging.getLogger("aiserver.gists")
+GISTS_NEWEST_FIRST = Keyset(Gist.id, readers=(row_id,))  # the row id grows with each new record
 
 
 @dataclass(frozen=True)
@@ -197,17 +198,12 @@ def add_revision(row: Gist, action: str, requester: Requester, changes: dict[str
 def local_gists(limit: int = 30, cursor: str | None = None) -> dict[str, Any]:
     """Recorded gists, most recently recorded first, `limit` at a time; `next_cursor` continues
     (keyset on the row id, so rows added meanwhile never shift a page)."""
-    query = Gist.select().order_by(Gist.id.desc()).limit(limit + 1)
-    if cursor:
-        (last_id,) = decode_cursor(cursor, row_id)
-        query = query.where(Gist.id < last_id)
     with database.connection_context():
-        rows = list(query)
-        more = len(rows) > limit
-        rows = rows[:limit]
+        rows, next_cursor = Keyset.split(list(GISTS_NEWEST_FIRST.page(Gist.select(), limit, cursor)), limit,
+                                         key=lambda row: (row.id,))
         latest = latest_revisions([row.id for row in rows])
         gists = [local_record(row, latest.get(row.id)) for row in rows]
-    return {"gists": gists, "next_cursor": encode_cursor(rows[-1].id) if more else None, "limit": limit}
+    return {"gists": gists, "next_cursor": next_cursor, "limit": limit}
 
 
 def local_gist(gist_id: str) -> dict[str, Any]:
