@@ -9,7 +9,8 @@ from typing import Any, Iterator
 import pytest
 import requests
 
-from app.gists.chat import ACTION_JSON_SCHEMA, ExplanationStream, InvalidAction, parse_action
+from app.core.jsontext import GrowingField
+from app.gists.chat import ACTION_JSON_SCHEMA, InvalidAction, parse_action
 from tests.conftest import provider_config
 from tests.fakes import Reply
 from tests.fakes.github_api import DEFAULT_TOKEN, FakeGitHub
@@ -181,7 +182,7 @@ def test_explanation_stream_decodes_the_field_from_any_split(size):
     text = json.dumps({"action": "create", "files": [{"explanation": "nested, not shown"}],
                        "explanation": EXPLANATION, "description": "d"})
     for encoded in (text, json.dumps(json.loads(text), ensure_ascii=False)):
-        extractor = ExplanationStream()
+        extractor = GrowingField("explanation")
         shown = "".join(extractor.feed(encoded[i:i + size]) for i in range(0, len(encoded), size))
         assert shown == EXPLANATION
 

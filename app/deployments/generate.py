@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -24,6 +23,7 @@ from marshmallow import ValidationError
 from app.core.clock import utcnow
 from app.core.credentials import has_token
 from app.core.errors import APIError, describe_problems
+from app.core.jsontext import json_in_text
 from app.core.schemas import decode_data_uri
 from app.deployments.schemas import FILE_SET_JSON_SCHEMA, FileSetSchema, check_path
 from app.integrations.github.repos import utf8_text
@@ -302,18 +302,12 @@ def _purpose(path: str) -> str:
             "gif": "Image", "webp": "Image", "csv": "Data", "txt": "Text"}.get(ext, "Asset")
 
 
-def _json_object(text: str) -> Any:
+def _json_object(text: str) -> dict[str, Any]:
     """The JSON object in `text`, tolerating Markdown fences and prose around it."""
-    candidate = text.strip()
-    fenced = re.search(r"```(?:json)?\s*(\{.*\})\s*```", candidate, re.DOTALL)
-    if fenced:
-        candidate = fenced.group(1)
-    elif not candidate.startswith("{") and "{" in candidate:
-        candidate = candidate[candidate.index("{"):candidate.rindex("}") + 1]
     try:
-        data = json.loads(candidate)
+        data = json_in_text(text)
     except ValueError as exc:
-        raise InvalidFileSet(f"The answer is not valid JSON ({exc.msg} at position {exc.pos}).") from None
+        raise InvalidFileSet(f"The answer is not valid JSON ({exc}).") from None
     if not isinstance(data, dict):
         raise InvalidFileSet("The answer must be a JSON object with a `files` list.")
     return data

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from marshmallow import ValidationError
 
 from app.core.errors import APIError, UpstreamError, describe_problems
+from app.core.jsontext import GrowingField, json_in_text
 from app.gists.schemas import GistActionSchema
 from app.gists.service import Requester, create_gist, recent_gists, update_gist
 from app.integrations.github.client import GitHubClient
@@ -118,7 +118,7 @@ def action_request(messages: list[dict[str, Any]], *, max_tokens: int | None = N
 def parse_action(text: str) -> dict[str, Any]:
     """The model's answer as a validated action (`action`, `gist_id`, `explanation`, `body`)."""
     try:
-        data = json_object(text)
+        data = json_in_text(text)
     except ValueError as exc:
         raise InvalidAction({"_json": [f"Not valid JSON ({exc})."]}) from None
     if not isinstance(data, dict):
@@ -127,22 +127,6 @@ def parse_action(text: str) -> dict[str, Any]:
         return GistActionSchema().load(data)
     except ValidationError as exc:
         raise InvalidAction(exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}) from None
-
-
-def json_object(text: str) -> Any:
-    """The JSON in `text`: all of it, or inside a code fence, or the first object in prose (models
-    served without a JSON mode wrap it so); raises ValueError for the whole text if none parses."""
-    cleaned = re.sub(r"^\s*```(?:json)?\s*|\s*```\s*$", "", text)
-    try:
-        return json.loads(cleaned)
-    except ValueError as whole:
-        start = cleaned.find("{")
-        if start < 0:
-            raise whole from None
-        try:
-            return json.JSONDecoder().raw_decode(cleaned, start)[0]
-        except ValueError:
-            raise whole from None
 
 
 def correction(request: CompletionRequest, answer_text: str, invalid: InvalidAction) -> CompletionRequest:
@@ -254,7 +238,7 @@ def stream_answer(gateway: Gateway, routes: list[Route], request: CompletionRequ
     """Yield one answer's events (text reduced to the explanation); return (text, Started, StreamEnd),
     or None after a `StreamFailed`."""
     text: list[str] = []
-    explanation = ExplanationStream()
+    explanation = GrowingField("explanation")
     started, end = Started("", ""), None
     for event in gateway.stream(request, routes):
         if isinstance(event, str):
@@ -291,92 +275,3 @@ class GistChatEvents(NativeEvents):
 
     def error_event(self, error: APIError) -> dict[str, Any]:
         return {**super().error_event(error), "status": error.status}
-
-
-# -- the explanation, pulled out of streaming JSON ----------------------------------------------------
-
-_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", "/": "/", "\\": "\\", '"': '"'}
-
-
-class ExplanationStream:
-    """Feeds on pieces of a JSON object and returns, piece by piece, the decoded text of its
-    top-level string field `key` (once); everything else in the object is skipped."""
-
-    def __init__(self, key: str = "explanation"):
-        self.key = key
-        self.depth = 0
-        self.in_string = False
-        self.escape = ""
-        self.high_surrogate = ""
-        self.expect = ""  # at depth 1: "key" or "value"
-        self.string_is_key = False
-        self.key_chars: list[str] = []
-        self.last_key = ""
-        self.emitting = False
-        self.done = False
-
-    def feed(self, piece: str) -> str:
-        out: list[str] = []
-        for ch in piece:
-            if self.in_string:
-                self._string_char(ch, out)
-            elif ch == '"':
-                self.in_string = True
-                self.string_is_key = self.depth == 1 and self.expect == "key"
-                self.emitting = (self.depth == 1 and self.expect == "value" and self.last_key == self.key
-                                 and not self.done)
-                self.key_chars = []
-            elif ch in "{[":
-                self.depth += 1
-                if self.depth == 1 and ch == "{":
-                    self.expect = "key"
-            elif ch in "}]":
-                self.depth -= 1
-            elif self.depth == 1 and ch == ",":
-                self.expect = "key"
-            elif self.depth == 1 and ch == ":":
-                self.expect = "value"
-        return "".join(out)
-
-    def _string_char(self, ch: str, out: list[str]) -> None:
-        if self.escape:
-            self.escape += ch
-            if self.escape[1] == "u" and len(self.escape) < 6:
-                return
-            decoded = self._decode_escape(self.escape)
-            self.escape = ""
-            self._take(decoded, out)
-        elif ch == "\\":
-            self.escape = ch
-        elif ch == '"':
-            self.in_string = False
-            if self.string_is_key:
-                self.last_key = "".join(self.key_chars)
-                self.expect = ""
-            elif self.emitting:
-                self.emitting, self.done = False, True
-            if self.depth == 1 and not self.string_is_key:
-                self.expect = ""
-        else:
-            self._take(ch, out)
-
-    def _decode_escape(self, escape: str) -> str:
-        if escape[1] != "u":
-            return _ESCAPES.get(escape[1], escape[1])
-        try:
-            code = int(escape[2:], 16)
-        except ValueError:
-            return ""
-        if 0xD800 <= code < 0xDC00:
-            self.high_surrogate = chr(code)
-            return ""
-        if 0xDC00 <= code < 0xE000:
-            pair, self.high_surrogate = self.high_surrogate + chr(code), ""
-            return pair.encode("utf-16", "surrogatepass").decode("utf-16") if len(pair) == 2 else ""
-        return chr(code)
-
-    def _take(self, text: str, out: list[str]) -> None:
-        if self.string_is_key:
-            self.key_chars.append(text)
-        elif self.emitting:
-            out.append(text)
