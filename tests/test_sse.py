@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 
 from app.core.errors import NotFound, UpstreamTimeout
-from app.gists.chat import GistChatEvents
 from app.llm.gateway import StreamFailed
 from app.llm.sse import NativeEvents, OpenAIChunks
 
@@ -36,7 +35,7 @@ def test_native_stream_errors_carry_message_code_and_details():
 
 
 def test_gist_chat_errors_add_the_status_they_would_have_had():
-    gist_events = GistChatEvents()
+    gist_events = NativeEvents(error_status=True)
     assert event(gist_events.format(NotFound("gone")))["status"] == 404
     assert event(gist_events.format(BROKEN))["status"] == 502
     unexpected = event(gist_events.format(RuntimeError("bug")))

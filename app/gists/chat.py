@@ -10,7 +10,6 @@ reasoning (`ExplanationStream` pulls it out of the JSON as it arrives) before th
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -25,7 +24,6 @@ from app.integrations.github.client import GitHubClient
 from app.llm.gateway import Answer, FailedAttempt, Gateway, Started, StreamFailed
 from app.llm.providers.base import CompletionRequest, StreamEnd, Usage
 from app.llm.registry import Route
-from app.llm.sse import NativeEvents, data_line
 
 log = logging.getLogger("aiserver.gist_chat")
 
@@ -76,12 +74,18 @@ class Retrying:
     message: str
     errors: dict[str, Any]
 
+    def native_event(self) -> dict[str, Any]:
+        return {"type": "retry", "message": self.message, "errors": self.errors}
+
 
 @dataclass(frozen=True)
 class GistDone:
     """Streamed once the action was carried out: what `chat_gist` would have returned."""
 
     result: dict[str, Any]
+
+    def native_event(self) -> dict[str, Any]:
+        return {"type": "gist", **self.result}
 
 
 class InvalidAction(Exception):
@@ -255,23 +259,3 @@ def stream_answer(gateway: Gateway, routes: list[Route], request: CompletionRequ
             if isinstance(event, StreamFailed):
                 return None
     return "".join(text), started, end or StreamEnd(started.model, "stop")
-
-
-class GistChatEvents(NativeEvents):
-    """`NativeEvents` (`start`, `fallback`, `delta`, `done`, `error`) plus `retry` (the first answer
-    did not validate: `message`, `errors`) and `gist` (the action's result, as `/chat/gist` answers
-    without streaming). Errors carry the HTTP `status` they would have had."""
-
-    def format(self, event: Any) -> str:
-        if isinstance(event, Retrying):
-            return data_line(json.dumps({"type": "retry", "message": event.message, "errors": event.errors},
-                                        ensure_ascii=False))
-        if isinstance(event, GistDone):
-            return data_line(json.dumps({"type": "gist", **event.result}, ensure_ascii=False))
-        if isinstance(event, Exception) and not isinstance(event, APIError):
-            log.error("gist chat stream failed", exc_info=event)
-            event = APIError("Internal server error; the request id is in X-Request-ID.")
-        return super().format(event)
-
-    def error_event(self, error: APIError) -> dict[str, Any]:
-        return {**super().error_event(error), "status": error.status}

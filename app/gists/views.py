@@ -11,10 +11,11 @@ from flask import Blueprint, current_app, jsonify, request, url_for
 from app.core.http import parse_body, parse_query
 from app.core.openapi import documented
 from app.gists import service
-from app.gists.chat import GistChatEvents, action_request, chat_gist, recent_for_prompt, stream_chat_gist
+from app.gists.chat import action_request, chat_gist, recent_for_prompt, stream_chat_gist
 from app.gists.schemas import ChatGistSchema, CreateGistSchema, ListGistsQuery, LocalGistsQuery, UpdateGistSchema
 from app.integrations.github import GitHubClient, require_client
 from app.llm.responses import event_stream, gateway, note_answer, registry
+from app.llm.sse import NativeEvents
 
 bp = Blueprint("gists", __name__)
 
@@ -115,7 +116,7 @@ def chat_gist_view():
                                 recent=recent_for_prompt())
     asker = requester("POST /chat/gist")
     if body["stream"]:
-        return event_stream(stream_chat_gist(client, gateway(), routes, completion, asker), GistChatEvents())
+        return event_stream(stream_chat_gist(client, gateway(), routes, completion, asker), NativeEvents(error_status=True))
     result = chat_gist(client, gateway(), routes, completion, asker)
     note_answer(result["provider"], result["model"], result["usage"]["total_tokens"])
     response = jsonify({**result, "success": True})

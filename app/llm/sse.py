@@ -75,10 +75,14 @@ class OpenAIChunks:
 
 
 class NativeEvents:
-    """This server's own stream events for `/chat` and `/chat/{provider}`."""
+    """This server's own stream events for `/chat`, `/chat/{provider}` and `/chat/gist`: `start`,
+    `fallback`, `delta`, `done` and `error`, plus any event that writes itself (a `native_event()`
+    method returning its payload, e.g. the gist chat's `retry` and `gist`). With `error_status`, an
+    error event also carries the HTTP `status` the error would have had."""
 
-    def __init__(self, extra_done: dict[str, Any] | None = None):
+    def __init__(self, extra_done: dict[str, Any] | None = None, error_status: bool = False):
         self.extra_done = extra_done or {}
+        self.error_status = error_status
         self.provider = ""
         self.model = ""
 
@@ -96,8 +100,13 @@ class NativeEvents:
             return data_line(json.dumps({"type": "done", "provider": self.provider, "model": event.model,
                                          "finish_reason": event.finish_reason, "usage": event.usage.to_dict(),
                                          **self.extra_done}))
+        if hasattr(event, "native_event"):
+            return data_line(json.dumps(event.native_event(), ensure_ascii=False))
         if isinstance(event, StreamFailed):
             event = interrupted(event)
+        if isinstance(event, Exception) and not isinstance(event, APIError):
+            log.error("stream failed", exc_info=event)
+            event = APIError("Internal server error; the request id is in X-Request-ID.")
         if isinstance(event, APIError):
             return data_line(json.dumps(self.error_event(event)))
         return ""
@@ -106,4 +115,6 @@ class NativeEvents:
         """`{"type": "error", "message", "code", ...}`: the error's own fields (`APIError.to_dict`),
         under the event type `error`."""
         fields = {key: value for key, value in error.to_dict().items() if key != "type"}
+        if self.error_status:
+            fields["status"] = error.status
         return {"type": "error", **fields, **self.extra_done}
