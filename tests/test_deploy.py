@@ -25,8 +25,9 @@ from app.core.clock import parse_iso, utcnow
 from app.core.db import database, migrate
 from app.core.errors import Forbidden, NotConfigured
 from app.core.leases import LeaseLost
+from app.deployments.intake import verify_secret
 from app.deployments.models import DeployRound, DeployTask
-from app.deployments.pipeline import Pipeline, Settings, claim_round, verify_secret
+from app.deployments.pipeline import Pipeline, Settings, claim_round
 from tests.conftest import ROOT, VENV_BIN, as_environ, base_config, provider_config
 from tests.fakes.deploy_stack import answer_brief, file_set
 from tests.fakes.evaluator import FakeEvaluator

@@ -3,7 +3,7 @@
 The web process only enqueues; the worker process (`huey_consumer app.worker.huey`) runs them. Both
 build the same task names from this module, so a job enqueued by one is found by the other.
 
-- `deploy.run_round(round_id)`: run or resume one deployment round (see `app.deploy`);
+- `deploy.run_round(round_id)`: run or resume one deployment round (see `app.deployments.pipeline`);
 - `deploy.sweep()`: queue rounds whose worker is gone; run when a worker starts, once more a lease
   period later (a worker killed a moment ago still holds a lease that has not run out), and every
   minute as a periodic task;

@@ -1,5 +1,4 @@
-"""Deployments: accept a task round (`submit`), run its pipeline in a worker (`Pipeline.run`), and
-show tasks (`list_tasks`, `get_task`).
+"""Running deployment rounds in the worker (`Pipeline.run`); `intake` accepts them, `status` shows them.
 
 A round moves through the stages generating -> committing -> publishing -> notifying, then `done`,
 or `failed` with the stage's error. Each stage's attempts, start, end, duration and last error are
@@ -21,10 +20,8 @@ Each wait is noted in the stage's `waits` before it starts.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import logging
 import os
-import re
 import socket
 import time
 import uuid
@@ -33,14 +30,13 @@ from datetime import timedelta
 from typing import Any, Callable
 
 import requests
-from peewee import IntegrityError, fn
+from peewee import fn
 
 from app.core.backoff import backoff_delay
 from app.core.clock import isoformat, parse_iso, utcnow
-from app.core.db import database, locked_row, write_transaction
-from app.core.errors import APIError, BadRequest, Conflict, Forbidden, NotConfigured, NotFound, ValidationFailed
+from app.core.db import database
+from app.core.errors import APIError, Forbidden, NotConfigured
 from app.core.leases import Lease, LeaseLost
-from app.core.paging import Keyset, matching, moment
 from app.deployments.generate import (
     VISION_PROVIDERS,
     Brief,
@@ -56,203 +52,17 @@ from app.deployments.generate import (
 from app.deployments.models import FINAL, STAGES, DeployRound, DeployTask
 from app.integrations.github import require_client
 from app.integrations.github.repos import Repo, Repos, repo_name_for
-from app.integrations.netguard import BlockedURL, Resolver, check_url, guarded_request, system_resolver
+from app.integrations.netguard import BlockedURL, Resolver, guarded_request, system_resolver
 
 log = logging.getLogger("aiserver.deploy")
 
-TASK_ID = re.compile(r"[A-Za-z0-9_-]{1,40}")
 NEEDS_GITHUB = "create repositories and publish them with GitHub Pages"
-TASKS_NEWEST_FIRST = Keyset(DeployTask.created_at, DeployTask.id, readers=(moment, matching(TASK_ID)))
 
 
 class PermanentFailure(APIError):
     """A stage failure that retrying cannot fix."""
 
     status, type, code = 502, "upstream_error", "deploy_failed"
-
-
-# -- accepting requests ------------------------------------------------------------------------------
-
-
-def verify_secret(given: str, configured: str) -> None:
-    """403 unless `given` equals `configured` (compared in constant time); 503 when none is configured."""
-    if not configured:
-        raise NotConfigured("Deployments are not configured: set VERIFICATION_SECRET.",
-                            details={"variable": "VERIFICATION_SECRET"})
-    if not hmac.compare_digest(given.encode("utf-8"), configured.encode("utf-8")):
-        raise Forbidden("The secret does not match.", code="invalid_secret")
-
-
-def submit(body: dict[str, Any], endpoint: str, *, config: dict[str, Any], registry: Any, github: Any,
-           enqueue: Callable[[int], Any], resolver: Resolver = system_resolver) -> dict[str, Any]:
-    """Store a `/task` (endpoint "task") or `/revise` request and queue its round; the answer to send.
-
-    The same (task, round, nonce) again is answered with the stored round, without a new one.
-    Raises 403/503 (secret), 400 (round number, URLs), 409 (round not allowed now), 503 (not configured)."""
-    verify_secret(body["secret"], config.get("VERIFICATION_SECRET") or "")
-    _check_endpoint(endpoint, body["round"])
-    allow = config.get("NOTIFY_ALLOW_HOSTS") or []
-    _check_targets(body, allow, resolver)
-    require_client(github, NEEDS_GITHUB)
-    registry.plan(config.get("DEPLOY_PROVIDER") or None)  # 503 naming the variable when no provider is set
-    with database.connection_context():
-        try:
-            with write_transaction():
-                existing = _find_round(body)
-                if existing is not None:
-                    return accepted(existing, duplicate=True)
-                task = _task_for(body)
-                locked_row(DeployTask, task.id)  # submissions for one task take turns
-                existing = _find_round(body)  # sent meanwhile by a request we waited for
-                if existing is not None:
-                    return accepted(existing, duplicate=True)
-                _check_round_allowed(task, body)
-                round_ = DeployRound.create(
-                    task=task, round=body["round"], nonce=body["nonce"], email=body["email"], brief=body["brief"],
-                    checks=body["checks"], evaluation_url=body["evaluation_url"], attachments=body["attachments"])
-                DeployTask.update(rounds=max(task.rounds, body["round"]), status="queued",
-                                  updated_at=utcnow()).where(DeployTask.id == task.id).execute()
-        except IntegrityError:  # the same request, committed by a concurrent call meanwhile
-            existing = _find_round(body)
-            if existing is None:
-                raise
-            return accepted(existing, duplicate=True)
-    try:
-        enqueue(round_.id)
-    except Exception:  # the round is stored: the sweep will queue it
-        log.exception("could not queue round %s of task %s; the next sweep will", round_.round, task.id)
-    log.info("accepted round %s of task %s (%s)", round_.round, task.id, task.name)
-    return accepted(round_, duplicate=False)
-
-
-def accepted(round_: DeployRound, duplicate: bool) -> dict[str, Any]:
-    task_id = round_.task_id
-    return {"status": "accepted", "task_id": task_id, "round": round_.round, "nonce": round_.nonce,
-            "stage": round_.status, "duplicate": duplicate, "status_url": f"/tasks/{task_id}"}
-
-
-def _check_endpoint(endpoint: str, number: int) -> None:
-    if endpoint == "task" and number != 1:
-        raise BadRequest("POST /task starts round 1; send round 2 and later to POST /revise.", code="wrong_round",
-                         details={"param": "round"})
-    if endpoint == "revise" and number < 2:
-        raise BadRequest("POST /revise takes round 2 or later; round 1 goes to POST /task.", code="wrong_round",
-                         details={"param": "round"})
-
-
-def _check_targets(body: dict[str, Any], allow: list[str], resolver: Resolver) -> None:
-    """400 when evaluation_url (or an attachment URL) points where the server may not go."""
-    try:
-        check_url(body["evaluation_url"], allow, resolver)
-    except BlockedURL as exc:
-        raise ValidationFailed({"evaluation_url": [exc.message]}) from None
-    for index, attachment in enumerate(body["attachments"]):
-        if not attachment["url"].startswith("data:"):
-            try:
-                check_url(attachment["url"], allow, resolver)
-            except BlockedURL as exc:
-                raise ValidationFailed({"attachments": {index: {"url": [exc.message]}}}) from None
-
-
-def _find_round(body: dict[str, Any]) -> DeployRound | None:
-    return (DeployRound.select().join(DeployTask)
-            .where(DeployTask.name == body["task"], DeployRound.round == body["round"],
-                   DeployRound.nonce == body["nonce"]).first())
-
-
-def _task_for(body: dict[str, Any]) -> DeployTask:
-    task = DeployTask.get_or_none(DeployTask.name == body["task"])
-    if task is not None:
-        return task
-    if body["round"] != 1:
-        raise Conflict(f"Task {body['task']!r} has no finished earlier round: send round 1 to POST /task first.",
-                       code="no_finished_round")
-    try:
-        with database.atomic():
-            return DeployTask.create(id="dt_" + uuid.uuid4().hex[:20], name=body["task"],
-                                     email=body["email"].lower())  # lower-cased for the filter; rounds keep it as sent
-    except IntegrityError:
-        return DeployTask.get(DeployTask.name == body["task"])
-
-
-def _check_round_allowed(task: DeployTask, body: dict[str, Any]) -> None:
-    """409 when this round cannot start now (see docs/deploy-pipeline.md, "Rounds")."""
-    number = body["round"]
-    rounds = list(DeployRound.select(DeployRound.round, DeployRound.status).where(DeployRound.task == task))
-    running = [r for r in rounds if r.status not in FINAL]
-    if running:
-        raise Conflict(f"Round {running[0].round} of task {task.name!r} is still in progress; send this round "
-                       "when it has finished.", code="round_in_progress")
-    if any(r.round >= number and r.status == "done" for r in rounds):
-        raise Conflict(f"Round {number} of task {task.name!r} is already done (or a later round is).",
-                       code="round_already_done")
-    if number > 1 and not any(r.round < number and r.status == "done" for r in rounds):
-        raise Conflict(f"Task {task.name!r} has no finished earlier round to revise.", code="no_finished_round")
-
-
-# -- reading tasks ----------------------------------------------------------------------------------------
-
-
-def list_tasks(*, status: str | None = None, email: str | None = None, limit: int = 20,
-               cursor: str | None = None) -> dict[str, Any]:
-    """Tasks, newest first, `limit` at a time; `next_cursor` continues the list."""
-    query = DeployTask.select()
-    if status:
-        query = query.where(DeployTask.status == status)
-    if email:
-        query = query.where(DeployTask.email == email.strip().lower())
-    with database.connection_context():
-        rows = list(TASKS_NEWEST_FIRST.page(query, limit, cursor))
-    tasks, next_cursor = Keyset.split(rows, limit, key=lambda task: (task.created_at, task.id))
-    return {"tasks": [task_summary(t) for t in tasks], "next_cursor": next_cursor}
-
-
-def get_task(task_id: str) -> dict[str, Any]:
-    """A task with every round, its stages, timings, URLs, commit and errors; 404 if unknown."""
-    with database.connection_context():
-        task = DeployTask.get_or_none(DeployTask.id == task_id)
-        if task is None:
-            raise NotFound(f"No task {task_id!r}; GET /tasks lists them.", code="task_not_found")
-        rounds = list(DeployRound.select().where(DeployRound.task == task).order_by(DeployRound.round,
-                                                                                       DeployRound.id))
-    return {**task_summary(task), "rounds": [round_view(r) for r in rounds]}
-
-
-def task_summary(task: DeployTask) -> dict[str, Any]:
-    return {"task_id": task.id, "task": task.name, "email": task.email, "status": task.status,
-            "rounds": task.rounds, "repo_url": task.repo_url, "pages_url": task.pages_url,
-            "created_at": isoformat(task.created_at), "updated_at": isoformat(task.updated_at)}
-
-
-def round_view(round_: DeployRound) -> dict[str, Any]:
-    stages = []
-    for name in STAGES:
-        info = dict(round_.stages.get(name) or {})
-        info.pop("feedback", None)
-        info.pop("parent", None)
-        stages.append({"name": name, "status": _stage_status(round_, name), "attempts": info.pop("attempts", 0),
-                       "started_at": info.pop("started_at", None), "finished_at": info.pop("finished_at", None),
-                       "seconds": info.pop("seconds", None), "error": info.pop("error", None), **info})
-    return {"round": round_.round, "nonce": round_.nonce, "status": round_.status, "stage_done": round_.stage_done,
-            "brief": round_.brief, "checks": round_.checks, "evaluation_url": round_.evaluation_url,
-            "attachments": [{"name": a["name"]} for a in round_.attachments], "stages": stages,
-            "runs": round_.runs, "repo_url": round_.repo_url, "pages_url": round_.pages_url,
-            "commit_sha": round_.commit_sha, "files": round_.file_list,
-            "notify_attempts": round_.notify_attempts, "notified_at": isoformat(round_.notified_at),
-            "last_error": round_.last_error, "created_at": isoformat(round_.created_at),
-            "started_at": isoformat(round_.started_at), "finished_at": isoformat(round_.finished_at)}
-
-
-def _stage_status(round_: DeployRound, name: str) -> str:
-    done = STAGES.index(round_.stage_done) if round_.stage_done else -1
-    index = STAGES.index(name)
-    if index <= done:
-        return "done"
-    if round_.status == name:
-        return "running"
-    if round_.status == "failed" and index == done + 1:
-        return "failed"
-    return "pending"
 
 
 # -- running rounds ---------------------------------------------------------------------------------------

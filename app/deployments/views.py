@@ -1,7 +1,7 @@
 """`POST /task`, `POST /revise` (the evaluators' requests), `GET /tasks` and `GET /tasks/{task_id}`.
 
 A valid request is stored and answered at once with `{"status": "accepted", "task_id", "round"}`;
-the work (generate, commit, publish, notify) runs in the background worker (see `app.deploy`).
+the work (generate, commit, publish, notify) runs in the background worker (see `app.deployments.pipeline`).
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from flask import Blueprint, current_app, jsonify
 
 from app.core.http import parse_body, parse_query
 from app.core.openapi import documented
-from app.deployments import pipeline as deploy
+from app.deployments import intake, status
 from app.deployments.schemas import TaskListQuerySchema, TaskRequestSchema
 from app.llm.responses import registry
 
@@ -34,18 +34,18 @@ def revise_task():
 @documented(query=TaskListQuerySchema)
 def list_tasks():
     """Tasks, newest first; filter by status and email; `cursor` from `next_cursor` for the next page."""
-    return jsonify(deploy.list_tasks(**parse_query(TaskListQuerySchema)))
+    return jsonify(status.list_tasks(**parse_query(TaskListQuerySchema)))
 
 
 @bp.get("/tasks/<task_id>")
 def get_task(task_id: str):
     """One task with every round: stages, attempts, timings, repo and Pages URLs, commit sha, errors."""
-    return jsonify(deploy.get_task(task_id))
+    return jsonify(status.get_task(task_id))
 
 
 def _submit(endpoint: str):
     body = parse_body(TaskRequestSchema)
-    answer = deploy.submit(body, endpoint, config=current_app.config, registry=registry(),
+    answer = intake.submit(body, endpoint, config=current_app.config, registry=registry(),
                            github=current_app.extensions.get("github"),
                            enqueue=current_app.extensions["deploy_jobs"].enqueue)
     return jsonify(answer)
