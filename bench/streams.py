@@ -146,7 +146,7 @@ async def measure_level(target: T.Target, n: int, args) -> dict:
     async with aiohttp.ClientSession(connector=connector) as session:
         tasks = []
         ramp_start = time.monotonic()
-        for i in range(n):  # bounded: n
+        for _ in range(n):  # bounded: n
             tasks.append(asyncio.create_task(streams.one(session)))
             await asyncio.sleep(1.0 / args.ramp_rate)
         ramp_s = time.monotonic() - ramp_start

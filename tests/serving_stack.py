@@ -133,7 +133,7 @@ class SupervisedStack:
             wait_for(lambda: self.pid("worker"), 30, what="the worker program")
         except AssertionError:
             self.stop()
-            raise AssertionError(f"the stack did not start:\n{self.console_text()[-4000:]}")
+            raise AssertionError(f"the stack did not start:\n{self.console_text()[-4000:]}") from None
 
     def ctl(self, *args: str, check: bool = True) -> str:
         result = subprocess.run([str(VENV_BIN / "supervisorctl"), "--configuration", str(self.conf), *args],
@@ -191,7 +191,7 @@ class CaddyProxy:
             wait_for(lambda: answers(self.url + "/ping"), 20, what="Caddy")
         except AssertionError:
             self.stop()
-            raise AssertionError(f"Caddy did not start:\n{self.output_path.read_text()[-3000:]}")
+            raise AssertionError(f"Caddy did not start:\n{self.output_path.read_text()[-3000:]}") from None
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -392,7 +392,7 @@ def test_the_context_keeps_the_system_prompt_and_the_newest_messages(make_app, f
 def test_the_token_budget_drops_the_oldest_but_never_the_question(app):
     chat_id = new_id()
     with app.app_context():
-        for n in range(3):
+        for _ in range(3):
             turn = conversations.begin_turn(chat_id, "q" * 40, "sys", ChatSettings())
             conversations.finish_turn(turn, "a" * 40, "complete")
         tight = ChatSettings(context_tokens=50)

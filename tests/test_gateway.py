@@ -107,7 +107,8 @@ def test_stream_falls_back_before_the_first_token_and_keeps_it(make_gateway, fak
 def test_a_failure_after_text_ends_the_stream_with_an_error_never_a_retry(make_gateway, fake_openai):
     gateway, registry = make_gateway(openai=fake_openai)
     # paced, because a TCP reset discards whatever the client has not read yet
-    fake_openai.enqueue(Reply(chunks=["a", "b", "c", "d"], reset_after=2, chunk_delay=0.1), Reply(text="must not be used"))
+    fake_openai.enqueue(Reply(chunks=["a", "b", "c", "d"], reset_after=2, chunk_delay=0.1),
+                        Reply(text="must not be used"))
     events = list(gateway.stream(QUESTION, registry.plan("openai")))
     texts = [e for e in events if isinstance(e, str)]
     assert texts == ["a", "b"]

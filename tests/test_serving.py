@@ -269,7 +269,8 @@ def test_supervisord_conf_keeps_graceful_windows_consistent():
 
 def test_public_caddyfile_adapts_with_https_streaming_and_the_api_rewrite(tmp_path):
     env = dict(os.environ, AISERVER_DOMAIN="api.example.com", HOME=str(tmp_path))
-    result = subprocess.run([require_caddy(), "adapt", "--config", str(ROOT / "Caddyfile")], env=env, capture_output=True,
+    result = subprocess.run([require_caddy(), "adapt", "--config", str(ROOT / "Caddyfile")], env=env,
+                            capture_output=True,
                             text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     assert "not formatted" not in result.stderr

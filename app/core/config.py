@@ -46,9 +46,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("HEALTH_CACHE_S", "30", "Seconds a provider reachability check is cached.", float),
     Setting("DEFAULT_PROVIDER", "", "Provider for /chat and /v1/ask when none is named; empty: the first configured.",
             group="routing"),
-    Setting("PROVIDER_FALLBACKS", "", "Comma-separated providers tried, in order, when the chosen one fails as a whole.",
+    Setting("PROVIDER_FALLBACKS", "",
+            "Comma-separated providers tried, in order, when the chosen one fails as a whole.",
             _list, group="routing"),
-    Setting("MODEL_ALIASES", "", "Comma-separated alias=provider/model pairs for the /v1 API, e.g. fast=openai/gpt-4o-mini.",
+    Setting("MODEL_ALIASES", "",
+            "Comma-separated alias=provider/model pairs for the /v1 API, e.g. fast=openai/gpt-4o-mini.",
             _list, group="routing"),
     Setting("OPENAI_COMPATIBLE", "", "Names of extra OpenAI-compatible endpoints; each NAME reads NAME_API_BASE, "
             "NAME_API_KEY, NAME_MODEL_DEFAULT, NAME_MODEL_FALLBACKS.", _list, group="routing"),

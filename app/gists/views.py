@@ -116,7 +116,8 @@ def chat_gist_view():
                                 recent=recent_for_prompt())
     asker = requester("POST /chat/gist")
     if body["stream"]:
-        return event_stream(stream_chat_gist(client, gateway(), routes, completion, asker), NativeEvents(error_status=True))
+        events = stream_chat_gist(client, gateway(), routes, completion, asker)
+        return event_stream(events, NativeEvents(error_status=True))
     result = chat_gist(client, gateway(), routes, completion, asker)
     note_answer(result["provider"], result["model"], result["usage"]["total_tokens"])
     response = jsonify({**result, "success": True})

@@ -107,7 +107,7 @@ class Gateway:
             started = time.perf_counter()
             try:
                 result = route.provider.complete(request, route.model)
-            except Exception as exc:  # noqa: BLE001 - every failure of one route is the next route's chance
+            except Exception as exc:
                 self._record(route, as_failure(exc, route), attempts)
                 continue
             self.record(usage_event(route.provider.name, result.model, "ok", started, result.usage))
@@ -122,7 +122,7 @@ class Gateway:
             items = route.provider.stream(request, route.model)
             try:
                 first = next(items)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 items.close()
                 yield self._record(route, as_failure(exc, route), attempts)
                 continue
@@ -133,7 +133,7 @@ class Gateway:
                     if isinstance(item, StreamEnd):
                         outcome, usage, model = "ok", item.usage, item.model
                     yield item
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 outcome = "interrupted"
                 message = self.redact(as_failure(exc, route).message)
                 log.warning("%s/%s failed mid-stream: %s", route.provider.name, route.model, message)

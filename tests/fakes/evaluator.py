@@ -66,7 +66,7 @@ class FakeEvaluator(FakeServer):
         watcher, run until interrupted."""
         while True:
             before = len(self.notifications)
-            self.wait_until(lambda: len(self.notifications) > before, 3600)
+            self.wait_until(lambda before=before: len(self.notifications) > before, 3600)
             for note in self.notifications[before:]:
                 print(describe(note), flush=True)
 

@@ -52,7 +52,8 @@ class GeminiProvider:
         self.fallback_models = fallback_models
         options = types.HttpOptions(base_url=base_url or None, timeout=int(read_timeout * 1000),
                                     retry_options=types.HttpRetryOptions(attempts=1),
-                                    httpx_client=httpx2.Client(transport=ConnectTimeout(connect_timeout, max_connections)))
+                                    httpx_client=httpx2.Client(
+                                        transport=ConnectTimeout(connect_timeout, max_connections)))
         self.client = genai.Client(api_key=api_key, http_options=options)
 
     def list_models(self) -> list[str]:
