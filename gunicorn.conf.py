@@ -5,7 +5,7 @@ Why the file looks the way it does:
   `GeventWorker.init_process` (the worker entry point), before the worker imports `app.wsgi`. So
   this file never imports `app`, the app is never preloaded into the master (`preload_app`), and the
   master imports nothing that holds references to `ssl.SSLContext` (requests, urllib3, SDKs).
-- Settings come from the environment, then `.env`, then the defaults declared in `app/config.py`.
+- Settings come from the environment, then `.env`, then the defaults declared in `app/core/config.py`.
   The `.env` file is *read*, not exported into the master's environment: workers forked after a
   graceful reload (HUP) then read `.env` afresh in `create_app`, so edits to it take effect without
   a restart.
@@ -33,7 +33,7 @@ _dotenv = dotenv_values(_dotenv_path) if os.path.isfile(_dotenv_path) else {}
 
 
 def setting(name: str, default: str) -> str:
-    """The environment's value, else `.env`'s, else `default` (the same order as `app.config`)."""
+    """The environment's value, else `.env`'s, else `default` (the same order as `app.core.config`)."""
     return os.environ.get(name) or _dotenv.get(name) or default
 
 
@@ -56,11 +56,11 @@ loglevel = setting("LOG_LEVEL", "INFO").lower()
 accesslog = None
 # Used only when an access log is asked for on the command line (`--access-logfile -`).
 access_log_format = "[%({x-request-id}o)s] method=%(m)s path=%(U)s status=%(s)s latency_ms=%(M)s bytes=%(B)s"
-TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [-] %(message)s"  # app.logs.TEXT_FORMAT, no request yet
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [-] %(message)s"  # app.core.logs.TEXT_FORMAT, no request yet
 
 
 class JsonLines(logging.Formatter):
-    """The app's JSON log shape (`app.logs.JsonFormatter`), for LOG_FORMAT=json."""
+    """The app's JSON log shape (`app.core.logs.JsonFormatter`), for LOG_FORMAT=json."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",

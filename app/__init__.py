@@ -27,6 +27,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from app.llm.gateway import Gateway, RetryPolicy
     from app.llm.registry import build_registry
     from app.llm.usage import UsageRecorder
+    from app.ops import housekeeping
     from app.ops.health import ProviderHealth
     from app.web import register_blueprints
     from app.web.errors import register_error_handlers
@@ -53,6 +54,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.extensions["github"] = client_from_config(app.config)  # None without GITHUB_TOKEN
     app.extensions["system_prompt"] = SystemPrompt(app.config["SYSTEM_PROMPT_FILE"])
     register_jobs(app.extensions["huey"], app)
+    app.extensions["housekeeping_jobs"] = housekeeping.register(app.extensions["huey"], app.config)
     register_error_handlers(app)
     init_request_logging(app)
     register_blueprints(app)

@@ -1,6 +1,6 @@
 """Background worker entry point: `python -m app.worker` (Supervisor's `[program:worker]`).
 
-Building the app registers every job on its huey instance (`app.jobs`) and binds the database, so
+Building the app registers every job on its huey instance (`app.deployments.jobs`) and binds the database, so
 jobs run with the same configuration as the web process. The consumer runs QUEUE_WORKERS threads;
 nothing in this process is monkey-patched.
 TERM stops it gracefully: running jobs get SHUTDOWN_TIMEOUT_S to finish (Supervisor's

@@ -1,4 +1,4 @@
-"""Repositories, the Git Data API and Pages through `app.github.repos`, against the GitHub fake."""
+"""Repositories, the Git Data API and Pages through `app.integrations.github.repos`, against the GitHub fake."""
 from __future__ import annotations
 
 import hashlib

@@ -3,7 +3,7 @@
 The conversation row carries what the chat list needs (`message_count`, `last_updated`, `title`),
 updated in the same transaction as each message insert, so `GET /chat/history` reads one index
 (`last_updated, id`) and never counts messages. `busy_token`/`busy_until` mark a turn in progress
-(see `app.chat`): the per-chat serialisation lives in the database, so several server instances
+(see `app.conversations.service`): the per-chat serialisation lives in the database, so several server instances
 sharing PostgreSQL agree on it. `owner` is reserved for per-API-key ownership; it is NULL today.
 
 The tables themselves are created by `app/migrations/0002_conversations.py`.

@@ -2,7 +2,7 @@
 
 `POST /chat` serves two shapes, and the body decides: `{"messages": [...]}` is stateless (the
 client sends the whole conversation; nothing is stored), `{"message": "...", "chat_id": ...}` is a
-persisted conversation (see `app.chat`). Both answer one JSON unless `"stream": true`.
+persisted conversation (see `app.conversations.service`). Both answer one JSON unless `"stream": true`.
 `/chat/{provider}` is stateless and streams by default (as the older server did). The backend
 picks the model: a `model` field from the client is ignored.
 """

@@ -1,5 +1,5 @@
-"""What a credential looks like, written once: log redaction hides these shapes (`app.logs`) and the
-deployment pipeline refuses generated files that hold one (`app.deploy_generate.find_secret`).
+"""What a credential looks like, written once: log redaction hides these shapes (`app.core.logs`) and the
+deployment pipeline refuses generated files that hold one (`app.deployments.generate.find_secret`).
 
 `TOKEN_SHAPES` matches bearer tokens, OpenAI/Anthropic keys (`sk-...`), GitHub tokens (`ghp_`,
 `gho_`, `ghu_`, `ghs_`, `ghr_`, `github_pat_`), `x-api-key:` headers, `key=` parameters, AWS access

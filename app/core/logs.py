@@ -5,7 +5,7 @@ concurrent-log-handler (a lock file per log) instead of the standard RotatingFil
 corrupts rotation when several processes share a file.
 
 Every record passes a redaction filter that replaces configured secrets (API keys, tokens, the
-verification secret) and anything shaped like a token (`app.secrets.TOKEN_SHAPES`) with `***`, so
+verification secret) and anything shaped like a token (`app.core.credentials.TOKEN_SHAPES`) with `***`, so
 a secret that slips into an exception message still never reaches a file. Each request gets an id
 (`X-Request-ID` honoured when the client sends one) and exactly one access line when its response
 is closed, which for a stream is after the last byte, so the line carries provider, model and tokens.

@@ -6,8 +6,7 @@ build the same task names from this module, so a job enqueued by one is found by
 - `deploy.run_round(round_id)`: run or resume one deployment round (see `app.deployments.pipeline`);
 - `deploy.sweep()`: queue rounds whose worker is gone; run when a worker starts, once more a lease
   period later (a worker killed a moment ago still holds a lease that has not run out), and every
-  minute as a periodic task;
-- `backup_database` and the nightly backup (see `app.housekeeping`).
+  minute as a periodic task.
 """
 from __future__ import annotations
 
@@ -21,7 +20,6 @@ from huey import crontab
 
 from app.core.config import secret_values
 from app.deployments.pipeline import Pipeline, Settings
-from app.ops import housekeeping
 
 log = logging.getLogger("aiserver.jobs")
 
@@ -67,5 +65,4 @@ def register_jobs(huey: Any, app: Flask) -> DeployJobs:
 
     jobs = DeployJobs(run_round, sweep, pipeline)
     app.extensions["deploy_jobs"] = jobs
-    app.extensions["housekeeping_jobs"] = housekeeping.register(huey, app.config)
     return jobs

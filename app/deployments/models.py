@@ -5,7 +5,7 @@ A round is what one `/task` or `/revise` request asked for. It moves through the
 completed, so a worker that dies mid-round is resumed from there. `stages` keeps, per stage, its
 attempts, start and end times, duration and last error. `lease_owner`/`lease_until` say which worker
 holds the round and until when (renewed by a heartbeat); a round whose lease ran out is free for
-another worker (see `app.deploy.sweep`).
+another worker (see `app.deployments.pipeline.Pipeline.sweep`).
 
 `(task, round, nonce)` is unique: the database, not a read-then-write, decides that a repeated
 request is the same one. The caller's secret is never stored.

@@ -1,5 +1,5 @@
 """Chat that writes gists: the model reads the conversation and chooses one action, `create` or
-`update`, as structured output; the action is validated, then carried out by `app.github.gists`.
+`update`, as structured output; the action is validated, then carried out by `app.gists.service`.
 
 The model answers with JSON matching `ACTION_JSON_SCHEMA` (each provider's JSON mode or forced
 tool call; see `CompletionRequest.json_schema`), which `GistActionSchema` validates into the same

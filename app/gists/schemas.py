@@ -161,7 +161,7 @@ class ModelFileSchema(BaseSchema):
 
 
 class GistActionSchema(BaseSchema):
-    """The action a model chose (see `app.gist_chat.ACTION_JSON_SCHEMA`), loaded into a request body
+    """The action a model chose (see `app.gists.chat.ACTION_JSON_SCHEMA`), loaded into a request body
     checked by the same schemas as the endpoints: `{"action", "gist_id", "explanation", "body"}`."""
 
     explanation = fields.String(required=True, validate=validate.Length(min=1))

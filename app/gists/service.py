@@ -1,7 +1,7 @@
 """The gist service: create, update, get, list and delete gists through the GitHub client, and
-record every change made through this server (see `app.models.gist`).
+record every change made through this server (see `app.gists.models`).
 
-Bodies arrive already loaded by `app.schemas.gists` (our list form of `files`); this module turns
+Bodies arrive already loaded by `app.gists.schemas` (our list form of `files`); this module turns
 them into GitHub's `files` map, shapes GitHub's answers into ours, and writes one `GistRevision`
 per change, after GitHub accepted it. A failure to record is logged and reported in the answer
 (`"recorded": false`) rather than hiding a change GitHub already made.
@@ -94,7 +94,7 @@ def list_gists(github: GitHubClient, *, page: int = 1, per_page: int = 30, since
     """One page of the token owner's gists as GitHub pages them (`since`: updated at or after, passed
     to GitHub); `until` (updated at or before) is applied here to the page GitHub returned, so a page
     may hold fewer than `per_page` gists. `pages` maps GitHub's Link relations to page numbers.
-    Times are naive UTC (`app.db.parse_iso`)."""
+    Times are naive UTC (`app.core.clock.parse_iso`)."""
     params: dict[str, Any] = {"page": page, "per_page": per_page}
     if since is not None:
         params["since"] = isoformat(since, timespec="seconds")

@@ -94,7 +94,7 @@ class Gateway:
     def __init__(self, registry, policy: RetryPolicy, sleep: Callable[[float], None] = time.sleep,
                  redact: Callable[[str], str] = str, record: Callable[[UsageEvent], None] = lambda event: None):
         """`redact` scrubs secrets from upstream error text, which some vendors echo back (a bad key);
-        `record` counts every attempt's outcome, tokens and latency (see `app.usage`)."""
+        `record` counts every attempt's outcome, tokens and latency (see `app.llm.usage`)."""
         self.registry = registry
         self.policy = policy
         self.sleep = sleep

@@ -1,6 +1,6 @@
 """Usage counters: LLM calls and tokens per day, provider, model and outcome.
 
-One row per combination, incremented in batches (see `app.usage`), so `/metrics` reads a small
+One row per combination, incremented in batches (see `app.llm.usage`), so `/metrics` reads a small
 table however many calls were made, and several instances sharing a database add to the same rows.
 When client API keys arrive, a key column joins the unique index and per-key quotas read it.
 """

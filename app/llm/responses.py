@@ -34,7 +34,7 @@ def answer_headers(answer: Answer) -> dict[str, str]:
 
 def event_stream(events: Iterator[Any], formatter: Any) -> Response:
     """An SSE response of `events` written by `formatter`; fails as plain JSON if no route answers
-    within the heartbeat interval (see `app.sse`)."""
+    within the heartbeat interval (see `app.llm.sse`)."""
     heartbeat = current_app.config["SSE_HEARTBEAT_S"]
     pump = Pump(events)
     opened = pump.opening(heartbeat)

@@ -6,8 +6,8 @@ torn page or miss what is still in the `-wal` file. Each backup is written besid
 checked with `PRAGMA quick_check`, switched to a self-contained rollback journal, made readable by
 the owner only, and then renamed into place, so a listed backup is always a whole one.
 
-Used by the worker's nightly job (`app.housekeeping`) and by `deploy/backup`, which runs
-`python -m app.backup`.
+Used by the worker's nightly job (`app.ops.housekeeping`) and by `deploy/backup`, which runs
+`python -m app.ops.backup`.
 """
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     from app.core.config import load_settings, project_root
 
     settings = load_settings()
-    parser = argparse.ArgumentParser(prog="python -m app.backup", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m app.ops.backup", description=__doc__.splitlines()[0])
     parser.add_argument("--output", help="write the backup to this file (default: a timestamped file in --dir)")
     parser.add_argument("--dir", default=settings["BACKUP_DIR"], help="backup directory (default: BACKUP_DIR)")
     parser.add_argument("--keep", type=int, default=0, help="keep only the newest N backups in --dir (0: all)")

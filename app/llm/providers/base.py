@@ -6,7 +6,7 @@ text deltas (`str`) and finally one `StreamEnd`. Closing the generator early clo
 HTTP response, so an abandoned stream stops costing tokens at once.
 
 Providers translate their SDK's exceptions into the `ProviderFailure` family below; the gateway
-(`app.gateway`) decides retries and fallbacks from those types alone, so every vendor fails the
+(`app.llm.gateway`) decides retries and fallbacks from those types alone, so every vendor fails the
 same way.
 """
 from __future__ import annotations
