@@ -181,16 +181,6 @@ def test_secondary_rate_limit_too_long_is_a_429(github, fake_github, sleeps):
     assert raised.value.headers["Retry-After"] == "60" and sleeps == []
 
 
-def test_paginate_follows_link_next_and_stops_at_the_limit(github, fake_github):
-    for number in range(5):
-        fake_github.add_gist({f"f{number}.txt": "x"}, created_at=f"2024-01-0{number + 1}T00:00:00Z")
-    items = list(github.paginate("/gists", {"per_page": 2}))
-    assert [next(iter(g["files"])) for g in items] == ["f4.txt", "f3.txt", "f2.txt", "f1.txt", "f0.txt"]
-    assert len(fake_github.requests) == 3
-    assert len(list(github.paginate("/gists", {"per_page": 2}, limit=3))) == 3
-    assert len(fake_github.requests) == 5
-
-
 def test_page_returns_the_link_relations(github, fake_github):
     for number in range(3):
         fake_github.add_gist({f"f{number}.txt": "x"})

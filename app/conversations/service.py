@@ -93,8 +93,8 @@ def begin_turn(chat_id: str, text: str, system_prompt: str, settings: ChatSettin
     with database.connection_context(), write_transaction():
         conversation = locked_row(Conversation, chat_id)
         now = utcnow()
-        created = conversation is None
-        if created:
+        created = False
+        if conversation is None:
             Conversation.insert(id=chat_id, owner=owner, title=_title(text), created_at=now,
                                 last_updated=now).on_conflict_ignore().execute()
             conversation = locked_row(Conversation, chat_id)
@@ -235,7 +235,7 @@ def list_chats(limit: int = 50, cursor: str | None = None, owner: str | None = N
                                  Conversation.last_updated, Conversation.message_count)
              .where(Conversation.owner.is_null() if owner is None else Conversation.owner == owner))
     with database.connection_context():
-        rows = list(CHATS_NEWEST_FIRST.page(query, limit, cursor).tuples())
+        rows: list[Any] = list(CHATS_NEWEST_FIRST.page(query, limit, cursor).tuples())
     page, next_cursor = Keyset.split(rows, limit, key=lambda row: (row[3], row[0]))
     chats = {row[0]: {"created_at": isoformat(row[2]), "last_updated": isoformat(row[3]),
                       "message_count": row[4], "title": row[1]} for row in page}

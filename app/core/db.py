@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from flask import Flask
@@ -23,6 +23,7 @@ from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
 from app.core.config import project_root
 
 database = DatabaseProxy()
+M = TypeVar("M", bound=Model)
 MIGRATIONS_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "migrations")  # app/migrations
 
 SQLITE_PRAGMAS = (
@@ -61,7 +62,7 @@ def write_transaction():
     return db.atomic("IMMEDIATE") if isinstance(db, SqliteDatabase) else db.atomic()
 
 
-def locked_row(model: type[Model], key: Any) -> Model | None:
+def locked_row(model: type[M], key: Any) -> M | None:
     """The `model` row whose primary key is `key`, locked until the transaction ends (`SELECT ... FOR
     UPDATE` on PostgreSQL; on SQLite `write_transaction` already locks the whole database); None if absent."""
     query = model.select().where(model._meta.primary_key == key)

@@ -87,10 +87,10 @@ def configure_logging(config: dict[str, Any], filters: list[logging.Filter]) -> 
     handlers: list[logging.Handler] = [logging.StreamHandler()]
     handlers[0].setLevel(config["LOG_LEVEL"].upper())
     for name, level in (("app.log", logging.INFO), ("error.log", logging.ERROR), ("debug.log", logging.DEBUG)):
-        handler = ConcurrentRotatingFileHandler(os.path.join(log_dir, name), maxBytes=20 * 2**20, backupCount=5,
+        file_handler = ConcurrentRotatingFileHandler(os.path.join(log_dir, name), maxBytes=20 * 2**20, backupCount=5,
                                                 encoding="utf-8")
-        handler.setLevel(level)
-        handlers.append(handler)
+        file_handler.setLevel(level)
+        handlers.append(file_handler)
     for logger_name in ("aiserver", "gunicorn.error", "huey"):
         logger = logging.getLogger(logger_name)
         for old in list(logger.handlers):

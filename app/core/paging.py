@@ -14,7 +14,7 @@ import re
 from datetime import datetime
 from typing import Any, Callable, Sequence, TypeVar
 
-from peewee import Field, ModelSelect, Tuple
+from peewee import Field, Model, ModelSelect, Tuple
 
 from app.core.errors import BadRequest
 
@@ -69,6 +69,7 @@ def matching(pattern: re.Pattern[str]) -> Callable[[str], str]:
 
 
 Row = TypeVar("Row")
+M = TypeVar("M", bound=Model)
 
 
 class Keyset:
@@ -79,7 +80,7 @@ class Keyset:
     def __init__(self, *columns: Field, readers: Sequence[Callable[[str], Any]]):
         self.columns, self.readers = columns, tuple(readers)
 
-    def page(self, query: ModelSelect, limit: int, cursor: str | None) -> ModelSelect:
+    def page(self, query: ModelSelect[M], limit: int, cursor: str | None) -> ModelSelect[M]:
         """`query` ordered by the key, after `cursor` (400 if not a cursor of this list), one row past `limit`."""
         query = query.order_by(*(column.desc() for column in self.columns)).limit(limit + 1)
         if cursor:

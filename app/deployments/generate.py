@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from marshmallow import ValidationError
 
@@ -229,7 +230,7 @@ def parse_file_set(text: str, limits: Limits, *, secrets: Iterable[str] = (),
                    loaded["code_explanation"].strip())
 
 
-def find_secret(files: dict[str, str | bytes], secrets: Iterable[str] = ()) -> str | None:
+def find_secret(files: Mapping[str, str | bytes], secrets: Iterable[str] = ()) -> str | None:
     """The path of the first file holding a configured secret or a token-shaped string, else None."""
     values = [s for s in secrets if s and len(s) >= 8]
     for path, content in files.items():

@@ -47,6 +47,7 @@ class DeployTask(BaseModel):
 class DeployRound(BaseModel):
     id = BigAutoField()
     task = ForeignKeyField(DeployTask, column_name="task_id", on_delete="CASCADE", index=False)
+    task_id: str  # the foreign key's value, without loading the task
     round = IntegerField()
     nonce = CharField(max_length=200)
     email = CharField(max_length=254)

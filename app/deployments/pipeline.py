@@ -26,7 +26,7 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Callable
 
 import requests
@@ -209,7 +209,7 @@ class Pipeline:
                 continue
             finished = utcnow()
             info["finished_at"] = isoformat(finished)
-            info["seconds"] = round((finished - parse_iso(info["started_at"])).total_seconds(), 3)
+            info["seconds"] = round((finished - _started_at(info)).total_seconds(), 3)
             self._save(run, stage, info, stage_done=stage)
             return True
 
@@ -260,7 +260,7 @@ class Pipeline:
         pages_url = site.get("html_url") or run.task.pages_url or _predicted_pages_url(repo)
         self._write(run, pages_url=pages_url)
         self._set_task(run, pages_url=pages_url)
-        deadline = parse_iso(info["started_at"]) + timedelta(seconds=self.settings.pages_wait_s)
+        deadline = _started_at(info) + timedelta(seconds=self.settings.pages_wait_s)
         while True:
             run.lease.check()
             build = repos.latest_pages_build(repo)
@@ -285,7 +285,7 @@ class Pipeline:
         round_, task = run.round, run.task
         payload = {"email": round_.email, "task": task.name, "round": round_.round, "nonce": round_.nonce,
                    "repo_url": task.repo_url, "commit_sha": round_.commit_sha, "pages_url": round_.pages_url}
-        deadline = parse_iso(info["started_at"]) + timedelta(seconds=self.settings.notify_deadline_s)
+        deadline = _started_at(info) + timedelta(seconds=self.settings.notify_deadline_s)
         attempts = round_.notify_attempts
         while True:
             run.lease.check()
@@ -336,13 +336,16 @@ class Pipeline:
     def _repo(self, task: DeployTask) -> Repo:
         if not task.repo_name:
             raise PermanentFailure("The task has no repository yet.")
-        return Repo(task.repo_owner, task.repo_name, task.repo_url, task.default_branch or "main")
+        return Repo(task.repo_owner or "", task.repo_name, task.repo_url or "", task.default_branch or "main")
 
     def _require_repos(self) -> Repos:
-        require_client(self.github, NEEDS_GITHUB)
+        require_client(self.github, NEEDS_GITHUB)  # a 503 naming GITHUB_TOKEN when there is no client
+        assert self.repos is not None  # made with the client
         return self.repos
 
-    def _answers_200(self, url: str) -> bool:
+    def _answers_200(self, url: str | None) -> bool:
+        if url is None:  # no Pages URL known yet
+            return False
         try:
             response = guarded_request("GET", url, allow_hosts=self.settings.allow_hosts, resolver=self.resolver,
                                        timeout=(5, 15), max_bytes=5_000_000)
@@ -433,3 +436,8 @@ def _predicted_pages_url(repo: Repo) -> str | None:
     if repo.name.lower() == f"{repo.owner.lower()}.github.io":
         return f"https://{repo.owner.lower()}.github.io/"
     return f"https://{repo.owner.lower()}.github.io/{repo.name}/"
+
+
+def _started_at(info: dict[str, Any]) -> datetime:
+    """When a stage started (noted before it runs; now, if the note is unreadable)."""
+    return parse_iso(info.get("started_at")) or utcnow()

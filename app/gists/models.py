@@ -39,6 +39,7 @@ class Gist(BaseModel):
 class GistRevision(BaseModel):
     id = BigAutoField()
     gist = ForeignKeyField(Gist, column_name="gist_row_id", backref="revisions", on_delete="CASCADE", index=False)
+    gist_row_id: int  # the foreign key's value, without loading the gist
     action = CharField(max_length=16)  # create, update or delete
     endpoint = CharField(max_length=64)  # "POST /gists", "PATCH /gists/{gist_id}", "POST /chat/gist", ...
     client_id = CharField(max_length=200, null=True)

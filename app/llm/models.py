@@ -8,8 +8,6 @@ from peewee import BigIntegerField, CharField, DateField
 
 from app.core.db import BaseModel
 
-OUTCOMES = ("ok", "interrupted", "cancelled", "attempt_failed")
-
 
 class UsageCounter(BaseModel):
     day = DateField()

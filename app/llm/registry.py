@@ -15,7 +15,6 @@ from app.llm.providers.base import Provider
 
 ALIASES = {"gpt": "openai", "chatgpt": "openai", "claude": "anthropic", "google": "gemini"}
 MODEL_FAMILIES = {"openai": ("gpt-", "chatgpt-", "o1", "o3", "o4"), "anthropic": ("claude-",), "gemini": ("gemini-",)}
-BUILTIN_ORDER = ("openai", "anthropic", "gemini", "ollama", "litellm")
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ import logging
 import math
 import random
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import requests
@@ -54,7 +54,6 @@ USER_AGENT = f"aiserver/{__version__} (+https://github.com)"
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE"})
 SECONDARY_DEFAULT_WAIT = 60.0  # GitHub: "wait at least one minute" when a secondary limit names no time
 MAX_BACKOFF = 8.0
-MAX_PAGES = 1000  # a bound on `paginate`, far above anything this server lists
 
 
 class GitHubClient:
@@ -108,22 +107,6 @@ class GitHubClient:
         `items` or its only list-valued field."""
         response = self.request("GET", path, params=params)
         return _items(_json(response)), {rel: link["url"] for rel, link in response.links.items() if "url" in link}
-
-    def paginate(self, path: str, params: dict[str, Any] | None = None, limit: int | None = None) -> Iterator[dict]:
-        """Every item of a list, following `Link: rel="next"`; stops after `limit` items."""
-        url: str | None = path
-        count = 0
-        for _ in range(MAX_PAGES):
-            items, links = self.page(url, params)
-            for item in items:
-                if limit is not None and count >= limit:
-                    return
-                count += 1
-                yield item
-            url, params = links.get("next"), None  # the next link carries the query
-            if not url or not items:
-                return
-        log.warning("stopped paginating %s after %d pages", path, MAX_PAGES)
 
     # -- the one request -------------------------------------------------------------------------
 
