@@ -48,10 +48,10 @@ test: install-dev test-system-deps
 bench: install
 	bash bench/run.sh
 
-## Regenerate .env.example and the README's configuration table from app/config.py.
+## Regenerate .env.example and the README's configuration table from app/core/config.py.
 env-example:
-	$(BIN)/python -m app.config > .env.example
-	$(BIN)/python -m app.config --readme
+	$(BIN)/python -m app.core.config > .env.example
+	$(BIN)/python -m app.core.config --readme
 
 clean:
 	rm -rf $(VENV) .pytest_cache
