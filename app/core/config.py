@@ -1,7 +1,7 @@
 """Configuration from environment variables (and a `.env` file, read with python-dotenv).
 
 Every setting the server knows is declared once in `SETTINGS`; `.env.example` and the README's
-configuration table are written from the same list (`python -m app.config`), so they cannot drift.
+configuration table are written from the same list (`python -m app.core.config`), so they cannot drift.
 Provider settings are read per provider by `app.providers.registry`, which knows the naming scheme
 (`{NAME}_API_KEY`, `{NAME}_MODEL_DEFAULT`, ...).
 """
