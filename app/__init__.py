@@ -58,4 +58,15 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     register_error_handlers(app)
     init_request_logging(app)
     register_blueprints(app)
+    trust_proxies(app, app.config["TRUSTED_PROXIES"])
     return app
+
+
+def trust_proxies(app: Flask, hops: int) -> None:
+    """Believe the `X-Forwarded-For`/`-Proto`/`-Host` values that the `hops` proxies in front appended
+    (the last `hops` of each), so `request.remote_addr` is the client the outermost proxy saw; what a
+    client wrote into those headers itself stays unbelieved."""
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
+    if hops > 0:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]

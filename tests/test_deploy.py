@@ -236,6 +236,29 @@ def test_duplicate_requests_are_accepted_once(fresh):
     assert len(prompts_for(env.llm, "dup-app")) == 1
 
 
+def test_the_committed_pages_carry_the_seo_and_accessibility_basics_the_model_left_out(fresh):
+    env = fresh
+    bare = ("<!doctype html>\n<html>\n<head><meta charset='utf-8'></head>\n<body><h1>Pets</h1>"
+            "<img src='sample.png'></body>\n</html>\n")
+    env.llm.enqueue(Reply(text=json.dumps({**file_set("Pet gallery", "x"),
+                                           "files": [{"path": "index.html", "content": bare}]})))
+    accepted = env.submit("pet-gallery", brief="Show a gallery of pets.\nUse the attached sample.",
+                          attachments=[{"name": "sample.png", "url": PNG_URI}])
+    assert env.wait_released(accepted["task_id"], 1)["status"] == "done"
+    files = env.github.files(*repo_of(env.github, env.task(accepted["task_id"])))
+    page = files["index.html"].decode()
+    for part in ('<html lang="en">', "<title>Pet gallery</title>",
+                 '<meta name="description" content="Show a gallery of pets. Use the attached sample.">',
+                 '<meta name="viewport" content="width=device-width, initial-scale=1">',
+                 '<meta property="og:title" content="Pet gallery">',
+                 '<meta property="og:description" content="Show a gallery of pets. Use the attached sample.">',
+                 "<img alt=\"Sample\" src='sample.png'>", "<meta charset='utf-8'>"):
+        assert part in page, page
+    readme = files["README.md"].decode()
+    for section in ("## Usage", "## Code explanation", "## License"):
+        assert section in readme
+
+
 def test_invalid_file_sets_are_retried_then_the_task_fails(fresh):
     env = fresh
     env.llm.enqueue(Reply(text="Sure! Here is your app."),

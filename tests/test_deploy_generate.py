@@ -1,8 +1,10 @@
-"""The generating stage's pure parts: the prompt, the file set's validation, README and LICENSE."""
+"""The generating stage's pure parts: the prompt, the file set's validation, the pages' SEO and
+accessibility basics, README and LICENSE."""
 from __future__ import annotations
 
 import base64
 import json
+from html.parser import HTMLParser
 
 import pytest
 
@@ -17,8 +19,10 @@ from app.deployments.generate import (
     load_attachments,
     mit_license,
     parse_file_set,
+    readme,
     repo_files,
 )
+from app.deployments.page_basics import complete_page, complete_pages
 from tests.fakes.deploy_stack import file_set
 
 LIMITS = Limits(max_files=5, max_file_bytes=1000)
@@ -125,3 +129,108 @@ def test_data_uris_decode():
         decode_data_uri("data:image/png;base64,***")
     attachments = load_attachments([{"name": "a.txt", "url": "data:text/plain;base64,aGk="}])
     assert attachments == [Attachment("a.txt", "text/plain", b"hi")] and attachments[0].text == "hi"
+
+
+# -- the pages' SEO and accessibility basics -----------------------------------------------------------------
+
+
+class Tags(HTMLParser):
+    """Every start tag of a page as (tag, attributes), and the title text: what a crawler reads."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.title, self._in_title = "", False
+        self.feed(text)
+        self.close()
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        self._in_title = tag == "title"
+
+    def handle_endtag(self, tag):
+        self._in_title = False
+
+    def handle_data(self, data):
+        if self._in_title:
+            self.title += data
+
+    def first(self, tag: str) -> dict[str, str | None]:
+        return next(attrs for name, attrs in self.tags if name == tag)
+
+    def meta(self, key: str) -> list[str | None]:
+        return [a.get("content") for t, a in self.tags
+                if t == "meta" and key in ((a.get("name") or "").lower(), a.get("property"))]
+
+
+BARE_PAGE = """<!doctype html>
+<html>
+<head><meta charset="utf-8"><link rel="stylesheet" href="style.css"></head>
+<body>
+<IMG SRC="images/red-panda_2.png" class=hero><img alt="" src="divider.svg"><img src='data:image/png;base64,AAAA'/>
+<script>const html = '<img src="in-a-string.png">';</script>
+</body>
+</html>
+"""
+BRIEF = "Build a weather card that shows today's forecast for the city given in ?city=, with the date.\n" * 3
+
+
+def test_a_page_missing_the_basics_gets_each_of_them():
+    page = Tags(complete_page(BARE_PAGE, title='Weather & "Co"', description=BRIEF))
+    assert page.first("html") == {"lang": "en"}
+    assert page.title == 'Weather & "Co"'
+    description = page.meta("description")[0]
+    assert description.startswith("Build a weather card that shows today's forecast") and "\n" not in description
+    assert len(description) <= 160 and description.endswith("…")
+    assert page.meta("viewport") == ["width=device-width, initial-scale=1"]
+    assert page.meta("og:title") == ['Weather & "Co"'] and page.meta("og:description") == [description]
+    images = [attrs for tag, attrs in page.tags if tag == "img"]
+    assert [i.get("alt") for i in images] == ["Red panda 2", "", "Image"]  # alt="" (decorative) is kept
+    assert images[0]["class"] == "hero"
+
+
+def test_only_what_is_missing_is_added_and_the_rest_is_left_byte_for_byte():
+    done = complete_page(BARE_PAGE, title="T", description="D")
+    assert complete_page(done, title="Other", description="Other") == done
+    assert "<script>const html = '<img src=\"in-a-string.png\">';</script>" in done  # script text is no markup
+    assert '<meta charset="utf-8"><link rel="stylesheet" href="style.css">' in done
+
+
+@pytest.mark.parametrize("head", [
+    """<HTML LANG='de'><HEAD><TITLE>Wetter</TITLE><META CONTENT="Das Wetter." NAME="Description">""",
+    """<html data-x="a>b" lang=de><head><title>Wetter</title><meta name=description content='Das Wetter.'>""",
+])
+def test_the_pages_own_title_and_description_win_whatever_the_attribute_order_quotes_or_case(head):
+    page = Tags(complete_page(f"<!DOCTYPE html>{head}</head><body><svg><title>icon</title></svg></body></html>",
+                              title="From the file set", description="From the brief"))
+    assert page.first("html")["lang"] == "de" and page.title.startswith("Wetter")
+    assert page.meta("description") == ["Das Wetter."] and page.meta("og:description") == ["Das Wetter."]
+    assert page.meta("og:title") == ["Wetter"] and page.meta("viewport")
+
+
+@pytest.mark.parametrize("page", ["<p>Just a fragment</p>", "<html><title> </title><body>x</body></html>"])
+def test_a_page_without_html_head_or_title_text_still_gets_them(page):
+    tags = Tags(complete_page(page, title="App", description="An app."))
+    assert tags.first("html")["lang"] == "en" and tags.title.strip() == "App"
+    assert tags.meta("description") == ["An app."] and tags.meta("og:title") == ["App"]
+
+
+def test_every_html_file_of_a_set_is_completed_and_nothing_else():
+    files = complete_pages({"index.html": "<p>a</p>", "about/index.htm": "<p>b</p>", "app.js": "'<p>'"},
+                           title="App", description="An app.")
+    assert all(Tags(files[p]).meta("viewport") for p in ("index.html", "about/index.htm"))
+    assert files["app.js"] == "'<p>'"
+
+
+@pytest.mark.parametrize("usage, explanation", [("", ""), ("Click **Go**.", "`app.js` fetches the forecast.")])
+def test_the_readme_always_has_its_usage_code_explanation_and_license_sections(usage, explanation):
+    parsed = parse_file_set(answer({"index.html": "<p>x</p>"}, usage=usage, code_explanation=explanation), LIMITS)
+    text = readme(parsed, task="t", repo="r", repo_url=None, pages_url=None, paths=["index.html"])
+    sections = {}
+    for block in text.split("\n## ")[1:]:
+        name, _, body = block.partition("\n")
+        sections[name] = body.strip()
+    assert {"Usage", "Code explanation", "License"} <= set(sections) and all(sections.values())
+    assert (usage or "Open `index.html`") in sections["Usage"]
+    assert (explanation or "The app starts from `index.html`.") in sections["Code explanation"]
+    assert "MIT License" in sections["License"] and "[LICENSE](LICENSE)" in sections["License"]

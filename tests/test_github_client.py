@@ -119,6 +119,20 @@ def test_a_post_is_not_retried_after_a_5xx_it_may_have_carried_out(github, fake_
     assert github.request("POST", "/gists", json=FILES, idempotent=True).status_code == 201
 
 
+def test_a_patch_is_not_retried_after_a_5xx_either(github, fake_github):
+    gist = github.post("/gists", FILES)
+    fake_github.fail_next(times=1, status=503)
+    with pytest.raises(UpstreamError):
+        github.patch(f"/gists/{gist['id']}", {"description": "e"})
+    assert [r.method for r in fake_github.requests] == ["POST", "PATCH"]
+
+
+def test_a_5xx_with_retry_after_waits_as_asked(github, fake_github, sleeps):
+    fake_github.fail_next(times=2, status=503, retry_after=4)
+    assert github.get("/gists") == []
+    assert sleeps == [4, 4] and len(fake_github.requests) == 3
+
+
 def test_connection_refused_is_retried_then_503(sleeps):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -34,9 +34,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DATABASE_URL", "sqlite:///data/aiserver.db",
             "peewee database URL: sqlite:///path (relative to the project) or postgresql://user@host/db."),
     Setting("REDIS_URL", "", "Redis URL for the background queue; empty uses a SQLite queue under data/."),
-    Setting("LOG_DIR", "logs", "Directory for app.log, error.log and debug.log (rotated)."),
+    Setting("LOG_DIR", "logs", "Directory for app.log, error.log and debug.log (rotated; all three created at start)."),
     Setting("LOG_LEVEL", "INFO", "Console log level."),
     Setting("LOG_FORMAT", "text", "text or json (one JSON object per line)."),
+    Setting("TRUSTED_PROXIES", "1", "Reverse proxies in front (Caddy: 1) whose X-Forwarded-For/-Proto/-Host are "
+            "believed, counted from the server; 0 when clients connect directly.", int),
     Setting("MAX_BODY_BYTES", "1048576", "Largest request body accepted; larger is a 413.", int),
     Setting("SSE_HEARTBEAT_S", "15", "Seconds of upstream silence before a `: heartbeat` comment is sent.", float),
     Setting("HEALTH_CACHE_S", "30", "Seconds a provider reachability check is cached.", float),

@@ -1,4 +1,5 @@
-"""Logging: console plus `app.log` (INFO), `error.log` (ERROR) and `debug.log` (DEBUG), rotated.
+"""Logging: console plus `app.log` (INFO), `error.log` (ERROR) and `debug.log` (DEBUG), rotated, all
+three created at start.
 
 The web workers and the job worker all write the same files, so rotation uses
 concurrent-log-handler (a lock file per log) instead of the standard RotatingFileHandler, which
@@ -76,6 +77,14 @@ def make_formatter(kind: str) -> logging.Formatter:
     return formatter
 
 
+def create_if_missing(path: str) -> None:
+    """Create an empty log file now: the handler opens its file only at the first record, and
+    `tail -f logs/error.log` on a healthy server should wait for errors, not fail. Appending (O_CREAT
+    without O_TRUNC) is safe when several workers start at once."""
+    with open(path, "a", encoding="utf-8"):
+        pass
+
+
 def configure_logging(config: dict[str, Any], filters: list[logging.Filter]) -> None:
     """(Re)build the `aiserver` logger's handlers, each passing every record through `filters` (the
     request id, then redaction); idempotent, so tests may call it per app."""
@@ -87,8 +96,9 @@ def configure_logging(config: dict[str, Any], filters: list[logging.Filter]) -> 
     handlers: list[logging.Handler] = [logging.StreamHandler()]
     handlers[0].setLevel(config["LOG_LEVEL"].upper())
     for name, level in (("app.log", logging.INFO), ("error.log", logging.ERROR), ("debug.log", logging.DEBUG)):
-        file_handler = ConcurrentRotatingFileHandler(os.path.join(log_dir, name), maxBytes=20 * 2**20, backupCount=5,
-                                                encoding="utf-8")
+        path = os.path.join(log_dir, name)
+        create_if_missing(path)
+        file_handler = ConcurrentRotatingFileHandler(path, maxBytes=20 * 2**20, backupCount=5, encoding="utf-8")
         file_handler.setLevel(level)
         handlers.append(file_handler)
     for logger_name in ("aiserver", "gunicorn.error", "huey"):

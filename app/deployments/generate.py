@@ -52,6 +52,9 @@ Rules:
 - The app must meet every check listed; read each one literally (element ids, texts, timings).
 - Attachments are already in the repository under their names; use them by relative URL.
 - Never put API keys, tokens or passwords in any file.
+- Every HTML page has `<html lang="...">`, a `<title>`, `<meta name="description">`, a viewport meta
+  (`width=device-width, initial-scale=1`), Open Graph `og:title` and `og:description` metas, and alt
+  text on every `<img>` (`alt=""` only for a decorative image).
 - Do not write LICENSE or README.md: they are generated from `summary`, `usage` and `code_explanation`
   (Markdown), which must describe this app accurately."""
 

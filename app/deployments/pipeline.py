@@ -50,6 +50,7 @@ from app.deployments.generate import (
     repo_files,
 )
 from app.deployments.models import FINAL, STAGES, DeployRound, DeployTask
+from app.deployments.page_basics import complete_pages
 from app.integrations.github import require_client
 from app.integrations.github.repos import Repo, Repos, repo_name_for
 from app.integrations.netguard import BlockedURL, Resolver, guarded_request, system_resolver
@@ -229,6 +230,7 @@ class Pipeline:
         answer = self.gateway.complete(request, routes)
         run.lease.check()
         file_set = parse_file_set(answer.text, self.settings.limits, secrets=self.secrets, existing=current)
+        file_set.files = complete_pages(file_set.files, title=file_set.title or task.name, description=round_.brief)
         file_set.provider, file_set.model = answer.provider, answer.model
         info["model"] = f"{answer.provider}/{answer.model}"
         info.pop("feedback", None)

@@ -2,7 +2,7 @@
 `POST /chat/gist` (a model decides how to create or update a gist).
 
 Who asked, for the record: the `X-Client-Id` header when sent (printable, cut to 200 characters),
-and the client's address (behind the local Caddy, the one it forwarded).
+and the client's address (behind Caddy, the one it saw: see `TRUSTED_PROXIES`).
 """
 from __future__ import annotations
 
@@ -31,13 +31,8 @@ def requester(endpoint: str) -> service.Requester:
 
 
 def client_address() -> str | None:
-    """The peer's address; behind the local reverse proxy (a loopback peer), the address the proxy
-    saw, which it appends last to `X-Forwarded-For`."""
-    peer = request.remote_addr
-    forwarded = request.headers.get("X-Forwarded-For", "").split(",")[-1].strip()
-    if forwarded and peer in ("127.0.0.1", "::1"):
-        return forwarded[:64]
-    return peer
+    """The client's address: behind the reverse proxy, the one it saw (`TRUSTED_PROXIES`, ProxyFix)."""
+    return (request.remote_addr or "")[:64] or None
 
 
 @bp.post("/gists")

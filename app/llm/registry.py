@@ -33,9 +33,13 @@ class UnknownModel(NotFound):
 
 class Registry:
     def __init__(self, providers: dict[str, Provider], missing: dict[str, str], default: str = "",
-                 provider_fallbacks: list[str] | None = None, model_aliases: dict[str, str] | None = None):
+                 provider_fallbacks: list[str] | None = None, model_aliases: dict[str, str] | None = None,
+                 missing_models: dict[str, list[str]] | None = None):
+        """`missing` maps each known but unconfigured provider to the variable that turns it on;
+        `missing_models` to the models configured for it all the same (`OPENAI_MODEL_DEFAULT`...)."""
         self.providers = providers
         self.missing = missing
+        self.missing_models = missing_models or {}
         self.default_name = default
         self.provider_fallbacks = provider_fallbacks or []
         self.model_aliases = model_aliases or {}
@@ -81,23 +85,36 @@ class Registry:
 
     def resolve_model(self, model: str) -> tuple[Provider, str]:
         """`model` of the OpenAI API: an alias, `provider/model`, a provider name, a configured model, or a
-        model of a vendor's family (`gpt-...`, `claude-...`, `gemini-...`) when that vendor is configured."""
+        model of a vendor's family (`gpt-...`, `claude-...`, `gemini-...`). A model that belongs to a
+        known provider without its key or address (by prefix, by family, or configured as one of its
+        models) is a 503 naming the variable to set; any other model is a 404."""
         target = self.model_aliases.get(model, model)
         if "/" in target:
             name, _, bare = target.partition("/")
-            if self.canonical(name) in self.providers or self.canonical(name) in self.missing:
-                return self.get(name), bare
+            if self.canonical(name) in self.names:
+                return self.serving(self.canonical(name), bare)
         if self.canonical(target) in self.names:
             provider = self.get(target)
             return provider, provider.default_model
         for provider in self.providers.values():
             if target in provider.list_models():
                 return provider, target
+        for name, models in self.missing_models.items():
+            if target in models:
+                return self.serving(name, target)
         for name, prefixes in MODEL_FAMILIES.items():
-            if target.startswith(prefixes) and (name in self.providers or name in self.missing):
-                return self.get(name), target
+            if target.startswith(prefixes) and name in self.names:
+                return self.serving(name, target)
         raise UnknownModel(f"The model '{model}' does not exist or is not served here; GET /v1/models lists them.",
                            details={"param": "model"})
+
+    def serving(self, name: str, model: str) -> tuple[Provider, str]:
+        """The provider `name` (canonical) with `model`; 503 naming the variable when it is not configured."""
+        if name in self.missing:
+            variable = self.missing[name]
+            raise NotConfigured(f"The model '{model}' belongs to provider '{name}', which is not configured: "
+                                f"set {variable}.", details={"provider": name, "variable": variable, "param": "model"})
+        return self.providers[name], model
 
     def models(self) -> list[tuple[str, str]]:
         """(model id, owner) for /v1/models: aliases, then every configured provider's models."""
@@ -124,6 +141,10 @@ def build_registry(config: dict[str, Any]) -> Registry:
         return {"default_model": config.get(default_key or f"{prefix}_MODEL_DEFAULT") or "",
                 "fallback_models": [m.strip() for m in fallbacks.split(",") if m.strip()], **client_options}
 
+    def configured_models(prefix: str, default_key: str | None = None) -> list[str]:
+        chosen = models(prefix, default_key)
+        return unique([chosen["default_model"], *chosen["fallback_models"]])
+
     def openai_compatible(name: str, api_key: str, base_url: str, prefix: str, default_key: str | None = None,
                           **options: Any):
         from app.llm.providers.openai_compatible import OpenAICompatibleProvider
@@ -144,26 +165,29 @@ def build_registry(config: dict[str, Any]) -> Registry:
                               **models("GEMINI"))
 
     builders = [
-        ("openai", "OPENAI_API_KEY", lambda: openai_compatible("openai", config["OPENAI_API_KEY"],
-                                                               config["OPENAI_BASE_URL"], "OPENAI",
-                                                               max_tokens_field="max_completion_tokens")),
-        ("anthropic", "ANTHROPIC_API_KEY", anthropic),
-        ("gemini", "GEMINI_API_KEY", gemini),
-        ("ollama", "OLLAMA_HOST", lambda: openai_compatible("ollama", "ollama",
-                                                            config["OLLAMA_HOST"].rstrip("/") + "/v1", "OLLAMA")),
-        ("litellm", "LITELLM_API_BASE", lambda: openai_compatible("litellm", config["LITELLM_API_KEY"],
-                                                                  config["LITELLM_API_BASE"], "LITELLM",
-                                                                  "LITELLM_MODEL")),
+        ("openai", "OPENAI_API_KEY", configured_models("OPENAI"), lambda: openai_compatible(
+            "openai", config["OPENAI_API_KEY"], config["OPENAI_BASE_URL"], "OPENAI",
+            max_tokens_field="max_completion_tokens")),
+        ("anthropic", "ANTHROPIC_API_KEY", configured_models("ANTHROPIC"), anthropic),
+        ("gemini", "GEMINI_API_KEY", configured_models("GEMINI"), gemini),
+        ("ollama", "OLLAMA_HOST", configured_models("OLLAMA"), lambda: openai_compatible(
+            "ollama", "ollama", config["OLLAMA_HOST"].rstrip("/") + "/v1", "OLLAMA")),
+        ("litellm", "LITELLM_API_BASE", configured_models("LITELLM", "LITELLM_MODEL"), lambda: openai_compatible(
+            "litellm", config["LITELLM_API_KEY"], config["LITELLM_API_BASE"], "LITELLM", "LITELLM_MODEL")),
     ]
     for endpoint in config["OPENAI_COMPATIBLE"]:
         name, prefix = endpoint.lower(), endpoint.upper().replace("-", "_")
-        builders.append((name, f"{prefix}_API_BASE", lambda name=name, prefix=prefix: openai_compatible(
-            name, config.get(f"{prefix}_API_KEY", ""), config[f"{prefix}_API_BASE"], prefix)))
-    for name, variable, build in builders:
+        builders.append((name, f"{prefix}_API_BASE", configured_models(prefix),
+                         lambda name=name, prefix=prefix: openai_compatible(
+                             name, config.get(f"{prefix}_API_KEY", ""), config[f"{prefix}_API_BASE"], prefix)))
+    missing_models: dict[str, list[str]] = {}
+    for name, variable, model_names, build in builders:
         if config.get(variable):
             providers[name] = build()
         else:
             missing[name] = variable
+            missing_models[name] = model_names
     aliases = dict(pair.split("=", 1) for pair in config["MODEL_ALIASES"] if "=" in pair)
     return Registry(providers, missing, default=config["DEFAULT_PROVIDER"],
-                    provider_fallbacks=config["PROVIDER_FALLBACKS"], model_aliases=aliases)
+                    provider_fallbacks=config["PROVIDER_FALLBACKS"], model_aliases=aliases,
+                    missing_models=missing_models)

@@ -36,7 +36,8 @@ def init_request_logging(app: Flask) -> None:
     def log_when_closed(response):
         response.headers["X-Request-ID"] = g.get("request_id", "-")
         fields = g.get("request_log", {})
-        fields.update(method=request.method, path=request.path, status=response.status_code)
+        fields.update(method=request.method, path=request.path, status=response.status_code,
+                      client=request.remote_addr)
         request_id, started = g.get("request_id", "-"), g.get("started", time.perf_counter())
         response.call_on_close(lambda: log_access(fields, request_id, started))
         return response

@@ -9,7 +9,7 @@ It keeps gists in memory and answers as api.github.com does: JSON bodies with `m
   `X-RateLimit-Remaining: 0` until the reset time (on the fake's clock, see ``advance``) passes;
 - ``secondary_limit(times, retry_after, status)``: the next requests get GitHub's secondary-limit
   403 (or 429) with `Retry-After` (or without it, when ``retry_after`` is None);
-- ``fail_next(times, status)``: the next requests get a 5xx; ``hang_next(times, seconds)`` answers
+- ``fail_next(times, status, retry_after)``: the next requests get a 5xx; ``hang_next(times, seconds)`` answers
   nothing for a while, then drops the connection;
 - ``advance(seconds)``: moves the fake's clock, so a client's rate-limit wait can pass instantly.
 
@@ -76,7 +76,7 @@ class FakeGitHub(GitHubShapes):
         self.quota_remaining = QUOTA
         self.quota_reset = 0.0
         self._secondary: list[tuple[int, float | None]] = []
-        self._faults: list[tuple[int, str | None]] = []
+        self._faults: list[tuple[int, str | None, float | None]] = []
         self._hangs: list[float] = []
         self._sequence = 0
 
@@ -98,10 +98,12 @@ class FakeGitHub(GitHubShapes):
         with self._lock:
             self._secondary.extend([(status, retry_after)] * times)
 
-    def fail_next(self, times: int = 1, status: int = 502, message: str | None = None) -> None:
-        """The next ``times`` requests answer ``status`` (a 5xx fault, or e.g. a 403 with ``message``)."""
+    def fail_next(self, times: int = 1, status: int = 502, message: str | None = None,
+                  retry_after: float | None = None) -> None:
+        """The next ``times`` requests answer ``status`` (a 5xx fault, or e.g. a 403 with ``message``),
+        with ``Retry-After`` when given."""
         with self._lock:
-            self._faults.extend([(status, message)] * times)
+            self._faults.extend([(status, message, retry_after)] * times)
 
     def hang_next(self, times: int = 1, seconds: float = 5) -> None:
         with self._lock:
@@ -156,9 +158,10 @@ class FakeGitHub(GitHubShapes):
             self._stopping.wait(hang)
             handler.drop()
         elif fault is not None:
-            status, message = fault
+            status, message, retry_after = fault
             default = {502: "Server Error", 503: "Service Unavailable"}.get(status, "Internal Server Error")
-            self.reject(handler, status, message or default)
+            headers = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else {}
+            self.reject(handler, status, message or default, headers=headers)
         elif secondary is not None:
             status, retry_after = secondary
             headers = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else {}

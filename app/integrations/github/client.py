@@ -9,29 +9,36 @@ and one mapping from GitHub's answers to our typed errors.
   403/429, or a 403/429 whose message says "rate limit", which GitHub asks to wait a minute for):
   it waits when the wait is at most `max_rate_wait` seconds, else raises `RateLimited` (429 with
   `Retry-After`);
-- retries 5xx answers and connection failures with exponential backoff (`max_retries` times).
-  A POST is retried only when it cannot have reached GitHub (connect failures), since a POST that
-  failed late may have been carried out (`idempotent=True` overrides this per call);
+- retries through urllib3's `Retry` on the session (`GitHubRetry`, `max_retries` times, exponential
+  backoff with jitter, `Retry-After` honoured): connect failures for every method, and 500/502/503/
+  504 answers and read failures only for methods that may be repeated (not POST or PATCH, which may
+  have been carried out; `idempotent=True` allows them per call, for content-addressed git objects);
 - maps failures: 401 -> `UpstreamError` 502 "GitHub rejected the token", 404 -> `NotFound`,
   422 -> `BadRequest` 400 with GitHub's own message and `errors`, other 403 -> `Forbidden` with
   GitHub's message, 5xx after the retries -> `UpstreamError` 502, connection failures ->
   `UpstreamUnavailable` 503, timeouts -> `UpstreamTimeout` 504.
 
-The token lives only in the session's headers: it is never logged, never put in an error, and the
+The token lives only in the sessions' headers: it is never logged, never put in an error, and the
 session sends it only to `api_url`'s origin (a full URL elsewhere is refused).
 """
 from __future__ import annotations
 
 import logging
 import math
-import random
 import time
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NameResolutionError, NewConnectionError
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    InvalidHeader,
+    MaxRetryError,
+    NewConnectionError,
+    ReadTimeoutError,
+)
+from urllib3.util.retry import Retry
 
 from app.core.errors import (
     APIError,
@@ -51,9 +58,37 @@ log = logging.getLogger("aiserver.github")
 DEFAULT_API_URL = "https://api.github.com"
 API_VERSION = "2022-11-28"
 USER_AGENT = f"aiserver/{__version__} (+https://github.com)"
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE"})
 SECONDARY_DEFAULT_WAIT = 60.0  # GitHub: "wait at least one minute" when a secondary limit names no time
 MAX_BACKOFF = 8.0
+RETRIED_STATUSES = frozenset({500, 502, 503, 504})
+RATE_LIMIT_WAITS = 3  # rate-limit waits within one request; more means someone else is spending the quota
+
+
+class GitHubRetry(Retry):
+    """urllib3's `Retry` whose waits go through the client's `sleep` (tests pass a fake clock) and are
+    logged. Rate limits (403/429 with `Retry-After`) are left to the client, which knows GitHub's rules
+    and how long a request may wait, so only `RETRIED_STATUSES` are retried here."""
+
+    RETRY_AFTER_STATUS_CODES = frozenset()
+
+    def __init__(self, *args: Any, pause: Callable[[float], None] = time.sleep, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.pause = pause
+
+    def new(self, **kwargs: Any) -> GitHubRetry:
+        return super().new(pause=self.pause, **kwargs)
+
+    def sleep(self, response: Any = None) -> None:
+        try:
+            retry_after = self.get_retry_after(response) if response is not None else None
+        except InvalidHeader:  # an unreadable Retry-After: back off as if there were none
+            retry_after = None
+        wait = self.get_backoff_time() if retry_after is None else retry_after
+        last = self.history[-1]
+        reason = last.error or f"GitHub answered {last.status}"
+        log.warning("GitHub %s %s: %s; retry %d in %.2f s", last.method, urlsplit(last.url or "").path, reason,
+                    len(self.history), wait)
+        self.pause(wait)
 
 
 class GitHubClient:
@@ -67,24 +102,21 @@ class GitHubClient:
         self.api_url = (api_url or DEFAULT_API_URL).rstrip("/")
         self.origin = _origin(self.api_url)
         self.timeout = timeout
-        self.max_retries = max_retries
         self.sleep = sleep
         self.max_rate_wait = max_rate_wait
-        self.backoff = backoff
         self.quota_reset_at = 0.0  # epoch seconds until which the primary ("core") quota is spent
-        self.session = requests.Session()
-        self.session.headers.update({"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": API_VERSION,
-                                     "User-Agent": USER_AGENT, "Authorization": f"Bearer {token}"})
-        self.session.trust_env = False  # no ~/.netrc credentials or proxies picked up behind our back
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
-        self.session.mount("https://", adapter)
-        self.session.mount("http://", adapter)
+        retry = GitHubRetry(total=max_retries, other=0, status_forcelist=RETRIED_STATUSES, backoff_factor=backoff,
+                            backoff_max=MAX_BACKOFF, backoff_jitter=backoff, raise_on_status=False,
+                            retry_after_max=math.ceil(max_rate_wait), pause=sleep)
+        self.session = _session(token, retry, pool_size)
+        self.idempotent_session = _session(token, retry.new(allowed_methods=None), pool_size)
 
     def __repr__(self) -> str:
         return f"GitHubClient({self.api_url!r})"
 
     def close(self) -> None:
         self.session.close()
+        self.idempotent_session.close()
 
     # -- the JSON helpers ----------------------------------------------------------------------
 
@@ -111,46 +143,42 @@ class GitHubClient:
     # -- the one request -------------------------------------------------------------------------
 
     def request(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None,
-                headers: dict[str, str] | None = None, idempotent: bool | None = None) -> requests.Response:
-        """Send one request (with retries and rate-limit waits); a 2xx/3xx response, else a typed APIError.
+                headers: dict[str, str] | None = None, idempotent: bool = False) -> requests.Response:
+        """Send one request (retried by the session, waiting out rate limits); a 2xx/3xx response, else a
+        typed APIError. `idempotent=True` lets a POST or PATCH be retried after it may have reached GitHub.
 
         `path` is "/gists/abc" or a full URL under `api_url` (a `Link` from GitHub)."""
         method = method.upper()
         url = self._url(path)
         label = f"{method} {urlsplit(url).path}"
-        retry_late_failures = method in IDEMPOTENT_METHODS if idempotent is None else idempotent
-        for attempt in range(self.max_retries + 1):
-            last = attempt == self.max_retries
+        session = self.idempotent_session if idempotent else self.session
+        for attempt in range(RATE_LIMIT_WAITS + 1):
+            last = attempt == RATE_LIMIT_WAITS
             self._wait_for_quota(label, last)
-            started = time.monotonic()
-            try:
-                response = self.session.request(method, url, json=json, params=params, headers=headers,
-                                                timeout=self.timeout, allow_redirects=True)
-            except requests.RequestException as exc:
-                error = _connection_error(exc, self.api_url)
-                if last or not (retry_late_failures or _never_sent(exc)):
-                    log.warning("GitHub %s failed: %s", label, error.message)
-                    raise error from None
-                self._back_off(label, attempt, error.message)
-                continue
-            log.debug("GitHub %s -> %s in %.0f ms", label, response.status_code,
-                      (time.monotonic() - started) * 1000)
+            response = self._send(session, method, url, label, json=json, params=params, headers=headers)
             self._note_quota(response)
             wait = rate_limit_wait(response)
-            if wait is not None:
-                if last or wait > self.max_rate_wait:
-                    raise _rate_limited(response, wait)
-                log.warning("GitHub rate limit on %s: waiting %.1f s", label, wait)
-                self.sleep(wait)
-                self.quota_reset_at = 0.0
-                continue
-            if response.status_code >= 500 and retry_late_failures and not last:
-                self._back_off(label, attempt, f"GitHub answered {response.status_code}")
-                continue
-            if response.status_code >= 400:
-                raise github_error(response, label)
-            return response
-        raise AssertionError("unreachable: the last attempt returns or raises")
+            if wait is None:
+                break
+            if last or wait > self.max_rate_wait:
+                raise _rate_limited(response, wait)
+            log.warning("GitHub rate limit on %s: waiting %.1f s", label, wait)
+            self.sleep(wait)
+            self.quota_reset_at = 0.0
+        if response.status_code >= 400:
+            raise github_error(response, label)
+        return response
+
+    def _send(self, session: requests.Session, method: str, url: str, label: str, **kwargs: Any) -> requests.Response:
+        started = time.monotonic()
+        try:
+            response = session.request(method, url, timeout=self.timeout, allow_redirects=True, **kwargs)
+        except requests.RequestException as exc:
+            error = _connection_error(exc, self.api_url)
+            log.warning("GitHub %s failed: %s", label, error.message)
+            raise error from None
+        log.debug("GitHub %s -> %s in %.0f ms", label, response.status_code, (time.monotonic() - started) * 1000)
+        return response
 
     def _url(self, path: str) -> str:
         if path.startswith(("http://", "https://")):
@@ -158,11 +186,6 @@ class GitHubClient:
                 raise ValueError(f"refusing to send the GitHub token to {_origin(path)}")
             return path
         return f"{self.api_url}/{path.lstrip('/')}"
-
-    def _back_off(self, label: str, attempt: int, reason: str) -> None:
-        wait = min(MAX_BACKOFF, self.backoff * 2 ** attempt) * random.uniform(0.8, 1.2)
-        log.warning("GitHub %s: %s; retry %d/%d in %.2f s", label, reason, attempt + 1, self.max_retries, wait)
-        self.sleep(wait)
 
     def _note_quota(self, response: requests.Response) -> None:
         """Remember a spent primary quota, so the next request waits (or fails) without sending."""
@@ -252,20 +275,34 @@ def describe_validation(message: str, errors: list[Any]) -> str:
 
 def _connection_error(exc: requests.RequestException, api_url: str) -> APIError:
     where = _origin(api_url)
-    if isinstance(exc, requests.Timeout):
+    if _is_timeout(exc):
         return UpstreamTimeout(f"GitHub at {where} did not answer in time.", code="github_timeout")
     return UpstreamUnavailable(f"Could not reach GitHub at {where}: {type(exc).__name__}.",
                                code="github_unreachable")
 
 
-def _never_sent(exc: requests.RequestException) -> bool:
-    """True when the request cannot have reached GitHub (no connection was made)."""
-    if isinstance(exc, requests.ConnectTimeout):
+def _is_timeout(exc: requests.RequestException) -> bool:
+    """Whether GitHub did not answer in time. Once urllib3's retries are spent, requests reports a timeout
+    as a ConnectionError around a MaxRetryError; a refused connection (NewConnectionError, which urllib3
+    derives from ConnectTimeoutError) is no timeout."""
+    if isinstance(exc, requests.Timeout):
         return True
     reason = exc.args[0] if exc.args else None
     if isinstance(reason, MaxRetryError):
         reason = reason.reason
-    return isinstance(reason, (NewConnectionError, ConnectTimeoutError, NameResolutionError))
+    return isinstance(reason, (ReadTimeoutError, ConnectTimeoutError)) and not isinstance(reason, NewConnectionError)
+
+
+def _session(token: str, retry: Retry, pool_size: int) -> requests.Session:
+    """A pooled session carrying GitHub's headers and the token, retrying by `retry`."""
+    session = requests.Session()
+    session.headers.update({"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": API_VERSION,
+                            "User-Agent": USER_AGENT, "Authorization": f"Bearer {token}"})
+    session.trust_env = False  # no ~/.netrc credentials or proxies picked up behind our back
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=retry)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
 
 
 def _origin(url: str) -> str:
