@@ -4,6 +4,7 @@ key, seen through the official openai SDK."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import openai
@@ -13,13 +14,18 @@ import requests
 LOG_FILES = ("app.log", "error.log", "debug.log")
 
 
-def access_line(log_dir: Path, request_id: str) -> dict:
-    """The JSON access line of the request `request_id` (written when its response closed)."""
-    for line in (log_dir / "app.log").read_text().splitlines():
-        entry = json.loads(line)
-        if entry["logger"] == "aiserver.access" and entry["request_id"] == request_id:
-            return entry
-    raise AssertionError(f"no access line for {request_id}")
+def access_line(log_dir: Path, request_id: str, within: float = 10.0) -> dict:
+    """The JSON access line of the request `request_id`, written when its response closed: just after
+    the client has read it, so it is waited for (at most `within` seconds)."""
+    deadline = time.monotonic() + within
+    while True:
+        for line in (log_dir / "app.log").read_text().splitlines():
+            entry = json.loads(line)
+            if entry["logger"] == "aiserver.access" and entry["request_id"] == request_id:
+                return entry
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no access line for {request_id}")
+        time.sleep(0.05)
 
 
 def test_all_three_log_files_exist_from_the_start(live_server, tmp_path):
