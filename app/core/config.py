@@ -42,6 +42,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LOG_LEVEL", "INFO", "Console log level."),
     Setting("LOG_FORMAT", "text", "text or json (one JSON object per line)."),
     Setting("MAX_BODY_BYTES", "1048576", "Largest request body accepted; larger is a 413.", int),
+    Setting("TRUSTED_HOSTS", "", "Comma-separated host names the server answers to (`.example.com` takes its "
+            "subdomains too); another Host header is a 400, so DNS rebinding cannot reach the API. Empty: any.",
+            _list),
     Setting("SSE_HEARTBEAT_S", "15", "Seconds of upstream silence before a `: heartbeat` comment is sent.", float),
     Setting("HEALTH_CACHE_S", "30", "Seconds a provider reachability check is cached.", float),
     Setting("DEFAULT_PROVIDER", "", "Provider for /chat and /v1/ask when none is named; empty: the first configured.",
