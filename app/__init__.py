@@ -20,7 +20,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from app.conversations.system_prompt import SystemPrompt
     from app.core import db
     from app.core.config import load_settings, secret_values
-    from app.core.jobqueue import make_huey
+    from app.core.jobqueue import QuietQueueOutages, make_huey
     from app.core.logs import EscapeArguments, RedactSecrets, configure_logging
     from app.deployments.jobs import register_jobs
     from app.integrations.github import client_from_config
@@ -42,7 +42,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     redactor = RedactSecrets(secret_values(app.config))
     app.extensions["redactor"] = redactor
-    configure_logging(app.config, [RequestIdFilter(), EscapeArguments(), redactor])
+    configure_logging(app.config, [RequestIdFilter(), QuietQueueOutages(), EscapeArguments(), redactor])
     db.init_app(app)
     registry = build_registry(app.config)
     app.extensions["providers"] = registry

@@ -131,6 +131,8 @@ SETTINGS: tuple[Setting, ...] = (
             "for tests).", float, group="serving"),
     Setting("QUEUE_NAME", "aiserver", "Name of the job queue (its Redis keys, its SQLite table rows); instances "
             "that share work share it.", group="serving"),
+    Setting("QUEUE_OUTAGE_LOG_S", "60", "While Redis is unreachable, seconds between the worker's log lines about "
+            "it (the first and the recovery are always logged).", float, group="serving"),
     Setting("QUEUE_SQLITE_PATH", "", "SQLite file of the job queue when REDIS_URL is empty; empty: data/queue.db.",
             group="serving"),
     Setting("BACKUP_DIR", "data/backups", "Directory (relative to the project) of the SQLite database backups.",

@@ -36,7 +36,7 @@ def answer_headers(answer: Answer) -> dict[str, str]:
 def header_value(text: str) -> str:
     """`text` safe in an HTTP header: the model name comes from upstream, and a header may hold only
     printable Latin-1 without line breaks, so anything outside printable ASCII is percent-encoded."""
-    return quote(text, safe=HEADER_SAFE)
+    return quote(text.encode("utf-8", "surrogatepass"), safe=HEADER_SAFE)
 
 
 HEADER_SAFE = "".join(chr(code) for code in range(0x20, 0x7f) if chr(code) != "%")
