@@ -30,8 +30,10 @@ def check_filename(name: str) -> None:
         raise ValidationError("A filename must not be empty.")
     if len(name) > 255:
         raise ValidationError("A filename is at most 255 characters.")
-    if "/" in name or "\\" in name:
-        raise ValidationError("A filename must not contain '/' or '\\'.")
+    if "/" in name:
+        raise ValidationError("A filename must not contain '/'.")
+    if "\\" in name:
+        raise ValidationError("A filename must not contain '\\'.")
     if name in (".", "..", ".git"):
         raise ValidationError(f"A filename may not be {name!r}: the gist is a git repository.")
     if any(unicodedata.category(ch) == "Cc" or ch in BIDI_CONTROLS for ch in name):
