@@ -59,7 +59,7 @@ class QueueOutage:
             yield
         except UNREACHABLE as exc:
             self.failed(exc)
-            exc.reported_outage = True  # type: ignore[attr-defined]
+            exc.reported_outage = True  # type: ignore[union-attr]
             raise
         if self.down_since is not None:
             self.recovered()
