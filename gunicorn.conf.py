@@ -15,6 +15,8 @@ Why the file looks the way it does:
 - On TERM or a graceful reload (HUP) a worker stops accepting and lets in-flight requests, streams
   included, finish for up to `graceful_timeout` seconds. Supervisor's `stopwaitsecs` for
   `[program:web]` must stay above it.
+- Request-head limits sit above the app's: what the app can see, it answers in JSON (see README,
+  "Errors only Caddy or Gunicorn answer").
 - Gunicorn's own lines use the app's log format (`logger_class`); the per-request access line is the
   app's own (`aiserver.access`, written when the response closes, with request id, provider, model
   and tokens), so Gunicorn's access log is off to avoid logging each request twice.
@@ -50,6 +52,10 @@ keepalive = 5
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # heartbeat file off the disk
 control_socket_disable = True  # its asyncio thread would import ssl into the master; HUP/TERM suffice
 proc_name = "aiserver-web"
+# Above the app's own limits (app/web/errors.py: URLs over 4096 bytes are a JSON 414, a header over
+# 8192 bytes a JSON 431), so a client sees Gunicorn's plain-text/HTML error pages only beyond these.
+limit_request_line = 8190  # Gunicorn's maximum
+limit_request_field_size = 16384
 
 errorlog = "-"
 loglevel = setting("LOG_LEVEL", "INFO").lower()

@@ -20,8 +20,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from app.conversations.system_prompt import SystemPrompt
     from app.core import db
     from app.core.config import load_settings, secret_values
-    from app.core.jobqueue import make_huey
-    from app.core.logs import RedactSecrets, configure_logging
+    from app.core.jobqueue import QuietQueueOutages, make_huey
+    from app.core.logs import EscapeArguments, RedactSecrets, configure_logging
     from app.deployments.jobs import register_jobs
     from app.integrations.github import client_from_config
     from app.llm.gateway import Gateway, RetryPolicy
@@ -37,12 +37,13 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config.update(load_settings())
     app.config.update(config or {})
     app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_BODY_BYTES"]
+    app.config["TRUSTED_HOSTS"] = app.config["TRUSTED_HOSTS"] or None  # Flask's None: any host
     app.config["STARTED_AT"] = time.time()
     app.json.sort_keys = False  # type: ignore[attr-defined]  # Flask's default provider has it
 
     redactor = RedactSecrets(secret_values(app.config))
     app.extensions["redactor"] = redactor
-    configure_logging(app.config, [RequestIdFilter(), redactor])
+    configure_logging(app.config, [RequestIdFilter(), QuietQueueOutages(), EscapeArguments(), redactor])
     db.init_app(app)
     registry = build_registry(app.config)
     app.extensions["providers"] = registry

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from huey import RedisHuey, SqliteHuey
 
 from tests.conftest import REDIS_URL, ROOT, as_environ, base_config
 
@@ -35,7 +36,7 @@ def test_a_job_enqueued_by_the_web_process_runs_in_the_worker(make_app, tmp_path
         settings["REDIS_URL"] = REDIS_URL
     app = make_app(**settings)
     huey = app.extensions["huey"]
-    assert type(huey).__name__ == ("RedisHuey" if storage == "redis" else "SqliteHuey")
+    assert isinstance(huey, RedisHuey if storage == "redis" else SqliteHuey)
     target = tmp_path / "job-backups"
     app.extensions["housekeeping_jobs"]["backup_database"](str(target))
     assert huey.pending_count() == 1

@@ -9,15 +9,16 @@ import re
 from marshmallow import ValidationError, fields, validate
 
 from app.core.schemas import BaseSchema
+from app.llm.schemas import MAX_TEXT_CHARS, max_tokens_field
 
-CHAT_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+CHAT_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 CHAT_ID_RULE = "a chat_id is 1 to 64 characters, each one of A-Z, a-z, 0-9, '-' or '_'"
 CHAT_ID_ERROR = CHAT_ID_RULE[0].upper() + CHAT_ID_RULE[1:] + "."
 MAX_HISTORY_PAGE = 500
 
 
 def check_chat_id(value: str) -> str:
-    if not isinstance(value, str) or not CHAT_ID_PATTERN.match(value):
+    if not isinstance(value, str) or not CHAT_ID_PATTERN.fullmatch(value):
         raise ValidationError(CHAT_ID_ERROR)
     return value
 
@@ -25,7 +26,10 @@ def check_chat_id(value: str) -> str:
 class ConversationChatSchema(BaseSchema):
     """A turn of a persisted chat: `message` is added to the chat `chat_id` (made when absent)."""
 
-    message = fields.String(required=True, validate=validate.Length(min=1, error="message must not be empty."),
+    message = fields.String(required=True,
+                            validate=[validate.Length(min=1, error="message must not be empty."),
+                                      validate.Length(max=MAX_TEXT_CHARS,
+                                                      error="message is at most {max} characters.")],
                             error_messages={"required": 'Send "message" (a stored chat) or "messages" (a stateless '
                                                         'chat with the whole conversation).'},
                             metadata={"description": "The user's message."})
@@ -37,7 +41,7 @@ class ConversationChatSchema(BaseSchema):
                              metadata={"description": "Provider name or alias; default DEFAULT_PROVIDER."})
     stream = fields.Boolean(load_default=False, allow_none=True,
                             metadata={"description": "Stream SSE events; the last one carries chat_id."})
-    max_tokens = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=1))
+    max_tokens = max_tokens_field(allow_none=True)
     temperature = fields.Float(load_default=None, allow_none=True, validate=validate.Range(min=0, max=2))
 
 

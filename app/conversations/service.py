@@ -77,7 +77,7 @@ def new_chat_id() -> str:
 
 def require_chat_id(chat_id: str) -> str:
     """`chat_id` if it follows the rule; a 400 naming the rule otherwise."""
-    if not CHAT_ID_PATTERN.match(chat_id or ""):
+    if not CHAT_ID_PATTERN.fullmatch(chat_id or ""):
         raise BadRequest(f"Invalid chat_id: {CHAT_ID_RULE}.", code="invalid_chat_id", details={"param": "chat_id"})
     return chat_id
 

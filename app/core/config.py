@@ -40,6 +40,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TRUSTED_PROXIES", "1", "Reverse proxies in front (Caddy: 1) whose X-Forwarded-For/-Proto/-Host are "
             "believed, counted from the server; 0 when clients connect directly.", int),
     Setting("MAX_BODY_BYTES", "1048576", "Largest request body accepted; larger is a 413.", int),
+    Setting("TRUSTED_HOSTS", "", "Comma-separated host names the server answers to (`.example.com` takes its "
+            "subdomains too); another Host header is a 400, so DNS rebinding cannot reach the API. Empty: any.",
+            _list),
     Setting("SSE_HEARTBEAT_S", "15", "Seconds of upstream silence before a `: heartbeat` comment is sent.", float),
     Setting("HEALTH_CACHE_S", "30", "Seconds a provider reachability check is cached.", float),
     Setting("DEFAULT_PROVIDER", "", "Provider for /chat and /v1/ask when none is named; empty: the first configured.",
@@ -128,6 +131,8 @@ SETTINGS: tuple[Setting, ...] = (
             "for tests).", float, group="serving"),
     Setting("QUEUE_NAME", "aiserver", "Name of the job queue (its Redis keys, its SQLite table rows); instances "
             "that share work share it.", group="serving"),
+    Setting("QUEUE_OUTAGE_LOG_S", "60", "While Redis is unreachable, seconds between the worker's log lines about "
+            "it (the first and the recovery are always logged).", float, group="serving"),
     Setting("QUEUE_SQLITE_PATH", "", "SQLite file of the job queue when REDIS_URL is empty; empty: data/queue.db.",
             group="serving"),
     Setting("BACKUP_DIR", "data/backups", "Directory (relative to the project) of the SQLite database backups.",

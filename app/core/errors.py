@@ -82,6 +82,10 @@ class NotFound(APIError):
     status, type, code = 404, "not_found_error", "not_found"
 
 
+class MethodNotAllowed(APIError):
+    status, type, code = 405, "invalid_request_error", "method_not_allowed"
+
+
 class Conflict(APIError):
     status, type, code = 409, "conflict_error", "conflict"
 

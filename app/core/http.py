@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import Any
+import re
+from typing import Any, Callable
 
 from flask import request
 from marshmallow import Schema, ValidationError
 
-from app.core.errors import BadRequest, UnsupportedMediaType, ValidationFailed
+from app.core.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 
 
 def parse_body(schema: type[Schema]) -> dict[str, Any]:
@@ -16,32 +17,89 @@ def parse_body(schema: type[Schema]) -> dict[str, Any]:
     return load(schema, json_object())
 
 
+MAX_JSON_DEPTH = 32  # the deepest real body (a JSON schema in response_format) nests far less
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def json_object() -> dict[str, Any]:
-    """The request's body as a JSON object: 415 if not JSON, 400 if malformed, not an object or holding NUL."""
+    """The request's body as a JSON object: 415 if not JSON, 413 if too large, 400 if malformed, not an
+    object, nested deeper than MAX_JSON_DEPTH, holding NaN/Infinity, NUL or a lone surrogate."""
     if not request.mimetype or request.mimetype != "application/json" and not request.mimetype.endswith("+json"):
         raise UnsupportedMediaType("Send a JSON body with 'Content-Type: application/json'.")
-    raw = request.get_data(cache=True)
+    raw = request_body()
     try:
-        data = json.loads(raw) if raw else None
+        data = json.loads(raw, parse_constant=refuse_constant) if raw else None
+    except RecursionError:
+        raise too_deep() from None
     except ValueError as exc:
         raise BadRequest(f"Malformed JSON body: {exc}", code="malformed_json") from None
     if not isinstance(data, dict):
         raise BadRequest("The JSON body must be an object.", code="malformed_json")
-    if (b"\\u0000" in raw or b"\x00" in raw) and contains_nul(data):
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and depth(data) > MAX_JSON_DEPTH:
+        raise too_deep()
+    if (b"\\u0000" in raw or b"\x00" in raw) and find_string(data, lambda text: "\x00" in text) is not None:
         raise BadRequest("The body contains a NUL character (\\u0000), which no field accepts.",
                          code="nul_character")
+    if re.search(rb"\\u[dD][89a-fA-F]", raw):
+        check_surrogates(data)
     return data
 
 
-def contains_nul(value: Any) -> bool:
-    """Whether any string in a decoded JSON value holds U+0000, which no database here can store."""
+def request_body() -> bytes:
+    """The raw body, 413 if it is longer than MAX_CONTENT_LENGTH. Werkzeug refuses a too-long
+    Content-Length up front but silently cuts a chunked body at the limit, so that case is checked
+    here: one byte more than the limit means the body was too long."""
+    raw = request.get_data(cache=True)
+    limit = request.max_content_length
+    too_long = request.content_length is None and limit is not None and len(raw) >= limit
+    if too_long and request.environ["wsgi.input"].read(1):
+        raise PayloadTooLarge("Request body is larger than MAX_BODY_BYTES allows.")
+    return raw
+
+
+def refuse_constant(name: str) -> Any:
+    """`parse_constant` for json.loads: NaN and Infinity are not JSON (RFC 8259) and no field takes them."""
+    raise BadRequest(f"The body holds {name}, which is not a JSON number.", code="malformed_json")
+
+
+def too_deep() -> BadRequest:
+    return BadRequest(f"The JSON body is nested more than {MAX_JSON_DEPTH} levels deep.", code="too_deeply_nested")
+
+
+def depth(value: Any, limit: int = MAX_JSON_DEPTH + 1) -> int:
+    """How deep `value` nests (a scalar is 0), counted no further than `limit`."""
+    if limit <= 0 or not isinstance(value, (dict, list)):
+        return 0
+    children = value.values() if isinstance(value, dict) else value
+    return 1 + max((depth(child, limit - 1) for child in children), default=0)
+
+
+def check_surrogates(data: dict[str, Any]) -> None:
+    """400 naming the field that holds a lone UTF-16 surrogate (`\\ud800`): JSON allows the escape, but it
+    is no character, so no database, SDK or upstream API can encode it."""
+    path = find_string(data, lambda text: LONE_SURROGATE.search(text) is not None)
+    if path is not None:
+        field = ".".join(str(part) for part in path) or "body"
+        raise BadRequest(f"{field}: holds a lone surrogate (\\ud800-\\udfff), which is not a character.",
+                         code="invalid_unicode", details={"param": field})
+
+
+def find_string(value: Any, matches: Callable[[str], bool], path: tuple = ()) -> tuple | None:
+    """The path (keys and indexes) of the first string in a decoded JSON value, key or value, that
+    `matches`; None if there is none."""
     if isinstance(value, str):
-        return "\x00" in value
+        return path if matches(value) else None
     if isinstance(value, dict):
-        return any(contains_nul(k) or contains_nul(v) for k, v in value.items())
+        for key, item in value.items():
+            found = path + (key,) if matches(key) else find_string(item, matches, path + (key,))
+            if found is not None:
+                return found
     if isinstance(value, list):
-        return any(contains_nul(item) for item in value)
-    return False
+        for index, item in enumerate(value):
+            found = find_string(item, matches, path + (index,))
+            if found is not None:
+                return found
+    return None
 
 
 def parse_query(schema: type[Schema]) -> dict[str, Any]:

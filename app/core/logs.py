@@ -5,7 +5,9 @@ The web workers and the job worker all write the same files, so rotation uses
 concurrent-log-handler (a lock file per log) instead of the standard RotatingFileHandler, which
 corrupts rotation when several processes share a file.
 
-Every record passes a redaction filter that replaces configured secrets (API keys, tokens, the
+Every record's arguments are escaped first (`EscapeArguments`): a newline or other control character
+from a caller (a model name, a path, an upstream error) can never forge a log line. Then every
+record passes a redaction filter that replaces configured secrets (API keys, tokens, the
 verification secret) and anything shaped like a token (`app.core.credentials.TOKEN_SHAPES`) with `***`, so
 a secret that slips into an exception message still never reaches a file. Each request gets an id
 (`X-Request-ID` honoured when the client sends one) and exactly one access line when its response
@@ -16,8 +18,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from concurrent_log_handler import ConcurrentRotatingFileHandler
@@ -25,8 +27,33 @@ from concurrent_log_handler import ConcurrentRotatingFileHandler
 from app.core.config import project_root
 from app.core.credentials import redact_tokens
 
-REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-access_log = logging.getLogger("aiserver.access")
+
+def escape_control(text: str) -> str:
+    """`text` with every non-printable character (newlines, ANSI escapes, bidi overrides, lone
+    surrogates) written as its Python escape, so it stays on one line and reads as what it was."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
+class EscapeArguments(logging.Filter):
+    """Escape the control characters of a record's arguments (not of its format string, which is
+    ours, nor of a traceback, which is many lines by nature). Numbers, and objects whose text is
+    printable, are left as they are so `%d` and `%r` still work."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, Mapping):
+            record.args = {key: escaped(value) for key, value in record.args.items()}
+        elif record.args:
+            record.args = tuple(escaped(value) for value in record.args)
+        return True
+
+
+def escaped(value: Any) -> Any:
+    if value is None or isinstance(value, (int, float)):
+        return value
+    text = value if isinstance(value, str) else str(value)
+    return value if text.isprintable() else escape_control(text)
 
 
 class RedactSecrets(logging.Filter):

@@ -15,7 +15,7 @@ from app.core.schemas import BaseSchema, decode_data_uri
 from app.deployments.models import STATUSES
 
 MAX_PATH = 200
-PATH_CHARS = re.compile(r"^[A-Za-z0-9._\-/ ()+@~]+$")
+PATH_CHARS = re.compile(r"[A-Za-z0-9._\-/ ()+@~]+")
 
 
 def check_path(path: Any) -> str:
@@ -24,12 +24,12 @@ def check_path(path: Any) -> str:
         raise ValidationError("A path must be a non-empty string.")
     if len(path) > MAX_PATH:
         raise ValidationError(f"The path {path[:40]!r}... is longer than {MAX_PATH} characters.")
-    if path.startswith("/") or "\\" in path or re.match(r"^[A-Za-z]:", path):
+    if path.startswith("/") or "\\" in path or re.match(r"[A-Za-z]:", path):
         raise ValidationError(f"The path {path!r} must be relative (no leading '/', drive or backslash).")
     segments = path.split("/")
     if any(segment in ("", ".", "..") for segment in segments):
         raise ValidationError(f"The path {path!r} may not contain '..', '.' or empty segments.")
-    if segments[0] == ".git" or not PATH_CHARS.match(path):
+    if segments[0] == ".git" or not PATH_CHARS.fullmatch(path):
         raise ValidationError(f"The path {path!r} has characters or a location that is not allowed.")
     return path
 
@@ -67,7 +67,7 @@ class TaskRequestSchema(BaseSchema):
     secret = fields.String(required=True, load_only=True, validate=validate.Length(min=1, max=1000))
     task = fields.String(required=True, validate=[
         validate.Length(min=1, max=200),
-        validate.Regexp(r"^[^\x00-\x1f\x7f]+$", error="The task may not contain control characters.")])
+        validate.Regexp(r"[^\x00-\x1f\x7f]+\Z", error="The task may not contain control characters.")])
     round = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=1000))
     nonce = fields.String(required=True, validate=validate.Length(min=1, max=200))
     brief = fields.String(required=True, validate=validate.Length(min=1, max=50_000))

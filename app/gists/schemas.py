@@ -3,7 +3,8 @@
 `files` comes as our list form, `[{"filename", "content"}]` (with `"content": null` to delete and
 `"new_filename"` to rename on update), or as GitHub's own map form, `{"name": {"content"}}` (with
 `"name": null` to delete and `{"filename": "new"}` to rename); both load to the list form.
-Filenames are non-empty, at most 255 characters, without `/` or control characters.
+Filenames are non-empty, at most 255 characters, without `/`, `\\`, control characters or bidirectional
+overrides, and not `.`, `..` or `.git`.
 """
 from __future__ import annotations
 
@@ -18,8 +19,10 @@ from app.core.clock import parse_iso
 from app.core.schemas import BaseSchema
 from app.llm.schemas import ChatMessagesSchema
 
-GIST_ID = re.compile(r"^[0-9A-Za-z]{1,100}$")
+GIST_ID = re.compile(r"[0-9A-Za-z]{1,100}")
 MAX_FILES = 300  # GitHub's limit on files in one gist
+# Bidirectional embeddings, overrides and isolates: they make "txt.exe" read as "exe.txt".
+BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 def check_filename(name: str) -> None:
@@ -29,12 +32,16 @@ def check_filename(name: str) -> None:
         raise ValidationError("A filename is at most 255 characters.")
     if "/" in name:
         raise ValidationError("A filename must not contain '/'.")
-    if any(unicodedata.category(ch) == "Cc" for ch in name):
-        raise ValidationError("A filename must not contain control characters.")
+    if "\\" in name:
+        raise ValidationError("A filename must not contain '\\'.")
+    if name in (".", "..", ".git"):
+        raise ValidationError(f"A filename may not be {name!r}: the gist is a git repository.")
+    if any(unicodedata.category(ch) == "Cc" or ch in BIDI_CONTROLS for ch in name):
+        raise ValidationError("A filename must not contain control characters or bidirectional overrides.")
 
 
 def check_gist_id(value: str) -> None:
-    if not GIST_ID.match(value or ""):
+    if not GIST_ID.fullmatch(value or ""):
         raise ValidationError("A gist id is letters and digits only.")
 
 

@@ -106,7 +106,7 @@ def list_gists(github: GitHubClient, *, page: int = 1, per_page: int = 30, since
 
 def gist_path(gist_id: str) -> str:
     """The API path of a gist; the id is checked first, so it can never reach another endpoint."""
-    if not GIST_ID.match(gist_id or ""):
+    if not GIST_ID.fullmatch(gist_id or ""):
         raise BadRequest(f"'{gist_id[:100]}' is not a gist id (letters and digits only).", code="invalid_gist_id",
                          details={"param": "gist_id"})
     return f"/gists/{gist_id}"

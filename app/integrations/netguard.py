@@ -6,7 +6,7 @@ A caller who can make the server send requests could otherwise aim them at the s
 - only `http` and `https` URLs are accepted, without credentials in them;
 - the host is resolved and *every* address it resolves to must be public: private, loopback,
   link-local, multicast, reserved, unspecified and shared (CGNAT) addresses are refused, as are
-  IPv4-mapped IPv6 forms of them;
+  IPv4-mapped IPv6 forms of them, 6to4 (`2002::/16`) and site-local (`fec0::/10`) addresses;
 - hosts listed in `NOTIFY_ALLOW_HOSTS` (names or literal addresses, compared case-insensitively)
   skip the address check: tests list `127.0.0.1`, a deployment may list an internal evaluator;
 - the request is then sent to the address that was checked (the connection is pinned to it, with
@@ -32,6 +32,9 @@ from app.core.errors import BadRequest
 
 Resolver = Callable[[str, int], list[str]]
 CGNAT = ipaddress.ip_network("100.64.0.0/10")
+# Not `is_private` in Python's table, yet no public service lives there: 6to4 embeds any IPv4 address
+# (2002:7f00:1:: is 127.0.0.1) and site-local is the deprecated IPv6 intranet range.
+UNROUTED_V6 = (ipaddress.ip_network("2002::/16"), ipaddress.ip_network("fec0::/10"))
 
 
 class BlockedURL(BadRequest):
@@ -64,6 +67,8 @@ def is_public(address: str) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     if isinstance(ip, ipaddress.IPv4Address) and ip in CGNAT:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and any(ip in network for network in UNROUTED_V6):
         return False
     return not (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_reserved
                 or ip.is_unspecified or not ip.is_global)

@@ -110,7 +110,8 @@ class Gateway:
             except Exception as exc:
                 self._record(route, as_failure(exc, route), attempts)
                 continue
-            self.record(usage_event(route.provider.name, result.model, "ok", started, result.usage))
+            self.record(usage_event(route.provider.name, self.model_label(route, result.model), "ok", started,
+                                    result.usage))
             return Answer(result.text, route.provider.name, result.model, result.finish_reason, result.usage,
                           attempts)
         raise all_failed(attempts)
@@ -140,9 +141,16 @@ class Gateway:
                 yield StreamFailed(f"The provider failed mid-answer: {message}", route.provider.name, route.model)
             finally:
                 items.close()
-                self.record(usage_event(route.provider.name, model, outcome, started, usage))
+                self.record(usage_event(route.provider.name, self.model_label(route, model), outcome, started,
+                                        usage))
             return
         raise all_failed(attempts)
+
+    def model_label(self, route: Route, answered: str) -> str:
+        """The model a usage row (and so a /metrics label) is counted under: the model that answered or
+        else the one asked for, if configured; "other" otherwise, so callers cannot mint labels."""
+        configured = self.registry.configured_models(route.provider.name)
+        return next((model for model in (answered, route.model) if model in configured), "other")
 
     def _tries(self, routes: list[Route], attempts: list[FailedAttempt]) -> Iterator[Route]:
         """Each route as often as the policy allows, sleeping between retries; skips the rest of a
@@ -174,7 +182,7 @@ class Gateway:
         log.warning("attempt failed: %s/%s: %s", route.provider.name, route.model, message)
         attempt = FailedAttempt(route.provider.name, route.model, message, failure.status, failure)
         attempts.append(attempt)
-        self.record(UsageEvent(route.provider.name, route.model, "attempt_failed"))
+        self.record(UsageEvent(route.provider.name, self.model_label(route, route.model), "attempt_failed"))
         return attempt
 
 

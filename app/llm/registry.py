@@ -116,6 +116,16 @@ class Registry:
                                 f"set {variable}.", details={"provider": name, "variable": variable, "param": "model"})
         return self.providers[name], model
 
+    def configured_models(self, provider_name: str) -> set[str]:
+        """The models configured for a provider: its default and fallbacks, and the targets of its aliases."""
+        provider = self.providers.get(provider_name)
+        listed = set(provider.list_models()) if provider is not None else set()
+        for target in self.model_aliases.values():
+            name, _, bare = target.partition("/")
+            if self.canonical(name) == provider_name:
+                listed.add(bare)
+        return listed
+
     def models(self) -> list[tuple[str, str]]:
         """(model id, owner) for /v1/models: aliases, then every configured provider's models."""
         listed = [(alias, self.model_aliases[alias].partition("/")[0]) for alias in self.model_aliases]

@@ -3,6 +3,7 @@ and streamed (SSE) responses."""
 from __future__ import annotations
 
 from typing import Any, Iterator
+from urllib.parse import quote
 
 from flask import Response, current_app, g
 
@@ -26,10 +27,19 @@ def note_answer(provider: str, model: str, tokens: int | None) -> None:
 
 
 def answer_headers(answer: Answer) -> dict[str, str]:
-    headers = {"X-Provider": answer.provider, "X-Model": answer.model}
+    headers = {"X-Provider": header_value(answer.provider), "X-Model": header_value(answer.model)}
     if answer.attempts:
         headers["X-Failed-Attempts"] = str(len(answer.attempts))
     return headers
+
+
+def header_value(text: str) -> str:
+    """`text` safe in an HTTP header: the model name comes from upstream, and a header may hold only
+    printable Latin-1 without line breaks, so anything outside printable ASCII is percent-encoded."""
+    return quote(text.encode("utf-8", "surrogatepass"), safe=HEADER_SAFE)
+
+
+HEADER_SAFE = "".join(chr(code) for code in range(0x20, 0x7f) if chr(code) != "%")
 
 
 def event_stream(events: Iterator[Any], formatter: Any) -> Response:

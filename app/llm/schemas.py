@@ -1,11 +1,15 @@
 """Marshmallow schemas of the gateway's request bodies (ask, chat, the OpenAI-compatible API).
 
 Message content is a string or a list of OpenAI-style parts; images must be base64 `data:` URIs
-(the server never fetches a URL for a caller).
+(the server never fetches a URL for a caller). A body holds at most MAX_MESSAGES messages, each at
+most MAX_PARTS parts and MAX_TEXT_CHARS characters of text; `max_tokens` is at most
+MAX_OUTPUT_TOKENS, more than any model writes, so a number no vendor takes is refused here. Model
+names are MODEL_NAME: they reach response headers, logs and metrics.
 """
 from __future__ import annotations
 
 import base64
+import re
 from typing import Any
 
 from marshmallow import ValidationError, fields, post_load, validate
@@ -13,6 +17,27 @@ from marshmallow import ValidationError, fields, post_load, validate
 from app.core.schemas import BaseSchema, decode_data_uri
 
 ROLES = ("system", "user", "assistant")
+MAX_MESSAGES = 2000
+MAX_PARTS = 100
+MAX_TEXT_CHARS = 1_000_000
+MAX_OUTPUT_TOKENS = 1_000_000
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}")
+MODEL_NAME_RULE = ("A model name is 1 to 200 characters: letters, digits and . _ : / @ + -, starting with a "
+                   "letter or digit.")
+
+
+def max_tokens_field(**options: Any) -> fields.Integer:
+    return fields.Integer(load_default=None, validate=validate.Range(min=1, max=MAX_OUTPUT_TOKENS), **options)
+
+
+def check_model_name(value: str) -> None:
+    if not MODEL_NAME.fullmatch(value):
+        raise ValidationError(MODEL_NAME_RULE)
+
+
+def messages_field(least: int = 0, **options: Any) -> fields.List:
+    """A list of messages, at least `least` and at most MAX_MESSAGES."""
+    return fields.List(fields.Nested(MessageSchema), validate=validate.Length(min=least, max=MAX_MESSAGES), **options)
 
 
 class MessageContent(fields.Field):
@@ -21,10 +46,20 @@ class MessageContent(fields.Field):
 
     def _deserialize(self, value: Any, attr, data, **kwargs):
         if isinstance(value, str):
-            return value
+            return checked_text(value)
         if not isinstance(value, list) or not value:
             raise ValidationError("Must be a string or a non-empty list of content parts.")
-        return [content_part(part) for part in value]
+        if len(value) > MAX_PARTS:
+            raise ValidationError(f"A message has at most {MAX_PARTS} content parts.")
+        parts = [content_part(part) for part in value]
+        checked_text("".join(part["text"] for part in parts if part["type"] == "text"))
+        return parts
+
+
+def checked_text(text: str) -> str:
+    if len(text) > MAX_TEXT_CHARS:
+        raise ValidationError(f"A message's text is at most {MAX_TEXT_CHARS} characters.")
+    return text
 
 
 def content_part(part: Any) -> dict[str, Any]:
@@ -50,8 +85,8 @@ class MessageSchema(BaseSchema):
 
 
 class AskSchema(BaseSchema):
-    question = fields.String(required=True, validate=validate.Length(min=1))
-    history = fields.List(fields.Nested(MessageSchema), load_default=list)
+    question = fields.String(required=True, validate=validate.Length(min=1, max=MAX_TEXT_CHARS))
+    history = messages_field(load_default=list)
     client_id = fields.String(required=True, validate=validate.Length(min=1, max=200))
     user_id = fields.String(required=True, validate=validate.Length(min=1, max=200))
     stream = fields.Boolean(load_default=False)
@@ -61,10 +96,10 @@ class AskSchema(BaseSchema):
 class ChatMessagesSchema(BaseSchema):
     """The stateless chat body: the whole conversation in `messages`."""
 
-    messages = fields.List(fields.Nested(MessageSchema), required=True, validate=validate.Length(min=1))
+    messages = messages_field(1, required=True)
     stream = fields.Boolean(load_default=None)
     provider = fields.String(load_default=None)
-    max_tokens = fields.Integer(load_default=None, validate=validate.Range(min=1))
+    max_tokens = max_tokens_field()
     temperature = fields.Float(load_default=None, validate=validate.Range(min=0, max=2))
 
 
@@ -89,12 +124,12 @@ class ResponseFormatSchema(BaseSchema):
 class ChatCompletionsSchema(BaseSchema):
     """OpenAI's `POST /v1/chat/completions` body (the fields this server acts on)."""
 
-    model = fields.String(required=True, validate=validate.Length(min=1))
-    messages = fields.List(fields.Nested(MessageSchema), required=True, validate=validate.Length(min=1))
+    model = fields.String(required=True, validate=check_model_name)
+    messages = messages_field(1, required=True)
     stream = fields.Boolean(load_default=False)
     stream_options = fields.Nested(StreamOptionsSchema, load_default=None)
-    max_tokens = fields.Integer(load_default=None, validate=validate.Range(min=1))
-    max_completion_tokens = fields.Integer(load_default=None, validate=validate.Range(min=1))
+    max_tokens = max_tokens_field()
+    max_completion_tokens = max_tokens_field()
     temperature = fields.Float(load_default=None, validate=validate.Range(min=0, max=2))
     top_p = fields.Float(load_default=None, validate=validate.Range(min=0, max=1))
     stop = StopField(load_default=None)

@@ -19,6 +19,7 @@ from app.core.errors import (
     BadRequest,
     Conflict,
     Forbidden,
+    MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
     RateLimited,
@@ -29,6 +30,8 @@ from app.core.errors import (
 )
 
 log = logging.getLogger("aiserver.errors")
+MAX_URL_BYTES = 4096  # gunicorn.conf.py's limit_request_line is above it (8190)
+MAX_HEADER_BYTES = 8192  # and its limit_request_field_size (16384)
 
 
 def error_body(error: APIError) -> dict[str, Any]:
@@ -43,14 +46,15 @@ _HTTP_ERRORS = {400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFoun
 
 def from_http_exception(exc: HTTPException) -> APIError:
     status = exc.code or 500
-    cls = _HTTP_ERRORS.get(status, APIError)
+    cls = _HTTP_ERRORS.get(status, BadRequest if status < 500 else APIError)
     if status == 413:
         return PayloadTooLarge("Request body is larger than MAX_BODY_BYTES allows.")
     if status == 404:
         return NotFound(f"No endpoint at {request.method} {request.path}; GET / lists them.")
     if status == 405:
-        return APIError(f"{request.method} is not allowed on {request.path}.", status=405,
-                        code="method_not_allowed")
+        allowed = dict(exc.get_headers()).get("Allow", "")
+        return MethodNotAllowed(f"{request.method} is not allowed on {request.path}; allowed: {allowed}.",
+                                headers={"Allow": allowed})
     return cls(exc.description or exc.name, status=status)
 
 
@@ -70,6 +74,16 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def handle_http_exception(exc: HTTPException):
         return handle_api_error(from_http_exception(exc))
+
+    @app.before_request
+    def refuse_oversized_request_head():
+        """The URL and header limits, answered in JSON. Gunicorn's own limits (gunicorn.conf.py) are
+        set above these, so its HTML error pages only answer what is larger still."""
+        if len(request.environ.get("RAW_URI") or request.full_path) > MAX_URL_BYTES:
+            raise BadRequest(f"The URL is longer than {MAX_URL_BYTES} bytes.", status=414, code="uri_too_long")
+        if any(len(name) + len(value) + 2 > MAX_HEADER_BYTES for name, value in request.headers.items()):
+            raise BadRequest(f"A header is longer than {MAX_HEADER_BYTES} bytes.", status=431,
+                             code="header_too_large")
 
     @app.before_request
     def refuse_nul_characters():

@@ -10,7 +10,7 @@ from typing import Any
 
 from flask import Flask, g, request
 
-REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 access_log = logging.getLogger("aiserver.access")
 
 
@@ -28,7 +28,7 @@ def init_request_logging(app: Flask) -> None:
     @app.before_request
     def assign_request_id():
         incoming = request.headers.get("X-Request-ID", "")
-        g.request_id = incoming if REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex
+        g.request_id = incoming if REQUEST_ID_RE.fullmatch(incoming) else uuid.uuid4().hex
         g.started = time.perf_counter()
         g.request_log = {}
 
@@ -46,6 +46,4 @@ def init_request_logging(app: Flask) -> None:
 def log_access(fields: dict[str, Any], request_id: str, started: float) -> None:
     fields["latency_ms"] = round((time.perf_counter() - started) * 1000, 1)
     text = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
-    if not text.isprintable():  # a path with %0A must not forge a second log line
-        text = text.encode("unicode_escape").decode("ascii")
-    access_log.info(text, extra={"request_id": request_id, "fields": fields})
+    access_log.info("%s", text, extra={"request_id": request_id, "fields": fields})  # escaped by EscapeArguments
