@@ -26,13 +26,14 @@ from app.core.errors import (
     UnsupportedMediaType,
     UpstreamUnavailable,
     openai_error_body,
+    openai_shaped,
 )
 
 log = logging.getLogger("aiserver.errors")
 
 
 def error_body(error: APIError) -> dict[str, Any]:
-    if request and request.path.startswith(("/v1/", "/api/v1/")):
+    if request and openai_shaped(request.path):
         return openai_error_body(error)
     return {"error": error.to_dict(), "success": False}
 
