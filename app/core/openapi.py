@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from apispec import BasePlugin
 from flask_smorest import Blueprint
-from marshmallow import RAISE, Schema, fields
+from marshmallow import INCLUDE, RAISE, Schema, fields
 
 from app.core.errors import openai_shaped
 
@@ -30,6 +30,9 @@ WITH_A_BODY = {400: "Malformed JSON, a body that is not an object, a NUL charact
 
 class ErrorDetailSchema(Schema):
     """The error's fields; other details (`chat_id`, `attempts`, `provider`...) may follow."""
+
+    class Meta:
+        unknown = INCLUDE
 
     message = fields.String(required=True, metadata={"description": "What went wrong, safe to show."})
     type = fields.String(required=True, metadata={"description": "The error's family (OpenAI's types)."})
@@ -107,7 +110,8 @@ def text_answer(media_type: str, description: str) -> Callable:
 
 class ErrorResponses(BasePlugin):
     """Every operation's error responses: the statuses every route (and every route with a body) can
-    answer are added, and each error's body is the error schema of the path's API."""
+    answer are added, and each error's body is the error schema of the path's API (unless the view
+    documented another, as `/health` does for its 503)."""
 
     def init_spec(self, spec) -> None:
         super().init_spec(spec)
@@ -123,7 +127,7 @@ class ErrorResponses(BasePlugin):
                 add_reason(responses, str(status), why)
             for status, response in responses.items():
                 if status.isdigit() and int(status) >= 400:
-                    response["content"] = {"application/json": {"schema": error_ref}}
+                    response.setdefault("content", {"application/json": {"schema": error_ref}})
 
 
 def by_status_text(responses: dict[Any, Any]) -> dict[str, Any]:

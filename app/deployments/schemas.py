@@ -180,6 +180,9 @@ class StageSchema(BaseSchema):
 
 
 class CommittedFileSchema(BaseSchema):
+    class Meta:
+        unknown = RAISE
+
     path = fields.String(required=True)
     size = fields.Integer(required=True)
 

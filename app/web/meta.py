@@ -51,8 +51,8 @@ def index():
 def endpoints(document: dict[str, Any]) -> list[dict[str, str]]:
     """`{"path", "method", "description"}` of every operation in the OpenAPI document, sorted."""
     return [{"path": path, "method": method.upper(), "description": operation.get("summary", "")}
-            for path, operations in sorted(document["paths"].items())
-            for method, operation in sorted(operations.items())]
+            for path, item in sorted(document["paths"].items())
+            for method, operation in sorted(item.items()) if method != "parameters"]
 
 
 @bp.get("/openapi.json")
