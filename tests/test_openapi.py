@@ -4,7 +4,7 @@ content type (validated by openapi-core, which also checks the document itself a
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from openapi_core import Config, OpenAPI
@@ -217,8 +217,8 @@ class ResponseChecker:
 ])
 def test_a_body_that_does_not_match_is_caught(document, body, schema):
     """The validation can fail: a body in the wrong shape for the declared schema is refused."""
-    from openapi_schema_validator import OAS30Validator
     from jsonschema import ValidationError
+    from openapi_schema_validator import OAS30Validator
 
     spec = {**document["components"]["schemas"][schema], "components": document["components"]}
     with pytest.raises(ValidationError):

@@ -123,8 +123,8 @@ class ErrorResponses(BasePlugin):
         for operation in (operations or {}).values():
             responses = operation["responses"] = by_status_text(operation.get("responses", {}))
             implied = {**EVERY_ROUTE, **(WITH_A_BODY if "requestBody" in operation else {})}
-            for status, why in implied.items():
-                add_reason(responses, str(status), why)
+            for code, why in implied.items():
+                add_reason(responses, str(code), why)
             for status, response in responses.items():
                 if status.isdigit() and int(status) >= 400:
                     response.setdefault("content", {"application/json": {"schema": error_ref}})

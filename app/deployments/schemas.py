@@ -144,7 +144,9 @@ class AcceptedSchema(BaseSchema):
     status_url = fields.String(required=True)
 
 
-class TaskSummarySchema(BaseSchema):
+class TaskFieldsSchema(BaseSchema):
+    """What a task's summary and its detail share."""
+
     class Meta:
         unknown = RAISE
 
@@ -152,11 +154,14 @@ class TaskSummarySchema(BaseSchema):
     task = fields.String(required=True)
     email = fields.String(required=True)
     status = fields.String(required=True, metadata={"enum": list(STATUSES)})
-    rounds = fields.Integer(required=True, metadata={"description": "The highest round accepted."})
     repo_url = fields.String(required=True, allow_none=True)
     pages_url = fields.String(required=True, allow_none=True)
     created_at = fields.String(required=True, allow_none=True, metadata={"format": "date-time"})
     updated_at = fields.String(required=True, allow_none=True, metadata={"format": "date-time"})
+
+
+class TaskSummarySchema(TaskFieldsSchema):
+    rounds = fields.Integer(required=True, metadata={"description": "The highest round accepted."})
 
 
 class TaskPageSchema(BaseSchema):
@@ -214,7 +219,7 @@ class RoundSchema(BaseSchema):
     finished_at = fields.String(required=True, allow_none=True, metadata={"format": "date-time"})
 
 
-class TaskSchema(TaskSummarySchema):
+class TaskSchema(TaskFieldsSchema):
     """A task with every round (here `rounds` lists them, rather than counting them)."""
 
     rounds = fields.List(fields.Nested(RoundSchema), required=True)
