@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint as AssetsBlueprint
-from flask import current_app, jsonify, render_template, send_from_directory
+from flask import jsonify, render_template, send_from_directory
 from flask_smorest import Blueprint, current_api
 from marshmallow import Schema, fields
 from swagger_ui_bundle import swagger_ui_path
@@ -63,11 +63,7 @@ def openapi():
 
 
 def spec() -> dict[str, Any]:
-    """The document, built once per process (the routes do not change after start)."""
-    document = current_app.extensions.get("openapi_spec")
-    if document is None:
-        document = current_app.extensions["openapi_spec"] = current_api.spec.to_dict()
-    return document
+    return current_api.document()
 
 
 @bp.get("/docs")
