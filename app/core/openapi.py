@@ -10,7 +10,8 @@ adds the statuses every route can answer, so no view has to repeat them.
 from __future__ import annotations
 
 import http
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from apispec import BasePlugin
 from flask_smorest import Blueprint
