@@ -138,7 +138,10 @@ def test_health_reports_each_provider_and_caches_checks(make_app, fake_openai):
 
 def test_index_openapi_and_docs(client):
     index = client.get("/").get_json()
-    assert index["name"] == "aiserver" and "POST /v1/ask" in index["endpoints"]
+    assert index["name"] == "aiserver" and index["redoc"] == "/redoc"
+    assert {"path": "/v1/ask", "method": "POST",
+            "description": "Ask a question (optionally with history); OpenAI chat.completion or chunk stream."
+            } in index["endpoints"]
     spec = client.get("/openapi.json").get_json()
     ask = spec["paths"]["/v1/ask"]["post"]
     assert ask["requestBody"]["content"]["application/json"]["schema"]

@@ -142,3 +142,22 @@ def test_a_failed_answer_is_shown_as_an_error(server, page, fake_openai):
     expect(page.locator(".message.assistant .badge.error")).to_contain_text("attempts failed")
     chat_id = re.search(r"#chat=(.+)$", page.url).group(1)
     expect(page.locator(f'.chat-item[data-chat-id="{chat_id}"]')).to_have_count(1)
+
+
+def test_redoc_renders_the_document_from_this_server_only(server, page):
+    """/redoc in Chromium: the vendored ReDoc renders the API's title and its operations from this
+    server's /openapi.json; nothing is loaded from elsewhere (the Content-Security-Policy blocks the
+    Redocly logo ReDoc's sidebar asks a CDN for)."""
+    from playwright.sync_api import expect
+
+    answered: list[str] = []
+    blocked: list[tuple[str, str]] = []
+    page.on("response", lambda response: answered.append(response.url))
+    page.on("requestfailed", lambda request: blocked.append((request.url, request.failure or "")))
+    page.goto(server.url + "/redoc")
+    expect(page.locator("h1").first).to_contain_text("aiserver", timeout=30_000)  # the document is built on first use
+    expect(page.locator("h2", has_text="OpenAI-compatible chat completions").first).to_be_visible()
+    expect(page.get_by_text("Every route failed before answering").first).to_be_attached()
+    assert server.url + "/openapi.json" in answered
+    assert [url for url in answered if not url.startswith((server.url, "data:", "blob:"))] == []
+    assert all("csp" in why.lower() for url, why in blocked if not url.startswith(server.url)), blocked

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from marshmallow import ValidationError, fields, validate
+from marshmallow import RAISE, ValidationError, fields, validate
 
 from app.core.schemas import BaseSchema
 from app.llm.schemas import MAX_TEXT_CHARS, max_tokens_field
@@ -50,3 +50,74 @@ class HistoryQuerySchema(BaseSchema):
 
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=MAX_HISTORY_PAGE))
     cursor = fields.String(load_default=None, validate=validate.Length(min=1, max=200))
+
+
+# -- what the conversation endpoints answer (for the OpenAPI document; views build the dicts) ----------
+
+
+class StoredChatAnswerSchema(BaseSchema):
+    class Meta:
+        unknown = RAISE
+
+    response = fields.String(required=True)
+    chat_id = fields.String(required=True)
+    provider = fields.String(required=True)
+    model = fields.String(required=True)
+    success = fields.Boolean(required=True)
+
+
+class ChatSummarySchema(BaseSchema):
+    class Meta:
+        unknown = RAISE
+
+    created_at = fields.String(required=True, metadata={"format": "date-time"})
+    last_updated = fields.String(required=True, metadata={"format": "date-time"})
+    message_count = fields.Integer(required=True)
+    title = fields.String(required=True, allow_none=True, metadata={"description": "From the first message."})
+
+
+class ChatListSchema(BaseSchema):
+    class Meta:
+        unknown = RAISE
+
+    chats = fields.Dict(keys=fields.String(), values=fields.Nested(ChatSummarySchema), required=True,
+                        metadata={"description": "Chat id to its summary, newest first."})
+    next_cursor = fields.String(required=True, allow_none=True,
+                                metadata={"description": "Pass as `cursor` for the next page; null on the last."})
+    success = fields.Boolean(required=True)
+
+
+class StoredMessageSchema(BaseSchema):
+    class Meta:
+        unknown = RAISE
+
+    role = fields.String(required=True, metadata={"enum": ["system", "user", "assistant"]})
+    content = fields.String(required=True)
+    timestamp = fields.String(required=True, metadata={"format": "date-time"})
+    status = fields.String(required=True, metadata={"description": "`complete`, or `partial`/`error` for an "
+                                                                   "answer cut short."})
+    provider = fields.String(allow_none=True, metadata={"description": "Assistant messages only."})
+    model = fields.String(allow_none=True, metadata={"description": "Assistant messages only."})
+    error = fields.String(metadata={"description": "Why an answer was cut short."})
+
+
+class ChatDetailSchema(ChatSummarySchema):
+    messages = fields.List(fields.Nested(StoredMessageSchema), required=True,
+                           metadata={"description": "Oldest first, the system message first."})
+
+
+class ChatHistorySchema(BaseSchema):
+    class Meta:
+        unknown = RAISE
+
+    chat_id = fields.String(required=True)
+    history = fields.Nested(ChatDetailSchema, required=True)
+    success = fields.Boolean(required=True)
+
+
+class ChatDeletedSchema(BaseSchema):
+    class Meta:
+        unknown = RAISE
+
+    message = fields.String(required=True)
+    success = fields.Boolean(required=True)

@@ -8,23 +8,38 @@ picks the model: a `model` field from the client is ignored.
 """
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify
+from flask import current_app, jsonify
+from flask_smorest import Blueprint
 
 from app.conversations import service as conversations
-from app.conversations.schemas import ConversationChatSchema, HistoryQuerySchema
+from app.conversations.schemas import (
+    ChatDeletedSchema,
+    ChatHistorySchema,
+    ChatListSchema,
+    ConversationChatSchema,
+    HistoryQuerySchema,
+    StoredChatAnswerSchema,
+)
 from app.core.errors import APIError
 from app.core.http import json_object, load, parse_body, parse_query
-from app.core.openapi import documented
+from app.core.openapi import errors, json_body, query_args, streams
 from app.llm.providers.base import CompletionRequest
-from app.llm.responses import answer_headers, event_stream, gateway, note_answer, registry
-from app.llm.schemas import ChatMessagesSchema
+from app.llm.responses import GATEWAY_ERRORS, answer_headers, event_stream, gateway, note_answer, registry
+from app.llm.schemas import NATIVE_STREAM, ChatAnswerSchema, ChatMessagesSchema
 from app.llm.sse import NativeEvents
 
-bp = Blueprint("chat", __name__)
+bp = Blueprint("chat", __name__, description="Chat with a provider, stateless or as a stored conversation.")
+
+STORE_ERRORS = ((400, "An invalid chat_id (the message gives the rule) or cursor."),
+                (404, "No such chat."),
+                (503, "The database is unavailable or busy."))
 
 
 @bp.post("/chat/<provider>")
-@documented(body=ChatMessagesSchema)
+@json_body(ChatMessagesSchema)
+@bp.response(200, ChatAnswerSchema, description='The answer, with `"stream": false`; an SSE stream by default.')
+@streams(NATIVE_STREAM)
+@errors(*GATEWAY_ERRORS)
 def chat_with_provider(provider: str):
     """Chat with a provider (gpt, claude, gemini, ...); streams SSE unless "stream": false."""
     body = parse_body(ChatMessagesSchema)
@@ -33,7 +48,12 @@ def chat_with_provider(provider: str):
 
 
 @bp.post("/chat")
-@documented(body=ConversationChatSchema)
+@json_body(ChatMessagesSchema, ConversationChatSchema,
+           description='`{"messages": [...]}` is stateless; `{"message", "chat_id"?}` is a stored conversation.')
+@bp.response(200, {"oneOf": [ChatAnswerSchema, StoredChatAnswerSchema]},
+             description='The answer (stateless, or stored with its chat_id); with `"stream": true`, an SSE stream.')
+@streams(NATIVE_STREAM + " A stored chat's `done` event (and its `error` event) carries `chat_id`.")
+@errors(*GATEWAY_ERRORS, *STORE_ERRORS, (409, "Another request is answering this chat."))
 def chat():
     """Chat: {"message", "chat_id"?} is stored as a conversation; {"messages": [...]} is stateless.
 
@@ -87,7 +107,9 @@ def persisted_chat(body: dict):
 
 
 @bp.get("/chat/history")
-@documented(query=HistoryQuerySchema)
+@query_args(HistoryQuerySchema)
+@bp.response(200, ChatListSchema)
+@errors((400, "An invalid limit or cursor."), (503, "The database is unavailable or busy."))
 def history():
     """Chats, newest first: {"chats": {id: {created_at, last_updated, message_count}}, "next_cursor"}."""
     query = parse_query(HistoryQuerySchema)
@@ -96,6 +118,8 @@ def history():
 
 
 @bp.get("/chat/history/<chat_id>")
+@bp.response(200, ChatHistorySchema)
+@errors(*STORE_ERRORS)
 def chat_history(chat_id: str):
     """One chat with every message, the system message first; 404 if unknown."""
     conversations.require_chat_id(chat_id)
@@ -104,6 +128,8 @@ def chat_history(chat_id: str):
 
 @bp.delete("/chat/delete/<chat_id>")
 @bp.delete("/chat/history/<chat_id>")
+@bp.response(200, ChatDeletedSchema)
+@errors(*STORE_ERRORS)
 def delete_chat(chat_id: str):
     """Delete a chat and its messages; 404 if unknown."""
     conversations.require_chat_id(chat_id)

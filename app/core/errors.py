@@ -122,6 +122,14 @@ class UpstreamUnavailable(UpstreamError):
     status, code = 503, "upstream_unavailable"
 
 
+OPENAI_SHAPED_PREFIXES = ("/v1/", "/api/v1/")
+
+
+def openai_shaped(path: str) -> bool:
+    """Whether errors on `path` take OpenAI's shape (the `/v1` API) rather than ours."""
+    return path.startswith(OPENAI_SHAPED_PREFIXES)
+
+
 def openai_error_body(error: APIError) -> dict[str, Any]:
     """OpenAI's error shape, used by the `/v1` API so the openai SDK raises its own exceptions."""
     return {"error": {"message": error.message, "type": error.type, "code": error.code,

@@ -1,12 +1,154 @@
-"""What a view declares for the OpenAPI document (`app.web.openapi` builds it from the URL map)."""
+"""What a view declares for the OpenAPI document, beyond flask-smorest's `@bp.response`.
+
+Views keep reading their input with `app.core.http` (our 415/400 errors, `param` naming the field),
+so these decorators only document: `json_body(Schema, ...)` (several schemas: `oneOf`),
+`query_args(Schema)`, `streams(...)` (`text/event-stream` as a second 200 content type) and
+`errors(404, (409, "why"), ...)`. `ErrorResponses`, an apispec plugin, then writes every error
+response's body in the shape of the API its path belongs to (`app.core.errors.openai_shaped`) and
+adds the statuses every route can answer, so no view has to repeat them.
+"""
 from __future__ import annotations
 
-from typing import Callable
+import http
+from collections.abc import Callable
+from typing import Any
+
+from apispec import BasePlugin
+from flask_smorest import Blueprint
+from marshmallow import INCLUDE, RAISE, Schema, fields
+
+from app.core.errors import openai_shaped
+
+ErrorStatus = int | tuple[int, str]
+
+EVERY_ROUTE = {400: "A NUL character (%00) in the URL.",
+               500: "An unexpected error; the request id is in X-Request-ID."}
+WITH_A_BODY = {400: "Malformed JSON, a body that is not an object, a NUL character, or an invalid field "
+                    "(`param` names it).",
+               413: "The body is larger than MAX_BODY_BYTES.",
+               415: "The body is not `application/json`."}
 
 
-def documented(body: type | None = None, query: type | None = None) -> Callable:
-    def mark(view: Callable) -> Callable:
-        view.openapi_body = body
-        view.openapi_query = query
-        return view
-    return mark
+class ErrorDetailSchema(Schema):
+    """The error's fields; other details (`chat_id`, `attempts`, `provider`...) may follow."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    message = fields.String(required=True, metadata={"description": "What went wrong, safe to show."})
+    type = fields.String(required=True, metadata={"description": "The error's family (OpenAI's types)."})
+    code = fields.String(required=True, metadata={"description": "A stable machine-readable code."})
+    param = fields.String(allow_none=True, metadata={"description": "The request field at fault, when one is."})
+    fields_ = fields.Dict(data_key="fields", metadata={"description": "Each invalid field and its problems."})
+
+
+class ErrorSchema(Schema):
+    """This server's error body: the error's fields (and any details, such as `chat_id` or `attempts`)
+    under `error`, and `success: false`."""
+
+    class Meta:
+        unknown = RAISE
+
+    error = fields.Nested(ErrorDetailSchema, required=True)
+    success = fields.Boolean(required=True, metadata={"description": "Always false."})
+
+
+class OpenAIErrorDetailSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    message = fields.String(required=True)
+    type = fields.String(required=True)
+    code = fields.String(required=True, allow_none=True)
+    param = fields.String(required=True, allow_none=True)
+
+
+class OpenAIErrorSchema(Schema):
+    """OpenAI's error body, answered under `/v1/` and `/api/v1/` so the openai SDK raises its own errors."""
+
+    class Meta:
+        unknown = RAISE
+
+    error = fields.Nested(OpenAIErrorDetailSchema, required=True)
+
+
+def json_body(*schemas: type[Schema], description: str | None = None) -> Callable:
+    """Document the JSON body a view reads with `parse_body` (or `load`): one schema, or `oneOf` several."""
+    schema: Any = schemas[0] if len(schemas) == 1 else {"oneOf": list(schemas)}
+    body = {"required": True, "content": {"application/json": {"schema": schema}}}
+    if description:
+        body["description"] = description
+    return Blueprint.doc(requestBody=body)
+
+
+def query_args(schema: type[Schema]) -> Callable:
+    """Document the query string a view reads with `parse_query(schema)`."""
+    return Blueprint.doc(parameters=[{"in": "query", "schema": schema}])
+
+
+def streams(description: str) -> Callable:
+    """Document `text/event-stream` as the other 200 content type of a view that can stream."""
+    return Blueprint.doc(responses={"200": {"content": {"text/event-stream": {
+        "schema": {"type": "string", "description": description}}}}})
+
+
+def errors(*statuses: ErrorStatus) -> Callable:
+    """Document the error statuses a view answers besides those of every route (see `ErrorResponses`):
+    `errors(404, (409, "Another request is answering this chat."))`. The body's schema is filled in
+    from the path."""
+    responses: dict[str, Any] = {}
+    for status in statuses:
+        code, why = status if isinstance(status, tuple) else (status, http.HTTPStatus(status).phrase)
+        add_reason(responses, str(code), why)
+    return Blueprint.doc(responses=responses)
+
+
+def text_answer(media_type: str, description: str) -> Callable:
+    """Document a view whose 200 is not JSON: a `text/html` page, `text/plain` metrics."""
+    return Blueprint.doc(responses={"200": {"description": description,
+                                            "content": {media_type: {"schema": {"type": "string"}}}}})
+
+
+class ErrorResponses(BasePlugin):
+    """Every operation's error responses: the statuses every route (and every route with a body) can
+    answer are added, and each error's body is the error schema of the path's API (unless the view
+    documented another, as `/health` does for its 503)."""
+
+    def init_spec(self, spec) -> None:
+        super().init_spec(spec)
+        spec.components.schema("Error", schema=ErrorSchema)
+        spec.components.schema("OpenAIError", schema=OpenAIErrorSchema)
+
+    def operation_helper(self, path: str | None = None, operations: dict | None = None, **kwargs: Any) -> None:
+        error_ref = {"$ref": "#/components/schemas/" + ("OpenAIError" if openai_shaped(path or "") else "Error")}
+        for operation in (operations or {}).values():
+            responses = operation["responses"] = by_status_text(operation.get("responses", {}))
+            implied = {**EVERY_ROUTE, **(WITH_A_BODY if "requestBody" in operation else {})}
+            for code, why in implied.items():
+                add_reason(responses, str(code), why)
+            for status, response in responses.items():
+                if status.isdigit() and int(status) >= 400:
+                    response.setdefault("content", {"application/json": {"schema": error_ref}})
+
+
+def by_status_text(responses: dict[Any, Any]) -> dict[str, Any]:
+    """The responses keyed by status text: `@bp.response(200)` keys an int, `Blueprint.doc` a string,
+    and the same status documented both ways is one response (its content types merged)."""
+    merged: dict[str, Any] = {}
+    for status, response in responses.items():
+        into = merged.setdefault(str(status), {})
+        content = {**into.get("content", {}), **response.get("content", {})}
+        into.update(response)
+        if content:
+            into["content"] = content
+    return merged
+
+
+def add_reason(responses: dict[str, Any], status: str, why: str) -> None:
+    """Add `why` to the description of the response for `status`, making it if absent."""
+    response = responses.setdefault(status, {})
+    described = response.get("description")
+    if described in (None, http.HTTPStatus(int(status)).phrase):
+        response["description"] = why
+    elif why not in described:
+        response["description"] = f"{described} Or: {why}"

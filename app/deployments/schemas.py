@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from marshmallow import ValidationError, fields, post_load, validate, validates, validates_schema
+from marshmallow import RAISE, ValidationError, fields, post_load, validate, validates, validates_schema
 
 from app.core.schemas import BaseSchema, decode_data_uri
 from app.deployments.models import STATUSES
@@ -125,3 +125,101 @@ FILE_SET_JSON_SCHEMA: dict[str, Any] = {
         "code_explanation": {"type": "string", "description": "How the code is organised (Markdown)"},
     },
 }
+
+
+# -- what the deployment endpoints answer (for the OpenAPI document; views build the dicts) ------------
+
+
+class AcceptedSchema(BaseSchema):
+    class Meta:
+        unknown = RAISE
+
+    status = fields.String(required=True, metadata={"enum": ["accepted"]})
+    task_id = fields.String(required=True)
+    round = fields.Integer(required=True)
+    nonce = fields.String(required=True)
+    stage = fields.String(required=True, metadata={"description": "The round's status now."})
+    duplicate = fields.Boolean(required=True, metadata={"description": "The same (task, round, nonce) was sent "
+                                                                       "before: this is that round."})
+    status_url = fields.String(required=True)
+
+
+class TaskFieldsSchema(BaseSchema):
+    """What a task's summary and its detail share."""
+
+    class Meta:
+        unknown = RAISE
+
+    task_id = fields.String(required=True)
+    task = fields.String(required=True)
+    email = fields.String(required=True)
+    status = fields.String(required=True, metadata={"enum": list(STATUSES)})
+    repo_url = fields.String(required=True, allow_none=True)
+    pages_url = fields.String(required=True, allow_none=True)
+    created_at = fields.String(required=True, allow_none=True, metadata={"format": "date-time"})
+    updated_at = fields.String(required=True, allow_none=True, metadata={"format": "date-time"})
+
+
+class TaskSummarySchema(TaskFieldsSchema):
+    rounds = fields.Integer(required=True, metadata={"description": "The highest round accepted."})
+
+
+class TaskPageSchema(BaseSchema):
+    class Meta:
+        unknown = RAISE
+
+    tasks = fields.List(fields.Nested(TaskSummarySchema), required=True)
+    next_cursor = fields.String(required=True, allow_none=True)
+
+
+class StageSchema(BaseSchema):
+    """One stage of a round; a stage may add its own facts (e.g. the Pages build's status)."""
+
+    name = fields.String(required=True)
+    status = fields.String(required=True)
+    attempts = fields.Integer(required=True)
+    started_at = fields.String(required=True, allow_none=True, metadata={"format": "date-time"})
+    finished_at = fields.String(required=True, allow_none=True, metadata={"format": "date-time"})
+    seconds = fields.Float(required=True, allow_none=True)
+    error = fields.String(required=True, allow_none=True)
+
+
+class CommittedFileSchema(BaseSchema):
+    class Meta:
+        unknown = RAISE
+
+    path = fields.String(required=True)
+    size = fields.Integer(required=True)
+
+
+class RoundSchema(BaseSchema):
+    class Meta:
+        unknown = RAISE
+
+    round = fields.Integer(required=True)
+    nonce = fields.String(required=True)
+    status = fields.String(required=True)
+    stage_done = fields.String(required=True, allow_none=True)
+    brief = fields.String(required=True)
+    checks = fields.List(fields.Raw(), required=True)
+    evaluation_url = fields.String(required=True)
+    attachments = fields.List(fields.Dict(keys=fields.String(), values=fields.String()), required=True,
+                              metadata={"description": "`{name}` of each attachment."})
+    stages = fields.List(fields.Nested(StageSchema), required=True)
+    runs = fields.Integer(required=True, metadata={"description": "Times a worker picked the round up."})
+    repo_url = fields.String(required=True, allow_none=True)
+    pages_url = fields.String(required=True, allow_none=True)
+    commit_sha = fields.String(required=True, allow_none=True)
+    files = fields.List(fields.Nested(CommittedFileSchema), required=True, allow_none=True)
+    notify_attempts = fields.Integer(required=True)
+    notified_at = fields.String(required=True, allow_none=True, metadata={"format": "date-time"})
+    last_error = fields.String(required=True, allow_none=True)
+    created_at = fields.String(required=True, allow_none=True, metadata={"format": "date-time"})
+    started_at = fields.String(required=True, allow_none=True, metadata={"format": "date-time"})
+    finished_at = fields.String(required=True, allow_none=True, metadata={"format": "date-time"})
+
+
+class TaskSchema(TaskFieldsSchema):
+    """A task with every round (here `rounds` lists them, rather than counting them)."""
+
+    rounds = fields.List(fields.Nested(RoundSchema), required=True)

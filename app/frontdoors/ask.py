@@ -1,19 +1,22 @@
 """`POST /v1/ask`: a question (with optional history) answered in OpenAI's completion shapes."""
-from flask import Blueprint
+from flask_smorest import Blueprint
 
 from app.core.http import parse_body
-from app.core.openapi import documented
+from app.core.openapi import errors, json_body, streams
 from app.frontdoors.completions import openai_response
 from app.llm.providers.base import CompletionRequest
-from app.llm.responses import registry
-from app.llm.schemas import AskSchema
+from app.llm.responses import GATEWAY_ERRORS, registry
+from app.llm.schemas import OPENAI_STREAM, AskSchema, ChatCompletionSchema
 
-bp = Blueprint("ask", __name__)
+bp = Blueprint("ask", __name__, description="A question answered in OpenAI's completion shapes.")
 
 
 @bp.post("/v1/ask")
 @bp.post("/api/v1/ask")
-@documented(body=AskSchema)
+@json_body(AskSchema)
+@bp.response(200, ChatCompletionSchema, description="The answer; with `stream: true`, an SSE stream.")
+@streams(OPENAI_STREAM)
+@errors(*GATEWAY_ERRORS)
 def ask():
     """Ask a question (optionally with history); OpenAI chat.completion or chunk stream."""
     body = parse_body(AskSchema)

@@ -1,19 +1,23 @@
 """The OpenAI-compatible API: the official openai SDK pointed at `http://host:5001/v1` works unchanged."""
-from flask import Blueprint, jsonify
+from flask import jsonify
+from flask_smorest import Blueprint
 
 from app.core.http import parse_body
-from app.core.openapi import documented
+from app.core.openapi import errors, json_body, streams
 from app.frontdoors.completions import openai_response
 from app.llm.providers.base import CompletionRequest
-from app.llm.responses import registry
-from app.llm.schemas import ChatCompletionsSchema
+from app.llm.responses import GATEWAY_ERRORS, registry
+from app.llm.schemas import OPENAI_STREAM, ChatCompletionSchema, ChatCompletionsSchema, ModelListSchema
 
-bp = Blueprint("openai_v1", __name__)
+bp = Blueprint("openai_v1", __name__, description="The OpenAI-compatible API (point the openai SDK at /v1).")
 
 
 @bp.post("/v1/chat/completions")
 @bp.post("/api/v1/chat/completions")
-@documented(body=ChatCompletionsSchema)
+@json_body(ChatCompletionsSchema)
+@bp.response(200, ChatCompletionSchema, description="The completion; with `stream: true`, an SSE stream.")
+@streams(OPENAI_STREAM)
+@errors(*GATEWAY_ERRORS)
 def chat_completions():
     """OpenAI-compatible chat completions (streaming and stream_options.include_usage too)."""
     body = parse_body(ChatCompletionsSchema)
@@ -28,6 +32,7 @@ def chat_completions():
 
 @bp.get("/v1/models")
 @bp.get("/api/v1/models")
+@bp.response(200, ModelListSchema)
 def list_models():
     """OpenAI-compatible model list: aliases and each configured provider's models."""
     data = [{"id": model, "object": "model", "created": 0, "owned_by": owner}

@@ -13,11 +13,11 @@ import unicodedata
 from datetime import datetime
 from typing import Any
 
-from marshmallow import ValidationError, fields, post_load, pre_load, validate, validates_schema
+from marshmallow import RAISE, ValidationError, fields, post_load, pre_load, validate, validates_schema
 
 from app.core.clock import parse_iso
 from app.core.schemas import BaseSchema
-from app.llm.schemas import ChatMessagesSchema
+from app.llm.schemas import AttemptSchema, ChatMessagesSchema, UsageSchema
 
 GIST_ID = re.compile(r"[0-9A-Za-z]{1,100}")
 MAX_FILES = 300  # GitHub's limit on files in one gist
@@ -215,3 +215,143 @@ def check_gist_id_field(value: str) -> None:
         check_gist_id(value)
     except ValidationError as exc:
         raise ValidationError(exc.messages, "gist_id") from None
+
+
+# -- what the gist endpoints answer (for the OpenAPI document; views build the dicts) -----------------
+
+
+class GistFileSchema(BaseSchema):
+    class Meta:
+        unknown = RAISE
+
+    filename = fields.String(required=True)
+    language = fields.String(required=True, allow_none=True)
+    size = fields.Integer(required=True, allow_none=True)
+    raw_url = fields.String(required=True, allow_none=True)
+    content = fields.String(metadata={"description": "Only where GitHub sent it (one gist, not a list)."})
+    truncated = fields.Boolean(metadata={"description": "GitHub cut the content (fetch raw_url for all of it)."})
+
+
+class GistSchema(BaseSchema):
+    """Our shape of a GitHub gist: `files` is a list."""
+
+    class Meta:
+        unknown = RAISE
+
+    id = fields.String(required=True)
+    html_url = fields.String(required=True)
+    description = fields.String(required=True)
+    public = fields.Boolean(required=True)
+    owner = fields.String(required=True, metadata={"description": "The owner's login."})
+    files = fields.List(fields.Nested(GistFileSchema), required=True)
+    created_at = fields.String(required=True, allow_none=True, metadata={"format": "date-time"})
+    updated_at = fields.String(required=True, allow_none=True, metadata={"format": "date-time"})
+
+
+class OneGistSchema(GistSchema):
+    success = fields.Boolean(required=True)
+
+
+class ChangedGistSchema(OneGistSchema):
+    recorded = fields.Boolean(required=True, metadata={
+        "description": "Whether the change was written to this server's record (false: GitHub made it, the "
+                       "database could not record it)."})
+
+
+class DeletedGistSchema(BaseSchema):
+    class Meta:
+        unknown = RAISE
+
+    id = fields.String(required=True)
+    deleted = fields.Boolean(required=True)
+    recorded = fields.Boolean(required=True)
+    success = fields.Boolean(required=True)
+
+
+class GistPageSchema(BaseSchema):
+    class Meta:
+        unknown = RAISE
+
+    gists = fields.List(fields.Nested(GistSchema), required=True)
+    page = fields.Integer(required=True)
+    per_page = fields.Integer(required=True)
+    pages = fields.Dict(keys=fields.String(), values=fields.Integer(), required=True,
+                        metadata={"description": "GitHub's Link relations (next, prev, first, last) to page numbers."})
+    links = fields.Dict(keys=fields.String(), values=fields.String(), required=True,
+                        metadata={"description": "The same relations as URLs of this endpoint (also in `Link`)."})
+    success = fields.Boolean(required=True)
+
+
+class GistRevisionSchema(BaseSchema):
+    class Meta:
+        unknown = RAISE
+
+    action = fields.String(required=True, metadata={"enum": ["create", "update", "delete"]})
+    endpoint = fields.String(required=True, metadata={"example": "PATCH /gists/{gist_id}"})
+    client_id = fields.String(required=True, allow_none=True, metadata={"description": "X-Client-Id, when sent."})
+    client_ip = fields.String(required=True, allow_none=True)
+    description = fields.String(required=True, allow_none=True)
+    files = fields.List(fields.String(), required=True, metadata={"description": "File names after the change."})
+    changes = fields.Dict(required=True, metadata={"description": "added, updated, deleted, renamed, description."})
+    details = fields.Dict(required=True, allow_none=True,
+                          metadata={"description": "E.g. the provider, model and explanation of a chat-made change."})
+    version = fields.String(required=True, allow_none=True, metadata={"description": "GitHub's history version."})
+    at = fields.String(required=True, allow_none=True, metadata={"format": "date-time"})
+
+
+class LocalGistSchema(BaseSchema):
+    class Meta:
+        unknown = RAISE
+
+    id = fields.String(required=True)
+    owner = fields.String(required=True)
+    description = fields.String(required=True)
+    public = fields.Boolean(required=True)
+    files = fields.List(fields.String(), required=True)
+    html_url = fields.String(required=True)
+    created_at = fields.String(required=True, allow_none=True, metadata={"format": "date-time"})
+    updated_at = fields.String(required=True, allow_none=True, metadata={"format": "date-time"})
+    deleted_at = fields.String(required=True, allow_none=True, metadata={"format": "date-time"})
+    recorded_at = fields.String(required=True, allow_none=True, metadata={"format": "date-time"})
+    changed_at = fields.String(required=True, allow_none=True, metadata={"format": "date-time"})
+    revision_count = fields.Integer(required=True)
+    last_revision = fields.Nested(GistRevisionSchema, required=True, allow_none=True)
+
+
+class LocalGistPageSchema(BaseSchema):
+    class Meta:
+        unknown = RAISE
+
+    gists = fields.List(fields.Nested(LocalGistSchema), required=True)
+    next_cursor = fields.String(required=True, allow_none=True)
+    limit = fields.Integer(required=True)
+    success = fields.Boolean(required=True)
+
+
+class LocalGistHistorySchema(LocalGistSchema):
+    revisions = fields.List(fields.Nested(GistRevisionSchema), required=True, metadata={"description": "Oldest first."})
+    success = fields.Boolean(required=True)
+
+
+class ChatGistResultSchema(BaseSchema):
+    class Meta:
+        unknown = RAISE
+
+    action = fields.String(required=True, metadata={"enum": ["create", "update"]})
+    gist_id = fields.String(required=True)
+    html_url = fields.String(required=True)
+    explanation = fields.String(required=True, metadata={"description": "The model's explanation."})
+    description = fields.String(required=True)
+    files = fields.List(fields.Nested(GistFileSchema), required=True)
+    provider = fields.String(required=True)
+    model = fields.String(required=True)
+    usage = fields.Nested(UsageSchema, required=True)
+    validation_retries = fields.Integer(required=True)
+    attempts = fields.List(fields.Nested(AttemptSchema), required=True)
+    recorded = fields.Boolean(required=True)
+    success = fields.Boolean(required=True)
+
+
+GIST_STREAM = ("The native chat events (`start`, `fallback`, `delta` with the explanation, `done`, `error` with its "
+               "HTTP `status`), plus `retry` (the first answer did not validate: `message`, `errors`) and `gist` "
+               "(the result, as answered without streaming).")

@@ -6,18 +6,43 @@ and the client's address (behind Caddy, the one it saw: see `TRUSTED_PROXIES`).
 """
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify, request, url_for
+from flask import current_app, jsonify, request, url_for
+from flask_smorest import Blueprint
 
 from app.core.http import parse_body, parse_query
-from app.core.openapi import documented
+from app.core.openapi import errors, json_body, query_args, streams
 from app.gists import service
 from app.gists.chat import action_request, chat_gist, recent_for_prompt, stream_chat_gist
-from app.gists.schemas import ChatGistSchema, CreateGistSchema, ListGistsQuery, LocalGistsQuery, UpdateGistSchema
+from app.gists.schemas import (
+    GIST_STREAM,
+    ChangedGistSchema,
+    ChatGistResultSchema,
+    ChatGistSchema,
+    CreateGistSchema,
+    DeletedGistSchema,
+    GistPageSchema,
+    ListGistsQuery,
+    LocalGistHistorySchema,
+    LocalGistPageSchema,
+    LocalGistsQuery,
+    OneGistSchema,
+    UpdateGistSchema,
+)
 from app.integrations.github import GitHubClient, require_client
-from app.llm.responses import event_stream, gateway, note_answer, registry
+from app.llm.responses import GATEWAY_ERRORS, event_stream, gateway, note_answer, registry
 from app.llm.sse import NativeEvents
 
-bp = Blueprint("gists", __name__)
+bp = Blueprint("gists", __name__, description="GitHub gists, and this server's record of the gists it changed.")
+
+GITHUB_ERRORS = ((400, "GitHub refused the change as invalid (422), or a bad gist id."),
+                 (403, "GitHub refused the token this action."),
+                 (404, "No such gist on GitHub."),
+                 (409, "GitHub reported a conflict."),
+                 (410, "The gist is gone on GitHub."),
+                 (429, "GitHub's rate limit: `Retry-After` says when to try again."),
+                 (502, "GitHub failed, rejected the token, or answered nonsense."),
+                 (503, "GITHUB_TOKEN is not set, or the database is unavailable."),
+                 (504, "GitHub did not answer in time."))
 
 
 def github() -> GitHubClient:
@@ -36,7 +61,10 @@ def client_address() -> str | None:
 
 
 @bp.post("/gists")
-@documented(body=CreateGistSchema)
+@json_body(CreateGistSchema)
+@bp.response(201, ChangedGistSchema, headers={"Location": {"schema": {"type": "string"},
+                                                           "description": "The gist's URL here."}})
+@errors(*GITHUB_ERRORS)
 def create_gist():
     """Create a gist: {"description", "public", "files": [{"filename", "content"}]} (or GitHub's files map)."""
     client = github()
@@ -48,7 +76,9 @@ def create_gist():
 
 
 @bp.get("/gists")
-@documented(query=ListGistsQuery)
+@query_args(ListGistsQuery)
+@bp.response(200, GistPageSchema)
+@errors(*GITHUB_ERRORS)
 def list_gists():
     """List the token owner's gists: page, per_page (max 100), since/until (ISO 8601, updated time)."""
     client = github()
@@ -64,7 +94,9 @@ def list_gists():
 
 
 @bp.get("/gists/local")
-@documented(query=LocalGistsQuery)
+@query_args(LocalGistsQuery)
+@bp.response(200, LocalGistPageSchema)
+@errors((400, "An invalid limit or cursor."), (503, "The database is unavailable or busy."))
 def local_gists():
     """Gists created or changed through this server, newest first; `cursor` from next_cursor continues."""
     query = parse_query(LocalGistsQuery)
@@ -72,19 +104,25 @@ def local_gists():
 
 
 @bp.get("/gists/local/<gist_id>")
+@bp.response(200, LocalGistHistorySchema)
+@errors((404, "This server never changed that gist."), (503, "The database is unavailable or busy."))
 def local_gist(gist_id: str):
     """One gist recorded by this server, with every revision (who asked, from which endpoint, what changed)."""
     return jsonify({**service.local_gist(gist_id), "success": True})
 
 
 @bp.get("/gists/<gist_id>")
+@bp.response(200, OneGistSchema)
+@errors(*GITHUB_ERRORS)
 def get_gist(gist_id: str):
     """One gist, with its files' contents."""
     return jsonify({**service.get_gist(github(), gist_id), "success": True})
 
 
 @bp.patch("/gists/<gist_id>")
-@documented(body=UpdateGistSchema)
+@json_body(UpdateGistSchema)
+@bp.response(200, ChangedGistSchema)
+@errors(*GITHUB_ERRORS)
 def update_gist(gist_id: str):
     """Update a gist: description and/or files; "content": null deletes a file, "new_filename" renames it."""
     client = github()
@@ -94,6 +132,8 @@ def update_gist(gist_id: str):
 
 
 @bp.delete("/gists/<gist_id>")
+@bp.response(200, DeletedGistSchema)
+@errors(*GITHUB_ERRORS)
 def delete_gist(gist_id: str):
     """Delete a gist."""
     return jsonify({**service.delete_gist(github(), gist_id, requester("DELETE /gists/{gist_id}")),
@@ -101,7 +141,11 @@ def delete_gist(gist_id: str):
 
 
 @bp.post("/chat/gist")
-@documented(body=ChatGistSchema)
+@json_body(ChatGistSchema)
+@bp.response(200, ChatGistResultSchema, description='The gist was updated; with `"stream": true`, an SSE stream.')
+@bp.alt_response(201, schema=ChatGistResultSchema, description="The gist was created.", success=True)
+@streams(GIST_STREAM)
+@errors(*GATEWAY_ERRORS, *GITHUB_ERRORS, (502, "The model's action did not validate, twice."))
 def chat_gist_view():
     """Let the model create or update a gist from the conversation; SSE with "stream": true."""
     client = github()

@@ -12,6 +12,19 @@ from app.llm.providers.base import StreamEnd
 from app.llm.pump import SSE_HEADERS, Pump, stream_events
 from app.llm.registry import Registry
 
+GATEWAY_ERRORS = (
+    (400, "The provider refused the request as the caller's fault (a bad parameter, a context too long)."),
+    (404, "Unknown provider or model."),
+    (413, "The provider refused the request as too large."),
+    (422, "The provider refused the request as unprocessable."),
+    (502, "Every route failed before answering; `attempts` lists them."),
+    (503, "The provider is not configured (the message names the variable), or every route was overloaded or "
+          "rate limited."),
+    (504, "The last route timed out."),
+)
+"""What answering through the gateway can fail with (`Registry.plan`, `Gateway._record`, `all_failed`),
+for the OpenAPI document of each front door."""
+
 
 def registry() -> Registry:
     return current_app.extensions["providers"]

@@ -12,7 +12,7 @@ import base64
 import re
 from typing import Any
 
-from marshmallow import ValidationError, fields, post_load, validate
+from marshmallow import RAISE, ValidationError, fields, post_load, validate
 
 from app.core.schemas import BaseSchema, decode_data_uri
 
@@ -147,3 +147,102 @@ class ChatCompletionsSchema(BaseSchema):
                 raise ValidationError({"response_format": ["json_schema.schema must be an object."]})
             data["json_schema"] = {"name": spec.get("name", "response"), "schema": spec["schema"]}
         return data
+
+
+# -- what the gateway's front doors answer (for the OpenAPI document; views build the dicts) ---------
+
+
+class UsageSchema(BaseSchema):
+    class Meta:
+        unknown = RAISE
+
+    prompt_tokens = fields.Integer(required=True)
+    completion_tokens = fields.Integer(required=True)
+    total_tokens = fields.Integer(required=True)
+
+
+class AttemptSchema(BaseSchema):
+    """A route that failed before the answer began (the next one was tried)."""
+
+    class Meta:
+        unknown = RAISE
+
+    provider = fields.String(required=True)
+    model = fields.String(required=True)
+    error = fields.String(required=True)
+    status = fields.Integer(required=True, allow_none=True, metadata={"description": "The upstream HTTP status."})
+
+
+class AnswerMessageSchema(BaseSchema):
+    class Meta:
+        unknown = RAISE
+
+    role = fields.String(required=True, metadata={"enum": ["assistant"]})
+    content = fields.String(required=True)
+
+
+class ChoiceSchema(BaseSchema):
+    class Meta:
+        unknown = RAISE
+
+    index = fields.Integer(required=True)
+    message = fields.Nested(AnswerMessageSchema, required=True)
+    finish_reason = fields.String(required=True, allow_none=True)
+
+
+class ChatCompletionSchema(BaseSchema):
+    """OpenAI's `chat.completion`, plus `provider` (and `attempts` when a fallback happened)."""
+
+    class Meta:
+        unknown = RAISE
+
+    id = fields.String(required=True)
+    object = fields.String(required=True, metadata={"enum": ["chat.completion"]})
+    created = fields.Integer(required=True)
+    model = fields.String(required=True)
+    choices = fields.List(fields.Nested(ChoiceSchema), required=True)
+    usage = fields.Nested(UsageSchema, required=True)
+    provider = fields.String(required=True)
+    attempts = fields.List(fields.Nested(AttemptSchema))
+
+
+class ModelSchema(BaseSchema):
+    class Meta:
+        unknown = RAISE
+
+    id = fields.String(required=True)
+    object = fields.String(required=True, metadata={"enum": ["model"]})
+    created = fields.Integer(required=True)
+    owned_by = fields.String(required=True)
+
+
+class ModelListSchema(BaseSchema):
+    class Meta:
+        unknown = RAISE
+
+    object = fields.String(required=True, metadata={"enum": ["list"]})
+    data = fields.List(fields.Nested(ModelSchema), required=True)
+
+
+class ChatAnswerSchema(BaseSchema):
+    """A stateless chat's answer (`/chat/{provider}` and `/chat` with `messages`, not streamed)."""
+
+    class Meta:
+        unknown = RAISE
+
+    response = fields.String(required=True)
+    provider = fields.String(required=True)
+    model = fields.String(required=True)
+    finish_reason = fields.String(required=True, allow_none=True)
+    usage = fields.Nested(UsageSchema, required=True)
+    attempts = fields.List(fields.Nested(AttemptSchema), required=True)
+    success = fields.Boolean(required=True)
+
+
+OPENAI_STREAM = ("`chat.completion.chunk` events as `data: {json}` lines: a role delta first (with `provider`), "
+                 "content deltas, a chunk with `finish_reason`, a usage chunk when "
+                 "`stream_options.include_usage`, then `data: [DONE]`. A failure after text is an "
+                 '`data: {"error": {...}}` line.')
+NATIVE_STREAM = ("`data: {json}` events with a `type`: `fallback` (an attempt failed before any text), `start` "
+                 "(`provider`, `model`), `delta` (`content`), `done` (`provider`, `model`, `finish_reason`, "
+                 "`usage`), or `error` (`message`, `code`) when the provider fails after text was sent.")

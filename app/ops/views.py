@@ -3,14 +3,17 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, current_app, jsonify
+from flask import current_app, jsonify
+from flask_smorest import Blueprint
 
 from app.core.clock import isoformat, utcnow
+from app.core.openapi import errors
 from app.core.version import __version__
 from app.llm.responses import registry
 from app.ops.health import ProviderHealth, database_ok
+from app.ops.schemas import HealthSchema, NamedProviderStatusSchema, PingSchema, StatusSchema
 
-bp = Blueprint("health", __name__)
+bp = Blueprint("health", __name__, description="Liveness, readiness and each provider's status.")
 
 
 def provider_health() -> ProviderHealth:
@@ -18,6 +21,8 @@ def provider_health() -> ProviderHealth:
 
 
 @bp.get("/health")
+@bp.response(200, HealthSchema, description="The database answers (`degraded` when no provider is reachable).")
+@bp.alt_response(503, schema=HealthSchema, description="The database does not answer (`status: error`).")
 def health():
     """Status, version, uptime, database and every provider (configured, reachable)."""
     database = database_ok(current_app.extensions["database"])
@@ -31,6 +36,9 @@ def health():
 
 
 @bp.get("/health/<provider>")
+@bp.response(200, NamedProviderStatusSchema, description="Configured and reachable.")
+@bp.alt_response(503, schema=NamedProviderStatusSchema, description="Not configured, or not reachable.")
+@errors((404, "Unknown provider."))
 def health_of(provider: str):
     """One provider's status; 503 when not configured or unreachable."""
     name = registry().canonical(provider)
@@ -41,6 +49,7 @@ def health_of(provider: str):
 
 
 @bp.get("/ping")
+@bp.response(200, PingSchema)
 def ping():
     """Liveness: answers while the process serves requests."""
     return jsonify({"status": "ok", "message": "pong"})
@@ -48,6 +57,7 @@ def ping():
 
 @bp.get("/v1/health")
 @bp.get("/api/v1/health")
+@bp.response(200, StatusSchema)
 def v1_health():
     """Liveness in the older api-server's shape."""
     return jsonify({"status": "ok"})

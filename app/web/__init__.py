@@ -4,6 +4,7 @@ from flask import Flask
 
 
 def register_blueprints(app: Flask) -> None:
+    """Register every feature's blueprint through the one `Api`, which documents each route."""
     from app.conversations import views as conversations
     from app.deployments import views as deployments
     from app.frontdoors import ask, openai_v1
@@ -11,6 +12,9 @@ def register_blueprints(app: Flask) -> None:
     from app.ops import metrics
     from app.ops import views as health
     from app.web import meta, ui
+    from app.web.openapi import make_api
 
+    api = make_api(app)
     for module in (meta, health, metrics, ask, conversations, openai_v1, gists, deployments, ui):
-        app.register_blueprint(module.bp)
+        api.register_blueprint(module.bp)
+    app.register_blueprint(meta.assets)

@@ -27,6 +27,7 @@ from app.core.errors import (
     UnsupportedMediaType,
     UpstreamUnavailable,
     openai_error_body,
+    openai_shaped,
 )
 
 log = logging.getLogger("aiserver.errors")
@@ -35,7 +36,7 @@ MAX_HEADER_BYTES = 8192  # and its limit_request_field_size (16384)
 
 
 def error_body(error: APIError) -> dict[str, Any]:
-    if request and request.path.startswith(("/v1/", "/api/v1/")):
+    if request and openai_shaped(request.path):
         return openai_error_body(error)
     return {"error": error.to_dict(), "success": False}
 

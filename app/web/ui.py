@@ -1,15 +1,18 @@
 """`GET /ui`: the web chat page (plain HTML, CSS and JavaScript; it only calls this server's endpoints)."""
 from __future__ import annotations
 
-from flask import Blueprint, render_template
+from flask import render_template
+from flask_smorest import Blueprint
 
+from app.core.openapi import text_answer
 from app.core.version import __version__
 
-bp = Blueprint("ui", __name__)
+bp = Blueprint("ui", __name__, description="The web chat page.")
 
 
 @bp.get("/ui")
 @bp.get("/ui/")
+@text_answer("text/html", "The chat page.")
 def chat_page():
     """The web chat: streamed answers, past chats, custom chat ids, provider choice, dark mode."""
     response = render_template("chat.html", version=__version__)

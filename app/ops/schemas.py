@@ -1,0 +1,54 @@
+"""Marshmallow schemas of what the health endpoints answer (for the OpenAPI document; views build dicts)."""
+from __future__ import annotations
+
+from marshmallow import RAISE, Schema, fields
+
+
+class ProviderStatusSchema(Schema):
+    """One provider: configured or not (then `variable` names the setting), and reachable or not."""
+
+    class Meta:
+        unknown = RAISE
+
+    configured = fields.Boolean(required=True)
+    reachable = fields.Boolean(required=True)
+    variable = fields.String(metadata={"description": "The setting to set (when not configured)."})
+    default_model = fields.String()
+    latency_ms = fields.Float(metadata={"description": "Time the check (a model listing) took."})
+    error = fields.String(metadata={"description": "Why it is not reachable."})
+
+
+class NamedProviderStatusSchema(ProviderStatusSchema):
+    provider = fields.String(required=True, metadata={"description": "The provider's name (aliases resolved)."})
+
+
+class DatabaseStatusSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    ok = fields.Boolean(required=True)
+    engine = fields.String(required=True, metadata={"example": "SqliteDatabase"})
+    error = fields.String(metadata={"description": "The driver error's name, when not ok."})
+
+
+class HealthSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    status = fields.String(required=True, metadata={"enum": ["ok", "degraded", "error"]})
+    timestamp = fields.String(required=True, metadata={"format": "date-time"})
+    version = fields.String(required=True)
+    uptime_s = fields.Float(required=True)
+    database = fields.Nested(DatabaseStatusSchema, required=True)
+    providers = fields.Dict(keys=fields.String(), values=fields.Nested(ProviderStatusSchema), required=True)
+
+
+class StatusSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    status = fields.String(required=True, metadata={"enum": ["ok"]})
+
+
+class PingSchema(StatusSchema):
+    message = fields.String(required=True, metadata={"enum": ["pong"]})
