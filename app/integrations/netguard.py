@@ -58,7 +58,7 @@ def system_resolver(host: str, port: int) -> list[str]:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
         raise BlockedURL(f"The host {host!r} does not resolve: {exc}.", code="url_unresolvable") from None
-    return list(dict.fromkeys(info[4][0] for info in infos))
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 def is_public(address: str) -> bool:
@@ -136,14 +136,14 @@ class PinnedAdapter(HTTPAdapter):
             pool_kwargs.update(server_hostname=self.target.host, assert_hostname=self.target.host)
         super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
 
-    def send(self, request, **kwargs):
+    def send(self, request, *args: Any, **kwargs: Any) -> requests.Response:
         parts = urlsplit(request.url)
         if (parts.hostname or "").rstrip(".").lower() != self.target.host.lower():
             raise BlockedURL("Refusing a request to a host that was not checked.")
         address = f"[{self.target.address}]" if ":" in self.target.address else self.target.address
         request.headers["Host"] = parts.netloc.rsplit("@", 1)[-1]
         request.url = urlunsplit(parts._replace(netloc=f"{address}:{self.target.port}"))
-        return super().send(request, **kwargs)
+        return super().send(request, *args, **kwargs)
 
 
 def _is_ip(host: str) -> bool:
