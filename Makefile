@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run serve initdb install install-dev test test-system-deps bench env-example clean
+.PHONY: run serve initdb install install-dev lint test test-system-deps bench env-example clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +41,12 @@ serve: initdb
 test-system-deps:
 	bash scripts/install-test-deps
 
-test: install-dev test-system-deps
+## Lint and import order (ruff, ruff.toml) over the code, and types (mypy, setup.cfg) over app/.
+lint: install-dev
+	$(BIN)/ruff check app tests bench scripts
+	$(BIN)/mypy
+
+test: install-dev test-system-deps lint
 	$(BIN)/python -m pytest
 
 ## The speed comparison with LiteLLM's proxy and Portkey's gateway (about 15 minutes); writes docs/performance.md.
