@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from app.core.config import load_settings
-from app.core.errors import BadRequest, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from app.core.errors import BadRequest, RateLimited, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from app.llm.gateway import FailedAttempt, Gateway, RetryPolicy, Started, StreamFailed
 from app.llm.providers.base import CompletionRequest, StreamEnd
 from app.llm.registry import build_registry
@@ -82,7 +82,8 @@ def test_a_callers_mistake_is_returned_not_retried(make_gateway, fake_openai, fa
     assert len(fake_openai.requests) == 1 and fake_anthropic.requests == []
 
 
-@pytest.mark.parametrize("reply, error", [(Reply(status=500), UpstreamError), (Reply(status=429), UpstreamUnavailable),
+@pytest.mark.parametrize("reply, error", [(Reply(status=500), UpstreamError), (Reply(status=503), UpstreamUnavailable),
+                                          (Reply(status=429, retry_after=60), RateLimited),
                                           (Reply(hang=3), UpstreamTimeout)])
 def test_when_everything_fails_the_error_lists_each_attempt(make_gateway, fake_openai, reply, error):
     gateway, registry = make_gateway(retries=0, openai=fake_openai)

@@ -5,33 +5,67 @@ import time
 import uuid
 from typing import Any
 
-from flask import Response, jsonify
+from flask import Response, current_app, jsonify
 
+from app.core.errors import BadRequest
+from app.llm.gateway import Answer
 from app.llm.providers.base import CompletionRequest
 from app.llm.registry import Route
 from app.llm.responses import answer_headers, event_stream, gateway, note_answer
 from app.llm.sse import OpenAIChunks
 
 
-def completion_body(answer) -> dict[str, Any]:
+def completion_body(answer: Answer) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": answer.text or (None if answer.tool_calls else "")}
+    if answer.tool_calls:
+        message["tool_calls"] = [{"id": call.id, "type": "function",
+                                  "function": {"name": call.name, "arguments": call.arguments}}
+                                 for call in answer.tool_calls]
+    if answer.reasoning:
+        message["reasoning_content"] = answer.reasoning
+    choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": answer.finish_reason}
+    if answer.logprobs is not None:
+        choice["logprobs"] = answer.logprobs
     body = {
         "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
-        "model": answer.model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text},
-                     "finish_reason": answer.finish_reason}],
-        "usage": answer.usage.to_dict(), "provider": answer.provider,
+        "model": answer.model, "choices": [choice], "usage": answer.usage.to_dict(), "provider": answer.provider,
     }
     if answer.attempts:
         body["attempts"] = [a.to_dict() for a in answer.attempts]
     return body
 
 
+def honouring_routes(request: CompletionRequest, routes: list[Route], drop: bool) -> list[Route]:
+    """The routes to try: a parameter the first provider cannot honour is a 400 naming it (unless
+    `drop`: DROP_UNSUPPORTED_PARAMS); a fallback that cannot honour the request is not tried."""
+    unsupported = routes[0].provider.unsupported(request)
+    if drop:
+        return routes
+    if unsupported:
+        name, provider = unsupported[0], routes[0].provider.name
+        raise BadRequest(f"The parameter '{name}' is not supported by {provider} ({routes[0].model}); "
+                         "leave it out, or set DROP_UNSUPPORTED_PARAMS=true to have it dropped.",
+                         code="unsupported_parameter", details={"param": name, "provider": provider})
+    return [route for route in routes if not route.provider.unsupported(request)]
+
+
+def dropped_header(request: CompletionRequest, routes: list[Route], provider: str) -> dict[str, str]:
+    """`X-Dropped-Params` naming what the provider that answered could not honour, when anything."""
+    dropped = next((r.provider.unsupported(request) for r in routes if r.provider.name == provider), [])
+    return {"X-Dropped-Params": ", ".join(dropped)} if dropped else {}
+
+
 def openai_response(request: CompletionRequest, routes: list[Route], stream: bool,
                     include_usage: bool = False) -> Response:
+    routes = honouring_routes(request, routes, current_app.config["DROP_UNSUPPORTED_PARAMS"])
     if stream:
-        return event_stream(gateway().stream(request, routes), OpenAIChunks(include_usage=include_usage))
+        return event_stream(gateway().stream(request, routes), OpenAIChunks(include_usage=include_usage),
+                            headers=lambda started: dropped_header(request, routes, started.provider))
     answer = gateway().complete(request, routes)
     note_answer(answer.provider, answer.model, answer.usage.total_tokens)
     response = jsonify(completion_body(answer))
-    response.headers.update(answer_headers(answer))
+    response.headers.update({**answer_headers(answer),
+                             **dropped_header(request, routes, answer.provider)})
     return response
+
+

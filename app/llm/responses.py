@@ -2,7 +2,7 @@
 and streamed (SSE) responses."""
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from flask import Response, current_app, g
 
@@ -25,20 +25,26 @@ def note_answer(provider: str, model: str, tokens: int | None) -> None:
     g.request_log.update(provider=provider, model=model, tokens=tokens)
 
 
-def answer_headers(answer: Answer) -> dict[str, str]:
+def answer_headers(answer: Answer | Started) -> dict[str, str]:
+    """Who answered (`X-Provider`, `X-Model`) and, when earlier routes failed, which ones
+    (`X-Fallbacks`: `provider/model` of each failed attempt, in order)."""
     headers = {"X-Provider": answer.provider, "X-Model": answer.model}
     if answer.attempts:
-        headers["X-Failed-Attempts"] = str(len(answer.attempts))
+        headers["X-Fallbacks"] = ", ".join(f"{a.provider}/{a.model}" for a in answer.attempts)
     return headers
 
 
-def event_stream(events: Iterator[Any], formatter: Any) -> Response:
+def event_stream(events: Iterator[Any], formatter: Any,
+                 headers: Callable[[Started], dict[str, str]] = lambda started: {}) -> Response:
     """An SSE response of `events` written by `formatter`; fails as plain JSON if no route answers
-    within the heartbeat interval (see `app.sse`)."""
+    within the heartbeat interval (see `app.sse`). When the answer has started by then, the
+    response's headers say who answers, plus `headers(started)`."""
     heartbeat = current_app.config["SSE_HEARTBEAT_S"]
     pump = Pump(events)
     opened = pump.opening(heartbeat)
     log_fields = g.request_log
+    started = next((event for event in opened if isinstance(event, Started)), None)
+    response_headers = {**SSE_HEADERS, **(answer_headers(started) | headers(started) if started else {})}
 
     def body() -> Iterator[str]:
         for event in stream_events(pump, opened, heartbeat):
@@ -50,4 +56,4 @@ def event_stream(events: Iterator[Any], formatter: Any) -> Response:
                 log_fields.update(error="stream_interrupted")
             yield formatter.format(event)
 
-    return Response(body(), mimetype="text/event-stream", headers=SSE_HEADERS)
+    return Response(body(), mimetype="text/event-stream", headers=response_headers)
