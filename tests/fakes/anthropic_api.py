@@ -77,7 +77,7 @@ class FakeAnthropic(FakeServer):
                    **({"text": reply.full_text} if start["type"] == "text" else {}),
                    **({"input": json.loads(arguments)} if start["type"] == "tool_use" else {})}
                   for start, arguments in self._blocks(reply, request)]
-        usage = {"input_tokens": reply.prompt_tokens, "output_tokens": _output_tokens(reply)}
+        usage = {"input_tokens": reply.prompt_tokens, **_output_usage(reply, blocks)}
         return {**self._message(model, usage), "content": blocks, "stop_reason": _stop_reason(reply)}
 
     def frames(self, reply: Reply, model: str, request: RecordedRequest) -> Iterator[Frame]:
@@ -85,7 +85,8 @@ class FakeAnthropic(FakeServer):
         start_usage = {"input_tokens": reply.prompt_tokens, "output_tokens": 1}
         yield _event("message_start", message={**self._message(model, start_usage), "content": [], "stop_reason": None})
         yield _event("ping")
-        for index, (start, arguments) in enumerate(self._blocks(reply, request)):
+        blocks = self._blocks(reply, request)
+        for index, (start, arguments) in enumerate(blocks):
             if start["type"] == "thinking":
                 block = {**start, "thinking": "", "signature": ""}
                 deltas = [{"type": "thinking_delta", "thinking": piece} for piece in fragments(reply.reasoning)]
@@ -103,7 +104,7 @@ class FakeAnthropic(FakeServer):
         yield _event(
             "message_delta",
             delta={"stop_reason": _stop_reason(reply), "stop_sequence": None},
-            usage={"output_tokens": _output_tokens(reply)},
+            usage=_output_usage(reply, [start for start, _ in blocks]),
         )
         yield _event("message_stop")
 
@@ -162,6 +163,14 @@ def _tool_history_problem(messages: list[dict]) -> str | None:
                     f"{sorted(asked - answered)[0]}.")
         asked = {b.get("id") for b in blocks if b.get("type") == "tool_use"}
     return None
+
+
+def _output_usage(reply: Reply, blocks: list[dict]) -> dict:
+    """``output_tokens`` and, when the answer thought, how many of them were thinking."""
+    usage: dict = {"output_tokens": _output_tokens(reply)}
+    if reply.reasoning and any(block["type"] == "thinking" for block in blocks):
+        usage["output_tokens_details"] = {"thinking_tokens": len(fragments(reply.reasoning))}
+    return usage
 
 
 def _output_tokens(reply: Reply) -> int:

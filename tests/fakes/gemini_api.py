@@ -111,8 +111,11 @@ class FakeGemini(FakeServer):
 
 
 def _thoughts(reply: Reply, request: RecordedRequest) -> list[dict]:
+    """Thought summaries, when asked for (the API reads proto field names in either case, and
+    google-genai sends this one's in snake case)."""
     thinking = (request.json.get("generationConfig") or {}).get("thinkingConfig") or {}
-    return [{"text": reply.reasoning, "thought": True}] if reply.reasoning and thinking.get("includeThoughts") else []
+    asked = thinking.get("includeThoughts", thinking.get("include_thoughts"))
+    return [{"text": reply.reasoning, "thought": True}] if reply.reasoning and asked else []
 
 
 def _function_calls(reply: Reply, request: RecordedRequest, model: str) -> list[dict]:

@@ -72,7 +72,7 @@ class OpenAICompatibleProvider:
         return [self.default_model, *self.fallback_models]
 
     def unsupported(self, request: CompletionRequest) -> list[str]:
-        return unsupported_params(request, SUPPORTED)
+        return unsupported_params(request, SUPPORTED | set(request.extra))
 
     def check(self) -> None:
         try:
