@@ -20,7 +20,8 @@ from tests.fakes.gemini_api import SIGNATURE, FakeGemini
 from tests.fakes.openai_api import FakeOpenAI
 from tests.fakes.server import Reply, embedding
 
-PIXEL = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8/5+hHgAHggJ/PchI7wAAAABJRU5ErkJggg==")
+PIXEL = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8/5+hHgAHggJ/"
+                         "PchI7wAAAABJRU5ErkJggg==")
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
                                            "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
                                                           "required": ["city"]}}},
@@ -65,7 +66,7 @@ def server(fakes, tmp_path_factory):
                          MODEL_ALIASES=["smart=openai/gpt-4o|anthropic/claude-haiku-5-5"],
                          OPENAI_EMBEDDING_MODELS="text-embedding-3-small",
                          GEMINI_EMBEDDING_MODELS="gemini-embedding-001",
-                         **provider_config(openai=fakes["openai"], anthropic=fakes["anthropic"], gemini=fakes["gemini"]))
+                         **provider_config(**fakes))
     config["GEMINI_MODEL_DEFAULT"] = "gemini-3-flash"
     live = LiveServer(config)
     yield live
@@ -351,3 +352,67 @@ def test_langchain_agent_calls_a_tool_through_each_vendor(server, fakes):
         messages += [first, ToolMessage(get_weather.invoke(first.tool_calls[0]["args"]),
                                         tool_call_id=first.tool_calls[0]["id"])]
         assert agent.invoke(messages).content == "It is sunny.", vendor
+
+
+# -- in-process: parameters, message shapes and the retry budget -----------------------------------
+
+
+def test_drop_unsupported_params_drops_and_names_them(make_app, fake_openai, fake_anthropic):
+    client = make_app(**provider_config(openai=fake_openai, anthropic=fake_anthropic),
+                      DROP_UNSUPPORTED_PARAMS=True).test_client()
+    response = client.post("/v1/chat/completions", json={"model": "claude-sonnet-5-5", "messages": QUESTION,
+                                                          "temperature": 0.2, "seed": 3, "stop": ["END"]})
+    assert response.status_code == 200 and response.headers["X-Dropped-Params"] == "temperature, seed"
+    sent = fake_anthropic.requests[-1].json
+    assert "temperature" not in sent and "seed" not in sent and sent["stop_sequences"] == ["END"]
+
+
+def test_a_fallback_that_cannot_honour_the_request_is_not_tried(make_app, fake_openai, fake_anthropic):
+    client = make_app(**provider_config(openai=fake_openai, anthropic=fake_anthropic), RETRY_ATTEMPTS=0,
+                      MODEL_ALIASES=["smart=openai/gpt-4o|anthropic/claude-haiku-5-5"]).test_client()
+    fake_openai.default_reply = Reply(status=503)
+    response = client.post("/v1/chat/completions", json={"model": "smart", "messages": QUESTION, "seed": 1})
+    assert response.status_code == 503 and fake_anthropic.requests == []
+    assert client.post("/chat/claude", json={"messages": QUESTION, "temperature": 0.5}).get_json()["error"][
+        "param"] == "temperature"  # /chat refuses what Anthropic cannot take too
+
+
+@pytest.mark.parametrize("message, param", [
+    ({"role": "tool", "content": "42"}, "tool_call_id"),
+    ({"role": "user", "content": None}, "content"),
+    ({"role": "user", "content": "x", "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "{}"}}]},
+     "tool_calls"),
+    ({"role": "function", "content": "x"}, "role"),
+    ({"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}, "content"),
+])
+def test_malformed_agent_messages_are_400s_naming_the_field(client_in_process, message, param):
+    response = client_in_process.post("/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": [message]})
+    assert response.status_code == 400
+    assert param in response.get_json()["error"]["message"]
+
+
+@pytest.mark.parametrize("body, param", [
+    ({"tools": [{"type": "custom", "custom": {"name": "x"}}]}, "tools"),
+    ({"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "nope"}}}, "tool_choice"),
+    ({"reasoning_effort": "extreme"}, "reasoning_effort"),
+    ({"logprobs": True, "stream": True}, "logprobs"),
+])
+def test_malformed_parameters_are_400s_naming_them(client_in_process, body, param):
+    response = client_in_process.post("/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": QUESTION,
+                                                                    **body})
+    assert response.status_code == 400 and response.get_json()["error"]["param"] == param
+
+
+def test_a_malformed_tool_call_argument_is_a_400_not_a_fallback(make_app, fake_openai, fake_anthropic):
+    client = make_app(**provider_config(openai=fake_openai, anthropic=fake_anthropic)).test_client()
+    history = [*QUESTION, {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{not json"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "sunny"}]
+    response = client.post("/v1/chat/completions", json={"model": "claude-sonnet-5-5", "messages": history})
+    assert response.status_code == 400 and "arguments" in response.get_json()["error"]["message"]
+    assert fake_anthropic.requests == [] and fake_openai.requests == []
+
+
+@pytest.fixture
+def client_in_process(make_app, fake_openai):
+    return make_app(**provider_config(openai=fake_openai)).test_client()

@@ -49,7 +49,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PROVIDER_FALLBACKS", "", "Comma-separated providers tried, in order, when the chosen one fails as a whole.",
             _list, group="routing"),
     Setting("MODEL_ALIASES", "", "Comma-separated alias=provider/model pairs for the /v1 API, e.g. "
-            "fast=openai/gpt-4o-mini; an alias may name an ordered chain across vendors: smart=anthropic/claude-sonnet-5-5|openai/gpt-5.4.",
+            "fast=openai/gpt-4o-mini; an alias may name an ordered chain across vendors: "
+            "smart=anthropic/claude-sonnet-5-5|openai/gpt-5.4.",
             _list, group="routing"),
     Setting("DROP_UNSUPPORTED_PARAMS", "false", "true: a /v1 parameter the chosen vendor cannot honour is dropped and "
             "named in X-Dropped-Params; false: it is a 400 naming it.", _bool, group="routing"),

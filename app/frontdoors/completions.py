@@ -5,13 +5,12 @@ import time
 import uuid
 from typing import Any
 
-from flask import Response, current_app, jsonify
+from flask import Response, jsonify
 
-from app.core.errors import BadRequest
 from app.llm.gateway import Answer
 from app.llm.providers.base import CompletionRequest
 from app.llm.registry import Route
-from app.llm.responses import answer_headers, event_stream, gateway, note_answer
+from app.llm.responses import answer_headers, dropped_header, event_stream, gateway, honouring_routes, note_answer
 from app.llm.sse import OpenAIChunks
 
 
@@ -35,29 +34,9 @@ def completion_body(answer: Answer) -> dict[str, Any]:
     return body
 
 
-def honouring_routes(request: CompletionRequest, routes: list[Route], drop: bool) -> list[Route]:
-    """The routes to try: a parameter the first provider cannot honour is a 400 naming it (unless
-    `drop`: DROP_UNSUPPORTED_PARAMS); a fallback that cannot honour the request is not tried."""
-    unsupported = routes[0].provider.unsupported(request)
-    if drop:
-        return routes
-    if unsupported:
-        name, provider = unsupported[0], routes[0].provider.name
-        raise BadRequest(f"The parameter '{name}' is not supported by {provider} ({routes[0].model}); "
-                         "leave it out, or set DROP_UNSUPPORTED_PARAMS=true to have it dropped.",
-                         code="unsupported_parameter", details={"param": name, "provider": provider})
-    return [route for route in routes if not route.provider.unsupported(request)]
-
-
-def dropped_header(request: CompletionRequest, routes: list[Route], provider: str) -> dict[str, str]:
-    """`X-Dropped-Params` naming what the provider that answered could not honour, when anything."""
-    dropped = next((r.provider.unsupported(request) for r in routes if r.provider.name == provider), [])
-    return {"X-Dropped-Params": ", ".join(dropped)} if dropped else {}
-
-
 def openai_response(request: CompletionRequest, routes: list[Route], stream: bool,
                     include_usage: bool = False) -> Response:
-    routes = honouring_routes(request, routes, current_app.config["DROP_UNSUPPORTED_PARAMS"])
+    routes = honouring_routes(request, routes)
     if stream:
         return event_stream(gateway().stream(request, routes), OpenAIChunks(include_usage=include_usage),
                             headers=lambda started: dropped_header(request, routes, started.provider))

@@ -14,7 +14,7 @@ from app.gists.chat import GistChatEvents, action_request, chat_gist, recent_for
 from app.gists.schemas import ChatGistSchema, CreateGistSchema, ListGistsQuery, LocalGistsQuery, UpdateGistSchema
 from app.integrations.github import GitHubClient, require_client
 from app.gists import service
-from app.llm.responses import event_stream, gateway, note_answer, registry
+from app.llm.responses import event_stream, gateway, honouring_routes, note_answer, registry
 
 bp = Blueprint("gists", __name__)
 
@@ -110,9 +110,9 @@ def chat_gist_view():
     """Let the model create or update a gist from the conversation; SSE with "stream": true."""
     client = github()
     body = parse_body(ChatGistSchema)
-    routes = registry().plan(body["provider"])
     completion = action_request(body["messages"], max_tokens=body["max_tokens"], temperature=body["temperature"],
                                 recent=recent_for_prompt())
+    routes = honouring_routes(completion, registry().plan(body["provider"]))
     asker = requester("POST /chat/gist")
     if body["stream"]:
         return event_stream(stream_chat_gist(client, gateway(), routes, completion, asker), GistChatEvents())

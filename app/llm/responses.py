@@ -6,10 +6,11 @@ from typing import Any, Callable, Iterator
 
 from flask import Response, current_app, g
 
+from app.core.errors import BadRequest
 from app.llm.gateway import Answer, Gateway, Started, StreamFailed
-from app.llm.providers.base import StreamEnd
+from app.llm.providers.base import CompletionRequest, StreamEnd
 from app.llm.pump import SSE_HEADERS, Pump, stream_events
-from app.llm.registry import Registry
+from app.llm.registry import Registry, Route
 
 
 def registry() -> Registry:
@@ -32,6 +33,27 @@ def answer_headers(answer: Answer | Started) -> dict[str, str]:
     if answer.attempts:
         headers["X-Fallbacks"] = ", ".join(f"{a.provider}/{a.model}" for a in answer.attempts)
     return headers
+
+
+def honouring_routes(request: CompletionRequest, routes: list[Route]) -> list[Route]:
+    """The routes to try: a parameter the first provider cannot honour is a 400 naming it (unless
+    DROP_UNSUPPORTED_PARAMS, then the providers leave it out); a fallback that cannot honour the
+    request is not tried."""
+    unsupported = routes[0].provider.unsupported(request)
+    if current_app.config["DROP_UNSUPPORTED_PARAMS"]:
+        return routes
+    if unsupported:
+        name, provider = unsupported[0], routes[0].provider.name
+        raise BadRequest(f"The parameter '{name}' is not supported by {provider} ({routes[0].model}); "
+                         "leave it out, or set DROP_UNSUPPORTED_PARAMS=true to have it dropped.",
+                         code="unsupported_parameter", details={"param": name, "provider": provider})
+    return [route for route in routes if not route.provider.unsupported(request)]
+
+
+def dropped_header(request: CompletionRequest, routes: list[Route], provider: str) -> dict[str, str]:
+    """`X-Dropped-Params` naming what the provider that answered could not honour, when anything."""
+    dropped = next((r.provider.unsupported(request) for r in routes if r.provider.name == provider), [])
+    return {"X-Dropped-Params": ", ".join(dropped)} if dropped else {}
 
 
 def event_stream(events: Iterator[Any], formatter: Any,
