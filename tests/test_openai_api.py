@@ -14,7 +14,7 @@ import pydantic
 import pytest
 import requests
 
-from tests.conftest import LiveServer, base_config, provider_config
+from tests.conftest import ROOT, LiveServer, base_config, provider_config
 from tests.fakes.anthropic_api import FakeAnthropic
 from tests.fakes.gemini_api import SIGNATURE, FakeGemini
 from tests.fakes.openai_api import FakeOpenAI
@@ -329,6 +329,21 @@ def test_an_alias_chain_crosses_vendors_in_order_and_says_so(client, fakes):
     assert raw.headers["X-Fallbacks"] == "openai/gpt-4o"
     assert streamed_message(raw.parse())[0] == "from claude"
     assert [r.json["model"] for r in fakes["openai"].requests] == ["gpt-4o"]
+
+
+def test_the_readme_tool_example_works_with_each_vendor(server, fakes, capsys):
+    """The README's example, run as written (but for the server's address) against the echo fakes."""
+    readme = (ROOT / "README.md").read_text()
+    example = readme.split("<!-- example:tools -->\n```python\n", 1)[1].split("```", 1)[0]
+    for fake in fakes.values():
+        fake.reset()
+        fake.default_reply = fake.echo_reply
+    exec(compile(example.replace("http://127.0.0.1:5001", server.url), "README.md", "exec"), {})
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" -> ")[0] for line in lines] == ["gpt-4o-mini", "claude-sonnet-5-5", "gemini-2.5-flash"]
+    for line in lines:
+        said = json.loads(line.split("The tool said: ", 1)[1])
+        assert said == {"city": "What is the weather in Paris?", "sky": "sunny", "celsius": 21}
 
 
 def test_langchain_agent_calls_a_tool_through_each_vendor(server, fakes):

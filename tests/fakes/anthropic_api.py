@@ -72,6 +72,14 @@ class FakeAnthropic(FakeServer):
         users = [m for m in request.json.get("messages", []) if isinstance(m, dict) and m.get("role") == "user"]
         return text_of(users[-1].get("content")) if users else ""
 
+    def offered_tools(self, request: RecordedRequest) -> list[tuple[str, dict]]:
+        return [(tool["name"], tool.get("input_schema") or {}) for tool in request.json.get("tools") or ()]
+
+    def tool_result(self, request: RecordedRequest) -> str | None:
+        last = (request.json.get("messages") or [{}])[-1].get("content")
+        results = [b for b in last if b.get("type") == "tool_result"] if isinstance(last, list) else []
+        return " ".join(text_of(b.get("content")) for b in results) if results else None
+
     def completion(self, reply: Reply, model: str, request: RecordedRequest) -> dict:
         blocks = [{**start, **({"thinking": reply.reasoning} if start["type"] == "thinking" else {}),
                    **({"text": reply.full_text} if start["type"] == "text" else {}),

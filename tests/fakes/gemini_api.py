@@ -91,6 +91,17 @@ class FakeGemini(FakeServer):
         users = [c for c in contents if c.get("role", "user") == "user"]
         return text_of(users[-1].get("parts")) if users else ""
 
+    def offered_tools(self, request: RecordedRequest) -> list[tuple[str, dict]]:
+        # proto JSON field names are read in either case; google-genai sends this one in snake case
+        schema_keys = ("parametersJsonSchema", "parameters_json_schema", "parameters")
+        return [(d["name"], next((d[key] for key in schema_keys if d.get(key)), {}))
+                for tool in request.json.get("tools") or () for d in tool.get("functionDeclarations") or ()]
+
+    def tool_result(self, request: RecordedRequest) -> str | None:
+        parts = ((request.json.get("contents") or [{}])[-1]).get("parts") or ()
+        results = [p["functionResponse"].get("response") for p in parts if "functionResponse" in p]
+        return " ".join(json.dumps(r) for r in results) if results else None
+
     def completion(self, reply: Reply, model: str, request: RecordedRequest) -> dict:
         parts = _thoughts(reply, request) + ([{"text": reply.full_text}] if reply.full_text or not reply.tool_calls
                                              else []) + _function_calls(reply, request, model)

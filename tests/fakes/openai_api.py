@@ -94,6 +94,13 @@ class FakeOpenAI(FakeServer):
         users = [m for m in request.json.get("messages", []) if isinstance(m, dict) and m.get("role") == "user"]
         return text_of(users[-1].get("content")) if users else ""
 
+    def offered_tools(self, request: RecordedRequest) -> list[tuple[str, dict]]:
+        return [(t["function"]["name"], t["function"].get("parameters") or {}) for t in request.json.get("tools") or ()]
+
+    def tool_result(self, request: RecordedRequest) -> str | None:
+        messages = request.json.get("messages") or [{}]
+        return text_of(messages[-1].get("content")) if messages[-1].get("role") == "tool" else None
+
     def completion(self, reply: Reply, model: str, request: RecordedRequest) -> dict:
         message = {"role": "assistant", "content": reply.full_text or None, "refusal": None, "annotations": []}
         if reply.tool_calls:

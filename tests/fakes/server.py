@@ -372,7 +372,18 @@ class FakeServer:
             return self._changed.wait_for(predicate, timeout)
 
     def echo_reply(self, request: RecordedRequest) -> Reply:
-        return Reply(text=f"You said: {self.last_user_text(request)}")
+        """"You said: ..." to a question; with tools offered, a call of the first one (its required
+        string arguments set to the question) and, once its result is back, "The tool said: ..."."""
+        result = self.tool_result(request)
+        if result is not None:
+            return Reply(text=f"The tool said: {result}")
+        question, tools = self.last_user_text(request), self.offered_tools(request)
+        if not tools:
+            return Reply(text=f"You said: {question}")
+        name, schema = tools[0]
+        properties = schema.get("properties") or {}
+        arguments = {p: question for p in schema.get("required") or () if properties.get(p, {}).get("type") == "string"}
+        return Reply(tool_calls=[{"name": name, "arguments": arguments}])
 
     def models(self) -> list[str]:
         with self._lock:
@@ -398,6 +409,14 @@ class FakeServer:
         raise NotImplementedError
 
     def last_user_text(self, request: RecordedRequest) -> str:
+        raise NotImplementedError
+
+    def offered_tools(self, request: RecordedRequest) -> list[tuple[str, dict]]:
+        """(name, JSON schema of the arguments) of each tool the request offers."""
+        raise NotImplementedError
+
+    def tool_result(self, request: RecordedRequest) -> str | None:
+        """The text of the tool results the request ends with; None when it does not end with any."""
         raise NotImplementedError
 
     def invalid(self, request: RecordedRequest) -> str | None:
