@@ -30,6 +30,7 @@ from app.llm.providers.base import (
     ProviderFailure,
     ProviderRejected,
     StreamEnd,
+    StreamItem,
     ToolCall,
     UpstreamTimedOut,
     Usage,
@@ -101,7 +102,7 @@ class Answer:
     logprobs: Any = None
 
 
-Event = Union[FailedAttempt, Started, str, StreamEnd, StreamFailed]
+Event = Union[FailedAttempt, Started, StreamItem, StreamFailed]
 
 
 class Gateway:

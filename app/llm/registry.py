@@ -78,11 +78,7 @@ class Registry:
         then each configured provider of PROVIDER_FALLBACKS with its default and fallbacks."""
         first = self.get(provider_name) if provider_name else self.default()
         routes = [Route(first, m) for m in unique([model or first.default_model, *first.fallback_models])]
-        for name in self.provider_fallbacks:
-            provider = self.providers.get(self.canonical(name))
-            if provider is not None and provider is not first:
-                routes += [Route(provider, m) for m in unique([provider.default_model, *provider.fallback_models])]
-        return routes
+        return routes + self.fallback_routes({first.name})
 
     def routes_for_model(self, model: str) -> list[Route]:
         """Routes for `model` of the OpenAI API: an alias's chain (each target with its provider's
@@ -94,12 +90,17 @@ class Registry:
         for target in self.model_aliases[model].split("|"):
             provider, bare = self.resolve_model(target.strip())
             routes += [Route(provider, m) for m in unique([bare, *provider.fallback_models])]
-        pinned = {route.provider.name for route in routes}
+        routes += self.fallback_routes({route.provider.name for route in routes})
+        return list({(r.provider.name, r.model): r for r in routes}.values())
+
+    def fallback_routes(self, tried: set[str]) -> list[Route]:
+        """The default and fallback models of each PROVIDER_FALLBACKS provider not in `tried`."""
+        routes: list[Route] = []
         for name in self.provider_fallbacks:
             provider = self.providers.get(self.canonical(name))
-            if provider is not None and provider.name not in pinned:
+            if provider is not None and provider.name not in tried:
                 routes += [Route(provider, m) for m in unique([provider.default_model, *provider.fallback_models])]
-        return list({(r.provider.name, r.model): r for r in routes}.values())
+        return routes
 
     def resolve_model(self, model: str) -> tuple[Provider, str]:
         """`model` of the OpenAI API: an alias (its first target), `provider/model`, a provider name, a

@@ -219,9 +219,10 @@ def function_declaration(tool: dict[str, Any]) -> types.FunctionDeclaration:
 
 def tool_config(choice: str | dict[str, str]) -> types.ToolConfig:
     if isinstance(choice, dict):
-        calling = types.FunctionCallingConfig(mode="ANY", allowed_function_names=[choice["name"]])
+        calling = types.FunctionCallingConfig(mode=types.FunctionCallingConfigMode.ANY,
+                                              allowed_function_names=[choice["name"]])
     else:
-        calling = types.FunctionCallingConfig(mode=TOOL_MODES[choice])
+        calling = types.FunctionCallingConfig(mode=types.FunctionCallingConfigMode(TOOL_MODES[choice]))
     return types.ToolConfig(function_calling_config=calling)
 
 
@@ -231,12 +232,13 @@ def thinking_config(effort: str, model: str) -> types.ThinkingConfig:
     if model.startswith("gemini-2"):
         budget = THINKING_BUDGETS.get(effort, THINKING_BUDGETS["medium"])
         return types.ThinkingConfig(thinking_budget=budget, include_thoughts=budget > 0)
-    return types.ThinkingConfig(thinking_level=THINKING_LEVELS.get(effort, "MEDIUM"), include_thoughts=True)
+    level = types.ThinkingLevel(THINKING_LEVELS.get(effort, "MEDIUM"))
+    return types.ThinkingConfig(thinking_level=level, include_thoughts=True)
 
 
 def tool_call(part: types.Part) -> ToolCall:
     """A Gemini function call with an id made for it, carrying its thought signature when it has one."""
-    call = part.function_call
+    call = part.function_call or types.FunctionCall()
     call_id = call.id or f"call_{uuid.uuid4().hex[:24]}"
     if part.thought_signature:
         call_id += THOUGHT_SEPARATOR + base64.urlsafe_b64encode(part.thought_signature).decode("ascii")
