@@ -1,6 +1,7 @@
 """aiserver: one HTTP API over several LLM providers, with conversations, gists and deployments."""
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -24,6 +25,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from app.core.logs import EscapeArguments, RedactSecrets, configure_logging
     from app.deployments.jobs import register_jobs
     from app.integrations.github import client_from_config
+    from app.integrations.netguard import fetch_image
     from app.llm.gateway import Gateway, RetryPolicy
     from app.llm.registry import build_registry
     from app.llm.usage import UsageRecorder
@@ -45,7 +47,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.extensions["redactor"] = redactor
     configure_logging(app.config, [RequestIdFilter(), QuietQueueOutages(), EscapeArguments(), redactor])
     db.init_app(app)
-    registry = build_registry(app.config)
+    registry = build_registry(app.config, functools.partial(
+        fetch_image, allow_hosts=app.config["IMAGE_FETCH_ALLOW_HOSTS"], max_bytes=app.config["IMAGE_FETCH_MAX_BYTES"],
+        timeout=app.config["IMAGE_FETCH_TIMEOUT_S"]))
     app.extensions["providers"] = registry
     app.extensions["usage"] = UsageRecorder(app.config["USAGE_FLUSH_S"])
     app.extensions["gateway"] = Gateway(registry, RetryPolicy.from_config(app.config), redact=redactor.redact,

@@ -267,7 +267,7 @@ def test_anthropic_tool_use(stream):
     tool = {"name": "get_weather", "description": "Weather", "input_schema": {"type": "object"}}
     arguments = {"city": "Paris", "days": [1, 2]}
     with FakeAnthropic() as fake:
-        fake.enqueue(Reply(tool_input=arguments))
+        fake.enqueue(Reply(tool_calls=[{"arguments": arguments}]))
         client = AnthropicDriver().client(fake)
         kwargs = dict(model="claude-x", max_tokens=64, messages=[{"role": "user", "content": PROMPT}], tools=[tool])
         if stream:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from app.core.config import load_settings
-from app.core.errors import BadRequest, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from app.core.errors import BadRequest, RateLimited, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from app.llm.gateway import FailedAttempt, Gateway, RetryPolicy, Started, StreamFailed
 from app.llm.providers.base import CompletionRequest, StreamEnd
-from app.llm.registry import build_registry
+from app.llm.registry import Route, build_registry
 from tests.conftest import provider_config
 from tests.fakes.server import Reply
 
@@ -82,7 +82,8 @@ def test_a_callers_mistake_is_returned_not_retried(make_gateway, fake_openai, fa
     assert len(fake_openai.requests) == 1 and fake_anthropic.requests == []
 
 
-@pytest.mark.parametrize("reply, error", [(Reply(status=500), UpstreamError), (Reply(status=429), UpstreamUnavailable),
+@pytest.mark.parametrize("reply, error", [(Reply(status=500), UpstreamError), (Reply(status=503), UpstreamUnavailable),
+                                          (Reply(status=429, retry_after=60), RateLimited),
                                           (Reply(hang=3), UpstreamTimeout)])
 def test_when_everything_fails_the_error_lists_each_attempt(make_gateway, fake_openai, reply, error):
     gateway, registry = make_gateway(retries=0, openai=fake_openai)
@@ -132,3 +133,43 @@ def test_wait_before_retry_policy():
     assert 0.8 <= policy.wait_before_retry(1, TransientFailure("x")) <= 1.2
     assert policy.wait_before_retry(1, TransientFailure("x", retry_after=2)) == 2
     assert policy.wait_before_retry(1, TransientFailure("x", retry_after=10)) is None
+
+
+class BrokenProvider:
+    """A provider with a bug of ours in it: its `complete` raises a KeyError, not a provider failure."""
+
+    name, default_model, fallback_models = "broken", "broken-1", []
+
+    def complete(self, request, model):
+        return {}["missing"]
+
+    def stream(self, request, model):
+        yield {}["missing"]
+
+
+@pytest.mark.parametrize("mode", ["complete", "stream"])
+def test_a_bug_is_raised_never_answered_by_another_provider(make_gateway, fake_anthropic, mode):
+    gateway, registry = make_gateway(anthropic=fake_anthropic)
+    routes = [Route(BrokenProvider(), "broken-1"), *registry.plan("anthropic")]
+    with pytest.raises(KeyError):
+        if mode == "complete":
+            gateway.complete(QUESTION, routes)
+        else:
+            list(gateway.stream(QUESTION, routes))
+    assert fake_anthropic.requests == []
+
+
+def test_the_retry_budget_bounds_upstream_calls(make_gateway, fake_openai, fake_anthropic, sleeps):
+    gateway, registry = make_gateway(retries=5, openai=fake_openai, anthropic=fake_anthropic)
+    gateway.policy = RetryPolicy(5, 0.01, 5.0, budget=30.0, max_attempts=3)
+    fake_openai.default_reply = Reply(status=500)
+    with pytest.raises(UpstreamError):
+        gateway.complete(QUESTION, registry.plan("openai"))
+    assert len(fake_openai.requests) == 3 and fake_anthropic.requests == []
+    gateway.policy = RetryPolicy(5, 0.01, 5.0, budget=0.5, max_attempts=10)
+    fake_openai.default_reply = Reply(status=429, retry_after=1)
+    fake_anthropic.default_reply = Reply(status=429, retry_after=2)
+    with pytest.raises(RateLimited) as caught:
+        gateway.complete(QUESTION, registry.plan("openai"))
+    assert caught.value.headers["Retry-After"] == "1"
+    assert not any(wait >= 0.5 for wait in sleeps)  # no wait that outlasts the budget

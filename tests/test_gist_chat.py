@@ -113,14 +113,13 @@ def test_an_update_of_a_missing_gist_is_404(client, fake_openai, fake_github):
     assert response.status_code == 404 and fake_github.gists == {}
 
 
-def test_anthropic_answers_through_a_forced_tool(client, fake_anthropic, fake_github):
-    fake_anthropic.enqueue(Reply(tool_input=action()))
+def test_anthropic_answers_through_structured_output(client, fake_anthropic, fake_github):
+    fake_anthropic.enqueue(Reply(text=json.dumps(action())))
     response = client.post("/chat/gist", json={**ASK, "provider": "claude"})
     assert response.status_code == 201, response.json
     assert response.json["provider"] == "anthropic" and response.json["gist_id"] in fake_github.gists
     sent = fake_anthropic.requests[-1].json
-    assert sent["tool_choice"] == {"type": "tool", "name": "gist_action"}
-    assert sent["tools"][0]["input_schema"] == ACTION_JSON_SCHEMA["schema"]
+    assert sent["output_config"] == {"format": {"type": "json_schema", "schema": ACTION_JSON_SCHEMA["schema"]}}
 
 
 def test_bad_requests(client, fake_openai):
@@ -160,8 +159,8 @@ def test_stream_reports_githubs_refusal_as_an_error_event(client, fake_openai, f
     assert stream[-1]["type"] == "error" and stream[-1]["status"] == 429 and stream[-1]["retry_after"] >= 600
 
 
-def test_stream_from_anthropic_tool_input(client, fake_anthropic, fake_github):
-    fake_anthropic.enqueue(Reply(tool_input=action()))
+def test_stream_from_anthropic_structured_output(client, fake_anthropic, fake_github):
+    fake_anthropic.enqueue(Reply(chunks=[json.dumps(action())[:10], json.dumps(action())[10:]]))
     stream = events(client.post("/chat/gist", json={**ASK, "stream": True, "provider": "anthropic"}))
     assert "".join(e["content"] for e in stream if e["type"] == "delta") == EXPLANATION
     assert stream[-2]["type"] == "gist" and stream[-2]["gist_id"] in fake_github.gists

@@ -138,17 +138,14 @@ def test_wrong_key_fails_the_check(vendor, request):
 
 def test_structured_output_asks_each_vendor_its_own_way(vendor, provider, fake):
     schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
-    if vendor == "anthropic":
-        fake.enqueue(Reply(tool_input={"answer": "42"}))
-    else:
-        fake.enqueue(Reply(text='{"answer": "42"}'))
+    fake.enqueue(Reply(text='{"answer": "42"}'))
     request = CompletionRequest([{"role": "user", "content": "?"}], json_schema={"name": "result", "schema": schema})
     assert json.loads(provider.complete(request, "model-a").text) == {"answer": "42"}
     body = fake.requests[-1].json
     if vendor == "openai":
         assert body["response_format"]["json_schema"]["schema"] == schema
     elif vendor == "anthropic":
-        assert body["tool_choice"] == {"type": "tool", "name": "result"}
+        assert body["output_config"] == {"format": {"type": "json_schema", "schema": schema}}
     else:
         assert body["generationConfig"]["responseMimeType"] == "application/json"
 

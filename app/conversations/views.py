@@ -24,7 +24,15 @@ from app.core.errors import APIError
 from app.core.http import json_object, load, parse_body, parse_query
 from app.core.openapi import errors, json_body, query_args, streams
 from app.llm.providers.base import CompletionRequest
-from app.llm.responses import GATEWAY_ERRORS, answer_headers, event_stream, gateway, note_answer, registry
+from app.llm.responses import (
+    GATEWAY_ERRORS,
+    answer_headers,
+    event_stream,
+    gateway,
+    honouring_routes,
+    note_answer,
+    registry,
+)
 from app.llm.schemas import NATIVE_STREAM, ChatAnswerSchema, ChatMessagesSchema
 from app.llm.sse import NativeEvents
 
@@ -67,7 +75,7 @@ def chat():
 
 def stateless_chat(body: dict, provider: str | None, stream_by_default: bool):
     request = CompletionRequest(body["messages"], max_tokens=body["max_tokens"], temperature=body["temperature"])
-    routes = registry().plan(provider)
+    routes = honouring_routes(request, registry().plan(provider))
     stream = stream_by_default if body["stream"] is None else body["stream"]
     if stream:
         return event_stream(gateway().stream(request, routes), NativeEvents())
@@ -82,12 +90,12 @@ def stateless_chat(body: dict, provider: str | None, stream_by_default: bool):
 
 def persisted_chat(body: dict):
     """Store the user's message (before any provider call or response byte), then answer or stream."""
-    routes = registry().plan(body["provider"])
+    params = {"max_tokens": body["max_tokens"], "temperature": body["temperature"]}
+    routes = honouring_routes(CompletionRequest([], **params), registry().plan(body["provider"]))  # params only
     system_prompt = current_app.extensions["system_prompt"].text()
     settings = conversations.ChatSettings.from_config(current_app.config)
     turn = conversations.begin_turn(body["chat_id"] or conversations.new_chat_id(), body["message"],
                                     system_prompt, settings)
-    params = {"max_tokens": body["max_tokens"], "temperature": body["temperature"]}
     if body["stream"]:
         events = conversations.stream_reply(gateway(), routes, turn, **params)
         try:

@@ -14,6 +14,10 @@ from typing import Any, Callable
 from dotenv import load_dotenv
 
 
+def _bool(value: str) -> bool:
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
 def _list(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
@@ -51,14 +55,22 @@ SETTINGS: tuple[Setting, ...] = (
             "Comma-separated providers tried, in order, when the chosen one fails as a whole.",
             _list, group="routing"),
     Setting("MODEL_ALIASES", "",
-            "Comma-separated alias=provider/model pairs for the /v1 API, e.g. fast=openai/gpt-4o-mini.",
+            "Comma-separated alias=provider/model pairs for the /v1 API, e.g. "
+            "fast=openai/gpt-4o-mini; an alias may name an ordered chain across vendors: "
+            "smart=anthropic/claude-sonnet-5-5|openai/gpt-5.4.",
             _list, group="routing"),
+    Setting("DROP_UNSUPPORTED_PARAMS", "false", "true: a /v1 parameter the chosen vendor cannot honour is dropped and "
+            "named in X-Dropped-Params; false: it is a 400 naming it.", _bool, group="routing"),
     Setting("OPENAI_COMPATIBLE", "", "Names of extra OpenAI-compatible endpoints; each NAME reads NAME_API_BASE, "
-            "NAME_API_KEY, NAME_MODEL_DEFAULT, NAME_MODEL_FALLBACKS.", _list, group="routing"),
+            "NAME_API_KEY, NAME_MODEL_DEFAULT, NAME_MODEL_FALLBACKS, NAME_EMBEDDING_MODELS.", _list, group="routing"),
     Setting("RETRY_ATTEMPTS", "2", "Retries of one model on 429, 5xx, timeouts and connection errors.", int,
             group="routing"),
     Setting("RETRY_BACKOFF_S", "0.5", "First backoff; doubles each retry (with jitter).", float, group="routing"),
     Setting("RETRY_MAX_WAIT_S", "8", "Longest wait before a retry; a longer Retry-After falls back at once.", float,
+            group="routing"),
+    Setting("RETRY_BUDGET_S", "30", "Seconds one request may spend retrying and falling back; no upstream call "
+            "starts after it.", float, group="routing"),
+    Setting("RETRY_MAX_CALLS", "6", "Most upstream calls one request makes, retries and fallbacks together.", int,
             group="routing"),
     Setting("CONNECT_TIMEOUT_S", "5", "Connect timeout to a provider.", float, group="routing"),
     Setting("READ_TIMEOUT_S", "120", "Read timeout to a provider (longest silence between bytes).", float,
@@ -67,6 +79,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OPENAI_BASE_URL", "", "OpenAI base URL (default https://api.openai.com/v1).", group="providers"),
     Setting("OPENAI_MODEL_DEFAULT", "gpt-5.4-mini", "OpenAI default model.", group="providers"),
     Setting("OPENAI_MODEL_FALLBACKS", "gpt-5.4", "OpenAI fallback models, in order.", group="providers"),
+    Setting("OPENAI_EMBEDDING_MODELS", "text-embedding-3-small,text-embedding-3-large",
+            "OpenAI embedding models served by /v1/embeddings (the first is the default).", group="providers"),
     Setting("ANTHROPIC_API_KEY", "", "Anthropic API key.", secret=True, group="providers"),
     Setting("ANTHROPIC_BASE_URL", "", "Anthropic base URL (default https://api.anthropic.com).", group="providers"),
     Setting("ANTHROPIC_MODEL_DEFAULT", "claude-sonnet-5-5", "Anthropic default model.", group="providers"),
@@ -80,10 +94,19 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("GEMINI_MODEL_DEFAULT", "gemini-3.5-flash", "Gemini default model.", group="providers"),
     Setting("GEMINI_MODEL_FALLBACKS", "gemini-3.1-flash-lite", "Gemini fallback models, in order.",
             group="providers"),
+    Setting("GEMINI_EMBEDDING_MODELS", "gemini-embedding-001", "Gemini embedding models served by /v1/embeddings.",
+            group="providers"),
+    Setting("IMAGE_FETCH_MAX_BYTES", "10485760", "Largest image fetched from an https: URL for a vendor that "
+            "needs the bytes (Gemini).", int, group="providers"),
+    Setting("IMAGE_FETCH_TIMEOUT_S", "10", "Timeout of one image fetch.", float, group="providers"),
+    Setting("IMAGE_FETCH_ALLOW_HOSTS", "", "Hosts allowed as image URLs even though private or loopback "
+            "(comma-separated).", _list, group="providers"),
     Setting("OLLAMA_HOST", "", "Ollama server (e.g. http://127.0.0.1:11434); empty leaves Ollama off.",
             group="providers"),
     Setting("OLLAMA_MODEL_DEFAULT", "llama3.2", "Ollama default model.", group="providers"),
     Setting("OLLAMA_MODEL_FALLBACKS", "", "Ollama fallback models, in order.", group="providers"),
+    Setting("OLLAMA_EMBEDDING_MODELS", "", "Ollama embedding models served by /v1/embeddings (e.g. nomic-embed-text).",
+            group="providers"),
     Setting("LITELLM_API_BASE", "", "Base URL of a LiteLLM proxy (or any OpenAI-compatible server) named `litellm`.",
             group="providers"),
     Setting("LITELLM_API_KEY", "", "Key for LITELLM_API_BASE.", secret=True, group="providers"),
@@ -163,7 +186,8 @@ def load_settings(environ: dict[str, str] | None = None, dotenv_path: str | None
     if not settings["GITHUB_TOKEN"] and environ.get("GITHUB_PAT"):
         settings["GITHUB_TOKEN"] = environ["GITHUB_PAT"]
     for name, value in environ.items():
-        if name not in settings and name.endswith(("_API_BASE", "_API_KEY", "_MODEL_DEFAULT", "_MODEL_FALLBACKS")):
+        if name not in settings and name.endswith(("_API_BASE", "_API_KEY", "_MODEL_DEFAULT", "_MODEL_FALLBACKS",
+                                                              "_EMBEDDING_MODELS")):
             settings[name] = value
     return settings
 

@@ -47,8 +47,8 @@ class ValidationFailed(BadRequest):
     code = "validation_error"
 
     def __init__(self, fields: dict[str, Any], status: int = 400):
-        names = ", ".join(sorted(str(k) for k in fields)) or "body"
-        first = next(iter(problems(fields)), ("", "invalid"))[1]
+        path, first = next(iter(problems(fields)), ("", "invalid"))
+        names = path or ", ".join(sorted(str(k) for k in fields)) or "body"
         super().__init__(f"Invalid request: {names}: {first}", status=status,
                          details={"fields": fields, "param": next(iter(fields), None)})
 

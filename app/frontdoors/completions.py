@@ -7,19 +7,27 @@ from typing import Any
 
 from flask import Response, jsonify
 
+from app.llm.gateway import Answer
 from app.llm.providers.base import CompletionRequest
 from app.llm.registry import Route
-from app.llm.responses import answer_headers, event_stream, gateway, note_answer
+from app.llm.responses import answer_headers, dropped_header, event_stream, gateway, honouring_routes, note_answer
 from app.llm.sse import OpenAIChunks
 
 
-def completion_body(answer) -> dict[str, Any]:
+def completion_body(answer: Answer) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": answer.text or (None if answer.tool_calls else "")}
+    if answer.tool_calls:
+        message["tool_calls"] = [{"id": call.id, "type": "function",
+                                  "function": {"name": call.name, "arguments": call.arguments}}
+                                 for call in answer.tool_calls]
+    if answer.reasoning:
+        message["reasoning_content"] = answer.reasoning
+    choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": answer.finish_reason}
+    if answer.logprobs is not None:
+        choice["logprobs"] = answer.logprobs
     body = {
         "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
-        "model": answer.model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text},
-                     "finish_reason": answer.finish_reason}],
-        "usage": answer.usage.to_dict(), "provider": answer.provider,
+        "model": answer.model, "choices": [choice], "usage": answer.usage.to_dict(), "provider": answer.provider,
     }
     if answer.attempts:
         body["attempts"] = [a.to_dict() for a in answer.attempts]
@@ -28,10 +36,15 @@ def completion_body(answer) -> dict[str, Any]:
 
 def openai_response(request: CompletionRequest, routes: list[Route], stream: bool,
                     include_usage: bool = False) -> Response:
+    routes = honouring_routes(request, routes)
     if stream:
-        return event_stream(gateway().stream(request, routes), OpenAIChunks(include_usage=include_usage))
+        return event_stream(gateway().stream(request, routes), OpenAIChunks(include_usage=include_usage),
+                            headers=lambda started: dropped_header(request, routes, started.provider))
     answer = gateway().complete(request, routes)
     note_answer(answer.provider, answer.model, answer.usage.total_tokens)
     response = jsonify(completion_body(answer))
-    response.headers.update(answer_headers(answer))
+    response.headers.update({**answer_headers(answer),
+                             **dropped_header(request, routes, answer.provider)})
     return response
+
+

@@ -29,7 +29,7 @@ from app.gists.schemas import (
     UpdateGistSchema,
 )
 from app.integrations.github import GitHubClient, require_client
-from app.llm.responses import GATEWAY_ERRORS, event_stream, gateway, note_answer, registry
+from app.llm.responses import GATEWAY_ERRORS, event_stream, gateway, honouring_routes, note_answer, registry
 from app.llm.sse import NativeEvents
 
 bp = Blueprint("gists", __name__, description="GitHub gists, and this server's record of the gists it changed.")
@@ -150,9 +150,9 @@ def chat_gist_view():
     """Let the model create or update a gist from the conversation; SSE with "stream": true."""
     client = github()
     body = parse_body(ChatGistSchema)
-    routes = registry().plan(body["provider"])
     completion = action_request(body["messages"], max_tokens=body["max_tokens"], temperature=body["temperature"],
                                 recent=recent_for_prompt())
+    routes = honouring_routes(completion, registry().plan(body["provider"]))
     asker = requester("POST /chat/gist")
     if body["stream"]:
         events = stream_chat_gist(client, gateway(), routes, completion, asker)

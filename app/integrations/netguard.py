@@ -124,6 +124,23 @@ def guarded_request(method: str, url: str, *, allow_hosts: Iterable[str] = (), r
         return response
 
 
+def fetch_image(url: str, *, allow_hosts: Iterable[str] = (), max_bytes: int, timeout: float,
+                resolver: Resolver = system_resolver) -> tuple[str, bytes]:
+    """(media type, bytes) of the image at a caller's `url`, through the guard, at most `max_bytes`
+    within `timeout`; `BadRequest` naming the URL's problem otherwise (it is the caller's URL)."""
+    try:
+        response = guarded_request("GET", url, allow_hosts=allow_hosts, resolver=resolver,
+                                   timeout=(timeout, timeout), max_bytes=max_bytes)
+    except requests.RequestException as exc:
+        raise BadRequest(f"The image URL could not be fetched: {type(exc).__name__}.", code="image_fetch_failed",
+                         details={"param": "messages"}) from None
+    media_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if response.status_code != 200 or not media_type.startswith("image/"):
+        raise BadRequest(f"The image URL answered {response.status_code} with {media_type or 'no'} content, "
+                         "not an image.", code="image_fetch_failed", details={"param": "messages"})
+    return media_type, response.content
+
+
 class PinnedAdapter(HTTPAdapter):
     """Connects to `target.address` whatever the URL's host says, keeping the name for TLS."""
 

@@ -4,25 +4,34 @@
 attempt that failed before any text, `Started` once the first item of an answer is in hand (so a
 retry can never duplicate or drop text), the text deltas (`str`), then `StreamEnd`, or
 `StreamFailed` if the provider breaks after text was sent. If every route fails before any text,
-`stream` raises the `APIError` that `complete` would have raised, and nothing was sent.
+`stream` raises the `APIError` that `complete` would have raised, and nothing was sent. The parts
+of an answer (text, tool-call and reasoning deltas) pass through unchanged.
+
+Only a provider's typed failure moves on to the next try; any other exception is a bug of ours and
+propagates (a 500 with its traceback logged), rather than being mistaken for an outage and answered
+silently by another provider. Every request has a retry budget: at most `max_attempts` upstream
+calls and `budget` seconds of retrying, so a request cannot multiply into a storm of calls.
 """
 from __future__ import annotations
 
 import itertools
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Union
 
 from app.core.backoff import backoff_delay
-from app.core.errors import APIError, BadRequest, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from app.core.errors import APIError, BadRequest, RateLimited, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from app.llm.providers.base import (
     CallerFault,
     CompletionRequest,
+    Embeddings,
     ProviderFailure,
     ProviderRejected,
     StreamEnd,
-    TransientFailure,
+    StreamItem,
+    ToolCall,
     UpstreamTimedOut,
     Usage,
 )
@@ -37,10 +46,13 @@ class RetryPolicy:
     retries: int = 2
     backoff: float = 0.5
     max_wait: float = 8.0
+    budget: float = 30.0  # seconds from the first call after which no further call starts
+    max_attempts: int = 6  # upstream calls per request, retries and fallbacks together
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "RetryPolicy":
-        return cls(config["RETRY_ATTEMPTS"], config["RETRY_BACKOFF_S"], config["RETRY_MAX_WAIT_S"])
+        return cls(config["RETRY_ATTEMPTS"], config["RETRY_BACKOFF_S"], config["RETRY_MAX_WAIT_S"],
+                   config["RETRY_BUDGET_S"], config["RETRY_MAX_CALLS"])
 
     def wait_before_retry(self, retry_number: int, failure: ProviderFailure) -> float | None:
         """Seconds to wait before retry `retry_number` (1-based), or None to move on to the next route."""
@@ -85,9 +97,12 @@ class Answer:
     finish_reason: str
     usage: Usage
     attempts: list[FailedAttempt] = field(default_factory=list)
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    reasoning: str = ""
+    logprobs: Any = None
 
 
-Event = Union[FailedAttempt, Started, str, StreamEnd, StreamFailed]
+Event = Union[FailedAttempt, Started, StreamItem, StreamFailed]
 
 
 class Gateway:
@@ -107,13 +122,13 @@ class Gateway:
             started = time.perf_counter()
             try:
                 result = route.provider.complete(request, route.model)
-            except Exception as exc:
-                self._record(route, as_failure(exc, route), attempts)
+            except ProviderFailure as failure:  # every failure of one route is the next route's chance
+                self._record(route, failure, attempts)
                 continue
             self.record(usage_event(route.provider.name, self.model_label(route, result.model), "ok", started,
                                     result.usage))
             return Answer(result.text, route.provider.name, result.model, result.finish_reason, result.usage,
-                          attempts)
+                          attempts, result.tool_calls, result.reasoning, result.logprobs)
         raise all_failed(attempts)
 
     def stream(self, request: CompletionRequest, routes: list[Route]) -> Iterator[Event]:
@@ -123,9 +138,9 @@ class Gateway:
             items = route.provider.stream(request, route.model)
             try:
                 first = next(items)
-            except Exception as exc:
+            except ProviderFailure as failure:
                 items.close()
-                yield self._record(route, as_failure(exc, route), attempts)
+                yield self._record(route, failure, attempts)
                 continue
             yield Started(route.provider.name, route.model, tuple(attempts))
             outcome, usage, model = "cancelled", Usage(), route.model
@@ -134,9 +149,9 @@ class Gateway:
                     if isinstance(item, StreamEnd):
                         outcome, usage, model = "ok", item.usage, item.model
                     yield item
-            except Exception as exc:
+            except ProviderFailure as failure:
                 outcome = "interrupted"
-                message = self.redact(as_failure(exc, route).message)
+                message = self.redact(failure.message)
                 log.warning("%s/%s failed mid-stream: %s", route.provider.name, route.model, message)
                 yield StreamFailed(f"The provider failed mid-answer: {message}", route.provider.name, route.model)
             finally:
@@ -146,19 +161,31 @@ class Gateway:
             return
         raise all_failed(attempts)
 
-    def model_label(self, route: Route, answered: str) -> str:
-        """The model a usage row (and so a /metrics label) is counted under: the model that answered or
-        else the one asked for, if configured; "other" otherwise, so callers cannot mint labels."""
-        configured = self.registry.configured_models(route.provider.name)
-        return next((model for model in (answered, route.model) if model in configured), "other")
+    def embed(self, route: Route, inputs: list[str], dimensions: int | None) -> Embeddings:
+        """Embeddings from one route, retried as the policy allows; usage recorded like a chat's."""
+        attempts: list[FailedAttempt] = []
+        for attempt in self._tries([route], attempts):
+            started = time.perf_counter()
+            try:
+                result = attempt.provider.embed(inputs, attempt.model, dimensions)
+            except ProviderFailure as failure:
+                self._record(attempt, failure, attempts)
+                continue
+            self.record(usage_event(attempt.provider.name, self.model_label(attempt, result.model), "ok", started,
+                                    result.usage))
+            return result
+        raise all_failed(attempts)
 
     def _tries(self, routes: list[Route], attempts: list[FailedAttempt]) -> Iterator[Route]:
-        """Each route as often as the policy allows, sleeping between retries; skips the rest of a
-        provider that rejected us as a whole."""
+        """Each route as often as the policy allows, sleeping between retries, within the request's
+        budget of calls and seconds; skips the rest of a provider that rejected us as a whole."""
         rejected: set[str] = set()
+        deadline = time.monotonic() + self.policy.budget
         for route in routes:
             retry = 0
             while route.provider.name not in rejected:
+                if len(attempts) >= self.policy.max_attempts or time.monotonic() >= deadline:
+                    return
                 before = len(attempts)
                 yield route
                 if len(attempts) == before:
@@ -169,7 +196,7 @@ class Gateway:
                     break
                 retry += 1
                 wait = self.policy.wait_before_retry(retry, failure)
-                if wait is None:
+                if wait is None or time.monotonic() + wait >= deadline:
                     break
                 self.sleep(wait)
 
@@ -191,22 +218,20 @@ def usage_event(provider: str, model: str, outcome: str, started: float, usage: 
                       round((time.perf_counter() - started) * 1000))
 
 
-def as_failure(exc: Exception, route: Route) -> ProviderFailure:
-    """A provider's typed failure as it is; anything else (a bug, an SDK surprise) logged and retryable."""
-    if isinstance(exc, ProviderFailure):
-        return exc
-    log.exception("unexpected error from %s/%s", route.provider.name, route.model)
-    return TransientFailure(f"unexpected {type(exc).__name__} from the provider")
-
-
 def all_failed(attempts: list[FailedAttempt]) -> APIError:
-    """The error for a request on which every route failed: 504 if the last was a timeout, 503 if
-    the providers are overloaded or rate limited, 502 otherwise; the attempts are listed."""
+    """The error for a request on which every route failed: 429 with the shortest upstream wait as
+    `Retry-After` if every one was rate limited, 504 if the last was a timeout, 503 if the providers
+    are overloaded, 502 otherwise; the attempts are listed."""
     details = {"attempts": [a.to_dict() for a in attempts]}
     if not attempts:
         return UpstreamUnavailable("No provider route is available.", details=details)
     last = attempts[-1]
     summary = f"All {len(attempts)} attempts failed; last: {last.provider}/{last.model}: {last.error}"
+    if all(a.status == 429 for a in attempts):
+        waits = [a.failure.retry_after for a in attempts if a.failure.retry_after is not None]
+        retry_after = str(max(1, math.ceil(min(waits)))) if waits else "1"
+        return RateLimited(f"Every route is rate limited; retry after {retry_after}s. {summary}", details=details,
+                           headers={"Retry-After": retry_after})
     if isinstance(last.failure, UpstreamTimedOut):
         return UpstreamTimeout(summary, details=details)
     if last.status in (429, 503, 529):

@@ -1,14 +1,18 @@
 """The provider registry: names (and their aliases) to providers, built once from configuration.
 
-It also answers the two routing questions: which (provider, model) pairs to try, in order, for a
-request (`plan`), and which provider serves a model named in the OpenAI-compatible API
-(`resolve_model`). A provider that is known but not configured is kept as the variable to set,
-so callers get a 503 that says how to fix it.
+It also answers the routing questions: which (provider, model) pairs to try, in order, for a
+request (`plan`, `routes_for_model`), and which provider serves a model named in the
+OpenAI-compatible API (`resolve_model`, `resolve_embedding_model`). A provider that is known but not
+configured is kept as the variable to set, so callers get a 503 that says how to fix it.
+
+Routing never surprises: a model that names one provider (`provider/model`, a provider's name, one
+of its models) is answered by that provider only, its own fallback models included; crossing to
+another vendor (PROVIDER_FALLBACKS) happens only for aliases and the default provider.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from app.core.errors import NotConfigured, NotFound
 from app.llm.providers.base import Provider
@@ -77,18 +81,36 @@ class Registry:
         then each configured provider of PROVIDER_FALLBACKS with its default and fallbacks."""
         first = self.get(provider_name) if provider_name else self.default()
         routes = [Route(first, m) for m in unique([model or first.default_model, *first.fallback_models])]
+        return routes + self.fallback_routes({first.name})
+
+    def routes_for_model(self, model: str) -> list[Route]:
+        """Routes for `model` of the OpenAI API: an alias's chain (each target with its provider's
+        fallback models) then PROVIDER_FALLBACKS; any other model, its own provider only."""
+        if model not in self.model_aliases:
+            provider, bare = self.resolve_model(model)
+            return [Route(provider, m) for m in unique([bare, *provider.fallback_models])]
+        routes: list[Route] = []
+        for target in self.model_aliases[model].split("|"):
+            provider, bare = self.resolve_model(target.strip())
+            routes += [Route(provider, m) for m in unique([bare, *provider.fallback_models])]
+        routes += self.fallback_routes({route.provider.name for route in routes})
+        return list({(r.provider.name, r.model): r for r in routes}.values())
+
+    def fallback_routes(self, tried: set[str]) -> list[Route]:
+        """The default and fallback models of each PROVIDER_FALLBACKS provider not in `tried`."""
+        routes: list[Route] = []
         for name in self.provider_fallbacks:
             provider = self.providers.get(self.canonical(name))
-            if provider is not None and provider is not first:
+            if provider is not None and provider.name not in tried:
                 routes += [Route(provider, m) for m in unique([provider.default_model, *provider.fallback_models])]
         return routes
 
     def resolve_model(self, model: str) -> tuple[Provider, str]:
-        """`model` of the OpenAI API: an alias, `provider/model`, a provider name, a configured model, or a
-        model of a vendor's family (`gpt-...`, `claude-...`, `gemini-...`). A model that belongs to a
-        known provider without its key or address (by prefix, by family, or configured as one of its
-        models) is a 503 naming the variable to set; any other model is a 404."""
-        target = self.model_aliases.get(model, model)
+        """`model` of the OpenAI API: an alias (its first target), `provider/model`, a provider name, a
+        configured model, or a model of a vendor's family (`gpt-...`, `claude-...`, `gemini-...`). A
+        model that belongs to a known provider without its key or address (by prefix, by family, or
+        configured as one of its models) is a 503 naming the variable to set; any other model is a 404."""
+        target = self.model_aliases.get(model, model).split("|")[0].strip()
         if "/" in target:
             name, _, bare = target.partition("/")
             if self.canonical(name) in self.names:
@@ -120,17 +142,32 @@ class Registry:
         """The models configured for a provider: its default and fallbacks, and the targets of its aliases."""
         provider = self.providers.get(provider_name)
         listed = set(provider.list_models()) if provider is not None else set()
-        for target in self.model_aliases.values():
-            name, _, bare = target.partition("/")
-            if self.canonical(name) == provider_name:
-                listed.add(bare)
+        for chain in self.model_aliases.values():
+            for target in chain.split("|"):
+                name, _, bare = target.strip().partition("/")
+                if self.canonical(name) == provider_name:
+                    listed.add(bare)
         return listed
 
+    def resolve_embedding_model(self, model: str) -> tuple[Provider, str]:
+        """An embedding model: `provider/model`, or a model one provider lists in its embedding models."""
+        name, _, bare = model.partition("/")
+        if bare and self.canonical(name) in self.names:
+            provider = self.get(name)
+            if bare in provider.embedding_models:
+                return provider, bare
+        for provider in self.providers.values():
+            if model in provider.embedding_models:
+                return provider, model
+        raise UnknownModel(f"The embedding model '{model}' is not served here; GET /v1/models lists them.",
+                           details={"param": "model"})
+
     def models(self) -> list[tuple[str, str]]:
-        """(model id, owner) for /v1/models: aliases, then every configured provider's models."""
+        """(model id, owner) for /v1/models: aliases, then every configured provider's chat models,
+        then its embedding models."""
         listed = [(alias, self.model_aliases[alias].partition("/")[0]) for alias in self.model_aliases]
         for name, provider in self.providers.items():
-            listed += [(f"{name}/{m}", name) for m in provider.list_models()]
+            listed += [(f"{name}/{m}", name) for m in unique([*provider.list_models(), *provider.embedding_models])]
         return listed
 
 
@@ -138,18 +175,23 @@ def unique(items: list[str]) -> list[str]:
     return list(dict.fromkeys(i for i in items if i))
 
 
-def build_registry(config: dict[str, Any]) -> Registry:
+def names(value: str | None) -> list[str]:
+    """A comma-separated setting of model names as a list."""
+    return [m.strip() for m in (value or "").split(",") if m.strip()]
+
+
+def build_registry(config: dict[str, Any], fetch_image: Callable[[str], tuple[str, bytes]] | None = None) -> Registry:
     """Providers for every configured vendor. Each SDK is imported only when its provider is
-    configured: the three SDKs together take seconds to import, and start-up time matters."""
+    configured: the three SDKs together take seconds to import, and start-up time matters.
+    `fetch_image` downloads an image URL for a vendor that needs the bytes (Gemini)."""
     client_options = {"connect_timeout": config["CONNECT_TIMEOUT_S"], "read_timeout": config["READ_TIMEOUT_S"],
                       "max_connections": config["WEB_WORKER_CONNECTIONS"]}
     providers: dict[str, Provider] = {}
     missing: dict[str, str] = {}
 
     def models(prefix: str, default_key: str | None = None) -> dict[str, Any]:
-        fallbacks = config.get(f"{prefix}_MODEL_FALLBACKS") or ""
         return {"default_model": config.get(default_key or f"{prefix}_MODEL_DEFAULT") or "",
-                "fallback_models": [m.strip() for m in fallbacks.split(",") if m.strip()], **client_options}
+                "fallback_models": names(config.get(f"{prefix}_MODEL_FALLBACKS")), **client_options}
 
     def configured_models(prefix: str, default_key: str | None = None) -> list[str]:
         chosen = models(prefix, default_key)
@@ -160,7 +202,7 @@ def build_registry(config: dict[str, Any]) -> Registry:
         from app.llm.providers.openai_compatible import OpenAICompatibleProvider
 
         return OpenAICompatibleProvider(name, api_key=api_key, base_url=base_url, **models(prefix, default_key),
-                                        **options)
+                                        embedding_models=names(config.get(f"{prefix}_EMBEDDING_MODELS")), **options)
 
     def anthropic():
         from app.llm.providers.anthropic_messages import AnthropicProvider
@@ -172,12 +214,13 @@ def build_registry(config: dict[str, Any]) -> Registry:
         from app.llm.providers.google_gemini import GeminiProvider
 
         return GeminiProvider(api_key=config["GEMINI_API_KEY"], base_url=config["GEMINI_BASE_URL"],
-                              **models("GEMINI"))
+                              embedding_models=names(config.get("GEMINI_EMBEDDING_MODELS")),
+                              **({"fetch_image": fetch_image} if fetch_image else {}), **models("GEMINI"))
 
     builders = [
         ("openai", "OPENAI_API_KEY", configured_models("OPENAI"), lambda: openai_compatible(
             "openai", config["OPENAI_API_KEY"], config["OPENAI_BASE_URL"], "OPENAI",
-            max_tokens_field="max_completion_tokens")),
+            max_tokens_field="max_completion_tokens", developer_role=True)),
         ("anthropic", "ANTHROPIC_API_KEY", configured_models("ANTHROPIC"), anthropic),
         ("gemini", "GEMINI_API_KEY", configured_models("GEMINI"), gemini),
         ("ollama", "OLLAMA_HOST", configured_models("OLLAMA"), lambda: openai_compatible(

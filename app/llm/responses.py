@@ -2,15 +2,16 @@
 and streamed (SSE) responses."""
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 from urllib.parse import quote
 
 from flask import Response, current_app, g
 
+from app.core.errors import BadRequest
 from app.llm.gateway import Answer, Gateway, Started, StreamFailed
-from app.llm.providers.base import StreamEnd
+from app.llm.providers.base import CompletionRequest, StreamEnd
 from app.llm.pump import SSE_HEADERS, Pump, stream_events
-from app.llm.registry import Registry
+from app.llm.registry import Registry, Route
 
 GATEWAY_ERRORS = (
     (400, "The provider refused the request as the caller's fault (a bad parameter, a context too long)."),
@@ -39,10 +40,12 @@ def note_answer(provider: str, model: str, tokens: int | None) -> None:
     g.request_log.update(provider=provider, model=model, tokens=tokens)
 
 
-def answer_headers(answer: Answer) -> dict[str, str]:
+def answer_headers(answer: Answer | Started) -> dict[str, str]:
+    """Who answered (`X-Provider`, `X-Model`) and, when earlier routes failed, which ones
+    (`X-Fallbacks`: `provider/model` of each failed attempt, in order)."""
     headers = {"X-Provider": header_value(answer.provider), "X-Model": header_value(answer.model)}
     if answer.attempts:
-        headers["X-Failed-Attempts"] = str(len(answer.attempts))
+        headers["X-Fallbacks"] = header_value(", ".join(f"{a.provider}/{a.model}" for a in answer.attempts))
     return headers
 
 
@@ -55,13 +58,38 @@ def header_value(text: str) -> str:
 HEADER_SAFE = "".join(chr(code) for code in range(0x20, 0x7f) if chr(code) != "%")
 
 
-def event_stream(events: Iterator[Any], formatter: Any) -> Response:
+def honouring_routes(request: CompletionRequest, routes: list[Route]) -> list[Route]:
+    """The routes to try: a parameter the first provider cannot honour is a 400 naming it (unless
+    DROP_UNSUPPORTED_PARAMS, then the providers leave it out); a fallback that cannot honour the
+    request is not tried."""
+    unsupported = routes[0].provider.unsupported(request)
+    if current_app.config["DROP_UNSUPPORTED_PARAMS"]:
+        return routes
+    if unsupported:
+        name, provider = unsupported[0], routes[0].provider.name
+        raise BadRequest(f"The parameter '{name}' is not supported by {provider} ({routes[0].model}); "
+                         "leave it out, or set DROP_UNSUPPORTED_PARAMS=true to have it dropped.",
+                         code="unsupported_parameter", details={"param": name, "provider": provider})
+    return [route for route in routes if not route.provider.unsupported(request)]
+
+
+def dropped_header(request: CompletionRequest, routes: list[Route], provider: str) -> dict[str, str]:
+    """`X-Dropped-Params` naming what the provider that answered could not honour, when anything."""
+    dropped = next((r.provider.unsupported(request) for r in routes if r.provider.name == provider), [])
+    return {"X-Dropped-Params": ", ".join(dropped)} if dropped else {}
+
+
+def event_stream(events: Iterator[Any], formatter: Any,
+                 headers: Callable[[Started], dict[str, str]] = lambda started: {}) -> Response:
     """An SSE response of `events` written by `formatter`; fails as plain JSON if no route answers
-    within the heartbeat interval (see `app.llm.sse`)."""
+    within the heartbeat interval (see `app.llm.sse`). When the answer has started by then, the
+    response's headers say who answers, plus `headers(started)`."""
     heartbeat = current_app.config["SSE_HEARTBEAT_S"]
     pump = Pump(events)
     opened = pump.opening(heartbeat)
     log_fields = g.request_log
+    started = next((event for event in opened if isinstance(event, Started)), None)
+    response_headers = {**SSE_HEADERS, **(answer_headers(started) | headers(started) if started else {})}
 
     def body() -> Iterator[str]:
         for event in stream_events(pump, opened, heartbeat):
@@ -73,4 +101,4 @@ def event_stream(events: Iterator[Any], formatter: Any) -> Response:
                 log_fields.update(error="stream_interrupted")
             yield formatter.format(event)
 
-    return Response(body(), mimetype="text/event-stream", headers=SSE_HEADERS)
+    return Response(body(), mimetype="text/event-stream", headers=response_headers)

@@ -1,10 +1,15 @@
 """Marshmallow schemas of the gateway's request bodies (ask, chat, the OpenAI-compatible API).
 
-Message content is a string or a list of OpenAI-style parts; images must be base64 `data:` URIs
-(the server never fetches a URL for a caller). A body holds at most MAX_MESSAGES messages, each at
-most MAX_PARTS parts and MAX_TEXT_CHARS characters of text; `max_tokens` is at most
-MAX_OUTPUT_TOKENS, more than any model writes, so a number no vendor takes is refused here. Model
-names are MODEL_NAME: they reach response headers, logs and metrics.
+Message content is a string or a list of OpenAI-style parts; an image is a base64 `data:` URI or,
+on `/v1/chat/completions`, an `http(s):` URL (passed on to vendors that take URLs, fetched through
+the SSRF guard for a vendor that needs the bytes). `ChatCompletionsSchema` takes every message
+shape an agent sends back (tool calls, tool results, `developer`, `name`) and keeps the fields it
+does not know under `extra`, for an OpenAI-compatible upstream to receive as they came.
+
+A body holds at most MAX_MESSAGES messages, each at most MAX_PARTS parts and MAX_TEXT_CHARS
+characters of text; `max_tokens` is at most MAX_OUTPUT_TOKENS, more than any model writes, so a
+number no vendor takes is refused here. Model names are MODEL_NAME: they reach response headers,
+logs and metrics.
 """
 from __future__ import annotations
 
@@ -12,11 +17,13 @@ import base64
 import re
 from typing import Any
 
-from marshmallow import RAISE, ValidationError, fields, post_load, validate
+from marshmallow import RAISE, ValidationError, fields, post_load, pre_load, validate, validates_schema
 
 from app.core.schemas import BaseSchema, decode_data_uri
 
 ROLES = ("system", "user", "assistant")
+OPENAI_ROLES = ("system", "developer", "user", "assistant", "tool")
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 MAX_MESSAGES = 2000
 MAX_PARTS = 100
 MAX_TEXT_CHARS = 1_000_000
@@ -42,7 +49,11 @@ def messages_field(least: int = 0, **options: Any) -> fields.List:
 
 class MessageContent(fields.Field):
     """A string, or a list of `{"type": "text", "text"}` / `{"type": "image_url", "image_url": {"url"}}`
-    parts, turned into the providers' neutral parts."""
+    parts, turned into the providers' neutral parts; `image_urls` lets an image be an http(s) URL."""
+
+    def __init__(self, *args: Any, image_urls: bool = False, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.image_urls = image_urls
 
     def _deserialize(self, value: Any, attr, data, **kwargs):
         if isinstance(value, str):
@@ -51,7 +62,7 @@ class MessageContent(fields.Field):
             raise ValidationError("Must be a string or a non-empty list of content parts.")
         if len(value) > MAX_PARTS:
             raise ValidationError(f"A message has at most {MAX_PARTS} content parts.")
-        parts = [content_part(part) for part in value]
+        parts = [content_part(part, self.image_urls) for part in value]
         checked_text("".join(part["text"] for part in parts if part["type"] == "text"))
         return parts
 
@@ -62,13 +73,15 @@ def checked_text(text: str) -> str:
     return text
 
 
-def content_part(part: Any) -> dict[str, Any]:
+def content_part(part: Any, image_urls: bool = False) -> dict[str, Any]:
     if not isinstance(part, dict):
         raise ValidationError("Each content part must be an object.")
     if part.get("type") == "text" and isinstance(part.get("text"), str):
         return {"type": "text", "text": part["text"]}
     if part.get("type") == "image_url":
         url = (part.get("image_url") or {}).get("url", "") if isinstance(part.get("image_url"), dict) else ""
+        if image_urls and isinstance(url, str) and url.startswith(("https://", "http://")):
+            return {"type": "image", "url": url}
         try:
             media_type, data = decode_data_uri(url if isinstance(url, str) else "", base64_only=True)
         except ValueError as exc:
@@ -76,7 +89,8 @@ def content_part(part: Any) -> dict[str, Any]:
         if not data:
             raise ValidationError("image_url.url holds no data.")
         return {"type": "image", "media_type": media_type, "data": base64.b64encode(data).decode("ascii")}
-    raise ValidationError("A content part is {'type': 'text', 'text'} or {'type': 'image_url', 'image_url': {'url'}}.")
+    raise ValidationError(f"Content parts of type {part.get('type')!r} are not supported: a part is "
+                          "{'type': 'text', 'text'} or {'type': 'image_url', 'image_url': {'url'}}.")
 
 
 class MessageSchema(BaseSchema):
@@ -121,11 +135,82 @@ class ResponseFormatSchema(BaseSchema):
     json_schema = fields.Dict(load_default=None)
 
 
+class FunctionCallSchema(BaseSchema):
+    name = fields.String(required=True, validate=validate.Length(min=1))
+    arguments = fields.String(required=True)
+
+
+class ToolCallSchema(BaseSchema):
+    id = fields.String(required=True, validate=validate.Length(min=1))
+    type = fields.String(load_default="function", validate=validate.Equal("function"))
+    function = fields.Nested(FunctionCallSchema, required=True)
+
+    @post_load
+    def neutral(self, data: dict[str, Any], **kwargs) -> dict[str, str]:
+        return {"id": data["id"], "name": data["function"]["name"], "arguments": data["function"]["arguments"]}
+
+
+class ChatMessageSchema(BaseSchema):
+    """One message of an OpenAI chat, agents' histories included: an assistant message may carry
+    `tool_calls` with `content` null; a `tool` message answers one call by `tool_call_id`."""
+
+    role = fields.String(required=True, validate=validate.OneOf(OPENAI_ROLES))
+    content = MessageContent(load_default=None, allow_none=True, image_urls=True)
+    name = fields.String(load_default=None)
+    tool_calls = fields.List(fields.Nested(ToolCallSchema), load_default=None)
+    tool_call_id = fields.String(load_default=None)
+
+    @validates_schema
+    def shape_of_role(self, data: dict[str, Any], **kwargs) -> None:
+        role = data["role"]
+        if data.get("tool_calls") and role != "assistant":
+            raise ValidationError("Only assistant messages carry tool_calls.", "tool_calls")
+        if role == "tool" and not data.get("tool_call_id"):
+            raise ValidationError("A tool message needs the tool_call_id it answers.", "tool_call_id")
+        if data.get("content") is None and not (role == "assistant" and data.get("tool_calls")):
+            raise ValidationError("Missing content (only an assistant message with tool_calls may omit it).",
+                                  "content")
+
+    @post_load
+    def neutral(self, data: dict[str, Any], **kwargs) -> dict[str, Any]:
+        return {key: value for key, value in data.items() if value is not None or key == "content"}
+
+
+class FunctionSchema(BaseSchema):
+    name = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z0-9_.-]{1,64}$"))
+    description = fields.String(load_default=None)
+    parameters = fields.Dict(load_default=None)
+    strict = fields.Boolean(load_default=None, allow_none=True)
+
+
+class ToolSchema(BaseSchema):
+    type = fields.String(required=True, validate=validate.Equal("function", error="Only function tools are "
+                                                                                   "supported."))
+    function = fields.Nested(FunctionSchema, required=True)
+
+    @post_load
+    def neutral(self, data: dict[str, Any], **kwargs) -> dict[str, Any]:
+        return {key: value for key, value in data["function"].items() if value is not None}
+
+
+class ToolChoiceField(fields.Field):
+    """"auto", "none", "required", or `{"type": "function", "function": {"name"}}` (kept as `{"name"}`)."""
+
+    def _deserialize(self, value: Any, attr, data, **kwargs):
+        if value in ("auto", "none", "required"):
+            return value
+        function = value.get("function") if isinstance(value, dict) else None
+        if isinstance(function, dict) and isinstance(function.get("name"), str) and value.get("type") == "function":
+            return {"name": function["name"]}
+        raise ValidationError('Must be "auto", "none", "required" or {"type": "function", "function": {"name"}}.')
+
+
 class ChatCompletionsSchema(BaseSchema):
-    """OpenAI's `POST /v1/chat/completions` body (the fields this server acts on)."""
+    """OpenAI's `POST /v1/chat/completions` body. Fields not declared here are kept in `extra`."""
 
     model = fields.String(required=True, validate=check_model_name)
-    messages = messages_field(1, required=True)
+    messages = fields.List(fields.Nested(ChatMessageSchema), required=True,
+                           validate=validate.Length(min=1, max=MAX_MESSAGES))
     stream = fields.Boolean(load_default=False)
     stream_options = fields.Nested(StreamOptionsSchema, load_default=None)
     max_tokens = max_tokens_field()
@@ -134,6 +219,37 @@ class ChatCompletionsSchema(BaseSchema):
     top_p = fields.Float(load_default=None, validate=validate.Range(min=0, max=1))
     stop = StopField(load_default=None)
     response_format = fields.Nested(ResponseFormatSchema, load_default=None)
+    tools = fields.List(fields.Nested(ToolSchema), load_default=None)
+    tool_choice = ToolChoiceField(load_default=None)
+    parallel_tool_calls = fields.Boolean(load_default=None)
+    n = fields.Integer(load_default=None, validate=validate.Range(min=1, max=128))
+    seed = fields.Integer(load_default=None)
+    reasoning_effort = fields.String(load_default=None, validate=validate.OneOf(REASONING_EFFORTS))
+    logprobs = fields.Boolean(load_default=None)
+    top_logprobs = fields.Integer(load_default=None, validate=validate.Range(min=0, max=20))
+    presence_penalty = fields.Float(load_default=None, validate=validate.Range(min=-2, max=2))
+    frequency_penalty = fields.Float(load_default=None, validate=validate.Range(min=-2, max=2))
+    logit_bias = fields.Dict(keys=fields.String(), values=fields.Float(), load_default=None)
+    user = fields.String(load_default=None)
+    metadata = fields.Dict(keys=fields.String(), values=fields.String(), load_default=None)
+    extra = fields.Dict(load_default=dict)
+
+    @pre_load
+    def keep_unknown_fields(self, data: Any, **kwargs) -> Any:
+        """Fields this schema does not declare go to `extra`, to be passed on or refused, never lost."""
+        if not isinstance(data, dict):
+            return data
+        known = {name: value for name, value in data.items() if name in self.fields and name != "extra"}
+        return {**known, "extra": {name: value for name, value in data.items() if name not in known}}
+
+    @validates_schema
+    def tool_choice_names_a_tool(self, data: dict[str, Any], **kwargs) -> None:
+        choice = data.get("tool_choice")
+        if isinstance(choice, dict) and choice["name"] not in {t["name"] for t in data.get("tools") or ()}:
+            raise ValidationError(f"tool_choice names {choice['name']!r}, which is not among the tools.",
+                                  "tool_choice")
+        if data.get("logprobs") and data.get("stream"):
+            raise ValidationError("logprobs are not streamed by this server; ask without stream.", "logprobs")
 
     @post_load
     def structured_output(self, data: dict[str, Any], **kwargs) -> dict[str, Any]:
@@ -145,7 +261,28 @@ class ChatCompletionsSchema(BaseSchema):
             spec = fmt.get("json_schema") or {}
             if not isinstance(spec.get("schema"), dict):
                 raise ValidationError({"response_format": ["json_schema.schema must be an object."]})
-            data["json_schema"] = {"name": spec.get("name", "response"), "schema": spec["schema"]}
+            data["json_schema"] = {"name": spec.get("name", "response"), "schema": spec["schema"],
+                                   "strict": bool(spec.get("strict"))}
+        return data
+
+
+class EmbeddingsSchema(BaseSchema):
+    """OpenAI's `POST /v1/embeddings` body."""
+
+    model = fields.String(required=True, validate=validate.Length(min=1))
+    input = fields.Raw(required=True)
+    dimensions = fields.Integer(load_default=None, validate=validate.Range(min=1))
+    encoding_format = fields.String(load_default="float", validate=validate.OneOf(("float", "base64")))
+    user = fields.String(load_default=None)
+
+    @post_load
+    def input_as_list(self, data: dict[str, Any], **kwargs) -> dict[str, Any]:
+        value = data["input"]
+        texts = [value] if isinstance(value, str) else value
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t for t in texts):
+            raise ValidationError({"input": ["Must be a non-empty string or a non-empty list of non-empty "
+                                             "strings (token arrays are not supported)."]})
+        data["input"] = texts
         return data
 
 
@@ -214,6 +351,34 @@ class ModelSchema(BaseSchema):
     object = fields.String(required=True, metadata={"enum": ["model"]})
     created = fields.Integer(required=True)
     owned_by = fields.String(required=True)
+
+
+class EmbeddingSchema(BaseSchema):
+    class Meta:
+        unknown = RAISE
+
+    object = fields.String(required=True, metadata={"enum": ["embedding"]})
+    index = fields.Integer(required=True)
+    embedding = fields.Raw(required=True, metadata={"description": "A list of floats, or (encoding_format "
+                                                                   "base64) little-endian float32 in base64."})
+
+
+class EmbeddingUsageSchema(BaseSchema):
+    class Meta:
+        unknown = RAISE
+
+    prompt_tokens = fields.Integer(required=True)
+    total_tokens = fields.Integer(required=True)
+
+
+class EmbeddingListSchema(BaseSchema):
+    class Meta:
+        unknown = RAISE
+
+    object = fields.String(required=True, metadata={"enum": ["list"]})
+    data = fields.List(fields.Nested(EmbeddingSchema), required=True)
+    model = fields.String(required=True)
+    usage = fields.Nested(EmbeddingUsageSchema, required=True)
 
 
 class ModelListSchema(BaseSchema):

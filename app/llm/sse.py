@@ -13,7 +13,7 @@ from typing import Any
 
 from app.core.errors import APIError, UpstreamError, openai_error_body
 from app.llm.gateway import FailedAttempt, Started, StreamFailed
-from app.llm.providers.base import StreamEnd
+from app.llm.providers.base import ReasoningDelta, StreamEnd, ToolCallDelta
 from app.llm.pump import HEARTBEAT
 
 HEARTBEAT_COMMENT = ": heartbeat\n\n"
@@ -33,7 +33,9 @@ def interrupted(event: StreamFailed) -> UpstreamError:
 
 
 class OpenAIChunks:
-    """OpenAI's streaming format; content chunks come from a template, so only the text is encoded."""
+    """OpenAI's streaming format; content chunks come from a template, so only the text is encoded.
+    Reasoning goes out as `delta.reasoning_content`, tool calls as OpenAI's `delta.tool_calls`
+    fragments (the first of a call with its `id`, `type` and `function.name`)."""
 
     def __init__(self, include_usage: bool = False, extra: dict[str, Any] | None = None):
         self.id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
@@ -51,6 +53,10 @@ class OpenAIChunks:
     def format(self, event: Any) -> str:
         if isinstance(event, str):
             return self.prefix + json.dumps(event, ensure_ascii=False) + self.suffix
+        if isinstance(event, ReasoningDelta):
+            return self.chunk({"reasoning_content": event.text})
+        if isinstance(event, ToolCallDelta):
+            return self.chunk({"tool_calls": [tool_call_delta(event)]})
         if event is HEARTBEAT:
             return HEARTBEAT_COMMENT
         if isinstance(event, Started):
@@ -72,6 +78,17 @@ class OpenAIChunks:
         if isinstance(event, APIError):
             return data_line(json.dumps(openai_error_body(event)))
         return ""
+
+
+def tool_call_delta(delta: ToolCallDelta) -> dict[str, Any]:
+    function: dict[str, str] = {"arguments": delta.arguments}
+    call: dict[str, Any] = {"index": delta.index}
+    if delta.id is not None:
+        call.update(id=delta.id, type="function")
+    if delta.name is not None:
+        function["name"] = delta.name
+    call["function"] = function
+    return call
 
 
 class NativeEvents:

@@ -1,4 +1,7 @@
-"""Fake of Anthropic's Messages API."""
+"""Fake of Anthropic's Messages API: text, thinking blocks, tool_use blocks (several, their input
+streamed in ``input_json_delta`` fragments), and the 400s the real API answers for top-level fields it
+does not know, a thinking budget out of range, and tool results that do not match the previous
+turn's tool_use blocks."""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import json
 import uuid
 from typing import Iterator
 
-from .server import FakeServer, Frame, Handler, RecordedRequest, Reply, sse, text_of
+from .server import FakeServer, Frame, Handler, RecordedRequest, Reply, fragments, sse, text_of
 
 FINISH_REASONS = {"stop": "end_turn", "length": "max_tokens"}
 ERROR_TYPES = {
@@ -18,7 +21,11 @@ ERROR_TYPES = {
     429: "rate_limit_error",
     529: "overloaded_error",
 }
-TOOL_JSON_PIECE = 8  # characters of tool input per input_json_delta
+# the Messages API's top-level fields; any other is refused ("Extra inputs are not permitted")
+FIELDS = {"model", "messages", "max_tokens", "system", "stop_sequences", "stream", "metadata", "tools", "tool_choice",
+          "thinking", "output_config", "temperature", "top_p", "top_k", "service_tier", "container", "mcp_servers",
+          "cache_control", "inference_geo", "speed", "diagnostics", "user_profile_id", "workspace_id"}
+MIN_THINKING_BUDGET = 1024
 
 
 class FakeAnthropic(FakeServer):
@@ -47,39 +54,82 @@ class FakeAnthropic(FakeServer):
     def response_headers(self) -> dict[str, str]:
         return {"request-id": _id("req_")}
 
+    def invalid(self, request: RecordedRequest) -> str | None:
+        if request.path != "/v1/messages":
+            return None
+        body = request.json
+        extra = sorted(set(body) - FIELDS)
+        if extra:
+            return f"{extra[0]}: Extra inputs are not permitted"
+        thinking = body.get("thinking") or {}
+        if thinking.get("type") == "enabled":
+            budget = thinking.get("budget_tokens") or 0
+            if budget < MIN_THINKING_BUDGET or budget >= (body.get("max_tokens") or 0):
+                return "thinking.budget_tokens: must be >= 1024 and less than max_tokens"
+        return _tool_history_problem(body.get("messages") or [])
+
     def last_user_text(self, request: RecordedRequest) -> str:
         users = [m for m in request.json.get("messages", []) if isinstance(m, dict) and m.get("role") == "user"]
         return text_of(users[-1].get("content")) if users else ""
 
+    def offered_tools(self, request: RecordedRequest) -> list[tuple[str, dict]]:
+        return [(tool["name"], tool.get("input_schema") or {}) for tool in request.json.get("tools") or ()]
+
+    def tool_result(self, request: RecordedRequest) -> str | None:
+        last = (request.json.get("messages") or [{}])[-1].get("content")
+        results = [b for b in last if b.get("type") == "tool_result"] if isinstance(last, list) else []
+        return " ".join(text_of(b.get("content")) for b in results) if results else None
+
     def completion(self, reply: Reply, model: str, request: RecordedRequest) -> dict:
-        if reply.tool_input is not None:
-            block = {**self._tool_block(request), "input": reply.tool_input}
-        else:
-            block = {"type": "text", "text": reply.full_text}
-        usage = {"input_tokens": reply.prompt_tokens, "output_tokens": _output_tokens(reply)}
-        return {**self._message(model, usage), "content": [block], "stop_reason": _stop_reason(reply)}
+        blocks = [{**start, **({"thinking": reply.reasoning} if start["type"] == "thinking" else {}),
+                   **({"text": reply.full_text} if start["type"] == "text" else {}),
+                   **({"input": json.loads(arguments)} if start["type"] == "tool_use" else {})}
+                  for start, arguments in self._blocks(reply, request)]
+        usage = {"input_tokens": reply.prompt_tokens, **_output_usage(reply, blocks)}
+        return {**self._message(model, usage), "content": blocks, "stop_reason": _stop_reason(reply)}
 
     def frames(self, reply: Reply, model: str, request: RecordedRequest) -> Iterator[Frame]:
         """The Messages streaming sequence, every event named by an ``event:`` line as the SDK requires."""
         start_usage = {"input_tokens": reply.prompt_tokens, "output_tokens": 1}
         yield _event("message_start", message={**self._message(model, start_usage), "content": [], "stop_reason": None})
-        if reply.tool_input is not None:
-            block = {**self._tool_block(request), "input": {}}
-            deltas = [{"type": "input_json_delta", "partial_json": piece} for piece in _tool_json_pieces(reply)]
-        else:
-            block = {"type": "text", "text": ""}
-            deltas = [{"type": "text_delta", "text": piece} for piece in reply.pieces()]
-        yield _event("content_block_start", index=0, content_block=block)
         yield _event("ping")
-        for delta in deltas:
-            yield _event("content_block_delta", content=True, index=0, delta=delta)
-        yield _event("content_block_stop", index=0)
+        blocks = self._blocks(reply, request)
+        for index, (start, arguments) in enumerate(blocks):
+            if start["type"] == "thinking":
+                block = {**start, "thinking": "", "signature": ""}
+                deltas = [{"type": "thinking_delta", "thinking": piece} for piece in fragments(reply.reasoning)]
+                deltas.append({"type": "signature_delta", "signature": start["signature"]})
+            elif start["type"] == "tool_use":
+                block = {**start, "input": {}}
+                deltas = [{"type": "input_json_delta", "partial_json": piece} for piece in fragments(arguments)]
+            else:
+                block = {"type": "text", "text": ""}
+                deltas = [{"type": "text_delta", "text": piece} for piece in reply.pieces()]
+            yield _event("content_block_start", index=index, content_block=block)
+            for delta in deltas:
+                yield _event("content_block_delta", content=True, index=index, delta=delta)
+            yield _event("content_block_stop", index=index)
         yield _event(
             "message_delta",
             delta={"stop_reason": _stop_reason(reply), "stop_sequence": None},
-            usage={"output_tokens": _output_tokens(reply)},
+            usage=_output_usage(reply, [start for start, _ in blocks]),
         )
         yield _event("message_stop")
+
+    @staticmethod
+    def _blocks(reply: Reply, request: RecordedRequest) -> list[tuple[dict, str]]:
+        """(block without its content, JSON arguments of a tool_use) for each block of the answer:
+        thinking when asked for and scripted, the text, then one tool_use per call."""
+        blocks: list[tuple[dict, str]] = []
+        if reply.reasoning and (request.json.get("thinking") or {}).get("type") in ("enabled", "adaptive"):
+            blocks.append(({"type": "thinking", "signature": _id("sig_")}, ""))
+        if reply.pieces() or not reply.tool_calls:
+            blocks.append(({"type": "text"}, ""))
+        choice = request.json.get("tool_choice") or {}
+        offered = [choice["name"]] if choice.get("name") else [t.get("name") for t in request.json.get("tools") or ()]
+        for name, arguments in reply.calls(offered):
+            blocks.append(({"type": "tool_use", "id": _id("toolu_"), "name": name}, arguments))
+        return blocks
 
     def _models_page(self) -> dict:
         models = [
@@ -101,32 +151,45 @@ class FakeAnthropic(FakeServer):
         return {"id": _id("msg_"), "type": "message", "role": "assistant", "model": model,
                 "stop_sequence": None, "usage": usage}
 
-    @staticmethod
-    def _tool_block(request: RecordedRequest) -> dict:
-        """A tool_use block for the forced tool, else the first one offered."""
-        choice = request.json.get("tool_choice") or {}
-        tools = request.json.get("tools") or [{}]
-        name = choice.get("name") or tools[0].get("name") or "tool"
-        return {"type": "tool_use", "id": _id("toolu_"), "name": name}
-
 
 def _event(kind: str, content: bool = False, **fields: object) -> Frame:
     return sse({"type": kind, **fields}, event=kind, content=content)
 
 
-def _tool_json_pieces(reply: Reply) -> list[str]:
-    encoded = json.dumps(reply.tool_input)
-    return [encoded[i : i + TOOL_JSON_PIECE] for i in range(0, len(encoded), TOOL_JSON_PIECE)]
+def _tool_history_problem(messages: list[dict]) -> str | None:
+    """The real API's 400 when a turn's tool_result blocks do not answer the tool_use blocks of the turn before."""
+    asked: set[str] = set()
+    for index, message in enumerate(messages):
+        blocks = message.get("content") if isinstance(message.get("content"), list) else []
+        answered = {b.get("tool_use_id") for b in blocks if b.get("type") == "tool_result"}
+        if answered - asked:
+            return (f"messages.{index}.content: unexpected `tool_use_id` found in `tool_result` blocks: "
+                    f"{sorted(answered - asked)[0]}. Each `tool_result` block must have a corresponding `tool_use` "
+                    "block in the previous message.")
+        if asked - answered:
+            return (f"messages.{index}: `tool_use` ids were found without `tool_result` blocks immediately after: "
+                    f"{sorted(asked - answered)[0]}.")
+        asked = {b.get("id") for b in blocks if b.get("type") == "tool_use"}
+    return None
+
+
+def _output_usage(reply: Reply, blocks: list[dict]) -> dict:
+    """``output_tokens`` and, when the answer thought, how many of them were thinking."""
+    usage: dict = {"output_tokens": _output_tokens(reply)}
+    if reply.reasoning and any(block["type"] == "thinking" for block in blocks):
+        usage["output_tokens_details"] = {"thinking_tokens": len(fragments(reply.reasoning))}
+    return usage
 
 
 def _output_tokens(reply: Reply) -> int:
-    if reply.tool_input is None or reply.completion_tokens is not None:
+    if reply.completion_tokens is not None:
         return reply.output_tokens
-    return len(_tool_json_pieces(reply))
+    arguments = sum(len(fragments(args)) for _, args in reply.calls(["tool"]))
+    return reply.output_tokens + arguments + (len(fragments(reply.reasoning)) if reply.reasoning else 0)
 
 
 def _stop_reason(reply: Reply) -> str:
-    if reply.tool_input is not None:
+    if reply.tool_calls:
         return "tool_use"
     return FINISH_REASONS.get(reply.finish_reason, reply.finish_reason)
 

@@ -4,15 +4,23 @@ google-genai joins ``base_url``, ``api_version`` and ``models/{model}:{method}``
 with ``HttpOptions(base_url=fake.url, api_version="v1beta")`` requests arrive at
 ``/v1beta/models/gemini-2.5-flash:generateContent``. Streams are requested with
 ``?alt=sse`` and parsed line by line: only ``data: `` lines count (with the space).
+
+Tool calls are ``functionCall`` parts (no ids; a stream sends each call whole, parallel calls as
+parts of one response); Gemini 3 models attach a ``thoughtSignature`` to the first call of a turn
+and, like the real API, refuse a later request whose history drops it. Thought summaries are
+``thought: true`` text parts, sent only when ``thinkingConfig.includeThoughts`` asks for them.
+Embeddings answer ``:batchEmbedContents``.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 import uuid
 from typing import Iterator
 
-from .server import FakeServer, Frame, Handler, RecordedRequest, Reply, sse, text_of
+from .server import FakeServer, Frame, Handler, RecordedRequest, Reply, embedding, sse, text_of
 
 FINISH_REASONS = {"stop": "STOP", "length": "MAX_TOKENS"}
 STATUSES = {
@@ -26,6 +34,9 @@ STATUSES = {
     504: "DEADLINE_EXCEEDED",
 }
 GENERATE = re.compile(r"^/(?:v1|v1beta|v1alpha)/models/([^/:]+):(generateContent|streamGenerateContent)$")
+EMBED = re.compile(r"^/(?:v1|v1beta|v1alpha)/models/([^/:]+):batchEmbedContents$")
+EMBEDDING_DIMENSIONS = 8
+SIGNATURE = base64.b64encode(b"fake-thought-signature").decode()
 LIST_MODELS = re.compile(r"^/(?:v1|v1beta|v1alpha)/models$")
 
 
@@ -37,6 +48,8 @@ class FakeGemini(FakeServer):
         if request.method == "POST" and generate:
             model, method = generate.groups()
             self.serve(handler, request, model, stream=method == "streamGenerateContent")
+        elif request.method == "POST" and EMBED.match(request.path):
+            handler.send_json(200, _embeddings(request.json))
         elif request.method == "GET" and LIST_MODELS.match(request.path):
             handler.send_json(200, {"models": [_model_info(model) for model in self.models()]})
         else:
@@ -56,6 +69,20 @@ class FakeGemini(FakeServer):
             error["details"] = [retry_info]
         return {"error": error}
 
+    def invalid(self, request: RecordedRequest) -> str | None:
+        generate = GENERATE.match(request.path)
+        if not generate:
+            return None
+        for content in request.json.get("contents") or ():
+            for part in content.get("parts") or ():
+                if "functionResponse" in part and not (part["functionResponse"] or {}).get("name"):
+                    return "* GenerateContentRequest.contents: function_response.name: Name cannot be empty."
+            calls = [part for part in content.get("parts") or () if "functionCall" in part]
+            if generate.group(1).startswith("gemini-3") and calls and "thoughtSignature" not in calls[0]:
+                return ("Function call is missing a thought_signature in functionCall parts. This is required for "
+                        "tools to work correctly.")
+        return None
+
     def retry_headers(self, reply: Reply) -> dict[str, str]:
         return {} if reply.retry_after is None else {"Retry-After": f"{reply.retry_after:g}"}
 
@@ -64,28 +91,75 @@ class FakeGemini(FakeServer):
         users = [c for c in contents if c.get("role", "user") == "user"]
         return text_of(users[-1].get("parts")) if users else ""
 
+    def offered_tools(self, request: RecordedRequest) -> list[tuple[str, dict]]:
+        # proto JSON field names are read in either case; google-genai sends this one in snake case
+        schema_keys = ("parametersJsonSchema", "parameters_json_schema", "parameters")
+        return [(d["name"], next((d[key] for key in schema_keys if d.get(key)), {}))
+                for tool in request.json.get("tools") or () for d in tool.get("functionDeclarations") or ()]
+
+    def tool_result(self, request: RecordedRequest) -> str | None:
+        parts = ((request.json.get("contents") or [{}])[-1]).get("parts") or ()
+        results = [p["functionResponse"].get("response") for p in parts if "functionResponse" in p]
+        return " ".join(json.dumps(r) for r in results) if results else None
+
     def completion(self, reply: Reply, model: str, request: RecordedRequest) -> dict:
-        return _response(model, reply.full_text, reply, response_id=_response_id(), final=True)
+        parts = _thoughts(reply, request) + ([{"text": reply.full_text}] if reply.full_text or not reply.tool_calls
+                                             else []) + _function_calls(reply, request, model)
+        return _response(model, parts, reply, response_id=_response_id(), final=True)
 
     def frames(self, reply: Reply, model: str, request: RecordedRequest) -> Iterator[Frame]:
-        """One response per piece; the last carries finishReason and usageMetadata."""
-        pieces, response_id = reply.pieces() or [""], _response_id()
-        for index, piece in enumerate(pieces):
-            response = _response(model, piece, reply, response_id=response_id, final=index == len(pieces) - 1)
+        """Thoughts, one response per piece, then the function calls; the last carries finishReason
+        and usageMetadata."""
+        response_id = _response_id()
+        batches = [[thought] for thought in _thoughts(reply, request)]
+        batches += [[{"text": piece}] for piece in reply.pieces() or ([] if reply.tool_calls else [""])]
+        calls = _function_calls(reply, request, model)
+        if calls:
+            batches.append(calls)
+        for index, parts in enumerate(batches):
+            response = _response(model, parts, reply, response_id=response_id, final=index == len(batches) - 1)
             yield sse(response, content=True, eol="\r\n")
 
 
-def _response(model: str, text: str, reply: Reply, *, response_id: str, final: bool) -> dict:
-    candidate: dict = {"content": {"role": "model", "parts": [{"text": text}]}, "index": 0}
+def _thoughts(reply: Reply, request: RecordedRequest) -> list[dict]:
+    """Thought summaries, when asked for (the API reads proto field names in either case, and
+    google-genai sends this one's in snake case)."""
+    thinking = (request.json.get("generationConfig") or {}).get("thinkingConfig") or {}
+    asked = thinking.get("includeThoughts", thinking.get("include_thoughts"))
+    return [{"text": reply.reasoning, "thought": True}] if reply.reasoning and asked else []
+
+
+def _function_calls(reply: Reply, request: RecordedRequest, model: str) -> list[dict]:
+    tools = request.json.get("tools") or ()
+    declared = [d.get("name") for tool in tools for d in tool.get("functionDeclarations") or ()]
+    parts = [{"functionCall": {"name": name, "args": json.loads(args)}} for name, args in reply.calls(declared)]
+    if parts and model.startswith("gemini-3"):
+        parts[0]["thoughtSignature"] = SIGNATURE
+    return parts
+
+
+def _response(model: str, parts: list[dict], reply: Reply, *, response_id: str, final: bool) -> dict:
+    candidate: dict = {"content": {"role": "model", "parts": parts}, "index": 0}
     response: dict = {"candidates": [candidate], "modelVersion": model, "responseId": response_id}
     if final:
         candidate["finishReason"] = FINISH_REASONS.get(reply.finish_reason, reply.finish_reason)
+        thoughts = len(reply.reasoning.split()) if reply.reasoning else 0
         response["usageMetadata"] = {
             "promptTokenCount": reply.prompt_tokens,
             "candidatesTokenCount": reply.output_tokens,
-            "totalTokenCount": reply.prompt_tokens + reply.output_tokens,
+            "totalTokenCount": reply.prompt_tokens + reply.output_tokens + thoughts,
+            **({"thoughtsTokenCount": thoughts} if thoughts else {}),
         }
     return response
+
+
+def _embeddings(body: dict) -> dict:
+    vectors = []
+    for request in body.get("requests") or ():
+        config = request.get("embedContentConfig") or {}
+        dimensions = request.get("outputDimensionality") or config.get("outputDimensionality") or EMBEDDING_DIMENSIONS
+        vectors.append({"values": embedding(text_of(request["content"].get("parts")), dimensions)})
+    return {"embeddings": vectors}
 
 
 def _response_id() -> str:

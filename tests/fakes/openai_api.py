@@ -1,15 +1,23 @@
-"""Fake of OpenAI's Chat Completions API; also stands in for Ollama and other OpenAI-compatible servers."""
+"""Fake of OpenAI's Chat Completions and Embeddings APIs; also stands in for Ollama and other
+OpenAI-compatible servers (whose reasoning comes back as ``reasoning_content``, as vLLM and DeepSeek
+send it; OpenAI itself only counts reasoning tokens).
+
+Like the real API it refuses an agent history that does not add up: a ``tool`` message answering
+no earlier call, or an assistant's tool calls not each answered by a ``tool`` message."""
 
 from __future__ import annotations
 
+import base64
+import struct
 import time
 import uuid
 from typing import Iterator
 
-from .server import FakeServer, Frame, Handler, RecordedRequest, Reply, sse, text_of
+from .server import FakeServer, Frame, Handler, RecordedRequest, Reply, embedding, fragments, sse, text_of
 
 SYSTEM_FINGERPRINT = "fp_fake0001"
 FINISH_REASONS = {"stop": "stop", "length": "length"}
+EMBEDDING_DIMENSIONS = 8  # the fakes' full vector length; ``dimensions`` shortens it
 # status of a scripted error -> (error.type, error.code), as the real API sends them
 ERROR_KINDS = {
     401: ("invalid_request_error", "invalid_api_key"),
@@ -26,6 +34,8 @@ class FakeOpenAI(FakeServer):
         if (request.method, request.path) == ("POST", "/v1/chat/completions"):
             body = request.json
             self.serve(handler, request, str(body.get("model", "")), stream=bool(body.get("stream")))
+        elif (request.method, request.path) == ("POST", "/v1/embeddings"):
+            handler.send_json(200, self.embeddings(request.json), self.response_headers())
         elif (request.method, request.path) == ("GET", "/v1/models"):
             models = [{"id": m, "object": "model", "created": 1700000000, "owned_by": "fake"} for m in self.models()]
             handler.send_json(200, {"object": "list", "data": models}, self.response_headers())
@@ -49,12 +59,55 @@ class FakeOpenAI(FakeServer):
     def response_headers(self) -> dict[str, str]:
         return {"x-request-id": f"req_{uuid.uuid4().hex}"}
 
+    def invalid(self, request: RecordedRequest) -> str | None:
+        if request.path != "/v1/chat/completions":
+            return None
+        pending: list[str] = []
+        for message in request.json.get("messages") or ():
+            if message.get("role") == "tool":
+                if message.get("tool_call_id") not in pending:
+                    return ("Invalid parameter: messages with role 'tool' must be a response to a preceeding "
+                            "message with 'tool_calls'.")
+                pending.remove(message["tool_call_id"])
+                continue
+            if pending:
+                return ("An assistant message with 'tool_calls' must be followed by tool messages responding to "
+                        f"each 'tool_call_id'. The following tool_call_ids did not have response messages: "
+                        f"{', '.join(pending)}")
+            pending = [call["id"] for call in message.get("tool_calls") or ()]
+        return None
+
+    def embeddings(self, body: dict) -> dict:
+        texts = [body["input"]] if isinstance(body.get("input"), str) else list(body.get("input") or ())
+        dimensions = body.get("dimensions") or EMBEDDING_DIMENSIONS
+        data = []
+        for index, text in enumerate(texts):
+            vector = embedding(text, dimensions)
+            if body.get("encoding_format") == "base64":
+                vector = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+            data.append({"object": "embedding", "index": index, "embedding": vector})
+        tokens = sum(len(text.split()) for text in texts)
+        return {"object": "list", "data": data, "model": body.get("model"),
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
     def last_user_text(self, request: RecordedRequest) -> str:
         users = [m for m in request.json.get("messages", []) if isinstance(m, dict) and m.get("role") == "user"]
         return text_of(users[-1].get("content")) if users else ""
 
+    def offered_tools(self, request: RecordedRequest) -> list[tuple[str, dict]]:
+        return [(t["function"]["name"], t["function"].get("parameters") or {}) for t in request.json.get("tools") or ()]
+
+    def tool_result(self, request: RecordedRequest) -> str | None:
+        messages = request.json.get("messages") or [{}]
+        return text_of(messages[-1].get("content")) if messages[-1].get("role") == "tool" else None
+
     def completion(self, reply: Reply, model: str, request: RecordedRequest) -> dict:
-        message = {"role": "assistant", "content": reply.full_text, "refusal": None, "annotations": []}
+        message = {"role": "assistant", "content": reply.full_text or None, "refusal": None, "annotations": []}
+        if reply.tool_calls:
+            message["tool_calls"] = [{"id": call_id, "type": "function", "function": {"name": name, "arguments": args}}
+                                     for call_id, name, args in _calls(reply, request)]
+        if reply.reasoning:
+            message["reasoning_content"] = reply.reasoning
         return {
             **self._envelope("chat.completion", model),
             "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": _finish(reply)}],
@@ -73,8 +126,15 @@ class FakeOpenAI(FakeServer):
             return sse({**envelope, "choices": [choice]}, content=content)
 
         yield chunk({"role": "assistant", "content": "", "refusal": None})
+        for piece in fragments(reply.reasoning) if reply.reasoning else ():
+            yield chunk({"reasoning_content": piece}, content=True)
         for piece in reply.pieces():
             yield chunk({"content": piece}, content=True)
+        for index, (call_id, name, arguments) in enumerate(_calls(reply, request)):
+            start = {"index": index, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}
+            yield chunk({"tool_calls": [start]}, content=True)
+            for piece in fragments(arguments):
+                yield chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}, content=True)
         yield chunk({}, _finish(reply))
         if include_usage:
             yield sse({**envelope, "choices": [], "usage": _usage(reply)})
@@ -92,13 +152,23 @@ class FakeOpenAI(FakeServer):
         }
 
 
+def _calls(reply: Reply, request: RecordedRequest) -> list[tuple[str, str, str]]:
+    offered = [tool["function"]["name"] for tool in request.json.get("tools") or ()]
+    return [(f"call_{uuid.uuid4().hex[:24]}", name, args) for name, args in reply.calls(offered)]
+
+
 def _finish(reply: Reply) -> str:
+    if reply.tool_calls:
+        return "tool_calls"
     return FINISH_REASONS.get(reply.finish_reason, reply.finish_reason)
 
 
 def _usage(reply: Reply) -> dict:
+    reasoning = len(fragments(reply.reasoning)) if reply.reasoning else 0
+    completion = reply.output_tokens + reasoning
     return {
         "prompt_tokens": reply.prompt_tokens,
-        "completion_tokens": reply.output_tokens,
-        "total_tokens": reply.prompt_tokens + reply.output_tokens,
+        "completion_tokens": completion,
+        "total_tokens": reply.prompt_tokens + completion,
+        "completion_tokens_details": {"reasoning_tokens": reasoning},
     }

@@ -9,6 +9,7 @@ disconnect detection live here.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import select
@@ -45,6 +46,12 @@ class Reply:
     separates content chunks, ``hang`` sends nothing for that long and then closes,
     and ``reset_after`` sends that many content chunks and then resets the
     connection (TCP RST) instead of finishing the stream.
+
+    Tools and reasoning: ``tool_calls`` makes the answer call tools, each
+    ``{"name": ..., "arguments": {...}}`` (no name: the forced tool, else the first
+    offered); several are parallel calls, streamed with their arguments in fragments.
+    With tool calls the answer has text only when ``chunks`` are given. ``reasoning``
+    is thinking text, sent the vendor's way before the answer.
     """
 
     text: str = "Hello from the fake."
@@ -60,17 +67,26 @@ class Reply:
     finish_reason: str = "stop"
     prompt_tokens: int = 11
     completion_tokens: int | None = None
-    tool_input: dict | None = None
+    tool_calls: list[dict] | None = None
+    reasoning: str | None = None
 
     def pieces(self) -> list[str]:
-        """Stream pieces: ``chunks``, else ``text`` split into words that keep their leading spaces."""
+        """Stream pieces: ``chunks``, else ``text`` split into words that keep their leading spaces
+        (none when the answer calls tools without ``chunks``)."""
+        if self.tool_calls and self.chunks is None:
+            return []
         if self.chunks is not None:
             return list(self.chunks)
         return re.findall(r"\s*\S+(?:\s+$)?", self.text) or ([self.text] if self.text else [])
 
     @property
     def full_text(self) -> str:
-        return "".join(self.chunks) if self.chunks is not None else self.text
+        return "".join(self.pieces()) if self.tool_calls or self.chunks is not None else self.text
+
+    def calls(self, offered: list[str]) -> list[tuple[str, str]]:
+        """(name, JSON arguments) of each tool call; a call without a name uses ``offered[0]``."""
+        return [(call.get("name") or (offered or ["tool"])[0], json.dumps(call.get("arguments", {})))
+                for call in self.tool_calls or ()]
 
     @property
     def output_tokens(self) -> int:
@@ -111,6 +127,17 @@ def status_phrase(status: int) -> str:
         return HTTPStatus(status).phrase
     except ValueError:
         return STATUS_PHRASES.get(status, "Error")
+
+
+def fragments(text: str, size: int = 8) -> list[str]:
+    """``text`` in pieces of ``size`` characters, as vendors stream tool-call arguments."""
+    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
+
+
+def embedding(text: str, dimensions: int) -> list[float]:
+    """A deterministic unit-free vector for ``text`` (the same text always gives the same vector)."""
+    digest = hashlib.sha256(text.encode()).digest()
+    return [round((digest[i % len(digest)] - 128) / 128, 6) for i in range(dimensions)]
 
 
 def text_of(content: Any) -> str:
@@ -345,7 +372,18 @@ class FakeServer:
             return self._changed.wait_for(predicate, timeout)
 
     def echo_reply(self, request: RecordedRequest) -> Reply:
-        return Reply(text=f"You said: {self.last_user_text(request)}")
+        """"You said: ..." to a question; with tools offered, a call of the first one (its required
+        string arguments set to the question) and, once its result is back, "The tool said: ..."."""
+        result = self.tool_result(request)
+        if result is not None:
+            return Reply(text=f"The tool said: {result}")
+        question, tools = self.last_user_text(request), self.offered_tools(request)
+        if not tools:
+            return Reply(text=f"You said: {question}")
+        name, schema = tools[0]
+        properties = schema.get("properties") or {}
+        arguments = {p: question for p in schema.get("required") or () if properties.get(p, {}).get("type") == "string"}
+        return Reply(tool_calls=[{"name": name, "arguments": arguments}])
 
     def models(self) -> list[str]:
         with self._lock:
@@ -372,6 +410,18 @@ class FakeServer:
 
     def last_user_text(self, request: RecordedRequest) -> str:
         raise NotImplementedError
+
+    def offered_tools(self, request: RecordedRequest) -> list[tuple[str, dict]]:
+        """(name, JSON schema of the arguments) of each tool the request offers."""
+        raise NotImplementedError
+
+    def tool_result(self, request: RecordedRequest) -> str | None:
+        """The text of the tool results the request ends with; None when it does not end with any."""
+        raise NotImplementedError
+
+    def invalid(self, request: RecordedRequest) -> str | None:
+        """The message of the 400 the real API answers ``request`` with, or None when it is valid."""
+        return None
 
     def response_headers(self) -> dict[str, str]:
         """Headers the vendor adds to every answer, such as a request id."""
@@ -412,6 +462,8 @@ class FakeServer:
             self.reject(handler, *failure)
         elif request.method == "POST" and not isinstance(request.json, dict):
             self.reject(handler, 400, "The request body is not valid JSON.")
+        elif request.method == "POST" and (problem := self.invalid(request)):
+            self.reject(handler, 400, problem)
         else:
             self.route(handler, request)
 

@@ -1,8 +1,11 @@
 """Anthropic's Messages API through the official `anthropic` SDK.
 
-System messages become the `system` parameter; structured output is a single forced tool whose
-input schema is the requested JSON schema (the Messages API's way of guaranteeing JSON), and its
-input is returned as the answer's text (streamed as the tool's `input_json_delta` pieces).
+System and developer messages become the `system` parameter; OpenAI-style tool calls become
+`tool_use` blocks in the assistant turn and tool results `tool_result` blocks in one user turn
+(consecutive results merged, as the API wants every result of a turn in the next user message).
+Structured output uses the API's native `output_config.format`; `reasoning_effort` becomes a
+thinking budget. The pinned SDK's `messages.create` has no `temperature` or `top_p` (nor `seed`,
+`n`, penalties or logprobs), so those are reported as unsupported rather than sent.
 """
 from __future__ import annotations
 
@@ -13,21 +16,35 @@ import anthropic
 import httpx2
 
 from app.llm.providers.base import (
+    CallerFault,
     Completion,
     CompletionRequest,
+    Embeddings,
+    ModelUnavailable,
     ProviderFailure,
+    ReasoningDelta,
     StreamEnd,
     StreamItem,
+    ToolCall,
+    ToolCallDelta,
     TransientFailure,
     UpstreamTimedOut,
     Usage,
     classify_status,
     connection_limits,
     parse_retry_after,
+    text_of,
+    unsupported_params,
 )
 
-FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "stop",
-                  "refusal": "content_filter", "pause_turn": "stop"}
+FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls",
+                  "refusal": "content_filter", "pause_turn": "stop", "model_context_window_exceeded": "length"}
+SUPPORTED = frozenset({"max_tokens", "stop", "json_schema", "tools", "tool_choice", "parallel_tool_calls",
+                       "reasoning_effort", "user"})
+# thinking budget per OpenAI reasoning_effort; "none" turns thinking off (the API's default)
+THINKING_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 24576, "xhigh": 32768}
+MIN_THINKING_BUDGET = 1024
+TOOL_CHOICES = {"auto": "auto", "required": "any", "none": "none"}
 
 
 class AnthropicProvider:
@@ -37,6 +54,7 @@ class AnthropicProvider:
         self.name = name
         self.default_model = default_model
         self.fallback_models = fallback_models
+        self.embedding_models: list[str] = []
         self.max_tokens = max_tokens
         self.client = anthropic.Anthropic(
             api_key=api_key, base_url=base_url or None, max_retries=0,
@@ -46,78 +64,198 @@ class AnthropicProvider:
     def list_models(self) -> list[str]:
         return [self.default_model, *self.fallback_models]
 
+    def unsupported(self, request: CompletionRequest) -> list[str]:
+        return unsupported_params(request, SUPPORTED)
+
     def check(self) -> None:
         try:
             self.client.with_options(timeout=5).models.list(limit=1)
         except anthropic.APIError as exc:
             raise translate_error(exc) from None
 
+    def embed(self, inputs: list[str], model: str, dimensions: int | None) -> Embeddings:
+        raise ModelUnavailable("Anthropic has no embeddings API.", status=404)
+
     def complete(self, request: CompletionRequest, model: str) -> Completion:
         try:
             message = self.client.messages.create(**self._params(request, model))
         except (anthropic.APIError, httpx2.HTTPError) as exc:
             raise translate_error(exc) from None
-        texts = [json.dumps(block.input) if block.type == "tool_use" else block.text
-                 for block in message.content if block.type in ("text", "tool_use")]
-        return Completion(text="".join(texts), model=message.model,
+        blocks = message.content
+        return Completion(text="".join(block.text for block in blocks if block.type == "text"), model=message.model,
                           finish_reason=FINISH_REASONS.get(message.stop_reason or "", "stop"),
-                          usage=Usage(message.usage.input_tokens, message.usage.output_tokens))
+                          usage=usage_from(message.usage.input_tokens, message.usage),
+                          tool_calls=[ToolCall(block.id, block.name, json.dumps(block.input))
+                                      for block in blocks if block.type == "tool_use"],
+                          reasoning="".join(block.thinking for block in blocks if block.type == "thinking"))
 
     def stream(self, request: CompletionRequest, model: str) -> Iterator[StreamItem]:
-        answered_model, finish_reason, input_tokens, output_tokens = model, "stop", 0, 0
+        answered_model, finish_reason, input_tokens, usage = model, "stop", 0, Usage()
+        tools = ToolIndexes()
         try:
             with self.client.messages.create(**self._params(request, model), stream=True) as events:
                 for event in events:
                     if event.type == "content_block_delta":
-                        delta = event.delta
-                        text = delta.text if delta.type == "text_delta" else getattr(delta, "partial_json", "")
-                        if text:
-                            yield text
+                        yield from delta_parts(event.index, event.delta, tools)
+                    elif event.type == "content_block_start" and event.content_block.type == "tool_use":
+                        block = event.content_block
+                        yield ToolCallDelta(tools.start(event.index), block.id, block.name)
+                    elif event.type == "content_block_stop" and tools.unfinished(event.index):
+                        yield ToolCallDelta(tools.index[event.index], arguments="{}")  # a call without input
                     elif event.type == "message_start":
                         answered_model = event.message.model or model
                         input_tokens = event.message.usage.input_tokens or 0
                     elif event.type == "message_delta":
                         finish_reason = FINISH_REASONS.get(event.delta.stop_reason or "", "stop")
-                        output_tokens = event.usage.output_tokens or output_tokens
+                        usage = usage_from(input_tokens, event.usage)
         except (anthropic.APIError, httpx2.HTTPError) as exc:
             raise translate_error(exc) from None
-        yield StreamEnd(answered_model, finish_reason, Usage(input_tokens, output_tokens))
+        yield StreamEnd(answered_model, finish_reason, usage)
 
     def _params(self, request: CompletionRequest, model: str) -> dict[str, Any]:
-        system = "\n\n".join(m["content"] for m in request.messages
-                             if m["role"] == "system" and isinstance(m["content"], str))
-        params: dict[str, Any] = {
-            "model": model, "max_tokens": request.max_tokens or self.max_tokens,
-            "messages": [to_anthropic_message(m) for m in request.messages if m["role"] != "system"],
-        }
+        system = "\n\n".join(text_of(m["content"]) for m in request.messages if m["role"] in ("system", "developer"))
+        params: dict[str, Any] = {"model": model, "max_tokens": request.max_tokens or self.max_tokens,
+                                  "messages": to_anthropic_messages(request.messages)}
         if system:
             params["system"] = system
-        if request.temperature is not None:
-            params["temperature"] = request.temperature
-        if request.top_p is not None:
-            params["top_p"] = request.top_p
         if request.stop:
             params["stop_sequences"] = request.stop
-        if request.json_schema:
-            name = request.json_schema["name"]
-            params["tools"] = [{"name": name, "description": request.json_schema.get("description", name),
-                                "input_schema": request.json_schema["schema"]}]
-            params["tool_choice"] = {"type": "tool", "name": name}
+        if request.user:
+            params["metadata"] = {"user_id": request.user}
+        if request.json_schema and request.json_schema["name"] != "json_object":
+            params["output_config"] = {"format": {"type": "json_schema", "schema": request.json_schema["schema"]}}
+        elif request.json_schema:
+            params["output_config"] = {"format": {"type": "json_schema", "schema": {"type": "object"}}}
+        if request.tools:
+            params["tools"] = [anthropic_tool(tool) for tool in request.tools]
+        choice = tool_choice(request)
+        if choice:
+            params["tool_choice"] = choice
+        if request.reasoning_effort and request.reasoning_effort != "none":
+            params.update(thinking_params(request, self.max_tokens))
         return params
 
 
-def to_anthropic_message(message: dict[str, Any]) -> dict[str, Any]:
-    content = message["content"]
+class ToolIndexes:
+    """OpenAI numbers tool calls 0, 1, ...; Anthropic numbers every content block. This maps the
+    second to the first, and remembers which calls have had input, so one without gets `{}`."""
+
+    def __init__(self) -> None:
+        self.index: dict[int, int] = {}
+        self.with_input: set[int] = set()
+
+    def start(self, block_index: int) -> int:
+        self.index[block_index] = len(self.index)
+        return self.index[block_index]
+
+    def unfinished(self, block_index: int) -> bool:
+        return block_index in self.index and block_index not in self.with_input
+
+
+def delta_parts(block_index: int, delta: Any, tools: ToolIndexes) -> Iterator[StreamItem]:
+    if delta.type == "text_delta" and delta.text:
+        yield delta.text
+    elif delta.type == "thinking_delta" and delta.thinking:
+        yield ReasoningDelta(delta.thinking)
+    elif delta.type == "input_json_delta" and delta.partial_json and block_index in tools.index:
+        tools.with_input.add(block_index)
+        yield ToolCallDelta(tools.index[block_index], arguments=delta.partial_json)
+
+
+def usage_from(input_tokens: int, usage: Any) -> Usage:
+    details = getattr(usage, "output_tokens_details", None)
+    return Usage(input_tokens, usage.output_tokens or 0, getattr(details, "thinking_tokens", 0) or 0)
+
+
+def thinking_params(request: CompletionRequest, default_max_tokens: int) -> dict[str, Any]:
+    """`thinking` with the budget of `reasoning_effort`, which must stay below `max_tokens`: without a
+    caller's max_tokens the answer keeps its usual allowance on top of the budget."""
+    budget = THINKING_BUDGETS.get(request.reasoning_effort or "", THINKING_BUDGETS["medium"])
+    if request.max_tokens is None:
+        return {"thinking": {"type": "enabled", "budget_tokens": budget}, "max_tokens": budget + default_max_tokens}
+    budget = min(budget, request.max_tokens - 1)
+    if budget < MIN_THINKING_BUDGET:
+        raise CallerFault(f"reasoning_effort needs max_tokens above {MIN_THINKING_BUDGET} on Anthropic "
+                          f"(its smallest thinking budget).", status=400)
+    return {"thinking": {"type": "enabled", "budget_tokens": budget}}
+
+
+def anthropic_tool(tool: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = {"name": tool["name"], "input_schema": tool.get("parameters") or {"type": "object"}}
+    if tool.get("description"):
+        spec["description"] = tool["description"]
+    if tool.get("strict") is not None:
+        spec["strict"] = tool["strict"]
+    return spec
+
+
+def tool_choice(request: CompletionRequest) -> dict[str, Any] | None:
+    """OpenAI's tool_choice and parallel_tool_calls as Anthropic's one `tool_choice`."""
+    choice = request.tool_choice
+    if choice is None and request.parallel_tool_calls is not False:
+        return None
+    if isinstance(choice, dict):
+        spec: dict[str, Any] = {"type": "tool", "name": choice["name"]}
+    else:
+        spec = {"type": TOOL_CHOICES[choice or "auto"]}
+    if request.parallel_tool_calls is False and spec["type"] != "none":
+        spec["disable_parallel_tool_use"] = True
+    return spec
+
+
+def to_anthropic_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The conversation without its system messages, as alternating turns: a tool result is a
+    `tool_result` block of a user turn, and consecutive messages of one role share one turn."""
+    turns: list[dict[str, Any]] = []
+    for message in messages:
+        if message["role"] in ("system", "developer"):
+            continue
+        role = "assistant" if message["role"] == "assistant" else "user"
+        blocks = message_blocks(message)
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"] += blocks
+        else:
+            turns.append({"role": role, "content": blocks})
+    return turns
+
+
+def message_blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
+    if message["role"] == "tool":
+        return [{"type": "tool_result", "tool_use_id": message["tool_call_id"],
+                 "content": content_blocks(message["content"])}]
+    blocks = content_blocks(message.get("content"))
+    for call in message.get("tool_calls") or ():
+        blocks.append({"type": "tool_use", "id": call["id"], "name": call["name"],
+                       "input": parse_arguments(call["arguments"])})
+    return blocks
+
+
+def content_blocks(content: str | list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    if not content:
+        return []
     if isinstance(content, str):
-        return {"role": message["role"], "content": content}
+        return [{"type": "text", "text": content}]
     blocks = []
     for part in content:
-        if part["type"] == "image":
+        if part["type"] == "image" and part.get("url"):
+            blocks.append({"type": "image", "source": {"type": "url", "url": part["url"]}})
+        elif part["type"] == "image":
             blocks.append({"type": "image", "source": {"type": "base64", "media_type": part["media_type"],
                                                        "data": part["data"]}})
         else:
             blocks.append({"type": "text", "text": part["text"]})
-    return {"role": message["role"], "content": blocks}
+    return blocks
+
+
+def parse_arguments(arguments: str) -> dict[str, Any]:
+    """A tool call's JSON arguments as the object Anthropic wants; a caller's malformed JSON is a 400."""
+    try:
+        value = json.loads(arguments or "{}")
+    except ValueError:
+        raise CallerFault("A tool call's function.arguments is not valid JSON.", status=400) from None
+    if not isinstance(value, dict):
+        raise CallerFault("A tool call's function.arguments must be a JSON object.", status=400)
+    return value
 
 
 def translate_error(exc: Exception) -> ProviderFailure:

@@ -1,9 +1,12 @@
 """The provider interface, the values it exchanges, and the failures it raises.
 
 A provider wraps one vendor SDK client (made once, pooled) and offers two calls:
-`complete(request, model) -> Completion` and `stream(request, model)`, a generator yielding
-text deltas (`str`) and finally one `StreamEnd`. Closing the generator early closes the upstream
-HTTP response, so an abandoned stream stops costing tokens at once.
+`complete(request, model) -> Completion` and `stream(request, model)`, a generator yielding typed
+parts: text deltas (`str`), `ToolCallDelta`, `ReasoningDelta`, and finally one `StreamEnd` (which
+carries the usage). Closing the generator early closes the upstream HTTP response, so an abandoned
+stream stops costing tokens at once. The parts are vendor-neutral: a front door translates its
+wire shape to a `CompletionRequest` and these parts back to its wire shape, never knowing which SDK
+answered.
 
 Providers translate their SDK's exceptions into the `ProviderFailure` family below; the gateway
 (`app.llm.gateway`) decides retries and fallbacks from those types alone, so every vendor fails the
@@ -11,19 +14,29 @@ same way.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Iterator, Protocol, Union
 
 import httpx2
+
+# Values that mean "the vendor's default": a parameter holding one of them was not really asked for.
+NEUTRAL_VALUES: dict[str, Any] = {"n": 1, "logprobs": False, "parallel_tool_calls": True}
 
 
 @dataclass(frozen=True)
 class CompletionRequest:
     """What the caller wants, vendor-neutral.
 
-    `messages` are `{"role": "system"|"user"|"assistant", "content": str | list[part]}`, a part
-    being `{"type": "text", "text": ...}` or `{"type": "image", "media_type": ..., "data": base64}`.
-    `json_schema`, when set, asks for structured output: `{"name": ..., "schema": {...}}`.
+    `messages` are `{"role": "system"|"developer"|"user"|"assistant"|"tool", "content": ...}`.
+    `content` is a string, a list of parts or (assistant with tool calls) None; a part is
+    `{"type": "text", "text"}`, `{"type": "image", "media_type", "data": base64}` or
+    `{"type": "image", "url": "https://..."}`. A message may carry `name`; an assistant message
+    `tool_calls` (a list of `ToolCall.to_dict()`); a tool message the `tool_call_id` it answers.
+
+    `tools` are `{"name", "description", "parameters": JSON schema, "strict"}`; `tool_choice` is
+    "auto", "none", "required" or `{"name": ...}`. `json_schema` asks for structured output:
+    `{"name", "schema", "strict"}`. `extra` holds fields the front door does not know, which only an
+    OpenAI-compatible upstream receives (as they came).
     """
 
     messages: list[dict[str, Any]]
@@ -32,20 +45,77 @@ class CompletionRequest:
     top_p: float | None = None
     stop: list[str] | None = None
     json_schema: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, str] | None = None
+    parallel_tool_calls: bool | None = None
+    n: int | None = None
+    seed: int | None = None
+    reasoning_effort: str | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
+    user: str | None = None
+    metadata: dict[str, str] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def asked(self) -> list[str]:
+        """Names of the parameters this request really sets (a vendor default counts as unset), then
+        `messages.name` when a message carries a name, then the `extra` fields."""
+        names = [f.name for f in fields(self) if f.name not in ("messages", "extra")
+                 and getattr(self, f.name) not in (None, [], {}, NEUTRAL_VALUES.get(f.name))]
+        if any(m.get("name") for m in self.messages):
+            names.append("messages.name")
+        return names + list(self.extra)
 
 
 @dataclass(frozen=True)
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    reasoning_tokens: int = 0  # included in completion_tokens, as OpenAI counts them
 
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
-    def to_dict(self) -> dict[str, int]:
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                "total_tokens": self.total_tokens}
+    def to_dict(self) -> dict[str, Any]:
+        usage: dict[str, Any] = {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                                 "total_tokens": self.total_tokens}
+        if self.reasoning_tokens:
+            usage["completion_tokens_details"] = {"reasoning_tokens": self.reasoning_tokens}
+        return usage
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A whole function call the model made; `arguments` is JSON text, as OpenAI sends it."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"id": self.id, "name": self.name, "arguments": self.arguments}
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of the `index`-th tool call of a streamed answer: the first piece of a call carries its
+    `id` and `name`, the following ones fragments of `arguments`, in order."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(frozen=True)
+class ReasoningDelta:
+    """A piece of the model's reasoning (thinking) text, streamed before or between its answer."""
+
+    text: str
 
 
 @dataclass(frozen=True)
@@ -63,15 +133,29 @@ class Completion:
     model: str
     finish_reason: str
     usage: Usage = field(default_factory=Usage)
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    reasoning: str = ""
+    logprobs: Any = None  # OpenAI's `choices[].logprobs`, from upstreams that speak it
 
 
-StreamItem = Union[str, StreamEnd]
+@dataclass(frozen=True)
+class Embeddings:
+    vectors: list[list[float]]
+    model: str
+    usage: Usage = field(default_factory=Usage)
+
+
+StreamItem = Union[str, ToolCallDelta, ReasoningDelta, StreamEnd]
 
 
 class Provider(Protocol):
     name: str
     default_model: str
     fallback_models: list[str]
+    embedding_models: list[str]
+
+    def unsupported(self, request: CompletionRequest) -> list[str]:
+        """The parameters of `request` (as named by `CompletionRequest.asked`) this vendor cannot honour."""
 
     def complete(self, request: CompletionRequest, model: str) -> Completion: ...
 
@@ -81,6 +165,9 @@ class Provider(Protocol):
         """Raise a ProviderFailure if the provider is unreachable; spends no tokens."""
 
     def list_models(self) -> list[str]: ...
+
+    def embed(self, inputs: list[str], model: str, dimensions: int | None) -> Embeddings:
+        """One vector per input; `ModelUnavailable` from a vendor without embeddings."""
 
 
 class ProviderFailure(Exception):
@@ -152,3 +239,15 @@ def parse_retry_after(headers: Any) -> float | None:
         return float(value) if value else None
     except ValueError:
         return None
+
+
+def unsupported_params(request: CompletionRequest, supported: frozenset[str]) -> list[str]:
+    """The parameters `request` asks for that are not in `supported` (`extra` fields never are)."""
+    return [name for name in request.asked() if name not in supported]
+
+
+def text_of(content: str | list[dict[str, Any]] | None) -> str:
+    """The text of a message's content (its text parts joined), for vendors that take text only there."""
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content)
+    return content or ""

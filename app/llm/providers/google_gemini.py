@@ -1,11 +1,21 @@
 """Google Gemini through the official `google-genai` SDK (not `google-generativeai`, whose support
-has ended). Assistant turns are the `model` role; system messages become `system_instruction`;
-structured output uses `response_mime_type=application/json` with `response_json_schema`.
+has ended). Assistant turns are the `model` role; system and developer messages become
+`system_instruction`; structured output uses `response_mime_type=application/json` with
+`response_json_schema`; tools are `function_declarations`, tool calls `function_call` parts and
+tool results `function_response` parts.
+
+Gemini's function calls carry no id, so each gets one made here (`call_...`); a tool result is
+matched back to its call's name through the assistant message that made it. Gemini 3 attaches a
+thought signature to a function call, which must return with the call on the next turn: it travels
+inside the id (`call_..__thought__<base64>`), the one field every OpenAI client echoes unchanged.
+Images given by URL are fetched (the API takes bytes) with the `fetch_image` the registry passes in.
 """
 from __future__ import annotations
 
 import base64
-from typing import Any, Iterator
+import json
+import uuid
+from typing import Any, Callable, Iterator
 
 import httpx2
 from google import genai
@@ -13,22 +23,42 @@ from google.genai import errors as genai_errors
 from google.genai import types
 
 from app.llm.providers.base import (
+    CallerFault,
     Completion,
     CompletionRequest,
+    Embeddings,
     ProviderFailure,
     ProviderRejected,
+    ReasoningDelta,
     StreamEnd,
     StreamItem,
+    ToolCall,
+    ToolCallDelta,
     TransientFailure,
     UpstreamTimedOut,
     Usage,
     classify_status,
     connection_limits,
     parse_retry_after,
+    text_of,
+    unsupported_params,
 )
 
 FINISH_REASONS = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter",
                   "RECITATION": "content_filter", "BLOCKLIST": "content_filter", "PROHIBITED_CONTENT": "content_filter"}
+SUPPORTED = frozenset({"max_tokens", "temperature", "top_p", "stop", "json_schema", "tools", "tool_choice", "seed",
+                       "presence_penalty", "frequency_penalty", "reasoning_effort"})
+TOOL_MODES = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
+THOUGHT_SEPARATOR = "__thought__"
+# Gemini 2.x takes a thinking budget in tokens (0 turns thinking off); Gemini 3 takes a level
+THINKING_BUDGETS = {"none": 0, "minimal": 512, "low": 1024, "medium": 8192, "high": 24576, "xhigh": 32768}
+THINKING_LEVELS = {"none": "MINIMAL", "minimal": "MINIMAL", "low": "LOW", "medium": "MEDIUM", "high": "HIGH",
+                   "xhigh": "XHIGH"}
+ImageFetcher = Callable[[str], tuple[str, bytes]]
+
+
+def no_image_urls(url: str) -> tuple[str, bytes]:
+    raise CallerFault("Image URLs cannot be fetched for Gemini here; send the image as a data: URI.", status=400)
 
 
 class ConnectTimeout(httpx2.HTTPTransport):
@@ -46,18 +76,24 @@ class ConnectTimeout(httpx2.HTTPTransport):
 
 class GeminiProvider:
     def __init__(self, *, api_key: str, base_url: str | None, default_model: str, fallback_models: list[str],
-                 connect_timeout: float, read_timeout: float, max_connections: int = 1000, name: str = "gemini"):
+                 connect_timeout: float, read_timeout: float, max_connections: int = 1000, name: str = "gemini",
+                 embedding_models: list[str] | None = None, fetch_image: ImageFetcher = no_image_urls):
         self.name = name
         self.default_model = default_model
         self.fallback_models = fallback_models
+        self.embedding_models = embedding_models or []
+        self.fetch_image = fetch_image
+        transport = ConnectTimeout(connect_timeout, max_connections)
         options = types.HttpOptions(base_url=base_url or None, timeout=int(read_timeout * 1000),
                                     retry_options=types.HttpRetryOptions(attempts=1),
-                                    httpx_client=httpx2.Client(
-                                        transport=ConnectTimeout(connect_timeout, max_connections)))
+                                    httpx_client=httpx2.Client(transport=transport))
         self.client = genai.Client(api_key=api_key, http_options=options)
 
     def list_models(self) -> list[str]:
         return [self.default_model, *self.fallback_models]
+
+    def unsupported(self, request: CompletionRequest) -> list[str]:
+        return unsupported_params(request, SUPPORTED)
 
     def check(self) -> None:
         try:
@@ -67,26 +103,34 @@ class GeminiProvider:
 
     def complete(self, request: CompletionRequest, model: str) -> Completion:
         try:
-            response = self.client.models.generate_content(model=model, contents=to_contents(request.messages),
-                                                           config=self._config(request))
+            response = self.client.models.generate_content(model=model, contents=self.to_contents(request.messages),
+                                                           config=self._config(request, model))
         except (genai_errors.APIError, httpx2.HTTPError) as exc:
             raise translate_error(exc) from None
         candidate = (response.candidates or [None])[0]
-        return Completion(text=response_text(response), model=response.model_version or model,
-                          finish_reason=finish_reason(candidate), usage=usage_from(response.usage_metadata))
+        parts = response_parts(response)
+        calls = [tool_call(part) for part in parts if part.function_call]
+        return Completion(text="".join(p.text for p in parts if p.text and not p.thought),
+                          model=response.model_version or model, finish_reason=finish_reason(candidate, bool(calls)),
+                          usage=usage_from(response.usage_metadata), tool_calls=calls,
+                          reasoning="".join(p.text for p in parts if p.text and p.thought))
 
     def stream(self, request: CompletionRequest, model: str) -> Iterator[StreamItem]:
-        answered_model, reason, usage = model, "stop", Usage()
-        responses = self.client.models.generate_content_stream(model=model, contents=to_contents(request.messages),
-                                                               config=self._config(request))
+        answered_model, reason, usage, calls = model, "stop", Usage(), 0
+        responses = self.client.models.generate_content_stream(
+            model=model, contents=self.to_contents(request.messages), config=self._config(request, model))
         try:
             for response in responses:
-                text = response_text(response)
-                if text:
-                    yield text
+                for part in response_parts(response):
+                    if part.function_call:
+                        call = tool_call(part)
+                        yield ToolCallDelta(calls, call.id, call.name, call.arguments)
+                        calls += 1
+                    elif part.text:
+                        yield ReasoningDelta(part.text) if part.thought else part.text
                 answered_model = response.model_version or answered_model
                 if response.candidates and response.candidates[0].finish_reason:
-                    reason = finish_reason(response.candidates[0])
+                    reason = finish_reason(response.candidates[0], calls > 0)
                 if response.usage_metadata:
                     usage = usage_from(response.usage_metadata)
         except (genai_errors.APIError, httpx2.HTTPError) as exc:
@@ -95,51 +139,153 @@ class GeminiProvider:
             responses.close()
         yield StreamEnd(answered_model, reason, usage)
 
-    def _config(self, request: CompletionRequest) -> types.GenerateContentConfig:
-        system = "\n\n".join(m["content"] for m in request.messages
-                             if m["role"] == "system" and isinstance(m["content"], str))
+    def embed(self, inputs: list[str], model: str, dimensions: int | None) -> Embeddings:
+        config = types.EmbedContentConfig(output_dimensionality=dimensions) if dimensions else None
+        try:
+            response = self.client.models.embed_content(model=model, contents=inputs, config=config)
+        except (genai_errors.APIError, httpx2.HTTPError) as exc:
+            raise translate_error(exc) from None
+        tokens = getattr(response.usage_metadata, "prompt_token_count", None) or 0
+        return Embeddings([list(e.values or ()) for e in response.embeddings or ()], model, Usage(tokens))
+
+    def _config(self, request: CompletionRequest, model: str) -> types.GenerateContentConfig:
+        system = "\n\n".join(text_of(m["content"]) for m in request.messages if m["role"] in ("system", "developer"))
         config: dict[str, Any] = {"system_instruction": system or None, "max_output_tokens": request.max_tokens,
                                   "temperature": request.temperature, "top_p": request.top_p,
-                                  "stop_sequences": request.stop or None}
+                                  "stop_sequences": request.stop or None, "seed": request.seed,
+                                  "presence_penalty": request.presence_penalty,
+                                  "frequency_penalty": request.frequency_penalty}
         if request.json_schema:
             config.update(response_mime_type="application/json",
                           response_json_schema=request.json_schema["schema"])
+        if request.tools:
+            config["tools"] = [types.Tool(function_declarations=[function_declaration(t) for t in request.tools])]
+            config["automatic_function_calling"] = types.AutomaticFunctionCallingConfig(disable=True)
+        if request.tool_choice is not None:
+            config["tool_config"] = tool_config(request.tool_choice)
+        if request.reasoning_effort:
+            config["thinking_config"] = thinking_config(request.reasoning_effort, model)
         return types.GenerateContentConfig(**{k: v for k, v in config.items() if v is not None})
 
+    def to_contents(self, messages: list[dict[str, Any]]) -> list[types.Content]:
+        """The conversation as Gemini turns; consecutive messages of one role share one turn, so the
+        results of parallel calls answer them together, as Gemini expects."""
+        names = {call["id"]: call["name"] for m in messages for call in m.get("tool_calls") or ()}
+        contents: list[types.Content] = []
+        for message in messages:
+            if message["role"] in ("system", "developer"):
+                continue
+            role = "model" if message["role"] == "assistant" else "user"
+            parts = self.message_parts(message, names)
+            if contents and contents[-1].role == role:
+                contents[-1].parts = [*(contents[-1].parts or []), *parts]
+            else:
+                contents.append(types.Content(role=role, parts=parts))
+        return contents
 
-def to_contents(messages: list[dict[str, Any]]) -> list[types.Content]:
-    contents = []
-    for message in messages:
-        if message["role"] == "system":
-            continue
-        content = message["content"]
+    def message_parts(self, message: dict[str, Any], names: dict[str, str]) -> list[types.Part]:
+        if message["role"] == "tool":
+            call_id = message["tool_call_id"]
+            if call_id not in names:
+                raise CallerFault(f"The tool message's tool_call_id {call_id!r} answers no earlier tool call.",
+                                  status=400)
+            response = tool_response(text_of(message["content"]))
+            return [types.Part(function_response=types.FunctionResponse(name=names[call_id], response=response))]
+        parts = self.content_parts(message.get("content"))
+        for call in message.get("tool_calls") or ():
+            parts.append(function_call_part(call))
+        return parts
+
+    def content_parts(self, content: str | list[dict[str, Any]] | None) -> list[types.Part]:
+        if not content:
+            return []
         if isinstance(content, str):
-            parts = [types.Part(text=content)]
-        else:
-            parts = [types.Part(inline_data=types.Blob(mime_type=p["media_type"], data=base64.b64decode(p["data"])))
-                     if p["type"] == "image" else types.Part(text=p["text"]) for p in content]
-        contents.append(types.Content(role="model" if message["role"] == "assistant" else "user", parts=parts))
-    return contents
+            return [types.Part(text=content)]
+        parts = []
+        for part in content:
+            if part["type"] == "image":
+                media_type, data = (self.fetch_image(part["url"]) if part.get("url")
+                                    else (part["media_type"], base64.b64decode(part["data"])))
+                parts.append(types.Part(inline_data=types.Blob(mime_type=media_type, data=data)))
+            else:
+                parts.append(types.Part(text=part["text"]))
+        return parts
 
 
-def response_text(response: types.GenerateContentResponse) -> str:
-    """Text parts only (not `response.text`, which warns on non-text parts)."""
+def function_declaration(tool: dict[str, Any]) -> types.FunctionDeclaration:
+    return types.FunctionDeclaration(name=tool["name"], description=tool.get("description") or None,
+                                     parameters_json_schema=tool.get("parameters") or None)
+
+
+def tool_config(choice: str | dict[str, str]) -> types.ToolConfig:
+    if isinstance(choice, dict):
+        calling = types.FunctionCallingConfig(mode=types.FunctionCallingConfigMode.ANY,
+                                              allowed_function_names=[choice["name"]])
+    else:
+        calling = types.FunctionCallingConfig(mode=types.FunctionCallingConfigMode(TOOL_MODES[choice]))
+    return types.ToolConfig(function_calling_config=calling)
+
+
+def thinking_config(effort: str, model: str) -> types.ThinkingConfig:
+    """Gemini 2.x models take a token budget, later ones a level; thought summaries are asked for so
+    they reach the caller as reasoning."""
+    if model.startswith("gemini-2"):
+        budget = THINKING_BUDGETS.get(effort, THINKING_BUDGETS["medium"])
+        return types.ThinkingConfig(thinking_budget=budget, include_thoughts=budget > 0)
+    level = types.ThinkingLevel(THINKING_LEVELS.get(effort, "MEDIUM"))
+    return types.ThinkingConfig(thinking_level=level, include_thoughts=True)
+
+
+def tool_call(part: types.Part) -> ToolCall:
+    """A Gemini function call with an id made for it, carrying its thought signature when it has one."""
+    call = part.function_call or types.FunctionCall()
+    call_id = call.id or f"call_{uuid.uuid4().hex[:24]}"
+    if part.thought_signature:
+        call_id += THOUGHT_SEPARATOR + base64.urlsafe_b64encode(part.thought_signature).decode("ascii")
+    return ToolCall(call_id, call.name or "", json.dumps(call.args or {}))
+
+
+def function_call_part(call: dict[str, Any]) -> types.Part:
+    """An assistant's tool call as Gemini's function_call part, with the thought signature its id carries."""
+    _, _, signature = call["id"].partition(THOUGHT_SEPARATOR)
+    try:
+        args = json.loads(call["arguments"] or "{}")
+    except ValueError:
+        raise CallerFault("A tool call's function.arguments is not valid JSON.", status=400) from None
+    part = types.Part(function_call=types.FunctionCall(name=call["name"], args=args))
+    if signature:
+        part.thought_signature = base64.urlsafe_b64decode(signature)
+    return part
+
+
+def tool_response(text: str) -> dict[str, Any]:
+    """A tool's result as the object Gemini wants: a JSON object as it is, anything else under `result`."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {"result": text}
+    return value if isinstance(value, dict) else {"result": value}
+
+
+def response_parts(response: types.GenerateContentResponse) -> list[types.Part]:
     if not response.candidates or not response.candidates[0].content:
-        return ""
-    return "".join(part.text for part in response.candidates[0].content.parts or () if part.text and not part.thought)
+        return []
+    return list(response.candidates[0].content.parts or ())
 
 
-def finish_reason(candidate: types.Candidate | None) -> str:
+def finish_reason(candidate: types.Candidate | None, called_tools: bool = False) -> str:
     reason = candidate.finish_reason if candidate else None
-    name = getattr(reason, "value", reason) or "STOP"
-    return FINISH_REASONS.get(str(name), "stop")
+    name = str(getattr(reason, "value", reason) or "STOP")
+    if called_tools and name == "STOP":
+        return "tool_calls"
+    return FINISH_REASONS.get(name, "stop")
 
 
 def usage_from(metadata: types.GenerateContentResponseUsageMetadata | None) -> Usage:
     if metadata is None:
         return Usage()
-    return Usage(metadata.prompt_token_count or 0,
-                 (metadata.candidates_token_count or 0) + (metadata.thoughts_token_count or 0))
+    thoughts = metadata.thoughts_token_count or 0
+    return Usage(metadata.prompt_token_count or 0, (metadata.candidates_token_count or 0) + thoughts, thoughts)
 
 
 def translate_error(exc: Exception) -> ProviderFailure:

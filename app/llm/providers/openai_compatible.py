@@ -6,6 +6,10 @@ generic `client.post` (the SDK's documented way to call an endpoint with a raw b
 raw `httpx2.Response`. That skips two costs that were most of this gateway's CPU per request: the
 SDK's recursive transform of typed parameters (about 1.3 ms for a small chat) and building pydantic
 objects for every chunk. Our messages are already validated by our own schema.
+
+Every parameter of the request is sent under its OpenAI name, and fields the front door did not
+know (`CompletionRequest.extra`) are sent as they came: the upstream judges them. Reasoning comes
+back as `reasoning_content` (vLLM, DeepSeek, LiteLLM) or `reasoning` (Ollama, OpenRouter).
 """
 from __future__ import annotations
 
@@ -21,29 +25,43 @@ from app.llm.providers.base import (
     CallerFault,
     Completion,
     CompletionRequest,
+    Embeddings,
     ProviderFailure,
+    ReasoningDelta,
     StreamEnd,
     StreamItem,
+    ToolCall,
+    ToolCallDelta,
     TransientFailure,
     UpstreamTimedOut,
     Usage,
     classify_status,
     connection_limits,
     parse_retry_after,
+    unsupported_params,
 )
 
 CHAT_PATH = "/chat/completions"
+EMBEDDINGS_PATH = "/embeddings"
+# sent under the same name; `n` is not here because an answer carries one choice
+PLAIN_PARAMS = ("temperature", "top_p", "stop", "seed", "reasoning_effort", "logprobs", "top_logprobs",
+                "presence_penalty", "frequency_penalty", "logit_bias", "user", "metadata", "parallel_tool_calls")
+SUPPORTED = frozenset({*PLAIN_PARAMS, "max_tokens", "json_schema", "tools", "tool_choice", "messages.name"})
 STREAM_BODY = {"headers": {RAW_RESPONSE_HEADER: "stream"}}  # the SDK then returns the body unread
 
 
 class OpenAICompatibleProvider:
     def __init__(self, name: str, *, api_key: str, base_url: str | None, default_model: str,
                  fallback_models: list[str], connect_timeout: float, read_timeout: float,
-                 max_connections: int = 1000, max_tokens_field: str = "max_tokens"):
+                 max_connections: int = 1000, max_tokens_field: str = "max_tokens", developer_role: bool = False,
+                 embedding_models: list[str] | None = None):
         """`max_tokens_field`: OpenAI's current models accept only `max_completion_tokens`, while many
-        compatible servers know only `max_tokens`."""
+        compatible servers know only `max_tokens`. `developer_role`: whether the upstream knows the
+        `developer` role (OpenAI does); otherwise such messages are sent as `system`."""
         self.name = name
         self.max_tokens_field = max_tokens_field
+        self.developer_role = developer_role
+        self.embedding_models = embedding_models or []
         self.default_model = default_model
         self.fallback_models = fallback_models
         self.client = openai.OpenAI(api_key=api_key or "not-needed", base_url=base_url or None, max_retries=0,
@@ -52,6 +70,9 @@ class OpenAICompatibleProvider:
 
     def list_models(self) -> list[str]:
         return [self.default_model, *self.fallback_models]
+
+    def unsupported(self, request: CompletionRequest) -> list[str]:
+        return unsupported_params(request, SUPPORTED | set(request.extra))
 
     def check(self) -> None:
         try:
@@ -68,9 +89,11 @@ class OpenAICompatibleProvider:
         except ValueError:
             raise TransientFailure(f"{self.name} answered with invalid JSON") from None
         choice = (body.get("choices") or [{}])[0]
-        return Completion(text=(choice.get("message") or {}).get("content") or "",
-                          model=body.get("model") or model, finish_reason=choice.get("finish_reason") or "stop",
-                          usage=usage_from(body.get("usage")))
+        message = choice.get("message") or {}
+        return Completion(text=message.get("content") or "", model=body.get("model") or model,
+                          finish_reason=choice.get("finish_reason") or "stop", usage=usage_from(body.get("usage")),
+                          tool_calls=[tool_call_from(call) for call in message.get("tool_calls") or ()],
+                          reasoning=reasoning_of(message), logprobs=choice.get("logprobs"))
 
     def stream(self, request: CompletionRequest, model: str) -> Iterator[StreamItem]:
         params = self._params(request, model)
@@ -86,13 +109,13 @@ class OpenAICompatibleProvider:
                     if data == "[DONE]":
                         continue  # read on to the end of the body, so the connection returns to the pool
                     chunk = json.loads(data)
+                    if not isinstance(chunk, dict):
+                        raise ValueError("a stream event is not an object")
                     if "error" in chunk:
                         raise stream_error(chunk["error"])
                     answered_model = chunk.get("model") or answered_model
                     for choice in chunk.get("choices") or ():
-                        text = (choice.get("delta") or {}).get("content")
-                        if text:
-                            yield text
+                        yield from delta_parts(choice.get("delta") or {})
                         finish_reason = choice.get("finish_reason") or finish_reason
                     if chunk.get("usage"):
                         usage = usage_from(chunk["usage"])
@@ -102,39 +125,96 @@ class OpenAICompatibleProvider:
             raise TransientFailure(f"{self.name} sent an invalid stream event") from None
         yield StreamEnd(answered_model, finish_reason, usage)
 
+    def embed(self, inputs: list[str], model: str, dimensions: int | None) -> Embeddings:
+        body: dict[str, Any] = {"model": model, "input": inputs, "encoding_format": "float"}
+        if dimensions is not None:
+            body["dimensions"] = dimensions
+        try:
+            response = self.client.post(EMBEDDINGS_PATH, body=body, cast_to=httpx2.Response)
+            answer = json.loads(response.content)
+        except (openai.APIError, httpx2.HTTPError) as exc:
+            raise translate_error(exc) from None
+        except ValueError:
+            raise TransientFailure(f"{self.name} answered with invalid JSON") from None
+        vectors = [item["embedding"] for item in sorted(answer.get("data") or (), key=lambda item: item["index"])]
+        return Embeddings(vectors, answer.get("model") or model, usage_from(answer.get("usage")))
+
     def _params(self, request: CompletionRequest, model: str) -> dict[str, Any]:
-        params: dict[str, Any] = {"model": model, "messages": [to_openai_message(m) for m in request.messages]}
+        params: dict[str, Any] = {**request.extra, "model": model,
+                                  "messages": [self.to_openai_message(m) for m in request.messages]}
         if request.max_tokens is not None:
             params[self.max_tokens_field] = request.max_tokens
-        if request.temperature is not None:
-            params["temperature"] = request.temperature
-        if request.top_p is not None:
-            params["top_p"] = request.top_p
-        if request.stop:
-            params["stop"] = request.stop
+        params.update({name: getattr(request, name) for name in PLAIN_PARAMS if getattr(request, name) is not None})
         if request.json_schema:
-            params["response_format"] = {"type": "json_schema", "json_schema": {
-                "name": request.json_schema["name"], "schema": request.json_schema["schema"], "strict": False}}
+            params["response_format"] = response_format(request.json_schema)
+        if request.tools:
+            params["tools"] = [{"type": "function", "function": tool} for tool in request.tools]
+        if request.tool_choice is not None:
+            choice = request.tool_choice
+            params["tool_choice"] = choice if isinstance(choice, str) else {"type": "function", "function": choice}
         return params
 
+    def to_openai_message(self, message: dict[str, Any]) -> dict[str, Any]:
+        role = message["role"]
+        wire: dict[str, Any] = {"role": "system" if role == "developer" and not self.developer_role else role,
+                                "content": openai_content(message.get("content"))}
+        for key in ("name", "tool_call_id"):
+            if message.get(key):
+                wire[key] = message[key]
+        if message.get("tool_calls"):
+            wire["tool_calls"] = [{"id": call["id"], "type": "function",
+                                   "function": {"name": call["name"], "arguments": call["arguments"]}}
+                                  for call in message["tool_calls"]]
+        return wire
 
-def to_openai_message(message: dict[str, Any]) -> dict[str, Any]:
-    content = message["content"]
-    if isinstance(content, str):
-        return {"role": message["role"], "content": content}
+
+def openai_content(content: str | list[dict[str, Any]] | None) -> Any:
+    if content is None or isinstance(content, str):
+        return content
     parts = []
     for part in content:
         if part["type"] == "image":
-            parts.append({"type": "image_url",
-                          "image_url": {"url": f"data:{part['media_type']};base64,{part['data']}"}})
+            url = part.get("url") or f"data:{part['media_type']};base64,{part['data']}"
+            parts.append({"type": "image_url", "image_url": {"url": url}})
         else:
             parts.append({"type": "text", "text": part["text"]})
-    return {"role": message["role"], "content": parts}
+    return parts
+
+
+def response_format(json_schema: dict[str, Any]) -> dict[str, Any]:
+    if json_schema["name"] == "json_object":
+        return {"type": "json_object"}
+    spec = {"name": json_schema["name"], "schema": json_schema["schema"], "strict": bool(json_schema.get("strict"))}
+    return {"type": "json_schema", "json_schema": spec}
+
+
+def tool_call_from(call: dict[str, Any]) -> ToolCall:
+    function = call.get("function") or {}
+    return ToolCall(call.get("id") or "", function.get("name") or "", function.get("arguments") or "{}")
+
+
+def reasoning_of(message: dict[str, Any]) -> str:
+    return message.get("reasoning_content") or message.get("reasoning") or ""
+
+
+def delta_parts(delta: dict[str, Any]) -> Iterator[StreamItem]:
+    """The parts of one chunk's delta: reasoning, text, then tool-call fragments."""
+    reasoning = reasoning_of(delta)
+    if reasoning:
+        yield ReasoningDelta(reasoning)
+    if delta.get("content"):
+        yield delta["content"]
+    for call in delta.get("tool_calls") or ():
+        function = call.get("function") or {}
+        yield ToolCallDelta(call.get("index", 0), call.get("id"), function.get("name"),
+                            function.get("arguments") or "")
 
 
 def usage_from(usage: dict[str, Any] | None) -> Usage:
     usage = usage or {}
-    return Usage(usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0)
+    details = usage.get("completion_tokens_details") or {}
+    return Usage(usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0,
+                 details.get("reasoning_tokens") or 0)
 
 
 def stream_error(error: Any) -> ProviderFailure:
