@@ -45,7 +45,8 @@ def fake_github():
 @pytest.fixture
 def app(make_app, fake_openai, fake_github):
     return make_app(**provider_config(openai=fake_openai), GITHUB_TOKEN=DEFAULT_TOKEN, GITHUB_API_URL=fake_github.url,
-                    GITHUB_MAX_RATE_WAIT_S=0, VERIFICATION_SECRET=SECRET, NOTIFY_ALLOW_HOSTS=["127.0.0.1"])
+                    GITHUB_MAX_RATE_WAIT_S=0, VERIFICATION_SECRET=SECRET, NOTIFY_ALLOW_HOSTS=["127.0.0.1"],
+                    OPENAI_EMBEDDING_MODELS="text-embedding-3-small")
 
 
 @pytest.fixture
@@ -105,6 +106,13 @@ def test_every_documented_operation_answers_as_documented(app, client, document,
         call("POST", path, json={**COMPLETION, "stream": True, "stream_options": {"include_usage": True}},
              expect=200, streamed=True)
         call("POST", path, json={**COMPLETION, "model": "nobody-9"}, expect=404)
+    for prefix in ("/v1", "/api/v1"):
+        call("POST", f"{prefix}/embeddings", json={"model": "text-embedding-3-small", "input": ["a", "b"]}, expect=200)
+        call("POST", f"{prefix}/embeddings", json={"model": "text-embedding-3-small", "input": "a",
+                                                   "encoding_format": "base64"}, expect=200)
+        call("POST", f"{prefix}/embeddings", json={"model": "nobody-embed", "input": "a"}, expect=404)
+        call("GET", f"{prefix}/models/gpt-4o-mini", expect=200)
+        call("GET", f"{prefix}/models/nobody-9", expect=404)
     call("POST", "/chat/gpt", json={"messages": MESSAGES}, expect=200, streamed=True)
     call("POST", "/chat/gpt", json={"messages": MESSAGES, "stream": False}, expect=200)
     call("POST", "/chat/nobody", json={"messages": MESSAGES}, expect=404)

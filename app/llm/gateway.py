@@ -161,6 +161,12 @@ class Gateway:
             return
         raise all_failed(attempts)
 
+    def model_label(self, route: Route, answered: str) -> str:
+        """The model a usage row (and so a /metrics label) is counted under: the model that answered or
+        else the one asked for, if configured; "other" otherwise, so callers cannot mint labels."""
+        configured = self.registry.configured_models(route.provider.name)
+        return next((model for model in (answered, route.model) if model in configured), "other")
+
     def embed(self, route: Route, inputs: list[str], dimensions: int | None) -> Embeddings:
         """Embeddings from one route, retried as the policy allows; usage recorded like a chat's."""
         attempts: list[FailedAttempt] = []
