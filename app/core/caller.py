@@ -49,6 +49,13 @@ class Caller:
         """What this caller may read: a key id, None (unowned rows only) or EVERYONE."""
         return EVERYONE if self.open_mode or self.admin else self.key_id
 
+    def attribute(self, client_id: Any = None, user_id: Any = None) -> None:
+        """Name the end client and user for usage rows (from a body's fields, over the headers)."""
+        if isinstance(client_id, str) and client_id.strip():
+            self.client_id = client_id.strip()[:200]
+        if isinstance(user_id, str) and user_id.strip():
+            self.user_id = user_id.strip()[:200]
+
     def require_scope(self, scope: str, action: str) -> None:
         """403 unless the key has `scope` (admin keys and an open server have every scope)."""
         if not (self.open_mode or self.admin or scope in self.scopes):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
 
+from app.core.caller import current_caller
 from app.core.http import parse_body, parse_query
 from app.core.openapi import documented
 from app.deployments import intake, status
@@ -34,18 +35,18 @@ def revise_task():
 @documented(query=TaskListQuerySchema)
 def list_tasks():
     """Tasks, newest first; filter by status and email; `cursor` from `next_cursor` for the next page."""
-    return jsonify(status.list_tasks(**parse_query(TaskListQuerySchema)))
+    return jsonify(status.list_tasks(**parse_query(TaskListQuerySchema), reader=current_caller().reader))
 
 
 @bp.get("/tasks/<task_id>")
 def get_task(task_id: str):
     """One task with every round: stages, attempts, timings, repo and Pages URLs, commit sha, errors."""
-    return jsonify(status.get_task(task_id))
+    return jsonify(status.get_task(task_id, current_caller().reader))
 
 
 def _submit(endpoint: str):
     body = parse_body(TaskRequestSchema)
     answer = intake.submit(body, endpoint, config=current_app.config, registry=registry(),
                            github=current_app.extensions.get("github"),
-                           enqueue=current_app.extensions["deploy_jobs"].enqueue)
+                           enqueue=current_app.extensions["deploy_jobs"].enqueue, owner_key=current_caller().owner)
     return jsonify(answer)

@@ -1,7 +1,8 @@
 """The OpenAI-compatible API: the official openai SDK pointed at `http://host:5001/v1` works unchanged."""
 from flask import Blueprint, jsonify
 
-from app.core.http import parse_body
+from app.core.caller import current_caller
+from app.core.http import json_object, parse_body
 from app.core.openapi import documented
 from app.frontdoors.completions import openai_response
 from app.llm.providers.base import CompletionRequest
@@ -17,6 +18,7 @@ bp = Blueprint("openai_v1", __name__)
 def chat_completions():
     """OpenAI-compatible chat completions (streaming and stream_options.include_usage too)."""
     body = parse_body(ChatCompletionsSchema)
+    current_caller().attribute(user_id=json_object().get("user"))  # OpenAI's end-user id, for usage rows
     provider, model = registry().resolve_model(body["model"])
     request = CompletionRequest(messages=body["messages"],
                                 max_tokens=body["max_completion_tokens"] or body["max_tokens"],

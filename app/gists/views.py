@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request, url_for
 
+from app.core.caller import current_caller
 from app.core.http import parse_body, parse_query
 from app.core.openapi import documented
 from app.gists import service
@@ -27,7 +28,12 @@ def github() -> GitHubClient:
 def requester(endpoint: str) -> service.Requester:
     raw = request.headers.get("X-Client-Id", "")
     client_id = "".join(ch for ch in raw if ch.isprintable()).strip()[:200] or None
-    return service.Requester(endpoint, client_id, client_address())
+    return service.Requester(endpoint, client_id, client_address(), current_caller().owner)
+
+
+def may_write_gists(action: str) -> None:
+    """Gists are the GitHub token's, shared by every key: changing them needs the `gists` scope."""
+    current_caller().require_scope("gists", action)
 
 
 def client_address() -> str | None:
@@ -44,6 +50,7 @@ def client_address() -> str | None:
 @documented(body=CreateGistSchema)
 def create_gist():
     """Create a gist: {"description", "public", "files": [{"filename", "content"}]} (or GitHub's files map)."""
+    may_write_gists("Creating a gist")
     client = github()
     gist = service.create_gist(client, parse_body(CreateGistSchema), requester("POST /gists"))
     response = jsonify({**gist, "success": True})
@@ -73,13 +80,14 @@ def list_gists():
 def local_gists():
     """Gists created or changed through this server, newest first; `cursor` from next_cursor continues."""
     query = parse_query(LocalGistsQuery)
-    return jsonify({**service.local_gists(query["limit"], query["cursor"]), "success": True})
+    return jsonify({**service.local_gists(query["limit"], query["cursor"], current_caller().reader),
+                    "success": True})
 
 
 @bp.get("/gists/local/<gist_id>")
 def local_gist(gist_id: str):
     """One gist recorded by this server, with every revision (who asked, from which endpoint, what changed)."""
-    return jsonify({**service.local_gist(gist_id), "success": True})
+    return jsonify({**service.local_gist(gist_id, current_caller().reader), "success": True})
 
 
 @bp.get("/gists/<gist_id>")
@@ -92,6 +100,7 @@ def get_gist(gist_id: str):
 @documented(body=UpdateGistSchema)
 def update_gist(gist_id: str):
     """Update a gist: description and/or files; "content": null deletes a file, "new_filename" renames it."""
+    may_write_gists("Editing a gist")
     client = github()
     body = parse_body(UpdateGistSchema)
     gist = service.update_gist(client, gist_id, body, requester("PATCH /gists/{gist_id}"))
@@ -101,6 +110,7 @@ def update_gist(gist_id: str):
 @bp.delete("/gists/<gist_id>")
 def delete_gist(gist_id: str):
     """Delete a gist."""
+    may_write_gists("Deleting a gist")
     return jsonify({**service.delete_gist(github(), gist_id, requester("DELETE /gists/{gist_id}")),
                     "success": True})
 
@@ -109,11 +119,12 @@ def delete_gist(gist_id: str):
 @documented(body=ChatGistSchema)
 def chat_gist_view():
     """Let the model create or update a gist from the conversation; SSE with "stream": true."""
+    may_write_gists("Writing a gist")
     client = github()
     body = parse_body(ChatGistSchema)
     routes = registry().plan(body["provider"])
     completion = action_request(body["messages"], max_tokens=body["max_tokens"], temperature=body["temperature"],
-                                recent=recent_for_prompt())
+                                recent=recent_for_prompt(reader=current_caller().reader))
     asker = requester("POST /chat/gist")
     if body["stream"]:
         events = stream_chat_gist(client, gateway(), routes, completion, asker)

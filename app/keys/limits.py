@@ -163,19 +163,19 @@ class Access:
     # -- answers ------------------------------------------------------------------------------------
 
     def add_headers(self, response: Response) -> Response:
-        """OpenAI's request-limit headers for a key with an rpm limit, and Retry-After on a 429."""
-        if no_requests_limit():
-            return response
+        """Retry-After on a 429 from flask-limiter, and OpenAI's request-limit headers for a key with
+        an rpm limit."""
         try:
             current = self.limiter.current_limit
             if current is None:
                 return response
             wait = max(0, math.ceil(current.reset_at - time.time()))
-            response.headers["x-ratelimit-limit-requests"] = str(current.limit.amount)
-            response.headers["x-ratelimit-remaining-requests"] = str(current.remaining)
-            response.headers["x-ratelimit-reset-requests"] = f"{wait}s"
             if response.status_code == 429 and current.breached:
                 response.headers["Retry-After"] = str(max(1, wait))
+            if not no_requests_limit():
+                response.headers["x-ratelimit-limit-requests"] = str(current.limit.amount)
+                response.headers["x-ratelimit-remaining-requests"] = str(current.remaining)
+                response.headers["x-ratelimit-reset-requests"] = f"{wait}s"
         except StorageError as error:
             log.warning("rate-limit storage unavailable for headers: %s", error.storage_error)
         return response

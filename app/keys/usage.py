@@ -8,7 +8,7 @@ import logging
 from datetime import date, datetime, timedelta
 from typing import Any, Iterable
 
-from peewee import fn
+from peewee import Case, fn
 
 from app.core.caller import EVERYONE, calling_key
 from app.core.clock import utcnow
@@ -72,7 +72,7 @@ def summarize(reader: Any, key_id: str | None, since: date, until: date, group_b
     sums: list[Any] = [fn.COUNT(UsageRecord.id).alias("calls"),
             *(fn.COALESCE(fn.SUM(getattr(UsageRecord, name)), 0).alias(name)
               for name in ("prompt_tokens", "completion_tokens", "reasoning_tokens", "cost_usd")),
-            fn.COALESCE(fn.SUM(fn.CASE(None, ((UsageRecord.priced == False, 1),), 0)), 0)  # noqa: E712
+            fn.COALESCE(fn.SUM(Case(None, ((UsageRecord.priced == False, 1),), 0)), 0)  # noqa: E712
             .alias("unpriced_calls")]
     query = UsageRecord.select(*selected, *sums).where(
         (UsageRecord.created_at >= datetime.combine(since, datetime.min.time()))
@@ -88,7 +88,7 @@ def summarize(reader: Any, key_id: str | None, since: date, until: date, group_b
     for row in rows:
         if "day" in row:
             row["day"] = str(row["day"])[:10]
-        row["cost_usd"] = round(float(row["cost_usd"]), 6)
+        row["cost_usd"] = round(float(row["cost_usd"]), 9)
         row["total_tokens"] = int(row["prompt_tokens"]) + int(row["completion_tokens"])
     return [row for row in rows if row["calls"]]
 
