@@ -26,6 +26,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from app.deployments.jobs import register_jobs
     from app.integrations.github import client_from_config
     from app.integrations.netguard import fetch_image
+    from app.keys import init_app as init_keys
+    from app.keys import register_jobs as register_key_jobs
+    from app.keys.limits import Access
+    from app.keys.prices import PriceTable
     from app.llm.gateway import Gateway, RetryPolicy
     from app.llm.registry import build_registry
     from app.llm.usage import UsageRecorder
@@ -51,18 +55,26 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         fetch_image, allow_hosts=app.config["IMAGE_FETCH_ALLOW_HOSTS"], max_bytes=app.config["IMAGE_FETCH_MAX_BYTES"],
         timeout=app.config["IMAGE_FETCH_TIMEOUT_S"]))
     app.extensions["providers"] = registry
-    app.extensions["usage"] = UsageRecorder(app.config["USAGE_FLUSH_S"])
+    counters = app.extensions["usage"] = UsageRecorder(app.config["USAGE_FLUSH_S"])
+    access = app.extensions["access"] = Access(app.config, PriceTable.from_config(app.config))
+
+    def record(event):
+        counters.record(event)
+        access.record(event)
+
     app.extensions["gateway"] = Gateway(registry, RetryPolicy.from_config(app.config), redact=redactor.redact,
-                                        record=app.extensions["usage"].record)
+                                        record=record, permit=access.permit)
     app.extensions["provider_health"] = ProviderHealth(registry, app.config["HEALTH_CACHE_S"], redactor.redact)
     app.extensions["huey"] = make_huey(app.config)
     app.extensions["github"] = client_from_config(app.config)  # None without GITHUB_TOKEN
     app.extensions["system_prompt"] = SystemPrompt(app.config["SYSTEM_PROMPT_FILE"])
     register_jobs(app.extensions["huey"], app)
     app.extensions["housekeeping_jobs"] = housekeeping.register(app.extensions["huey"], app.config)
+    app.extensions["housekeeping_jobs"].update(register_key_jobs(app.extensions["huey"], app.config))
     register_error_handlers(app)
     init_request_logging(app)
     register_blueprints(app)
+    init_keys(app, access)  # after the request id and the blueprints: it limits their views
     trust_proxies(app, app.config["TRUSTED_PROXIES"])
     return app
 

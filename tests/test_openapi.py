@@ -165,7 +165,40 @@ def test_every_documented_operation_answers_as_documented(app, client, document,
     call("GET", f"/tasks/{accepted['task_id']}", expect=200)
     call("GET", "/tasks/nobody", expect=404)
 
+    # keys: the calling key's view in an open server, then the admin API once a key exists
+    for path in ("/v1/key/info", "/api/v1/key/info"):
+        call("GET", path, expect=200)
+    call("GET", "/usage", expect=200)
+    call("GET", "/usage?group_by=colour", expect=400)
+    call("GET", "/admin/keys", expect=403)  # an open server has no admin
+    admin = {"Authorization": f"Bearer {make_admin_key(app)}"}
+    call("GET", "/admin/keys", expect=401)
+    call("GET", "/admin/keys", headers=admin, expect=200)
+    made = call("POST", "/admin/keys", json={"name": "docs", "rpm": 10}, headers=admin, expect=201)
+    call("POST", "/admin/keys", json={"name": ""}, headers=admin, expect=400)
+    call("GET", f"/admin/keys/{made['id']}", headers=admin, expect=200)
+    call("GET", "/admin/keys/nobody", headers=admin, expect=404)
+    rotated = call("POST", f"/admin/keys/{made['id']}/rotate", headers=admin, expect=200)
+    call("POST", "/admin/keys/nobody/rotate", headers=admin, expect=404)
+    call("POST", f"/admin/keys/{made['id']}/revoke", headers=admin, expect=200)
+    call("DELETE", f"/admin/keys/{made['id']}", headers=admin, expect=200)
+    call("DELETE", "/admin/keys/nobody", headers=admin, expect=404)
+    call("POST", "/admin/keys/nobody/revoke", headers=admin, expect=404)
+    call("GET", "/v1/key/info", headers={"Authorization": f"Bearer {rotated['key']}"}, expect=403)  # revoked
+    call("GET", "/v1/key/info", headers=admin, expect=200)
+    call("GET", "/api/v1/key/info", expect=401)
+    call("GET", "/usage", headers=admin, expect=200)
+    call("GET", "/usage", expect=401)
+
     checked.assert_every_operation_seen()
+
+
+def make_admin_key(app) -> str:
+    """An admin key, made as `flask keys create --admin` does; from now on every call needs a key."""
+    from app.keys.service import KeySpec, create_key
+
+    with app.app_context(), app.extensions["database"].connection_context():
+        return create_key(KeySpec(name="docs-admin", admin=True), app.extensions["key_hash_secret"]())[1]
 
 
 def finish_round_one(app, task_id: str) -> None:

@@ -24,6 +24,7 @@ from typing import Any, Iterator
 
 from app.conversations.models import Conversation, Message
 from app.conversations.schemas import CHAT_ID_PATTERN, CHAT_ID_RULE
+from app.core.caller import owned_by
 from app.core.clock import isoformat, utcnow
 from app.core.db import database, locked_row, write_transaction
 from app.core.errors import APIError, BadRequest, Conflict, NotFound
@@ -226,14 +227,14 @@ def _title(text: str) -> str:
 # -- reading and deleting ----------------------------------------------------------------------------
 
 
-def list_chats(limit: int = 50, cursor: str | None = None, owner: str | None = None
+def list_chats(limit: int = 50, cursor: str | None = None, owner: Any = None
                ) -> tuple[dict[str, dict[str, Any]], str | None]:
     """One page of chats, newest first, and the cursor of the next page (None on the last).
 
     Keyset pagination on the (last_updated, id) index: each page costs the same however deep."""
     query = (Conversation.select(Conversation.id, Conversation.title, Conversation.created_at,
                                  Conversation.last_updated, Conversation.message_count)
-             .where(Conversation.owner.is_null() if owner is None else Conversation.owner == owner))
+             .where(_owned(owner)))
     with database.connection_context():
         rows: list[Any] = list(CHATS_NEWEST_FIRST.page(query, limit, cursor).tuples())
     page, next_cursor = Keyset.split(rows, limit, key=lambda row: (row[3], row[0]))
@@ -242,7 +243,7 @@ def list_chats(limit: int = 50, cursor: str | None = None, owner: str | None = N
     return chats, next_cursor
 
 
-def get_chat(chat_id: str, owner: str | None = None) -> dict[str, Any]:
+def get_chat(chat_id: str, owner: Any = None) -> dict[str, Any]:
     """The chat's dates and every message, oldest first (the system message first); 404 if unknown."""
     with database.connection_context():
         conversation = Conversation.get_or_none((Conversation.id == chat_id) & _owned(owner))
@@ -264,7 +265,7 @@ def message_dict(message: Message) -> dict[str, Any]:
     return out
 
 
-def delete_chat(chat_id: str, owner: str | None = None) -> None:
+def delete_chat(chat_id: str, owner: Any = None) -> None:
     """Delete the chat and its messages; 404 if unknown. A turn still streaming into it stores nothing."""
     with database.connection_context(), write_transaction():
         if not Conversation.select().where((Conversation.id == chat_id) & _owned(owner)).exists():
@@ -273,5 +274,6 @@ def delete_chat(chat_id: str, owner: str | None = None) -> None:
         Conversation.delete().where(Conversation.id == chat_id).execute()
 
 
-def _owned(owner: str | None):
-    return Conversation.owner.is_null() if owner is None else Conversation.owner == owner
+def _owned(owner: Any):
+    """Chats `owner` may read: a key id, None (unowned chats) or EVERYONE (see `app.core.caller`)."""
+    return owned_by(Conversation.owner, owner)

@@ -20,6 +20,7 @@ from app.conversations.schemas import (
     HistoryQuerySchema,
     StoredChatAnswerSchema,
 )
+from app.core.caller import current_caller
 from app.core.errors import APIError
 from app.core.http import json_object, load, parse_body, parse_query
 from app.core.openapi import errors, json_body, query_args, streams
@@ -95,7 +96,7 @@ def persisted_chat(body: dict):
     system_prompt = current_app.extensions["system_prompt"].text()
     settings = conversations.ChatSettings.from_config(current_app.config)
     turn = conversations.begin_turn(body["chat_id"] or conversations.new_chat_id(), body["message"],
-                                    system_prompt, settings)
+                                    system_prompt, settings, owner=current_caller().owner)
     if body["stream"]:
         events = conversations.stream_reply(gateway(), routes, turn, **params)
         try:
@@ -121,7 +122,7 @@ def persisted_chat(body: dict):
 def history():
     """Chats, newest first: {"chats": {id: {created_at, last_updated, message_count}}, "next_cursor"}."""
     query = parse_query(HistoryQuerySchema)
-    chats, next_cursor = conversations.list_chats(query["limit"], query["cursor"])
+    chats, next_cursor = conversations.list_chats(query["limit"], query["cursor"], owner=current_caller().reader)
     return jsonify({"chats": chats, "next_cursor": next_cursor, "success": True})
 
 
@@ -131,7 +132,8 @@ def history():
 def chat_history(chat_id: str):
     """One chat with every message, the system message first; 404 if unknown."""
     conversations.require_chat_id(chat_id)
-    return jsonify({"chat_id": chat_id, "history": conversations.get_chat(chat_id), "success": True})
+    return jsonify({"chat_id": chat_id, "history": conversations.get_chat(chat_id, owner=current_caller().reader),
+                    "success": True})
 
 
 @bp.delete("/chat/delete/<chat_id>")
@@ -141,5 +143,5 @@ def chat_history(chat_id: str):
 def delete_chat(chat_id: str):
     """Delete a chat and its messages; 404 if unknown."""
     conversations.require_chat_id(chat_id)
-    conversations.delete_chat(chat_id)
+    conversations.delete_chat(chat_id, owner=current_caller().reader)
     return jsonify({"message": f"Chat {chat_id} deleted successfully", "success": True})

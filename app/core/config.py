@@ -22,6 +22,10 @@ def _list(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+def _flag(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -145,6 +149,23 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DEPLOY_MAX_FILE_BYTES", "500000", "Largest file an LLM file set may hold.", int, group="deploy"),
     Setting("DEPLOY_MAX_TOKENS", "0", "max_tokens asked of the LLM for a file set; 0: the provider's default "
             "(Anthropic: ANTHROPIC_MAX_TOKENS).", int, group="deploy"),
+    Setting("AUTH_REQUIRED", "false", "Require a client API key on every endpoint even before any key exists "
+            "(once a key exists one is always required).", _flag, group="access"),
+    Setting("KEY_HASH_SECRET", "", "Server secret that client API keys are hashed with (HMAC-SHA256); empty: one "
+            "is made once and kept in KEY_HASH_SECRET_FILE. Instances sharing a database must share it.",
+            secret=True, group="access"),
+    Setting("KEY_HASH_SECRET_FILE", "data/key_hash_secret", "Where the generated key-hash secret is kept (mode "
+            "0600) when KEY_HASH_SECRET is empty.", group="access"),
+    Setting("RATE_LIMIT_FAIL_OPEN", "true", "When the rate-limit storage (Redis) is down: true serves requests "
+            "unlimited (logged), false refuses them with 503.", _flag, group="access"),
+    Setting("TASK_RATE_LIMIT", "10/hour", "Most /task and /revise requests per email (flask-limiter syntax).",
+            group="access"),
+    Setting("PRICES_FILE", "", "JSON price table (USD per million tokens per model); empty: the shipped "
+            "app/keys/prices.json.", group="access"),
+    Setting("PRICE_OVERRIDES", "", "Comma-separated model=prompt/completion[/cached] USD per million tokens, "
+            "over the table, e.g. gpt-4o=2.5/10/1.25.", _list, group="access"),
+    Setting("USAGE_RETENTION_DAYS", "90", "Days of per-call usage rows kept; older rows are pruned nightly.", int,
+            group="access"),
     Setting("WEB_WORKERS", "2", "Gunicorn gevent worker processes.", int, group="serving"),
     Setting("WEB_WORKER_CONNECTIONS", "1000", "Concurrent connections per gevent worker.", int, group="serving"),
     Setting("WEB_GRACEFUL_TIMEOUT_S", "30", "Seconds in-flight streams get to finish on reload or stop.", int,

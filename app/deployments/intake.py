@@ -31,8 +31,10 @@ def verify_secret(given: str, configured: str) -> None:
 
 
 def submit(body: dict[str, Any], endpoint: str, *, config: dict[str, Any], registry: Any, github: Any,
-           enqueue: Callable[[int], Any], resolver: Resolver = system_resolver) -> dict[str, Any]:
+           enqueue: Callable[[int], Any], resolver: Resolver = system_resolver,
+           owner_key: str | None = None) -> dict[str, Any]:
     """Store a `/task` (endpoint "task") or `/revise` request and queue its round; the answer to send.
+    A new task belongs to `owner_key` (the client key sent with it, if any: evaluators send none).
 
     The same (task, round, nonce) again is answered with the stored round, without a new one.
     Raises 403/503 (secret), 400 (round number, URLs), 409 (round not allowed now), 503 (not configured)."""
@@ -48,7 +50,7 @@ def submit(body: dict[str, Any], endpoint: str, *, config: dict[str, Any], regis
                 existing = _find_round(body)
                 if existing is not None:
                     return accepted(existing, duplicate=True)
-                task = _task_for(body)
+                task = _task_for(body, owner_key)
                 locked_row(DeployTask, task.id)  # submissions for one task take turns
                 existing = _find_round(body)  # sent meanwhile by a request we waited for
                 if existing is not None:
@@ -107,7 +109,7 @@ def _find_round(body: dict[str, Any]) -> DeployRound | None:
                    DeployRound.nonce == body["nonce"]).first())
 
 
-def _task_for(body: dict[str, Any]) -> DeployTask:
+def _task_for(body: dict[str, Any], owner_key: str | None) -> DeployTask:
     task = DeployTask.get_or_none(DeployTask.name == body["task"])
     if task is not None:
         return task
@@ -116,7 +118,7 @@ def _task_for(body: dict[str, Any]) -> DeployTask:
                        code="no_finished_round")
     try:
         with database.atomic():
-            return DeployTask.create(id="dt_" + uuid.uuid4().hex[:20], name=body["task"],
+            return DeployTask.create(id="dt_" + uuid.uuid4().hex[:20], name=body["task"], owner_key=owner_key,
                                      email=body["email"].lower())  # lower-cased for the filter; rounds keep it as sent
     except IntegrityError:
         return DeployTask.get(DeployTask.name == body["task"])

@@ -35,6 +35,7 @@ class DeployTask(BaseModel):
     repo_url = CharField(max_length=500, null=True)
     pages_url = CharField(max_length=500, null=True)
     default_branch = CharField(max_length=100, null=True)
+    owner_key = CharField(max_length=40, null=True, index=True)  # the client key sent with round 1, if any
     created_at = DateTimeField(default=utcnow)
     updated_at = DateTimeField(default=utcnow)
 

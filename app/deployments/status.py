@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from app.core.caller import EVERYONE, owned_by
 from app.core.clock import isoformat
 from app.core.db import database
 from app.core.errors import NotFound
@@ -16,9 +17,10 @@ TASKS_NEWEST_FIRST = Keyset(DeployTask.created_at, DeployTask.id, readers=(momen
 
 
 def list_tasks(*, status: str | None = None, email: str | None = None, limit: int = 20,
-               cursor: str | None = None) -> dict[str, Any]:
-    """Tasks, newest first, `limit` at a time; `next_cursor` continues the list."""
-    query = DeployTask.select()
+               cursor: str | None = None, reader: Any = EVERYONE) -> dict[str, Any]:
+    """Tasks `reader` may see (`app.core.caller`), newest first, `limit` at a time; `next_cursor`
+    continues the list."""
+    query = DeployTask.select().where(owned_by(DeployTask.owner_key, reader))
     if status:
         query = query.where(DeployTask.status == status)
     if email:
@@ -29,10 +31,11 @@ def list_tasks(*, status: str | None = None, email: str | None = None, limit: in
     return {"tasks": [task_summary(t) for t in tasks], "next_cursor": next_cursor}
 
 
-def get_task(task_id: str) -> dict[str, Any]:
-    """A task with every round, its stages, timings, URLs, commit and errors; 404 if unknown."""
+def get_task(task_id: str, reader: Any = EVERYONE) -> dict[str, Any]:
+    """A task with every round, its stages, timings, URLs, commit and errors; 404 if unknown or not
+    `reader`'s to see."""
     with database.connection_context():
-        task = DeployTask.get_or_none(DeployTask.id == task_id)
+        task = DeployTask.get_or_none((DeployTask.id == task_id) & owned_by(DeployTask.owner_key, reader))
         if task is None:
             raise NotFound(f"No task {task_id!r}; GET /tasks lists them.", code="task_not_found")
         rounds = list(DeployRound.select().where(DeployRound.task == task).order_by(DeployRound.round,

@@ -8,6 +8,7 @@ from __future__ import annotations
 from flask import current_app, jsonify
 from flask_smorest import Blueprint
 
+from app.core.caller import current_caller
 from app.core.http import parse_body, parse_query
 from app.core.openapi import errors, json_body, query_args
 from app.deployments import intake, status
@@ -53,7 +54,7 @@ def revise_task():
 @errors((400, "An invalid status, limit or cursor."), (503, "The database is unavailable or busy."))
 def list_tasks():
     """Tasks, newest first; filter by status and email; `cursor` from `next_cursor` for the next page."""
-    return jsonify(status.list_tasks(**parse_query(TaskListQuerySchema)))
+    return jsonify(status.list_tasks(**parse_query(TaskListQuerySchema), reader=current_caller().reader))
 
 
 @bp.get("/tasks/<task_id>")
@@ -61,12 +62,12 @@ def list_tasks():
 @errors((404, "No such task."), (503, "The database is unavailable or busy."))
 def get_task(task_id: str):
     """One task with every round: stages, attempts, timings, repo and Pages URLs, commit sha, errors."""
-    return jsonify(status.get_task(task_id))
+    return jsonify(status.get_task(task_id, current_caller().reader))
 
 
 def _submit(endpoint: str):
     body = parse_body(TaskRequestSchema)
     answer = intake.submit(body, endpoint, config=current_app.config, registry=registry(),
                            github=current_app.extensions.get("github"),
-                           enqueue=current_app.extensions["deploy_jobs"].enqueue)
+                           enqueue=current_app.extensions["deploy_jobs"].enqueue, owner_key=current_caller().owner)
     return jsonify(answer)

@@ -1,6 +1,7 @@
 """`POST /v1/ask`: a question (with optional history) answered in OpenAI's completion shapes."""
 from flask_smorest import Blueprint
 
+from app.core.caller import current_caller
 from app.core.http import parse_body
 from app.core.openapi import errors, json_body, streams
 from app.frontdoors.completions import openai_response
@@ -20,6 +21,7 @@ bp = Blueprint("ask", __name__, description="A question answered in OpenAI's com
 def ask():
     """Ask a question (optionally with history); OpenAI chat.completion or chunk stream."""
     body = parse_body(AskSchema)
+    current_caller().attribute(body["client_id"], body["user_id"])
     messages = [*body["history"], {"role": "user", "content": body["question"]}]
     routes = registry().plan(body["provider"])
     return openai_response(CompletionRequest(messages), routes, stream=body["stream"])

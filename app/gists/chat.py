@@ -16,6 +16,7 @@ from typing import Any, Iterator
 
 from marshmallow import ValidationError
 
+from app.core.caller import EVERYONE
 from app.core.errors import APIError, UpstreamError, describe_problems
 from app.core.jsontext import GrowingField, json_in_text
 from app.gists.schemas import GistActionSchema
@@ -190,10 +191,10 @@ def chat_gist(github: GitHubClient, gateway: Gateway, routes: list[Route], reque
     return carry_out(github, decide(gateway, routes, request), requester)
 
 
-def recent_for_prompt(limit: int = 10) -> list[dict[str, Any]]:
-    """Gists recently changed here, for the prompt; empty if the database cannot say."""
+def recent_for_prompt(limit: int = 10, reader: Any = EVERYONE) -> list[dict[str, Any]]:
+    """Gists recently changed here that `reader` may see, for the prompt; empty if the database cannot say."""
     try:
-        return recent_gists(limit)
+        return recent_gists(limit, reader)
     except Exception:  # the prompt is better without the list than the request failing
         log.exception("could not list recent gists for the prompt")
         return []

@@ -20,7 +20,8 @@ from app.core.db import BaseModel, JSONField
 class Gist(BaseModel):
     id = BigAutoField()
     gist_id = CharField(max_length=100, unique=True)
-    owner = CharField(max_length=100, default="")
+    owner = CharField(max_length=100, default="")  # the GitHub login
+    owner_key = CharField(max_length=40, null=True, index=True)  # the client key that first recorded it
     description = TextField(default="")
     public = BooleanField(default=False)
     files = JSONField(default=list)  # file names after the last change

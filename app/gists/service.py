@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from peewee import PeeweeException, fn
 
+from app.core.caller import EVERYONE, owned_by
 from app.core.clock import isoformat, parse_iso, utcnow
 from app.core.db import database
 from app.core.errors import BadRequest, NotFound
@@ -35,6 +36,7 @@ class Requester:
     endpoint: str
     client_id: str | None = None
     client_ip: str | None = None
+    owner_key: str | None = None  # the client key; a gist's record belongs to the key that first changed it
 
 
 # -- GitHub ---------------------------------------------------------------------------------------
@@ -154,7 +156,7 @@ def record(gist: dict[str, Any], action: str, requester: Requester, changes: dic
               "updated_at": parse_iso(gist.get("updated_at"))}
     try:
         with database.connection_context(), database.atomic():
-            row = upsert(str(gist.get("id")), values)
+            row = upsert(str(gist.get("id")), values, requester.owner_key)
             add_revision(row, action, requester, changes, details, version=history[0].get("version"))
     except (PeeweeException, ValueError):
         log.exception("could not record the %s of gist %s", action, gist.get("id"))
@@ -167,7 +169,7 @@ def record(gist: dict[str, Any], action: str, requester: Requester, changes: dic
 def record_deletion(gist_id: str, requester: Requester) -> bool:
     try:
         with database.connection_context(), database.atomic():
-            row = upsert(gist_id, {"deleted_at": utcnow()})
+            row = upsert(gist_id, {"deleted_at": utcnow()}, requester.owner_key)
             add_revision(row, "delete", requester, {"deleted": row.files}, None, version=None, files=[])
     except (PeeweeException, ValueError):
         log.exception("could not record the deletion of gist %s", gist_id)
@@ -176,12 +178,13 @@ def record_deletion(gist_id: str, requester: Requester) -> bool:
     return True
 
 
-def upsert(gist_id: str, values: dict[str, Any]) -> Gist:
-    """The gist's row with `values` written, made if new: one INSERT ... ON CONFLICT, so two first
-    changes of one gist at once both land on the same row instead of one failing on `gist_id`."""
+def upsert(gist_id: str, values: dict[str, Any], owner_key: str | None = None) -> Gist:
+    """The gist's row with `values` written, made if new (owned by `owner_key`): one INSERT ... ON
+    CONFLICT, so two first changes of one gist at once both land on the same row instead of one
+    failing on `gist_id`."""
     now = utcnow()
     changed = {getattr(Gist, name): value for name, value in values.items()}
-    (Gist.insert(gist_id=gist_id, recorded_at=now, changed_at=now, **values)
+    (Gist.insert(gist_id=gist_id, recorded_at=now, changed_at=now, owner_key=owner_key, **values)
      .on_conflict(conflict_target=[Gist.gist_id], update={**changed, Gist.changed_at: now}).execute())
     return Gist.get(Gist.gist_id == gist_id)
 
@@ -195,21 +198,23 @@ def add_revision(row: Gist, action: str, requester: Requester, changes: dict[str
     Gist.update(revision_count=Gist.revision_count + 1).where(Gist.id == row.id).execute()
 
 
-def local_gists(limit: int = 30, cursor: str | None = None) -> dict[str, Any]:
-    """Recorded gists, most recently recorded first, `limit` at a time; `next_cursor` continues
-    (keyset on the row id, so rows added meanwhile never shift a page)."""
+def local_gists(limit: int = 30, cursor: str | None = None, reader: Any = EVERYONE) -> dict[str, Any]:
+    """Recorded gists `reader` may see (`app.core.caller`), most recently recorded first, `limit` at a
+    time; `next_cursor` continues (keyset on the row id, so rows added meanwhile never shift a page)."""
+    query = Gist.select().where(owned_by(Gist.owner_key, reader))
     with database.connection_context():
-        rows, next_cursor = Keyset.split(list(GISTS_NEWEST_FIRST.page(Gist.select(), limit, cursor)), limit,
+        rows, next_cursor = Keyset.split(list(GISTS_NEWEST_FIRST.page(query, limit, cursor)), limit,
                                          key=lambda row: (row.id,))
         latest = latest_revisions([row.id for row in rows])
         gists = [local_record(row, latest.get(row.id)) for row in rows]
     return {"gists": gists, "next_cursor": next_cursor, "limit": limit}
 
 
-def local_gist(gist_id: str) -> dict[str, Any]:
-    """One recorded gist with every revision, oldest first; 404 if this server never changed it."""
+def local_gist(gist_id: str, reader: Any = EVERYONE) -> dict[str, Any]:
+    """One recorded gist with every revision, oldest first; 404 if this server never changed it or
+    `reader` may not see it."""
     with database.connection_context():
-        row = Gist.get_or_none(Gist.gist_id == gist_id)
+        row = Gist.get_or_none((Gist.gist_id == gist_id) & owned_by(Gist.owner_key, reader))
         if row is None:
             raise NotFound(f"No gist {gist_id[:100]} was created or changed through this server.",
                            code="gist_not_recorded")
@@ -241,9 +246,10 @@ def revision_dict(revision: GistRevision) -> dict[str, Any]:
             "at": isoformat(revision.created_at)}
 
 
-def recent_gists(limit: int = 10) -> list[dict[str, Any]]:
-    """The gists most recently changed here and not deleted: id, description, file names."""
+def recent_gists(limit: int = 10, reader: Any = EVERYONE) -> list[dict[str, Any]]:
+    """The gists most recently changed here, not deleted, that `reader` may see: id, description, files."""
     with database.connection_context():
-        rows = (Gist.select(Gist.gist_id, Gist.description, Gist.files).where(Gist.deleted_at.is_null())
+        rows = (Gist.select(Gist.gist_id, Gist.description, Gist.files)
+                .where(Gist.deleted_at.is_null() & owned_by(Gist.owner_key, reader))
                 .order_by(Gist.changed_at.desc(), Gist.id.desc()).limit(limit))
         return [{"id": row.gist_id, "description": row.description, "files": row.files} for row in rows]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from flask import current_app, jsonify, request, url_for
 from flask_smorest import Blueprint
 
+from app.core.caller import current_caller
 from app.core.http import parse_body, parse_query
 from app.core.openapi import errors, json_body, query_args, streams
 from app.gists import service
@@ -52,7 +53,12 @@ def github() -> GitHubClient:
 def requester(endpoint: str) -> service.Requester:
     raw = request.headers.get("X-Client-Id", "")
     client_id = "".join(ch for ch in raw if ch.isprintable()).strip()[:200] or None
-    return service.Requester(endpoint, client_id, client_address())
+    return service.Requester(endpoint, client_id, client_address(), current_caller().owner)
+
+
+def may_write_gists(action: str) -> None:
+    """Gists are the GitHub token's, shared by every key: changing them needs the `gists` scope."""
+    current_caller().require_scope("gists", action)
 
 
 def client_address() -> str | None:
@@ -67,6 +73,7 @@ def client_address() -> str | None:
 @errors(*GITHUB_ERRORS)
 def create_gist():
     """Create a gist: {"description", "public", "files": [{"filename", "content"}]} (or GitHub's files map)."""
+    may_write_gists("Creating a gist")
     client = github()
     gist = service.create_gist(client, parse_body(CreateGistSchema), requester("POST /gists"))
     response = jsonify({**gist, "success": True})
@@ -100,7 +107,8 @@ def list_gists():
 def local_gists():
     """Gists created or changed through this server, newest first; `cursor` from next_cursor continues."""
     query = parse_query(LocalGistsQuery)
-    return jsonify({**service.local_gists(query["limit"], query["cursor"]), "success": True})
+    return jsonify({**service.local_gists(query["limit"], query["cursor"], current_caller().reader),
+                    "success": True})
 
 
 @bp.get("/gists/local/<gist_id>")
@@ -108,7 +116,7 @@ def local_gists():
 @errors((404, "This server never changed that gist."), (503, "The database is unavailable or busy."))
 def local_gist(gist_id: str):
     """One gist recorded by this server, with every revision (who asked, from which endpoint, what changed)."""
-    return jsonify({**service.local_gist(gist_id), "success": True})
+    return jsonify({**service.local_gist(gist_id, current_caller().reader), "success": True})
 
 
 @bp.get("/gists/<gist_id>")
@@ -125,6 +133,7 @@ def get_gist(gist_id: str):
 @errors(*GITHUB_ERRORS)
 def update_gist(gist_id: str):
     """Update a gist: description and/or files; "content": null deletes a file, "new_filename" renames it."""
+    may_write_gists("Editing a gist")
     client = github()
     body = parse_body(UpdateGistSchema)
     gist = service.update_gist(client, gist_id, body, requester("PATCH /gists/{gist_id}"))
@@ -136,6 +145,7 @@ def update_gist(gist_id: str):
 @errors(*GITHUB_ERRORS)
 def delete_gist(gist_id: str):
     """Delete a gist."""
+    may_write_gists("Deleting a gist")
     return jsonify({**service.delete_gist(github(), gist_id, requester("DELETE /gists/{gist_id}")),
                     "success": True})
 
@@ -148,10 +158,11 @@ def delete_gist(gist_id: str):
 @errors(*GATEWAY_ERRORS, *GITHUB_ERRORS, (502, "The model's action did not validate, twice."))
 def chat_gist_view():
     """Let the model create or update a gist from the conversation; SSE with "stream": true."""
+    may_write_gists("Writing a gist")
     client = github()
     body = parse_body(ChatGistSchema)
     completion = action_request(body["messages"], max_tokens=body["max_tokens"], temperature=body["temperature"],
-                                recent=recent_for_prompt())
+                                recent=recent_for_prompt(reader=current_caller().reader))
     routes = honouring_routes(completion, registry().plan(body["provider"]))
     asker = requester("POST /chat/gist")
     if body["stream"]:

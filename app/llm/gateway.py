@@ -107,16 +107,20 @@ Event = Union[FailedAttempt, Started, StreamItem, StreamFailed]
 
 class Gateway:
     def __init__(self, registry, policy: RetryPolicy, sleep: Callable[[float], None] = time.sleep,
-                 redact: Callable[[str], str] = str, record: Callable[[UsageEvent], None] = lambda event: None):
+                 redact: Callable[[str], str] = str, record: Callable[[UsageEvent], None] = lambda event: None,
+                 permit: Callable[[list[Route]], list[Route]] = lambda routes: routes):
         """`redact` scrubs secrets from upstream error text, which some vendors echo back (a bad key);
-        `record` counts every attempt's outcome, tokens and latency (see `app.llm.usage`)."""
+        `record` counts every attempt's outcome, tokens and latency (see `app.llm.usage`); `permit`
+        narrows the routes to those the caller may use, or raises (a key's models and limits)."""
         self.registry = registry
         self.policy = policy
         self.sleep = sleep
         self.redact = redact
         self.record = record
+        self.permit = permit
 
     def complete(self, request: CompletionRequest, routes: list[Route]) -> Answer:
+        routes = self.permit(routes)
         attempts: list[FailedAttempt] = []
         for route in self._tries(routes, attempts):
             started = time.perf_counter()
@@ -132,6 +136,7 @@ class Gateway:
         raise all_failed(attempts)
 
     def stream(self, request: CompletionRequest, routes: list[Route]) -> Iterator[Event]:
+        routes = self.permit(routes)
         attempts: list[FailedAttempt] = []
         for route in self._tries(routes, attempts):
             started = time.perf_counter()

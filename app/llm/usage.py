@@ -1,27 +1,24 @@
 """Usage accounting off the hot path: LLM calls are counted in memory and added to the database in
 batches, once a second, by one background flusher per process.
 
-`record` is a deque append (no I/O, no lock: deques are thread-safe), so a request pays nothing for
-being counted; the flusher folds the batch into per-(day, provider, model, outcome) sums and upserts
+`record` is a deque append (`app.core.batches`), so a request pays nothing for being counted; the
+flusher folds the batch into per-(day, provider, model, outcome) sums and upserts
 them, adding to whatever other processes and instances wrote. A crash loses at most the last second
 of counts, never a request. `prometheus_text` renders the table for `/metrics`.
 """
 from __future__ import annotations
 
-import atexit
-import logging
-import threading
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Any
 
 from peewee import fn
 
+from app.core.batches import BackgroundBatches
 from app.core.db import database
 from app.llm.models import UsageCounter
 
-log = logging.getLogger("aiserver.usage")
 FIELDS = ("calls", "prompt_tokens", "completion_tokens", "latency_ms")
 
 
@@ -38,58 +35,36 @@ class UsageEvent:
 class UsageRecorder:
     def __init__(self, flush_interval: float = 1.0):
         """`flush_interval` 0 means no background flusher: `flush()` is called by hand (tests)."""
-        self.flush_interval = flush_interval
-        self._pending: deque[tuple[date, UsageEvent]] = deque()
-        self._flusher: threading.Thread | None = None
-        self._stop = threading.Event()
+        self.batches = BackgroundBatches(write_counters, flush_interval, name="usage counters")
 
     def record(self, event: UsageEvent) -> None:
-        self._pending.append((datetime.now(timezone.utc).date(), event))
-        if self._flusher is None and self.flush_interval > 0:
-            self._start()
-
-    def _start(self) -> None:
-        """Started by the first call, so it runs in the serving process (after Gunicorn's fork)."""
-        self._flusher = threading.Thread(target=self._flush_forever, name="usage-flusher", daemon=True)
-        self._flusher.start()
-        atexit.register(self.stop)
-
-    def _flush_forever(self) -> None:
-        while not self._stop.wait(self.flush_interval):
-            try:
-                self.flush()
-            except Exception:  # the database may be briefly away; the counts wait for the next round
-                log.warning("could not write usage counters; will retry", exc_info=True)
+        self.batches.add((datetime.now(timezone.utc).date(), event))
 
     def flush(self) -> int:
         """Add the pending counts to the database; returns how many calls were written."""
-        batch = [self._pending.popleft() for _ in range(len(self._pending))]
-        if not batch:
-            return 0
-        sums: dict[tuple, Counter] = {}
-        for day, event in batch:
-            totals = sums.setdefault((day, event.provider, event.model, event.outcome), Counter())
-            totals.update(calls=1, prompt_tokens=event.prompt_tokens, completion_tokens=event.completion_tokens,
-                          latency_ms=event.latency_ms)
-        try:
-            with database.connection_context(), database.atomic():
-                for (day, provider, model, outcome), totals in sums.items():
-                    row = {"day": day, "provider": provider, "model": model, "outcome": outcome,
-                           **{name: totals[name] for name in FIELDS}}
-                    (UsageCounter.insert(**row)
-                     .on_conflict(conflict_target=[UsageCounter.day, UsageCounter.provider, UsageCounter.model,
-                                                   UsageCounter.outcome],
-                                  update={getattr(UsageCounter, name): getattr(UsageCounter, name) + totals[name]
-                                          for name in FIELDS})
-                     .execute())
-        except Exception:
-            self._pending.extendleft(reversed(batch))  # keep them for the next round
-            raise
-        return len(batch)
+        return self.batches.flush()
 
     def stop(self) -> None:
-        self._stop.set()
-        self.flush()
+        self.batches.stop()
+
+
+def write_counters(batch: list[tuple[date, UsageEvent]]) -> None:
+    """Fold a batch into per-(day, provider, model, outcome) sums and add them to the stored ones."""
+    sums: dict[tuple, Counter] = {}
+    for day, event in batch:
+        totals = sums.setdefault((day, event.provider, event.model, event.outcome), Counter())
+        totals.update(calls=1, prompt_tokens=event.prompt_tokens, completion_tokens=event.completion_tokens,
+                      latency_ms=event.latency_ms)
+    with database.connection_context(), database.atomic():
+        for (day, provider, model, outcome), totals in sums.items():
+            row = {"day": day, "provider": provider, "model": model, "outcome": outcome,
+                   **{name: totals[name] for name in FIELDS}}
+            (UsageCounter.insert(**row)
+             .on_conflict(conflict_target=[UsageCounter.day, UsageCounter.provider, UsageCounter.model,
+                                           UsageCounter.outcome],
+                          update={getattr(UsageCounter, name): getattr(UsageCounter, name) + totals[name]
+                                  for name in FIELDS})
+             .execute())
 
 
 def totals() -> list[dict[str, Any]]:

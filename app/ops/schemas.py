@@ -31,6 +31,14 @@ class DatabaseStatusSchema(Schema):
     error = fields.String(metadata={"description": "The driver error's name, when not ok."})
 
 
+class AuthStatusSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    open = fields.Boolean(required=True, metadata={"description": "true: no key is configured, anyone may call."})
+    warning = fields.String(metadata={"description": "Said while the server is open."})
+
+
 class HealthSchema(Schema):
     class Meta:
         unknown = RAISE
@@ -40,7 +48,9 @@ class HealthSchema(Schema):
     version = fields.String(required=True)
     uptime_s = fields.Float(required=True)
     database = fields.Nested(DatabaseStatusSchema, required=True)
-    providers = fields.Dict(keys=fields.String(), values=fields.Nested(ProviderStatusSchema), required=True)
+    providers = fields.Dict(keys=fields.String(), values=fields.Nested(ProviderStatusSchema),
+                            metadata={"description": "Left out for an anonymous caller when keys are required."})
+    auth = fields.Nested(AuthStatusSchema, required=True)
 
 
 class StatusSchema(Schema):

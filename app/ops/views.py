@@ -6,6 +6,7 @@ import time
 from flask import current_app, jsonify
 from flask_smorest import Blueprint
 
+from app.core.caller import current_caller
 from app.core.clock import isoformat, utcnow
 from app.core.openapi import errors
 from app.core.version import __version__
@@ -20,18 +21,28 @@ def provider_health() -> ProviderHealth:
     return current_app.extensions["provider_health"]
 
 
+OPEN_WARNING = ("No client API key is configured: anyone who can reach this server may use it. "
+                "Create one: flask --app app.wsgi keys create NAME --admin")
+
+
 @bp.get("/health")
 @bp.response(200, HealthSchema, description="The database answers (`degraded` when no provider is reachable).")
 @bp.alt_response(503, schema=HealthSchema, description="The database does not answer (`status: error`).")
 def health():
-    """Status, version, uptime, database and every provider (configured, reachable)."""
+    """Status, version, uptime, database and every provider (configured, reachable); an anonymous
+    caller of a server with keys sees no provider details."""
+    caller = current_caller()
     database = database_ok(current_app.extensions["database"])
     providers = provider_health().all()
     usable = any(p["reachable"] for p in providers.values())
     status = "ok" if database["ok"] and usable else ("degraded" if database["ok"] else "error")
     body = {"status": status, "timestamp": isoformat(utcnow()), "version": __version__,
             "uptime_s": round(time.time() - current_app.config["STARTED_AT"], 1), "database": database,
-            "providers": providers}
+            "providers": providers, "auth": {"open": caller.open_mode}}
+    if caller.open_mode:
+        body["auth"]["warning"] = OPEN_WARNING
+    elif caller.key_id is None:
+        del body["providers"]
     return jsonify(body), 200 if database["ok"] else 503
 
 

@@ -9,12 +9,13 @@ def register_blueprints(app: Flask) -> None:
     from app.deployments import views as deployments
     from app.frontdoors import ask, openai_v1
     from app.gists import views as gists
+    from app.keys import views as keys
     from app.ops import metrics
     from app.ops import views as health
     from app.web import meta, ui
     from app.web.openapi import make_api
 
     api = make_api(app)
-    for module in (meta, health, metrics, ask, conversations, openai_v1, gists, deployments, ui):
+    for module in (meta, health, metrics, ask, conversations, openai_v1, gists, deployments, keys, ui):
         api.register_blueprint(module.bp)
     app.register_blueprint(meta.assets)

@@ -52,6 +52,8 @@ def from_http_exception(exc: HTTPException) -> APIError:
         return PayloadTooLarge("Request body is larger than MAX_BODY_BYTES allows.")
     if status == 404:
         return NotFound(f"No endpoint at {request.method} {request.path}; GET / lists them.")
+    if status == 429:
+        return RateLimited(f"Rate limit reached: {exc.description}; retry after Retry-After seconds.")
     if status == 405:
         allowed = dict(exc.get_headers()).get("Allow", "")
         return MethodNotAllowed(f"{request.method} is not allowed on {request.path}; allowed: {allowed}.",

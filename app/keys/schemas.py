@@ -1,0 +1,150 @@
+"""Bodies and queries of `/admin/keys` and `/usage`."""
+from __future__ import annotations
+
+from datetime import timedelta, timezone
+
+from marshmallow import RAISE, ValidationError, fields, post_load, validate
+
+from app.core.clock import utcnow
+from app.core.schemas import BaseSchema
+from app.keys.models import SCOPES
+from app.keys.usage import GROUPS
+
+POSITIVE = validate.Range(min=1)
+
+
+class CreateKeySchema(BaseSchema):
+    name = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    admin = fields.Boolean(load_default=False)
+    models = fields.List(fields.String(validate=validate.Length(min=1, max=200)), load_default=None,
+                         validate=validate.Length(min=1, max=100))
+    scopes = fields.List(fields.String(validate=validate.OneOf(SCOPES)), load_default=list)
+    rpm = fields.Integer(load_default=None, strict=True, validate=POSITIVE)
+    tpm = fields.Integer(load_default=None, strict=True, validate=POSITIVE)
+    daily_tokens = fields.Integer(load_default=None, strict=True, validate=POSITIVE)
+    monthly_budget_usd = fields.Float(load_default=None, validate=validate.Range(min=0))
+    expires_at = fields.AwareDateTime(load_default=None, default_timezone=timezone.utc)
+
+
+class UsageQuerySchema(BaseSchema):
+    since = fields.Date(load_default=None)
+    until = fields.Date(load_default=None)
+    key_id = fields.String(load_default=None, validate=validate.Length(min=1, max=40))
+    group_by = fields.String(load_default="day")
+
+    @post_load
+    def resolve(self, data, **_kwargs):
+        """Groups as a list; the range defaults to the last 30 days (UTC)."""
+        groups = [g.strip() for g in (data.get("group_by") or "").split(",") if g.strip()]
+        unknown = sorted(set(groups) - set(GROUPS))
+        if unknown:
+            raise ValidationError(f"Unknown group(s) {', '.join(unknown)}; use any of {', '.join(GROUPS)}.",
+                                  "group_by")
+        data["group_by"] = groups
+        today = utcnow().date()
+        data["until"] = data.get("until") or today
+        data["since"] = data.get("since") or data["until"] - timedelta(days=29)
+        if data["since"] > data["until"]:
+            raise ValidationError("since is after until.", "since")
+        if (data["until"] - data["since"]).days > 366:
+            raise ValidationError("The range is at most 366 days.", "since")
+        return data
+
+
+# -- answers (documentation; the views return these shapes) -------------------------------------------
+
+
+class KeyLimitsSchema(BaseSchema):
+    class Meta:
+        unknown = RAISE
+
+    rpm = fields.Integer(required=True, allow_none=True)
+    tpm = fields.Integer(required=True, allow_none=True)
+    daily_tokens = fields.Integer(required=True, allow_none=True)
+    monthly_budget_usd = fields.Float(required=True, allow_none=True)
+
+
+class KeySchema(BaseSchema):
+    """A key as listed: never its value or hash."""
+
+    class Meta:
+        unknown = RAISE
+
+    id = fields.String(required=True)
+    name = fields.String(required=True)
+    hint = fields.String(required=True, metadata={"description": "`ais-...` and the value's last 4 characters."})
+    admin = fields.Boolean(required=True)
+    models = fields.List(fields.String(), required=True, allow_none=True)
+    scopes = fields.List(fields.String(), required=True)
+    limits = fields.Nested(KeyLimitsSchema, required=True)
+    created_at = fields.String(required=True)
+    expires_at = fields.String(required=True, allow_none=True)
+    revoked_at = fields.String(required=True, allow_none=True)
+    rotated_at = fields.String(required=True, allow_none=True)
+    status = fields.String(required=True, metadata={"enum": ["active", "revoked", "expired"]})
+
+
+class OneKeySchema(KeySchema):
+    success = fields.Boolean(required=True)
+
+
+class NewKeySchema(OneKeySchema):
+    key = fields.String(required=True, metadata={"description": "The key's value, shown this once."})
+
+
+class KeyListSchema(BaseSchema):
+    class Meta:
+        unknown = RAISE
+
+    keys = fields.List(fields.Nested(KeySchema), required=True)
+    success = fields.Boolean(required=True)
+
+
+class UsageRowSchema(BaseSchema):
+    class Meta:
+        unknown = RAISE
+
+    key = fields.String(allow_none=True)
+    provider = fields.String()
+    model = fields.String()
+    day = fields.String()
+    calls = fields.Integer(required=True)
+    prompt_tokens = fields.Integer(required=True)
+    completion_tokens = fields.Integer(required=True)
+    reasoning_tokens = fields.Integer(required=True)
+    total_tokens = fields.Integer(required=True)
+    cost_usd = fields.Float(required=True)
+    unpriced_calls = fields.Integer(required=True, metadata={"description": "Calls to models without a price."})
+
+
+class UsageSummarySchema(BaseSchema):
+    class Meta:
+        unknown = RAISE
+
+    since = fields.String(required=True)
+    until = fields.String(required=True)
+    group_by = fields.List(fields.String(), required=True)
+    rows = fields.List(fields.Nested(UsageRowSchema), required=True)
+    success = fields.Boolean(required=True)
+
+
+class UsageLeftSchema(BaseSchema):
+    class Meta:
+        unknown = RAISE
+
+    as_of = fields.String(required=True)
+    tokens_today = fields.Integer(required=True)
+    tokens_this_month = fields.Integer(required=True)
+    cost_this_month_usd = fields.Float(required=True)
+    daily_tokens_left = fields.Integer(required=True, allow_none=True)
+    monthly_budget_left_usd = fields.Float(required=True, allow_none=True)
+
+
+class KeyInfoSchema(BaseSchema):
+    class Meta:
+        unknown = RAISE
+
+    key = fields.Nested(KeySchema, required=True, allow_none=True)
+    usage = fields.Nested(UsageLeftSchema)
+    open = fields.Boolean(metadata={"description": "true when the server has no key and takes any caller."})
+    limits = fields.Raw(allow_none=True)

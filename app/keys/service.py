@@ -1,0 +1,146 @@
+"""Client API keys: made, found, listed, revoked and rotated.
+
+A key is `ais-` and 32 random bytes (URL-safe base64), a prefix secret scanners can be taught. Only
+its HMAC-SHA256 under the server secret (`app.keys.secret`) is stored: a random 256-bit key needs
+no slow password hash, and a lookup is one equality on a unique index, so finding a key costs the
+same and leaks nothing through timing whichever key is sent.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from app.core.clock import isoformat, utcnow
+from app.core.db import database
+from app.core.errors import BadRequest, NotFound
+from app.keys.models import SCOPES, ApiKey
+
+KEY_PREFIX = "ais-"
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """What a new key may do; None for a limit means unlimited, for `models` every model."""
+
+    name: str
+    admin: bool = False
+    models: list[str] | None = None
+    scopes: list[str] = field(default_factory=list)
+    rpm: int | None = None
+    tpm: int | None = None
+    daily_tokens: int | None = None
+    monthly_budget_usd: float | None = None
+    expires_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.scopes) - set(SCOPES))
+        if unknown:
+            raise BadRequest(f"Unknown scope(s): {', '.join(unknown)}; known: {', '.join(SCOPES)}.",
+                             code="unknown_scope", details={"param": "scopes"})
+
+
+def new_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def key_hash(key: str, secret: bytes) -> str:
+    return hmac.new(secret, key.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def hint(key: str) -> str:
+    """Enough to tell keys apart in a list, far too little to guess one: `ais-…` and the last 4."""
+    return f"{KEY_PREFIX}…{key[-4:]}"
+
+
+def create_key(spec: KeySpec, secret: bytes) -> tuple[ApiKey, str]:
+    """A new key row and the key itself, which is never stored and cannot be shown again."""
+    key = new_key()
+    values = {name: getattr(spec, name) for name in ("name", "admin", "models", "scopes", "rpm", "tpm",
+                                                      "daily_tokens", "monthly_budget_usd", "expires_at")}
+    with database.connection_context():
+        row = ApiKey.create(id=f"key_{uuid.uuid4().hex[:16]}", hint=hint(key), key_hash=key_hash(key, secret),
+                            **values)
+    return row, key
+
+
+def find_key(key: str, secret: bytes) -> ApiKey | None:
+    """The row of `key` (revoked and expired ones too: the caller decides), or None if unknown."""
+    if not key.startswith(KEY_PREFIX):
+        return None
+    with database.connection_context():
+        return ApiKey.get_or_none(ApiKey.key_hash == key_hash(key, secret))
+
+
+def any_key_exists() -> bool:
+    with database.connection_context():
+        return ApiKey.select().exists()
+
+
+def list_keys() -> list[ApiKey]:
+    with database.connection_context():
+        return list(ApiKey.select().order_by(ApiKey.created_at, ApiKey.id))
+
+
+def get_key(key_id: str) -> ApiKey:
+    with database.connection_context():
+        row = ApiKey.get_or_none(ApiKey.id == key_id)
+    if row is None:
+        raise NotFound(f"No key {key_id!r}.", code="key_not_found")
+    return row
+
+
+def revoke_key(key_id: str) -> ApiKey:
+    """Revoke a key: refused from the next request on, by every instance (nothing caches keys)."""
+    row = get_key(key_id)
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+        with database.connection_context():
+            ApiKey.update(revoked_at=row.revoked_at).where(ApiKey.id == key_id).execute()
+    return row
+
+
+def rotate_key(key_id: str, secret: bytes) -> tuple[ApiKey, str]:
+    """Give a key a new secret value, keeping its id, settings, usage and what it owns; the old value
+    stops working at once."""
+    row = get_key(key_id)
+    key = new_key()
+    row.key_hash, row.hint, row.rotated_at = key_hash(key, secret), hint(key), utcnow()
+    with database.connection_context():
+        ApiKey.update(key_hash=row.key_hash, hint=row.hint, rotated_at=row.rotated_at).where(
+            ApiKey.id == key_id).execute()
+    return row, key
+
+
+def refusal(row: ApiKey, now: datetime | None = None) -> str | None:
+    """Why a known key may not be used ("revoked", "expired"), or None."""
+    if row.revoked_at is not None:
+        return "revoked"
+    if row.expires_at is not None and row.expires_at <= (now or utcnow()):
+        return "expired"
+    return None
+
+
+def key_view(row: ApiKey) -> dict[str, Any]:
+    """A key as listed: never its value or hash."""
+    return {"id": row.id, "name": row.name, "hint": row.hint, "admin": row.admin, "models": row.models,
+            "scopes": row.scopes, "limits": limits_view(row), "created_at": isoformat(row.created_at),
+            "expires_at": isoformat(row.expires_at), "revoked_at": isoformat(row.revoked_at),
+            "rotated_at": isoformat(row.rotated_at), "status": refusal(row) or "active"}
+
+
+def limits_view(row: ApiKey) -> dict[str, Any]:
+    return {"rpm": row.rpm, "tpm": row.tpm, "daily_tokens": row.daily_tokens,
+            "monthly_budget_usd": row.monthly_budget_usd}
+
+
+def model_allowed(allowed: list[str] | None, provider: str, model: str) -> bool:
+    """Whether a key whose list is `allowed` may use `provider`/`model`: an entry is a model name,
+    `provider/model` or `provider/*`; no list allows every model."""
+    if allowed is None:
+        return True
+    return any(entry in (model, f"{provider}/{model}", f"{provider}/*") for entry in allowed)

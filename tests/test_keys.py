@@ -1,0 +1,148 @@
+"""Client API keys: made from the command line and the admin API, sent the three ways SDKs send
+them, refused in each API's own shape, never stored or logged in plain text."""
+from __future__ import annotations
+
+import re
+import sqlite3
+from datetime import timedelta
+from pathlib import Path
+
+import httpx2
+import openai
+import pytest
+
+from app.core.clock import utcnow
+from app.keys import service
+from app.keys.models import ApiKey
+from tests.fakes.server import Reply
+
+ASK = {"question": "What is 2+2?", "client_id": "c1", "user_id": "u1"}
+
+
+def cli_create(app, *args: str) -> str:
+    """A key made with `flask keys create`, as printed."""
+    result = app.test_cli_runner().invoke(args=["keys", "create", *args])
+    assert result.exit_code == 0, result.output
+    return re.search(r"key: (ais-\S+)", result.output).group(1)
+
+
+def sdk(app, key: str) -> openai.OpenAI:
+    """The real openai SDK, its HTTP going straight into the app."""
+    return openai.OpenAI(api_key=key, base_url="http://testserver/v1", max_retries=0,
+                         http_client=httpx2.Client(transport=httpx2.WSGITransport(app=app)))
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_open_until_a_key_exists_then_every_endpoint_needs_one(app, client, fake_openai):
+    fake_openai.enqueue(Reply(text="4"))
+    assert client.post("/v1/ask", json=ASK).status_code == 200
+    health = client.get("/health").get_json()
+    assert health["auth"]["open"] is True and "anyone" in health["auth"]["warning"]
+    cli_create(app, "first", "--admin")
+    response = client.post("/v1/ask", json=ASK)
+    assert response.status_code == 401
+    assert response.get_json() == {"error": {"message": response.get_json()["error"]["message"],
+                                             "type": "authentication_error", "code": "missing_api_key",
+                                             "param": None}}
+    ours = client.get("/chat/history")
+    assert ours.status_code == 401 and ours.get_json()["success"] is False
+    for path in ("/ping", "/health", "/v1/health", "/api/v1/health", "/ui", "/docs", "/openapi.json"):
+        assert client.get(path).status_code == 200, path
+    assert "providers" not in client.get("/health").get_json()  # anonymous: no provider details
+
+
+def test_auth_required_refuses_even_with_no_key(make_app, fake_openai):
+    from tests.conftest import provider_config
+
+    client = make_app(AUTH_REQUIRED=True, **provider_config(openai=fake_openai)).test_client()
+    assert client.get("/chat/history").status_code == 401
+
+
+@pytest.mark.parametrize("header", ["Authorization", "x-api-key", "x-goog-api-key"])
+def test_a_key_is_accepted_in_each_header(app, client, fake_openai, header):
+    key = cli_create(app, "k")
+    fake_openai.enqueue(Reply(text="4"))
+    value = f"Bearer {key}" if header == "Authorization" else key
+    assert client.post("/v1/ask", json=ASK, headers={header: value}).status_code == 200
+
+
+def test_the_openai_sdk_gets_its_own_errors(app, fake_openai):
+    key = cli_create(app, "limited", "--models", "gpt-4o-mini")
+    expired = cli_create(app, "old", "--expires", (utcnow() - timedelta(minutes=1)).isoformat())
+    revoked = cli_create(app, "gone")
+    revoked_id = ApiKey.get(ApiKey.name == "gone").id
+    app.test_cli_runner().invoke(args=["keys", "revoke", revoked_id])
+    fake_openai.enqueue(Reply(text="ok", prompt_tokens=3, completion_tokens=2))
+    messages = [{"role": "user", "content": "hi"}]
+    answer = sdk(app, key).chat.completions.create(model="gpt-4o-mini", messages=messages)
+    assert answer.choices[0].message.content == "ok"
+    cases = [(None, "ais-not-a-real-key", openai.AuthenticationError, "invalid_api_key"),
+             (None, revoked, openai.PermissionDeniedError, "revoked_api_key"),
+             (None, expired, openai.PermissionDeniedError, "expired_api_key"),
+             ("gpt-4o", key, openai.PermissionDeniedError, "model_not_allowed")]
+    for model, sent, error, code in cases:
+        with pytest.raises(error) as raised:
+            sdk(app, sent).chat.completions.create(model=model or "gpt-4o-mini", messages=messages)
+        assert raised.value.code == code, code
+    assert len(fake_openai.requests) == 1  # nothing refused reached the provider
+
+
+def test_rotate_replaces_the_value_and_keeps_the_key(app, client, fake_openai):
+    old = cli_create(app, "k")
+    key_id = ApiKey.get(ApiKey.name == "k").id
+    result = app.test_cli_runner().invoke(args=["keys", "rotate", key_id])
+    new = re.search(r"key: (ais-\S+)", result.output).group(1)
+    assert client.get("/v1/key/info", headers=bearer(old)).status_code == 401
+    info = client.get("/v1/key/info", headers=bearer(new)).get_json()
+    assert info["key"]["id"] == key_id and info["key"]["hint"] == f"ais-…{new[-4:]}"
+    listed = app.test_cli_runner().invoke(args=["keys", "list"]).output
+    assert key_id in listed and new not in listed
+
+
+def test_admin_api_manages_keys_and_only_admins_may(app, client):
+    admin = cli_create(app, "root", "--admin")
+    plain = cli_create(app, "user")
+    assert client.get("/admin/keys", headers=bearer(plain)).status_code == 403
+    made = client.post("/admin/keys", headers=bearer(admin),
+                       json={"name": "ci", "models": ["openai/*"], "rpm": 5, "scopes": ["gists"]})
+    assert made.status_code == 201
+    body = made.get_json()
+    assert body["key"].startswith("ais-") and body["limits"]["rpm"] == 5 and body["scopes"] == ["gists"]
+    listed = client.get("/admin/keys", headers=bearer(admin)).get_json()["keys"]
+    assert {k["name"] for k in listed} == {"root", "user", "ci"} and all("key" not in k for k in listed)
+    bad = client.post("/admin/keys", headers=bearer(admin), json={"name": "x", "scopes": ["root"]})
+    assert bad.status_code == 400 and bad.get_json()["error"]["param"] == "scopes"
+    revoked = client.delete(f"/admin/keys/{body['id']}", headers=bearer(admin)).get_json()
+    assert revoked["status"] == "revoked"
+    assert client.get("/v1/key/info", headers=bearer(body["key"])).status_code == 403
+
+
+def test_no_key_in_plain_text_in_the_database_logs_or_errors(app, client, fake_openai, tmp_path: Path):
+    key = cli_create(app, "secret-keeper")
+    fake_openai.enqueue(Reply(text="4"))
+    client.post("/v1/ask", json=ASK, headers=bearer(key))
+    wrong = key[:-4] + "AAAA"
+    refused = client.post("/v1/ask", json=ASK, headers=bearer(wrong))
+    assert refused.status_code == 401 and wrong not in refused.get_data(as_text=True)
+    app.extensions["access"].rows.flush()
+    app.extensions["usage"].flush()
+    import logging
+
+    logging.getLogger("aiserver.test").warning("client sent %s", key)  # a key that slips into a log line
+    for handler in logging.getLogger().handlers + logging.getLogger("aiserver").handlers:
+        handler.flush()
+    database = sqlite3.connect(tmp_path / "aiserver.db")
+    dump = "\n".join(database.iterdump())
+    assert "secret-keeper" in dump and key not in dump and key[4:] not in dump
+    logs = "".join(p.read_text(errors="replace") for p in (tmp_path / "logs").glob("*.log"))
+    assert "client sent ais-***" in logs and key not in logs and wrong not in logs
+
+
+def test_keys_are_found_by_hash_under_the_server_secret(app):
+    row, key = service.create_key(service.KeySpec("k"), b"one secret")
+    assert service.find_key(key, b"one secret").id == row.id
+    assert service.find_key(key, b"another secret") is None
+    assert row.key_hash != key and len(row.key_hash) == 64

@@ -1,0 +1,85 @@
+"""What a key makes is its own: chats, gist records and deploy tasks are 404 to another key and
+missing from its lists; an admin key sees all. Changing GitHub gists needs the `gists` scope."""
+from __future__ import annotations
+
+from typing import Any
+
+from tests.conftest import provider_config
+from tests.fakes.github_api import DEFAULT_TOKEN, FakeGitHub
+from tests.fakes.server import Reply
+from tests.test_keys import bearer, cli_create
+
+SECRET = "verify-me-please"
+
+
+def keys(app) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    """Headers of an admin key, key A (with the gists scope) and key B."""
+    return (bearer(cli_create(app, "admin", "--admin")), bearer(cli_create(app, "a", "--scopes", "gists")),
+            bearer(cli_create(app, "b")))
+
+
+def test_chats_belong_to_the_key_that_made_them(client, app, fake_openai):
+    admin, a, b = keys(app)
+    fake_openai.enqueue(Reply(text="hi A"))
+    chat_id = client.post("/chat", json={"message": "hello"}, headers=a).get_json()["chat_id"]
+    assert list(client.get("/chat/history", headers=a).get_json()["chats"]) == [chat_id]
+    assert client.get("/chat/history", headers=b).get_json()["chats"] == {}
+    for method, path in (("get", f"/chat/history/{chat_id}"), ("delete", f"/chat/history/{chat_id}")):
+        assert getattr(client, method)(path, headers=b).status_code == 404
+    assert client.post("/chat", json={"message": "mine now?", "chat_id": chat_id}, headers=b).status_code == 404
+    assert list(client.get("/chat/history", headers=admin).get_json()["chats"]) == [chat_id]
+    assert client.get(f"/chat/history/{chat_id}", headers=admin).status_code == 200
+    assert len(fake_openai.requests) == 1
+
+
+def test_gist_records_belong_to_their_key_and_writing_needs_the_scope(make_app):
+    with FakeGitHub() as github:
+        app = make_app(GITHUB_TOKEN=DEFAULT_TOKEN, GITHUB_API_URL=github.url, GITHUB_MAX_RATE_WAIT_S=0)
+        client = app.test_client()
+        admin, a, b = keys(app)
+        hello = {"description": "d", "public": False, "files": [{"filename": "a.txt", "content": "x"}]}
+        refused = client.post("/gists", json=hello, headers=b)
+        assert refused.status_code == 403 and refused.get_json()["error"]["code"] == "missing_scope"
+        created = client.post("/gists", json=hello, headers=a)
+        assert created.status_code == 201
+        gist_id = created.get_json()["id"]
+        assert client.patch(f"/gists/{gist_id}", json={"description": "e"}, headers=b).status_code == 403
+        assert client.delete(f"/gists/{gist_id}", headers=b).status_code == 403
+        assert [g["id"] for g in client.get("/gists/local", headers=a).get_json()["gists"]] == [gist_id]
+        assert client.get("/gists/local", headers=b).get_json()["gists"] == []
+        assert client.get(f"/gists/local/{gist_id}", headers=b).status_code == 404
+        assert client.get(f"/gists/local/{gist_id}", headers=admin).status_code == 200
+        assert client.get(f"/gists/{gist_id}", headers=b).status_code == 200  # the gist itself is shared
+
+
+def task_body(**changes: Any) -> dict[str, Any]:
+    return {"email": "a@example.com", "secret": SECRET, "task": "t1", "round": 1, "nonce": "n1",
+            "brief": "Make a page.", "checks": [], "evaluation_url": "http://127.0.0.1:9/notify",
+            "attachments": [], **changes}
+
+
+def deploy_app(make_app, fake_openai, **extra):
+    return make_app(**provider_config(openai=fake_openai), GITHUB_TOKEN="ghp_" + "x" * 36,
+                    GITHUB_API_URL="http://127.0.0.1:9", VERIFICATION_SECRET=SECRET,
+                    NOTIFY_ALLOW_HOSTS=["127.0.0.1"], **extra)
+
+
+def test_tasks_belong_to_the_key_sent_with_them(make_app, fake_openai):
+    app = deploy_app(make_app, fake_openai)
+    client = app.test_client()
+    admin, a, b = keys(app)
+    mine = client.post("/task", json=task_body(), headers=a).get_json()["task_id"]
+    evaluators = client.post("/task", json=task_body(task="t2", nonce="n2")).get_json()["task_id"]  # no key
+    assert [t["task_id"] for t in client.get("/tasks", headers=a).get_json()["tasks"]] == [mine]
+    assert client.get("/tasks", headers=b).get_json()["tasks"] == []
+    assert client.get(f"/tasks/{mine}", headers=b).status_code == 404
+    assert {t["task_id"] for t in client.get("/tasks", headers=admin).get_json()["tasks"]} == {mine, evaluators}
+
+
+def test_task_requests_are_limited_per_email(make_app, fake_openai):
+    client = deploy_app(make_app, fake_openai, TASK_RATE_LIMIT="2/hour").test_client()
+    for n in range(2):
+        assert client.post("/task", json=task_body(task=f"t{n}", nonce=f"n{n}")).status_code == 200
+    refused = client.post("/revise", json=task_body(task="t0", nonce="again", round=2))
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
+    assert client.post("/task", json=task_body(task="t9", nonce="n9", email="b@example.com")).status_code == 200
