@@ -129,8 +129,8 @@ class Gateway:
             except ProviderFailure as failure:  # every failure of one route is the next route's chance
                 self._record(route, failure, attempts)
                 continue
-            self.record(usage_event(route.provider.name, self.model_label(route, result.model), "ok", started,
-                                    result.usage))
+            self.record(usage_event(route.provider.name, result.model, "ok", started, result.usage,
+                                    self.model_label(route, result.model)))
             return Answer(result.text, route.provider.name, result.model, result.finish_reason, result.usage,
                           attempts, result.tool_calls, result.reasoning, result.logprobs)
         raise all_failed(attempts)
@@ -161,8 +161,8 @@ class Gateway:
                 yield StreamFailed(f"The provider failed mid-answer: {message}", route.provider.name, route.model)
             finally:
                 items.close()
-                self.record(usage_event(route.provider.name, self.model_label(route, model), outcome, started,
-                                        usage))
+                self.record(usage_event(route.provider.name, model, outcome, started, usage,
+                                        self.model_label(route, model)))
             return
         raise all_failed(attempts)
 
@@ -182,8 +182,8 @@ class Gateway:
             except ProviderFailure as failure:
                 self._record(attempt, failure, attempts)
                 continue
-            self.record(usage_event(attempt.provider.name, self.model_label(attempt, result.model), "ok", started,
-                                    result.usage))
+            self.record(usage_event(attempt.provider.name, result.model, "ok", started, result.usage,
+                                    self.model_label(attempt, result.model)))
             return result
         raise all_failed(attempts)
 
@@ -220,13 +220,14 @@ class Gateway:
         log.warning("attempt failed: %s/%s: %s", route.provider.name, route.model, message)
         attempt = FailedAttempt(route.provider.name, route.model, message, failure.status, failure)
         attempts.append(attempt)
-        self.record(UsageEvent(route.provider.name, self.model_label(route, route.model), "attempt_failed"))
+        self.record(UsageEvent(route.provider.name, route.model, "attempt_failed",
+                               label=self.model_label(route, route.model)))
         return attempt
 
 
-def usage_event(provider: str, model: str, outcome: str, started: float, usage: Usage) -> UsageEvent:
+def usage_event(provider: str, model: str, outcome: str, started: float, usage: Usage, label: str) -> UsageEvent:
     return UsageEvent(provider, model, outcome, usage.prompt_tokens, usage.completion_tokens,
-                      round((time.perf_counter() - started) * 1000))
+                      round((time.perf_counter() - started) * 1000), label)
 
 
 def all_failed(attempts: list[FailedAttempt]) -> APIError:

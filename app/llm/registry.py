@@ -213,9 +213,15 @@ def build_registry(config: dict[str, Any], fetch_image: Callable[[str], tuple[st
     def gemini():
         from app.llm.providers.google_gemini import GeminiProvider
 
+        extra: dict[str, Any] = {"fetch_image": fetch_image} if fetch_image else {}
         return GeminiProvider(api_key=config["GEMINI_API_KEY"], base_url=config["GEMINI_BASE_URL"],
                               embedding_models=names(config.get("GEMINI_EMBEDDING_MODELS")),
-                              **({"fetch_image": fetch_image} if fetch_image else {}), **models("GEMINI"))
+                              **extra, **models("GEMINI"))
+
+    def compatible_builder(name: str, prefix: str) -> Callable[[], Provider]:
+        """The builder of a named OpenAI-compatible endpoint (`OPENAI_COMPATIBLE=vllm`: VLLM_API_BASE...)."""
+        return lambda: openai_compatible(name, config.get(f"{prefix}_API_KEY", ""), config[f"{prefix}_API_BASE"],
+                                         prefix)
 
     builders = [
         ("openai", "OPENAI_API_KEY", configured_models("OPENAI"), lambda: openai_compatible(
@@ -230,9 +236,7 @@ def build_registry(config: dict[str, Any], fetch_image: Callable[[str], tuple[st
     ]
     for endpoint in config["OPENAI_COMPATIBLE"]:
         name, prefix = endpoint.lower(), endpoint.upper().replace("-", "_")
-        builders.append((name, f"{prefix}_API_BASE", configured_models(prefix),
-                         lambda name=name, prefix=prefix: openai_compatible(
-                             name, config.get(f"{prefix}_API_KEY", ""), config[f"{prefix}_API_BASE"], prefix)))
+        builders.append((name, f"{prefix}_API_BASE", configured_models(prefix), compatible_builder(name, prefix)))
     missing_models: dict[str, list[str]] = {}
     for name, variable, model_names, build in builders:
         if config.get(variable):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
-from typing import Any
+from typing import Any, cast
 
 from peewee import fn
 
@@ -30,6 +30,7 @@ class UsageEvent:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     latency_ms: int = 0
+    label: str = ""  # the model's /metrics label: `model` if configured, else "other" (callers mint no labels)
 
 
 class UsageRecorder:
@@ -52,7 +53,7 @@ def write_counters(batch: list[tuple[date, UsageEvent]]) -> None:
     """Fold a batch into per-(day, provider, model, outcome) sums and add them to the stored ones."""
     sums: dict[tuple, Counter] = {}
     for day, event in batch:
-        totals = sums.setdefault((day, event.provider, event.model, event.outcome), Counter())
+        totals = sums.setdefault((day, event.provider, event.label or event.model, event.outcome), Counter())
         totals.update(calls=1, prompt_tokens=event.prompt_tokens, completion_tokens=event.completion_tokens,
                       latency_ms=event.latency_ms)
     with database.connection_context(), database.atomic():
@@ -76,7 +77,7 @@ def totals() -> list[dict[str, Any]]:
                  .group_by(UsageCounter.provider, UsageCounter.model, UsageCounter.outcome)
                  .order_by(UsageCounter.provider, UsageCounter.model, UsageCounter.outcome)
                  .dicts())
-        return list(query)
+        return cast(list[dict[str, Any]], list(query))
 
 
 def prometheus_text(rows: list[dict[str, Any]], version: str, uptime_s: float) -> str:

@@ -10,7 +10,7 @@ thinking budget. The pinned SDK's `messages.create` has no `temperature` or `top
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator
+from typing import Any, Generator, Iterator
 
 import anthropic
 import httpx2
@@ -89,7 +89,7 @@ class AnthropicProvider:
                                       for block in blocks if block.type == "tool_use"],
                           reasoning="".join(block.thinking for block in blocks if block.type == "thinking"))
 
-    def stream(self, request: CompletionRequest, model: str) -> Iterator[StreamItem]:
+    def stream(self, request: CompletionRequest, model: str) -> Generator[StreamItem, None, None]:
         answered_model, finish_reason, input_tokens, usage = model, "stop", 0, Usage()
         tools = ToolIndexes()
         try:
@@ -263,7 +263,8 @@ def translate_error(exc: Exception) -> ProviderFailure:
         return UpstreamTimedOut("timed out waiting for the provider")
     if isinstance(exc, anthropic.APIStatusError):
         body = exc.body if isinstance(exc.body, dict) else {}
-        error = body.get("error") if isinstance(body.get("error"), dict) else body
+        nested = body.get("error")
+        error = nested if isinstance(nested, dict) else body
         message = f"{exc.status_code}: {error.get('message') or exc.message}"
         return classify_status(exc.status_code, message, parse_retry_after(exc.response.headers))
     if isinstance(exc, (anthropic.APIConnectionError, httpx2.HTTPError)):

@@ -15,7 +15,7 @@ same way.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any, Iterator, Protocol, Union
+from typing import Any, Generator, Protocol, Union
 
 import httpx2
 
@@ -159,7 +159,7 @@ class Provider(Protocol):
 
     def complete(self, request: CompletionRequest, model: str) -> Completion: ...
 
-    def stream(self, request: CompletionRequest, model: str) -> Iterator[StreamItem]: ...
+    def stream(self, request: CompletionRequest, model: str) -> Generator[StreamItem, None, None]: ...
 
     def check(self) -> None:
         """Raise a ProviderFailure if the provider is unreachable; spends no tokens."""

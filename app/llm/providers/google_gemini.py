@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Generator
 
 import httpx2
 from google import genai
@@ -107,7 +107,7 @@ class GeminiProvider:
                                                            config=self._config(request, model))
         except (genai_errors.APIError, httpx2.HTTPError) as exc:
             raise translate_error(exc) from None
-        candidate = (response.candidates or [None])[0]
+        candidate = response.candidates[0] if response.candidates else None
         parts = response_parts(response)
         calls = [tool_call(part) for part in parts if part.function_call]
         return Completion(text="".join(p.text for p in parts if p.text and not p.thought),
@@ -115,7 +115,7 @@ class GeminiProvider:
                           usage=usage_from(response.usage_metadata), tool_calls=calls,
                           reasoning="".join(p.text for p in parts if p.text and p.thought))
 
-    def stream(self, request: CompletionRequest, model: str) -> Iterator[StreamItem]:
+    def stream(self, request: CompletionRequest, model: str) -> Generator[StreamItem, None, None]:
         answered_model, reason, usage, calls = model, "stop", Usage(), 0
         responses = self.client.models.generate_content_stream(
             model=model, contents=self.to_contents(request.messages), config=self._config(request, model))
@@ -136,7 +136,7 @@ class GeminiProvider:
         except (genai_errors.APIError, httpx2.HTTPError) as exc:
             raise translate_error(exc) from None
         finally:
-            responses.close()
+            responses.close()  # type: ignore[attr-defined]  # the SDK's stream is a generator
         yield StreamEnd(answered_model, reason, usage)
 
     def embed(self, inputs: list[str], model: str, dimensions: int | None) -> Embeddings:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from contextlib import closing
-from typing import Any, Iterator
+from typing import Any, Generator, Iterator
 
 import httpx2
 import openai
@@ -95,12 +95,13 @@ class OpenAICompatibleProvider:
                           tool_calls=[tool_call_from(call) for call in message.get("tool_calls") or ()],
                           reasoning=reasoning_of(message), logprobs=choice.get("logprobs"))
 
-    def stream(self, request: CompletionRequest, model: str) -> Iterator[StreamItem]:
+    def stream(self, request: CompletionRequest, model: str) -> Generator[StreamItem, None, None]:
         params = self._params(request, model)
         params.update(stream=True, stream_options={"include_usage": True})
         answered_model, finish_reason, usage = model, "stop", Usage()
         try:
-            response = self.client.post(CHAT_PATH, body=params, cast_to=httpx2.Response, options=STREAM_BODY)
+            response = self.client.post(  # type: ignore[call-overload]  # raw stream, see STREAM_BODY
+                CHAT_PATH, body=params, cast_to=httpx2.Response, options=STREAM_BODY)
             with closing(response):
                 for line in response.iter_lines():
                     if not line.startswith("data:"):
