@@ -3,15 +3,15 @@
 `POST /chat` serves two shapes, and the body decides: `{"messages": [...]}` is stateless (the
 client sends the whole conversation; nothing is stored), `{"message": "...", "chat_id": ...}` is a
 persisted conversation (see `app.conversations.service`). Both answer one JSON unless `"stream": true`.
-`/chat/{provider}` is stateless and streams by default (as the older server did). The backend
-picks the model: a `model` field from the client is ignored.
+`/chat/{provider}` is stateless and streams by default (as the older server did) and picks the model
+itself (a `model` field is ignored); a persisted chat takes a `model` of `GET /v1/models`.
 """
 from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
 
 from app.conversations import service as conversations
-from app.conversations.schemas import ConversationChatSchema, HistoryQuerySchema
+from app.conversations.schemas import ConversationChatSchema, HistoryQuerySchema, RenameChatSchema, SearchQuerySchema
 from app.core.errors import APIError
 from app.core.http import json_object, load, parse_body, parse_query
 from app.core.openapi import documented
@@ -62,11 +62,11 @@ def stateless_chat(body: dict, provider: str | None, stream_by_default: bool):
 
 def persisted_chat(body: dict):
     """Store the user's message (before any provider call or response byte), then answer or stream."""
-    routes = registry().plan(body["provider"])
+    routes = chosen_routes(body["provider"], body["model"])
     system_prompt = current_app.extensions["system_prompt"].text()
     settings = conversations.ChatSettings.from_config(current_app.config)
     turn = conversations.begin_turn(body["chat_id"] or conversations.new_chat_id(), body["message"],
-                                    system_prompt, settings)
+                                    system_prompt, settings, replace=body["replace"])
     params = {"max_tokens": body["max_tokens"], "temperature": body["temperature"]}
     if body["stream"]:
         events = conversations.stream_reply(gateway(), routes, turn, **params)
@@ -86,6 +86,14 @@ def persisted_chat(body: dict):
     return response
 
 
+def chosen_routes(provider: str | None, model: str | None):
+    """The routes for a chosen model (as `/v1/chat/completions` resolves it), else for a provider."""
+    if model:
+        serving, bare = registry().resolve_model(model)
+        return registry().plan(serving.name, bare)
+    return registry().plan(provider)
+
+
 @bp.get("/chat/history")
 @documented(query=HistoryQuerySchema)
 def history():
@@ -93,6 +101,24 @@ def history():
     query = parse_query(HistoryQuerySchema)
     chats, next_cursor = conversations.list_chats(query["limit"], query["cursor"])
     return jsonify({"chats": chats, "next_cursor": next_cursor, "success": True})
+
+
+@bp.get("/chat/search")
+@documented(query=SearchQuerySchema)
+def search():
+    """Chats whose title or messages contain q, newest first, paged as /chat/history; each with its match."""
+    query = parse_query(SearchQuerySchema)
+    chats, next_cursor = conversations.search_chats(query["q"], query["limit"], query["cursor"])
+    return jsonify({"chats": chats, "next_cursor": next_cursor, "success": True})
+
+
+@bp.patch("/chat/history/<chat_id>")
+@documented(body=RenameChatSchema)
+def rename_chat(chat_id: str):
+    """Rename a chat: {"title"}; 404 if unknown."""
+    conversations.require_chat_id(chat_id)
+    title = conversations.rename_chat(chat_id, parse_body(RenameChatSchema)["title"])
+    return jsonify({"chat_id": chat_id, "title": title, "success": True})
 
 
 @bp.get("/chat/history/<chat_id>")
