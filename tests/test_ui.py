@@ -35,7 +35,7 @@ pytestmark = [pytest.mark.browser,
                                                                       "scripts/install-test-deps")]
 
 
-def png(width: int = 48, height: int = 32, rgb: tuple[int, int, int] = (35, 88, 216)) -> bytes:
+def png(width: int = 48, height: int = 32, rgb: tuple[int, int, int] = (245, 166, 35)) -> bytes:
     """A solid-colour PNG image."""
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
@@ -226,7 +226,7 @@ def test_markdown_is_rendered_while_streaming_highlighted_and_copyable(server, p
         "blocks already shown were replaced while the answer grew (flicker)"
     expect(answer.locator("strong")).to_have_text("3.8 cm")
     expect(answer.locator("ul > li")).to_have_count(2)
-    expect(answer.locator("table tr")).to_have_count(3)
+    expect(answer.locator(".table-wrap > table tr")).to_have_count(3)
     expect(answer.locator("table td").first).to_have_text("Moon")
     expect(answer.locator(":not(pre) > code")).to_have_text("moon.recede()")
     link = answer.locator("a")
@@ -251,6 +251,29 @@ def test_markdown_is_rendered_while_streaming_highlighted_and_copyable(server, p
     page.reload()
     expect(page.locator(".message.assistant .markdown table tr")).to_have_count(3)
     expect(page.locator(".message.assistant pre code .hljs-keyword").first).to_have_text("def")
+
+
+def test_the_answer_is_followed_at_the_end_but_reading_further_up_keeps_the_place(server, page, fake_openai):
+    from playwright.sync_api import expect
+
+    long = "".join(f"Paragraph {i}: " + "words " * 30 + "\n\n" for i in range(40))
+    fake_openai.enqueue(Reply(chunks=chunks_of(long, 60), chunk_delay=0.03))
+    page.goto(server.url + "/ui")
+    send(page, "Write a lot")
+    expect(page.locator(".message.assistant .markdown p").nth(11)).to_be_attached()
+    gap = "(m => m.scrollHeight - m.scrollTop - m.clientHeight)(document.querySelector('#messages'))"
+    assert page.evaluate(gap) < 80, "the streaming answer is not followed"
+    page.mouse.move(640, 300)
+    page.mouse.wheel(0, -400)
+    page.wait_for_timeout(100)
+    marker = page.locator(".message.assistant .markdown p").nth(8)
+    place = marker.bounding_box()["y"]  # where the paragraph being read is on the screen
+    page.wait_for_timeout(500)
+    expect(page.locator(".message.streaming")).to_have_count(1)
+    assert abs(marker.bounding_box()["y"] - place) < 2
+    wait_idle(page)
+    assert abs(marker.bounding_box()["y"] - place) < 2, "the paragraph being read moved (scroll anchoring rounds)"
+    assert page.evaluate(gap) > 400, "the view jumped to the end"
 
 
 XSS = """Here is a test.

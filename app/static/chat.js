@@ -57,6 +57,7 @@
     query: "",           // the sidebar's search text
     streaming: null,     // AbortController of the answer in progress
     editing: false,      // the composer holds the last message, to replace it
+    pinned: true,        // the conversation is scrolled to its end (and follows the answer)
     attachments: [],     // data: URLs of the images of the next message
     chats: {}            // id -> summary, as listed
   };
@@ -179,13 +180,14 @@
       var source = node.nodeType === 1 ? node.outerHTML : node.textContent;
       var old = target.childNodes[index];
       if (old && old.__source === source) return;
-      node.__source = source;
-      if (node.nodeType === 1) decorate(node);
-      if (old) target.replaceChild(node, old); else target.appendChild(node);
+      var shown = node.nodeType === 1 ? decorate(node) : node;
+      shown.__source = source;
+      if (old) target.replaceChild(shown, old); else target.appendChild(shown);
     });
     while (target.childNodes.length > fresh.length) target.removeChild(target.lastChild);
   }
 
+  /* The block as shown: code highlighted with a copy button, tables in a scrolling wrapper. */
   function decorate(block) {
     var blocks = block.matches("pre") ? [block] : block.querySelectorAll("pre");
     Array.prototype.forEach.call(blocks, function (pre) {
@@ -205,18 +207,15 @@
       pre.insertBefore(copy, pre.firstChild);
     });
     Array.prototype.forEach.call(block.querySelectorAll("table"), function (table) {
-      if (table.parentNode.classList && table.parentNode.classList.contains("table-wrap")) return;
-      var wrap = document.createElement("div");
-      wrap.className = "table-wrap";
-      table.parentNode.insertBefore(wrap, table);
-      wrap.appendChild(table);
+      table.parentNode.insertBefore(tableWrap(), table).appendChild(table);
     });
-    if (block.matches("table")) {
-      var wrapper = document.createElement("div");
-      wrapper.className = "table-wrap";
-      block.replaceWith(wrapper);
-      wrapper.appendChild(block);
-    }
+    return block.matches("table") ? tableWrap().appendChild(block).parentNode : block;
+  }
+
+  function tableWrap() {
+    var wrap = document.createElement("div");
+    wrap.className = "table-wrap";
+    return wrap;
   }
 
   /* The clipboard API needs a secure context (https or localhost); on plain http the older
@@ -714,7 +713,7 @@
     var answers = el.messages.querySelectorAll(".message.assistant");
     Array.prototype.forEach.call(answers, function (node) {
       var actions = actionBar(node);
-      actions.appendChild(actionButton("Copy", "Copy the answer", function (button) {
+      if (node.__raw) actions.appendChild(actionButton("Copy", "Copy the answer", function (button) {
         copyText(node.__raw || "").then(function () { flash(button, "Copied"); });
       }));
     });
@@ -749,8 +748,10 @@
     return el.messages.scrollHeight - el.messages.scrollTop - el.messages.clientHeight < 80;
   }
 
+  /* Follow the answer only while the reader is at the end: `state.pinned` is where the reader last
+     scrolled to (growing content fires no scroll event), so reading further up is never disturbed. */
   function scrollToEnd(force) {
-    if (force || nearBottom()) el.messages.scrollTop = el.messages.scrollHeight;
+    if (force || state.pinned) el.messages.scrollTo({top: el.messages.scrollHeight, behavior: "instant"});
   }
 
   // --- composing: text, images, editing ---------------------------------------------------------------
@@ -773,6 +774,7 @@
     });
     el.cancelEdit.addEventListener("click", cancelEdit);
     el.stopButton.addEventListener("click", function () { if (state.streaming) state.streaming.abort(); });
+    el.messages.addEventListener("scroll", function () { state.pinned = nearBottom(); }, {passive: true});
   }
 
   function isImage(file) { return /^image\/(png|jpeg|gif|webp)$/.test(file.type); }
@@ -940,9 +942,8 @@
     var frame = null;
     function paint() {
       frame = null;
-      var follow = nearBottom();
       setAnswerText(answer, raw);
-      if (follow) scrollToEnd(true);
+      scrollToEnd(false);
     }
 
     api("/chat", {method: "POST", headers: {"Content-Type": "application/json", "Accept": "text/event-stream"},
@@ -998,6 +999,7 @@
         state.streaming = null;
         setBusy(false);
         updateActions();
+        scrollToEnd(false);
         refreshCurrent();
         el.composerInput.focus();
       });
