@@ -242,11 +242,11 @@ def test_markdown_is_rendered_while_streaming_highlighted_and_copyable(server, p
     expect(answer.locator(".math")).to_have_text("$E_k = m_1 v^2$")
     expect(page.locator(".answered-by").last).to_have_text("openai · gpt-4o-mini")
 
+    shot("markdown-done")
     answer.locator("pre").hover()
     answer.locator(".copy-code").click()
     expect(answer.locator(".copy-code")).to_have_text("Copied")
     assert page.evaluate("navigator.clipboard.readText()") == CODE
-    shot("markdown-done")
 
     page.reload()
     expect(page.locator(".message.assistant .markdown table tr")).to_have_count(3)
