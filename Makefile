@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run serve initdb install install-dev lint test test-system-deps bench env-example clean
+.PHONY: run serve initdb install install-dev lint test test-system-deps bench env-example vendor clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,10 @@ bench: install
 env-example:
 	$(BIN)/python -m app.core.config > .env.example
 	$(BIN)/python -m app.core.config --readme
+
+## Refresh the /ui page's browser libraries (Markdown, sanitiser, highlighter) in app/static/vendor/ from npm.
+vendor:
+	bash scripts/vendor-static
 
 clean:
 	rm -rf $(VENV) .pytest_cache

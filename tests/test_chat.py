@@ -493,3 +493,162 @@ def test_history_survives_a_restart(fake_openai, live_server, tmp_path):
     messages = requests.get(f"{second.url}/chat/history/{chat_id}", timeout=5).json()["history"]["messages"]
     assert [m["content"] for m in messages[1:]] == ["Remember me", "Hello from the fake."]
     assert chat_id in requests.get(f"{second.url}/chat/history", timeout=5).json()["chats"]
+
+
+# -- the web chat's tools: a chosen model, images, redoing the end, renaming, searching ------------------
+
+PNG = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAA"
+       "AABJRU5ErkJggg==")
+
+
+def asked(fake_openai) -> list[dict[str, Any]]:
+    """The messages of the provider's last request."""
+    return fake_openai.requests[-1].json["messages"]
+
+
+@pytest.mark.parametrize("model, sent", [("gpt-4o", "gpt-4o"), ("openai/gpt-4o", "gpt-4o"), ("gpt", "gpt-4o-mini")])
+def test_a_chosen_model_answers_and_is_stored_with_the_answer(client, fake_openai, model, sent):
+    chat_id = new_id()
+    response = client.post("/chat", json={"message": "hi", "chat_id": chat_id, "model": model})
+    assert response.status_code == 200 and response.json["model"] == sent
+    assert fake_openai.requests[-1].json["model"] == sent
+    assert history_of(client, chat_id)[-1] | {"timestamp": None} == {
+        "role": "assistant", "content": "Hello from the fake.", "status": "complete", "provider": "openai",
+        "model": sent, "timestamp": None}
+
+
+@pytest.mark.parametrize("body, status, words", [
+    ({"message": "hi", "model": "no-such-model"}, 404, "GET /v1/models"),
+    ({"message": "hi", "model": "gpt-4o", "provider": "openai"}, 400, "not both"),
+    ({"message": "hi", "model": "bad model!"}, 400, "model name"),
+    ({"replace": "answer"}, 400, "chat_id"),
+    ({"replace": "answer", "chat_id": "x", "message": "hi"}, 400, "send no message"),
+    ({"replace": "again", "chat_id": "x"}, 400, "replace"),
+    ({"message": [], "chat_id": "x"}, 400, "content parts"),
+    ({"message": [{"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}, 400, "data: URI"),
+])
+def test_bad_model_image_and_replace_fields_are_clear_400s(client, fake_openai, body, status, words):
+    response = client.post("/chat", json=body)
+    assert response.status_code == status, response.json
+    assert words in response.json["error"]["message"]
+    assert fake_openai.requests == []
+
+
+def test_an_image_is_sent_as_a_part_stored_and_kept_in_the_context(client, fake_openai):
+    chat_id = new_id()
+    message = [{"type": "text", "text": "What is this?"}, {"type": "image_url", "image_url": {"url": PNG}}]
+    assert client.post("/chat", json={"message": message, "chat_id": chat_id}).status_code == 200
+    assert asked(fake_openai)[-1]["content"] == [{"type": "text", "text": "What is this?"},
+                                                 {"type": "image_url", "image_url": {"url": PNG}}]
+    stored = history_of(client, chat_id)[1]
+    assert stored["content"] == "What is this?" and stored["images"] == [PNG]
+    client.post("/chat", json={"message": "And its colour?", "chat_id": chat_id})
+    assert asked(fake_openai)[1]["content"][1] == {"type": "image_url", "image_url": {"url": PNG}}
+    hits = client.get("/chat/search", query_string={"q": "what is"}).json["chats"]
+    assert hits[chat_id]["match"] == "What is this?"
+
+
+def test_a_model_that_cannot_see_refuses_an_image_with_the_vendors_reason(client, fake_openai):
+    chat_id = new_id()
+    message = [{"type": "image_url", "image_url": {"url": PNG}}]
+    response = client.post("/chat", json={"message": message, "chat_id": chat_id, "model": "gpt-3.5-turbo"})
+    assert response.status_code == 400
+    assert "image_url is only supported by certain models" in response.json["error"]["message"]
+    assert response.json["error"]["chat_id"] == chat_id
+    assert len(fake_openai.requests) == 1, "a refused request is never retried or sent elsewhere"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_regenerate_answers_the_last_question_again(client, fake_openai, stream):
+    chat_id = new_id()
+    fake_openai.enqueue(Reply(text="one"), Reply(text="two"), Reply(text="two, again"))
+    client.post("/chat", json={"message": "first", "chat_id": chat_id})
+    client.post("/chat", json={"message": "second", "chat_id": chat_id})
+    again = client.post("/chat", json={"chat_id": chat_id, "replace": "answer", "stream": stream})
+    assert again.status_code == 200
+    assert [m["content"] for m in asked(fake_openai)[1:]] == ["first", "one", "second"]
+    assert [m["content"] for m in history_of(client, chat_id)[1:]] == ["first", "one", "second", "two, again"]
+    assert client.get("/chat/history").json["chats"][chat_id]["message_count"] == 5
+
+
+def test_edit_replaces_the_last_question_and_its_answer(client, fake_openai):
+    chat_id = new_id()
+    fake_openai.enqueue(Reply(text="one"), Reply(text="two"), Reply(text="edited answer"))
+    client.post("/chat", json={"message": "first", "chat_id": chat_id})
+    client.post("/chat", json={"message": "secnod", "chat_id": chat_id})
+    edited = client.post("/chat", json={"chat_id": chat_id, "replace": "message", "message": "second"})
+    assert edited.json["response"] == "edited answer"
+    assert [m["content"] for m in asked(fake_openai)[1:]] == ["first", "one", "second"]
+    assert [m["content"] for m in history_of(client, chat_id)[1:]] == ["first", "one", "second", "edited answer"]
+    assert client.get("/chat/history").json["chats"][chat_id]["message_count"] == 5
+
+
+def test_replace_needs_an_existing_chat_with_a_question(client, app, fake_openai):
+    assert client.post("/chat", json={"chat_id": new_id(), "replace": "answer"}).status_code == 404
+    chat_id = new_id()
+    settings = ChatSettings()
+    conversations.finish_turn(conversations.begin_turn(chat_id, "q", "", settings), "a", "complete")
+    with database.connection_context():
+        Message.delete().where(Message.role == "user").execute()
+    response = client.post("/chat", json={"chat_id": chat_id, "replace": "answer"})
+    assert response.status_code == 400 and response.json["error"]["code"] == "nothing_to_replace"
+    assert fake_openai.requests == []
+
+
+def test_a_busy_chat_cannot_be_redone(app):
+    chat_id = new_id()
+    conversations.begin_turn(chat_id, "q", "", ChatSettings())
+    with pytest.raises(ChatBusy):
+        conversations.begin_turn(chat_id, None, "", ChatSettings(), replace="answer")
+    assert [m["content"] for m in conversations.get_chat(chat_id)["messages"]] == ["q"]
+
+
+def test_rename_a_chat(client):
+    chat_id = client.post("/chat", json={"message": "Hello"}).json["chat_id"]
+    renamed = client.patch(f"/chat/history/{chat_id}", json={"title": "  Greetings \n and more "})
+    assert renamed.json == {"chat_id": chat_id, "title": "Greetings and more", "success": True}
+    assert client.get(f"/chat/history/{chat_id}").json["history"]["title"] == "Greetings and more"
+    assert client.get("/chat/history").json["chats"][chat_id]["title"] == "Greetings and more"
+    for body in ({"title": "   "}, {"title": "x" * 121}, {}):
+        bad = client.patch(f"/chat/history/{chat_id}", json=body)
+        assert bad.status_code == 400 and "title" in bad.json["error"]["message"]
+    assert client.patch(f"/chat/history/{new_id()}", json={"title": "x"}).status_code == 404
+    assert client.patch("/chat/history/bad%20id", json={"title": "x"}).status_code == 400
+
+
+def test_search_finds_titles_and_messages_newest_first_a_page_at_a_time(client, fake_openai):
+    fake_openai.default_reply = lambda request: Reply(text=f"About {fake_openai.last_user_text(request)}: fine.")
+    try:
+        ids = [new_id() for _ in range(5)]
+        for chat_id, text in zip(ids, ["Rust borrow checker", "Python GIL", "rust vs go", "gardening", "100% sure"]):
+            client.post("/chat", json={"message": text, "chat_id": chat_id})
+    finally:
+        fake_openai.default_reply = Reply()
+    client.patch(f"/chat/history/{ids[3]}", json={"title": "Growing RUST-coloured roses"})
+
+    def search(**params: Any) -> dict[str, Any]:
+        response = client.get("/chat/search", query_string=params)
+        assert response.status_code == 200, response.json
+        return response.json
+
+    seen, cursor = [], None
+    for _ in range(5):
+        page = search(q="rust", limit=2, **({"cursor": cursor} if cursor else {}))
+        assert len(page["chats"]) <= 2
+        seen += list(page["chats"].items())
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert [chat_id for chat_id, _ in seen] == [ids[3], ids[2], ids[0]]
+    assert [summary["match"] for _, summary in seen] == [None, "rust vs go", "Rust borrow checker"]
+    assert list(search(q="fine.")["chats"]) == list(reversed(ids)), "answers are searched too"
+    assert list(search(q="100%")["chats"]) == [ids[4]], "% is a character, not a wildcard"
+    assert search(q="_")["chats"] == {}
+    assert search(q="helpful")["chats"] == {}, "the system prompt is not searched"
+
+
+@pytest.mark.parametrize("query, words", [("", "q"), ("q=", "q"), ("q=x&limit=101", "limit"),
+                                          ("q=x&cursor=nonsense", "cursor")])
+def test_bad_searches_are_400(client, query, words):
+    response = client.get(f"/chat/search?{query}")
+    assert response.status_code == 400 and words in response.json["error"]["message"]

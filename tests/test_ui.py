@@ -1,14 +1,20 @@
 """The web chat at /ui, in a real headless Chromium (Debian's) driven by Playwright, against a real server.
 
 `make test` installs Chromium when it is missing (scripts/install-test-deps); without it these tests
-are skipped with the reason.
+are skipped with the reason. Each test saves screenshots of the states it checks in its pytest tmp
+directory (`shot`), the artefacts to look at when a layout changes.
 """
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
 import shutil
-from typing import Iterator
+import struct
+import zlib
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import pytest
 import requests
@@ -22,10 +28,20 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run"]
 PIECES = ["The ", "Moon ", "drifts ", "away ", "from ", "Earth ", "by ", "about ", "3.8 ", "cm ", "a ", "year."]
 ANSWER = "".join(PIECES)
+ALIASES = "fast=openai/gpt-4o-mini,vision=openai/gpt-4o,text-only=openai/gpt-3.5-turbo"
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Chromium is not installed: bash "
                                                                       "scripts/install-test-deps")]
+
+
+def png(width: int = 48, height: int = 32, rgb: tuple[int, int, int] = (245, 166, 35)) -> bytes:
+    """A solid-colour PNG image."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    rows = b"".join(b"\x00" + bytes(rgb) * width for _ in range(height))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +55,23 @@ def browser() -> Iterator[object]:
 
 
 @pytest.fixture
-def page(browser) -> Iterator[object]:
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
+def page(browser, server) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, color_scheme="light",
+                                  permissions=["clipboard-read", "clipboard-write"])
     page = context.new_page()
     page.set_default_timeout(10_000)
     yield page
     context.close()
+
+
+@pytest.fixture
+def shot(page, tmp_path) -> Callable[[str], Path]:
+    """Save a screenshot of the page as `<name>.png` in the test's tmp directory; its path."""
+    def take(name: str, target: Any = None) -> Path:
+        path = tmp_path / f"{name}.png"
+        (target or page).screenshot(path=str(path))
+        return path
+    return take
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +83,7 @@ def fake_openai() -> Iterator[FakeOpenAI]:
 
 @pytest.fixture(scope="module")
 def server(fake_openai, tmp_path_factory) -> Iterator[LiveServer]:
-    server = LiveServer(base_config(tmp_path_factory.mktemp("ui"), LOG_LEVEL="INFO",
+    server = LiveServer(base_config(tmp_path_factory.mktemp("ui"), LOG_LEVEL="INFO", MODEL_ALIASES=ALIASES,
                                     **provider_config(openai=fake_openai)))
     yield server
     server.stop()
@@ -72,7 +99,7 @@ def test_send_stream_reload_and_delete(server, page, fake_openai):
 
     fake_openai.enqueue(Reply(chunks=PIECES, chunk_delay=0.12))
     page.goto(server.url + "/ui")
-    expect(page.locator("#provider-select option[value=openai]")).to_have_count(1)
+    expect(page.locator('#model-select option[value="openai/gpt-4o-mini"]')).to_have_count(1)
     page.fill("#composer-input", "Tell me a fun fact about space")
     page.keyboard.press("Enter")
 
@@ -113,7 +140,7 @@ def test_a_custom_id_a_provider_and_a_remembered_dark_mode(server, page, fake_op
     page.fill("#new-chat-id", "space-facts")
     page.click("#new-chat-button")
     expect(page.locator("#chat-title")).to_have_text("space-facts")
-    page.select_option("#provider-select", "openai")
+    page.select_option("#model-select", "openai/gpt-4o")
     page.fill("#composer-input", "Hi")
     page.click("#send-button")
     expect(page.locator(".message.assistant .text")).to_have_text(["Hello, custom chat."])
@@ -126,7 +153,7 @@ def test_a_custom_id_a_provider_and_a_remembered_dark_mode(server, page, fake_op
     expect(page.locator("html")).to_have_attribute("data-theme-active", flipped)
     page.reload()
     expect(page.locator("html")).to_have_attribute("data-theme", flipped)
-    expect(page.locator("#provider-select")).to_have_value("openai")
+    expect(page.locator("#model-select")).to_have_value("openai/gpt-4o")
     background = page.evaluate("getComputedStyle(document.body).backgroundColor")
     assert background == ("rgb(14, 16, 20)" if flipped == "dark" else "rgb(246, 247, 249)")
 
@@ -161,3 +188,365 @@ def test_redoc_renders_the_document_from_this_server_only(server, page):
     assert server.url + "/openapi.json" in answered
     assert [url for url in answered if not url.startswith((server.url, "data:", "blob:"))] == []
     assert all("csp" in why.lower() for url, why in blocked if not url.startswith(server.url)), blocked
+
+
+MARKDOWN = """## Orbital facts
+
+The Moon recedes by **3.8 cm** a year ([source](https://example.com/moon)); see `moon.recede()`.
+
+- tides slow the Earth
+- angular momentum moves to the Moon
+
+| Body | Distance (km) |
+|------|---------------|
+| Moon | 384,400 |
+| Sun | 149,600,000 |
+
+```python
+def recede(years):
+    return 3.8 * years  # centimetres
+```
+
+Energy: $E_k = m_1 v^2$ stays as written.
+"""
+CODE = "def recede(years):\n    return 3.8 * years  # centimetres\n"
+
+
+def chunks_of(text: str, size: int = 12) -> list[str]:
+    return [text[i:i + size] for i in range(0, len(text), size)]
+
+
+def send(page: Any, text: str) -> None:
+    page.fill("#composer-input", text)
+    page.keyboard.press("Enter")
+
+
+def wait_idle(page: Any) -> None:
+    from playwright.sync_api import expect
+
+    expect(page.locator(".message.streaming")).to_have_count(0)
+
+
+def test_markdown_is_rendered_while_streaming_highlighted_and_copyable(server, page, fake_openai, shot):
+    from playwright.sync_api import expect
+
+    fake_openai.enqueue(Reply(chunks=chunks_of(MARKDOWN), chunk_delay=0.04))
+    page.goto(server.url + "/ui")
+    expect(page.locator("#messages")).to_have_attribute("aria-live", "polite")
+    send(page, "How fast does the Moon recede?")
+    answer = page.locator(".message.assistant .markdown").last
+    expect(answer.locator("h2")).to_have_text("Orbital facts")
+    page.evaluate("window.firstBlock = document.querySelector('.message.assistant .markdown h2')")
+    expect(page.locator(".message.streaming")).to_have_count(1)
+    shot("markdown-streaming")
+    wait_idle(page)
+
+    assert page.evaluate("window.firstBlock === document.querySelector('.message.assistant .markdown h2')"), \
+        "blocks already shown were replaced while the answer grew (flicker)"
+    expect(answer.locator("strong")).to_have_text("3.8 cm")
+    expect(answer.locator("ul > li")).to_have_count(2)
+    expect(answer.locator(".table-wrap > table tr")).to_have_count(3)
+    expect(answer.locator("table td").first).to_have_text("Moon")
+    expect(answer.locator(":not(pre) > code")).to_have_text("moon.recede()")
+    link = answer.locator("a")
+    expect(link).to_have_attribute("href", "https://example.com/moon")
+    expect(link).to_have_attribute("target", "_blank")
+    expect(link).to_have_attribute("rel", re.compile("noopener"))
+    code = answer.locator("pre code")
+    expect(code).to_have_class(re.compile(r"\bhljs\b.*language-python|language-python.*\bhljs\b"))
+    expect(code.locator(".hljs-keyword").first).to_have_text("def")
+    expect(code.locator(".hljs-comment")).to_have_text("# centimetres")
+    assert code.evaluate("c => getComputedStyle(c.querySelector('.hljs-keyword')).color") != \
+        code.evaluate("c => getComputedStyle(c).color"), "keywords are not coloured"
+    expect(answer.locator(".math")).to_have_text("$E_k = m_1 v^2$")
+    expect(page.locator(".answered-by").last).to_have_text("openai · gpt-4o-mini")
+
+    shot("markdown-done")
+    answer.locator("pre").hover()
+    answer.locator(".copy-code").click()
+    expect(answer.locator(".copy-code")).to_have_text("Copied")
+    assert page.evaluate("navigator.clipboard.readText()") == CODE
+
+    page.reload()
+    expect(page.locator(".message.assistant .markdown table tr")).to_have_count(3)
+    expect(page.locator(".message.assistant pre code .hljs-keyword").first).to_have_text("def")
+
+
+def test_the_answer_is_followed_at_the_end_but_reading_further_up_keeps_the_place(server, page, fake_openai):
+    from playwright.sync_api import expect
+
+    long = "".join(f"Paragraph {i}: " + "words " * 30 + "\n\n" for i in range(40))
+    fake_openai.enqueue(Reply(chunks=chunks_of(long, 60), chunk_delay=0.03))
+    page.goto(server.url + "/ui")
+    send(page, "Write a lot")
+    expect(page.locator(".message.assistant .markdown p").nth(11)).to_be_attached()
+    gap = "(m => m.scrollHeight - m.scrollTop - m.clientHeight)(document.querySelector('#messages'))"
+    assert page.evaluate(gap) < 80, "the streaming answer is not followed"
+    page.mouse.move(640, 300)
+    page.mouse.wheel(0, -400)
+    page.wait_for_timeout(100)
+    marker = page.locator(".message.assistant .markdown p").nth(8)
+    place = marker.bounding_box()["y"]  # where the paragraph being read is on the screen
+    page.wait_for_timeout(500)
+    expect(page.locator(".message.streaming")).to_have_count(1)
+    assert abs(marker.bounding_box()["y"] - place) < 2
+    wait_idle(page)
+    assert abs(marker.bounding_box()["y"] - place) < 2, "the paragraph being read moved (scroll anchoring rounds)"
+    assert page.evaluate(gap) > 400, "the view jumped to the end"
+
+
+XSS = """Here is a test.
+
+<script>window.pwned = "script"</script>
+<img src="x" onerror="window.pwned = 'onerror'; alert(1)">
+<svg><g onload="window.pwned = 'svg'"></g></svg>
+<iframe srcdoc="<script>parent.pwned = 'iframe'</script>"></iframe>
+<a href="javascript:window.pwned='href'">a javascript link</a>
+[markdown link](javascript:window.pwned='markdown')
+<form action="javascript:alert(1)"><button>Go</button></form>
+<p style="position:fixed;inset:0" onclick="window.pwned='click'">covering paragraph</p>
+
+Done.
+"""
+
+
+def test_an_answer_with_html_and_javascript_is_inert(server, page, fake_openai, shot):
+    from playwright.sync_api import expect
+
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    fake_openai.enqueue(Reply(chunks=chunks_of(XSS, 20), chunk_delay=0.02))
+    page.goto(server.url + "/ui")
+    send(page, "Show me some HTML")
+    wait_idle(page)
+    answer = page.locator(".message.assistant .markdown").last
+    expect(answer).to_contain_text("Done.")
+    for link in answer.locator("a").all():
+        link.click()
+    answer.locator("text=covering paragraph").click()
+    page.wait_for_timeout(300)
+
+    assert page.evaluate("window.pwned") is None
+    assert dialogs == []
+    assert answer.locator("script, iframe, form, button:not(.copy-code), [style]").count() == 0
+    assert answer.evaluate("""a => [...a.querySelectorAll('*')].flatMap(e => [...e.attributes])
+        .filter(x => x.name.startsWith('on') || /^\\s*javascript:/i.test(x.value)).map(x => x.name)""") == []
+    expect(answer.locator("img")).to_have_count(1)  # kept, without its handler (and blocked by the CSP)
+    shot("xss-inert")
+
+
+def test_the_model_picker_remembers_each_chats_model_and_labels_answers(server, page, fake_openai, shot):
+    from playwright.sync_api import expect
+
+    page.goto(server.url + "/ui")
+    options = page.locator("#model-select option")
+    expect(options).to_have_count(6)
+    assert [o.get_attribute("value") for o in options.all()] == [
+        "", "fast", "vision", "text-only", "openai/gpt-4o-mini", "openai/gpt-4o"]
+    assert page.locator("#model-select optgroup").evaluate_all("gs => gs.map(g => g.label)") == ["Aliases", "Models"]
+
+    page.select_option("#model-select", "vision")
+    send(page, "Which model are you?")
+    wait_idle(page)
+    expect(page.locator(".answered-by").last).to_have_text("openai · gpt-4o")
+    assert fake_openai.requests[-1].json["model"] == "gpt-4o"
+    vision_chat = re.search(r"#chat=(.+)$", page.url).group(1)
+
+    fake_openai.set_model_reply("gpt-4o-mini", Reply(status=503))
+    page.fill("#new-chat-id", "fallback-chat")
+    page.click("#new-chat-button")
+    page.select_option("#model-select", "fast")
+    send(page, "And now?")
+    wait_idle(page)
+    label = page.locator(".answered-by").last
+    expect(label).to_have_text("openai · gpt-4o — fallback after openai/gpt-4o-mini (503 ×3) failed")
+    expect(label).to_have_class(re.compile("fallback"))
+    shot("model-fallback")
+
+    page.goto(f"{server.url}/ui#chat={vision_chat}")
+    expect(page.locator("#model-select")).to_have_value("vision")
+    expect(page.locator(".answered-by")).to_have_text(["openai · gpt-4o"])
+    page.locator('.chat-item[data-chat-id="fallback-chat"] .chat-open').click()
+    expect(page.locator("#model-select")).to_have_value("fast")
+    expect(page.locator(".answered-by")).to_have_text(["openai · gpt-4o"])
+
+
+def test_an_image_is_attached_or_pasted_sent_and_shown_and_refused_by_a_blind_model(server, page, fake_openai,
+                                                                                   tmp_path, shot):
+    from playwright.sync_api import expect
+
+    image = tmp_path / "blue.png"
+    image.write_bytes(png())
+    page.goto(server.url + "/ui")
+    page.set_input_files("#image-input", str(image))
+    expect(page.locator("#attachments img")).to_have_count(1)
+    page.evaluate("""bytes => {
+        const file = new File([new Uint8Array(bytes)], "pasted.png", {type: "image/png"});
+        const data = new DataTransfer();
+        data.items.add(file);
+        document.querySelector("#composer-input").dispatchEvent(
+            new ClipboardEvent("paste", {clipboardData: data, bubbles: true, cancelable: true}));
+    }""", list(png(rgb=(200, 40, 40))))
+    expect(page.locator("#attachments img")).to_have_count(2)
+    page.locator("#attachments .remove-attachment").last.click()
+    expect(page.locator("#attachments img")).to_have_count(1)
+    page.fill("#composer-input", "What colour is this?")
+    shot("image-attached")
+    page.keyboard.press("Enter")
+    wait_idle(page)
+
+    sent = fake_openai.requests[-1].json["messages"][-1]["content"]
+    data_url = "data:image/png;base64," + base64.b64encode(png()).decode()
+    assert sent == [{"type": "text", "text": "What colour is this?"},
+                    {"type": "image_url", "image_url": {"url": data_url}}]
+    expect(page.locator(".message.user .thumb")).to_have_count(1)
+    expect(page.locator("#attachments")).to_be_hidden()
+    page.reload()
+    thumb = page.locator(".message.user .thumb")
+    expect(thumb).to_have_attribute("src", data_url)
+    assert thumb.evaluate("img => img.naturalWidth") == 48
+    shot("image-sent")
+
+    page.select_option("#model-select", "text-only")
+    page.set_input_files("#image-input", str(image))
+    page.fill("#composer-input", "And this one?")
+    page.keyboard.press("Enter")
+    expect(page.locator("#notice")).to_contain_text("image_url is only supported by certain models")
+    expect(page.locator(".message.assistant .badge.error").last).to_contain_text("only supported by certain models")
+    shot("image-refused")
+
+
+def test_regenerate_the_last_answer_and_edit_the_last_message(server, page, fake_openai, shot):
+    from playwright.sync_api import expect
+
+    fake_openai.enqueue(Reply(text="First answer."), Reply(text="A better answer."), Reply(text="Edited answer."))
+    page.goto(server.url + "/ui")
+    send(page, "Tell me about Mars")
+    wait_idle(page)
+    chat_id = re.search(r"#chat=(.+)$", page.url).group(1)
+    expect(page.locator(".message.assistant .text")).to_have_text(["First answer."])
+
+    page.get_by_role("button", name="Regenerate").click()
+    wait_idle(page)
+    expect(page.locator(".message.assistant .text")).to_have_text(["A better answer."])
+
+    page.get_by_role("button", name="Edit").click()
+    expect(page.locator("#editing")).to_be_visible()
+    expect(page.locator("#composer-input")).to_have_value("Tell me about Mars")
+    page.fill("#composer-input", "Tell me about Venus")
+    shot("editing")
+    page.keyboard.press("Enter")
+    wait_idle(page)
+    expect(page.locator(".message.user .text")).to_have_text(["Tell me about Venus"])
+    expect(page.locator(".message.assistant .text")).to_have_text(["Edited answer."])
+    stored = requests.get(f"{server.url}/chat/history/{chat_id}", timeout=5).json()["history"]["messages"]
+    assert [m["content"] for m in stored[1:]] == ["Tell me about Venus", "Edited answer."]
+    shot("edited")
+
+
+def test_search_rename_and_export(server, page, fake_openai, tmp_path, shot):
+    from playwright.sync_api import expect
+
+    marker = f"zebra{os.getpid()}"
+    for text in (f"Do {marker}s sleep standing?", "Unrelated question"):
+        assert requests.post(f"{server.url}/chat", json={"message": text}, timeout=10).ok
+    page.goto(server.url + "/ui")
+    page.fill("#chat-search", marker.upper())
+    items = page.locator(".chat-item")
+    expect(items).to_have_count(1)
+    expect(items.locator(".chat-sub")).to_contain_text(f"Do {marker}s sleep standing?")
+    expect(page.locator("#chats-title")).to_contain_text(marker.upper())
+    shot("search")
+    items.locator(".chat-open").click()
+    chat_id = re.search(r"#chat=(.+)$", page.url).group(1)
+
+    page.locator("#chat-menu summary").click()
+    page.click("#rename-button")
+    page.fill("#rename-input", "Sleeping zebras")
+    page.keyboard.press("Enter")
+    expect(page.locator("#chat-title")).to_have_text("Sleeping zebras")
+    assert requests.get(f"{server.url}/chat/history/{chat_id}", timeout=5).json()["history"]["title"] == \
+        "Sleeping zebras"
+    page.fill("#chat-search", "")
+    expect(page.locator(f'.chat-item[data-chat-id="{chat_id}"] .chat-name')).to_have_text("Sleeping zebras")
+
+    page.locator("#chat-menu summary").click()
+    with page.expect_download() as download:
+        page.click("#export-md")
+    markdown = Path(download.value.path()).read_text()
+    assert download.value.suggested_filename == f"{chat_id}.md"
+    assert markdown.startswith("# Sleeping zebras\n")
+    assert f"## You\n\nDo {marker}s sleep standing?" in markdown
+    assert "## Assistant (openai · gpt-4o-mini)\n\nHello from the fake." in markdown
+    page.locator("#chat-menu summary").click()
+    with page.expect_download() as download:
+        page.click("#export-json")
+    exported = json.loads(Path(download.value.path()).read_text())
+    assert exported["chat_id"] == chat_id and exported["title"] == "Sleeping zebras"
+    assert [m["role"] for m in exported["messages"]] == ["system", "user", "assistant"]
+
+
+def test_dark_mode_on_a_390px_screen_with_the_keyboard(browser, server, fake_openai, tmp_path):
+    from playwright.sync_api import expect
+
+    context = browser.new_context(viewport={"width": 390, "height": 844}, color_scheme="dark", has_touch=True)
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    try:
+        fake_openai.enqueue(Reply(chunks=chunks_of(MARKDOWN + "\n" + "`" * 3 + "\n" + "x = 1  " * 40 + "\n```\n")))
+        page.goto(server.url + "/ui")
+        expect(page.locator("html")).to_have_attribute("data-theme-active", "dark")
+        assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(14, 16, 20)"
+        expect(page.locator("#sidebar")).not_to_be_in_viewport()
+
+        page.keyboard.press("Tab")
+        expect(page.locator(".skip-link")).to_be_focused()
+        page.keyboard.press("Enter")
+        expect(page.locator("#composer-input")).to_be_focused()
+        page.keyboard.type("Facts, please")
+        page.keyboard.press("Enter")
+        wait_idle(page)
+        expect(page.locator(".message.assistant table")).to_be_visible()
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390, "the page scrolls sideways"
+        bubble = page.locator(".message.assistant .bubble").last.bounding_box()
+        assert bubble["x"] >= 0 and bubble["x"] + bubble["width"] <= 390
+        page.screenshot(path=str(tmp_path / "narrow-dark.png"))
+
+        page.locator("#menu-button").focus()
+        outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+        assert outline != "none", "the focused control shows no focus ring"
+        page.keyboard.press("Enter")
+        expect(page.locator("#sidebar")).to_be_in_viewport()
+        expect(page.locator("#menu-button")).to_have_attribute("aria-expanded", "true")
+        page.screenshot(path=str(tmp_path / "narrow-dark-sidebar.png"))
+        page.keyboard.press("Escape")
+        expect(page.locator("#menu-button")).to_have_attribute("aria-expanded", "false")
+    finally:
+        context.close()
+
+
+def test_a_stored_key_is_sent_on_every_call_and_can_be_forgotten(server, page):
+    from playwright.sync_api import expect
+
+    seen: list[tuple[str, str | None]] = []
+    page.on("request", lambda r: seen.append((r.url, r.headers.get("authorization")))
+            if "/static/" not in r.url else None)
+    page.goto(server.url + "/ui")
+    page.evaluate("localStorage.setItem('aiserver.key', 'sk-test-ui-key')")
+    seen.clear()
+    page.reload()
+    expect(page.locator('#model-select option[value="fast"]')).to_have_count(1)
+    calls = [(url, auth) for url, auth in seen if not url.endswith("/ui")]
+    assert {urlsplit_path(url) for url, _ in calls} >= {"/v1/models", "/chat/history"}
+    assert all(auth == "Bearer sk-test-ui-key" for _, auth in calls), calls
+
+    page.click("#key-button")
+    expect(page.locator("#key-dialog")).to_be_visible()
+    expect(page.locator("#key-forget")).to_be_visible()
+    page.click("#key-forget")
+    expect(page.locator("#key-dialog")).to_be_hidden()
+    assert page.evaluate("localStorage.getItem('aiserver.key')") is None
+
+
+def urlsplit_path(url: str) -> str:
+    return re.sub(r"^https?://[^/]+", "", url).split("?")[0]

@@ -35,7 +35,8 @@ class Message(BaseModel):
     id = BigAutoField()
     conversation = ForeignKeyField(Conversation, column_name="conversation_id", on_delete="CASCADE", index=False)
     role = CharField(max_length=16)
-    content = TextField()
+    content = TextField()  # the text (of every text part, when the message has images)
+    parts = TextField(null=True)  # JSON of the neutral content parts, only when the message has images
     status = CharField(max_length=16, default="complete")  # complete, partial or error
     error = TextField(null=True)
     provider = CharField(max_length=64, null=True)

@@ -17,10 +17,13 @@ the gateway, the routes, the settings and the system prompt.
 """
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Iterator, Union
+
+from peewee import fn
 
 from app.conversations.models import Conversation, Message
 from app.conversations.schemas import CHAT_ID_PATTERN, CHAT_ID_RULE
@@ -37,6 +40,9 @@ from app.llm.registry import Route
 log = logging.getLogger("aiserver.chat")
 
 TITLE_CHARS = 80
+SNIPPET_CHARS = 160
+IMAGE_TOKENS = 800  # roughly what one image of a chat costs at OpenAI, Anthropic and Gemini alike
+Content = Union[str, list[dict[str, Any]]]
 CHATS_NEWEST_FIRST = Keyset(Conversation.last_updated, Conversation.id, readers=(moment, matching(CHAT_ID_PATTERN)))
 CHARS_PER_TOKEN = 4
 TOKENS_PER_MESSAGE = 4
@@ -59,7 +65,7 @@ class Turn:
 
     chat_id: str
     token: str
-    context: list[dict[str, str]]
+    context: list[dict[str, Any]]
     settings: ChatSettings
     lease: Lease = field(repr=False)
 
@@ -86,17 +92,21 @@ def require_chat_id(chat_id: str) -> str:
 # -- turns -----------------------------------------------------------------------------------------
 
 
-def begin_turn(chat_id: str, text: str, system_prompt: str, settings: ChatSettings,
-               owner: str | None = None) -> Turn:
-    """Store the user's message in chat `chat_id` (created, with `system_prompt` as its first message,
-    if new) and mark the chat busy. Raises ChatBusy (409) while another turn holds the chat."""
+def begin_turn(chat_id: str, content: Content | None, system_prompt: str, settings: ChatSettings,
+               owner: Any = None, *, replace: str | None = None) -> Turn:
+    """Store the user's message `content` (text or content parts) in chat `chat_id` (created, with
+    `system_prompt` as its first message, if new) and mark the chat busy. Raises ChatBusy (409) while
+    another turn holds the chat. With `replace` the end of an existing chat is redone first (see
+    `rewind`); with "answer", `content` is None and the last question is answered again."""
     token = uuid.uuid4().hex
     with database.connection_context(), write_transaction():
         conversation = locked_row(Conversation, chat_id)
         now = utcnow()
         created = False
+        if conversation is None and replace:
+            raise ChatNotFound(f"Chat {chat_id} not found.", details={"chat_id": chat_id})
         if conversation is None:
-            Conversation.insert(id=chat_id, owner=owner, title=_title(text), created_at=now,
+            Conversation.insert(id=chat_id, owner=owner, title=_title(text_of(content)), created_at=now,
                                 last_updated=now).on_conflict_ignore().execute()
             conversation = locked_row(Conversation, chat_id)
             if conversation is None:  # deleted between the insert and the read (PostgreSQL only)
@@ -108,17 +118,47 @@ def begin_turn(chat_id: str, text: str, system_prompt: str, settings: ChatSettin
         if conversation.busy_token and conversation.busy_until and conversation.busy_until > now:
             raise ChatBusy(f"Chat {chat_id} is still answering a previous message; send this one when it ends.",
                            details={"chat_id": chat_id})
+        removed = rewind(chat_id, replace) if replace else 0
         rows = []
         if created and system_prompt:
-            rows.append({"conversation": chat_id, "role": "system", "content": system_prompt, "created_at": now})
-        rows.append({"conversation": chat_id, "role": "user", "content": text, "created_at": now})
-        Message.insert_many(rows).execute()
+            rows.append({"conversation": chat_id, "role": "system", "content": system_prompt, "created_at": now,
+                         "parts": None})  # insert_many takes its columns from the first row
+        if content is not None:
+            rows.append(user_row(chat_id, content, now))
+        if rows:
+            Message.insert_many(rows).execute()
         lease = Lease(Conversation, chat_id, Conversation.busy_token, Conversation.busy_until, token, settings.lease_s)
-        (Conversation.update(message_count=Conversation.message_count + len(rows), last_updated=now,
+        (Conversation.update(message_count=Conversation.message_count + len(rows) - removed, last_updated=now,
                              busy_token=token, busy_until=lease.expiry())
          .where(Conversation.id == chat_id).execute())
         context = _context(chat_id, settings)
     return Turn(chat_id, token, context, settings, lease.start())
+
+
+def rewind(chat_id: str, replace: str) -> int:
+    """Delete what `replace` redoes, returning how many messages went: "answer" deletes everything
+    after the last question, "message" the last question too. 400 if the chat has no question."""
+    last_question = (Message.select(Message.id).where((Message.conversation == chat_id) & (Message.role == "user"))
+                     .order_by(Message.id.desc()).first())
+    if last_question is None:
+        raise BadRequest(f"Chat {chat_id} has no question to redo.", code="nothing_to_replace",
+                         details={"param": "replace", "chat_id": chat_id})
+    first_gone = last_question.id + (1 if replace == "answer" else 0)
+    return Message.delete().where((Message.conversation == chat_id) & (Message.id >= first_gone)).execute()
+
+
+def user_row(chat_id: str, content: Content, now: Any) -> dict[str, Any]:
+    """The row of a user message: its text in `content`, and all its parts in `parts` when it has images."""
+    has_images = isinstance(content, list) and any(part["type"] == "image" for part in content)
+    return {"conversation": chat_id, "role": "user", "content": text_of(content), "created_at": now,
+            "parts": json.dumps(content) if has_images else None}
+
+
+def text_of(content: Content | None) -> str:
+    """The text of a message: the string, or its text parts joined by blank lines."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    return "\n\n".join(part["text"] for part in content if part["type"] == "text")
 
 
 def finish_turn(turn: Turn, text: str, status: str, *, error: str | None = None, provider: str | None = None,
@@ -195,22 +235,24 @@ def stream_reply(gateway: Gateway, routes: list[Route], turn: Turn, **params: An
 # -- context ---------------------------------------------------------------------------------------
 
 
-def _context(chat_id: str, settings: ChatSettings) -> list[dict[str, str]]:
+def _context(chat_id: str, settings: ChatSettings) -> list[dict[str, Any]]:
     """What the provider gets: the system message, then the newest messages that fit both budgets
     (at most `context_messages`, at most `context_tokens` approximate tokens), oldest first. The
     newest message (this turn's) is always sent; empty answers (failed turns) are skipped."""
     system = (Message.select(Message.content).where((Message.conversation == chat_id) & (Message.role == "system"))
               .order_by(Message.id).limit(1).first())
-    recent = (Message.select(Message.role, Message.content)
-              .where((Message.conversation == chat_id) & (Message.role != "system") & (Message.content != ""))
+    recent = (Message.select(Message.role, Message.content, Message.parts)
+              .where((Message.conversation == chat_id) & (Message.role != "system")
+                     & ((Message.content != "") | Message.parts.is_null(False)))
               .order_by(Message.id.desc()).limit(max(1, settings.context_messages)))
     budget = settings.context_tokens - (approx_tokens(system.content) if system else 0)
-    kept: list[dict[str, str]] = []
+    kept: list[dict[str, Any]] = []
     for message in recent:
-        budget -= approx_tokens(message.content)
+        parts = json.loads(message.parts) if message.parts else None
+        budget -= approx_tokens(message.content) + IMAGE_TOKENS * sum(p["type"] == "image" for p in parts or ())
         if kept and settings.context_tokens and budget < 0:
             break
-        kept.append({"role": message.role, "content": message.content})
+        kept.append({"role": message.role, "content": parts or message.content})
     kept.reverse()
     return ([{"role": "system", "content": system.content}] if system else []) + kept
 
@@ -232,15 +274,62 @@ def list_chats(limit: int = 50, cursor: str | None = None, owner: Any = None
     """One page of chats, newest first, and the cursor of the next page (None on the last).
 
     Keyset pagination on the (last_updated, id) index: each page costs the same however deep."""
-    query = (Conversation.select(Conversation.id, Conversation.title, Conversation.created_at,
-                                 Conversation.last_updated, Conversation.message_count)
-             .where(_owned(owner)))
     with database.connection_context():
-        rows: list[Any] = list(CHATS_NEWEST_FIRST.page(query, limit, cursor).tuples())
+        return _summaries(_summary_query(owner), limit, cursor)
+
+
+def search_chats(text: str, limit: int = 20, cursor: str | None = None, owner: Any = None
+                 ) -> tuple[dict[str, dict[str, Any]], str | None]:
+    """A page of the chats whose title or a message (not the system prompt) contains `text`, newest
+    first as `list_chats`, each with `match`: the first matching message's text around the match
+    (None when only the title matches). Case-insensitive (on SQLite for ASCII letters only: its LIKE)."""
+    in_messages = (Message.select(Message.id)
+                   .where((Message.conversation == Conversation.id) & (Message.role != "system")
+                          & Message.content.contains(text)))
+    query = _summary_query(owner).where(Conversation.title.contains(text) | fn.EXISTS(in_messages))
+    with database.connection_context():
+        chats, next_cursor = _summaries(query, limit, cursor)
+        for chat_id, summary in chats.items():
+            summary["match"] = _first_match(chat_id, text)
+    return chats, next_cursor
+
+
+def _summary_query(owner: Any) -> Any:
+    return (Conversation.select(Conversation.id, Conversation.title, Conversation.created_at,
+                                Conversation.last_updated, Conversation.message_count)
+            .where(_owned(owner)))
+
+
+def _summaries(query: Any, limit: int, cursor: str | None) -> tuple[dict[str, dict[str, Any]], str | None]:
+    """One keyset page of `query` (newest first) as {id: summary}, and the next page's cursor."""
+    rows: list[Any] = list(CHATS_NEWEST_FIRST.page(query, limit, cursor).tuples())
     page, next_cursor = Keyset.split(rows, limit, key=lambda row: (row[3], row[0]))
     chats = {row[0]: {"created_at": isoformat(row[2]), "last_updated": isoformat(row[3]),
                       "message_count": row[4], "title": row[1]} for row in page}
     return chats, next_cursor
+
+
+def _first_match(chat_id: str, text: str) -> str | None:
+    """About SNIPPET_CHARS of the first message of the chat that contains `text`, around it."""
+    row = (Message.select(Message.content)
+           .where((Message.conversation == chat_id) & (Message.role != "system") & Message.content.contains(text))
+           .order_by(Message.id).first())
+    if row is None:
+        return None
+    at = max(0, row.content.lower().find(text.lower()))
+    start = max(0, at - SNIPPET_CHARS // 3)
+    snippet = " ".join(row.content[start:start + SNIPPET_CHARS].split())
+    return ("\u2026" if start else "") + snippet + ("\u2026" if start + SNIPPET_CHARS < len(row.content) else "")
+
+
+def rename_chat(chat_id: str, title: str, owner: Any = None) -> str:
+    """Give the chat a new title (whitespace runs made one space); the title. 404 if unknown."""
+    title = " ".join(title.split())
+    with database.connection_context(), write_transaction():
+        renamed = Conversation.update(title=title).where((Conversation.id == chat_id) & _owned(owner)).execute()
+    if not renamed:
+        raise ChatNotFound(f"Chat {chat_id} not found.", details={"chat_id": chat_id})
+    return title
 
 
 def get_chat(chat_id: str, owner: Any = None) -> dict[str, Any]:
@@ -260,6 +349,9 @@ def message_dict(message: Message) -> dict[str, Any]:
                            "timestamp": isoformat(message.created_at), "status": message.status}
     if message.role == "assistant":
         out.update(provider=message.provider, model=message.model)
+    if message.parts:
+        out["images"] = [f"data:{part['media_type']};base64,{part['data']}"
+                         for part in json.loads(message.parts) if part["type"] == "image"]
     if message.error:
         out["error"] = message.error
     return out

@@ -3,8 +3,8 @@
 `POST /chat` serves two shapes, and the body decides: `{"messages": [...]}` is stateless (the
 client sends the whole conversation; nothing is stored), `{"message": "...", "chat_id": ...}` is a
 persisted conversation (see `app.conversations.service`). Both answer one JSON unless `"stream": true`.
-`/chat/{provider}` is stateless and streams by default (as the older server did). The backend
-picks the model: a `model` field from the client is ignored.
+`/chat/{provider}` is stateless and streams by default (as the older server did) and picks the model
+itself (a `model` field is ignored); a persisted chat takes a `model` of `GET /v1/models`.
 """
 from __future__ import annotations
 
@@ -16,8 +16,12 @@ from app.conversations.schemas import (
     ChatDeletedSchema,
     ChatHistorySchema,
     ChatListSchema,
+    ChatSearchSchema,
     ConversationChatSchema,
     HistoryQuerySchema,
+    RenameChatSchema,
+    RenamedChatSchema,
+    SearchQuerySchema,
     StoredChatAnswerSchema,
 )
 from app.core.caller import current_caller
@@ -92,11 +96,11 @@ def stateless_chat(body: dict, provider: str | None, stream_by_default: bool):
 def persisted_chat(body: dict):
     """Store the user's message (before any provider call or response byte), then answer or stream."""
     params = {"max_tokens": body["max_tokens"], "temperature": body["temperature"]}
-    routes = honouring_routes(CompletionRequest([], **params), registry().plan(body["provider"]))  # params only
+    routes = honouring_routes(CompletionRequest([], **params), chosen_routes(body["provider"], body["model"]))
     system_prompt = current_app.extensions["system_prompt"].text()
     settings = conversations.ChatSettings.from_config(current_app.config)
     turn = conversations.begin_turn(body["chat_id"] or conversations.new_chat_id(), body["message"],
-                                    system_prompt, settings, owner=current_caller().owner)
+                                    system_prompt, settings, owner=current_caller().owner, replace=body["replace"])
     if body["stream"]:
         events = conversations.stream_reply(gateway(), routes, turn, **params)
         try:
@@ -115,6 +119,11 @@ def persisted_chat(body: dict):
     return response
 
 
+def chosen_routes(provider: str | None, model: str | None):
+    """The routes for a chosen model (as `/v1/chat/completions` resolves it), else for a provider."""
+    return registry().routes_for_model(model) if model else registry().plan(provider)
+
+
 @bp.get("/chat/history")
 @query_args(HistoryQuerySchema)
 @bp.response(200, ChatListSchema)
@@ -124,6 +133,29 @@ def history():
     query = parse_query(HistoryQuerySchema)
     chats, next_cursor = conversations.list_chats(query["limit"], query["cursor"], owner=current_caller().reader)
     return jsonify({"chats": chats, "next_cursor": next_cursor, "success": True})
+
+
+@bp.get("/chat/search")
+@query_args(SearchQuerySchema)
+@bp.response(200, ChatSearchSchema)
+@errors((400, "An invalid q, limit or cursor."), (503, "The database is unavailable or busy."))
+def search():
+    """Chats whose title or messages contain q, newest first, paged as /chat/history; each with its match."""
+    query = parse_query(SearchQuerySchema)
+    chats, next_cursor = conversations.search_chats(query["q"], query["limit"], query["cursor"],
+                                                    owner=current_caller().reader)
+    return jsonify({"chats": chats, "next_cursor": next_cursor, "success": True})
+
+
+@bp.patch("/chat/history/<chat_id>")
+@json_body(RenameChatSchema)
+@bp.response(200, RenamedChatSchema)
+@errors(*STORE_ERRORS)
+def rename_chat(chat_id: str):
+    """Rename a chat: {"title"}; 404 if unknown."""
+    conversations.require_chat_id(chat_id)
+    title = conversations.rename_chat(chat_id, parse_body(RenameChatSchema)["title"], owner=current_caller().reader)
+    return jsonify({"chat_id": chat_id, "title": title, "success": True})
 
 
 @bp.get("/chat/history/<chat_id>")

@@ -1,32 +1,46 @@
-/* The web chat at /ui: plain JavaScript, talking only to this server.
+/* The web chat at /ui: plain JavaScript, talking only to this server, every call through `api()`.
  *
- *   POST /chat {"message", "chat_id", "provider", "stream": true}  server-sent events, read with
- *        fetch + ReadableStream: start, fallback, delta (text), done / error (both carry chat_id)
- *   GET /chat/history?limit&cursor      the sidebar, newest first, paged
- *   GET /chat/history/{id}              one chat's messages
- *   DELETE /chat/delete/{id}            delete a chat
- *   GET /health                         the configured providers, for the provider picker
+ *   POST /chat {"message", "chat_id", "model", "replace", "stream": true}  server-sent events, read with
+ *        fetch + ReadableStream: start, fallback, delta (text), done / error (both carry chat_id);
+ *        message is a string, or content parts with images as data: URLs
+ *   GET /chat/history?limit&cursor, GET /chat/search?q&limit&cursor   the sidebar, newest first, paged
+ *   GET /chat/history/{id}, PATCH /chat/history/{id} {"title"}, DELETE /chat/delete/{id}
+ *   GET /v1/models                      the model picker (aliases first)
  *
+ * Answers are Markdown: parsed by marked, sanitised by DOMPurify (every model-written HTML), code
+ * highlighted by highlight.js; all three are vendored under /static/vendor (see `make vendor`).
  * Loaded in <head> so the saved theme applies before the first paint; the rest waits for the DOM.
  */
 "use strict";
 
 (function () {
   var THEME_KEY = "aiserver.theme";
-  var PROVIDER_KEY = "aiserver.provider";
+  var API_KEY = "aiserver.key";
+  var MODEL_KEY = "aiserver.model";           // the model of the next new chat
+  var CHAT_MODELS_KEY = "aiserver.chatModels"; // chat id -> model chosen for it
   var CHAT_ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
   var PAGE_SIZE = 50;
+  var SEARCH_PAGE = 20;
+  var IMAGE_KEEP_BYTES = 300 * 1024;  // smaller images are sent as they are; larger ones are scaled down
+  var IMAGE_MAX_SIDE = 1536;
   var root = document.documentElement;
   var systemDark = window.matchMedia ? window.matchMedia("(prefers-color-scheme: dark)") : null;
 
-  var unsavedTheme = null;  // the toggle's choice when localStorage is unavailable
+  var memory = {};  // what localStorage would hold, when it is unavailable (private mode)
 
-  function storedTheme() {
-    try { return localStorage.getItem(THEME_KEY) || unsavedTheme; } catch (e) { return unsavedTheme; }
+  function load(key) {
+    try { var value = localStorage.getItem(key); return value === null ? (memory[key] || null) : value; }
+    catch (e) { return memory[key] || null; }
+  }
+
+  function save(key, value) {
+    memory[key] = value;
+    try { if (value === null) localStorage.removeItem(key); else localStorage.setItem(key, value); }
+    catch (e) { /* kept in memory for this page */ }
   }
 
   function applyTheme() {
-    var chosen = storedTheme();
+    var chosen = load(THEME_KEY);
     if (chosen === "light" || chosen === "dark") root.setAttribute("data-theme", chosen);
     else root.removeAttribute("data-theme");
     var active = chosen === "light" || chosen === "dark" ? chosen : (systemDark && systemDark.matches ? "dark" : "light");
@@ -39,33 +53,193 @@
   var state = {
     chatId: null,        // the open chat, or null for a new one not yet sent
     pendingId: null,     // custom id chosen for the next new chat
-    cursor: null,        // next page of the sidebar
+    cursor: null,        // next page of the sidebar (of the list or of the search)
+    query: "",           // the sidebar's search text
     streaming: null,     // AbortController of the answer in progress
+    editing: false,      // the composer holds the last message, to replace it
+    pinned: true,        // the conversation is scrolled to its end (and follows the answer)
+    attachments: [],     // data: URLs of the images of the next message
     chats: {}            // id -> summary, as listed
   };
   var el = {};
 
   document.addEventListener("DOMContentLoaded", function () {
-    ["sidebar", "new-chat-form", "new-chat-id", "new-chat-hint", "chat-list", "empty-list", "load-more",
-     "menu-button", "chat-title", "chat-meta", "provider-select", "theme-toggle", "messages", "welcome",
-     "notice", "composer", "composer-input", "stop-button", "send-button"].forEach(function (id) {
+    ["sidebar", "new-chat-form", "new-chat-id", "new-chat-hint", "search-form", "chat-search", "chat-list",
+     "chats-title", "empty-list", "load-more", "key-button", "menu-button", "chat-title", "rename-form",
+     "rename-input", "chat-meta", "model-select", "chat-menu", "rename-button", "export-md", "export-json",
+     "theme-toggle", "messages", "welcome", "notice", "composer", "editing", "cancel-edit", "attachments",
+     "image-input", "attach-button", "composer-input", "stop-button", "send-button", "key-dialog", "key-form",
+     "key-reason", "key-input", "key-forget", "key-cancel"].forEach(function (id) {
       el[id.replace(/-([a-z])/g, function (_, c) { return c.toUpperCase(); })] = document.getElementById(id);
     });
+    setupMarkdown();
     setupTheme();
     setupComposer();
-    el.newChatForm.addEventListener("submit", onNewChat);
-    el.newChatId.addEventListener("input", function () { validateNewId(false); });
-    el.loadMore.addEventListener("click", function () { loadChats(false); });
-    el.menuButton.addEventListener("click", function (event) { event.stopPropagation(); toggleSidebar(); });
-    document.querySelector(".main").addEventListener("click", closeSidebar);
-    document.addEventListener("keydown", function (event) { if (event.key === "Escape") closeSidebar(); });
-    el.providerSelect.addEventListener("change", function () {
-      try { localStorage.setItem(PROVIDER_KEY, el.providerSelect.value); } catch (e) { /* private mode */ }
-    });
+    setupSidebar();
+    setupChatMenu();
+    setupKeyDialog();
+    el.modelSelect.addEventListener("change", rememberModel);
     window.addEventListener("hashchange", openFromHash);
-    loadProviders();
-    loadChats(true).then(openFromHash);
+    loadModels().then(function () { return loadChats(true); }).then(openFromHash);
   });
+
+  // --- every call: the API key, and the key prompt on a 401 ---------------------------------------
+
+  /* fetch() of this server with the stored key as `Authorization: Bearer`; a 401 opens the key
+     prompt (with the server's message) and rejects like any other error. */
+  function api(path, options) {
+    options = options || {};
+    var headers = Object.assign({"Accept": "application/json"}, options.headers || {});
+    var key = load(API_KEY);
+    if (key) headers["Authorization"] = "Bearer " + key;
+    return fetch(path, Object.assign({}, options, {headers: headers})).then(function (response) {
+      if (response.status !== 401) return response;
+      return readJson(response).catch(function (error) {
+        askForKey(key ? "The server refused this key: " + error.message : error.message);
+        throw error;
+      });
+    });
+  }
+
+  function setupKeyDialog() {
+    el.keyButton.addEventListener("click", function () { askForKey(null); });
+    el.keyForm.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var key = el.keyInput.value.trim();
+      if (!key) { el.keyInput.focus(); return; }
+      save(API_KEY, key);
+      el.keyDialog.close();
+      reloadAll();
+    });
+    el.keyForget.addEventListener("click", function () {
+      save(API_KEY, null);
+      el.keyInput.value = "";
+      el.keyDialog.close();
+      showNotice("The key is forgotten: this browser no longer sends one.");
+    });
+    el.keyCancel.addEventListener("click", function () { el.keyDialog.close(); });
+  }
+
+  function askForKey(reason) {
+    el.keyReason.textContent = reason || "Calls to this server send this key. It is kept in this browser only.";
+    el.keyInput.value = "";
+    el.keyForget.hidden = !load(API_KEY);
+    if (!el.keyDialog.open) el.keyDialog.showModal();
+    el.keyInput.focus();
+  }
+
+  function reloadAll() {
+    hideNotice();
+    loadModels().then(function () { return loadChats(true); }).then(function () {
+      if (state.chatId) openChat(state.chatId);
+    });
+  }
+
+  // --- Markdown ---------------------------------------------------------------------------------------
+
+  /* Math is left as the model wrote it ($...$, $$...$$, \(...\), \[...\]): marked would otherwise
+     eat its backslashes and read its underscores as emphasis. */
+  var MATH_BLOCK = /^\$\$([\s\S]+?)\$\$(?:\n|$)|^\\\[([\s\S]+?)\\\](?:\n|$)/;
+  var MATH_INLINE = /^\$(?!\s)([^$\n]+?)\$(?!\d)|^\\\(([\s\S]+?)\\\)/;
+
+  function setupMarkdown() {
+    if (!window.marked || !window.DOMPurify) return;
+    marked.use({gfm: true, breaks: false, extensions: [
+      {name: "mathBlock", level: "block", start: function (src) { var i = src.search(/\$\$|\\\[/); return i < 0 ? undefined : i; },
+       tokenizer: function (src) { var m = MATH_BLOCK.exec(src); if (m) return {type: "mathBlock", raw: m[0]}; },
+       renderer: function (token) { return '<p class="math">' + escapeHtml(token.raw.trim()) + "</p>"; }},
+      {name: "mathInline", level: "inline", start: function (src) { var i = src.search(/\$|\\\(/); return i < 0 ? undefined : i; },
+       tokenizer: function (src) { var m = MATH_INLINE.exec(src); if (m) return {type: "mathInline", raw: m[0]}; },
+       renderer: function (token) { return '<span class="math">' + escapeHtml(token.raw) + "</span>"; }}
+    ]});
+    DOMPurify.addHook("afterSanitizeAttributes", function (node) {
+      if (node.tagName === "A" && node.getAttribute("href")) {
+        node.setAttribute("target", "_blank");
+        node.setAttribute("rel", "noopener noreferrer nofollow");
+      }
+    });
+    if (window.hljs) hljs.configure({ignoreUnescapedHTML: true});
+  }
+
+  /* The answer's HTML: Markdown parsed, then sanitised (no script, no event handler, no javascript:
+     URL, no style, no form survive). Without the libraries, the text as it is. */
+  function markdownHtml(text) {
+    if (!window.marked || !window.DOMPurify) return escapeHtml(text).replace(/\n/g, "<br>");
+    return DOMPurify.sanitize(marked.parse(text), {FORBID_TAGS: ["style", "form", "input", "button", "textarea"],
+                                                   FORBID_ATTR: ["style"]});
+  }
+
+  /* Render `text` into `target` without flicker: only the top-level blocks whose HTML changed are
+     replaced (while streaming that is usually the last one), so earlier blocks, their highlighting
+     and any selection in them stay as they are. */
+  function renderMarkdown(target, text) {
+    var scratch = document.createElement("div");
+    scratch.innerHTML = markdownHtml(text);
+    var fresh = Array.prototype.slice.call(scratch.childNodes);
+    fresh.forEach(function (node, index) {
+      var source = node.nodeType === 1 ? node.outerHTML : node.textContent;
+      var old = target.childNodes[index];
+      if (old && old.__source === source) return;
+      var shown = node.nodeType === 1 ? decorate(node) : node;
+      shown.__source = source;
+      if (old) target.replaceChild(shown, old); else target.appendChild(shown);
+    });
+    while (target.childNodes.length > fresh.length) target.removeChild(target.lastChild);
+  }
+
+  /* The block as shown: code highlighted with a copy button, tables in a scrolling wrapper. */
+  function decorate(block) {
+    var blocks = block.matches("pre") ? [block] : block.querySelectorAll("pre");
+    Array.prototype.forEach.call(blocks, function (pre) {
+      var code = pre.querySelector("code");
+      if (!code) return;
+      if (window.hljs) hljs.highlightElement(code);
+      pre.classList.add("code-block");
+      var copy = document.createElement("button");
+      copy.type = "button";
+      copy.className = "copy-code";
+      copy.textContent = "Copy";
+      copy.setAttribute("aria-label", "Copy the code");
+      copy.addEventListener("click", function () {
+        copyText(code.textContent).then(function () { flash(copy, "Copied"); },
+                                        function () { flash(copy, "Copy failed"); });
+      });
+      pre.insertBefore(copy, pre.firstChild);
+    });
+    Array.prototype.forEach.call(block.querySelectorAll("table"), function (table) {
+      table.parentNode.insertBefore(tableWrap(), table).appendChild(table);
+    });
+    return block.matches("table") ? tableWrap().appendChild(block).parentNode : block;
+  }
+
+  function tableWrap() {
+    var wrap = document.createElement("div");
+    wrap.className = "table-wrap";
+    return wrap;
+  }
+
+  /* The clipboard API needs a secure context (https or localhost); on plain http the older
+     execCommand("copy") still works. */
+  function copyText(text) {
+    if (navigator.clipboard && window.isSecureContext) return navigator.clipboard.writeText(text);
+    return new Promise(function (resolve, reject) {
+      var area = document.createElement("textarea");
+      area.value = text;
+      area.setAttribute("readonly", "");
+      area.className = "offscreen";
+      document.body.appendChild(area);
+      area.select();
+      var ok = document.execCommand("copy");
+      area.remove();
+      if (ok) resolve(); else reject(new Error("copy refused"));
+    });
+  }
+
+  function flash(button, text) {
+    var before = button.textContent;
+    button.textContent = text;
+    setTimeout(function () { button.textContent = before; }, 1500);
+  }
 
   // --- theme -------------------------------------------------------------------------------------
 
@@ -76,58 +250,121 @@
       el.themeToggle.title = active === "dark" ? "Switch to light mode" : "Switch to dark mode";
     }
     el.themeToggle.addEventListener("click", function () {
-      var next = root.getAttribute("data-theme-active") === "dark" ? "light" : "dark";
-      unsavedTheme = next;
-      try { localStorage.setItem(THEME_KEY, next); } catch (e) { /* remembered for this page only */ }
+      save(THEME_KEY, root.getAttribute("data-theme-active") === "dark" ? "light" : "dark");
       sync();
     });
     if (systemDark && systemDark.addEventListener) systemDark.addEventListener("change", sync);
     sync();
   }
 
-  // --- providers -----------------------------------------------------------------------------------
+  // --- models --------------------------------------------------------------------------------------
 
-  function loadProviders() {
-    return fetch("/health", {headers: {"Accept": "application/json"}})
-      .then(function (r) { return r.json(); })
-      .then(function (health) {
-        var saved = null;
-        try { saved = localStorage.getItem(PROVIDER_KEY); } catch (e) { /* private mode */ }
-        Object.keys(health.providers || {}).forEach(function (name) {
-          var info = health.providers[name];
-          if (!info.configured) return;
-          var option = document.createElement("option");
-          option.value = name;
-          option.textContent = name + (info.default_model ? " · " + info.default_model : "") +
-            (info.reachable ? "" : " (unreachable)");
-          el.providerSelect.appendChild(option);
-        });
-        if (saved && el.providerSelect.querySelector('option[value="' + cssEscape(saved) + '"]')) {
-          el.providerSelect.value = saved;
-        }
-      })
-      .catch(function () { /* the default provider still works */ });
+  /* The picker: the server's default, then the aliases (ids without a "/"), then every provider's
+     models ("provider/model"), each group as /v1/models lists it. */
+  function loadModels() {
+    return api("/v1/models").then(readJson).then(function (body) {
+      var models = (body.data || []).map(function (m) { return m.id; });
+      var aliases = models.filter(function (id) { return id.indexOf("/") < 0; });
+      var named = models.filter(function (id) { return id.indexOf("/") >= 0; });
+      el.modelSelect.textContent = "";
+      el.modelSelect.appendChild(option("", "Default model"));
+      if (aliases.length) el.modelSelect.appendChild(group("Aliases", aliases));
+      if (named.length) el.modelSelect.appendChild(group("Models", named));
+      selectModel(modelOf(state.chatId));
+    }).catch(function (error) {
+      if (error.status !== 401) showNotice("Could not list the models (" + error.message + "); the default model still answers.");
+    });
   }
 
-  function cssEscape(text) {
-    return window.CSS && CSS.escape ? CSS.escape(text) : text.replace(/["\\]/g, "\\$&");
+  function option(value, label) {
+    var node = document.createElement("option");
+    node.value = value;
+    node.textContent = label;
+    return node;
   }
 
-  // --- sidebar ---------------------------------------------------------------------------------------
+  function group(label, ids) {
+    var node = document.createElement("optgroup");
+    node.label = label;
+    ids.forEach(function (id) { node.appendChild(option(id, id)); });
+    return node;
+  }
+
+  function chatModels() {
+    try { return JSON.parse(load(CHAT_MODELS_KEY) || "{}") || {}; } catch (e) { return {}; }
+  }
+
+  function modelOf(chatId) {
+    var chosen = chatId ? chatModels()[chatId] : undefined;
+    return chosen !== undefined ? chosen : (load(MODEL_KEY) || "");
+  }
+
+  function selectModel(model) {
+    var known = Array.prototype.some.call(el.modelSelect.options, function (o) { return o.value === model; });
+    el.modelSelect.value = known ? model : "";
+  }
+
+  function rememberModel() {
+    save(MODEL_KEY, el.modelSelect.value);
+    if (state.chatId) rememberChatModel(state.chatId, el.modelSelect.value);
+  }
+
+  function rememberChatModel(chatId, model) {
+    var all = chatModels();
+    all[chatId] = model;
+    save(CHAT_MODELS_KEY, JSON.stringify(all));
+  }
+
+  function forgetChatModel(chatId) {
+    var all = chatModels();
+    delete all[chatId];
+    save(CHAT_MODELS_KEY, JSON.stringify(all));
+  }
+
+  // --- sidebar: the list and the search ------------------------------------------------------------------
+
+  function setupSidebar() {
+    el.newChatForm.addEventListener("submit", onNewChat);
+    el.newChatId.addEventListener("input", function () { validateNewId(false); });
+    el.loadMore.addEventListener("click", function () { loadChats(false); });
+    el.menuButton.addEventListener("click", function (event) { event.stopPropagation(); toggleSidebar(); });
+    document.querySelector(".main").addEventListener("click", closeSidebar);
+    document.addEventListener("keydown", function (event) {
+      if (event.key === "Escape") { closeSidebar(); el.chatMenu.open = false; }
+    });
+    var timer = null;
+    el.chatSearch.addEventListener("input", function () {
+      clearTimeout(timer);
+      timer = setTimeout(function () { state.query = el.chatSearch.value.trim(); loadChats(true); }, 250);
+    });
+    el.searchForm.addEventListener("submit", function (event) {
+      event.preventDefault();
+      clearTimeout(timer);
+      state.query = el.chatSearch.value.trim();
+      loadChats(true);
+    });
+  }
 
   function loadChats(reset) {
-    var url = "/chat/history?limit=" + PAGE_SIZE + (!reset && state.cursor ? "&cursor=" + encodeURIComponent(state.cursor) : "");
-    return fetch(url).then(readJson).then(function (body) {
+    var searching = !!state.query;
+    var url = searching ? "/chat/search?q=" + encodeURIComponent(state.query) + "&limit=" + SEARCH_PAGE
+      : "/chat/history?limit=" + PAGE_SIZE;
+    if (!reset && state.cursor) url += "&cursor=" + encodeURIComponent(state.cursor);
+    return api(url).then(readJson).then(function (body) {
       if (reset) { el.chatList.textContent = ""; state.chats = {}; }
       Object.keys(body.chats).forEach(function (id) {
         state.chats[id] = body.chats[id];
         el.chatList.appendChild(chatItem(id, body.chats[id]));
       });
       state.cursor = body.next_cursor;
+      el.chatsTitle.textContent = searching ? "Chats with \u201c" + state.query + "\u201d" : "Recent chats";
+      el.emptyList.textContent = searching ? "No chat has \u201c" + state.query + "\u201d." : "No chats yet.";
       el.loadMore.hidden = !state.cursor;
       el.emptyList.hidden = el.chatList.children.length > 0;
       markActive();
-    }).catch(function (error) { showNotice("Could not load the chat list: " + error.message); });
+    }).catch(function (error) {
+      if (error.status !== 401) showNotice("Could not load the chat list: " + error.message);
+    });
   }
 
   function chatItem(id, summary) {
@@ -143,7 +380,8 @@
     name.textContent = summary.title || id;
     var sub = document.createElement("span");
     sub.className = "chat-sub";
-    sub.textContent = (summary.title ? id + " · " : "") + relativeTime(summary.last_updated);
+    sub.textContent = summary.match ? summary.match
+      : (summary.title ? id + " · " : "") + relativeTime(summary.last_updated);
     open.append(name, sub);
     open.addEventListener("click", function () { location.hash = "chat=" + encodeURIComponent(id); closeSidebar(); });
 
@@ -163,8 +401,8 @@
     var existing = el.chatList.querySelector('[data-chat-id="' + cssEscape(id) + '"]');
     if (existing) existing.remove();
     state.chats[id] = summary;
-    el.chatList.insertBefore(chatItem(id, summary), el.chatList.firstChild);
-    el.emptyList.hidden = true;
+    if (!state.query) el.chatList.insertBefore(chatItem(id, summary), el.chatList.firstChild);
+    el.emptyList.hidden = el.chatList.children.length > 0;
     markActive();
   }
 
@@ -178,10 +416,11 @@
 
   function deleteChat(id, label) {
     if (!window.confirm('Delete the chat "' + label + '"? This cannot be undone.')) return;
-    fetch("/chat/delete/" + encodeURIComponent(id), {method: "DELETE"}).then(readJson).then(function () {
+    api("/chat/delete/" + encodeURIComponent(id), {method: "DELETE"}).then(readJson).then(function () {
       var item = el.chatList.querySelector('[data-chat-id="' + cssEscape(id) + '"]');
       if (item) item.remove();
       delete state.chats[id];
+      forgetChatModel(id);
       el.emptyList.hidden = el.chatList.children.length > 0;
       if (state.chatId === id) startNewChat(null);
     }).catch(function (error) { showNotice("Could not delete the chat: " + error.message); });
@@ -194,6 +433,83 @@
   }
 
   function closeSidebar() { toggleSidebar(false); }
+
+  // --- the open chat: rename and export -------------------------------------------------------------
+
+  function setupChatMenu() {
+    el.renameButton.addEventListener("click", function () { el.chatMenu.open = false; startRename(); });
+    el.exportMd.addEventListener("click", function () { el.chatMenu.open = false; exportChat("md"); });
+    el.exportJson.addEventListener("click", function () { el.chatMenu.open = false; exportChat("json"); });
+    el.renameForm.addEventListener("submit", function (event) { event.preventDefault(); finishRename(true); });
+    el.renameInput.addEventListener("keydown", function (event) {
+      if (event.key === "Escape") { event.stopPropagation(); finishRename(false); }
+    });
+    el.renameInput.addEventListener("blur", function () { if (!el.renameForm.hidden) finishRename(true); });
+    syncChatMenu();
+  }
+
+  function syncChatMenu() {
+    el.chatMenu.hidden = !state.chatId;
+  }
+
+  function startRename() {
+    if (!state.chatId) return;
+    el.renameInput.value = el.chatTitle.textContent;
+    el.chatTitle.hidden = true;
+    el.renameForm.hidden = false;
+    el.renameInput.focus();
+    el.renameInput.select();
+  }
+
+  function finishRename(keep) {
+    var title = el.renameInput.value.trim();
+    var id = state.chatId;
+    el.renameForm.hidden = true;
+    el.chatTitle.hidden = false;
+    if (!keep || !id || !title || title === el.chatTitle.textContent) return;
+    api("/chat/history/" + encodeURIComponent(id), {method: "PATCH", headers: {"Content-Type": "application/json"},
+                                                     body: JSON.stringify({title: title})})
+      .then(readJson).then(function (body) {
+        el.chatTitle.textContent = body.title;
+        upsertChat(id, Object.assign({}, state.chats[id] || {}, {title: body.title, match: undefined}));
+      }).catch(function (error) { showNotice("Could not rename the chat: " + error.message); });
+  }
+
+  function exportChat(format) {
+    var id = state.chatId;
+    if (!id) return;
+    api("/chat/history/" + encodeURIComponent(id)).then(readJson).then(function (body) {
+      var chat = Object.assign({chat_id: id}, body.history);
+      var text = format === "json" ? JSON.stringify(chat, null, 2) + "\n" : chatMarkdown(chat);
+      download(id + (format === "json" ? ".json" : ".md"), text,
+               format === "json" ? "application/json" : "text/markdown");
+    }).catch(function (error) { showNotice("Could not export the chat: " + error.message); });
+  }
+
+  function chatMarkdown(chat) {
+    var out = ["# " + (chat.title || chat.chat_id), "",
+               "Chat `" + chat.chat_id + "`, started " + chat.created_at + ", updated " + chat.last_updated + ".", ""];
+    chat.messages.forEach(function (m) {
+      var who = m.role === "user" ? "You" : m.role === "system" ? "System prompt" : "Assistant";
+      if (m.role === "assistant" && m.model) who += " (" + [m.provider, m.model].filter(Boolean).join(" · ") + ")";
+      out.push("## " + who, "", m.content);
+      (m.images || []).forEach(function (url, i) { out.push("", "![image " + (i + 1) + "](" + url + ")"); });
+      if (m.status && m.status !== "complete") out.push("", "_" + (m.status === "partial" ? "Stopped before the end" : "Error: " + (m.error || "")) + "_");
+      out.push("");
+    });
+    return out.join("\n");
+  }
+
+  function download(name, text, type) {
+    var url = URL.createObjectURL(new Blob([text], {type: type + ";charset=utf-8"}));
+    var link = document.createElement("a");
+    link.href = url;
+    link.download = name;
+    document.body.appendChild(link);
+    link.click();
+    link.remove();
+    setTimeout(function () { URL.revokeObjectURL(url); }, 1000);
+  }
 
   // --- opening and starting chats ----------------------------------------------------------------------
 
@@ -210,16 +526,21 @@
   function openChat(id) {
     if (state.streaming) state.streaming.abort();
     hideNotice();
-    return fetch("/chat/history/" + encodeURIComponent(id)).then(readJson).then(function (body) {
+    return api("/chat/history/" + encodeURIComponent(id)).then(readJson).then(function (body) {
       state.chatId = id;
       state.pendingId = null;
+      cancelEdit();
       clearMessages();
       body.history.messages.forEach(renderStored);
       setHeading(id, body.history);
+      selectModel(modelOf(id));
       markActive();
-      scrollToEnd();
+      syncChatMenu();
+      updateActions();
+      scrollToEnd(true);
       el.composerInput.focus();
     }).catch(function (error) {
+      if (error.status === 401) return;
       showNotice(error.status === 404 ? "That chat no longer exists." : "Could not open the chat: " + error.message);
       if (error.status === 404) startNewChat(null);
     });
@@ -229,13 +550,16 @@
     if (state.streaming) state.streaming.abort();
     state.chatId = null;
     state.pendingId = customId;
+    cancelEdit();
     clearMessages();
     el.messages.appendChild(el.welcome);
     el.chatTitle.textContent = customId ? customId : "New chat";
     el.chatMeta.textContent = customId ? "A new chat with this id starts with your first message."
       : "Your messages are saved on this server.";
     if (location.hash) history.replaceState(null, "", location.pathname + location.search);
+    selectModel(load(MODEL_KEY) || "");
     markActive();
+    syncChatMenu();
     el.composerInput.focus();
   }
 
@@ -286,12 +610,14 @@
       el.messages.appendChild(details);
       return;
     }
-    var node = messageNode(message.role, message.content);
+    var node = message.role === "user" ? userNode(message.content, message.images || [])
+      : answerNode({provider: message.provider, model: message.model});
+    if (message.role === "assistant") setAnswerText(node, message.content);
     if (message.status && message.status !== "complete") setStatus(node, message.status, message.error);
     el.messages.appendChild(node);
   }
 
-  function messageNode(role, content) {
+  function messageShell(role) {
     var wrap = document.createElement("div");
     wrap.className = "message " + role;
     var bubble = document.createElement("div");
@@ -299,37 +625,238 @@
     var who = document.createElement("span");
     who.className = "who";
     who.textContent = role === "user" ? "You" : "Assistant";
-    var text = document.createElement("span");
-    text.className = "text";
-    text.textContent = content;
-    bubble.append(who, text);
+    bubble.appendChild(who);
     wrap.appendChild(bubble);
     return wrap;
+  }
+
+  function userNode(text, images) {
+    var node = messageShell("user");
+    node.dataset.text = text;
+    node.dataset.images = JSON.stringify(images);
+    if (images.length) {
+      var strip = document.createElement("div");
+      strip.className = "thumbs";
+      images.forEach(function (url, i) {
+        var img = document.createElement("img");
+        img.src = url;
+        img.alt = "Attached image " + (i + 1);
+        img.className = "thumb";
+        strip.appendChild(img);
+      });
+      node.querySelector(".bubble").appendChild(strip);
+    }
+    var body = document.createElement("span");
+    body.className = "text plain";
+    body.textContent = text;
+    node.querySelector(".bubble").appendChild(body);
+    return node;
+  }
+
+  /* An answer: its Markdown body, and a line naming the provider and model that answered. */
+  function answerNode(origin) {
+    var node = messageShell("assistant");
+    var body = document.createElement("div");
+    body.className = "text markdown";
+    var label = document.createElement("span");
+    label.className = "answered-by";
+    node.querySelector(".bubble").append(body, label);
+    node.__raw = "";
+    setOrigin(node, origin);
+    return node;
+  }
+
+  function setOrigin(node, origin) {
+    var label = node.querySelector(".answered-by");
+    var names = [origin.provider, origin.model].filter(Boolean).join(" · ");
+    var failed = failedRoutes(origin.fallbacks || []);
+    label.textContent = names + (failed.length ? " — fallback after " + failed.join(", ") + " failed" : "");
+    label.classList.toggle("fallback", failed.length > 0);
+    label.hidden = !label.textContent;
+  }
+
+  /* "openai/gpt-4o-mini (503 ×3)": each model that failed, once, with its last status and its attempts. */
+  function failedRoutes(attempts) {
+    var order = [], seen = {};
+    attempts.forEach(function (f) {
+      var name = [f.provider, f.model].filter(Boolean).join("/");
+      if (!seen[name]) { seen[name] = {count: 0}; order.push(name); }
+      seen[name].count += 1;
+      seen[name].status = f.status;
+    });
+    return order.map(function (name) {
+      var info = seen[name];
+      var detail = [info.status, info.count > 1 ? "\u00d7" + info.count : ""].filter(Boolean).join(" ");
+      return name + (detail ? " (" + detail + ")" : "");
+    });
+  }
+
+  function setAnswerText(node, text) {
+    node.__raw = text;
+    renderMarkdown(node.querySelector(".text"), text);
   }
 
   function setStatus(node, status, error) {
     var badge = node.querySelector(".badge");
     if (!badge) {
       badge = document.createElement("span");
-      node.querySelector(".bubble").append(document.createElement("br"), badge);
+      node.querySelector(".bubble").appendChild(badge);
     }
     badge.className = "badge " + status;
     badge.textContent = status === "partial" ? "Stopped before the end" : "Error" + (error ? ": " + error : "");
   }
 
-  function scrollToEnd() {
-    el.messages.scrollTop = el.messages.scrollHeight;
+  /* Regenerate on the last answer, Edit on the last question, Copy on every answer. */
+  function updateActions() {
+    Array.prototype.forEach.call(el.messages.querySelectorAll(".actions"), function (a) { a.remove(); });
+    if (state.streaming) return;
+    var answers = el.messages.querySelectorAll(".message.assistant");
+    Array.prototype.forEach.call(answers, function (node) {
+      var actions = actionBar(node);
+      if (node.__raw) actions.appendChild(actionButton("Copy", "Copy the answer", function (button) {
+        copyText(node.__raw || "").then(function () { flash(button, "Copied"); });
+      }));
+    });
+    if (!state.chatId) return;
+    var users = el.messages.querySelectorAll(".message.user");
+    var lastUser = users[users.length - 1];
+    var last = el.messages.lastElementChild;
+    if (last && last.classList.contains("assistant")) {
+      last.querySelector(".actions").appendChild(actionButton("Regenerate", "Answer the last message again", regenerate));
+    }
+    if (lastUser) actionBar(lastUser).appendChild(actionButton("Edit", "Edit and resend your last message", startEdit));
   }
 
-  // --- sending and streaming ------------------------------------------------------------------------------
+  function actionBar(node) {
+    var actions = document.createElement("div");
+    actions.className = "actions";
+    node.querySelector(".bubble").appendChild(actions);
+    return actions;
+  }
+
+  function actionButton(label, title, onClick) {
+    var button = document.createElement("button");
+    button.type = "button";
+    button.className = "action";
+    button.textContent = label;
+    button.title = title;
+    button.addEventListener("click", function () { onClick(button); });
+    return button;
+  }
+
+  function nearBottom() {
+    return el.messages.scrollHeight - el.messages.scrollTop - el.messages.clientHeight < 80;
+  }
+
+  /* Follow the answer only while the reader is at the end: `state.pinned` is where the reader last
+     scrolled to (growing content fires no scroll event), so reading further up is never disturbed. */
+  function scrollToEnd(force) {
+    if (force || state.pinned) el.messages.scrollTo({top: el.messages.scrollHeight, behavior: "instant"});
+  }
+
+  // --- composing: text, images, editing ---------------------------------------------------------------
 
   function setupComposer() {
     el.composer.addEventListener("submit", function (event) { event.preventDefault(); send(); });
     el.composerInput.addEventListener("keydown", function (event) {
       if (event.key === "Enter" && !event.shiftKey && !event.isComposing) { event.preventDefault(); send(); }
+      if (event.key === "Escape" && state.editing) cancelEdit();
     });
     el.composerInput.addEventListener("input", autosize);
+    el.composerInput.addEventListener("paste", function (event) {
+      var files = Array.prototype.filter.call((event.clipboardData || {}).files || [], isImage);
+      if (files.length) { event.preventDefault(); files.forEach(attachFile); }
+    });
+    el.attachButton.addEventListener("click", function () { el.imageInput.click(); });
+    el.imageInput.addEventListener("change", function () {
+      Array.prototype.forEach.call(el.imageInput.files, attachFile);
+      el.imageInput.value = "";
+    });
+    el.cancelEdit.addEventListener("click", cancelEdit);
     el.stopButton.addEventListener("click", function () { if (state.streaming) state.streaming.abort(); });
+    el.messages.addEventListener("scroll", function () { state.pinned = nearBottom(); }, {passive: true});
+  }
+
+  function isImage(file) { return /^image\/(png|jpeg|gif|webp)$/.test(file.type); }
+
+  function attachFile(file) {
+    if (!isImage(file)) { showNotice(file.name + " is not a PNG, JPEG, GIF or WebP image."); return; }
+    imageUrl(file).then(addAttachment, function () { showNotice("Could not read the image " + file.name + "."); });
+  }
+
+  /* A data: URL of the image: as it is when small, else scaled to IMAGE_MAX_SIDE as JPEG, so that a
+     photo fits the server's request size limit. */
+  function imageUrl(file) {
+    return new Promise(function (resolve, reject) {
+      var reader = new FileReader();
+      reader.onerror = reject;
+      reader.onload = function () {
+        if (file.size <= IMAGE_KEEP_BYTES) { resolve(reader.result); return; }
+        var img = new Image();
+        img.onerror = reject;
+        img.onload = function () {
+          var scale = Math.min(1, IMAGE_MAX_SIDE / Math.max(img.width, img.height));
+          var canvas = document.createElement("canvas");
+          canvas.width = Math.round(img.width * scale);
+          canvas.height = Math.round(img.height * scale);
+          canvas.getContext("2d").drawImage(img, 0, 0, canvas.width, canvas.height);
+          resolve(canvas.toDataURL("image/jpeg", 0.85));
+        };
+        img.src = reader.result;
+      };
+      reader.readAsDataURL(file);
+    });
+  }
+
+  function addAttachment(url) {
+    state.attachments.push(url);
+    renderAttachments();
+  }
+
+  function renderAttachments() {
+    el.attachments.textContent = "";
+    state.attachments.forEach(function (url, i) {
+      var item = document.createElement("li");
+      var img = document.createElement("img");
+      img.src = url;
+      img.alt = "Image " + (i + 1) + " to send";
+      var remove = document.createElement("button");
+      remove.type = "button";
+      remove.className = "remove-attachment";
+      remove.textContent = "\u00d7";
+      remove.setAttribute("aria-label", "Remove image " + (i + 1));
+      remove.addEventListener("click", function () {
+        state.attachments.splice(i, 1);
+        renderAttachments();
+        el.composerInput.focus();
+      });
+      item.append(img, remove);
+      el.attachments.appendChild(item);
+    });
+    el.attachments.hidden = state.attachments.length === 0;
+  }
+
+  function startEdit() {
+    var users = el.messages.querySelectorAll(".message.user");
+    var last = users[users.length - 1];
+    if (!last || state.streaming) return;
+    state.editing = true;
+    el.editing.hidden = false;
+    el.composerInput.value = last.dataset.text || "";
+    state.attachments = JSON.parse(last.dataset.images || "[]");
+    renderAttachments();
+    autosize();
+    el.composerInput.focus();
+  }
+
+  function cancelEdit() {
+    if (!state.editing) return;
+    state.editing = false;
+    el.editing.hidden = true;
+    el.composerInput.value = "";
+    state.attachments = [];
+    renderAttachments();
+    autosize();
   }
 
   function autosize() {
@@ -343,50 +870,110 @@
     el.messages.setAttribute("aria-busy", busy ? "true" : "false");
   }
 
+  // --- sending and streaming ------------------------------------------------------------------------------
+
   function send() {
     var text = el.composerInput.value.trim();
-    if (!text || state.streaming) return;
-    hideNotice();
-    if (el.welcome.parentNode) el.welcome.remove();
+    if ((!text && !state.attachments.length) || state.streaming) return;
+    var images = state.attachments.slice();
+    var body = {message: messageContent(text, images)};
+    if (state.editing) {
+      body.replace = "message";
+      removeFromLastQuestion();
+    }
+    state.editing = false;
+    el.editing.hidden = true;
     el.composerInput.value = "";
+    state.attachments = [];
+    renderAttachments();
     autosize();
+    if (el.welcome.parentNode) el.welcome.remove();
+    var question = userNode(text, images);
+    el.messages.appendChild(question);
+    turn(body, text || "Image", function () {  // a refused message goes back into the composer
+      question.remove();
+      el.composerInput.value = text;
+      state.attachments = images;
+      renderAttachments();
+    });
+  }
 
-    el.messages.appendChild(messageNode("user", text));
-    var answer = messageNode("assistant", "");
+  function messageContent(text, images) {
+    if (!images.length) return text;
+    var parts = text ? [{type: "text", text: text}] : [];
+    return parts.concat(images.map(function (url) { return {type: "image_url", image_url: {url: url}}; }));
+  }
+
+  function regenerate() {
+    if (state.streaming || !state.chatId) return;
+    var last = el.messages.lastElementChild;
+    if (last && last.classList.contains("assistant")) last.remove();
+    turn({replace: "answer"}, "", null);
+  }
+
+  function removeFromLastQuestion() {
+    var users = el.messages.querySelectorAll(".message.user");
+    var last = users[users.length - 1];
+    while (last && last.nextSibling) last.nextSibling.remove();
+    if (last) last.remove();
+  }
+
+  /* One turn: POST /chat with `body` (plus the chat, the model and stream), the answer streamed into
+     a new message. `title` names a new chat in the list until the server's summary arrives. */
+  function turn(body, title, onBusy) {
+    hideNotice();
+    var answer = answerNode({});
     answer.classList.add("streaming");
     el.messages.appendChild(answer);
-    scrollToEnd();
+    scrollToEnd(true);
 
-    var body = {message: text, stream: true};
     var chatId = state.chatId || state.pendingId;
     if (chatId) body.chat_id = chatId;
-    if (el.providerSelect.value) body.provider = el.providerSelect.value;
+    if (el.modelSelect.value) body.model = el.modelSelect.value;
+    body.stream = true;
 
     var controller = new AbortController();
     state.streaming = controller;
     setBusy(true);
-    var textNode = answer.querySelector(".text");
+    updateActions();
+    var origin = {fallbacks: []};
     var finished = false;
+    var raw = "";
+    var frame = null;
+    function paint() {
+      frame = null;
+      setAnswerText(answer, raw);
+      scrollToEnd(false);
+    }
 
-    fetch("/chat", {method: "POST", headers: {"Content-Type": "application/json", "Accept": "text/event-stream"},
-                    body: JSON.stringify(body), signal: controller.signal})
+    api("/chat", {method: "POST", headers: {"Content-Type": "application/json", "Accept": "text/event-stream"},
+                  body: JSON.stringify(body), signal: controller.signal})
       .then(function (response) {
         var id = response.headers.get("X-Chat-ID");
         if (!response.ok || !response.body) {
           return readJson(response).then(function () { throw new Error("unexpected answer"); });
         }
-        if (id) adoptChat(id, text);
+        if (id) adoptChat(id, title);
         return readEvents(response.body, function (event) {
           if (event.type === "delta") {
-            textNode.textContent += event.content;
-            scrollToEnd();
+            raw += event.content;
+            if (!frame) frame = requestAnimationFrame(paint);
+          } else if (event.type === "fallback") {
+            origin.fallbacks.push(event);
+          } else if (event.type === "start") {
+            origin.provider = event.provider;
+            origin.model = event.model;
+            setOrigin(answer, origin);
           } else if (event.type === "done") {
             finished = true;
-            if (event.chat_id) adoptChat(event.chat_id, text);
+            origin.provider = event.provider || origin.provider;
+            origin.model = event.model || origin.model;
+            setOrigin(answer, origin);
+            if (event.chat_id) adoptChat(event.chat_id, title);
           } else if (event.type === "error") {
             finished = true;
             setStatus(answer, "error", event.message);
-            if (event.chat_id) adoptChat(event.chat_id, text);
+            if (event.chat_id) adoptChat(event.chat_id, title);
           }
         });
       })
@@ -395,20 +982,24 @@
       })
       .catch(function (error) {
         if (error.name === "AbortError") { setStatus(answer, "partial"); return; }
-        if (error.status === 409) {
-          answer.previousSibling.remove();
+        if (error.status === 409 && onBusy) {
           answer.remove();
-          el.composerInput.value = text;
+          onBusy();
           showNotice("This chat is still answering another message. Send again when it has finished.");
           return;
         }
-        if (error.body && error.body.error && error.body.error.chat_id) adoptChat(error.body.error.chat_id, text);
+        if (error.body && error.body.error && error.body.error.chat_id) adoptChat(error.body.error.chat_id, title);
         setStatus(answer, "error", error.message);
+        if (error.status >= 400 && error.status < 500 && error.status !== 401) showNotice(error.message);
       })
       .then(function () {
+        if (frame) { cancelAnimationFrame(frame); frame = null; }
+        setAnswerText(answer, raw);
         answer.classList.remove("streaming");
         state.streaming = null;
         setBusy(false);
+        updateActions();
+        scrollToEnd(false);
         refreshCurrent();
         el.composerInput.focus();
       });
@@ -418,17 +1009,19 @@
     if (state.chatId === id) return;
     state.chatId = id;
     state.pendingId = null;
+    rememberChatModel(id, el.modelSelect.value);
     var summary = state.chats[id] || {title: firstMessage.slice(0, 80), last_updated: new Date().toISOString()};
     upsertChat(id, summary);
     history.replaceState(null, "", "#chat=" + encodeURIComponent(id));
     el.chatTitle.textContent = summary.title || id;
     el.chatMeta.textContent = id;
+    syncChatMenu();
   }
 
   function refreshCurrent() {
     var id = state.chatId;
     if (!id) return;
-    fetch("/chat/history/" + encodeURIComponent(id)).then(readJson).then(function (body) {
+    api("/chat/history/" + encodeURIComponent(id)).then(readJson).then(function (body) {
       var summary = {title: body.history.title, created_at: body.history.created_at,
                      last_updated: body.history.last_updated, message_count: body.history.message_count};
       upsertChat(id, summary);
@@ -457,7 +1050,9 @@
         var data = block.split("\n").filter(function (line) { return line.indexOf("data:") === 0; })
           .map(function (line) { return line.slice(5).replace(/^ /, ""); }).join("\n");
         if (!data || data === "[DONE]") return;
-        try { onEvent(JSON.parse(data)); } catch (e) { /* not one of ours */ }
+        var event;
+        try { event = JSON.parse(data); } catch (e) { return; /* not one of ours */ }
+        onEvent(event);
       });
       return rest;
     }
@@ -484,6 +1079,16 @@
   function hideNotice() {
     el.notice.hidden = true;
     el.notice.textContent = "";
+  }
+
+  function escapeHtml(text) {
+    return String(text).replace(/[&<>"']/g, function (c) {
+      return {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c];
+    });
+  }
+
+  function cssEscape(text) {
+    return window.CSS && CSS.escape ? CSS.escape(text) : text.replace(/["\\]/g, "\\$&");
   }
 
   function relativeTime(iso) {

@@ -14,7 +14,7 @@ bp = Blueprint("ui", __name__, description="The web chat page.")
 @bp.get("/ui/")
 @text_answer("text/html", "The chat page.")
 def chat_page():
-    """The web chat: streamed answers, past chats, custom chat ids, provider choice, dark mode."""
+    """The web chat: streamed Markdown answers, past chats (search, rename, export), model choice, images, dark mode."""
     response = render_template("chat.html", version=__version__)
     return response, 200, {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
                            "Referrer-Policy": "same-origin"}

@@ -29,10 +29,17 @@ ERROR_KINDS = {
 class FakeOpenAI(FakeServer):
     base_path = "/v1"
     default_models = ("gpt-4o-mini", "gpt-4o")
+    text_only_models = ("gpt-3.5-turbo",)  # models that refuse image parts, as the real API does
 
     def route(self, handler: Handler, request: RecordedRequest) -> None:
         if (request.method, request.path) == ("POST", "/v1/chat/completions"):
             body = request.json
+            image_at = first_image_part(body.get("messages"))
+            if image_at and body.get("model") in self.text_only_models:
+                error = {"message": "Invalid content type. image_url is only supported by certain models.",
+                         "type": "invalid_request_error", "param": image_at, "code": None}
+                handler.send_json(400, {"error": error}, self.response_headers())
+                return
             self.serve(handler, request, str(body.get("model", "")), stream=bool(body.get("stream")))
         elif (request.method, request.path) == ("POST", "/v1/embeddings"):
             handler.send_json(200, self.embeddings(request.json), self.response_headers())
@@ -155,6 +162,16 @@ class FakeOpenAI(FakeServer):
 def _calls(reply: Reply, request: RecordedRequest) -> list[tuple[str, str, str]]:
     offered = [tool["function"]["name"] for tool in request.json.get("tools") or ()]
     return [(f"call_{uuid.uuid4().hex[:24]}", name, args) for name, args in reply.calls(offered)]
+
+
+def first_image_part(messages: object) -> str | None:
+    """Where the first image_url part is, in the real API's `param` notation, e.g. `messages.[0].content.[1].type`."""
+    for i, message in enumerate(messages if isinstance(messages, list) else []):
+        content = message.get("content") if isinstance(message, dict) else None
+        for j, part in enumerate(content if isinstance(content, list) else []):
+            if isinstance(part, dict) and part.get("type") == "image_url":
+                return f"messages.[{i}].content.[{j}].type"
+    return None
 
 
 def _finish(reply: Reply) -> str:
