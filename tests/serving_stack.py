@@ -129,7 +129,7 @@ class SupervisedStack:
                                          str(self.conf)], cwd=tmp, env=environ, stdout=self.console,
                                         stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            wait_for(lambda: answers(self.url + "/ping"), 30, what="the web program")
+            wait_for(lambda: answers(self.url + "/ping"), 60, what="the web program")
             wait_for(lambda: self.pid("worker"), 30, what="the worker program")
         except AssertionError:
             self.stop()
@@ -151,7 +151,8 @@ class SupervisedStack:
         return info["pid"] if info["statename"] == "RUNNING" else 0
 
     def console_text(self) -> str:
-        self.console.flush()
+        if not self.console.closed:
+            self.console.flush()
         return self.console_path.read_text(errors="replace")
 
     def stop(self) -> None:

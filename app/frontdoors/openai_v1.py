@@ -80,7 +80,7 @@ def encode_vector(vector: list[float], encoding_format: str) -> list[float] | st
 @bp.response(200, ModelListSchema)
 def list_models():
     """OpenAI-compatible model list: aliases and each configured provider's chat and embedding models."""
-    return jsonify({"object": "list", "data": [model_object(model, owner) for model, owner in registry().models()]})
+    return jsonify({"object": "list", "data": [model_object(*listed) for listed in registry().models()]})
 
 
 @bp.get("/v1/models/<path:model_id>")
@@ -89,15 +89,19 @@ def list_models():
 @errors((404, "No such model is served here."), (503, "The model's provider is not configured."))
 def retrieve_model(model_id: str):
     """One model (ids may contain `/`); 404 in OpenAI's shape when it is not served here."""
-    listed = dict(registry().models())
+    listed = {model: (owner, mode) for model, owner, mode in registry().models()}
     if model_id in listed:
-        return jsonify(model_object(model_id, listed[model_id]))
+        return jsonify(model_object(model_id, *listed[model_id]))
     try:
         provider, _ = registry().resolve_embedding_model(model_id)
+        mode = "embedding"
     except NotFound:
         provider, _ = registry().resolve_model(model_id)  # a 404 in OpenAI's shape when unknown
-    return jsonify(model_object(model_id, provider.name))
+        mode = "chat"
+    return jsonify(model_object(model_id, provider.name, mode))
 
 
-def model_object(model: str, owner: str) -> dict[str, Any]:
-    return {"id": model, "object": "model", "created": 0, "owned_by": owner}
+def model_object(model: str, owner: str, mode: str) -> dict[str, Any]:
+    """OpenAI's model object, plus `mode` ("chat" or "embedding", as LiteLLM's model info says it), so a
+    client such as the /ui picker can offer only chat models."""
+    return {"id": model, "object": "model", "created": 0, "owned_by": owner, "mode": mode}

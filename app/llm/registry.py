@@ -162,12 +162,14 @@ class Registry:
         raise UnknownModel(f"The embedding model '{model}' is not served here; GET /v1/models lists them.",
                            details={"param": "model"})
 
-    def models(self) -> list[tuple[str, str]]:
-        """(model id, owner) for /v1/models: aliases, then every configured provider's chat models,
-        then its embedding models."""
-        listed = [(alias, self.model_aliases[alias].partition("/")[0]) for alias in self.model_aliases]
+    def models(self) -> list[tuple[str, str, str]]:
+        """(model id, owner, mode) for /v1/models: aliases, then every configured provider's chat models,
+        then its embedding models; mode is "chat" or "embedding"."""
+        listed = [(alias, self.model_aliases[alias].partition("/")[0], "chat") for alias in self.model_aliases]
         for name, provider in self.providers.items():
-            listed += [(f"{name}/{m}", name) for m in unique([*provider.list_models(), *provider.embedding_models])]
+            chat = unique(provider.list_models())
+            listed += [(f"{name}/{m}", name, "chat") for m in chat]
+            listed += [(f"{name}/{m}", name, "embedding") for m in unique(provider.embedding_models) if m not in chat]
         return listed
 
 

@@ -351,6 +351,8 @@ class ModelSchema(BaseSchema):
     object = fields.String(required=True, metadata={"enum": ["model"]})
     created = fields.Integer(required=True)
     owned_by = fields.String(required=True)
+    mode = fields.String(required=True, metadata={"enum": ["chat", "embedding"],
+                                                  "description": "What the model is for (not in OpenAI's object)."})
 
 
 class EmbeddingSchema(BaseSchema):

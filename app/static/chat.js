@@ -263,7 +263,8 @@
      models ("provider/model"), each group as /v1/models lists it. */
   function loadModels() {
     return api("/v1/models").then(readJson).then(function (body) {
-      var models = (body.data || []).map(function (m) { return m.id; });
+      var models = (body.data || []).filter(function (m) { return m.mode !== "embedding"; })
+        .map(function (m) { return m.id; });
       var aliases = models.filter(function (id) { return id.indexOf("/") < 0; });
       var named = models.filter(function (id) { return id.indexOf("/") >= 0; });
       el.modelSelect.textContent = "";
