@@ -1,7 +1,8 @@
-"""Server-sent events: the two event formats we speak (the pump that feeds them is `app.llm.pump`).
+"""Server-sent events: the event formats we speak (the pump that feeds them is `app.llm.pump`).
 
-`OpenAIChunks` writes OpenAI's `chat.completion.chunk` stream (for `/v1/...`); `NativeEvents`
-writes this server's own events for `/chat` (`start`, `fallback`, `delta`, `done`, `error`).
+`OpenAIChunks` writes OpenAI's `chat.completion.chunk` stream (for `/v1/...`); `AnthropicEvents`
+Anthropic's Messages stream (for `/v1/messages`); `NativeEvents` this server's own events for
+`/chat` (`start`, `fallback`, `delta`, `done`, `error`).
 """
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ import time
 import uuid
 from typing import Any
 
-from app.core.errors import APIError, UpstreamError, openai_error_body
+from app.core.errors import APIError, UpstreamError, anthropic_error_body, openai_error_body
 from app.llm.gateway import FailedAttempt, Started, StreamFailed
-from app.llm.providers.base import ReasoningDelta, StreamEnd, ToolCallDelta
+from app.llm.providers.base import NativeEvent, ReasoningDelta, StreamEnd, ToolCallDelta
 from app.llm.pump import HEARTBEAT
 
 HEARTBEAT_COMMENT = ": heartbeat\n\n"
@@ -89,6 +90,105 @@ def tool_call_delta(delta: ToolCallDelta) -> dict[str, Any]:
         function["name"] = delta.name
     call["function"] = function
     return call
+
+
+ANTHROPIC_STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",
+                          "content_filter": "refusal"}
+
+
+def anthropic_stop_reason(finish_reason: str) -> str:
+    """Anthropic's `stop_reason` for a neutral finish reason."""
+    return ANTHROPIC_STOP_REASONS.get(finish_reason, "end_turn")
+
+
+def anthropic_message_id() -> str:
+    return f"msg_{uuid.uuid4().hex[:24]}"
+
+
+class AnthropicEvents:
+    """Anthropic's Messages stream: each event an `event: {type}` line and its `data:`. A Claude
+    model's own events (`NativeEvent`) go out as they came. Any other provider's parts are written as
+    the events Claude sends: `message_start` with the first part, one content block per run of
+    text, of thinking, or per tool call (its `input` streamed as `input_json_delta`), then
+    `message_delta` with the stop reason and usage, and `message_stop`. A heartbeat is a `ping`."""
+
+    def __init__(self) -> None:
+        self.id = anthropic_message_id()
+        self.model = ""
+        self.native = self.started = False
+        self.blocks: dict[Any, int] = {}  # the latest block of each key (kind, or tool call index): its index
+        self.open_block: Any = None
+        self.count = 0
+
+    @staticmethod
+    def event(payload: dict[str, Any]) -> str:
+        return f"event: {payload['type']}\n" + data_line(json.dumps(payload, ensure_ascii=False))
+
+    def format(self, event: Any) -> str:
+        if isinstance(event, NativeEvent):
+            self.native = True
+            return self.event(event.event)
+        if isinstance(event, Started):
+            self.model = event.model
+            return ""
+        if event is HEARTBEAT:
+            return self.event({"type": "ping"})
+        if isinstance(event, (str, ReasoningDelta, ToolCallDelta)):
+            return self.message_start() + self.part(event)
+        if isinstance(event, StreamEnd):
+            return "" if self.native else self.message_end(event)
+        if isinstance(event, StreamFailed):
+            event = interrupted(event)
+        if isinstance(event, APIError):
+            return self.event(anthropic_error_body(event))
+        return ""
+
+    def message_start(self) -> str:
+        if self.started:
+            return ""
+        self.started = True
+        message: dict[str, Any] = {"id": self.id, "type": "message", "role": "assistant", "model": self.model,
+                                   "content": [], "stop_reason": None, "stop_sequence": None,
+                                   "usage": {"input_tokens": 0, "output_tokens": 0}}
+        return self.event({"type": "message_start", "message": message})
+
+    def part(self, part: str | ReasoningDelta | ToolCallDelta) -> str:
+        if isinstance(part, str):
+            return self.delta("text", {"type": "text", "text": ""}, {"type": "text_delta", "text": part})
+        if isinstance(part, ReasoningDelta):
+            return self.delta("thinking", {"type": "thinking", "thinking": "", "signature": ""},
+                              {"type": "thinking_delta", "thinking": part.text})
+        block: dict[str, Any] = {"type": "tool_use", "id": part.id, "name": part.name, "input": {}}
+        out = self.open(("tool", part.index), block) if part.id is not None else ""
+        if part.arguments:
+            index = self.blocks[("tool", part.index)]
+            out += self.event({"type": "content_block_delta", "index": index,
+                               "delta": {"type": "input_json_delta", "partial_json": part.arguments}})
+        return out
+
+    def delta(self, key: str, block: dict[str, Any], delta: dict[str, Any]) -> str:
+        out = self.open(key, block) if self.open_block != key else ""
+        return out + self.event({"type": "content_block_delta", "index": self.blocks[key], "delta": delta})
+
+    def open(self, key: Any, block: dict[str, Any]) -> str:
+        """Close the open block and start a new one for `key` (a new text run gets a new block)."""
+        out = self.close()
+        self.blocks[key], self.open_block = self.count, key
+        self.count += 1
+        return out + self.event({"type": "content_block_start", "index": self.blocks[key], "content_block": block})
+
+    def close(self) -> str:
+        if self.open_block is None:
+            return ""
+        index, self.open_block = self.blocks[self.open_block], None
+        return self.event({"type": "content_block_stop", "index": index})
+
+    def message_end(self, end: StreamEnd) -> str:
+        delta = {"stop_reason": anthropic_stop_reason(end.finish_reason), "stop_sequence": None}
+        usage = {"input_tokens": end.usage.prompt_tokens, "output_tokens": end.usage.completion_tokens}
+        return (self.message_start() + self.close() + self.event({"type": "message_delta", "delta": delta,
+                                                                  "usage": usage})
+                + self.event({"type": "message_stop"}))
 
 
 class NativeEvents:
