@@ -1,8 +1,9 @@
 """Server-sent events: the event formats we speak (the pump that feeds them is `app.llm.pump`).
 
-`OpenAIChunks` writes OpenAI's `chat.completion.chunk` stream (for `/v1/...`); `AnthropicEvents`
-Anthropic's Messages stream (for `/v1/messages`); `NativeEvents` this server's own events for
-`/chat` (`start`, `fallback`, `delta`, `done`, `error`).
+`OpenAIChunks` writes OpenAI's `chat.completion.chunk` stream (for `/v1/...`); `ResponsesEvents`
+the typed events of OpenAI's Responses API (`/v1/responses`); `AnthropicEvents` Anthropic's
+Messages stream (for `/v1/messages`); `NativeEvents` this server's own events for `/chat`
+(`start`, `fallback`, `delta`, `done`, `error`).
 """
 from __future__ import annotations
 
@@ -189,6 +190,151 @@ class AnthropicEvents:
         return (self.message_start() + self.close() + self.event({"type": "message_delta", "delta": delta,
                                                                   "usage": usage})
                 + self.event({"type": "message_stop"}))
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:24]}"
+
+
+def message_item(item_id: str, text: str, status: str = "completed") -> dict[str, Any]:
+    """A Responses API output message holding `text` (no content part while it has none and streams)."""
+    content = [output_text(text)] if text or status == "completed" else []
+    return {"type": "message", "id": item_id, "status": status, "role": "assistant", "content": content}
+
+
+def output_text(text: str) -> dict[str, Any]:
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
+def function_call_item(item_id: str, call_id: str, name: str, arguments: str,
+                       status: str = "completed") -> dict[str, Any]:
+    return {"type": "function_call", "id": item_id, "call_id": call_id, "name": name, "arguments": arguments,
+            "status": status}
+
+
+def reasoning_item(item_id: str, text: str) -> dict[str, Any]:
+    """The model's reasoning as a Responses API reasoning item, its text as the summary."""
+    return {"type": "reasoning", "id": item_id, "summary": [{"type": "summary_text", "text": text}]}
+
+
+def responses_usage(usage: Any) -> dict[str, Any]:
+    return {"input_tokens": usage.prompt_tokens, "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": usage.completion_tokens,
+            "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
+            "total_tokens": usage.total_tokens}
+
+
+class ResponsesEvents:
+    """The Responses API's typed events, each named by its `event:` line and numbered by
+    `sequence_number`: `response.created` and `response.in_progress`; per output item
+    `response.output_item.added`, its deltas (`response.content_part.added` then
+    `response.output_text.delta`, or `response.function_call_arguments.delta`), their `.done`
+    events and `response.output_item.done`; then `response.completed` with the whole response.
+    Reasoning is one reasoning item, its text as the summary, sent when it is complete. A failure
+    after the answer began is `response.failed`. `envelope` is the response object without its
+    output (the request's echo: `id`, `model`, `instructions`, `tools`...)."""
+
+    def __init__(self, envelope: dict[str, Any]):
+        self.envelope = envelope
+        self.sequence = 0
+        self.output: list[dict[str, Any]] = []
+        self.open_item: dict[str, Any] | None = None
+        self.calls: dict[int, dict[str, Any]] = {}  # tool call index to its item
+        self.reasoning = ""
+
+    def event(self, kind: str, **fields: Any) -> str:
+        payload = {"type": kind, "sequence_number": self.sequence, **fields}
+        self.sequence += 1
+        return f"event: {kind}\n" + data_line(json.dumps(payload, ensure_ascii=False))
+
+    def response(self, status: str, **fields: Any) -> dict[str, Any]:
+        return {**self.envelope, "status": status, "output": self.output, **fields}
+
+    def format(self, event: Any) -> str:
+        if isinstance(event, Started):
+            self.envelope["model"] = event.model
+            snapshot = self.response("in_progress", output=[])
+            return (self.event("response.created", response=snapshot)
+                    + self.event("response.in_progress", response=snapshot))
+        if isinstance(event, str):
+            return self.text(event)
+        if isinstance(event, ReasoningDelta):
+            self.reasoning += event.text
+            return ""
+        if isinstance(event, ToolCallDelta):
+            return self.tool_call(event)
+        if isinstance(event, StreamEnd):
+            return self.close() + self.event("response.completed", response=self.response(
+                "completed", model=event.model, usage=responses_usage(event.usage)))
+        if event is HEARTBEAT:
+            return HEARTBEAT_COMMENT
+        if isinstance(event, StreamFailed):
+            event = interrupted(event)
+        if isinstance(event, APIError):
+            error = {"code": event.code, "message": event.message}
+            return self.close() + self.event("response.failed", response=self.response("failed", error=error))
+        return ""
+
+    def add(self, item: dict[str, Any]) -> str:
+        out = self.close() + self.flush_reasoning()
+        self.output.append(item)
+        self.open_item = item
+        return out + self.event("response.output_item.added", output_index=len(self.output) - 1, item=item)
+
+    def flush_reasoning(self) -> str:
+        """The reasoning so far as one whole reasoning item, before the next item starts."""
+        if not self.reasoning:
+            return ""
+        item, self.reasoning = reasoning_item(new_id("rs"), self.reasoning), ""
+        self.output.append(item)
+        index = len(self.output) - 1
+        return (self.event("response.output_item.added", output_index=index, item={**item, "summary": []})
+                + self.event("response.output_item.done", output_index=index, item=item))
+
+    def text(self, delta: str) -> str:
+        out, item = "", self.open_item
+        if item is None or item["type"] != "message":
+            item = message_item(new_id("msg"), "", "in_progress")
+            out = self.add(item)
+            out += self.event("response.content_part.added", **self.place(), content_index=0, part=output_text(""))
+            item["content"] = [output_text("")]
+        item["content"][0]["text"] += delta
+        return out + self.event("response.output_text.delta", **self.place(), content_index=0, delta=delta,
+                                logprobs=[])
+
+    def tool_call(self, delta: ToolCallDelta) -> str:
+        out = ""
+        if delta.id is not None:
+            self.calls[delta.index] = function_call_item(new_id("fc"), delta.id, delta.name or "", "", "in_progress")
+            out = self.add(self.calls[delta.index])
+        item = self.calls[delta.index]
+        if delta.arguments:
+            item["arguments"] += delta.arguments
+            index = self.output.index(item)
+            out += self.event("response.function_call_arguments.delta", item_id=item["id"], output_index=index,
+                              delta=delta.arguments)
+        return out
+
+    def place(self) -> dict[str, Any]:
+        assert self.open_item is not None
+        return {"item_id": self.open_item["id"], "output_index": self.output.index(self.open_item)}
+
+    def close(self) -> str:
+        """The `.done` events of the open item (then it is complete)."""
+        item = self.open_item
+        if item is None:
+            return self.flush_reasoning()
+        place, out = self.place(), ""
+        item["status"], self.open_item = "completed", None
+        if item["type"] == "message":
+            part = item["content"][0]
+            out += self.event("response.output_text.done", **place, content_index=0, text=part["text"], logprobs=[])
+            out += self.event("response.content_part.done", **place, content_index=0, part=part)
+        else:
+            out += self.event("response.function_call_arguments.done", **place, name=item["name"],
+                              arguments=item["arguments"])
+        return out + self.event("response.output_item.done", output_index=place["output_index"], item=item) \
+            + self.flush_reasoning()
 
 
 class NativeEvents:

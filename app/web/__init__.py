@@ -9,6 +9,7 @@ def register_blueprints(app: Flask) -> None:
     from app.deployments import views as deployments
     from app.frontdoors import ask, openai_v1
     from app.frontdoors.anthropic import views as anthropic_messages
+    from app.frontdoors.responses import views as responses
     from app.gists import views as gists
     from app.ops import metrics
     from app.ops import views as health
@@ -16,7 +17,7 @@ def register_blueprints(app: Flask) -> None:
     from app.web.openapi import make_api
 
     api = make_api(app)
-    for module in (meta, health, metrics, ask, conversations, openai_v1, anthropic_messages, gists, deployments,
-                   ui):
+    for module in (meta, health, metrics, ask, conversations, openai_v1, responses, anthropic_messages, gists,
+                   deployments, ui):
         api.register_blueprint(module.bp)
     app.register_blueprint(meta.assets)
