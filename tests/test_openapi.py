@@ -113,6 +113,17 @@ def test_every_documented_operation_answers_as_documented(app, client, document,
         call("POST", f"{prefix}/embeddings", json={"model": "nobody-embed", "input": "a"}, expect=404)
         call("GET", f"{prefix}/models/gpt-4o-mini", expect=200)
         call("GET", f"{prefix}/models/nobody-9", expect=404)
+    for path in ("/v1/responses", "/api/v1/responses"):
+        call("POST", path, json={"model": "gpt-4o-mini", "input": "Hi"}, expect=200)
+        call("POST", path, json={"model": "gpt-4o-mini", "input": "Hi", "stream": True}, expect=200, streamed=True)
+        call("POST", path, json={"model": "gpt-4o-mini"}, expect=400)
+    for prefix in ("", "/anthropic"):
+        call("POST", f"{prefix}/v1/messages", json={**COMPLETION, "max_tokens": 50}, expect=200)
+        call("POST", f"{prefix}/v1/messages", json={**COMPLETION, "max_tokens": 50, "stream": True}, expect=200,
+             streamed=True)
+        call("POST", f"{prefix}/v1/messages", json=COMPLETION, expect=400)  # max_tokens is required
+        call("POST", f"{prefix}/v1/messages/count_tokens", json=COMPLETION, expect=200)
+        call("POST", f"{prefix}/v1/messages/count_tokens", json={**COMPLETION, "model": "nobody-9"}, expect=404)
     call("POST", "/chat/gpt", json={"messages": MESSAGES}, expect=200, streamed=True)
     call("POST", "/chat/gpt", json={"messages": MESSAGES, "stream": False}, expect=200)
     call("POST", "/chat/nobody", json={"messages": MESSAGES}, expect=404)
@@ -215,10 +226,10 @@ def finish_round_one(app, task_id: str) -> None:
 
 def server_sent_events(body: bytes) -> str:
     """An SSE body as the document's `string`, once every event is a `data:` line of JSON (or the
-    OpenAI stream's `[DONE]`) or a comment."""
+    OpenAI stream's `[DONE]`), maybe named by an `event:` line, or a comment."""
     text = body.decode("utf-8")
     for line in filter(None, text.splitlines()):
-        assert line.startswith(("data: ", ":")), line
+        assert line.startswith(("data: ", ":", "event: ")), line
         if line.startswith("data: ") and line != "data: [DONE]":
             assert isinstance(json.loads(line[6:]), dict), line
     return text

@@ -1,9 +1,10 @@
 """Typed errors shared by services and views, and the handlers that turn any error into JSON.
 
-Services raise these; views never write error JSON by hand. Two shapes exist: ours,
-`{"error": {"message", "type", "code", ...}, "success": false}`, and OpenAI's
-`{"error": {"message", "type", "code", "param"}}` for the `/v1` API (see `openai_error_body`).
-Both carry the same `message`, `type` and `code`, so one client parser fits both.
+Services raise these; views never write error JSON by hand. Three shapes exist: ours,
+`{"error": {"message", "type", "code", ...}, "success": false}`, OpenAI's
+`{"error": {"message", "type", "code", "param"}}` for the `/v1` API (see `openai_error_body`), and
+Anthropic's `{"type": "error", "error": {"type", "message"}}` for its Messages API
+(`anthropic_error_body`). All carry the same `message`, so one client parser fits them.
 """
 from __future__ import annotations
 
@@ -127,7 +128,27 @@ OPENAI_SHAPED_PREFIXES = ("/v1/", "/api/v1/")
 
 def openai_shaped(path: str) -> bool:
     """Whether errors on `path` take OpenAI's shape (the `/v1` API) rather than ours."""
-    return path.startswith(OPENAI_SHAPED_PREFIXES)
+    return path.startswith(OPENAI_SHAPED_PREFIXES) and not anthropic_shaped(path)
+
+
+ANTHROPIC_SHAPED_PREFIXES = ("/anthropic/", "/v1/messages")
+# Anthropic's error types by status (its API's documented set); others are `api_error`
+ANTHROPIC_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                         404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
+                         529: "overloaded_error"}
+
+
+def anthropic_shaped(path: str) -> bool:
+    """Whether errors on `path` take Anthropic's shape (its Messages API, also under `/anthropic`)."""
+    return path.startswith(ANTHROPIC_SHAPED_PREFIXES)
+
+
+def anthropic_error_body(error: APIError) -> dict[str, Any]:
+    """Anthropic's error shape, so the anthropic SDK raises its own typed exceptions. Its `type` is
+    Anthropic's for the status (a 4xx other than those it names is an `invalid_request_error`)."""
+    fallback = "invalid_request_error" if error.status < 500 else "api_error"
+    return {"type": "error", "error": {"type": ANTHROPIC_ERROR_TYPES.get(error.status, fallback),
+                                       "message": error.message}}
 
 
 def openai_error_body(error: APIError) -> dict[str, Any]:

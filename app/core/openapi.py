@@ -4,7 +4,7 @@ Views keep reading their input with `app.core.http` (our 415/400 errors, `param`
 so these decorators only document: `json_body(Schema, ...)` (several schemas: `oneOf`),
 `query_args(Schema)`, `streams(...)` (`text/event-stream` as a second 200 content type) and
 `errors(404, (409, "why"), ...)`. `ErrorResponses`, an apispec plugin, then writes every error
-response's body in the shape of the API its path belongs to (`app.core.errors.openai_shaped`) and
+response's body in the shape of the API its path belongs to (`error_schema_name`) and
 adds the statuses every route can answer, so no view has to repeat them.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from apispec import BasePlugin
 from flask_smorest import Blueprint
 from marshmallow import INCLUDE, RAISE, Schema, fields
 
-from app.core.errors import openai_shaped
+from app.core.errors import anthropic_shaped, openai_shaped
 
 ErrorStatus = int | tuple[int, str]
 
@@ -72,6 +72,31 @@ class OpenAIErrorSchema(Schema):
     error = fields.Nested(OpenAIErrorDetailSchema, required=True)
 
 
+class AnthropicErrorDetailSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    type = fields.String(required=True, metadata={"description": "Anthropic's error type for the status."})
+    message = fields.String(required=True)
+
+
+class AnthropicErrorSchema(Schema):
+    """Anthropic's error body, answered by its Messages API so the anthropic SDK raises its own errors."""
+
+    class Meta:
+        unknown = RAISE
+
+    type = fields.String(required=True, metadata={"enum": ["error"]})
+    error = fields.Nested(AnthropicErrorDetailSchema, required=True)
+
+
+def error_schema_name(path: str) -> str:
+    """The name of the error schema of the API `path` belongs to."""
+    if anthropic_shaped(path):
+        return "AnthropicError"
+    return "OpenAIError" if openai_shaped(path) else "Error"
+
+
 def json_body(*schemas: type[Schema], description: str | None = None) -> Callable:
     """Document the JSON body a view reads with `parse_body` (or `load`): one schema, or `oneOf` several."""
     schema: Any = schemas[0] if len(schemas) == 1 else {"oneOf": list(schemas)}
@@ -118,9 +143,10 @@ class ErrorResponses(BasePlugin):
         super().init_spec(spec)
         spec.components.schema("Error", schema=ErrorSchema)
         spec.components.schema("OpenAIError", schema=OpenAIErrorSchema)
+        spec.components.schema("AnthropicError", schema=AnthropicErrorSchema)
 
     def operation_helper(self, path: str | None = None, operations: dict | None = None, **kwargs: Any) -> None:
-        error_ref = {"$ref": "#/components/schemas/" + ("OpenAIError" if openai_shaped(path or "") else "Error")}
+        error_ref = {"$ref": "#/components/schemas/" + error_schema_name(path or "")}
         for operation in (operations or {}).values():
             responses = operation["responses"] = by_status_text(operation.get("responses", {}))
             implied = {**EVERY_ROUTE, **(WITH_A_BODY if "requestBody" in operation else {})}

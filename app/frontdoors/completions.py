@@ -5,12 +5,12 @@ import time
 import uuid
 from typing import Any
 
-from flask import Response, jsonify
+from flask import Response
 
 from app.llm.gateway import Answer
 from app.llm.providers.base import CompletionRequest
 from app.llm.registry import Route
-from app.llm.responses import answer_headers, dropped_header, event_stream, gateway, honouring_routes, note_answer
+from app.llm.responses import answer_response
 from app.llm.sse import OpenAIChunks
 
 
@@ -36,15 +36,4 @@ def completion_body(answer: Answer) -> dict[str, Any]:
 
 def openai_response(request: CompletionRequest, routes: list[Route], stream: bool,
                     include_usage: bool = False) -> Response:
-    routes = honouring_routes(request, routes)
-    if stream:
-        return event_stream(gateway().stream(request, routes), OpenAIChunks(include_usage=include_usage),
-                            headers=lambda started: dropped_header(request, routes, started.provider))
-    answer = gateway().complete(request, routes)
-    note_answer(answer.provider, answer.model, answer.usage.total_tokens)
-    response = jsonify(completion_body(answer))
-    response.headers.update({**answer_headers(answer),
-                             **dropped_header(request, routes, answer.provider)})
-    return response
-
-
+    return answer_response(request, routes, stream, OpenAIChunks(include_usage=include_usage), completion_body)

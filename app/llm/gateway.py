@@ -100,6 +100,7 @@ class Answer:
     tool_calls: list[ToolCall] = field(default_factory=list)
     reasoning: str = ""
     logprobs: Any = None
+    native: dict[str, Any] | None = None
 
 
 Event = Union[FailedAttempt, Started, StreamItem, StreamFailed]
@@ -132,7 +133,7 @@ class Gateway:
             self.record(usage_event(route.provider.name, result.model, "ok", started, result.usage,
                                     self.model_label(route, result.model)))
             return Answer(result.text, route.provider.name, result.model, result.finish_reason, result.usage,
-                          attempts, result.tool_calls, result.reasoning, result.logprobs)
+                          attempts, result.tool_calls, result.reasoning, result.logprobs, result.native)
         raise all_failed(attempts)
 
     def stream(self, request: CompletionRequest, routes: list[Route]) -> Iterator[Event]:
@@ -185,6 +186,17 @@ class Gateway:
             self.record(usage_event(attempt.provider.name, result.model, "ok", started, result.usage,
                                     self.model_label(attempt, result.model)))
             return result
+        raise all_failed(attempts)
+
+    def count_tokens(self, route: Route, request: CompletionRequest) -> int | None:
+        """The vendor's exact count of the request's input tokens (None: it has none), retried as the
+        policy allows."""
+        attempts: list[FailedAttempt] = []
+        for attempt in self._tries([route], attempts):
+            try:
+                return attempt.provider.count_tokens(request, attempt.model)
+            except ProviderFailure as failure:
+                self._record(attempt, failure, attempts)
         raise all_failed(attempts)
 
     def _tries(self, routes: list[Route], attempts: list[FailedAttempt]) -> Iterator[Route]:

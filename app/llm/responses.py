@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Callable, Iterator
 from urllib.parse import quote
 
-from flask import Response, current_app, g
+from flask import Response, current_app, g, jsonify
 
 from app.core.errors import BadRequest
 from app.llm.gateway import Answer, Gateway, Started, StreamFailed
@@ -77,6 +77,21 @@ def dropped_header(request: CompletionRequest, routes: list[Route], provider: st
     """`X-Dropped-Params` naming what the provider that answered could not honour, when anything."""
     dropped = next((r.provider.unsupported(request) for r in routes if r.provider.name == provider), [])
     return {"X-Dropped-Params": ", ".join(dropped)} if dropped else {}
+
+
+def answer_response(request: CompletionRequest, routes: list[Route], stream: bool, formatter: Any,
+                    body: Callable[[Answer], dict[str, Any]]) -> Response:
+    """The gateway's answer to `request` over `routes` (those that cannot honour it left out, see
+    `honouring_routes`): streamed by `formatter`, or whole as `body(answer)`; headers say who answered."""
+    routes = honouring_routes(request, routes)
+    if stream:
+        return event_stream(gateway().stream(request, routes), formatter,
+                            headers=lambda started: dropped_header(request, routes, started.provider))
+    answer = gateway().complete(request, routes)
+    note_answer(answer.provider, answer.model, answer.usage.total_tokens)
+    response = jsonify(body(answer))
+    response.headers.update({**answer_headers(answer), **dropped_header(request, routes, answer.provider)})
+    return response
 
 
 def event_stream(events: Iterator[Any], formatter: Any,

@@ -1,7 +1,9 @@
-"""Server-sent events: the two event formats we speak (the pump that feeds them is `app.llm.pump`).
+"""Server-sent events: the event formats we speak (the pump that feeds them is `app.llm.pump`).
 
-`OpenAIChunks` writes OpenAI's `chat.completion.chunk` stream (for `/v1/...`); `NativeEvents`
-writes this server's own events for `/chat` (`start`, `fallback`, `delta`, `done`, `error`).
+`OpenAIChunks` writes OpenAI's `chat.completion.chunk` stream (for `/v1/...`); `ResponsesEvents`
+the typed events of OpenAI's Responses API (`/v1/responses`); `AnthropicEvents` Anthropic's
+Messages stream (for `/v1/messages`); `NativeEvents` this server's own events for `/chat`
+(`start`, `fallback`, `delta`, `done`, `error`).
 """
 from __future__ import annotations
 
@@ -11,9 +13,9 @@ import time
 import uuid
 from typing import Any
 
-from app.core.errors import APIError, UpstreamError, openai_error_body
+from app.core.errors import APIError, UpstreamError, anthropic_error_body, openai_error_body
 from app.llm.gateway import FailedAttempt, Started, StreamFailed
-from app.llm.providers.base import ReasoningDelta, StreamEnd, ToolCallDelta
+from app.llm.providers.base import NativeEvent, ReasoningDelta, StreamEnd, ToolCallDelta
 from app.llm.pump import HEARTBEAT
 
 HEARTBEAT_COMMENT = ": heartbeat\n\n"
@@ -89,6 +91,250 @@ def tool_call_delta(delta: ToolCallDelta) -> dict[str, Any]:
         function["name"] = delta.name
     call["function"] = function
     return call
+
+
+ANTHROPIC_STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",
+                          "content_filter": "refusal"}
+
+
+def anthropic_stop_reason(finish_reason: str) -> str:
+    """Anthropic's `stop_reason` for a neutral finish reason."""
+    return ANTHROPIC_STOP_REASONS.get(finish_reason, "end_turn")
+
+
+def anthropic_message_id() -> str:
+    return f"msg_{uuid.uuid4().hex[:24]}"
+
+
+class AnthropicEvents:
+    """Anthropic's Messages stream: each event an `event: {type}` line and its `data:`. A Claude
+    model's own events (`NativeEvent`) go out as they came. Any other provider's parts are written as
+    the events Claude sends: `message_start` with the first part, one content block per run of
+    text, of thinking, or per tool call (its `input` streamed as `input_json_delta`), then
+    `message_delta` with the stop reason and usage, and `message_stop`. A heartbeat is a `ping`."""
+
+    def __init__(self) -> None:
+        self.id = anthropic_message_id()
+        self.model = ""
+        self.native = self.started = False
+        self.blocks: dict[Any, int] = {}  # the latest block of each key (kind, or tool call index): its index
+        self.open_block: Any = None
+        self.count = 0
+
+    @staticmethod
+    def event(payload: dict[str, Any]) -> str:
+        return f"event: {payload['type']}\n" + data_line(json.dumps(payload, ensure_ascii=False))
+
+    def format(self, event: Any) -> str:
+        if isinstance(event, NativeEvent):
+            self.native = True
+            return self.event(event.event)
+        if isinstance(event, Started):
+            self.model = event.model
+            return ""
+        if event is HEARTBEAT:
+            return self.event({"type": "ping"})
+        if isinstance(event, (str, ReasoningDelta, ToolCallDelta)):
+            return self.message_start() + self.part(event)
+        if isinstance(event, StreamEnd):
+            return "" if self.native else self.message_end(event)
+        if isinstance(event, StreamFailed):
+            event = interrupted(event)
+        if isinstance(event, APIError):
+            return self.event(anthropic_error_body(event))
+        return ""
+
+    def message_start(self) -> str:
+        if self.started:
+            return ""
+        self.started = True
+        message: dict[str, Any] = {"id": self.id, "type": "message", "role": "assistant", "model": self.model,
+                                   "content": [], "stop_reason": None, "stop_sequence": None,
+                                   "usage": {"input_tokens": 0, "output_tokens": 0}}
+        return self.event({"type": "message_start", "message": message})
+
+    def part(self, part: str | ReasoningDelta | ToolCallDelta) -> str:
+        if isinstance(part, str):
+            return self.delta("text", {"type": "text", "text": ""}, {"type": "text_delta", "text": part})
+        if isinstance(part, ReasoningDelta):
+            return self.delta("thinking", {"type": "thinking", "thinking": "", "signature": ""},
+                              {"type": "thinking_delta", "thinking": part.text})
+        block: dict[str, Any] = {"type": "tool_use", "id": part.id, "name": part.name, "input": {}}
+        out = self.open(("tool", part.index), block) if part.id is not None else ""
+        if part.arguments:
+            index = self.blocks[("tool", part.index)]
+            out += self.event({"type": "content_block_delta", "index": index,
+                               "delta": {"type": "input_json_delta", "partial_json": part.arguments}})
+        return out
+
+    def delta(self, key: str, block: dict[str, Any], delta: dict[str, Any]) -> str:
+        out = self.open(key, block) if self.open_block != key else ""
+        return out + self.event({"type": "content_block_delta", "index": self.blocks[key], "delta": delta})
+
+    def open(self, key: Any, block: dict[str, Any]) -> str:
+        """Close the open block and start a new one for `key` (a new text run gets a new block)."""
+        out = self.close()
+        self.blocks[key], self.open_block = self.count, key
+        self.count += 1
+        return out + self.event({"type": "content_block_start", "index": self.blocks[key], "content_block": block})
+
+    def close(self) -> str:
+        if self.open_block is None:
+            return ""
+        index, self.open_block = self.blocks[self.open_block], None
+        return self.event({"type": "content_block_stop", "index": index})
+
+    def message_end(self, end: StreamEnd) -> str:
+        delta = {"stop_reason": anthropic_stop_reason(end.finish_reason), "stop_sequence": None}
+        usage = {"input_tokens": end.usage.prompt_tokens, "output_tokens": end.usage.completion_tokens}
+        return (self.message_start() + self.close() + self.event({"type": "message_delta", "delta": delta,
+                                                                  "usage": usage})
+                + self.event({"type": "message_stop"}))
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:24]}"
+
+
+def message_item(item_id: str, text: str, status: str = "completed") -> dict[str, Any]:
+    """A Responses API output message holding `text` (no content part while it has none and streams)."""
+    content = [output_text(text)] if text or status == "completed" else []
+    return {"type": "message", "id": item_id, "status": status, "role": "assistant", "content": content}
+
+
+def output_text(text: str) -> dict[str, Any]:
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
+def function_call_item(item_id: str, call_id: str, name: str, arguments: str,
+                       status: str = "completed") -> dict[str, Any]:
+    return {"type": "function_call", "id": item_id, "call_id": call_id, "name": name, "arguments": arguments,
+            "status": status}
+
+
+def reasoning_item(item_id: str, text: str) -> dict[str, Any]:
+    """The model's reasoning as a Responses API reasoning item, its text as the summary."""
+    return {"type": "reasoning", "id": item_id, "summary": [{"type": "summary_text", "text": text}]}
+
+
+def responses_usage(usage: Any) -> dict[str, Any]:
+    return {"input_tokens": usage.prompt_tokens, "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": usage.completion_tokens,
+            "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
+            "total_tokens": usage.total_tokens}
+
+
+class ResponsesEvents:
+    """The Responses API's typed events, each named by its `event:` line and numbered by
+    `sequence_number`: `response.created` and `response.in_progress`; per output item
+    `response.output_item.added`, its deltas (`response.content_part.added` then
+    `response.output_text.delta`, or `response.function_call_arguments.delta`), their `.done`
+    events and `response.output_item.done`; then `response.completed` with the whole response.
+    Reasoning is one reasoning item, its text as the summary, sent when it is complete. A failure
+    after the answer began is `response.failed`. `envelope` is the response object without its
+    output (the request's echo: `id`, `model`, `instructions`, `tools`...)."""
+
+    def __init__(self, envelope: dict[str, Any]):
+        self.envelope = envelope
+        self.sequence = 0
+        self.output: list[dict[str, Any]] = []
+        self.open_item: dict[str, Any] | None = None
+        self.calls: dict[int, dict[str, Any]] = {}  # tool call index to its item
+        self.reasoning = ""
+
+    def event(self, kind: str, **fields: Any) -> str:
+        payload = {"type": kind, "sequence_number": self.sequence, **fields}
+        self.sequence += 1
+        return f"event: {kind}\n" + data_line(json.dumps(payload, ensure_ascii=False))
+
+    def response(self, status: str, **fields: Any) -> dict[str, Any]:
+        return {**self.envelope, "status": status, "output": self.output, **fields}
+
+    def format(self, event: Any) -> str:
+        if isinstance(event, Started):
+            self.envelope["model"] = event.model
+            snapshot = self.response("in_progress", output=[])
+            return (self.event("response.created", response=snapshot)
+                    + self.event("response.in_progress", response=snapshot))
+        if isinstance(event, str):
+            return self.text(event)
+        if isinstance(event, ReasoningDelta):
+            self.reasoning += event.text
+            return ""
+        if isinstance(event, ToolCallDelta):
+            return self.tool_call(event)
+        if isinstance(event, StreamEnd):
+            return self.close() + self.event("response.completed", response=self.response(
+                "completed", model=event.model, usage=responses_usage(event.usage)))
+        if event is HEARTBEAT:
+            return HEARTBEAT_COMMENT
+        if isinstance(event, StreamFailed):
+            event = interrupted(event)
+        if isinstance(event, APIError):
+            error = {"code": event.code, "message": event.message}
+            return self.close() + self.event("response.failed", response=self.response("failed", error=error))
+        return ""
+
+    def add(self, item: dict[str, Any]) -> str:
+        out = self.close() + self.flush_reasoning()
+        self.output.append(item)
+        self.open_item = item
+        return out + self.event("response.output_item.added", output_index=len(self.output) - 1, item=item)
+
+    def flush_reasoning(self) -> str:
+        """The reasoning so far as one whole reasoning item, before the next item starts."""
+        if not self.reasoning:
+            return ""
+        item, self.reasoning = reasoning_item(new_id("rs"), self.reasoning), ""
+        self.output.append(item)
+        index = len(self.output) - 1
+        return (self.event("response.output_item.added", output_index=index, item={**item, "summary": []})
+                + self.event("response.output_item.done", output_index=index, item=item))
+
+    def text(self, delta: str) -> str:
+        out, item = "", self.open_item
+        if item is None or item["type"] != "message":
+            item = message_item(new_id("msg"), "", "in_progress")
+            out = self.add(item)
+            out += self.event("response.content_part.added", **self.place(), content_index=0, part=output_text(""))
+            item["content"] = [output_text("")]
+        item["content"][0]["text"] += delta
+        return out + self.event("response.output_text.delta", **self.place(), content_index=0, delta=delta,
+                                logprobs=[])
+
+    def tool_call(self, delta: ToolCallDelta) -> str:
+        out = ""
+        if delta.id is not None:
+            self.calls[delta.index] = function_call_item(new_id("fc"), delta.id, delta.name or "", "", "in_progress")
+            out = self.add(self.calls[delta.index])
+        item = self.calls[delta.index]
+        if delta.arguments:
+            item["arguments"] += delta.arguments
+            index = self.output.index(item)
+            out += self.event("response.function_call_arguments.delta", item_id=item["id"], output_index=index,
+                              delta=delta.arguments)
+        return out
+
+    def place(self) -> dict[str, Any]:
+        assert self.open_item is not None
+        return {"item_id": self.open_item["id"], "output_index": self.output.index(self.open_item)}
+
+    def close(self) -> str:
+        """The `.done` events of the open item (then it is complete)."""
+        item = self.open_item
+        if item is None:
+            return self.flush_reasoning()
+        place, out = self.place(), ""
+        item["status"], self.open_item = "completed", None
+        if item["type"] == "message":
+            part = item["content"][0]
+            out += self.event("response.output_text.done", **place, content_index=0, text=part["text"], logprobs=[])
+            out += self.event("response.content_part.done", **place, content_index=0, part=part)
+        else:
+            out += self.event("response.function_call_arguments.done", **place, name=item["name"],
+                              arguments=item["arguments"])
+        return out + self.event("response.output_item.done", output_index=place["output_index"], item=item) \
+            + self.flush_reasoning()
 
 
 class NativeEvents:

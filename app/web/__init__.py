@@ -8,6 +8,8 @@ def register_blueprints(app: Flask) -> None:
     from app.conversations import views as conversations
     from app.deployments import views as deployments
     from app.frontdoors import ask, openai_v1
+    from app.frontdoors.anthropic import views as anthropic_messages
+    from app.frontdoors.responses import views as responses
     from app.gists import views as gists
     from app.keys import views as keys
     from app.ops import metrics
@@ -16,6 +18,7 @@ def register_blueprints(app: Flask) -> None:
     from app.web.openapi import make_api
 
     api = make_api(app)
-    for module in (meta, health, metrics, ask, conversations, openai_v1, gists, deployments, keys, ui):
+    for module in (meta, health, metrics, ask, conversations, openai_v1, responses, anthropic_messages, gists,
+                   deployments, keys, ui):
         api.register_blueprint(module.bp)
     app.register_blueprint(meta.assets)

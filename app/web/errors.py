@@ -1,8 +1,8 @@
 """The handlers that turn any error into JSON, in the shape of the API the request came through.
 
-Two shapes exist: ours, `{"error": {"message", "type", "code", ...}, "success": false}`, and OpenAI's
-`{"error": {"message", "type", "code", "param"}}` for the `/v1` API (see `openai_error_body`).
-Both carry the same `message`, `type` and `code`, so one client parser fits both.
+Three shapes exist: ours, `{"error": {"message", "type", "code", ...}, "success": false}`, OpenAI's
+`{"error": {"message", "type", "code", "param"}}` for the `/v1` API (see `openai_error_body`), and
+Anthropic's `{"type": "error", "error": {"type", "message"}}` for `/v1/messages` and `/anthropic/...`.
 """
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ from app.core.errors import (
     Unauthorized,
     UnsupportedMediaType,
     UpstreamUnavailable,
+    anthropic_error_body,
+    anthropic_shaped,
     openai_error_body,
     openai_shaped,
 )
@@ -36,6 +38,8 @@ MAX_HEADER_BYTES = 8192  # and its limit_request_field_size (16384)
 
 
 def error_body(error: APIError) -> dict[str, Any]:
+    if request and anthropic_shaped(request.path):
+        return anthropic_error_body(error)
     if request and openai_shaped(request.path):
         return openai_error_body(error)
     return {"error": error.to_dict(), "success": False}

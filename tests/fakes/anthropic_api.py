@@ -1,7 +1,8 @@
 """Fake of Anthropic's Messages API: text, thinking blocks, tool_use blocks (several, their input
-streamed in ``input_json_delta`` fragments), and the 400s the real API answers for top-level fields it
-does not know, a thinking budget out of range, and tool results that do not match the previous
-turn's tool_use blocks."""
+streamed in ``input_json_delta`` fragments), token counting (``count_tokens``: one token per four
+characters of the JSON of the system prompt, messages and tools, so a test can predict it), and
+the 400s the real API answers for top-level fields it does not know, a thinking budget out of
+range, and tool results that do not match the previous turn's tool_use blocks."""
 
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ ERROR_TYPES = {
 FIELDS = {"model", "messages", "max_tokens", "system", "stop_sequences", "stream", "metadata", "tools", "tool_choice",
           "thinking", "output_config", "temperature", "top_p", "top_k", "service_tier", "container", "mcp_servers",
           "cache_control", "inference_geo", "speed", "diagnostics", "user_profile_id", "workspace_id"}
+# the fields `POST /v1/messages/count_tokens` takes
+COUNT_FIELDS = {"model", "messages", "system", "tools", "tool_choice", "thinking", "output_config", "cache_control",
+                "mcp_servers", "speed", "user_profile_id", "workspace_id"}
 MIN_THINKING_BUDGET = 1024
 
 
@@ -35,6 +39,8 @@ class FakeAnthropic(FakeServer):
         if (request.method, request.path) == ("POST", "/v1/messages"):
             body = request.json
             self.serve(handler, request, str(body.get("model", "")), stream=bool(body.get("stream")))
+        elif (request.method, request.path) == ("POST", "/v1/messages/count_tokens"):
+            handler.send_json(200, {"input_tokens": counted_tokens(request.json)}, self.response_headers())
         elif (request.method, request.path) == ("GET", "/v1/models"):
             handler.send_json(200, self._models_page(), self.response_headers())
         else:
@@ -55,14 +61,14 @@ class FakeAnthropic(FakeServer):
         return {"request-id": _id("req_")}
 
     def invalid(self, request: RecordedRequest) -> str | None:
-        if request.path != "/v1/messages":
+        if request.path not in ("/v1/messages", "/v1/messages/count_tokens"):
             return None
         body = request.json
-        extra = sorted(set(body) - FIELDS)
+        extra = sorted(set(body) - (FIELDS if request.path == "/v1/messages" else COUNT_FIELDS))
         if extra:
             return f"{extra[0]}: Extra inputs are not permitted"
         thinking = body.get("thinking") or {}
-        if thinking.get("type") == "enabled":
+        if thinking.get("type") == "enabled" and request.path == "/v1/messages":
             budget = thinking.get("budget_tokens") or 0
             if budget < MIN_THINKING_BUDGET or budget >= (body.get("max_tokens") or 0):
                 return "thinking.budget_tokens: must be >= 1024 and less than max_tokens"
@@ -150,6 +156,11 @@ class FakeAnthropic(FakeServer):
         usage = {**usage, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "service_tier": "standard"}
         return {"id": _id("msg_"), "type": "message", "role": "assistant", "model": model,
                 "stop_sequence": None, "usage": usage}
+
+
+def counted_tokens(body: dict) -> int:
+    """The fake's token count of a request: a quarter of the length of its system, messages and tools as JSON."""
+    return len(json.dumps([body.get("system"), body.get("messages"), body.get("tools")])) // 4
 
 
 def _event(kind: str, content: bool = False, **fields: object) -> Frame:

@@ -6,6 +6,11 @@ System and developer messages become the `system` parameter; OpenAI-style tool c
 Structured output uses the API's native `output_config.format`; `reasoning_effort` becomes a
 thinking budget. The pinned SDK's `messages.create` has no `temperature` or `top_p` (nor `seed`,
 `n`, penalties or logprobs), so those are reported as unsupported rather than sent.
+
+A request that came through the Anthropic Messages front door (`CompletionRequest.native`) is sent
+as it came, with the route's model (fields the SDK does not know go as `extra_body`), and answered
+with Anthropic's own body and events: thinking signatures, cache usage, server tools and any field
+added upstream after this SDK reach the client unchanged.
 """
 from __future__ import annotations
 
@@ -16,11 +21,13 @@ import anthropic
 import httpx2
 
 from app.llm.providers.base import (
+    ANTHROPIC_MESSAGES,
     CallerFault,
     Completion,
     CompletionRequest,
     Embeddings,
     ModelUnavailable,
+    NativeEvent,
     ProviderFailure,
     ReasoningDelta,
     StreamEnd,
@@ -48,6 +55,8 @@ TOOL_CHOICES = {"auto": "auto", "required": "any", "none": "none"}
 
 
 class AnthropicProvider:
+    native_wires = frozenset({ANTHROPIC_MESSAGES})
+
     def __init__(self, *, api_key: str, base_url: str | None, default_model: str, fallback_models: list[str],
                  connect_timeout: float, read_timeout: float, max_tokens: int, max_connections: int = 1000,
                  name: str = "anthropic"):
@@ -65,6 +74,8 @@ class AnthropicProvider:
         return [self.default_model, *self.fallback_models]
 
     def unsupported(self, request: CompletionRequest) -> list[str]:
+        if native_params(request, "") is not None:
+            return []  # sent as it came: Anthropic itself judges every field
         return unsupported_params(request, SUPPORTED)
 
     def check(self) -> None:
@@ -77,8 +88,9 @@ class AnthropicProvider:
         raise ModelUnavailable("Anthropic has no embeddings API.", status=404)
 
     def complete(self, request: CompletionRequest, model: str) -> Completion:
+        native = native_params(request, model)
         try:
-            message = self.client.messages.create(**self._params(request, model))
+            message = self.client.messages.create(**(native or self._params(request, model)))
         except (anthropic.APIError, httpx2.HTTPError) as exc:
             raise translate_error(exc) from None
         blocks = message.content
@@ -87,30 +99,34 @@ class AnthropicProvider:
                           usage=usage_from(message.usage.input_tokens, message.usage),
                           tool_calls=[ToolCall(block.id, block.name, json.dumps(block.input))
                                       for block in blocks if block.type == "tool_use"],
-                          reasoning="".join(block.thinking for block in blocks if block.type == "thinking"))
+                          reasoning="".join(block.thinking for block in blocks if block.type == "thinking"),
+                          native=message.to_dict(mode="json") if native else None)
 
     def stream(self, request: CompletionRequest, model: str) -> Generator[StreamItem, None, None]:
-        answered_model, finish_reason, input_tokens, usage = model, "stop", 0, Usage()
-        tools = ToolIndexes()
+        native = native_params(request, model)
+        tally, tools = Tally(model), ToolIndexes()
         try:
-            with self.client.messages.create(**self._params(request, model), stream=True) as events:
+            with self.client.messages.create(**(native or self._params(request, model)), stream=True) as events:
                 for event in events:
-                    if event.type == "content_block_delta":
-                        yield from delta_parts(event.index, event.delta, tools)
-                    elif event.type == "content_block_start" and event.content_block.type == "tool_use":
-                        block = event.content_block
-                        yield ToolCallDelta(tools.start(event.index), block.id, block.name)
-                    elif event.type == "content_block_stop" and tools.unfinished(event.index):
-                        yield ToolCallDelta(tools.index[event.index], arguments="{}")  # a call without input
-                    elif event.type == "message_start":
-                        answered_model = event.message.model or model
-                        input_tokens = event.message.usage.input_tokens or 0
-                    elif event.type == "message_delta":
-                        finish_reason = FINISH_REASONS.get(event.delta.stop_reason or "", "stop")
-                        usage = usage_from(input_tokens, event.usage)
+                    tally.count(event)
+                    if native:
+                        yield NativeEvent(event.to_dict(mode="json"))
+                    else:
+                        yield from event_parts(event, tools)
         except (anthropic.APIError, httpx2.HTTPError) as exc:
             raise translate_error(exc) from None
-        yield StreamEnd(answered_model, finish_reason, usage)
+        yield tally.end()
+
+    def count_tokens(self, request: CompletionRequest, model: str) -> int | None:
+        """Anthropic's exact count of a request in its own wire format (`/v1/messages/count_tokens`)."""
+        params = native_params(request, model)
+        if params is None:
+            return None
+        params.pop("max_tokens", None)
+        try:
+            return self.client.messages.count_tokens(**params).input_tokens
+        except (anthropic.APIError, httpx2.HTTPError) as exc:
+            raise translate_error(exc) from None
 
     def _params(self, request: CompletionRequest, model: str) -> dict[str, Any]:
         system = "\n\n".join(text_of(m["content"]) for m in request.messages if m["role"] in ("system", "developer"))
@@ -134,6 +150,50 @@ class AnthropicProvider:
         if request.reasoning_effort and request.reasoning_effort != "none":
             params.update(thinking_params(request, self.max_tokens))
         return params
+
+
+def native_params(request: CompletionRequest, model: str) -> dict[str, Any] | None:
+    """The SDK's arguments for a request that came in Anthropic's own wire format, else None: the
+    body as it came, with the route's model; what the SDK's signature lacks goes as `extra_body`."""
+    if request.native is None or request.native.wire != ANTHROPIC_MESSAGES:
+        return None
+    body = {name: value for name, value in request.native.body.items() if name != "stream"}
+    params: dict[str, Any] = {"model": model, "messages": body.pop("messages"), "extra_body": body}
+    if "max_tokens" in body:
+        params["max_tokens"] = body.pop("max_tokens")
+    body.pop("model", None)
+    if request.native.headers:
+        params["extra_headers"] = request.native.headers
+    return params
+
+
+class Tally:
+    """The model that answered, why it stopped and the usage, counted from a stream's events."""
+
+    def __init__(self, model: str):
+        self.model, self.finish_reason, self.input_tokens, self.usage = model, "stop", 0, Usage()
+
+    def count(self, event: Any) -> None:
+        if event.type == "message_start":
+            self.model = event.message.model or self.model
+            self.input_tokens = event.message.usage.input_tokens or 0
+        elif event.type == "message_delta":
+            self.finish_reason = FINISH_REASONS.get(event.delta.stop_reason or "", "stop")
+            self.usage = usage_from(event.usage.input_tokens or self.input_tokens, event.usage)
+
+    def end(self) -> StreamEnd:
+        return StreamEnd(self.model, self.finish_reason, self.usage)
+
+
+def event_parts(event: Any, tools: "ToolIndexes") -> Iterator[StreamItem]:
+    """The neutral parts of one streamed event."""
+    if event.type == "content_block_delta":
+        yield from delta_parts(event.index, event.delta, tools)
+    elif event.type == "content_block_start" and event.content_block.type == "tool_use":
+        block = event.content_block
+        yield ToolCallDelta(tools.start(event.index), block.id, block.name)
+    elif event.type == "content_block_stop" and tools.unfinished(event.index):
+        yield ToolCallDelta(tools.index[event.index], arguments="{}")  # a call without input
 
 
 class ToolIndexes:

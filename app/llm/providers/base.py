@@ -8,6 +8,12 @@ stream stops costing tokens at once. The parts are vendor-neutral: a front door 
 wire shape to a `CompletionRequest` and these parts back to its wire shape, never knowing which SDK
 answered.
 
+One exception keeps a vendor's own API lossless: a front door that speaks a vendor's wire API (the
+Anthropic Messages API) also hands over the body as it came (`CompletionRequest.native`). A provider
+that speaks that wire (`native_wires`) sends it as it came, with the route's model, and answers in
+that wire too: `Completion.native` holds the vendor's body, and a stream yields `NativeEvent`s (then
+the `StreamEnd` for usage). Every other provider works from the neutral fields.
+
 Providers translate their SDK's exceptions into the `ProviderFailure` family below; the gateway
 (`app.llm.gateway`) decides retries and fallbacks from those types alone, so every vendor fails the
 same way.
@@ -21,6 +27,19 @@ import httpx2
 
 # Values that mean "the vendor's default": a parameter holding one of them was not really asked for.
 NEUTRAL_VALUES: dict[str, Any] = {"n": 1, "logprobs": False, "parallel_tool_calls": True}
+
+
+ANTHROPIC_MESSAGES = "anthropic.messages"  # the wire of Anthropic's `POST /v1/messages`
+
+
+@dataclass(frozen=True)
+class NativeBody:
+    """A request body in a vendor's own wire format (`wire`, such as ANTHROPIC_MESSAGES), as it came,
+    with the vendor's headers the client sent that change what the body means (`anthropic-beta`)."""
+
+    wire: str
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -59,11 +78,12 @@ class CompletionRequest:
     user: str | None = None
     metadata: dict[str, str] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    native: NativeBody | None = None
 
     def asked(self) -> list[str]:
         """Names of the parameters this request really sets (a vendor default counts as unset), then
         `messages.name` when a message carries a name, then the `extra` fields."""
-        names = [f.name for f in fields(self) if f.name not in ("messages", "extra")
+        names = [f.name for f in fields(self) if f.name not in ("messages", "extra", "native")
                  and getattr(self, f.name) not in (None, [], {}, NEUTRAL_VALUES.get(f.name))]
         if any(m.get("name") for m in self.messages):
             names.append("messages.name")
@@ -119,6 +139,13 @@ class ReasoningDelta:
 
 
 @dataclass(frozen=True)
+class NativeEvent:
+    """One event of a stream in the vendor's own wire format (see `NativeBody`), as it came."""
+
+    event: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class StreamEnd:
     """The last item of every stream: the model that actually answered, why it stopped, usage."""
 
@@ -136,6 +163,7 @@ class Completion:
     tool_calls: list[ToolCall] = field(default_factory=list)
     reasoning: str = ""
     logprobs: Any = None  # OpenAI's `choices[].logprobs`, from upstreams that speak it
+    native: dict[str, Any] | None = None  # the vendor's own answer body, for a request with `native`
 
 
 @dataclass(frozen=True)
@@ -145,7 +173,7 @@ class Embeddings:
     usage: Usage = field(default_factory=Usage)
 
 
-StreamItem = Union[str, ToolCallDelta, ReasoningDelta, StreamEnd]
+StreamItem = Union[str, ToolCallDelta, ReasoningDelta, NativeEvent, StreamEnd]
 
 
 class Provider(Protocol):
@@ -153,6 +181,7 @@ class Provider(Protocol):
     default_model: str
     fallback_models: list[str]
     embedding_models: list[str]
+    native_wires: frozenset[str]  # the wire formats of `CompletionRequest.native` it sends as they came
 
     def unsupported(self, request: CompletionRequest) -> list[str]:
         """The parameters of `request` (as named by `CompletionRequest.asked`) this vendor cannot honour."""
@@ -160,6 +189,9 @@ class Provider(Protocol):
     def complete(self, request: CompletionRequest, model: str) -> Completion: ...
 
     def stream(self, request: CompletionRequest, model: str) -> Generator[StreamItem, None, None]: ...
+
+    def count_tokens(self, request: CompletionRequest, model: str) -> int | None:
+        """The vendor's exact count of the request's input tokens; None without a counting API for it."""
 
     def check(self) -> None:
         """Raise a ProviderFailure if the provider is unreachable; spends no tokens."""

@@ -75,6 +75,8 @@ class ConnectTimeout(httpx2.HTTPTransport):
 
 
 class GeminiProvider:
+    native_wires: frozenset[str] = frozenset()
+
     def __init__(self, *, api_key: str, base_url: str | None, default_model: str, fallback_models: list[str],
                  connect_timeout: float, read_timeout: float, max_connections: int = 1000, name: str = "gemini",
                  embedding_models: list[str] | None = None, fetch_image: ImageFetcher = no_image_urls):
@@ -94,6 +96,9 @@ class GeminiProvider:
 
     def unsupported(self, request: CompletionRequest) -> list[str]:
         return unsupported_params(request, SUPPORTED)
+
+    def count_tokens(self, request: CompletionRequest, model: str) -> None:
+        return None  # no counting API this server uses; the front door estimates
 
     def check(self) -> None:
         try:

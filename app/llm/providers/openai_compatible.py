@@ -51,6 +51,8 @@ STREAM_BODY = {"headers": {RAW_RESPONSE_HEADER: "stream"}}  # the SDK then retur
 
 
 class OpenAICompatibleProvider:
+    native_wires: frozenset[str] = frozenset()
+
     def __init__(self, name: str, *, api_key: str, base_url: str | None, default_model: str,
                  fallback_models: list[str], connect_timeout: float, read_timeout: float,
                  max_connections: int = 1000, max_tokens_field: str = "max_tokens", developer_role: bool = False,
@@ -73,6 +75,9 @@ class OpenAICompatibleProvider:
 
     def unsupported(self, request: CompletionRequest) -> list[str]:
         return unsupported_params(request, SUPPORTED | set(request.extra))
+
+    def count_tokens(self, request: CompletionRequest, model: str) -> None:
+        return None  # no counting API this server uses; the front door estimates
 
     def check(self) -> None:
         try:

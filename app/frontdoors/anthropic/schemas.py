@@ -1,0 +1,143 @@
+"""Marshmallow schemas of Anthropic's Messages API: the request (checked, not rewritten: a Claude
+model receives the body as it came) and the answer (for the OpenAPI document; views build the dicts).
+
+The request schema checks what this server needs to route and translate a request (`model`,
+`max_tokens`, `messages` and their blocks, `system`, `tools`, `tool_choice`, `stop_sequences`,
+`thinking`, `metadata`); fields it does not declare are kept under `extra`, passed on as they came.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import RAISE, ValidationError, fields, pre_load, validate, validates_schema
+
+from app.core.schemas import BaseSchema
+from app.llm.schemas import MAX_MESSAGES, MAX_OUTPUT_TOKENS, MAX_PARTS, MAX_TEXT_CHARS, check_model_name
+
+TOOL_CHOICE_TYPES = ("auto", "any", "tool", "none")
+
+
+class Blocks(fields.Field):
+    """A string, or a non-empty list of content blocks, each an object with a `type`."""
+
+    def _deserialize(self, value: Any, attr, data, **kwargs):
+        if isinstance(value, str):
+            if len(value) > MAX_TEXT_CHARS:
+                raise ValidationError(f"A message's text is at most {MAX_TEXT_CHARS} characters.")
+            return value
+        if not isinstance(value, list) or len(value) > MAX_PARTS:
+            raise ValidationError(f"Must be a string or a list of at most {MAX_PARTS} content blocks.")
+        if not all(isinstance(block, dict) and isinstance(block.get("type"), str) for block in value):
+            raise ValidationError("Each content block must be an object with a `type`.")
+        return value
+
+
+class TurnSchema(BaseSchema):
+    role = fields.String(required=True, validate=validate.OneOf(("user", "assistant")))
+    content = Blocks(required=True)
+
+
+class ClaudeToolSchema(BaseSchema):
+    """A custom tool (`name`, `description`, `input_schema`) or one of Anthropic's server tools (`type`)."""
+
+    name = fields.String(required=True, validate=validate.Length(min=1, max=128))
+    type = fields.String(load_default=None, allow_none=True)
+    description = fields.String(load_default=None)
+    input_schema = fields.Dict(load_default=None)
+
+    @validates_schema
+    def custom_tools_have_a_schema(self, data: dict[str, Any], **kwargs) -> None:
+        if data.get("type") in (None, "custom") and not isinstance(data.get("input_schema"), dict):
+            raise ValidationError("A custom tool needs an input_schema object.", "input_schema")
+
+
+class ClaudeToolChoiceSchema(BaseSchema):
+    type = fields.String(required=True, validate=validate.OneOf(TOOL_CHOICE_TYPES))
+    name = fields.String(load_default=None)
+    disable_parallel_tool_use = fields.Boolean(load_default=None)
+
+    @validates_schema
+    def a_named_tool(self, data: dict[str, Any], **kwargs) -> None:
+        if data["type"] == "tool" and not data.get("name"):
+            raise ValidationError("tool_choice of type 'tool' needs the tool's name.", "name")
+
+
+class ThinkingSchema(BaseSchema):
+    type = fields.String(required=True, validate=validate.OneOf(("enabled", "disabled", "adaptive")))
+    budget_tokens = fields.Integer(load_default=None, validate=validate.Range(min=1))
+
+
+class MessageMetadataSchema(BaseSchema):
+    user_id = fields.String(load_default=None, allow_none=True)
+
+
+class MessagesSchema(BaseSchema):
+    """Anthropic's `POST /v1/messages` body. Fields not declared here are kept in `extra`."""
+
+    model = fields.String(required=True, validate=check_model_name)
+    max_tokens = fields.Integer(required=True, validate=validate.Range(min=1, max=MAX_OUTPUT_TOKENS))
+    messages = fields.List(fields.Nested(TurnSchema), required=True,
+                           validate=validate.Length(min=1, max=MAX_MESSAGES))
+    system = Blocks(load_default=None)
+    stream = fields.Boolean(load_default=False)
+    stop_sequences = fields.List(fields.String(), load_default=None)
+    temperature = fields.Float(load_default=None, validate=validate.Range(min=0, max=1))
+    top_p = fields.Float(load_default=None, validate=validate.Range(min=0, max=1))
+    tools = fields.List(fields.Nested(ClaudeToolSchema), load_default=None)
+    tool_choice = fields.Nested(ClaudeToolChoiceSchema, load_default=None)
+    thinking = fields.Nested(ThinkingSchema, load_default=None)
+    metadata = fields.Nested(MessageMetadataSchema, load_default=None)
+    output_config = fields.Dict(load_default=None)
+    extra = fields.Dict(load_default=dict)
+
+    @pre_load
+    def keep_unknown_fields(self, data: Any, **kwargs) -> Any:
+        """Fields this schema does not declare go to `extra`, to be passed on or refused, never lost."""
+        if not isinstance(data, dict):
+            return data
+        known = {name: value for name, value in data.items() if name in self.fields and name != "extra"}
+        return {**known, "extra": {name: value for name, value in data.items() if name not in known}}
+
+
+class CountTokensSchema(MessagesSchema):
+    """`POST /v1/messages/count_tokens`: a Messages body without `max_tokens`."""
+
+    max_tokens = fields.Integer(load_default=None, validate=validate.Range(min=1, max=MAX_OUTPUT_TOKENS))
+
+
+# -- the answers (for the OpenAPI document) ---------------------------------------------------------
+
+
+class MessageUsageSchema(BaseSchema):
+    input_tokens = fields.Integer(required=True)
+    output_tokens = fields.Integer(required=True)
+
+
+class MessageAnswerSchema(BaseSchema):
+    """Anthropic's `message`; from a Claude model, the vendor's body as it came (so other fields may follow)."""
+
+    id = fields.String(required=True)
+    type = fields.String(required=True, metadata={"enum": ["message"]})
+    role = fields.String(required=True, metadata={"enum": ["assistant"]})
+    model = fields.String(required=True)
+    content = fields.List(fields.Dict(), required=True, metadata={
+        "description": "`text`, `thinking` and `tool_use` blocks (and, from Claude, any other)."})
+    stop_reason = fields.String(required=True, allow_none=True)
+    stop_sequence = fields.String(required=True, allow_none=True)
+    usage = fields.Nested(MessageUsageSchema, required=True)
+
+
+class TokenCountSchema(BaseSchema):
+    class Meta:
+        unknown = RAISE
+
+    input_tokens = fields.Integer(required=True)
+    estimated = fields.Boolean(metadata={"description": "True when the count is this server's estimate (not a "
+                                                        "Claude model): about four characters a token."})
+
+
+ANTHROPIC_STREAM = ("Anthropic's events, each an `event: {type}` line and a `data: {json}` line: `message_start`, "
+                    "then per content block `content_block_start`, `content_block_delta` (`text_delta`, "
+                    "`thinking_delta`, `input_json_delta`...), `content_block_stop`; then `message_delta` (with "
+                    "`stop_reason` and `usage`) and `message_stop`. `ping` events keep a silent stream open; a "
+                    "failure after the answer began is an `error` event.")

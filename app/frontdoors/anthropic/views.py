@@ -1,0 +1,92 @@
+"""Anthropic's Messages API: the anthropic SDK (or an agent honouring `ANTHROPIC_BASE_URL`) pointed at
+`http://host:5001` or `http://host:5001/anthropic` works unchanged, for a Claude model or any other."""
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from flask import jsonify, request
+from flask_smorest import Blueprint
+
+from app.core.http import json_object, load
+from app.core.openapi import errors, json_body, streams
+from app.frontdoors.anthropic.schemas import (
+    ANTHROPIC_STREAM,
+    CountTokensSchema,
+    MessageAnswerSchema,
+    MessagesSchema,
+    TokenCountSchema,
+)
+from app.frontdoors.anthropic.translate import message_body, native_body, request_for
+from app.llm.registry import Route
+from app.llm.responses import GATEWAY_ERRORS, answer_response, gateway, registry
+from app.llm.sse import AnthropicEvents
+
+bp = Blueprint("anthropic_messages", __name__,
+               description="Anthropic's Messages API (point the anthropic SDK at this server, or at /anthropic).")
+CHARS_PER_TOKEN = 4  # the estimate's rule of thumb, for models without a counting API
+IMAGE_TOKENS = 1600  # Anthropic's figure for an image of about 1.15 megapixels, its largest unscaled size
+
+
+@bp.post("/v1/messages")
+@bp.post("/anthropic/v1/messages")
+@json_body(MessagesSchema)
+@bp.response(200, MessageAnswerSchema, description="The message; with `stream: true`, Anthropic's SSE stream.")
+@streams(ANTHROPIC_STREAM)
+@errors(*GATEWAY_ERRORS)
+def messages():
+    """Create a message: a Claude model receives the body as it came; any other is translated."""
+    body = json_object()
+    checked = load(MessagesSchema, body)
+    routes = registry().routes_for_model(checked["model"])
+    completion = request_for(routes, checked, native_body(body, request.headers))
+    return answer_response(completion, routes, checked["stream"], AnthropicEvents(), message_body)
+
+
+@bp.post("/v1/messages/count_tokens")
+@bp.post("/anthropic/v1/messages/count_tokens")
+@json_body(CountTokensSchema)
+@bp.response(200, TokenCountSchema, description="The input tokens: Anthropic's count for a Claude model, else "
+                                                "an estimate (`estimated: true`, header `X-Token-Count: estimate`).")
+@errors(*GATEWAY_ERRORS)
+def count_tokens():
+    """Count a message's input tokens without creating it."""
+    body = json_object()
+    checked = load(CountTokensSchema, body)
+    provider, model = registry().resolve_model(checked["model"])
+    completion = request_for([Route(provider, model)], checked, native_body(body, request.headers))
+    counted = gateway().count_tokens(Route(provider, model), completion)
+    if counted is not None:
+        return jsonify({"input_tokens": counted})
+    response = jsonify({"input_tokens": estimate_input_tokens(checked), "estimated": True})
+    response.headers["X-Token-Count"] = "estimate"
+    return response
+
+
+def estimate_input_tokens(checked: dict[str, Any]) -> int:
+    """About four characters a token over the system prompt, the messages and the tools (images at
+    IMAGE_TOKENS each, their data not counted)."""
+    images, characters = 0, 0
+    for value in strings_and_images([checked["system"], checked["messages"], checked["tools"]]):
+        if value is None:
+            images += 1
+        else:
+            characters += len(value)
+    return math.ceil(characters / CHARS_PER_TOKEN) + images * IMAGE_TOKENS
+
+
+def strings_and_images(value: Any):
+    """Every string in `value` (a tool's schema as its JSON text), and None for each image block."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict) and value.get("type") == "image":
+        yield None
+    elif isinstance(value, dict) and "input_schema" in value:
+        yield json.dumps(value)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from strings_and_images(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from strings_and_images(item)
