@@ -146,3 +146,28 @@ def test_keys_are_found_by_hash_under_the_server_secret(app):
     assert service.find_key(key, b"one secret").id == row.id
     assert service.find_key(key, b"another secret") is None
     assert row.key_hash != key and len(row.key_hash) == 64
+
+
+def anthropic_sdk(app, key: str):
+    """The real anthropic SDK (it sends the key as `x-api-key`), its HTTP going straight into the app."""
+    import anthropic
+
+    return anthropic.Anthropic(api_key=key, base_url="http://testserver", max_retries=0,
+                               http_client=httpx2.Client(transport=httpx2.WSGITransport(app=app)))
+
+
+def test_the_anthropic_sdk_sends_its_key_as_x_api_key_and_gets_anthropics_errors(app, fake_openai):
+    import anthropic
+
+    key = cli_create(app, "claude-code", "--models", "openai/gpt-4o-mini")
+    fake_openai.enqueue(Reply(text="4"))
+    message = anthropic_sdk(app, key).messages.create(model="gpt-4o-mini", max_tokens=50,
+                                                      messages=[{"role": "user", "content": "2+2?"}])
+    assert message.content[0].text == "4"
+    with pytest.raises(anthropic.AuthenticationError) as unknown:
+        anthropic_sdk(app, "ais-" + "x" * 43).messages.create(model="gpt-4o-mini", max_tokens=50,
+                                                               messages=[{"role": "user", "content": "hi"}])
+    assert unknown.value.body["type"] == "error" and unknown.value.body["error"]["type"] == "authentication_error"
+    with pytest.raises(anthropic.PermissionDeniedError):  # a model outside the key's list
+        anthropic_sdk(app, key).messages.create(model="gpt-4o", max_tokens=50,
+                                                messages=[{"role": "user", "content": "hi"}])
