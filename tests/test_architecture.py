@@ -5,7 +5,7 @@ import ast
 from pathlib import Path
 
 APP = Path(__file__).resolve().parent.parent / "app"
-FEATURES = {"frontdoors", "conversations", "gists", "deployments", "ops"}
+FEATURES = {"frontdoors", "conversations", "gists", "deployments", "ops", "keys"}
 ALLOWED = {
     "core": set(),
     "llm": {"core"},
