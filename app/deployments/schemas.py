@@ -67,7 +67,8 @@ class TaskRequestSchema(BaseSchema):
     secret = fields.String(required=True, load_only=True, validate=validate.Length(min=1, max=1000))
     task = fields.String(required=True, validate=[
         validate.Length(min=1, max=200),
-        validate.Regexp(r"[^\x00-\x1f\x7f]+\Z", error="The task may not contain control characters.")])
+        validate.Regexp(r"[^\x00-\x1f\x7f]+(?![\s\S])",  # the end of the text, in Python and in ECMA (OpenAPI)
+                        error="The task may not contain control characters.")])
     round = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=1000))
     nonce = fields.String(required=True, validate=validate.Length(min=1, max=200))
     brief = fields.String(required=True, validate=validate.Length(min=1, max=50_000))

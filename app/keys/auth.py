@@ -83,7 +83,8 @@ def identify(key: str | None, exempt: bool, required: bool, secret: Callable[[],
         if exempt:
             return Caller()
         if key is None:
-            raise Unauthorized("Send a client API key: 'Authorization: Bearer ais-...' (or x-api-key).",
+            raise Unauthorized("Send a client API key (it starts with ais-): 'Authorization: Bearer <key>' or "
+                               "'x-api-key: <key>'.",
                                code="missing_api_key")
         raise Unauthorized("The API key is not known.", code="invalid_api_key")
     why = service.refusal(row)
