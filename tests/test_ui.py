@@ -12,14 +12,17 @@ import os
 import re
 import shutil
 import struct
+import subprocess
+import time
 import zlib
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
 import requests
 
-from tests.conftest import LiveServer, base_config, provider_config
+from tests.conftest import ROOT, VENV_BIN, LiveServer, as_environ, base_config, provider_config
 from tests.fakes.openai_api import FakeOpenAI
 from tests.fakes.server import Reply
 
@@ -550,3 +553,197 @@ def test_a_stored_key_is_sent_on_every_call_and_can_be_forgotten(server, page):
 
 def urlsplit_path(url: str) -> str:
     return re.sub(r"^https?://[^/]+", "", url).split("?")[0]
+
+
+# -- a server with client keys: the key prompt round trip and the usage panel ---------------------------
+
+
+@pytest.fixture(scope="module")
+def keyed_server(fake_openai, tmp_path_factory) -> Iterator[LiveServer]:
+    """A second server, with client keys (the module's `server` stays open); usage rows are written
+    within a tenth of a second of each call."""
+    server = LiveServer(base_config(tmp_path_factory.mktemp("ui-keys"), LOG_LEVEL="INFO", USAGE_FLUSH_S=0.1,
+                                    **provider_config(openai=fake_openai)))
+    yield server
+    server.stop()
+
+
+def create_key(server: LiveServer, name: str, *options: str) -> str:
+    """A key made as an operator makes one (`flask --app app.wsgi keys create`), as printed."""
+    result = subprocess.run([str(VENV_BIN / "flask"), "--app", "app.wsgi", "keys", "create", name, *options],
+                            cwd=ROOT, env=as_environ(server.config), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return re.search(r"key: (ais-\S+)", result.stdout).group(1)
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_the_key_prompt_round_trip(keyed_server, page, fake_openai, shot):
+    """No key stored: the first call gets 401 and the prompt; the typed key makes the chat work (the
+    chat is the key's); Forget clears the key and what it showed, and the prompt comes back."""
+    from playwright.sync_api import expect
+
+    key = create_key(keyed_server, "ui-round-trip")
+    fake_openai.enqueue(Reply(text="Hello, key holder."))
+    answers: list[tuple[str, int]] = []
+    page.on("response", lambda r: answers.append((urlsplit_path(r.url), r.status)))
+    page.goto(keyed_server.url + "/ui")
+    dialog = page.locator("#key-dialog")
+    expect(dialog).to_be_visible()
+    expect(page.locator("#key-reason")).to_contain_text("Send a client API key")
+    expect(page.locator("#key-forget")).to_be_hidden()
+    assert ("/v1/models", 401) in answers
+    shot("key-prompt")
+
+    page.fill("#key-input", key)
+    page.keyboard.press("Enter")
+    expect(dialog).to_be_hidden()
+    expect(page.locator('#model-select option[value="openai/gpt-4o-mini"]')).to_have_count(1)
+    send(page, "Is the key working?")
+    wait_idle(page)
+    expect(page.locator(".message.assistant .text")).to_have_text(["Hello, key holder."])
+    chat_id = re.search(r"#chat=(.+)$", page.url).group(1)
+    expect(page.locator(f'.chat-item[data-chat-id="{chat_id}"]')).to_have_count(1)
+    assert page.evaluate("localStorage.getItem('aiserver.key')") == key
+    history = f"{keyed_server.url}/chat/history/{chat_id}"
+    assert requests.get(history, headers=bearer(key), timeout=5).status_code == 200
+    assert requests.get(history, timeout=5).status_code == 401
+    shot("key-chat")
+
+    page.click("#key-button")
+    page.click("#key-forget")
+    expect(dialog).to_be_visible()
+    expect(page.locator("#key-reason")).to_contain_text("Send a client API key")
+    assert page.evaluate("localStorage.getItem('aiserver.key')") is None
+    expect(page.locator(".chat-item")).to_have_count(0)
+    expect(page.locator(".message")).to_have_count(0)
+    shot("key-forgotten")
+    page.keyboard.press("Escape")
+    page.reload()
+    expect(dialog).to_be_visible()
+
+
+CALLS = [(120, 30), (200, 50), (80, 20)]  # prompt and completion tokens the fake reports, per call
+EARLIER = {"days_ago": 3, "prompt_tokens": 150, "completion_tokens": 100, "cost_usd": 0.00125}
+
+
+def test_the_usage_panel_charts_the_keys_tokens_per_day_and_its_limits(keyed_server, browser, fake_openai, tmp_path):
+    """Calls made with a key through the openai SDK (plus one row of an earlier day, and another key's
+    call that must not count) appear as the panel's bars and hidden table, in UTC days, read in a
+    browser fourteen hours ahead of UTC; the limits show what is left."""
+    import openai
+    from playwright.sync_api import expect
+
+    key = create_key(keyed_server, "ui-usage", "--daily-tokens", "100000", "--monthly-budget", "5", "--rpm", "60")
+    other = create_key(keyed_server, "ui-someone-else")
+    for (prompt, completion), caller in zip(CALLS + [(999, 999)], [key, key, key, other]):
+        fake_openai.enqueue(Reply(text="Counted.", prompt_tokens=prompt, completion_tokens=completion))
+        sdk = openai.OpenAI(api_key=caller, base_url=keyed_server.url + "/v1", max_retries=0)
+        sdk.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "count me"}])
+    info = requests.get(f"{keyed_server.url}/v1/key/info", headers=bearer(key), timeout=5).json()
+    today = date.fromisoformat(info["usage"]["as_of"][:10])
+    earlier = today - timedelta(days=EARLIER["days_ago"])
+    add_usage_row(keyed_server, info["key"]["id"], earlier)
+    wait_for_calls(keyed_server, key, len(CALLS) + 1)
+
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, locale="en-US",
+                                  timezone_id="Pacific/Kiritimati")
+    context.add_init_script(f"localStorage.setItem('aiserver.key', {json.dumps(key)})")
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    try:
+        page.goto(keyed_server.url + "/ui")
+        page.click("#usage-button")
+        panel = page.locator("#usage-dialog")
+        expect(panel).to_be_visible()
+        expect(page.locator("#usage-who")).to_have_text(f"Key \u201cui-usage\u201d ({info['key']['hint']})")
+        rows = page.locator("#usage-table tbody tr")
+        expect(rows).to_have_count(14)
+        table = {row[0]: [float(cell.replace(",", "")) for cell in row[1:]]
+                 for row in rows.evaluate_all("rs => rs.map(r => [...r.cells].map(c => c.textContent))")}
+        assert list(table) == [(today - timedelta(days=13 - i)).isoformat() for i in range(14)]
+        prompt, completion = (sum(c[0] for c in CALLS), sum(c[1] for c in CALLS))
+        assert table[today.isoformat()] == [3, prompt, completion, prompt + completion,
+                                            round((prompt * 0.15 + completion * 0.6) / 1e6, 6)]
+        assert table[earlier.isoformat()] == [1, 150, 100, 250, EARLIER["cost_usd"]]
+        assert sum(row[3] for row in table.values()) == prompt + completion + 250
+        assert sum(row[0] for row in table.values()) == 4
+
+        chart = page.locator("#usage-chart svg")
+        assert chart.evaluate("s => s.getAttribute('role')") == "img"
+        assert chart.locator("title").first.text_content() == "Tokens per day, last 14 days"
+        assert f"the busiest day, {today.isoformat()}, had {prompt + completion:,} tokens" in \
+            chart.locator("desc").text_content()
+        bars = chart.locator("rect.bar")
+        expect(bars).to_have_count(2)
+        heights = {bar.get_attribute("data-day"): float(bar.get_attribute("height")) for bar in bars.all()}
+        assert set(heights) == {today.isoformat(), earlier.isoformat()}
+        assert heights[earlier.isoformat()] / heights[today.isoformat()] == pytest.approx(250 / (prompt + completion))
+        assert bars.evaluate_all("bs => bs.map(b => b.getBoundingClientRect().height)")[0] > 10  # drawn, not 0 tall
+        expect(page.locator("#usage-total")).to_contain_text(f"{prompt + completion + 250:,} tokens")
+
+        limits = page.locator("#usage-limits")
+        expect(limits.locator("dt")).to_have_text(["Tokens today", "This month", "Requests per minute",
+                                                   "Tokens per minute", "Models"])
+        used = prompt + completion
+        expect(limits.locator("dd").nth(0)).to_have_text(f"{used:,} of 100,000 used · {100_000 - used:,} left")
+        expect(limits.locator("dd").nth(1)).to_contain_text(" of $5.00 used · $")
+        expect(limits.locator("dd").nth(2)).to_have_text("60")
+        expect(limits.locator("dd").nth(3)).to_have_text("no limit")
+        page.screenshot(path=str(tmp_path / "usage-panel.png"))
+        panel.screenshot(path=str(tmp_path / "usage-panel-dialog.png"))
+        page.keyboard.press("Escape")
+        expect(panel).to_be_hidden()
+    finally:
+        context.close()
+
+
+def add_usage_row(server: LiveServer, key_id: str, day: date) -> None:
+    """A usage row of an earlier day in the server's database (no call can be made in the past)."""
+    from app.core.db import open_database
+    from app.keys.models import UsageRecord
+
+    db = open_database(server.config["DATABASE_URL"])
+    with db.bind_ctx([UsageRecord]), db.connection_context():
+        UsageRecord.create(created_at=datetime.combine(day, datetime.min.time()) + timedelta(hours=12),
+                           key_id=key_id, provider="openai", model="gpt-4o-mini", status="ok",
+                           **{k: v for k, v in EARLIER.items() if k != "days_ago"})
+    db.close_all()
+
+
+def wait_for_calls(server: LiveServer, key: str, calls: int, timeout: float = 10) -> None:
+    """Wait until the key's usage rows (written in the background) count `calls`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = requests.get(f"{server.url}/usage?group_by=", headers=bearer(key), timeout=5).json()["rows"]
+        if rows and rows[0]["calls"] >= calls:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the key's usage did not reach {calls} calls in {timeout} s: {rows}")
+
+
+def test_the_usage_panel_of_an_open_server_says_so_on_a_390px_dark_screen(browser, server, tmp_path):
+    from playwright.sync_api import expect
+
+    context = browser.new_context(viewport={"width": 390, "height": 844}, color_scheme="dark")
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    try:
+        page.goto(server.url + "/ui")
+        page.click("#menu-button")
+        page.click("#usage-button")
+        panel = page.locator("#usage-dialog")
+        expect(page.locator("#usage-status")).to_contain_text("This server is open")
+        expect(page.locator("#usage-who")).to_have_text("No key")
+        expect(page.locator("#usage-table tbody tr")).to_have_count(14)
+        expect(page.locator("#usage-limits-section")).to_be_hidden()
+        chart = page.locator("#usage-chart svg").bounding_box()
+        box = panel.bounding_box()
+        assert 0 <= box["x"] and box["x"] + box["width"] <= 390, box
+        assert box["x"] < chart["x"] and chart["x"] + chart["width"] < box["x"] + box["width"], (chart, box)
+        assert panel.evaluate("d => getComputedStyle(d).backgroundColor") == "rgb(22, 26, 32)"
+        panel.screenshot(path=str(tmp_path / "usage-open-narrow-dark.png"))
+    finally:
+        context.close()

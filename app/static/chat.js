@@ -6,6 +6,7 @@
  *   GET /chat/history?limit&cursor, GET /chat/search?q&limit&cursor   the sidebar, newest first, paged
  *   GET /chat/history/{id}, PATCH /chat/history/{id} {"title"}, DELETE /chat/delete/{id}
  *   GET /v1/models                      the model picker (aliases first)
+ *   GET /v1/key/info, GET /usage?group_by=day&since&until&key_id   the usage panel
  *
  * Answers are Markdown: parsed by marked, sanitised by DOMPurify (every model-written HTML), code
  * highlighted by highlight.js; all three are vendored under /static/vendor (see `make vendor`).
@@ -69,7 +70,9 @@
      "rename-input", "chat-meta", "model-select", "chat-menu", "rename-button", "export-md", "export-json",
      "theme-toggle", "messages", "welcome", "notice", "composer", "editing", "cancel-edit", "attachments",
      "image-input", "attach-button", "composer-input", "stop-button", "send-button", "key-dialog", "key-form",
-     "key-reason", "key-input", "key-forget", "key-cancel"].forEach(function (id) {
+     "key-reason", "key-input", "key-forget", "key-cancel", "usage-button", "usage-dialog", "usage-who",
+     "usage-status", "usage-chart-section", "usage-chart", "usage-total", "usage-table", "usage-limits-section",
+     "usage-limits"].forEach(function (id) {
       el[id.replace(/-([a-z])/g, function (_, c) { return c.toUpperCase(); })] = document.getElementById(id);
     });
     setupMarkdown();
@@ -78,6 +81,7 @@
     setupSidebar();
     setupChatMenu();
     setupKeyDialog();
+    el.usageButton.addEventListener("click", openUsage);
     el.modelSelect.addEventListener("change", rememberModel);
     window.addEventListener("hashchange", openFromHash);
     loadModels().then(function () { return loadChats(true); }).then(openFromHash);
@@ -111,12 +115,7 @@
       el.keyDialog.close();
       reloadAll();
     });
-    el.keyForget.addEventListener("click", function () {
-      save(API_KEY, null);
-      el.keyInput.value = "";
-      el.keyDialog.close();
-      showNotice("The key is forgotten: this browser no longer sends one.");
-    });
+    el.keyForget.addEventListener("click", forgetKey);
     el.keyCancel.addEventListener("click", function () { el.keyDialog.close(); });
   }
 
@@ -128,11 +127,185 @@
     el.keyInput.focus();
   }
 
+  /* Forget the key and what it showed (its chats), then load again without it: a server that
+     needs a key answers 401 and the prompt comes back. */
+  function forgetKey() {
+    save(API_KEY, null);
+    el.keyInput.value = "";
+    el.keyDialog.close();
+    el.chatList.textContent = "";
+    state.chats = {};
+    startNewChat(null);
+    reloadAll();
+    showNotice("The key is forgotten: this browser no longer sends one.");
+  }
+
   function reloadAll() {
     hideNotice();
     loadModels().then(function () { return loadChats(true); }).then(function () {
       if (state.chatId) openChat(state.chatId);
     });
+  }
+
+  // --- the usage panel: tokens and cost per day, the key's limits ------------------------------------
+
+  var USAGE_DAYS = 14;
+  var SVG_NS = "http://www.w3.org/2000/svg";
+
+  /* Open the panel and fill it: the calling key (GET /v1/key/info), then its usage per UTC day
+     (GET /usage) over the USAGE_DAYS days ending on the server's today. An admin key would see
+     every key's usage, so the key's own id is asked for. */
+  function openUsage() {
+    closeSidebar();
+    el.usageWho.textContent = "";
+    el.usageStatus.textContent = "Loading\u2026";
+    el.usageChartSection.hidden = true;
+    el.usageLimitsSection.hidden = true;
+    if (!el.usageDialog.open) el.usageDialog.showModal();
+    api("/v1/key/info").then(readJson).then(function (info) {
+      var until = info.usage ? info.usage.as_of.slice(0, 10) : new Date().toISOString().slice(0, 10);
+      var query = "/usage?group_by=day&since=" + addDays(until, 1 - USAGE_DAYS) + "&until=" + until +
+        (info.key ? "&key_id=" + encodeURIComponent(info.key.id) : "");
+      return api(query).then(readJson).then(function (summary) { showUsage(info, summary); });
+    }).catch(function (error) {
+      if (error.status === 401) { el.usageDialog.close(); return; }  // the key prompt is open instead
+      el.usageStatus.textContent = "Could not load the usage: " + error.message;
+    });
+  }
+
+  function showUsage(info, summary) {
+    var days = usageDays(summary.rows, summary.until);
+    el.usageWho.textContent = info.key ? "Key \u201c" + info.key.name + "\u201d (" + info.key.hint + ")" +
+      (info.key.admin ? ", admin" : "") : "No key";
+    el.usageStatus.textContent = info.key ? "" : info.open
+      ? "This server is open: it asks for no key, so no limits apply. The chart counts every call made to it."
+      : "This browser sends no key, so there is nothing to count.";
+    el.usageChart.textContent = "";
+    el.usageChart.appendChild(usageChart(days));
+    fillUsageTable(days);
+    var totals = days.reduce(function (sum, day) {
+      return {calls: sum.calls + day.calls, tokens: sum.tokens + day.total_tokens, cost: sum.cost + day.cost_usd};
+    }, {calls: 0, tokens: 0, cost: 0});
+    el.usageTotal.textContent = totals.calls ? count(totals.tokens) + " tokens, " + usd(totals.cost) + ", " +
+      count(totals.calls) + (totals.calls === 1 ? " call" : " calls") + " in " + USAGE_DAYS + " days."
+      : "No calls in the last " + USAGE_DAYS + " days.";
+    el.usageChartSection.hidden = false;
+    if (info.key) fillLimits(info.key, info.usage);
+    el.usageLimitsSection.hidden = !info.key;
+  }
+
+  /* One entry per day, oldest first, ending on `until` (YYYY-MM-DD, UTC); days without calls are zeros. */
+  function usageDays(rows, until) {
+    var byDay = {};
+    rows.forEach(function (row) { byDay[row.day] = row; });
+    var days = [];
+    for (var back = USAGE_DAYS - 1; back >= 0; back--) {
+      var day = addDays(until, -back);
+      days.push(Object.assign({day: day, calls: 0, prompt_tokens: 0, completion_tokens: 0, total_tokens: 0,
+                               cost_usd: 0}, byDay[day] || {}));
+    }
+    return days;
+  }
+
+  function addDays(isoDay, n) {
+    var date = new Date(isoDay + "T00:00:00Z");
+    date.setUTCDate(date.getUTCDate() + n);
+    return date.toISOString().slice(0, 10);
+  }
+
+  /* The tokens per day as an SVG bar chart (one bar per day with calls, each with its figures as a
+     tooltip), described by its <title> and <desc>; the same figures are in the hidden table. */
+  function usageChart(days) {
+    var width = 560, top = 22, base = 150, slot = width / days.length;
+    var peak = Math.max.apply(null, days.map(function (day) { return day.total_tokens; }));
+    var busiest = days.filter(function (day) { return day.total_tokens === peak; })[0];
+    var svg = svgNode("svg", {viewBox: "0 0 " + width + " 174", role: "img",
+                              "aria-labelledby": "usage-svg-title usage-svg-desc"});
+    svg.appendChild(svgNode("title", {id: "usage-svg-title"}, "Tokens per day, last " + days.length + " days"));
+    svg.appendChild(svgNode("desc", {id: "usage-svg-desc"}, peak
+      ? "From " + days[0].day + " to " + days[days.length - 1].day + "; the busiest day, " + busiest.day + ", had " +
+        count(peak) + " tokens. The table that follows has every day's figures."
+      : "No calls from " + days[0].day + " to " + days[days.length - 1].day + "."));
+    if (peak) svg.appendChild(svgNode("text", {x: 0, y: 13}, "peak " + count(peak) + " tokens"));
+    svg.appendChild(svgNode("line", {x1: 0, x2: width, y1: base + 0.5, y2: base + 0.5, "class": "axis"}));
+    days.forEach(function (day, i) {
+      var x = i * slot;
+      if (day.total_tokens) {
+        var height = Math.max(2, day.total_tokens / peak * (base - top));
+        var bar = svgNode("rect", {x: x + slot * 0.18, y: base - height, width: slot * 0.64, height: height, rx: 3,
+                                   "class": "bar", "data-day": day.day});
+        bar.appendChild(svgNode("title", {}, dayLabel(day.day, true) + ": " + count(day.total_tokens) + " tokens, " +
+                                             usd(day.cost_usd) + ", " + count(day.calls) + " calls"));
+        svg.appendChild(bar);
+      }
+      if ((days.length - 1 - i) % 2) return;  // every other day is labelled, ending on the last
+      svg.appendChild(svgNode("text", {x: x + slot / 2, y: 168, "text-anchor": "middle"},
+                              dayLabel(day.day, i < 2 || day.day.slice(8, 10) <= "02")));
+    });
+    return svg;
+  }
+
+  function svgNode(name, attributes, text) {
+    var node = document.createElementNS(SVG_NS, name);
+    Object.keys(attributes).forEach(function (key) { node.setAttribute(key, attributes[key]); });
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function dayLabel(isoDay, withMonth) {
+    var date = new Date(isoDay + "T00:00:00Z");
+    return withMonth ? date.toLocaleDateString(undefined, {month: "short", day: "numeric", timeZone: "UTC"})
+      : String(date.getUTCDate());
+  }
+
+  function fillUsageTable(days) {
+    var body = el.usageTable.tBodies[0];
+    body.textContent = "";
+    days.forEach(function (day) {
+      var row = body.insertRow();
+      var head = document.createElement("th");
+      head.scope = "row";
+      head.textContent = day.day;
+      row.appendChild(head);
+      [count(day.calls), count(day.prompt_tokens), count(day.completion_tokens), count(day.total_tokens),
+       Number(day.cost_usd).toFixed(6)].forEach(function (text) { row.insertCell().textContent = text; });
+    });
+  }
+
+  /* The key's limits and what is left of them (`usage` of /v1/key/info). */
+  function fillLimits(key, left) {
+    var limits = key.limits;
+    var items = [
+      ["Tokens today", limits.daily_tokens
+        ? count(left.tokens_today) + " of " + count(limits.daily_tokens) + " used \u00b7 " + count(left.daily_tokens_left) + " left"
+        : count(left.tokens_today) + " used \u00b7 no daily limit"],
+      ["This month", usd(left.cost_this_month_usd) + (limits.monthly_budget_usd !== null
+        ? " of " + usd(limits.monthly_budget_usd) + " used \u00b7 " + usd(left.monthly_budget_left_usd) + " left"
+        : " used \u00b7 no budget") + " (" + count(left.tokens_this_month) + " tokens)"],
+      ["Requests per minute", limits.rpm ? count(limits.rpm) : "no limit"],
+      ["Tokens per minute", limits.tpm ? count(limits.tpm) : "no limit"],
+      ["Models", key.models ? key.models.join(", ") : "all"]
+    ];
+    if (key.expires_at) items.push(["Expires", new Date(key.expires_at).toLocaleString()]);
+    el.usageLimits.textContent = "";
+    items.forEach(function (item) {
+      var term = document.createElement("dt");
+      term.textContent = item[0];
+      var value = document.createElement("dd");
+      value.textContent = item[1];
+      el.usageLimits.append(term, value);
+    });
+  }
+
+  function count(n) { return Number(n).toLocaleString(); }
+
+  /* Dollars: cents from one cent up, else up to six decimals (a call to a small model costs less). */
+  function usd(amount) {
+    var value = Number(amount);
+    if (value === 0) return "$0.00";
+    if (value >= 0.01) return "$" + value.toFixed(2);
+    if (value < 0.0000005) return "<$0.000001";
+    return "$" + value.toFixed(6).replace(/0+$/, "");
   }
 
   // --- Markdown ---------------------------------------------------------------------------------------
