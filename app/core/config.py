@@ -41,6 +41,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PORT", "5001", "Port the web server listens on.", int),
     Setting("DATABASE_URL", "sqlite:///data/aiserver.db",
             "peewee database URL: sqlite:///path (relative to the project) or postgresql://user@host/db."),
+    Setting("DATABASE_POOL_SIZE", "20", "Most database connections one process holds; a request beyond it waits "
+            "for a free one. Keep (instances x (WEB_WORKERS + 1) x this) below PostgreSQL's max_connections.", int),
+    Setting("DATABASE_POOL_TIMEOUT_S", "10", "Seconds a request waits for a free database connection before a "
+            "503 (database_unavailable).", float),
     Setting("REDIS_URL", "", "Redis URL for the background queue; empty uses a SQLite queue under data/."),
     Setting("LOG_DIR", "logs", "Directory for app.log, error.log and debug.log (rotated; all three created at start)."),
     Setting("LOG_LEVEL", "INFO", "Console log level."),

@@ -71,20 +71,27 @@ def locked_row(model: type[M], key: Any) -> M | None:
     return query.first()
 
 
-def open_database(url: str):
-    """A pooled peewee database for `url` (sqlite:///relative/or/absolute, postgresql://...)."""
+def open_database(url: str, pool_size: int = 20, pool_timeout: float = 10.0):
+    """A pooled peewee database for `url` (sqlite:///relative/or/absolute, postgresql://...).
+
+    Under gevent one worker runs hundreds of requests at once, more than it may hold connections:
+    a request beyond `pool_size` waits up to `pool_timeout` seconds for one to be returned (the
+    pool's wait is on a `threading.Condition`, a gevent one once monkey-patched), then fails with
+    `MaxConnectionsExceeded` (a 503). A PostgreSQL connection is checked (`SELECT 1`) as it leaves the
+    pool, so connections a server restart broke are dropped there instead of failing a request.
+    """
     if url.startswith("sqlite:"):
         path = url.split("sqlite:///", 1)[1] if "sqlite:///" in url else ":memory:"
         if path != ":memory:" and not os.path.isabs(path):
             path = os.path.join(project_root(), path)
         if path != ":memory:":
             os.makedirs(os.path.dirname(path), exist_ok=True)
-        return PooledSqliteDatabase(path, pragmas=SQLITE_PRAGMAS, max_connections=64, stale_timeout=300,
-                                    check_same_thread=False)
+        return PooledSqliteDatabase(path, pragmas=SQLITE_PRAGMAS, max_connections=pool_size,
+                                    stale_timeout=300, timeout=pool_timeout, check_same_thread=False)
     if url.startswith(("postgres://", "postgresql://")):
         params = parse_db_url(url)
-        return PooledPostgresqlDatabase(params.pop("database"), max_connections=20, stale_timeout=300,
-                                        timeout=10, **params)
+        return PooledPostgresqlDatabase(params.pop("database"), max_connections=pool_size, stale_timeout=300,
+                                        timeout=pool_timeout, **params)
     raise ValueError("DATABASE_URL must start with sqlite:/// or postgresql://")
 
 
@@ -95,7 +102,8 @@ def migrate(db) -> list[str]:
 
 
 def init_app(app: Flask) -> None:
-    db = open_database(app.config["DATABASE_URL"])
+    db = open_database(app.config["DATABASE_URL"], app.config["DATABASE_POOL_SIZE"],
+                       app.config["DATABASE_POOL_TIMEOUT_S"])
     database.initialize(db)
     app.extensions["database"] = db
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import peewee
 from flask import Flask, jsonify, request
+from playhouse.pool import MaxConnectionsExceeded
 from werkzeug.exceptions import HTTPException
 
 from app.core.errors import (
@@ -96,6 +97,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(peewee.OperationalError)
     @app.errorhandler(peewee.InterfaceError)
+    @app.errorhandler(MaxConnectionsExceeded)  # no free pooled connection within DATABASE_POOL_TIMEOUT_S
     def handle_database_unavailable(exc: Exception):
         log.error("database unavailable on %s %s: %s", request.method, request.path, exc)
         return handle_api_error(UpstreamUnavailable("The database is unavailable or busy; try again shortly.",
