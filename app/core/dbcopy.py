@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import cast
 
-from peewee import AutoField, BigAutoField, Database, Model, PostgresqlDatabase, sort_models
+from peewee import AutoField, BigAutoField, Database, Model, PostgresqlDatabase
+from peewee import sort_models  # type: ignore[attr-defined]  # public, missing from the stubs
 from playhouse.reflection import generate_models
 from psycopg2.extras import execute_values
 
@@ -63,7 +65,7 @@ def read_batches(model: type[Model], source: Database, batch_size: int) -> Itera
         query = model.select().order_by(key).limit(batch_size)
         if last is not None:
             query = query.where(key > last)
-        batch = list(query.tuples().bind(source))
+        batch = cast(list[tuple], list(query.tuples().bind(source)))
         if not batch:
             return
         yield batch
