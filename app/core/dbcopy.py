@@ -15,8 +15,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import cast
 
-from peewee import AutoField, BigAutoField, Database, Model, PostgresqlDatabase
-from peewee import sort_models  # type: ignore[attr-defined]  # public, missing from the stubs
+from peewee import (
+    AutoField,
+    BigAutoField,
+    Database,
+    Model,
+    PostgresqlDatabase,
+    sort_models,  # type: ignore[attr-defined]  # public, missing from the stubs
+)
 from playhouse.reflection import generate_models
 from psycopg2.extras import execute_values
 
