@@ -15,13 +15,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import cast
 
-from peewee import (
+from peewee import (  # type: ignore[attr-defined]  # sort_models: public, missing from the stubs
     AutoField,
     BigAutoField,
     Database,
     Model,
     PostgresqlDatabase,
-    sort_models,  # type: ignore[attr-defined]  # public, missing from the stubs
+    sort_models,
 )
 from playhouse.reflection import generate_models
 from psycopg2.extras import execute_values
