@@ -54,6 +54,14 @@ def base_config(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
     return config
 
 
+def metric(text: str, name: str, **labels: str) -> float:
+    """The sum of `name`'s samples (in a /metrics text) whose labels include `labels`."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+               if sample.name == name and labels.items() <= sample.labels.items())
+
+
 def as_environ(config: dict[str, Any]) -> dict[str, str]:
     """The same configuration as environment variables, for a server process."""
     env = {k: v for k, v in os.environ.items()}

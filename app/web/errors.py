@@ -30,6 +30,7 @@ from app.core.errors import (
     openai_error_body,
     openai_shaped,
 )
+from app.core.metrics import RATE_LIMIT_REJECTIONS
 
 log = logging.getLogger("aiserver.errors")
 MAX_URL_BYTES = 4096  # gunicorn.conf.py's limit_request_line is above it (8190)
@@ -67,6 +68,8 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(APIError)
     def handle_api_error(error: APIError):
+        if isinstance(error, RateLimited):
+            RATE_LIMIT_REJECTIONS.labels(error.code).inc()
         if error.status >= 500:
             log.warning("%s %s -> %s %s", request.method, request.path, error.status, error.message)
         body = json.loads(app.extensions["redactor"].redact(json.dumps(error_body(error))))
