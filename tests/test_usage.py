@@ -1,6 +1,8 @@
 """Usage accounting: counted off the hot path, added up in the database; and each instance's own counts at /metrics."""
 from __future__ import annotations
 
+import json
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -8,11 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 import peewee
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from app.core.db import database
 from app.llm.models import UsageCounter
 from app.llm.usage import UsageEvent, UsageRecorder, totals
-from tests.conftest import metric, provider_config
+from tests.conftest import ROOT, metric, provider_config
 from tests.fakes.server import Reply
 
 
@@ -105,3 +108,11 @@ def test_an_instance_adds_up_its_gunicorn_workers(live_server, fake_openai):
         assert answer.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
         assert metric(answer.text, "aiserver_http_requests_total", route="/chat", status="200") == 20
         assert metric(answer.text, "aiserver_llm_calls_total", provider="openai", outcome="ok") == 20
+
+
+def test_the_grafana_dashboard_queries_only_metrics_the_server_exposes(client):
+    dashboard = json.loads((ROOT / "deploy" / "grafana-dashboard.json").read_text())
+    queried = {re.sub(r"_(total|bucket|count|sum)$", "", name) for panel in dashboard["panels"]
+               for target in panel["targets"] for name in re.findall(r"aiserver_\w+", target["expr"])}
+    exposed = {family.name for family in text_string_to_metric_families(client.get("/metrics").get_data(as_text=True))}
+    assert len(queried) == 10 and queried <= exposed, queried - exposed
