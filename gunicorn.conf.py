@@ -17,13 +17,23 @@ Why the file looks the way it does:
   `[program:web]` must stay above it.
 - Request-head limits sit above the app's: what the app can see, it answers in JSON (see README,
   "Errors only Caddy or Gunicorn answer").
+- Metrics: each worker is its own process, so prometheus-client runs in multiprocess mode. The
+  master sets `PROMETHEUS_MULTIPROC_DIR` before forking (Supervisor passes one shared with the
+  queue worker; alone, a temporary directory removed at exit), drops files of processes that are
+  gone when it starts, and a dead worker's live gauges (streams in flight) when it exits. This is
+  `prometheus_client.multiprocess.mark_process_dead` by hand: importing prometheus-client would
+  import ssl into the master.
 - Gunicorn's own lines use the app's log format (`logger_class`); the per-request access line is the
   app's own (`aiserver.access`, written when the response closes, with request id, provider, model
   and tokens), so Gunicorn's access log is off to avoid logging each request twice.
 """
+import glob
 import json
 import logging
 import os
+import re
+import shutil
+import tempfile
 import time
 
 from dotenv import dotenv_values
@@ -98,3 +108,31 @@ def post_worker_init(worker):
         from psycogreen.gevent import patch_psycopg
 
         patch_psycopg()
+
+
+METRICS_FILE = re.compile(r"_(\d+)\.db$")  # prometheus-client's per-process files: counter_1234.db
+
+
+def on_starting(server):
+    """Set up the metrics directory every worker writes to, keeping files of processes still alive
+    (the queue worker's, when Supervisor shares the directory)."""
+    directory = setting("PROMETHEUS_MULTIPROC_DIR", "")
+    if not directory:
+        directory = server.metrics_tmp_dir = tempfile.mkdtemp(prefix="aiserver-metrics-")
+    os.makedirs(directory, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    for path in glob.glob(os.path.join(directory, "*.db")):
+        match = METRICS_FILE.search(path)
+        if match and not os.path.exists(f"/proc/{match.group(1)}"):
+            os.remove(path)
+
+
+def child_exit(server, worker):
+    """A worker is gone: its live gauges no longer count (its counters and histograms stay summed)."""
+    for path in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], f"gauge_live*_{worker.pid}.db")):
+        os.remove(path)
+
+
+def on_exit(server):
+    if getattr(server, "metrics_tmp_dir", None):
+        shutil.rmtree(server.metrics_tmp_dir, ignore_errors=True)

@@ -21,8 +21,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from app.conversations.system_prompt import SystemPrompt
     from app.core import db
     from app.core.config import load_settings, secret_values
-    from app.core.jobqueue import QuietQueueOutages, make_huey
+    from app.core.jobqueue import QuietQueueOutages, count_job_outcomes, make_huey
     from app.core.logs import EscapeArguments, RedactSecrets, configure_logging
+    from app.core.metrics import observe_call
     from app.deployments.jobs import register_jobs
     from app.integrations.github import client_from_config
     from app.integrations.netguard import fetch_image
@@ -56,16 +57,22 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         timeout=app.config["IMAGE_FETCH_TIMEOUT_S"]))
     app.extensions["providers"] = registry
     counters = app.extensions["usage"] = UsageRecorder(app.config["USAGE_FLUSH_S"])
-    access = app.extensions["access"] = Access(app.config, PriceTable.from_config(app.config))
+    prices = PriceTable.from_config(app.config)
+    access = app.extensions["access"] = Access(app.config, prices)
 
     def record(event):
         counters.record(event)
         access.record(event)
+        observe_call(event.provider, event.label or event.model, event.outcome, event.latency_ms / 1000,
+                     event.prompt_tokens, event.completion_tokens,
+                     prices.cost(event.model, event.prompt_tokens, event.completion_tokens),
+                     None if event.first_item_ms is None else event.first_item_ms / 1000)
 
     app.extensions["gateway"] = Gateway(registry, RetryPolicy.from_config(app.config), redact=redactor.redact,
                                         record=record, permit=access.permit)
     app.extensions["provider_health"] = ProviderHealth(registry, app.config["HEALTH_CACHE_S"], redactor.redact)
     app.extensions["huey"] = make_huey(app.config)
+    count_job_outcomes(app.extensions["huey"])
     app.extensions["github"] = client_from_config(app.config)  # None without GITHUB_TOKEN
     app.extensions["system_prompt"] = SystemPrompt(app.config["SYSTEM_PROMPT_FILE"])
     register_jobs(app.extensions["huey"], app)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -53,6 +54,14 @@ def base_config(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
     return config
 
 
+def metric(text: str, name: str, **labels: str) -> float:
+    """The sum of `name`'s samples (in a /metrics text) whose labels include `labels`."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+               if sample.name == name and labels.items() <= sample.labels.items())
+
+
 def as_environ(config: dict[str, Any]) -> dict[str, str]:
     """The same configuration as environment variables, for a server process."""
     env = {k: v for k, v in os.environ.items()}
@@ -61,9 +70,9 @@ def as_environ(config: dict[str, Any]) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A PostgreSQL database of this test session's own (on the server at 127.0.0.1:5432), dropped at the end."""
+@contextmanager
+def fresh_postgres_database() -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database (on the server at 127.0.0.1:5432), dropped on exit."""
     import psycopg2
 
     name = f"aiserver_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
@@ -75,6 +84,13 @@ def postgres_url() -> Iterator[str]:
     finally:
         admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL database of this test session's own, dropped at the end."""
+    with fresh_postgres_database() as url:
+        yield url
 
 
 @pytest.fixture

@@ -173,7 +173,8 @@ class SupervisedStack:
 
 
 class CaddyProxy:
-    """Caddy on the shipped deploy/Caddyfile.internal, on an ephemeral port, in front of `upstream`."""
+    """Caddy on the shipped deploy/Caddyfile.internal (or `caddyfile`), on an ephemeral port, in front of
+    `upstream` (one HOST:PORT, or several separated by spaces for deploy/Caddyfile.scaled)."""
 
     def __init__(self, tmp: Path, upstream: str, caddyfile: Path = ROOT / "deploy" / "Caddyfile.internal"):
         self.port = free_port()
@@ -181,7 +182,8 @@ class CaddyProxy:
         home = tmp / "caddy-home"
         self.log_dir = tmp / "caddy-logs"
         env = dict(os.environ, AISERVER_BIND="127.0.0.1", AISERVER_HTTP_PORT=str(self.port),
-                   AISERVER_UPSTREAM=upstream, CADDY_ADMIN="off", CADDY_LOG_DIR=str(self.log_dir), HOME=str(home),
+                   AISERVER_UPSTREAM=upstream, AISERVER_UPSTREAMS=upstream,  # Caddyfile.scaled: space-separated
+                   CADDY_ADMIN="off", CADDY_LOG_DIR=str(self.log_dir), HOME=str(home),
                    XDG_CONFIG_HOME=str(home / "config"), XDG_DATA_HOME=str(home / "data"))
         self.output_path = tmp / "caddy.out"
         self.output = open(self.output_path, "wb")

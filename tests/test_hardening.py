@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from app.integrations.netguard import BlockedURL, check_url, is_public
-from tests.conftest import REDIS_URL, base_config, provider_config
+from tests.conftest import REDIS_URL, base_config, metric, provider_config
 from tests.fakes.github_api import DEFAULT_TOKEN, FakeGitHub
 from tests.fakes.server import Reply
 
@@ -229,15 +229,16 @@ def test_any_host_is_served_by_default(client):
 def test_only_configured_models_get_their_own_metrics_label(make_app, fake_openai):
     app = make_app(**provider_config(openai=fake_openai))
     client = app.test_client()
+    before = client.get("/metrics").get_data(as_text=True)  # counters are per process: compare with before
     for n in range(30):
         client.post("/v1/chat/completions", json={"model": f"gpt-made-up-{n}",
                                                    "messages": [{"role": "user", "content": "hi"}]})
     client.post("/v1/chat/completions", json={"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]})
-    app.extensions["usage"].flush()
     text = client.get("/metrics").get_data(as_text=True)
-    calls = [line for line in text.splitlines() if line.startswith("aiserver_llm_calls_total{")]
-    assert calls == ['aiserver_llm_calls_total{provider="openai",model="gpt-4o",outcome="ok"} 1',
-                     'aiserver_llm_calls_total{provider="openai",model="other",outcome="ok"} 30']
+    added = {model: metric(text, "aiserver_llm_calls_total", provider="openai", model=model)
+             - metric(before, "aiserver_llm_calls_total", provider="openai", model=model)
+             for model in ("gpt-4o", "other", *(f"gpt-made-up-{n}" for n in range(30)))}
+    assert {model: count for model, count in added.items() if count} == {"gpt-4o": 1, "other": 30}
 
 
 def test_docs_carry_security_headers(client):

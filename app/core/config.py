@@ -41,6 +41,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PORT", "5001", "Port the web server listens on.", int),
     Setting("DATABASE_URL", "sqlite:///data/aiserver.db",
             "peewee database URL: sqlite:///path (relative to the project) or postgresql://user@host/db."),
+    Setting("DATABASE_POOL_SIZE", "20", "Most database connections one process holds; a request beyond it waits "
+            "for a free one. Keep (instances x (WEB_WORKERS + 1) x this) below PostgreSQL's max_connections.", int),
+    Setting("DATABASE_POOL_TIMEOUT_S", "10", "Seconds a request waits for a free database connection before a "
+            "503 (database_unavailable).", float),
     Setting("REDIS_URL", "", "Redis URL for the background queue; empty uses a SQLite queue under data/."),
     Setting("LOG_DIR", "logs", "Directory for app.log, error.log and debug.log (rotated; all three created at start)."),
     Setting("LOG_LEVEL", "INFO", "Console log level."),
@@ -171,8 +175,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WEB_GRACEFUL_TIMEOUT_S", "30", "Seconds in-flight streams get to finish on reload or stop.", int,
             group="serving"),
     Setting("QUEUE_WORKERS", "4", "Threads of the background job consumer.", int, group="serving"),
-    Setting("USAGE_FLUSH_S", "1", "Seconds between writes of the usage counters behind /metrics (0: never, "
-            "for tests).", float, group="serving"),
+    Setting("USAGE_FLUSH_S", "1", "Seconds between writes of the database-wide usage counters (usage_counter "
+            "table; 0: never, for tests).", float, group="serving"),
     Setting("QUEUE_NAME", "aiserver", "Name of the job queue (its Redis keys, its SQLite table rows); instances "
             "that share work share it.", group="serving"),
     Setting("QUEUE_OUTAGE_LOG_S", "60", "While Redis is unreachable, seconds between the worker's log lines about "

@@ -71,20 +71,27 @@ def locked_row(model: type[M], key: Any) -> M | None:
     return query.first()
 
 
-def open_database(url: str):
-    """A pooled peewee database for `url` (sqlite:///relative/or/absolute, postgresql://...)."""
+def open_database(url: str, pool_size: int = 20, pool_timeout: float = 10.0):
+    """A pooled peewee database for `url` (sqlite:///relative/or/absolute, postgresql://...).
+
+    Under gevent one worker runs hundreds of requests at once, more than it may hold connections:
+    a request beyond `pool_size` waits up to `pool_timeout` seconds for one to be returned (the
+    pool's wait is on a `threading.Condition`, a gevent one once monkey-patched), then fails with
+    `MaxConnectionsExceeded` (a 503). A PostgreSQL connection is checked (`SELECT 1`) as it leaves the
+    pool, so connections a server restart broke are dropped there instead of failing a request.
+    """
     if url.startswith("sqlite:"):
         path = url.split("sqlite:///", 1)[1] if "sqlite:///" in url else ":memory:"
         if path != ":memory:" and not os.path.isabs(path):
             path = os.path.join(project_root(), path)
         if path != ":memory:":
             os.makedirs(os.path.dirname(path), exist_ok=True)
-        return PooledSqliteDatabase(path, pragmas=SQLITE_PRAGMAS, max_connections=64, stale_timeout=300,
-                                    check_same_thread=False)
+        return PooledSqliteDatabase(path, pragmas=SQLITE_PRAGMAS, max_connections=pool_size,
+                                    stale_timeout=300, timeout=pool_timeout, check_same_thread=False)
     if url.startswith(("postgres://", "postgresql://")):
         params = parse_db_url(url)
-        return PooledPostgresqlDatabase(params.pop("database"), max_connections=20, stale_timeout=300,
-                                        timeout=10, **params)
+        return PooledPostgresqlDatabase(params.pop("database"), max_connections=pool_size, stale_timeout=300,
+                                        timeout=pool_timeout, **params)
     raise ValueError("DATABASE_URL must start with sqlite:/// or postgresql://")
 
 
@@ -95,7 +102,8 @@ def migrate(db) -> list[str]:
 
 
 def init_app(app: Flask) -> None:
-    db = open_database(app.config["DATABASE_URL"])
+    db = open_database(app.config["DATABASE_URL"], app.config["DATABASE_POOL_SIZE"],
+                       app.config["DATABASE_POOL_TIMEOUT_S"])
     database.initialize(db)
     app.extensions["database"] = db
 
@@ -109,3 +117,22 @@ def init_app(app: Flask) -> None:
         """Create or upgrade the schema."""
         applied = migrate(db)
         click.echo(f"applied: {', '.join(applied)}" if applied else "database is up to date")
+
+    @app.cli.command("db-copy")
+    @click.option("--to", "target_url", required=True, help="The database to fill: postgresql://user@host/db.")
+    @click.option("--batch-size", default=1000, show_default=True, help="Rows read and written at a time.")
+    def db_copy(target_url: str, batch_size: int):
+        """Copy every table of DATABASE_URL into --to, verify row counts; safe to re-run."""
+        from app.core.dbcopy import copy_database
+
+        try:
+            results = copy_database(db, open_database(target_url), batch_size)
+        except ValueError as exc:  # not a PostgreSQL URL, or a table without a primary key
+            raise click.ClickException(str(exc)) from exc
+        for result in results:
+            click.echo(f"{result.table}: {result.source_rows} rows, {result.copied} copied now, "
+                       f"{result.target_rows} in the target{'' if result.matches else '  MISMATCH'}")
+        if not all(result.matches for result in results):
+            raise click.ClickException("row counts differ: the target holds rows the source does not "
+                                       "(or was written to during the copy)")
+        click.echo(f"copied {len(results)} tables; every row count matches")

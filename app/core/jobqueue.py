@@ -19,11 +19,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from huey import RedisHuey, SqliteHuey
+from huey import RedisHuey, SqliteHuey, signals
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.core.config import project_root
+from app.core.metrics import JOBS
 
 log = logging.getLogger("aiserver.queue")
 UNREACHABLE = (RedisConnectionError, RedisTimeoutError)
@@ -39,6 +40,28 @@ def make_huey(config: dict[str, Any]):
         path = os.path.join(project_root(), path)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     return SqliteHuey(name, filename=path, results=False)
+
+
+JOB_OUTCOMES = (signals.SIGNAL_COMPLETE, signals.SIGNAL_ERROR, signals.SIGNAL_RETRYING, signals.SIGNAL_INTERRUPTED,
+                signals.SIGNAL_REVOKED, signals.SIGNAL_EXPIRED, signals.SIGNAL_CANCELED, signals.SIGNAL_LOCKED)
+
+
+def count_job_outcomes(huey) -> None:
+    """Count each job's end (complete, error, retrying...) in `aiserver_jobs_total`, in the process
+    that ran it (the queue worker, whose metrics files sit beside the web workers')."""
+
+    @huey.signal(*JOB_OUTCOMES)
+    def count(signal: str, task: Any, *_args: Any) -> None:
+        JOBS.labels(task.name, signal).inc()
+
+
+def queue_depth(huey) -> int | None:
+    """Jobs waiting in the queue; None while it is unreachable."""
+    try:
+        return huey.pending_count()
+    except Exception:  # Redis away (or SQLite busy): /metrics still answers, without this sample
+        log.warning("queue depth unavailable", exc_info=True)
+        return None
 
 
 class QueueOutage:

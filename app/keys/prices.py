@@ -37,6 +37,11 @@ class PriceTable:
         table.update(parse_overrides(config.get("PRICE_OVERRIDES") or []))
         return cls(table)
 
+    def cost(self, model: str, prompt_tokens: int, completion_tokens: int) -> float:
+        """What a call of `model` cost in USD; 0 for a model the table does not price."""
+        price = self.price(model)
+        return price.cost(prompt_tokens, completion_tokens) if price else 0.0
+
     def price(self, model: str) -> Price | None:
         """The price of `model`: its own entry, else the longest entry it starts with; None if unknown."""
         if model in self.prices:

@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterator, Union
 
 from app.core.backoff import backoff_delay
 from app.core.errors import APIError, BadRequest, RateLimited, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from app.core.metrics import STREAMS_IN_FLIGHT
 from app.llm.providers.base import (
     CallerFault,
     CompletionRequest,
@@ -148,8 +149,10 @@ class Gateway:
                 items.close()
                 yield self._record(route, failure, attempts)
                 continue
+            first_item_ms = elapsed_ms(started)
             yield Started(route.provider.name, route.model, tuple(attempts))
             outcome, usage, model = "cancelled", Usage(), route.model
+            STREAMS_IN_FLIGHT.inc()
             try:
                 for item in itertools.chain((first,), items):
                     if isinstance(item, StreamEnd):
@@ -161,9 +164,10 @@ class Gateway:
                 log.warning("%s/%s failed mid-stream: %s", route.provider.name, route.model, message)
                 yield StreamFailed(f"The provider failed mid-answer: {message}", route.provider.name, route.model)
             finally:
+                STREAMS_IN_FLIGHT.dec()
                 items.close()
                 self.record(usage_event(route.provider.name, model, outcome, started, usage,
-                                        self.model_label(route, model)))
+                                        self.model_label(route, model), first_item_ms))
             return
         raise all_failed(attempts)
 
@@ -237,9 +241,14 @@ class Gateway:
         return attempt
 
 
-def usage_event(provider: str, model: str, outcome: str, started: float, usage: Usage, label: str) -> UsageEvent:
-    return UsageEvent(provider, model, outcome, usage.prompt_tokens, usage.completion_tokens,
-                      round((time.perf_counter() - started) * 1000), label)
+def usage_event(provider: str, model: str, outcome: str, started: float, usage: Usage, label: str,
+                first_item_ms: int | None = None) -> UsageEvent:
+    return UsageEvent(provider, model, outcome, usage.prompt_tokens, usage.completion_tokens, elapsed_ms(started),
+                      label, first_item_ms)
+
+
+def elapsed_ms(started: float) -> int:
+    return round((time.perf_counter() - started) * 1000)
 
 
 def all_failed(attempts: list[FailedAttempt]) -> APIError:

@@ -4,7 +4,8 @@ batches, once a second, by one background flusher per process.
 `record` is a deque append (`app.core.batches`), so a request pays nothing for being counted; the
 flusher folds the batch into per-(day, provider, model, outcome) sums and upserts
 them, adding to whatever other processes and instances wrote. A crash loses at most the last second
-of counts, never a request. `prometheus_text` renders the table for `/metrics`.
+of counts, never a request. `totals` are the all-time sums of every instance together (the
+`/metrics` endpoint shows each instance's own counters instead: `app.core.metrics`).
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ class UsageEvent:
     completion_tokens: int = 0
     latency_ms: int = 0
     label: str = ""  # the model's /metrics label: `model` if configured, else "other" (callers mint no labels)
+    first_item_ms: int | None = None  # a stream's time to its first item (the time to first token)
 
 
 class UsageRecorder:
@@ -78,28 +80,3 @@ def totals() -> list[dict[str, Any]]:
                  .order_by(UsageCounter.provider, UsageCounter.model, UsageCounter.outcome)
                  .dicts())
         return cast(list[dict[str, Any]], list(query))
-
-
-def prometheus_text(rows: list[dict[str, Any]], version: str, uptime_s: float) -> str:
-    """The Prometheus text exposition of the usage totals (counters, so rates work across restarts)."""
-    metrics = [
-        ("aiserver_llm_calls_total", "LLM calls by provider, model and outcome.", "calls"),
-        ("aiserver_llm_prompt_tokens_total", "Prompt tokens of completed calls.", "prompt_tokens"),
-        ("aiserver_llm_completion_tokens_total", "Completion tokens of completed calls.", "completion_tokens"),
-        ("aiserver_llm_latency_milliseconds_total", "Summed call latency (divide by calls for the mean).",
-         "latency_ms"),
-    ]
-    lines = ["# HELP aiserver_info Build information.", "# TYPE aiserver_info gauge",
-             f'aiserver_info{{version="{version}"}} 1',
-             "# HELP aiserver_uptime_seconds Seconds since this process started.",
-             "# TYPE aiserver_uptime_seconds gauge", f"aiserver_uptime_seconds {uptime_s:.1f}"]
-    for name, help_text, field in metrics:
-        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
-        for row in rows:
-            labels = ",".join(f'{key}="{escape_label(row[key])}"' for key in ("provider", "model", "outcome"))
-            lines.append(f"{name}{{{labels}}} {int(row[field] or 0)}")
-    return "\n".join(lines) + "\n"
-
-
-def escape_label(value: str) -> str:
-    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

@@ -1,23 +1,22 @@
-"""`GET /metrics`: usage counters in Prometheus' text format, the same from every worker and instance."""
+"""`GET /metrics`: this instance's Prometheus metrics (see `app.core.metrics`), summed over its processes."""
 from __future__ import annotations
-
-import time
 
 from flask import Response, current_app
 from flask_smorest import Blueprint
 
-from app.core.openapi import errors, text_answer
+from app.core.jobqueue import queue_depth
+from app.core.metrics import CONTENT_TYPE, ScrapeTimeGauges, exposition
+from app.core.openapi import text_answer
 from app.core.version import __version__
-from app.llm.usage import prometheus_text, totals
 
-bp = Blueprint("metrics", __name__, description="Usage counters for Prometheus.")
+bp = Blueprint("metrics", __name__, description="This instance's metrics, for Prometheus.")
 
 
 @bp.get("/metrics")
-@text_answer("text/plain", "Prometheus' text exposition format.")
-@errors((503, "The database is unavailable."))
+@text_answer("text/plain", "Prometheus' text exposition format (version 0.0.4).")
 def metrics():
-    """LLM calls, tokens and latency per provider, model and outcome (Prometheus text format)."""
-    rows = totals()
-    body = prometheus_text(rows, __version__, time.time() - current_app.config["STARTED_AT"])
-    return Response(body, mimetype="text/plain", headers={"Cache-Control": "no-cache"})
+    """HTTP requests, latency and time-to-first-token histograms, upstream calls, tokens, cost, streams in
+    flight, rate-limit rejections, queue depth and job outcomes of this instance (Prometheus text format)."""
+    huey = current_app.extensions["huey"]
+    scrape_time = ScrapeTimeGauges(__version__, current_app.config["STARTED_AT"], lambda: queue_depth(huey))
+    return Response(exposition(scrape_time), content_type=CONTENT_TYPE, headers={"Cache-Control": "no-cache"})

@@ -12,6 +12,7 @@ from typing import Any
 
 import peewee
 from flask import Flask, jsonify, request
+from playhouse.pool import MaxConnectionsExceeded
 from werkzeug.exceptions import HTTPException
 
 from app.core.errors import (
@@ -31,6 +32,7 @@ from app.core.errors import (
     openai_error_body,
     openai_shaped,
 )
+from app.core.metrics import RATE_LIMIT_REJECTIONS
 
 log = logging.getLogger("aiserver.errors")
 MAX_URL_BYTES = 4096  # gunicorn.conf.py's limit_request_line is above it (8190)
@@ -70,6 +72,8 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(APIError)
     def handle_api_error(error: APIError):
+        if isinstance(error, RateLimited):
+            RATE_LIMIT_REJECTIONS.labels(error.code).inc()
         if error.status >= 500:
             log.warning("%s %s -> %s %s", request.method, request.path, error.status, error.message)
         body = json.loads(app.extensions["redactor"].redact(json.dumps(error_body(error))))
@@ -100,6 +104,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(peewee.OperationalError)
     @app.errorhandler(peewee.InterfaceError)
+    @app.errorhandler(MaxConnectionsExceeded)  # no free pooled connection within DATABASE_POOL_TIMEOUT_S
     def handle_database_unavailable(exc: Exception):
         log.error("database unavailable on %s %s: %s", request.method, request.path, exc)
         return handle_api_error(UpstreamUnavailable("The database is unavailable or busy; try again shortly.",

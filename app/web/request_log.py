@@ -10,6 +10,8 @@ from typing import Any
 
 from flask import Flask, g, request
 
+from app.core.metrics import observe_request
+
 REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 access_log = logging.getLogger("aiserver.access")
 
@@ -39,11 +41,14 @@ def init_request_logging(app: Flask) -> None:
         fields.update(method=request.method, path=request.path, status=response.status_code,
                       client=request.remote_addr)
         request_id, started = g.get("request_id", "-"), g.get("started", time.perf_counter())
-        response.call_on_close(lambda: log_access(fields, request_id, started))
+        route = request.url_rule.rule if request.url_rule else "unmatched"  # templates: a bounded label
+        response.call_on_close(lambda: log_access(fields, request_id, started, route))
         return response
 
 
-def log_access(fields: dict[str, Any], request_id: str, started: float) -> None:
-    fields["latency_ms"] = round((time.perf_counter() - started) * 1000, 1)
+def log_access(fields: dict[str, Any], request_id: str, started: float, route: str) -> None:
+    seconds = time.perf_counter() - started
+    observe_request(route, fields["method"], fields["status"], seconds)
+    fields["latency_ms"] = round(seconds * 1000, 1)
     text = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
     access_log.info("%s", text, extra={"request_id": request_id, "fields": fields})  # escaped by EscapeArguments
