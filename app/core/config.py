@@ -41,6 +41,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PORT", "5001", "Port the web server listens on.", int),
     Setting("DATABASE_URL", "sqlite:///data/aiserver.db",
             "peewee database URL: sqlite:///path (relative to the project) or postgresql://user@host/db."),
+    Setting("DB_LOCK_WAIT_S", "10", "Seconds a SQLite statement waits for another writer's lock before failing; the "
+            "wait sleeps cooperatively, so other requests keep being served.", float),
     Setting("REDIS_URL", "", "Redis URL for the background queue; empty uses a SQLite queue under data/."),
     Setting("LOG_DIR", "logs", "Directory for app.log, error.log and debug.log (rotated; all three created at start)."),
     Setting("LOG_LEVEL", "INFO", "Console log level."),
