@@ -3,6 +3,7 @@ by another process, hung providers, first-byte timeouts, request deadlines and c
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -11,6 +12,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
 from tests.conftest import provider_config
@@ -97,3 +99,64 @@ def test_a_locked_database_neither_freezes_the_worker_nor_loses_an_answer(fake_o
     fake_openai.enqueue(Reply(text="Free again."))
     after = requests.post(f"{server.url}/chat", json={"message": "Next", "chat_id": chat_id}, timeout=10)
     assert after.status_code == 200, after.text
+
+
+# -- defect 2: first-byte timeout, request deadline, a client that leaves ------------------------------
+
+FAKES = ["fake_openai", "fake_anthropic", "fake_gemini"]
+STREAMED_ASK = {"question": "hi", "client_id": "c", "user_id": "u", "stream": True}
+
+
+def one_provider_app(make_app, request, fake_name: str, **settings: Any):
+    """An app whose only provider is the fake `fake_name` (its default model, then one fallback model)."""
+    fake = request.getfixturevalue(fake_name)
+    vendor = fake_name.removeprefix("fake_")
+    app = make_app(**provider_config(**{vendor: fake}), RETRY_ATTEMPTS=0, READ_TIMEOUT_S=5, **settings)
+    return app.test_client(), fake
+
+
+def streamed_text(response) -> str:
+    """The text of an OpenAI chunk stream (what `/v1/ask` streams)."""
+    chunks = [json.loads(line[6:]) for line in response.data.decode().splitlines() if line.startswith("data: {")]
+    return "".join(choice["delta"].get("content") or "" for chunk in chunks for choice in chunk["choices"])
+
+
+@pytest.mark.parametrize("fake_name", FAKES)
+def test_a_stream_that_does_not_start_moves_on_after_the_first_byte_timeout(make_app, request, fake_name):
+    client, fake = one_provider_app(make_app, request, fake_name, FIRST_BYTE_TIMEOUT_S=0.5)
+    fake.enqueue(Reply(text="too late", first_byte_delay=4), Reply(chunks=["from", " the fallback"]))
+    started = time.monotonic()
+    response = client.post("/v1/ask", json=STREAMED_ASK)
+    assert streamed_text(response) == "from the fallback"
+    assert time.monotonic() - started < 2.5 and len(fake.requests) == 2
+
+
+@pytest.mark.parametrize("fake_name", FAKES)
+def test_a_started_stream_may_pause_longer_than_the_first_byte_timeout(make_app, request, fake_name):
+    client, fake = one_provider_app(make_app, request, fake_name, FIRST_BYTE_TIMEOUT_S=0.3)
+    fake.enqueue(Reply(chunks=["slow", " but", " fine"], chunk_delay=0.8))
+    assert streamed_text(client.post("/v1/ask", json=STREAMED_ASK)) == "slow but fine"
+    assert len(fake.requests) == 1
+
+
+@pytest.mark.parametrize("fake_name", FAKES)
+def test_a_request_gives_up_at_its_deadline(make_app, request, fake_name):
+    client, fake = one_provider_app(make_app, request, fake_name, RETRY_BUDGET_S=1.0)
+    fake.enqueue(Reply(text="too late", first_byte_delay=4), Reply(text="never asked"))
+    started = time.monotonic()
+    response = client.post("/v1/ask", json={**STREAMED_ASK, "stream": False})
+    assert response.status_code == 504, response.json
+    assert time.monotonic() - started < 2.5 and len(fake.requests) == 1
+
+
+def test_attempts_stop_when_a_non_streaming_client_leaves(fake_openai, live_server):
+    server = live_server(RETRY_ATTEMPTS=5, RETRY_BACKOFF_S=0.3, **provider_config(openai=fake_openai))
+    fake_openai.default_reply = Reply(status=500, first_byte_delay=0.5)
+    host, port = server.url.removeprefix("http://").split(":")
+    body = json.dumps({**STREAMED_ASK, "stream": False}).encode()
+    with socket.create_connection((host, int(port)), timeout=5) as connection:
+        connection.sendall(b"POST /v1/ask HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                           b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        time.sleep(0.2)
+    time.sleep(4)  # six attempts with their backoff would take about 7 s; after the first, nobody is waiting
+    assert len(fake_openai.requests) == 1
