@@ -62,3 +62,14 @@ def test_every_operation_answers_as_documented(fuzzed_app):
     assert len(operations) > 20
     failures = [text for operation in operations for text in failures_of(operation)]
     assert not failures, "\n\n".join(failures)
+
+
+# -- what the fuzzing found ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("query", ["until=0001-01-01", "since=0001-01-01", "until=9999-12-31"])
+def test_usage_days_out_of_range_are_a_400(client, query):
+    """`until=0001-01-01` was a 500 (its 30-day default range began before year 1)."""
+    response = client.get(f"/usage?{query}")
+    assert response.status_code == 400, response.json
+    assert response.json["error"]["param"] == query.split("=")[0]
