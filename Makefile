@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run serve initdb install install-dev lint test test-system-deps bench env-example vendor clean
+.PHONY: run serve initdb install install-dev lint test fuzz test-system-deps bench env-example vendor clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ lint: install-dev
 
 test: install-dev test-system-deps lint
 	$(BIN)/python -m pytest
+
+## A longer schemathesis run over /openapi.json (FUZZ_EXAMPLES cases per operation; `make test` runs 5).
+fuzz: install-dev
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-200} $(BIN)/python -m pytest tests/test_fuzz.py -q --timeout=0
 
 ## The speed comparison with LiteLLM's proxy and Portkey's gateway (about 15 minutes); writes docs/performance.md.
 bench: install

@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Flask
 
+from app.core.http import client_connected
 from app.core.version import __version__
 
 __all__ = ["__version__", "create_app"]
@@ -69,7 +70,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
                      None if event.first_item_ms is None else event.first_item_ms / 1000)
 
     app.extensions["gateway"] = Gateway(registry, RetryPolicy.from_config(app.config), redact=redactor.redact,
-                                        record=record, permit=access.permit)
+                                        record=record, permit=access.permit, wanted=client_connected)
     app.extensions["provider_health"] = ProviderHealth(registry, app.config["HEALTH_CACHE_S"], redactor.redact)
     app.extensions["huey"] = make_huey(app.config)
     count_job_outcomes(app.extensions["huey"])

@@ -29,7 +29,7 @@ from app.conversations.models import Conversation, Message
 from app.conversations.schemas import CHAT_ID_PATTERN, CHAT_ID_RULE
 from app.core.caller import owned_by
 from app.core.clock import isoformat, utcnow
-from app.core.db import database, locked_row, write_transaction
+from app.core.db import database, locked_row, until_stored, write_transaction
 from app.core.errors import APIError, BadRequest, Conflict, NotFound
 from app.core.leases import Lease
 from app.core.paging import Keyset, matching, moment
@@ -165,8 +165,19 @@ def finish_turn(turn: Turn, text: str, status: str, *, error: str | None = None,
                 model: str | None = None, usage: Usage | None = None) -> Message | None:
     """Store the assistant's message and free the chat. None, storing nothing, if the turn no longer holds
     the chat (deleted meanwhile, or its lease ran out and another turn took it): a late answer must
-    never land after someone else's question."""
+    never land after someone else's question. A locked database is waited out (`until_stored`); if the
+    answer still cannot be stored, the chat is freed anyway and the error raised."""
     turn.lease.stop()
+    try:
+        return until_stored(lambda: _store_answer(turn, text, status, error=error, provider=provider, model=model,
+                                                  usage=usage), f"the answer of chat {turn.chat_id}")
+    except BaseException:
+        _free_chat(turn)
+        raise
+
+
+def _store_answer(turn: Turn, text: str, status: str, *, error: str | None, provider: str | None,
+                  model: str | None, usage: Usage | None) -> Message | None:
     with database.connection_context(), write_transaction():
         row = locked_row(Conversation, turn.chat_id)
         if row is None or row.busy_token != turn.token:
@@ -182,6 +193,15 @@ def finish_turn(turn: Turn, text: str, status: str, *, error: str | None = None,
         (Conversation.update(busy_token=None, busy_until=None)
          .where((Conversation.id == turn.chat_id) & (Conversation.busy_token == turn.token)).execute())
     return message
+
+
+def _free_chat(turn: Turn) -> None:
+    """Clear the turn's busy mark after its answer could not be stored; if even that fails, the lease
+    (no longer renewed) runs out by itself."""
+    try:
+        turn.lease.release()
+    except Exception:
+        log.exception("could not free chat %s; it is busy until its lease runs out", turn.chat_id)
 
 
 def reply(gateway: Gateway, routes: list[Route], turn: Turn, **params: Any) -> Answer:

@@ -45,6 +45,8 @@ SETTINGS: tuple[Setting, ...] = (
             "for a free one. Keep (instances x (WEB_WORKERS + 1) x this) below PostgreSQL's max_connections.", int),
     Setting("DATABASE_POOL_TIMEOUT_S", "10", "Seconds a request waits for a free database connection before a "
             "503 (database_unavailable).", float),
+    Setting("DB_LOCK_WAIT_S", "10", "Seconds a SQLite statement waits for another writer's lock before failing; the "
+            "wait sleeps cooperatively, so other requests keep being served.", float),
     Setting("REDIS_URL", "", "Redis URL for the background queue; empty uses a SQLite queue under data/."),
     Setting("LOG_DIR", "logs", "Directory for app.log, error.log and debug.log (rotated; all three created at start)."),
     Setting("LOG_LEVEL", "INFO", "Console log level."),
@@ -76,11 +78,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RETRY_BACKOFF_S", "0.5", "First backoff; doubles each retry (with jitter).", float, group="routing"),
     Setting("RETRY_MAX_WAIT_S", "8", "Longest wait before a retry; a longer Retry-After falls back at once.", float,
             group="routing"),
-    Setting("RETRY_BUDGET_S", "30", "Seconds one request may spend retrying and falling back; no upstream call "
-            "starts after it.", float, group="routing"),
+    Setting("RETRY_BUDGET_S", "30", "Deadline, in seconds, for a request's answer to start, retries and fallbacks "
+            "included: no upstream call starts after it and a call still waiting for its first byte is given up "
+            "(a non-streamed answer's first byte is the whole answer).", float, group="routing"),
     Setting("RETRY_MAX_CALLS", "6", "Most upstream calls one request makes, retries and fallbacks together.", int,
             group="routing"),
     Setting("CONNECT_TIMEOUT_S", "5", "Connect timeout to a provider.", float, group="routing"),
+    Setting("FIRST_BYTE_TIMEOUT_S", "10", "Seconds a streamed call may take to start its response before the next "
+            "try or route; after that READ_TIMEOUT_S applies.", float, group="routing"),
     Setting("READ_TIMEOUT_S", "120", "Read timeout to a provider (longest silence between bytes).", float,
             group="routing"),
     Setting("OPENAI_API_KEY", "", "OpenAI API key.", secret=True, group="providers"),

@@ -1,7 +1,7 @@
 """The peewee database: chosen by `DATABASE_URL`, bound in the factory, migrated by one runner.
 
 Models subclass `BaseModel`, whose database is the `database` proxy; `init_app` binds it to a
-SQLite (WAL, busy timeout) or PostgreSQL pool. Services open connections with
+SQLite (WAL, cooperative lock wait: `CooperativeSqliteDatabase`) or PostgreSQL pool. Services open connections with
 `database.connection_context()`, which nests and works inside streaming generators that outlive
 the request context. Schema changes are numbered files in `app/migrations/`, applied by peewee's
 migration runner (`flask --app app.wsgi db-upgrade`, which `make run`
@@ -10,25 +10,31 @@ and the deploy scripts run before the server starts).
 from __future__ import annotations
 
 import json
+import logging
 import os
-from typing import Any, TypeVar
+import time
+from typing import Any, Callable, TypeVar
 
 import click
 from flask import Flask
-from peewee import DatabaseProxy, Model, SqliteDatabase, TextField
+from peewee import DatabaseProxy, Model, OperationalError, SqliteDatabase, TextField
 from playhouse.db_url import parse as parse_db_url
 from playhouse.migrations import Runner
 from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
 
 from app.core.config import project_root
 
+log = logging.getLogger("aiserver.db")
 database = DatabaseProxy()
 M = TypeVar("M", bound=Model)
+T = TypeVar("T")
 MIGRATIONS_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "migrations")  # app/migrations
 
+LOCKED = "database is locked"  # SQLite's SQLITE_BUSY, as Python's sqlite3 words it
+LOCK_PAUSES_S = (0.002, 0.1)  # first and longest sleep between tries for the write lock
 SQLITE_PRAGMAS = (
+    ("busy_timeout", 5),  # milliseconds: SQLite's own wait sleeps in C, which freezes a gevent worker
     ("journal_mode", "wal"),
-    ("busy_timeout", 10000),
     ("synchronous", "normal"),
     ("foreign_keys", 1),
     ("cache_size", -16000),
@@ -51,6 +57,56 @@ class JSONField(TextField):
         return None if value is None else json.loads(value)
 
 
+# -- waiting for SQLite's write lock ---------------------------------------------------------------------
+
+
+def wait_for_lock(run: Callable[[], T], seconds: float) -> T:
+    """`run()`, tried again while SQLite answers "database is locked", for up to `seconds`.
+
+    The pauses are `time.sleep`, which gevent's patching makes a greenlet sleep: while one request
+    waits for another process's write lock, the rest of the worker keeps serving. A refused
+    statement did nothing, so trying it again is safe inside a transaction too."""
+    deadline = time.monotonic() + seconds
+    pause, longest = LOCK_PAUSES_S
+    while True:
+        try:
+            return run()
+        except OperationalError as error:
+            if LOCKED not in str(error) or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, longest)
+
+
+class CooperativeSqliteDatabase(PooledSqliteDatabase):
+    """A SQLite pool whose statements wait for the write lock in Python (`wait_for_lock`, up to
+    `lock_wait_s`) rather than in SQLite's C busy handler, which would block the event loop."""
+
+    def __init__(self, path: str, lock_wait_s: float = 10.0, **kwargs: Any):
+        self.lock_wait_s = lock_wait_s
+        super().__init__(path, **kwargs)
+
+    def execute_sql(self, sql, params=None):
+        return wait_for_lock(lambda: super(CooperativeSqliteDatabase, self).execute_sql(sql, params), self.lock_wait_s)
+
+    def begin(self, lock_type=None):
+        return wait_for_lock(lambda: super(CooperativeSqliteDatabase, self).begin(lock_type), self.lock_wait_s)
+
+
+def until_stored(write: Callable[[], T], what: str, attempts: int = 6) -> T:
+    """`write()` (a whole transaction), run again while it fails on SQLite's lock, up to `attempts`
+    times (each after a full lock wait: a minute by default); every refusal is logged, the last raised.
+    For writes that must land, such as a finished answer."""
+    for attempt in range(1, attempts):
+        try:
+            return write()
+        except OperationalError as error:
+            if LOCKED not in str(error):
+                raise
+            log.warning("%s not stored yet (attempt %d of %d): %s; trying again", what, attempt, attempts, error)
+    return write()
+
+
 # -- locking ---------------------------------------------------------------------------------------
 
 
@@ -71,14 +127,16 @@ def locked_row(model: type[M], key: Any) -> M | None:
     return query.first()
 
 
-def open_database(url: str, pool_size: int = 20, pool_timeout: float = 10.0):
+def open_database(url: str, pool_size: int = 20, pool_timeout: float = 10.0, lock_wait_s: float = 10.0):
     """A pooled peewee database for `url` (sqlite:///relative/or/absolute, postgresql://...).
 
     Under gevent one worker runs hundreds of requests at once, more than it may hold connections:
     a request beyond `pool_size` waits up to `pool_timeout` seconds for one to be returned (the
     pool's wait is on a `threading.Condition`, a gevent one once monkey-patched), then fails with
-    `MaxConnectionsExceeded` (a 503). A PostgreSQL connection is checked (`SELECT 1`) as it leaves the
-    pool, so connections a server restart broke are dropped there instead of failing a request.
+    `MaxConnectionsExceeded` (a 503). On SQLite a statement waits up to `lock_wait_s` for another
+    writer's lock, cooperatively (`CooperativeSqliteDatabase`). A PostgreSQL connection is checked
+    (`SELECT 1`) as it leaves the pool, so connections a server restart broke are dropped there
+    instead of failing a request.
     """
     if url.startswith("sqlite:"):
         path = url.split("sqlite:///", 1)[1] if "sqlite:///" in url else ":memory:"
@@ -86,8 +144,9 @@ def open_database(url: str, pool_size: int = 20, pool_timeout: float = 10.0):
             path = os.path.join(project_root(), path)
         if path != ":memory:":
             os.makedirs(os.path.dirname(path), exist_ok=True)
-        return PooledSqliteDatabase(path, pragmas=SQLITE_PRAGMAS, max_connections=pool_size,
-                                    stale_timeout=300, timeout=pool_timeout, check_same_thread=False)
+        return CooperativeSqliteDatabase(path, lock_wait_s=lock_wait_s, pragmas=SQLITE_PRAGMAS,
+                                         max_connections=pool_size, stale_timeout=300, timeout=pool_timeout,
+                                         check_same_thread=False)
     if url.startswith(("postgres://", "postgresql://")):
         params = parse_db_url(url)
         return PooledPostgresqlDatabase(params.pop("database"), max_connections=pool_size, stale_timeout=300,
@@ -103,7 +162,7 @@ def migrate(db) -> list[str]:
 
 def init_app(app: Flask) -> None:
     db = open_database(app.config["DATABASE_URL"], app.config["DATABASE_POOL_SIZE"],
-                       app.config["DATABASE_POOL_TIMEOUT_S"])
+                       app.config["DATABASE_POOL_TIMEOUT_S"], app.config["DB_LOCK_WAIT_S"])
     database.initialize(db)
     app.extensions["database"] = db
 

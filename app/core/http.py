@@ -4,9 +4,11 @@ from __future__ import annotations
 import functools
 import json
 import re
+import select
+import socket
 from typing import Any, Callable
 
-from flask import request
+from flask import has_request_context, request
 from marshmallow import Schema, ValidationError
 
 from app.core.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
@@ -120,3 +122,19 @@ def schema_instance(schema: type[Schema]) -> Schema:
     return schema()
 
 
+
+
+def client_connected() -> bool:
+    """False once the client of the current request has closed its connection: its socket reads as
+    end-of-file (peeked, so nothing is consumed). True outside a request, or when the server gives no
+    socket (Flask's test client); Gunicorn puts it in the WSGI environ."""
+    if not has_request_context():
+        return True
+    connection = request.environ.get("gunicorn.socket") or request.environ.get("gunicorn.sock")
+    if connection is None:
+        return True
+    try:
+        readable, _, _ = select.select([connection], [], [], 0)
+        return not readable or connection.recv(1, socket.MSG_PEEK) != b""
+    except OSError:
+        return False

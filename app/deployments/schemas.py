@@ -60,15 +60,25 @@ class AttachmentSchema(BaseSchema):
             raise ValidationError("An attachment URL must be a data: URI (or an http(s) URL).")
 
 
+TASK_CHARS = re.compile(r"[^\x00-\x1f\x7f]+")
+TASK_PATTERN_DOCUMENTED = r"^[^\x00-\x1f\x7f]+$"  # the same rule in ECMA-262 syntax, which OpenAPI uses
+
+
+def check_task(task: str) -> None:
+    """No control characters, a trailing newline included. Checked here with a full match and documented
+    as TASK_PATTERN_DOCUMENTED: in a Regexp validator, Python's `$` lets a trailing newline through and
+    its end-of-text anchor is no ECMA-262 regex, which OpenAPI validators (jsonschema-rs) reject."""
+    if not TASK_CHARS.fullmatch(task):
+        raise ValidationError("The task may not contain control characters.")
+
+
 class TaskRequestSchema(BaseSchema):
     """The body of `POST /task` and `POST /revise`, as the evaluators send it."""
 
     email = fields.Email(required=True, validate=validate.Length(max=254))
     secret = fields.String(required=True, load_only=True, validate=validate.Length(min=1, max=1000))
-    task = fields.String(required=True, validate=[
-        validate.Length(min=1, max=200),
-        validate.Regexp(r"[^\x00-\x1f\x7f]+(?![\s\S])",  # the end of the text, in Python and in ECMA (OpenAPI)
-                        error="The task may not contain control characters.")])
+    task = fields.String(required=True, validate=[validate.Length(min=1, max=200), check_task],
+                         metadata={"pattern": TASK_PATTERN_DOCUMENTED})
     round = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=1000))
     nonce = fields.String(required=True, validate=validate.Length(min=1, max=200))
     brief = fields.String(required=True, validate=validate.Length(min=1, max=50_000))

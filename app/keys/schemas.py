@@ -1,7 +1,7 @@
 """Bodies and queries of `/admin/keys` and `/usage`."""
 from __future__ import annotations
 
-from datetime import timedelta, timezone
+from datetime import date, timedelta, timezone
 
 from marshmallow import RAISE, ValidationError, fields, post_load, validate
 
@@ -26,9 +26,12 @@ class CreateKeySchema(BaseSchema):
     expires_at = fields.AwareDateTime(load_default=None, default_timezone=timezone.utc)
 
 
+USAGE_DAYS = validate.Range(min=date(1970, 1, 1), max=date(9999, 12, 30))  # until's next day must exist
+
+
 class UsageQuerySchema(BaseSchema):
-    since = fields.Date(load_default=None)
-    until = fields.Date(load_default=None)
+    since = fields.Date(load_default=None, validate=USAGE_DAYS)
+    until = fields.Date(load_default=None, validate=USAGE_DAYS)
     key_id = fields.String(load_default=None, validate=validate.Length(min=1, max=40))
     group_by = fields.String(load_default="day")
 

@@ -10,7 +10,11 @@ of an answer (text, tool-call and reasoning deltas) pass through unchanged.
 Only a provider's typed failure moves on to the next try; any other exception is a bug of ours and
 propagates (a 500 with its traceback logged), rather than being mistaken for an outage and answered
 silently by another provider. Every request has a retry budget: at most `max_attempts` upstream
-calls and `budget` seconds of retrying, so a request cannot multiply into a storm of calls.
+calls and a deadline `budget` seconds after it began, so a request cannot multiply into a storm of
+calls. No call starts after the deadline, and an attempt's wait for its first byte ends with it;
+a stream's also ends after `first_byte` seconds, so a hung route is left quickly (a non-streamed
+answer's first byte is the whole answer, which the deadline alone bounds). Attempts also stop once
+`wanted()` says the client has gone.
 """
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ from app.llm.providers.base import (
     ToolCall,
     UpstreamTimedOut,
     Usage,
+    first_byte_within,
 )
 from app.llm.registry import Route
 from app.llm.usage import UsageEvent
@@ -49,11 +54,12 @@ class RetryPolicy:
     max_wait: float = 8.0
     budget: float = 30.0  # seconds from the first call after which no further call starts
     max_attempts: int = 6  # upstream calls per request, retries and fallbacks together
+    first_byte: float = 10.0  # seconds a stream may take to start answering before the next try
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "RetryPolicy":
         return cls(config["RETRY_ATTEMPTS"], config["RETRY_BACKOFF_S"], config["RETRY_MAX_WAIT_S"],
-                   config["RETRY_BUDGET_S"], config["RETRY_MAX_CALLS"])
+                   config["RETRY_BUDGET_S"], config["RETRY_MAX_CALLS"], config["FIRST_BYTE_TIMEOUT_S"])
 
     def wait_before_retry(self, retry_number: int, failure: ProviderFailure) -> float | None:
         """Seconds to wait before retry `retry_number` (1-based), or None to move on to the next route."""
@@ -110,24 +116,29 @@ Event = Union[FailedAttempt, Started, StreamItem, StreamFailed]
 class Gateway:
     def __init__(self, registry, policy: RetryPolicy, sleep: Callable[[float], None] = time.sleep,
                  redact: Callable[[str], str] = str, record: Callable[[UsageEvent], None] = lambda event: None,
-                 permit: Callable[[list[Route]], list[Route]] = lambda routes: routes):
+                 permit: Callable[[list[Route]], list[Route]] = lambda routes: routes,
+                 wanted: Callable[[], bool] = lambda: True):
         """`redact` scrubs secrets from upstream error text, which some vendors echo back (a bad key);
         `record` counts every attempt's outcome, tokens and latency (see `app.llm.usage`); `permit`
-        narrows the routes to those the caller may use, or raises (a key's models and limits)."""
+        narrows the routes to those the caller may use, or raises (a key's models and limits);
+        `wanted` says whether the current request's client is still connected."""
         self.registry = registry
         self.policy = policy
         self.sleep = sleep
         self.redact = redact
         self.record = record
         self.permit = permit
+        self.wanted = wanted
 
     def complete(self, request: CompletionRequest, routes: list[Route]) -> Answer:
         routes = self.permit(routes)
         attempts: list[FailedAttempt] = []
-        for route in self._tries(routes, attempts):
+        deadline = time.monotonic() + self.policy.budget
+        for route in self._tries(routes, attempts, deadline):
             started = time.perf_counter()
             try:
-                result = route.provider.complete(request, route.model)
+                with first_byte_within(deadline - time.monotonic()):
+                    result = route.provider.complete(request, route.model)
             except ProviderFailure as failure:  # every failure of one route is the next route's chance
                 self._record(route, failure, attempts)
                 continue
@@ -140,11 +151,13 @@ class Gateway:
     def stream(self, request: CompletionRequest, routes: list[Route]) -> Iterator[Event]:
         routes = self.permit(routes)
         attempts: list[FailedAttempt] = []
-        for route in self._tries(routes, attempts):
+        deadline = time.monotonic() + self.policy.budget
+        for route in self._tries(routes, attempts, deadline):
             started = time.perf_counter()
             items = route.provider.stream(request, route.model)
             try:
-                first = next(items)
+                with first_byte_within(min(self.policy.first_byte, deadline - time.monotonic())):
+                    first = next(items)
             except ProviderFailure as failure:
                 items.close()
                 yield self._record(route, failure, attempts)
@@ -180,10 +193,12 @@ class Gateway:
     def embed(self, route: Route, inputs: list[str], dimensions: int | None) -> Embeddings:
         """Embeddings from one route, retried as the policy allows; usage recorded like a chat's."""
         attempts: list[FailedAttempt] = []
-        for attempt in self._tries([route], attempts):
+        deadline = time.monotonic() + self.policy.budget
+        for attempt in self._tries([route], attempts, deadline):
             started = time.perf_counter()
             try:
-                result = attempt.provider.embed(inputs, attempt.model, dimensions)
+                with first_byte_within(deadline - time.monotonic()):
+                    result = attempt.provider.embed(inputs, attempt.model, dimensions)
             except ProviderFailure as failure:
                 self._record(attempt, failure, attempts)
                 continue
@@ -196,22 +211,24 @@ class Gateway:
         """The vendor's exact count of the request's input tokens (None: it has none), retried as the
         policy allows."""
         attempts: list[FailedAttempt] = []
-        for attempt in self._tries([route], attempts):
+        deadline = time.monotonic() + self.policy.budget
+        for attempt in self._tries([route], attempts, deadline):
             try:
-                return attempt.provider.count_tokens(request, attempt.model)
+                with first_byte_within(deadline - time.monotonic()):
+                    return attempt.provider.count_tokens(request, attempt.model)
             except ProviderFailure as failure:
                 self._record(attempt, failure, attempts)
         raise all_failed(attempts)
 
-    def _tries(self, routes: list[Route], attempts: list[FailedAttempt]) -> Iterator[Route]:
+    def _tries(self, routes: list[Route], attempts: list[FailedAttempt], deadline: float) -> Iterator[Route]:
         """Each route as often as the policy allows, sleeping between retries, within the request's
-        budget of calls and seconds; skips the rest of a provider that rejected us as a whole."""
+        budget of calls and its deadline (`time.monotonic()`) while its client is there; skips the
+        rest of a provider that rejected us as a whole."""
         rejected: set[str] = set()
-        deadline = time.monotonic() + self.policy.budget
         for route in routes:
             retry = 0
             while route.provider.name not in rejected:
-                if len(attempts) >= self.policy.max_attempts or time.monotonic() >= deadline:
+                if len(attempts) >= self.policy.max_attempts or time.monotonic() >= deadline or not self.wanted():
                     return
                 before = len(attempts)
                 yield route

@@ -26,6 +26,7 @@ from app.llm.providers.base import (
     Completion,
     CompletionRequest,
     Embeddings,
+    FirstByteTransport,
     ModelUnavailable,
     NativeEvent,
     ProviderFailure,
@@ -68,7 +69,8 @@ class AnthropicProvider:
         self.client = anthropic.Anthropic(
             api_key=api_key, base_url=base_url or None, max_retries=0,
             timeout=httpx2.Timeout(read_timeout, connect=connect_timeout),
-            http_client=anthropic.DefaultHttpxClient(limits=connection_limits(max_connections)))
+            http_client=anthropic.DefaultHttpxClient(
+                transport=FirstByteTransport(limits=connection_limits(max_connections))))
 
     def list_models(self) -> list[str]:
         return [self.default_model, *self.fallback_models]

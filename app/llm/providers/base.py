@@ -20,8 +20,11 @@ same way.
 """
 from __future__ import annotations
 
+import math
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field, fields
-from typing import Any, Generator, Protocol, Union
+from typing import Any, Generator, Iterator, Protocol, Union
 
 import httpx2
 
@@ -254,6 +257,48 @@ def connection_limits(max_connections: int) -> httpx2.Limits:
     100, a worker serving 200 concurrent requests closed half its connections after each request
     and paid a new connection (and its DNS lookup) for each, doubling its CPU per request."""
     return httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+
+
+_first_byte_limit: ContextVar[float | None] = ContextVar("first_byte_limit", default=None)
+SHORTEST_WAIT_S = 0.05
+
+
+@contextmanager
+def first_byte_within(seconds: float) -> Iterator[None]:
+    """Upstream requests made inside this block wait at most `seconds` to connect and for the response
+    to start (status line and headers); reading the body afterwards keeps the client's read timeout.
+    The gateway sets it per attempt (`FIRST_BYTE_TIMEOUT_S`, the request's deadline); a context
+    variable, so it follows the greenlet or thread that makes the call."""
+    token = _first_byte_limit.set(max(seconds, SHORTEST_WAIT_S))
+    try:
+        yield
+    finally:
+        _first_byte_limit.reset(token)
+
+
+class FirstByteTransport(httpx2.HTTPTransport):
+    """The providers' HTTP transport. None of the three SDKs has a time-to-first-byte timeout (httpx's
+    `read` timeout is the longest silence between any two reads, first byte included, and
+    google-genai has a single timeout), so this shortens the connect and read timeouts while the
+    response has not started (`first_byte_within`), then restores them for the body: a hung route is
+    left in seconds while a long answer may still pause for READ_TIMEOUT_S between chunks.
+    httpcore reads the timeouts from the request's `extensions` at every read, which this relies on."""
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        limit = _first_byte_limit.get()
+        if limit is None:
+            return super().handle_request(request)
+        timeouts = request.extensions.get("timeout", {})
+        request.extensions["timeout"] = {**timeouts, "connect": _shorter(timeouts.get("connect"), limit),
+                                         "read": _shorter(timeouts.get("read"), limit)}
+        try:
+            return super().handle_request(request)
+        finally:
+            request.extensions["timeout"] = timeouts
+
+
+def _shorter(timeout: float | None, limit: float) -> float:
+    return min(math.inf if timeout is None else timeout, limit)
 
 
 def parse_retry_after(headers: Any) -> float | None:

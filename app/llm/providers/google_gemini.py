@@ -27,6 +27,7 @@ from app.llm.providers.base import (
     Completion,
     CompletionRequest,
     Embeddings,
+    FirstByteTransport,
     ProviderFailure,
     ProviderRejected,
     ReasoningDelta,
@@ -61,7 +62,7 @@ def no_image_urls(url: str) -> tuple[str, bytes]:
     raise CallerFault("Image URLs cannot be fetched for Gemini here; send the image as a data: URI.", status=400)
 
 
-class ConnectTimeout(httpx2.HTTPTransport):
+class ConnectTimeout(FirstByteTransport):
     """google-genai applies its one `timeout` to every phase of a request; this keeps it for reads but
     caps the connect, so an unreachable endpoint fails over in CONNECT_TIMEOUT_S, not READ_TIMEOUT_S."""
 

@@ -26,6 +26,7 @@ from app.llm.providers.base import (
     Completion,
     CompletionRequest,
     Embeddings,
+    FirstByteTransport,
     ProviderFailure,
     ReasoningDelta,
     StreamEnd,
@@ -68,7 +69,8 @@ class OpenAICompatibleProvider:
         self.fallback_models = fallback_models
         self.client = openai.OpenAI(api_key=api_key or "not-needed", base_url=base_url or None, max_retries=0,
                                     timeout=httpx2.Timeout(read_timeout, connect=connect_timeout),
-                                    http_client=openai.DefaultHttpxClient(limits=connection_limits(max_connections)))
+                                    http_client=openai.DefaultHttpxClient(
+                                        transport=FirstByteTransport(limits=connection_limits(max_connections))))
 
     def list_models(self) -> list[str]:
         return [self.default_model, *self.fallback_models]
