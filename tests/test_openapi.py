@@ -114,9 +114,18 @@ def test_every_documented_operation_answers_as_documented(app, client, document,
         call("GET", f"{prefix}/models/gpt-4o-mini", expect=200)
         call("GET", f"{prefix}/models/nobody-9", expect=404)
     for path in ("/v1/responses", "/api/v1/responses"):
-        call("POST", path, json={"model": "gpt-4o-mini", "input": "Hi"}, expect=200)
+        kept = call("POST", path, json={"model": "gpt-4o-mini", "input": "Hi"}, expect=200)
         call("POST", path, json={"model": "gpt-4o-mini", "input": "Hi", "stream": True}, expect=200, streamed=True)
         call("POST", path, json={"model": "gpt-4o-mini"}, expect=400)
+        call("POST", path, json={"model": "gpt-4o-mini", "input": "Hi", "previous_response_id": "resp_0"}, expect=404)
+        call("GET", f"{path}/{kept['id']}", expect=200)
+        call("GET", f"{path}/{kept['id']}?stream=true", expect=400)
+        call("GET", f"{path}/resp_0", expect=404)
+        call("GET", f"{path}/{kept['id']}/input_items?order=asc&limit=1", expect=200)
+        call("GET", f"{path}/{kept['id']}/input_items?order=sideways", expect=400)
+        call("GET", f"{path}/resp_0/input_items", expect=404)
+        call("DELETE", f"{path}/{kept['id']}", expect=200)
+        call("DELETE", f"{path}/{kept['id']}", expect=404)
     for prefix in ("", "/anthropic"):
         call("POST", f"{prefix}/v1/messages", json={**COMPLETION, "max_tokens": 50}, expect=200)
         call("POST", f"{prefix}/v1/messages", json={**COMPLETION, "max_tokens": 50, "stream": True}, expect=200,

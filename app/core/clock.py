@@ -30,3 +30,13 @@ def parse_iso(value: Any) -> datetime | None:
     except ValueError:
         return None
     return moment.astimezone(timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment
+
+
+def from_epoch(seconds: float) -> datetime:
+    """Seconds since the epoch (as OpenAI's `created_at`) as naive UTC, the stored representation."""
+    return datetime.fromtimestamp(seconds, timezone.utc).replace(tzinfo=None)
+
+
+def epoch(moment: datetime) -> int:
+    """Whole seconds since the epoch of `moment`, naive UTC as stored."""
+    return int(moment.replace(tzinfo=timezone.utc).timestamp())

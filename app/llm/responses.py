@@ -80,13 +80,14 @@ def dropped_header(request: CompletionRequest, routes: list[Route], provider: st
 
 
 def answer_response(request: CompletionRequest, routes: list[Route], stream: bool, formatter: Any,
-                    body: Callable[[Answer], dict[str, Any]]) -> Response:
+                    body: Callable[[Answer], dict[str, Any]], on_end: Callable[[], None] = lambda: None) -> Response:
     """The gateway's answer to `request` over `routes` (those that cannot honour it left out, see
-    `honouring_routes`): streamed by `formatter`, or whole as `body(answer)`; headers say who answered."""
+    `honouring_routes`): streamed by `formatter` (then `on_end()` once the stream ends), or whole as
+    `body(answer)`; headers say who answered."""
     routes = honouring_routes(request, routes)
     if stream:
         return event_stream(gateway().stream(request, routes), formatter,
-                            headers=lambda started: dropped_header(request, routes, started.provider))
+                            headers=lambda started: dropped_header(request, routes, started.provider), on_end=on_end)
     answer = gateway().complete(request, routes)
     note_answer(answer.provider, answer.model, answer.usage.total_tokens)
     response = jsonify(body(answer))
@@ -95,10 +96,12 @@ def answer_response(request: CompletionRequest, routes: list[Route], stream: boo
 
 
 def event_stream(events: Iterator[Any], formatter: Any,
-                 headers: Callable[[Started], dict[str, str]] = lambda started: {}) -> Response:
+                 headers: Callable[[Started], dict[str, str]] = lambda started: {},
+                 on_end: Callable[[], None] = lambda: None) -> Response:
     """An SSE response of `events` written by `formatter`; fails as plain JSON if no route answers
     within the heartbeat interval (see `app.llm.sse`). When the answer has started by then, the
-    response's headers say who answers, plus `headers(started)`."""
+    response's headers say who answers, plus `headers(started)`. `on_end()` runs when the body
+    ends for any reason (done, failed, or the client gone), after the last event was formatted."""
     heartbeat = current_app.config["SSE_HEARTBEAT_S"]
     pump = Pump(events)
     opened = pump.opening(heartbeat)
@@ -107,13 +110,16 @@ def event_stream(events: Iterator[Any], formatter: Any,
     response_headers = {**SSE_HEADERS, **(answer_headers(started) | headers(started) if started else {})}
 
     def body() -> Iterator[str]:
-        for event in stream_events(pump, opened, heartbeat):
-            if isinstance(event, Started):
-                log_fields.update(provider=event.provider, model=event.model)
-            elif isinstance(event, StreamEnd):
-                log_fields.update(model=event.model, tokens=event.usage.total_tokens)
-            elif isinstance(event, StreamFailed):
-                log_fields.update(error="stream_interrupted")
-            yield formatter.format(event)
+        try:
+            for event in stream_events(pump, opened, heartbeat):
+                if isinstance(event, Started):
+                    log_fields.update(provider=event.provider, model=event.model)
+                elif isinstance(event, StreamEnd):
+                    log_fields.update(model=event.model, tokens=event.usage.total_tokens)
+                elif isinstance(event, StreamFailed):
+                    log_fields.update(error="stream_interrupted")
+                yield formatter.format(event)
+        finally:
+            on_end()
 
     return Response(body(), mimetype="text/event-stream", headers=response_headers)

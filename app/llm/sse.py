@@ -232,7 +232,8 @@ class ResponsesEvents:
     events and `response.output_item.done`; then `response.completed` with the whole response.
     Reasoning is one reasoning item, its text as the summary, sent when it is complete. A failure
     after the answer began is `response.failed`. `envelope` is the response object without its
-    output (the request's echo: `id`, `model`, `instructions`, `tools`...)."""
+    output (the request's echo: `id`, `model`, `instructions`, `tools`...). `final()` is the whole
+    response as the stream left it, for storing."""
 
     def __init__(self, envelope: dict[str, Any]):
         self.envelope = envelope
@@ -241,6 +242,8 @@ class ResponsesEvents:
         self.open_item: dict[str, Any] | None = None
         self.calls: dict[int, dict[str, Any]] = {}  # tool call index to its item
         self.reasoning = ""
+        self.provider: str | None = None
+        self.ended: dict[str, Any] | None = None  # the response of the last event, once sent
 
     def event(self, kind: str, **fields: Any) -> str:
         payload = {"type": kind, "sequence_number": self.sequence, **fields}
@@ -252,7 +255,7 @@ class ResponsesEvents:
 
     def format(self, event: Any) -> str:
         if isinstance(event, Started):
-            self.envelope["model"] = event.model
+            self.envelope["model"], self.provider = event.model, event.provider
             snapshot = self.response("in_progress", output=[])
             return (self.event("response.created", response=snapshot)
                     + self.event("response.in_progress", response=snapshot))
@@ -264,16 +267,32 @@ class ResponsesEvents:
         if isinstance(event, ToolCallDelta):
             return self.tool_call(event)
         if isinstance(event, StreamEnd):
-            return self.close() + self.event("response.completed", response=self.response(
-                "completed", model=event.model, usage=responses_usage(event.usage)))
+            closing = self.close()
+            self.ended = self.response("completed", model=event.model, usage=responses_usage(event.usage))
+            return closing + self.event("response.completed", response=self.ended)
         if event is HEARTBEAT:
             return HEARTBEAT_COMMENT
         if isinstance(event, StreamFailed):
             event = interrupted(event)
         if isinstance(event, APIError):
-            error = {"code": event.code, "message": event.message}
-            return self.close() + self.event("response.failed", response=self.response("failed", error=error))
+            closing = self.close()
+            self.ended = self.response("failed", error={"code": event.code, "message": event.message})
+            return closing + self.event("response.failed", response=self.ended)
         return ""
+
+    def final(self) -> dict[str, Any] | None:
+        """The whole response as the stream left it, with `provider`: completed or failed as its last
+        event said, else (the client left) `incomplete` with the output so far, its open item
+        `incomplete` too; None if no event was sent."""
+        if not self.sequence:
+            return None
+        if self.ended is None:
+            self.flush_reasoning()
+            for item in self.output:
+                if item.get("status") == "in_progress":
+                    item["status"] = "incomplete"
+            self.ended = self.response("incomplete")
+        return {**self.ended, "provider": self.provider}
 
     def add(self, item: dict[str, Any]) -> str:
         out = self.close() + self.flush_reasoning()

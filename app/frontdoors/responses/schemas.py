@@ -80,8 +80,49 @@ class ResponseObjectSchema(BaseSchema):
     model = fields.String(required=True)
     output = fields.List(fields.Dict(), required=True, metadata={
         "description": "`message`, `function_call` and `reasoning` items."})
-    usage = fields.Dict(required=True)
-    provider = fields.String(required=True)
+    usage = fields.Dict(required=True, allow_none=True)
+    previous_response_id = fields.String(allow_none=True)
+    store = fields.Boolean(metadata={"description": "Whether the response is kept (`GET /v1/responses/{id}`)."})
+    provider = fields.String(required=True, allow_none=True, metadata={
+        "description": "Who answered (null for a streamed response that failed before any provider answered)."})
+
+
+class RetrieveQuerySchema(BaseSchema):
+    """`GET /v1/responses/{id}`: a stored response is answered whole, so the streaming options are refused."""
+
+    stream = fields.Boolean(load_default=False, metadata={"description": "Only false: stored responses are not "
+                                                                         "replayed as events."})
+    starting_after = fields.Integer(load_default=None, metadata={"description": "Refused (a streaming option)."})
+    include_obfuscation = fields.Boolean(load_default=None, metadata={"description": "Accepted; nothing to obfuscate "
+                                                                                     "without a stream."})
+    include = fields.String(load_default=None, metadata={"description": "Refused: nothing more to include."})
+
+
+class InputItemsQuerySchema(BaseSchema):
+    """A page of a stored response's input items, as OpenAI pages them: `after` an item id, newest first
+    by default."""
+
+    limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
+    order = fields.String(load_default="desc", validate=validate.OneOf(["asc", "desc"]))
+    after = fields.String(load_default=None, validate=validate.Length(min=1, max=200),
+                          metadata={"description": "List the items after this item id (`last_id` of a page)."})
+    before = fields.String(load_default=None, metadata={"description": "Refused: page forward with `after`."})
+    include = fields.String(load_default=None, metadata={"description": "Refused: nothing more to include."})
+
+
+class InputItemListSchema(BaseSchema):
+    object = fields.String(required=True, metadata={"enum": ["list"]})
+    data = fields.List(fields.Dict(), required=True, metadata={
+        "description": "The input items (messages, `function_call`, `function_call_output`), each with an `id`."})
+    first_id = fields.String(required=True, allow_none=True)
+    last_id = fields.String(required=True, allow_none=True)
+    has_more = fields.Boolean(required=True)
+
+
+class ResponseDeletedSchema(BaseSchema):
+    id = fields.String(required=True)
+    object = fields.String(required=True, metadata={"enum": ["response.deleted"]})
+    deleted = fields.Boolean(required=True)
 
 
 RESPONSES_STREAM = ("The Responses API's typed events, each an `event: {type}` line and a `data: {json}` line with "

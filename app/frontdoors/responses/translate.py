@@ -5,8 +5,9 @@
 tools, `tool_choice`, `max_output_tokens`, `temperature`, `top_p`, `text.format` (JSON schema),
 `reasoning.effort`, `metadata` and `user` their neutral fields; unknown fields go to `extra` (an
 OpenAI-compatible upstream receives them, any other provider refuses them by name). Reasoning
-items of earlier answers are not sent back (no vendor takes another's reasoning). Responses are
-not stored: `store` is answered `false`, and `previous_response_id` is a 400.
+items of earlier answers are not sent back (no vendor takes another's reasoning). The input is kept
+as items (`stored_items`: each with an `id`, a message's text as parts) for storing and listing, and
+a continued chain's items go before it (see `app.frontdoors.responses.service`).
 """
 from __future__ import annotations
 
@@ -25,19 +26,41 @@ TEXT_PARTS = ("input_text", "output_text", "text")
 NOT_SENT = ("reasoning",)
 
 
-def completion_request(body: dict[str, Any]) -> CompletionRequest:
-    if body["previous_response_id"]:
-        raise BadRequest("previous_response_id: this server does not store responses yet; send the whole "
-                         "conversation as input items.", code="unsupported_parameter",
-                         details={"param": "previous_response_id"})
+ITEM_ID_PREFIXES = {"message": "msg", "function_call": "fc", "function_call_output": "fco", "reasoning": "rs"}
+MAX_ITEM_ID = 200
+
+
+def completion_request(body: dict[str, Any], chain: list[dict[str, Any]]) -> CompletionRequest:
+    """The neutral request for `body`, its input after `chain` (the items of the responses it continues)."""
     messages = [{"role": "system", "content": body["instructions"]}] if body["instructions"] else []
-    messages += input_messages(body["input"])
+    messages += input_messages(chain) + input_messages(body["input"])
     return CompletionRequest(
         messages=messages, max_tokens=body["max_output_tokens"], temperature=body["temperature"],
         top_p=body["top_p"], json_schema=json_schema((body["text"] or {}).get("format")),
         tools=function_tools(body["tools"]), tool_choice=body["tool_choice"],
         parallel_tool_calls=body["parallel_tool_calls"], reasoning_effort=(body["reasoning"] or {}).get("effort"),
         metadata=body["metadata"], user=body["user"], extra=body["extra"])
+
+
+def stored_items(given: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The input as items the way OpenAI lists them: a string is a user message, a message's string
+    content a text part, and each item has an `id` (the client's, or a new one) and a `status`."""
+    if isinstance(given, str):
+        given = [{"role": "user", "content": given}]
+    return [stored_item(item, f"input.{index}") for index, item in enumerate(given)]
+
+
+def stored_item(item: dict[str, Any], path: str) -> dict[str, Any]:
+    kind = item.get("type", "message")
+    item_id = item["id"] if item.get("id") is not None else new_id(ITEM_ID_PREFIXES.get(kind, "item"))
+    if not isinstance(item_id, str) or not 0 < len(item_id) <= MAX_ITEM_ID:
+        raise BadRequest(f"{path}.id: must be a string of 1 to {MAX_ITEM_ID} characters.",
+                         details={"param": f"{path}.id"})
+    stored = {"id": item_id, "type": kind, **item, "status": item.get("status") or "completed"}
+    if kind == "message" and isinstance(item.get("content"), str):
+        part = "output_text" if item.get("role") == "assistant" else "input_text"
+        stored["content"] = [{"type": part, "text": item["content"]}]
+    return stored
 
 
 def input_messages(given: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -132,8 +155,8 @@ def envelope(body: dict[str, Any]) -> dict[str, Any]:
             "max_output_tokens": body["max_output_tokens"], "temperature": body["temperature"],
             "top_p": body["top_p"], "text": body["text"] or {"format": {"type": "text"}},
             "reasoning": body["reasoning"] or {"effort": None}, "metadata": body["metadata"] or {},
-            "previous_response_id": None, "store": False, "error": None, "incomplete_details": None,
-            "usage": None}
+            "previous_response_id": body["previous_response_id"], "store": body["store"] is not False,
+            "error": None, "incomplete_details": None, "usage": None}
 
 
 def tool_choice_echo(choice: str | dict[str, str] | None) -> Any:
