@@ -127,3 +127,15 @@ def test_fail_closed_refuses_when_redis_is_down(make_app):
     assert refused.get_json()["error"]["code"] == "rate_limit_storage_unavailable"
     open_app = make_app(REDIS_URL="redis://127.0.0.1:1/0", RATE_LIMIT_FAIL_OPEN=True)
     assert open_app.test_client().get("/v1/key/info", headers=bearer(key)).status_code == 200
+
+
+def test_usage_rows_count_the_reasoning_tokens_the_vendor_reported(app, client, fake_openai):
+    key = cli_create(app, "thinker")
+    fake_openai.enqueue(Reply(text="4", prompt_tokens=9, completion_tokens=3, reasoning="two and two make four"))
+    answer = sdk(app, key).chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "2+2?"}])
+    reasoning = answer.usage.completion_tokens_details.reasoning_tokens
+    assert reasoning > 0
+    app.extensions["access"].rows.flush()
+    [row] = client.get("/usage?group_by=model", headers=bearer(key)).get_json()["rows"]
+    assert (row["prompt_tokens"], row["completion_tokens"], row["reasoning_tokens"]) == (
+        9, answer.usage.completion_tokens, reasoning)

@@ -28,7 +28,7 @@ def usage_row(event: UsageEvent, prices: PriceTable, now: datetime | None = None
     return {"created_at": now or utcnow(), "key_id": caller and caller.key_id,
             "client_id": caller and caller.client_id, "user_id": caller and caller.user_id,
             "provider": event.provider, "model": event.model, "prompt_tokens": event.prompt_tokens,
-            "completion_tokens": event.completion_tokens, "reasoning_tokens": 0,
+            "completion_tokens": event.completion_tokens, "reasoning_tokens": event.reasoning_tokens,
             "cost_usd": prices.cost(event.model, event.prompt_tokens, event.completion_tokens),
             "priced": prices.price(event.model) is not None, "latency_ms": event.latency_ms, "status": event.outcome,
             "request_id": caller and caller.request_id}

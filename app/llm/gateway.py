@@ -261,7 +261,7 @@ class Gateway:
 def usage_event(provider: str, model: str, outcome: str, started: float, usage: Usage, label: str,
                 first_item_ms: int | None = None) -> UsageEvent:
     return UsageEvent(provider, model, outcome, usage.prompt_tokens, usage.completion_tokens, elapsed_ms(started),
-                      label, first_item_ms)
+                      label, first_item_ms, usage.reasoning_tokens)
 
 
 def elapsed_ms(started: float) -> int:

@@ -33,6 +33,7 @@ class UsageEvent:
     latency_ms: int = 0
     label: str = ""  # the model's /metrics label: `model` if configured, else "other" (callers mint no labels)
     first_item_ms: int | None = None  # a stream's time to its first item (the time to first token)
+    reasoning_tokens: int = 0  # included in completion_tokens, as OpenAI counts them
 
 
 class UsageRecorder:
