@@ -34,7 +34,6 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from app.keys.prices import PriceTable
     from app.llm.gateway import Gateway, RetryPolicy
     from app.llm.registry import build_registry
-    from app.llm.usage import UsageRecorder
     from app.ops import housekeeping
     from app.ops.health import ProviderHealth
     from app.web import register_blueprints
@@ -57,12 +56,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         fetch_image, allow_hosts=app.config["IMAGE_FETCH_ALLOW_HOSTS"], max_bytes=app.config["IMAGE_FETCH_MAX_BYTES"],
         timeout=app.config["IMAGE_FETCH_TIMEOUT_S"]))
     app.extensions["providers"] = registry
-    counters = app.extensions["usage"] = UsageRecorder(app.config["USAGE_FLUSH_S"])
     prices = PriceTable.from_config(app.config)
     access = app.extensions["access"] = Access(app.config, prices)
 
     def record(event):
-        counters.record(event)
         access.record(event)
         observe_call(event.provider, event.label or event.model, event.outcome, event.latency_ms / 1000,
                      event.prompt_tokens, event.completion_tokens,

@@ -1,9 +1,8 @@
-"""Usage accounting: counted off the hot path, added up in the database; and each instance's own counts at /metrics."""
+"""Usage accounting: a row per call written off the hot path, and each instance's own counts at /metrics."""
 from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -13,8 +12,10 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.core.db import database
-from app.llm.models import UsageCounter
-from app.llm.usage import UsageEvent, UsageRecorder, totals
+from app.keys.models import UsageRecord
+from app.keys.prices import PriceTable
+from app.keys.usage import usage_row
+from app.llm.usage import UsageEvent
 from tests.conftest import ROOT, metric, provider_config
 from tests.fakes.server import Reply
 
@@ -48,52 +49,36 @@ def test_calls_tokens_and_failed_attempts_reach_metrics(make_app, fake_openai):
     assert metric(text, "aiserver_queue_depth") == 0
 
 
-@pytest.mark.parametrize("engine", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def test_processes_add_to_the_same_counters(make_app, engine, request):
-    settings = {} if engine == "sqlite" else {"DATABASE_URL": request.getfixturevalue("postgres_url")}
-    make_app(**settings)
-    before = {(r["provider"], r["outcome"]): r["calls"] for r in totals()}
-    recorders = [UsageRecorder() for _ in range(3)]
-
-    def count(recorder: UsageRecorder) -> None:
-        for _ in range(50):
-            recorder.record(UsageEvent("acct", "m", "ok", 1, 2, 3))
-        recorder.flush()
-
-    threads = [threading.Thread(target=count, args=(r,)) for r in recorders]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    row = next(r for r in totals() if r["provider"] == "acct")
-    assert row["calls"] - before.get(("acct", "ok"), 0) == 150
-    assert row["completion_tokens"] >= 300
-
-
-def test_a_failed_flush_keeps_the_counts_for_the_next_one(make_app):
-    make_app()
-    recorder = UsageRecorder()
+def usage_rows() -> list[tuple[str, str, int]]:
     with database.connection_context():
-        database.drop_tables([UsageCounter])  # the database "loses" the table: writes fail
-    recorder.record(UsageEvent("p", "m", "ok", 1, 1, 1))
+        query = UsageRecord.select(UsageRecord.provider, UsageRecord.status, UsageRecord.completion_tokens)
+        return list(query.tuples())
+
+
+def test_a_failed_flush_keeps_the_rows_for_the_next_one(make_app):
+    app = make_app()
+    rows = app.extensions["access"].rows
+    with database.connection_context():
+        database.drop_tables([UsageRecord])  # the database "loses" the table: writes fail
+    rows.add(usage_row(UsageEvent("p", "m", "ok", 1, 2, 3), PriceTable({})))
     with pytest.raises(peewee.DatabaseError):
-        recorder.flush()
+        rows.flush()
     with database.connection_context():
-        database.create_tables([UsageCounter])
-    assert recorder.flush() == 1
-    assert [r["calls"] for r in totals()] == [1]
+        database.create_tables([UsageRecord])
+    assert rows.flush() == 1
+    assert usage_rows() == [("p", "ok", 2)]
 
 
-def test_the_background_flusher_writes_within_its_interval(make_app, fake_openai):
+def test_the_background_flusher_writes_usage_rows_within_its_interval(make_app, fake_openai):
     app = make_app(**provider_config(openai=fake_openai), USAGE_FLUSH_S=0.2)
     app.test_client().post("/chat", json={"messages": [{"role": "user", "content": "hi"}]})
     try:
         deadline = time.monotonic() + 5
-        while not totals() and time.monotonic() < deadline:
+        while not usage_rows() and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert [(r["provider"], r["calls"]) for r in totals()] == [("openai", 1)]
+        assert [(provider, status) for provider, status, _ in usage_rows()] == [("openai", "ok")]
     finally:
-        app.extensions["usage"].stop()
+        app.extensions["access"].rows.stop()
 
 
 def test_an_instance_adds_up_its_gunicorn_workers(live_server, fake_openai):

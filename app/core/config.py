@@ -180,8 +180,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WEB_GRACEFUL_TIMEOUT_S", "30", "Seconds in-flight streams get to finish on reload or stop.", int,
             group="serving"),
     Setting("QUEUE_WORKERS", "4", "Threads of the background job consumer.", int, group="serving"),
-    Setting("USAGE_FLUSH_S", "1", "Seconds between writes of the database-wide usage counters (usage_counter "
-            "table; 0: never, for tests).", float, group="serving"),
+    Setting("USAGE_FLUSH_S", "1", "Seconds between batched writes of the usage rows (one per LLM call; 0: "
+            "only when flushed by hand, for tests).", float, group="serving"),
     Setting("QUEUE_NAME", "aiserver", "Name of the job queue (its Redis keys, its SQLite table rows); instances "
             "that share work share it.", group="serving"),
     Setting("QUEUE_OUTAGE_LOG_S", "60", "While Redis is unreachable, seconds between the worker's log lines about "
