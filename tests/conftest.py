@@ -4,8 +4,10 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from contextlib import contextmanager
@@ -30,6 +32,7 @@ for _name in list(os.environ):
 
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379/0"
+REDIS_ADDRESS = ("127.0.0.1", 6379)  # REDIS_URL's host and port, for a TcpRelay in front of it
 
 
 def base_config(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
@@ -73,16 +76,24 @@ def as_environ(config: dict[str, Any]) -> dict[str, str]:
 @contextmanager
 def fresh_postgres_database() -> Iterator[str]:
     """The URL of a new, empty PostgreSQL database (on the server at 127.0.0.1:5432), dropped on exit."""
-    import psycopg2
-
     name = f"aiserver_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(POSTGRES_URL)
-    admin.autocommit = True
-    admin.cursor().execute(f'CREATE DATABASE "{name}"')
+    run_on_postgres(f'CREATE DATABASE "{name}"')
     try:
         yield POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
     finally:
-        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        run_on_postgres(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def run_on_postgres(statement: str) -> None:
+    """Run one statement outside a transaction on a connection of its own (the server may have been
+    restarted since the last one)."""
+    import psycopg2
+
+    admin = psycopg2.connect(POSTGRES_URL)
+    admin.autocommit = True
+    try:
+        admin.cursor().execute(statement)
+    finally:
         admin.close()
 
 
@@ -212,3 +223,59 @@ def live_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
     yield start
     for server in servers:
         server.stop()
+
+
+class TcpRelay:
+    """A loopback TCP relay to `target` (host, port) that can be cut and restored on the same port: a
+    service going away (connections in flight reset, new ones refused) and coming back, without
+    touching the service itself. Clients are configured with `port` (or `url`) instead of the service's."""
+
+    def __init__(self, target: tuple[str, int]):
+        self.target = target
+        probe = socket.create_server(("127.0.0.1", 0))
+        self.port = probe.getsockname()[1]
+        probe.close()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.sockets: list[socket.socket] = []
+        self.listener: socket.socket | None = None
+
+    def up(self) -> "TcpRelay":
+        self.listener = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
+        return self
+
+    def down(self) -> None:
+        for sock in [self.listener, *self.sockets]:
+            if sock is None:
+                continue
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+        self.sockets.clear()
+        self.listener = None
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                return
+            self.sockets += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        for sock in (source, sink):  # one side closed: close the other, as a direct connection would
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass

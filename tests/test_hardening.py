@@ -3,7 +3,6 @@ stored or sent upstream, safe logs, headers and labels, and the server's own lim
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -13,7 +12,7 @@ import pytest
 import requests
 
 from app.integrations.netguard import BlockedURL, check_url, is_public
-from tests.conftest import REDIS_URL, base_config, metric, provider_config
+from tests.conftest import REDIS_ADDRESS, TcpRelay, base_config, metric, provider_config
 from tests.fakes.github_api import DEFAULT_TOKEN, FakeGitHub
 from tests.fakes.server import Reply
 
@@ -250,56 +249,12 @@ def test_docs_carry_security_headers(client):
     assert client.get("/static/docs.js").status_code == 200
 
 
-class TcpRelay:
-    """A loopback TCP relay to Redis that can be cut and restored on the same port: an outage and a return."""
-
-    def __init__(self, target: tuple[str, int]):
-        self.target = target
-        probe = socket.create_server(("127.0.0.1", 0))
-        self.port = probe.getsockname()[1]
-        probe.close()
-        self.sockets: list[socket.socket] = []
-        self.listener: socket.socket | None = None
-
-    def up(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", self.port))
-        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
-
-    def down(self) -> None:
-        for sock in [self.listener, *self.sockets]:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            sock.close()
-        self.sockets.clear()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self.target, timeout=5)
-            self.sockets += [client, upstream]
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
-
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-
-
 def test_a_redis_outage_is_logged_once_then_at_intervals_and_its_end(tmp_path):
     from huey.consumer import Worker
 
     from app import create_app
 
-    relay = TcpRelay(("127.0.0.1", int(REDIS_URL.rsplit(":", 1)[1].split("/")[0])))
+    relay = TcpRelay(REDIS_ADDRESS)
     relay.up()
     app = create_app(base_config(tmp_path, REDIS_URL=f"redis://127.0.0.1:{relay.port}/0", QUEUE_OUTAGE_LOG_S=1.0,
                                  QUEUE_NAME=f"outage-{relay.port}"))

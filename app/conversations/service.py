@@ -165,7 +165,7 @@ def finish_turn(turn: Turn, text: str, status: str, *, error: str | None = None,
                 model: str | None = None, usage: Usage | None = None) -> Message | None:
     """Store the assistant's message and free the chat. None, storing nothing, if the turn no longer holds
     the chat (deleted meanwhile, or its lease ran out and another turn took it): a late answer must
-    never land after someone else's question. A locked database is waited out (`until_stored`); if the
+    never land after someone else's question. A locked or restarting database is waited out (`until_stored`); if the
     answer still cannot be stored, the chat is freed anyway and the error raised."""
     turn.lease.stop()
     try:

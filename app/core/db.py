@@ -17,11 +17,12 @@ from typing import Any, Callable, TypeVar
 
 import click
 from flask import Flask
-from peewee import DatabaseProxy, Model, OperationalError, SqliteDatabase, TextField
+from peewee import DatabaseProxy, InterfaceError, Model, OperationalError, SqliteDatabase, TextField
 from playhouse.db_url import parse as parse_db_url
 from playhouse.migrations import Runner
 from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
 
+from app.core.backoff import backoff_delay
 from app.core.config import project_root
 
 log = logging.getLogger("aiserver.db")
@@ -32,6 +33,7 @@ MIGRATIONS_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "migra
 
 LOCKED = "database is locked"  # SQLite's SQLITE_BUSY, as Python's sqlite3 words it
 LOCK_PAUSES_S = (0.002, 0.1)  # first and longest sleep between tries for the write lock
+OUTAGE_PAUSES_S = 0.25  # first sleep before a write is tried again on a PostgreSQL that was unreachable; doubles
 SQLITE_PRAGMAS = (
     ("busy_timeout", 5),  # milliseconds: SQLite's own wait sleeps in C, which freezes a gevent worker
     ("journal_mode", "wal"),
@@ -94,16 +96,22 @@ class CooperativeSqliteDatabase(PooledSqliteDatabase):
 
 
 def until_stored(write: Callable[[], T], what: str, attempts: int = 6) -> T:
-    """`write()` (a whole transaction), run again while it fails on SQLite's lock, up to `attempts`
-    times (each after a full lock wait: a minute by default); every refusal is logged, the last raised.
-    For writes that must land, such as a finished answer."""
+    """`write()` (a whole transaction), run again while the database refuses it for a passing reason,
+    up to `attempts` times; every refusal is logged, the last raised. For writes that must land, such
+    as a finished answer. Passing reasons: SQLite's lock (each try has already waited a full lock
+    wait: a minute in all by default), and on PostgreSQL a lost or refused connection (a server
+    restarting) or a transaction conflict, tried again after `OUTAGE_PAUSES_S` (about 8 s in all)."""
     for attempt in range(1, attempts):
         try:
             return write()
-        except OperationalError as error:
-            if LOCKED not in str(error):
+        except (OperationalError, InterfaceError) as error:
+            locked = LOCKED in str(error)
+            if not locked and isinstance(database.obj, SqliteDatabase):
                 raise
-            log.warning("%s not stored yet (attempt %d of %d): %s; trying again", what, attempt, attempts, error)
+            log.warning("%s not stored yet (attempt %d of %d): %s; trying again", what, attempt, attempts,
+                        " ".join(str(error).split()))
+            if not locked:
+                time.sleep(backoff_delay(attempt, OUTAGE_PAUSES_S))
     return write()
 
 
