@@ -1,16 +1,22 @@
 """Two instances on one PostgreSQL and one Redis behind a real Caddy (deploy/Caddyfile.scaled): a
-conversation started on one continues on the other, a key's request limit counts both, each
-instance's /metrics counts only its own requests, and when one is killed (-9) Caddy sends new
-requests to the other (idempotent ones at once, retried; a POST that Caddy had just written to
-the dead instance's pooled connection can be lost with a 502, as the Caddyfile says)."""
+conversation started on one continues on the other, so does a Responses chain (`previous_response_id`,
+through the openai SDK) and a response stays its key's on both; a key's request limit counts both,
+each instance's /metrics counts only its own requests; a deployment task accepted by one instance (no
+worker beside it) is run by the other's queue worker; and when one is killed (-9), mid-stream or idle,
+every stored message survives, the chat is usable again on the other once its lease runs out, and
+Caddy sends new requests to the other (idempotent ones at once, retried; a POST that Caddy had just
+written to the dead instance's pooled connection can be lost with a 502, as the Caddyfile says)."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import subprocess
 import uuid
+from itertools import islice
 
+import openai
 import pytest
 import requests
 
@@ -24,17 +30,23 @@ from tests.conftest import (
     metric,
     provider_config,
 )
+from tests.fakes.deploy_stack import answer_brief
+from tests.fakes.evaluator import FakeEvaluator
+from tests.fakes.github_repos_api import FakeGitHubRepos
 from tests.fakes.openai_api import FakeOpenAI
+from tests.fakes.server import Reply, text_of
 from tests.serving_stack import CADDY, CaddyProxy, wait_for
+from tests.test_deploy import SECRET, Worker
 
 pytestmark = pytest.mark.skipif(CADDY is None, reason="caddy is not installed (scripts/install-test-deps)")
 
 
 @pytest.fixture
-def two_instances(live_server, tmp_path):
+def two_instances(live_server, tmp_path, request):
+    """(first, second, caddy, the OpenAI fake, the shared settings); a test's indirect parameter adds settings."""
     with FakeOpenAI(echo=True) as fake, fresh_postgres_database() as postgres:
         shared = dict(DATABASE_URL=postgres, REDIS_URL=REDIS_URL, QUEUE_NAME=f"scale-{uuid.uuid4().hex[:8]}",
-                      **provider_config(openai=fake))
+                      **provider_config(openai=fake), **getattr(request, "param", {}))
         first, second = live_server(**shared), live_server(**shared)
         upstreams = " ".join(server.url.removeprefix("http://") for server in (first, second))
         caddy = CaddyProxy(tmp_path, upstreams, caddyfile=ROOT / "deploy" / "Caddyfile.scaled")
@@ -53,6 +65,18 @@ def create_key(tmp_path, settings: dict, *options: str) -> str:
     return re.search(r"^key: (\S+)$", out, re.MULTILINE).group(1)
 
 
+def sent_upstream(fake: FakeOpenAI) -> list[tuple[str, str]]:
+    """(role, text) of each message of the fake's last generation request (not its health checks' model
+    listings), the system prompt left out."""
+    last = [r for r in fake.requests if r.path == "/v1/chat/completions"][-1]
+    return [(m["role"], text_of(m["content"])) for m in last.json["messages"] if m["role"] != "system"]
+
+
+def sdk(server, key: str = "unused") -> openai.OpenAI:
+    """The official openai SDK against an instance (or Caddy)."""
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0, timeout=30)
+
+
 def test_a_conversation_started_on_one_instance_continues_on_the_other(two_instances):
     first, second, _, fake, _ = two_instances
     chat_id = f"scale-{uuid.uuid4().hex[:8]}"
@@ -61,7 +85,7 @@ def test_a_conversation_started_on_one_instance_continues_on_the_other(two_insta
     answer = requests.post(f"{second.url}/chat", json={"message": "what is my name?", "chat_id": chat_id}, timeout=20)
 
     assert answer.status_code == 200, answer.text
-    sent = [m["content"] for m in fake.requests[-1].json["messages"]]
+    sent = [text for _, text in sent_upstream(fake)]
     assert "my name is Ada" in sent and sent[-1] == "what is my name?"  # the other instance's turn went upstream
     history = requests.get(f"{first.url}/chat/history/{chat_id}", timeout=10).json()["history"]["messages"]
     assert [m["role"] for m in history if m["role"] != "system"] == ["user", "assistant", "user", "assistant"]
@@ -99,3 +123,148 @@ def test_caddy_sends_new_requests_to_the_survivor_of_a_kill_9(two_instances):
     assert wait_for(lambda: requests.get(f"{caddy.url}/health", timeout=5).ok, 10)
     history = requests.get(f"{second.url}/chat/history/{chat_id}", timeout=10).json()["history"]["messages"]
     assert [m["content"] for m in history if m["role"] == "user"] == ["one", *(f"after {n}" for n in range(6))]
+
+
+def test_a_responses_chain_started_on_one_instance_continues_on_the_other(two_instances):
+    first, second, caddy, fake, _ = two_instances
+    fake.enqueue(Reply(text="Paris."), Reply(text="About two million."), Reply(text="Welcome."))
+    with sdk(first) as on_first, sdk(second) as on_second, sdk(caddy) as through_caddy:
+        one = on_first.responses.create(model="gpt-4o-mini", input="Capital of France?")
+        two = on_second.responses.create(model="gpt-4o-mini", input="Its population?", previous_response_id=one.id)
+
+        assert two.previous_response_id == one.id and two.output_text == "About two million."
+        assert sent_upstream(fake) == [("user", "Capital of France?"), ("assistant", "Paris."),
+                                       ("user", "Its population?")]
+        three = through_caddy.responses.create(model="gpt-4o-mini", input="Thanks!", previous_response_id=two.id)
+        assert three.output_text == "Welcome." and sent_upstream(fake) == [
+            ("user", "Capital of France?"), ("assistant", "Paris."), ("user", "Its population?"),
+            ("assistant", "About two million."), ("user", "Thanks!")]
+        assert on_second.responses.retrieve(one.id).model_dump() == one.model_dump()
+        assert on_first.responses.retrieve(two.id).model_dump() == two.model_dump()
+        assert [item.content[0].text for item in on_second.responses.input_items.list(one.id).data] == [
+            "Capital of France?"]
+        assert [item.content[0].text for item in on_first.responses.input_items.list(three.id).data] == ["Thanks!"]
+
+
+def test_a_response_belongs_to_its_key_on_every_instance(two_instances, tmp_path):
+    first, second, _, fake, shared = two_instances
+    mine, other = create_key(tmp_path, shared), create_key(tmp_path, shared)
+    with (sdk(first, mine) as mine_on_first, sdk(second, mine) as mine_on_second,
+          sdk(first, other) as other_on_first, sdk(second, other) as other_on_second):
+        made = mine_on_first.responses.create(model="gpt-4o-mini", input="Mine")
+        calls_before = len([r for r in fake.requests if r.path == "/v1/chat/completions"])
+
+        for stranger in (other_on_first, other_on_second):
+            with pytest.raises(openai.NotFoundError):
+                stranger.responses.retrieve(made.id)
+            with pytest.raises(openai.NotFoundError):
+                stranger.responses.input_items.list(made.id)
+            with pytest.raises(openai.NotFoundError):
+                stranger.responses.create(model="gpt-4o-mini", input="x", previous_response_id=made.id)
+        assert len([r for r in fake.requests if r.path == "/v1/chat/completions"]) == calls_before  # none went up
+        assert mine_on_second.responses.retrieve(made.id).output_text == "You said: Mine"
+        continued = mine_on_second.responses.create(model="gpt-4o-mini", input="On", previous_response_id=made.id)
+        assert continued.output_text == "You said: On"
+        assert sent_upstream(fake) == [("user", "Mine"), ("assistant", "You said: Mine"), ("user", "On")]
+
+
+def test_a_deploy_task_accepted_by_one_instance_is_run_by_the_other_instances_worker(live_server, tmp_path):
+    """Instance one has no queue worker and its own LLM fake; instance two's worker (its settings: another
+    LLM fake, another log directory) is the only one that can run the round, and it does."""
+    with (FakeOpenAI() as llm_one, FakeOpenAI() as llm_two, FakeGitHubRepos(build_delay=0.1) as github,
+          FakeEvaluator() as evaluator, fresh_postgres_database() as postgres):
+        llm_one.default_reply = llm_two.default_reply = answer_brief
+        shared = dict(DATABASE_URL=postgres, REDIS_URL=REDIS_URL, QUEUE_NAME=f"scale-{uuid.uuid4().hex[:8]}",
+                      GITHUB_TOKEN=github.api_key, GITHUB_API_URL=github.url, VERIFICATION_SECRET=SECRET,
+                      NOTIFY_ALLOW_HOSTS=["127.0.0.1"], PAGES_WAIT_S=10, PAGES_POLL_S=0.05, NOTIFY_BACKOFF_S=0.1,
+                      DEPLOY_RETRY_S=0.05, RETRY_ATTEMPTS=0)
+        first = live_server(LOG_DIR=str(tmp_path / "one"), **shared, **provider_config(openai=llm_one))
+        second_settings = dict(shared, LOG_DIR=str(tmp_path / "two"), **provider_config(openai=llm_two))
+        second = live_server(**second_settings)
+        task = f"scaled-{uuid.uuid4().hex[:8]}"
+        body = {"email": "student@example.com", "secret": SECRET, "task": task, "round": 1, "nonce": f"{task}-n1",
+                "brief": f"Build {task}.", "checks": ["Repo has MIT license"], "attachments": [],
+                "evaluation_url": evaluator.url_for(f"/notify/{task}")}
+        accepted = requests.post(f"{first.url}/task", json=body, timeout=20)
+        assert accepted.status_code == 200, accepted.text
+        task_id = accepted.json()["task_id"]
+
+        def status_on(server) -> dict:
+            return requests.get(f"{server.url}/tasks/{task_id}", timeout=10).json()
+
+        assert status_on(first)["rounds"][0]["status"] == "queued"  # accepted, and nobody beside it runs it
+        assert metric(requests.get(f"{first.url}/metrics", timeout=10).text, "aiserver_queue_depth") == 1
+        worker = Worker(base_config(tmp_path, LOG_LEVEL="INFO", **second_settings),
+                        tmp_path / "two" / "worker.log").start()
+
+        def ended() -> dict | None:
+            round_ = status_on(first)["rounds"][0]
+            return round_ if round_["status"] in ("done", "failed") else None
+
+        try:
+            done = wait_for(ended, 60, what="the round to end")
+        finally:
+            worker.stop()
+
+        assert done["status"] == "done" and done["runs"] == 1, done
+        generated = [r for r in llm_two.requests if r.path == "/v1/chat/completions"]
+        assert len(generated) == 1 and f"Task: {task}" in str(generated[0].json["messages"])
+        assert [r for r in llm_one.requests if r.path == "/v1/chat/completions"] == []  # instance one's LLM: unused
+        assert f"of task {task_id} is done" in (tmp_path / "two" / "worker.log").read_text()
+        shown = status_on(first)
+        assert shown == status_on(second) and shown["status"] == "done"
+        owner, name = shown["repo_url"].rstrip("/").split("/")[-2:]
+        assert {"index.html", "LICENSE", "README.md"} <= set(github.files(owner, name))
+        assert done["commit_sha"] == github.history(owner, name)[0]  # the worker's commit is the repo's head
+        assert [n.body["commit_sha"] for n in evaluator.accepted(f"/notify/{task}")] == [done["commit_sha"]]
+        assert metric(requests.get(f"{first.url}/metrics", timeout=10).text, "aiserver_queue_depth") == 0
+
+
+@pytest.mark.parametrize("two_instances", [{"CHAT_LEASE_S": 6}], indirect=True)
+def test_kill_9_of_the_instance_streaming_a_turn_keeps_every_stored_message(two_instances):
+    first, second, caddy, fake, _ = two_instances
+    chat_id = f"scale-{uuid.uuid4().hex[:8]}"
+    assert requests.post(f"{first.url}/chat", json={"message": "one", "chat_id": chat_id}, timeout=20).ok
+    fake.enqueue(Reply(chunks=[f"word{n} " for n in range(40)], chunk_delay=0.25))
+
+    with requests.post(f"{first.url}/chat", json={"message": "tell me a story", "chat_id": chat_id, "stream": True},
+                       stream=True, timeout=20) as streamed:
+        events = (json.loads(line[6:]) for line in streamed.iter_lines() if line.startswith(b"data: "))
+        deltas = (event["content"] for event in events if event["type"] == "delta")
+        assert list(islice(deltas, 3)) == ["word0 ", "word1 ", "word2 "]
+        os.killpg(first.process.pid, signal.SIGKILL)  # mid-stream: the master and its workers, at once
+        first.process.wait(timeout=10)
+    assert fake.wait_for_disconnect(10)  # the upstream answer was cut, not finished
+
+    def stored() -> list[tuple[str, str, str]]:
+        history = requests.get(f"{second.url}/chat/history/{chat_id}", timeout=10).json()["history"]
+        assert history["message_count"] == len(history["messages"])
+        return [(m["role"], m["content"], m["status"]) for m in history["messages"] if m["role"] != "system"]
+
+    # the killed turn leaves its question and no answer (docs/conversations.md), and holds the chat till its lease ends
+    before = [("user", "one", "complete"), ("assistant", "You said: one", "complete"),
+              ("user", "tell me a story", "complete")]
+    assert stored() == before
+    busy = requests.post(f"{second.url}/chat", json={"message": "too soon", "chat_id": chat_id}, timeout=20)
+    assert busy.status_code == 409 and busy.json()["error"]["code"] == "chat_busy", busy.text
+    assert stored() == before
+
+    for _ in range(6):  # idempotent: one sent on a connection to the dead instance is retried on the other
+        assert requests.get(f"{caddy.url}/v1/models", timeout=30).status_code == 200
+    second_chats = metric(requests.get(f"{second.url}/metrics", timeout=10).text, "aiserver_http_requests_total",
+                          route="/chat", status="200")
+
+    def answered_through_caddy() -> requests.Response | None:
+        answer = requests.post(f"{caddy.url}/chat", json={"message": "after the kill", "chat_id": chat_id},
+                               timeout=30)
+        assert answer.status_code in (200, 409), answer.text  # 409 until the dead turn's lease runs out
+        return answer if answer.status_code == 200 else None
+
+    answer = wait_for(answered_through_caddy, 20, interval=0.5, what="the chat to be free")
+    assert answer.json()["response"] == "You said: after the kill"
+    assert sent_upstream(fake) == [("user", "one"), ("assistant", "You said: one"), ("user", "tell me a story"),
+                                   ("user", "after the kill")]
+    assert stored() == [*before, ("user", "after the kill", "complete"),
+                        ("assistant", "You said: after the kill", "complete")]
+    assert metric(requests.get(f"{second.url}/metrics", timeout=10).text, "aiserver_http_requests_total",
+                  route="/chat", status="200") == second_chats + 1  # Caddy sent it to the survivor

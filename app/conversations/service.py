@@ -56,7 +56,8 @@ class ChatSettings:
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "ChatSettings":
-        return cls(context_messages=config["CHAT_CONTEXT_MESSAGES"], context_tokens=config["CHAT_CONTEXT_TOKENS"])
+        return cls(context_messages=config["CHAT_CONTEXT_MESSAGES"], context_tokens=config["CHAT_CONTEXT_TOKENS"],
+                   lease_s=config["CHAT_LEASE_S"])
 
 
 @dataclass

@@ -130,6 +130,8 @@ SETTINGS: tuple[Setting, ...] = (
             "always kept).", int, group="conversations"),
     Setting("CHAT_CONTEXT_TOKENS", "0", "Approximate token budget for history sent per turn; 0 means no token "
             "budget.", int, group="conversations"),
+    Setting("CHAT_LEASE_S", "60", "Seconds a chat stays busy (409) after the process answering it died; renewed "
+            "every third of it while an answer is produced.", float, group="conversations"),
     Setting("GITHUB_TOKEN", "", "GitHub token for gists and deployments (GITHUB_PAT is accepted as an alias).",
             secret=True, group="github"),
     Setting("GITHUB_API_URL", "https://api.github.com", "GitHub REST API root (GitHub Enterprise: "
