@@ -6,6 +6,7 @@ import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import date
 
 import peewee
 import pytest
@@ -14,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.core.db import database
 from app.llm.models import UsageCounter
-from app.llm.usage import UsageEvent, UsageRecorder, totals
+from app.llm.usage import UsageEvent, UsageRecorder, totals, write_counters
 from tests.conftest import ROOT, metric, provider_config
 from tests.fakes.server import Reply
 
@@ -68,6 +69,53 @@ def test_processes_add_to_the_same_counters(make_app, engine, request):
     row = next(r for r in totals() if r["provider"] == "acct")
     assert row["calls"] - before.get(("acct", "ok"), 0) == 150
     assert row["completion_tokens"] >= 300
+
+
+@pytest.mark.postgres
+def test_two_flushes_of_the_same_counters_queue_up_instead_of_deadlocking(make_app, postgres_url):
+    """Each flush updates its rows in one order (sorted), whatever order its batch came in, so two
+    processes adding to the same rows at once wait for each other instead of deadlocking (PostgreSQL
+    would abort one of them, and the scale-out bench saw it under load)."""
+    import psycopg2
+
+    make_app(DATABASE_URL=postgres_url)
+    day = date(2026, 1, 1)
+    a_row, b_row = ((day, UsageEvent("lock-order", model, "ok", 1, 1, 1)) for model in ("a-model", "b-model"))
+    write_counters([a_row, b_row])  # both rows exist now: the next flushes update (and lock) them
+    other, watcher = psycopg2.connect(postgres_url), psycopg2.connect(postgres_url)
+    watcher.autocommit = True
+    failures: list[BaseException] = []
+
+    def flush_b_then_a() -> None:
+        try:
+            write_counters([b_row, a_row])  # this batch names b-model first
+        except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+            failures.append(error)
+
+    try:
+        with other.cursor() as cursor:  # another process's flush, half done: it holds a-model's row
+            cursor.execute("UPDATE usage_counter SET calls = calls + 1 WHERE provider = 'lock-order' "
+                           "AND model = 'a-model'")
+            writer = threading.Thread(target=flush_b_then_a)
+            writer.start()
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and writer.is_alive():  # until the writer waits for a row lock
+                with watcher.cursor() as watch:
+                    watch.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                  "AND wait_event_type = 'Lock'")
+                    if watch.fetchone()[0]:
+                        break
+                time.sleep(0.05)
+            cursor.execute("UPDATE usage_counter SET calls = calls + 1 WHERE provider = 'lock-order' "
+                           "AND model = 'b-model'")  # the other flush goes on to its second row
+        other.commit()
+        writer.join(timeout=30)
+    finally:
+        other.close()
+        watcher.close()
+
+    assert not writer.is_alive() and failures == []
+    assert {r["model"]: r["calls"] for r in totals() if r["provider"] == "lock-order"} == {"a-model": 3, "b-model": 3}
 
 
 def test_a_failed_flush_keeps_the_counts_for_the_next_one(make_app):

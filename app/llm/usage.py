@@ -60,7 +60,9 @@ def write_counters(batch: list[tuple[date, UsageEvent]]) -> None:
         totals.update(calls=1, prompt_tokens=event.prompt_tokens, completion_tokens=event.completion_tokens,
                       latency_ms=event.latency_ms)
     with database.connection_context(), database.atomic():
-        for (day, provider, model, outcome), totals in sums.items():
+        # Sorted: every process locks the rows it adds to in the same order, so two flushes at once
+        # queue up on PostgreSQL instead of deadlocking (one of a deadlocked pair would be aborted).
+        for (day, provider, model, outcome), totals in sorted(sums.items(), key=lambda item: item[0]):
             row = {"day": day, "provider": provider, "model": model, "outcome": outcome,
                    **{name: totals[name] for name in FIELDS}}
             (UsageCounter.insert(**row)
