@@ -20,7 +20,7 @@ from flask import Flask
 from peewee import DatabaseProxy, Model, OperationalError, SqliteDatabase, TextField
 from playhouse.db_url import parse as parse_db_url
 from playhouse.migrations import Runner
-from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
+from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase, PooledSqliteDatabase
 
 from app.core.config import project_root
 
@@ -94,14 +94,16 @@ class CooperativeSqliteDatabase(PooledSqliteDatabase):
 
 
 def until_stored(write: Callable[[], T], what: str, attempts: int = 6) -> T:
-    """`write()` (a whole transaction), run again while it fails on SQLite's lock, up to `attempts`
-    times (each after a full lock wait: a minute by default); every refusal is logged, the last raised.
-    For writes that must land, such as a finished answer."""
+    """`write()` (a whole transaction), run again while the database is busy, up to `attempts` times:
+    SQLite's lock held by another writer, or no pooled connection free (every one in use by other
+    requests, hundreds of them per gevent worker under load); each try waits the full lock or pool
+    wait first. Every refusal is logged, the last raised. For writes that must land, such as a
+    finished answer."""
     for attempt in range(1, attempts):
         try:
             return write()
-        except OperationalError as error:
-            if LOCKED not in str(error):
+        except (OperationalError, MaxConnectionsExceeded) as error:
+            if isinstance(error, OperationalError) and LOCKED not in str(error):
                 raise
             log.warning("%s not stored yet (attempt %d of %d): %s; trying again", what, attempt, attempts, error)
     return write()
