@@ -89,7 +89,7 @@ def test_two_flushes_of_the_same_counters_queue_up_instead_of_deadlocking(make_a
     def flush_b_then_a() -> None:
         try:
             write_counters([b_row, a_row])  # this batch names b-model first
-        except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+        except BaseException as error:  # reported by the assertion below
             failures.append(error)
 
     try:
