@@ -1,6 +1,6 @@
 """Scale-out: one aiserver instance vs two behind Caddy, on one PostgreSQL and one Redis.
 
-    bench/.venv-bench/bin/python bench/scale_out.py --markdown           # the full run (about 6 minutes)
+    bench/.venv-bench/bin/python bench/scale_out.py --markdown           # the full run (about 4 minutes)
     bench/.venv-bench/bin/python bench/scale_out.py --quick --markdown   # a smoke run (about 2 minutes)
 
 It makes a fresh PostgreSQL database (`bench_scale_<random>` next to --postgres-url, dropped at the
@@ -74,22 +74,14 @@ def admin_execute(admin_url: str, sql: str, attempts: int = 5) -> None:
 
     for attempt in range(attempts):  # bounded: attempts
         try:
-            admin = psycopg2.connect(admin_url)
-        except psycopg2.OperationalError:
-            if attempt == attempts - 1:
-                raise
-            time.sleep(2)
-            continue
-        try:
-            admin.autocommit = True
-            admin.cursor().execute(sql)
+            with contextlib.closing(psycopg2.connect(admin_url)) as admin:
+                admin.autocommit = True
+                admin.cursor().execute(sql)
             return
         except psycopg2.OperationalError:
             if attempt == attempts - 1:
                 raise
             time.sleep(2)
-        finally:
-            admin.close()
 
 
 @contextlib.contextmanager
