@@ -47,26 +47,46 @@ PROMPT = "Say hello to the benchmark."
 
 # --------------------------------------------------------------------------- requests
 
+ENDPOINT_PATHS = {"chat": "/v1/chat/completions", "ask": "/v1/ask", "persisted": "/chat", "responses": "/v1/responses"}
+
+
 @dataclass
 class Spec:
-    """What to send and what to expect back."""
+    """What to send and what to expect back.
+
+    Endpoints: chat (`POST /v1/chat/completions`), ask (`POST /v1/ask`), persisted (`POST /chat` with a
+    `chat_id`: each virtual client continues its own chat, `turns_per_chat` turns each, then starts
+    another) and responses (`POST /v1/responses`, stored, non-streaming only)."""
     url: str                      # base URL, e.g. http://127.0.0.1:8000
-    endpoint: str = "chat"        # chat: POST /v1/chat/completions; ask: POST /v1/ask
+    endpoint: str = "chat"
     stream: bool = False
     model: str = "gpt-4o-mini"
     headers: dict = field(default_factory=dict)
     expect: str = ""
     timeout: float = 30.0
     include_usage: bool = True
+    chat_prefix: str = "bench"    # persisted: chat ids are <chat_prefix>-<client>-<n>
+    turns_per_chat: int = 10
 
     @property
     def target_url(self) -> str:
-        path = "/v1/ask" if self.endpoint == "ask" else "/v1/chat/completions"
-        return self.url.rstrip("/") + path
+        return self.url.rstrip("/") + ENDPOINT_PATHS[self.endpoint]
 
-    def body(self) -> dict:
+    @property
+    def varies(self) -> bool:
+        """Whether the body depends on the client and its turn (else one body serves every request)."""
+        return self.endpoint == "persisted"
+
+    def chat_id(self, client: int, turn: int) -> str:
+        return f"{self.chat_prefix}-{client}-{turn // self.turns_per_chat}"
+
+    def body(self, client: int = 0, turn: int = 0) -> dict:
         if self.endpoint == "ask":
             return {"question": PROMPT, "client_id": "bench", "user_id": "bench", "stream": self.stream}
+        if self.endpoint == "persisted":
+            return {"message": f"{PROMPT} (turn {turn})", "chat_id": self.chat_id(client, turn), "stream": self.stream}
+        if self.endpoint == "responses":
+            return {"model": self.model, "input": PROMPT, "store": True}
         body = {"model": self.model, "messages": [{"role": "user", "content": PROMPT}], "stream": self.stream}
         if self.stream and self.include_usage:
             body["stream_options"] = {"include_usage": True}
@@ -80,13 +100,35 @@ class Result:
     ttft: float | None = None     # seconds to the first non-empty content delta (streams)
     error: str = ""
     detail: str = ""
+    client: int = -1              # which virtual client sent it, and its how-manieth request (its turn)
+    turn: int = -1
 
 
-def _content_of(obj) -> str:
+def _content_of(obj, endpoint: str = "chat") -> str:
+    """The answer's text: `response` of `POST /chat`, the output text of a Response, else the
+    `chat.completion`'s first choice."""
     try:
+        if endpoint == "persisted":
+            return obj["response"] or ""
+        if endpoint == "responses":
+            return "".join(part.get("text") or "" for item in obj["output"] if item.get("type") == "message"
+                           for part in item["content"])
         return obj["choices"][0]["message"]["content"] or ""
-    except (KeyError, IndexError, TypeError):
+    except (KeyError, IndexError, TypeError, AttributeError):
         return ""
+
+
+def _stream_pieces(obj) -> tuple[list[str], bool, str]:
+    """(content pieces, whether this event ends the stream, an error) of one stream event: OpenAI's
+    `chat.completion.chunk`, or this server's own `/chat` events (`delta`, `done`, `error`)."""
+    kind = obj.get("type")
+    if kind == "delta":
+        return [obj.get("content") or ""], False, ""
+    if kind == "done":
+        return [], True, ""
+    if kind == "error":
+        return [], False, json.dumps(obj)[:300]
+    return [(choice.get("delta") or {}).get("content") or "" for choice in obj.get("choices") or ()], False, ""
 
 
 async def one_request(session: aiohttp.ClientSession, spec: Spec, body: bytes) -> Result:
@@ -101,7 +143,7 @@ async def one_request(session: aiohttp.ClientSession, spec: Spec, body: bytes) -
                 raw = await resp.read()
                 total = time.perf_counter() - t0
                 try:
-                    content = _content_of(json.loads(raw))
+                    content = _content_of(json.loads(raw), spec.endpoint)
                 except ValueError:
                     return Result(False, total, error="bad_json", detail=raw[:300].decode("utf-8", "replace"))
                 if content.strip() != spec.expect.strip():
@@ -127,14 +169,16 @@ async def one_request(session: aiohttp.ClientSession, spec: Spec, body: bytes) -
                     if payload == b"[DONE]":
                         done = True
                         continue
-                    if b'"content"' not in payload:
+                    if b'"content"' not in payload and b'"type"' not in payload:
                         continue  # no content anywhere in this chunk (usage, finish, keep-alive)
                     try:
-                        obj = json.loads(payload)
-                    except ValueError:
+                        pieces, ends, failed = _stream_pieces(json.loads(payload))
+                    except (ValueError, AttributeError):
                         return Result(False, error="bad_chunk", detail=payload[:300].decode("utf-8", "replace"))
-                    for choice in obj.get("choices") or ():
-                        piece = (choice.get("delta") or {}).get("content")
+                    if failed:
+                        return Result(False, error="stream_error", detail=failed)
+                    done = done or ends
+                    for piece in pieces:
                         if piece:
                             if ttft is None:
                                 ttft = time.perf_counter() - t0
@@ -302,27 +346,39 @@ def summarize_ms(values: list[float]) -> dict:
             "mean": sum(ms) / len(ms), "max": max(ms), "n": len(ms)}
 
 
-async def _drive(session, spec, body, concurrency, deadline, max_requests, results, started) -> None:
-    async def worker():
+async def _drive(session, spec, body, concurrency, deadline, max_requests, results, started, turns) -> None:
+    """Keep `concurrency` clients busy until `deadline`; `turns[client]` counts each client's requests
+    over the whole level (warm-up included), so a persisted chat goes on where the warm-up left it."""
+    async def worker(client: int):
         while time.monotonic() < deadline and started[0] < max_requests:
             started[0] += 1
-            results.append(await one_request(session, spec, body))
+            turn = turns[client]
+            turns[client] += 1
+            payload = json.dumps(spec.body(client, turn)).encode() if spec.varies else body
+            result = await one_request(session, spec, payload)
+            result.client, result.turn = client, turn
+            results.append(result)
 
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await asyncio.gather(*(worker(client) for client in range(concurrency)))
 
 
 async def run_level(spec: Spec, concurrency: int, duration: float, warmup: float, max_requests: int,
-                    pid: int = 0, sample_interval: float = 0.25, helper_pids: tuple = ()) -> dict:
+                    pid: int = 0, sample_interval: float = 0.25, helper_pids: tuple = (),
+                    outcomes: list | None = None) -> dict:
     """One level. `helper_pids`: process trees of the benchmark itself (the gateways' fake upstream)
-    whose CPU is not counted as background noise."""
+    whose CPU is not counted as background noise. `outcomes`, when given, receives every request's
+    Result, the warm-up's included (to check afterwards what the server stored)."""
     body = json.dumps(spec.body()).encode()
     headers = {"Content-Type": "application/json", **spec.headers}
     spec = Spec(**{**spec.__dict__, "headers": headers})
     hard_limit = warmup + duration + spec.timeout + 30.0
+    turns = [0] * concurrency
+    warmup_results: list[Result] = []
     async with make_session(concurrency) as session:
         if warmup > 0:
             await asyncio.wait_for(
-                _drive(session, spec, body, concurrency, time.monotonic() + warmup, max_requests, [], [0]),
+                _drive(session, spec, body, concurrency, time.monotonic() + warmup, max_requests, warmup_results,
+                       [0], turns),
                 hard_limit)
         monitor = TreeMonitor(pid, sample_interval)
         monitor.start()
@@ -333,7 +389,7 @@ async def run_level(spec: Spec, concurrency: int, duration: float, warmup: float
         t0 = time.monotonic()
         try:
             await asyncio.wait_for(
-                _drive(session, spec, body, concurrency, t0 + duration, max_requests, results, [0]),
+                _drive(session, spec, body, concurrency, t0 + duration, max_requests, results, [0], turns),
                 duration + spec.timeout + 30.0)
         except asyncio.TimeoutError:
             results.append(Result(False, error="level_hard_limit"))
@@ -342,6 +398,8 @@ async def run_level(spec: Spec, concurrency: int, duration: float, warmup: float
         busy1, steal1 = machine_cpu()
         helpers = sum(tree_cpu_seconds(h) for h in helper_pids) - helpers0
         usage = await monitor.stop()
+    if outcomes is not None:
+        outcomes.extend(warmup_results + results)
     ok = [r for r in results if r.ok]
     errors = Counter(r.error for r in results if not r.ok)
     samples = {}
@@ -357,6 +415,7 @@ async def run_level(spec: Spec, concurrency: int, duration: float, warmup: float
         "errors": sum(errors.values()),
         "error_kinds": dict(errors),
         "error_samples": samples,
+        "warmup_errors": dict(Counter(r.error for r in warmup_results if not r.ok)),
         "rps": len(ok) / elapsed if elapsed > 0 else 0.0,
         "latency_ms": summarize_ms([r.total for r in ok]),
         "ttft_ms": summarize_ms([r.ttft for r in ok if r.ttft is not None]) if spec.stream else None,
@@ -407,7 +466,7 @@ def parse_levels(text: str) -> list[int]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--url", required=True, help="base URL of the target, e.g. http://127.0.0.1:8000")
-    p.add_argument("--endpoint", choices=["chat", "ask"], default="chat")
+    p.add_argument("--endpoint", choices=sorted(ENDPOINT_PATHS), default="chat")
     p.add_argument("--stream", action="store_true")
     p.add_argument("--model", default="gpt-4o-mini")
     p.add_argument("--header", action="append", default=[], metavar="NAME:VALUE")

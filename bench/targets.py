@@ -219,19 +219,43 @@ def start_fake(name: str, log_dir: str, cpus: str | None, latency_ms: float, chu
 
 
 def aiserver_env(fake_url: str, port: int, tmp: str, **extra) -> dict:
+    """aiserver's environment: the fake upstream, a SQLite database under `tmp`, and `extra` over those."""
     empty_env = os.path.join(tmp, "empty.env")
     open(empty_env, "a").close()
-    return base_env(OPENAI_API_KEY="bench", OPENAI_BASE_URL=f"{fake_url}/v1", PORT=str(port),
+    settings = dict(OPENAI_API_KEY="bench", OPENAI_BASE_URL=f"{fake_url}/v1", PORT=str(port),
                     DATABASE_URL=f"sqlite:///{tmp}/bench.db", LOG_DIR=tmp,
                     # The checkout's own .env (a developer's keys) must not change the routing.
-                    DOTENV_PATH=empty_env, **extra)
+                    DOTENV_PATH=empty_env)
+    return base_env(**{**settings, **extra})
+
+
+def flask_command(args: list[str], env: dict, log_path: str, timeout: float = 180.0) -> str:
+    """Run `flask --app app.wsgi <args>` in aiserver's venv; its output, or SkipTarget saying why it failed."""
+    flask = os.path.join(ROOT, ".venv", "bin", "flask")
+    if not os.path.exists(flask):
+        raise SkipTarget("aiserver is not runnable yet: .venv/bin/flask is missing (run `make install` for .venv)")
+    try:
+        done = subprocess.run([flask, "--app", "app.wsgi", *args], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=timeout)
+        output, rc = done.stdout + done.stderr, done.returncode
+    except subprocess.TimeoutExpired as expired:
+        output, rc = str(expired.output or ""), f"timeout ({timeout:.0f} s)"
+    with open(log_path, "w") as f:
+        f.write(output)
+    if rc != 0:
+        tail = "\n".join(output.splitlines()[-20:])
+        raise SkipTarget(f"`flask --app app.wsgi {' '.join(args)}` failed ({rc}):\n{tail}")
+    return output
 
 
 def start_aiserver(log_dir: str, tmp: str, fake_url: str, cpus: str | None, chunks: int,
-                   extra_env: dict | None = None, name: str = "aiserver", smoke_modes: tuple = (False, True)) -> Target:
+                   extra_env: dict | None = None, name: str = "aiserver", smoke_modes: tuple = (False, True),
+                   migrate: bool = True, headers: dict | None = None) -> Target:
+    """Gunicorn on a free port (its database migrated first unless `migrate` is false: another instance
+    on the same database did it), checked with one valid answer per smoke mode. `headers` go with every
+    request to it (a client key's Authorization)."""
     gunicorn = os.path.join(ROOT, ".venv", "bin", "gunicorn")
-    flask = os.path.join(ROOT, ".venv", "bin", "flask")
-    needed = (gunicorn, flask, os.path.join(ROOT, "gunicorn.conf.py"), os.path.join(ROOT, "app", "wsgi.py"))
+    needed = (gunicorn, os.path.join(ROOT, "gunicorn.conf.py"), os.path.join(ROOT, "app", "wsgi.py"))
     missing = [p for p in needed if not os.path.exists(p)]
     if missing:
         raise SkipTarget("aiserver is not runnable yet: missing " + ", ".join(os.path.relpath(p, ROOT) for p in missing)
@@ -239,29 +263,39 @@ def start_aiserver(log_dir: str, tmp: str, fake_url: str, cpus: str | None, chun
     os.makedirs(tmp, exist_ok=True)
     port = free_port()
     env = aiserver_env(fake_url, port, tmp, **(extra_env or {}))
-    upgrade = [flask, "--app", "app.wsgi", "db-upgrade"]
-    with open(os.path.join(log_dir, f"{name}-db-upgrade.log"), "wb") as f:
-        try:
-            rc = subprocess.run(upgrade, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=f,
-                                stderr=subprocess.STDOUT, timeout=180).returncode
-        except subprocess.TimeoutExpired:
-            rc = "timeout (180 s)"
-    if rc != 0:
-        with open(os.path.join(log_dir, f"{name}-db-upgrade.log"), errors="replace") as f:
-            tail = "\n".join(f.read().splitlines()[-20:])
-        raise SkipTarget(f"`flask --app app.wsgi db-upgrade` failed ({rc}):\n{tail}")
+    if migrate:
+        flask_command(["db-upgrade"], env, os.path.join(log_dir, f"{name}-db-upgrade.log"))
     argv = [gunicorn, "--config", "gunicorn.conf.py", "app.wsgi:app"]
     proc = spawn(name, argv, env, ROOT, log_dir, cpus)
     try:
         wait_port(proc, port, 60)
-        target = Target(name, "aiserver /v1/chat/completions", f"http://127.0.0.1:{port}", proc=proc,
-                        info={"port": port, "cpus": cpus, "command": " ".join(proc.argv),
-                              "env": {k: v for k, v in env.items() if k not in ("PATH", "HOME", "LANG")}})
+        target = Target(name, "aiserver /v1/chat/completions", f"http://127.0.0.1:{port}", headers=dict(headers or {}),
+                        proc=proc, info={"port": port, "cpus": cpus, "command": " ".join(proc.argv),
+                                         "env": {k: v for k, v in env.items() if k not in ("PATH", "HOME", "LANG")}})
         smoke(target, chunks, modes=smoke_modes)
     except SkipTarget:
         stop(proc)
         raise
     return target
+
+
+def start_caddy(log_dir: str, tmp: str, upstreams: list[str], cpus: str | None,
+                caddyfile: str = os.path.join(ROOT, "deploy", "Caddyfile.scaled")) -> Target:
+    """Caddy on a free port with `caddyfile` (by default the balancing one), in front of `upstreams`
+    (HOST:PORT each), its admin endpoint off and its state under `tmp`."""
+    caddy = shutil.which("caddy")
+    if not caddy:
+        raise SkipTarget("caddy is not installed (scripts/install-test-deps installs it)")
+    home = os.path.join(tmp, "caddy-home")
+    os.makedirs(home, exist_ok=True)
+    port = free_port()
+    env = base_env(AISERVER_BIND="127.0.0.1", AISERVER_HTTP_PORT=str(port), AISERVER_UPSTREAMS=" ".join(upstreams),
+                   AISERVER_UPSTREAM=" ".join(upstreams), CADDY_ADMIN="off", CADDY_LOG_DIR=tmp, HOME=home,
+                   XDG_CONFIG_HOME=os.path.join(home, "config"), XDG_DATA_HOME=os.path.join(home, "data"))
+    proc = spawn("caddy", [caddy, "run", "--config", caddyfile, "--adapter", "caddyfile"], env, tmp, log_dir, cpus)
+    wait_port(proc, port, 30)
+    return Target("caddy", f"Caddy ({os.path.basename(caddyfile)})", f"http://127.0.0.1:{port}", proc=proc,
+                  info={"port": port, "cpus": cpus, "upstreams": upstreams, "command": " ".join(proc.argv)})
 
 
 def aiserver_ask(chat: Target, chunks: int) -> Target:

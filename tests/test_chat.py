@@ -338,6 +338,31 @@ def test_a_late_answer_never_lands_in_a_chat_someone_else_holds(app):
         assert contents == ["sys", "new question", "new", "q1", "q2", "answer to q2"]
 
 
+def test_an_answer_waits_for_a_free_connection_instead_of_being_lost(make_app):
+    """Every pooled connection busy when an answer is to be stored (hundreds of requests per worker):
+    the answer waits for one (the pool's wait, tried again) instead of being dropped after the client
+    already got it (a stream's `done` goes out before the answer is stored)."""
+    app = make_app(DATABASE_POOL_SIZE=1, DATABASE_POOL_TIMEOUT_S=1)
+    chat_id, held, release = new_id(), threading.Event(), threading.Event()
+
+    def other_request_holding_the_only_connection() -> None:
+        with database.connection_context():
+            database.execute_sql("SELECT 1")
+            held.set()
+            release.wait(10)
+
+    with app.app_context():
+        turn = conversations.begin_turn(chat_id, "question", "sys", ChatSettings())
+        holder = threading.Thread(target=other_request_holding_the_only_connection)
+        holder.start()
+        assert held.wait(5)
+        threading.Timer(2.5, release.set).start()  # after two full pool waits of 1 s
+        stored = conversations.finish_turn(turn, "the answer", "complete")
+        holder.join(10)
+        assert stored is not None
+        assert [m["content"] for m in conversations.get_chat(chat_id)["messages"]] == ["sys", "question", "the answer"]
+
+
 def test_a_chat_deleted_while_answering_stores_nothing_more(app):
     chat_id = new_id()
     with app.app_context():

@@ -12,7 +12,9 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
+import time
 import uuid
 from itertools import islice
 
@@ -56,6 +58,29 @@ def two_instances(live_server, tmp_path, request):
             caddy.stop()
             for server in (first, second):
                 server.stop()
+
+
+def test_an_instance_slow_to_answer_health_keeps_getting_requests(live_server, tmp_path):
+    """A slow /health is a busy instance, not a dead one: under load (a gevent worker's queue) or with
+    a vendor that hangs (its check takes up to 10 s) /health answers late, and Caddy must not take
+    the instance out for that (with one instance, every request would be a 503 "no upstreams")."""
+    with FakeOpenAI(echo=True) as fake, socket.socket() as hanging_vendor:
+        hanging_vendor.bind(("127.0.0.1", 0))
+        hanging_vendor.listen(64)  # connections complete in the backlog and are never answered
+        vendor_url = "http://127.0.0.1:%d/v1" % hanging_vendor.getsockname()[1]
+        server = live_server(**provider_config(openai=fake), OPENAI_COMPATIBLE=["stuck"], STUCK_API_BASE=vendor_url,
+                             STUCK_API_KEY="unused", STUCK_MODEL_DEFAULT="stuck-model", HEALTH_CACHE_S=0)
+        caddy = CaddyProxy(tmp_path, server.url.removeprefix("http://"), caddyfile=ROOT / "deploy" / "Caddyfile.scaled")
+        try:
+            started = time.monotonic()
+            assert requests.get(f"{server.url}/health", timeout=30).json()["status"] == "ok"
+            assert time.monotonic() - started > 5  # /health waited for the stuck vendor's check
+            time.sleep(6)  # Caddy's active checks (every 2 s) have asked /health a few times by now
+            statuses = [requests.post(f"{caddy.url}/chat", json={"message": f"hi {n}", "chat_id": "slow-health"},
+                                      timeout=60).status_code for n in range(3)]
+        finally:
+            caddy.stop()
+    assert statuses == [200, 200, 200]
 
 
 def create_key(tmp_path, settings: dict, *options: str) -> str:

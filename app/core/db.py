@@ -20,7 +20,7 @@ from flask import Flask
 from peewee import DatabaseProxy, InterfaceError, Model, OperationalError, SqliteDatabase, TextField
 from playhouse.db_url import parse as parse_db_url
 from playhouse.migrations import Runner
-from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
+from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase, PooledSqliteDatabase
 
 from app.core.backoff import backoff_delay
 from app.core.config import project_root
@@ -98,19 +98,21 @@ class CooperativeSqliteDatabase(PooledSqliteDatabase):
 def until_stored(write: Callable[[], T], what: str, attempts: int = 6) -> T:
     """`write()` (a whole transaction), run again while the database refuses it for a passing reason,
     up to `attempts` times; every refusal is logged, the last raised. For writes that must land, such
-    as a finished answer. Passing reasons: SQLite's lock (each try has already waited a full lock
-    wait: a minute in all by default), and on PostgreSQL a lost or refused connection (a server
-    restarting) or a transaction conflict, tried again after `OUTAGE_PAUSES_S` (about 8 s in all)."""
+    as a finished answer. Passing reasons: SQLite's lock held by another writer, and no pooled
+    connection free (every one in use by other requests, hundreds of them per gevent worker under
+    load), both tried again at once since each try has already waited the full lock or pool wait;
+    and on PostgreSQL a lost or refused connection (a server restarting) or a transaction conflict,
+    tried again after `OUTAGE_PAUSES_S` (about 8 s in all)."""
     for attempt in range(1, attempts):
         try:
             return write()
-        except (OperationalError, InterfaceError) as error:
-            locked = LOCKED in str(error)
-            if not locked and isinstance(database.obj, SqliteDatabase):
+        except (OperationalError, InterfaceError, MaxConnectionsExceeded) as error:
+            waited = isinstance(error, MaxConnectionsExceeded) or LOCKED in str(error)
+            if not waited and isinstance(database.obj, SqliteDatabase):
                 raise
             log.warning("%s not stored yet (attempt %d of %d): %s; trying again", what, attempt, attempts,
                         " ".join(str(error).split()))
-            if not locked:
+            if not waited:
                 time.sleep(backoff_delay(attempt, OUTAGE_PAUSES_S))
     return write()
 
