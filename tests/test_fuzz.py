@@ -34,9 +34,12 @@ REPEATABLE = "FUZZ_EXAMPLES" not in os.environ  # `make test` draws the same cas
 
 def no_server_error(ctx: Any, response: Any, case: Any) -> bool | None:
     """`not_a_server_error`, except the documented 503 for a provider this server has not configured
-    (Ollama, a LiteLLM proxy: `not_configured`), an operator's choice rather than a fault."""
-    if response.status_code == 503 and response.json().get("error", {}).get("code") == "not_configured":
-        return None
+    (Ollama, a LiteLLM proxy), an operator's choice rather than a fault: a call to it is the error
+    `not_configured`, and its `/health/{provider}` status says `"configured": false`."""
+    if response.status_code == 503:
+        body = response.json()
+        if body.get("configured") is False or body.get("error", {}).get("code") == "not_configured":
+            return None
     return not_a_server_error(ctx, response, case)
 
 
@@ -131,4 +134,15 @@ def test_streamed_events_are_as_documented(fuzzed_app, path, body):
                                      media_type="application/json")
     response = case.call()
     assert response.status_code == 200 and response.headers["content-type"][0].startswith("text/event-stream")
+    case.validate_response(response, checks=CHECKS)
+
+
+def test_an_unconfigured_provider_s_health_is_its_documented_503(fuzzed_app):
+    """`GET /health/ollama` (no OLLAMA_HOST here) answers the documented 503 with its status body,
+    `"configured": false` and the variable to set; the server-error check took it for a fault."""
+    schema = schemathesis.openapi.from_wsgi("/openapi.json", fuzzed_app)
+    case = schema["/health/{provider}"]["GET"].Case(path_parameters={"provider": "ollama"})
+    response = case.call()
+    assert response.status_code == 503
+    assert response.json() == {"provider": "ollama", "configured": False, "reachable": False, "variable": "OLLAMA_HOST"}
     case.validate_response(response, checks=CHECKS)
