@@ -1,14 +1,17 @@
 """The OpenAPI document is honest: every route is in it, and a real answer of every documented
 operation, a success and an error each, matches the body the document declares for its status and
-content type (validated by openapi-core, which also checks the document itself against OpenAPI 3.0)."""
+content type (validated by openapi-core, which also checks the document itself against OpenAPI 3.0);
+a streamed answer is checked event by event, each event's JSON against its `x-contentSchema`."""
 from __future__ import annotations
 
 import json
 from typing import Any
 
 import pytest
-from openapi_core import Config, OpenAPI
+from jsonschema import ValidationError, validators
+from openapi_core import OpenAPI
 from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest, WerkzeugOpenAPIResponse
+from openapi_schema_validator import OAS30Validator
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
@@ -176,6 +179,8 @@ def test_every_documented_operation_answers_as_documented(app, client, document,
     call("DELETE", f"/gists/{created['id']}", expect=404)
     fake_openai.enqueue(gist_action())
     call("POST", "/chat/gist", json={"messages": MESSAGES}, expect=201)
+    fake_openai.enqueue(gist_action())
+    call("POST", "/chat/gist", json={"messages": MESSAGES, "stream": True}, expect=200, streamed=True)
     call("POST", "/chat/gist", json={"messages": []}, expect=400)
 
     # deployments
@@ -233,15 +238,48 @@ def finish_round_one(app, task_id: str) -> None:
         DeployRound.update(status="done", stage_done="notifying").where(DeployRound.task == task_id).execute()
 
 
-def server_sent_events(body: bytes) -> str:
-    """An SSE body as the document's `string`, once every event is a `data:` line of JSON (or the
-    OpenAI stream's `[DONE]`), maybe named by an `event:` line, or a comment."""
-    text = body.decode("utf-8")
-    for line in filter(None, text.splitlines()):
-        assert line.startswith(("data: ", ":", "event: ")), line
-        if line.startswith("data: ") and line != "data: [DONE]":
-            assert isinstance(json.loads(line[6:]), dict), line
-    return text
+def server_sent_events(body: bytes) -> list[dict[str, str]]:
+    """An SSE body's events as a client reads them (and schemathesis checks them): `{"event", "data"}`,
+    `event` being `message` where no `event:` line names it; comments (`: heartbeat`) are no events.
+    Every line must be an `event: ` or `data: ` line or a comment."""
+    events = []
+    for block in body.decode("utf-8").split("\n\n"):
+        lines = [line.partition(": ") for line in block.split("\n") if line and not line.startswith(":")]
+        assert all(name in ("event", "data") and separator for name, separator, _ in lines), block
+        names = [value for name, _, value in lines if name == "event"]
+        data = [value for name, _, value in lines if name == "data"]
+        if data:
+            events.append({"event": names[-1] if names else "message", "data": "\n".join(data)})
+    return events
+
+
+def json_payload(validator, schema, instance, _parent):
+    """`x-contentSchema` (JSON Schema's `contentSchema`, which OpenAPI 3.0 lacks): the string is JSON
+    whose value matches `schema`."""
+    if not isinstance(instance, str):
+        return
+    try:
+        value = json.loads(instance)
+    except ValueError as exc:
+        yield ValidationError(f"{instance!r} is not JSON ({exc})")
+        return
+    yield from validator.descend(value, schema)
+
+
+EventValidator = validators.extend(OAS30Validator, {"x-contentSchema": json_payload})
+
+
+def events_as_documented(document: dict[str, Any], method: str, path: str, body: bytes) -> list[dict[str, Any]]:
+    """The events of a streamed 200 answer of `method path`, each checked against the event schema the
+    document gives (its `data` parsed as JSON against `x-contentSchema`); each event's JSON payload
+    (None for a marker such as `[DONE]`)."""
+    content = document["paths"][path][method.lower()]["responses"]["200"]["content"]
+    validator = EventValidator({**content["text/event-stream"]["schema"], "components": document["components"]})
+    events = server_sent_events(body)
+    assert events, body
+    for event in events:
+        validator.validate(event)
+    return [json.loads(event["data"]) if event["data"].startswith("{") else None for event in events]
 
 
 class ResponseChecker:
@@ -252,8 +290,7 @@ class ResponseChecker:
         self.client = app.test_client()
         self.urls = app.url_map.bind("localhost")
         self.document = document
-        self.openapi = OpenAPI.from_dict(document, config=Config(
-            extra_media_type_deserializers={"text/event-stream": server_sent_events}))
+        self.openapi = OpenAPI.from_dict(document)
         self.successes: set[tuple[str, str]] = set()
         self.failures: set[tuple[str, str]] = set()
 
@@ -262,9 +299,12 @@ class ResponseChecker:
         response.get_data()
         assert response.status_code == expect, (method, url, response.status_code, response.get_data(as_text=True))
         assert (response.mimetype == "text/event-stream") is streamed, (method, url, response.mimetype)
-        sent = Request(EnvironBuilder(url, method=method, **kwargs).get_environ())  # the test client's was read
-        self.openapi.validate_response(WerkzeugOpenAPIRequest(sent), WerkzeugOpenAPIResponse(response))
         rule, _ = self.urls.match(url.split("?")[0], method=method, return_rule=True)
+        if streamed:  # openapi-core reads a body as one value; a stream is checked event by event
+            events_as_documented(self.document, method, openapi_path(rule.rule), response.get_data())
+        else:
+            sent = Request(EnvironBuilder(url, method=method, **kwargs).get_environ())  # the test client's was read
+            self.openapi.validate_response(WerkzeugOpenAPIRequest(sent), WerkzeugOpenAPIResponse(response))
         (self.successes if expect < 400 else self.failures).add((method, openapi_path(rule.rule)))
         return response.get_json(silent=True)
 
@@ -282,9 +322,95 @@ class ResponseChecker:
 ])
 def test_a_body_that_does_not_match_is_caught(document, body, schema):
     """The validation can fail: a body in the wrong shape for the declared schema is refused."""
-    from jsonschema import ValidationError
-    from openapi_schema_validator import OAS30Validator
-
     spec = {**document["components"]["schemas"][schema], "components": document["components"]}
     with pytest.raises(ValidationError):
         OAS30Validator(spec).validate(body)
+
+
+# -- every front door's streamed events, as the document describes them ---------------------------
+
+CALL = [{"name": "lookup", "arguments": {"q": "moon"}}]
+THOUGHTFUL = Reply(chunks=["Looking", " it up."], reasoning="Which tool?", tool_calls=CALL)
+OPENAI_TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+CLAUDE_TOOLS = [{"name": "lookup", "input_schema": {"type": "object"}}]
+RESPONSES_TOOLS = [{"type": "function", "name": "lookup", "parameters": {"type": "object"}}]
+CUT = Reply(chunks=["Half", " an", " answer"], reset_after=2, chunk_delay=0.1)  # the connection drops mid-answer
+STREAMED = {"messages": MESSAGES, "stream": True}
+CLAUDE = {"model": "claude-sonnet-5-5", "max_tokens": 2000, "messages": MESSAGES, "stream": True}
+
+
+@pytest.mark.parametrize("path, body, fallback, replies, seen", [
+    ("/chat/{provider}", {"messages": MESSAGES}, True, [], {"fallback", "start", "delta", "done"}),
+    ("/chat/{provider}", {"messages": MESSAGES}, False, [CUT], {"start", "delta", "error"}),
+    ("/chat", {"message": "Hi", "chat_id": "events-1", "stream": True}, False, [], {"start", "delta", "done"}),
+    ("/chat", STREAMED, False, [CUT], {"start", "delta", "error"}),
+    ("/v1/chat/completions", {**COMPLETION, "tools": OPENAI_TOOLS, "stream": True,
+                              "stream_options": {"include_usage": True}}, False, [THOUGHTFUL],
+     {"role", "reasoning_content", "content", "tool_calls", "finish_reason", "usage", "[DONE]"}),
+    ("/v1/chat/completions", {**COMPLETION, "stream": True}, True, [CUT], {"attempts", "content", "error"}),
+    ("/v1/ask", {**ASK, "stream": True}, False, [], {"role", "content", "finish_reason", "[DONE]"}),
+    ("/v1/messages", {**CLAUDE, "tools": CLAUDE_TOOLS, "thinking": {"type": "enabled", "budget_tokens": 1024}},
+     False, [THOUGHTFUL], {"message_start", "content_block_start", "thinking_delta", "text_delta",
+                           "input_json_delta", "content_block_stop", "message_delta", "message_stop"}),
+    ("/v1/messages", {**COMPLETION, "max_tokens": 50, "tools": CLAUDE_TOOLS, "stream": True}, False, [THOUGHTFUL],
+     {"message_start", "content_block_start", "thinking_delta", "text_delta", "input_json_delta",
+      "content_block_stop", "message_delta", "message_stop"}),
+    ("/v1/messages", {**COMPLETION, "max_tokens": 50, "stream": True}, False, [CUT], {"text_delta", "error"}),
+    ("/v1/responses", {"model": "gpt-4o-mini", "input": "Hi", "tools": RESPONSES_TOOLS, "stream": True}, False,
+     [THOUGHTFUL], {"response.created", "response.in_progress", "response.output_item.added",
+                    "response.content_part.added", "response.output_text.delta", "response.output_text.done",
+                    "response.content_part.done", "response.function_call_arguments.delta",
+                    "response.function_call_arguments.done", "response.output_item.done", "response.completed"}),
+    ("/v1/responses", {"model": "gpt-4o-mini", "input": "Hi", "stream": True}, False, [CUT],
+     {"response.output_text.delta", "response.failed"}),
+    ("/chat/gist", STREAMED, False, [Reply(text="not json"), gist_action()], {"start", "delta", "retry", "done",
+                                                                              "gist"}),
+])
+def test_every_stream_sends_the_events_its_document_describes(make_app, fake_openai, fake_anthropic, fake_github,
+                                                              path, body, fallback, replies, seen):
+    """Each front door streams its richest answers (reasoning, tool calls, a fallback, a Claude model's
+    own events, a connection cut after the first text, a gist asked for twice), and every event is
+    checked against the event schema the document gives for it."""
+    app = make_app(**provider_config(openai=fake_openai, anthropic=fake_anthropic), RETRY_ATTEMPTS=0,
+                   GITHUB_TOKEN=DEFAULT_TOKEN, GITHUB_API_URL=fake_github.url, GITHUB_MAX_RATE_WAIT_S=0)
+    claude = body.get("model", "").startswith("claude")
+    (fake_anthropic if claude else fake_openai).enqueue(*replies)
+    if fallback:  # the default model fails before answering, so its fallback answers
+        fake_openai.set_model_reply("gpt-4o-mini", Reply(status=503))
+    client = app.test_client()
+    response = client.post(path.replace("{provider}", "gpt"), json=body)
+    assert response.status_code == 200 and response.mimetype == "text/event-stream", response.get_data(as_text=True)
+    payloads = events_as_documented(client.get("/openapi.json").get_json(), "POST", path, response.get_data())
+    assert seen <= set().union(*map(kinds, payloads))
+
+
+def kinds(payload: dict[str, Any] | None) -> set[str]:
+    """What an event is: its `type` (and its delta's), or for an OpenAI chunk what it carries."""
+    if payload is None:
+        return {"[DONE]"}
+    if "type" in payload:
+        delta = payload.get("delta")
+        return {payload["type"], *([delta["type"]] if isinstance(delta, dict) and "type" in delta else [])}
+    if "error" in payload:
+        return {"error"}
+    choices = payload["choices"]
+    return ({key for choice in choices for key in choice["delta"]} | {key for key in ("usage", "attempts")
+                                                                       if key in payload}
+            | ({"finish_reason"} if any(choice["finish_reason"] for choice in choices) else set()))
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/v1/chat/completions", b'data: {"id": "chatcmpl-1", "object": "chat.completion.chunk"}\n\n'),  # no choices
+    ("/v1/chat/completions", b'data: {"error": {"message": "m"}}\n\n'),
+    ("/chat/{provider}", b"data: [DONE]\n\n"),  # only OpenAI's stream ends with a marker
+    ("/chat/{provider}", b'data: {"type": "delta", "content": 1}\n\n'),
+    ("/chat/{provider}", b'event: delta\ndata: {"type": "delta", "content": "a"}\n\n'),
+    ("/chat/gist", b"data: not json\n\n"),
+    ("/v1/messages", b'event: pong\ndata: {"type": "pong"}\n\n'),
+    ("/v1/messages", b'event: content_block_delta\ndata: {"type": "content_block_delta", "delta": {}}\n\n'),
+    ("/v1/responses", b'event: response.completed\ndata: {"type": "response.completed", "sequence_number": 3}\n\n'),
+])
+def test_an_event_that_does_not_match_is_caught(document, path, body):
+    """The event check can fail: an event of the wrong name or shape, for the stream it is in, is refused."""
+    with pytest.raises(ValidationError):
+        events_as_documented(document, "POST", path, body)

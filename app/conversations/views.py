@@ -38,7 +38,7 @@ from app.llm.responses import (
     note_answer,
     registry,
 )
-from app.llm.schemas import NATIVE_STREAM, ChatAnswerSchema, ChatMessagesSchema
+from app.llm.schemas import NATIVE_EVENTS, NATIVE_STREAM, ChatAnswerSchema, ChatMessagesSchema
 from app.llm.sse import NativeEvents
 
 bp = Blueprint("chat", __name__, description="Chat with a provider, stateless or as a stored conversation.")
@@ -51,7 +51,7 @@ STORE_ERRORS = ((400, "An invalid chat_id (the message gives the rule) or cursor
 @bp.post("/chat/<provider>")
 @json_body(ChatMessagesSchema)
 @bp.response(200, ChatAnswerSchema, description='The answer, with `"stream": false`; an SSE stream by default.')
-@streams(NATIVE_STREAM)
+@streams(NATIVE_STREAM, *NATIVE_EVENTS)
 @errors(*GATEWAY_ERRORS)
 def chat_with_provider(provider: str):
     """Chat with a provider (gpt, claude, gemini, ...); streams SSE unless "stream": false."""
@@ -65,7 +65,7 @@ def chat_with_provider(provider: str):
            description='`{"messages": [...]}` is stateless; `{"message", "chat_id"?}` is a stored conversation.')
 @bp.response(200, {"oneOf": [ChatAnswerSchema, StoredChatAnswerSchema]},
              description='The answer (stateless, or stored with its chat_id); with `"stream": true`, an SSE stream.')
-@streams(NATIVE_STREAM + " A stored chat's `done` event (and its `error` event) carries `chat_id`.")
+@streams(NATIVE_STREAM + " A stored chat's `done` event (and its `error` event) carries `chat_id`.", *NATIVE_EVENTS)
 @errors(*GATEWAY_ERRORS, *STORE_ERRORS, (409, "Another request is answering this chat."))
 def chat():
     """Chat: {"message", "chat_id"?} is stored as a conversation; {"messages": [...]} is stateless.

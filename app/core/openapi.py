@@ -2,24 +2,29 @@
 
 Views keep reading their input with `app.core.http` (our 415/400 errors, `param` naming the field),
 so these decorators only document: `json_body(Schema, ...)` (several schemas: `oneOf`),
-`query_args(Schema)`, `streams(...)` (`text/event-stream` as a second 200 content type) and
-`errors(404, (409, "why"), ...)`. `ErrorResponses`, an apispec plugin, then writes every error
+`query_args(Schema)`, `streams(...)` (`text/event-stream` as a second 200 content type, one event's
+schema) and `errors(404, (409, "why"), ...)`. `ErrorResponses`, an apispec plugin, then writes every error
 response's body in the shape of the API its path belongs to (`error_schema_name`) and
 adds the statuses every route can answer, so no view has to repeat them.
 """
 from __future__ import annotations
 
 import http
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from apispec import BasePlugin
+from apispec import APISpec, BasePlugin
+from apispec.ext.marshmallow import MarshmallowPlugin
 from flask_smorest import Blueprint
 from marshmallow import INCLUDE, RAISE, Schema, fields
 
 from app.core.errors import anthropic_shaped, openai_shaped
 
 ErrorStatus = int | tuple[int, str]
+EVENT_STREAM = "text/event-stream"
+UNNAMED_EVENT = "message"  # the name of an event sent without an `event:` line (the SSE standard's)
+CONTENT_SCHEMA = "x-contentSchema"
+JSON_OBJECT_TEXT = r"^\{[\s\S]*\}$"
 
 EVERY_ROUTE = {400: "A NUL character (%00) in the URL.",
                500: "An unexpected error; the request id is in X-Request-ID."}
@@ -111,10 +116,30 @@ def query_args(schema: type[Schema]) -> Callable:
     return Blueprint.doc(parameters=[{"in": "query", "schema": schema}])
 
 
-def streams(description: str) -> Callable:
-    """Document `text/event-stream` as the other 200 content type of a view that can stream."""
-    return Blueprint.doc(responses={"200": {"content": {"text/event-stream": {
-        "schema": {"type": "string", "description": description}}}}})
+def streams(description: str, *payloads: Any, events: Sequence[str] = (UNNAMED_EVENT,),
+            end: str | None = None) -> Callable:
+    """Document `text/event-stream` as the other 200 content type of a view that can stream.
+
+    Its schema is one server-sent event as a client reads it (and as schemathesis checks each event
+    of a streamed answer): `event`, the name its `event:` line gives (`message` without one: one of
+    `events`), and `data`, its text: one JSON object matching one of `payloads` (marshmallow schemas
+    or schema objects), or `end`, a marker that ends the stream (OpenAI's `[DONE]`). Comment lines
+    (`: heartbeat`) are not events. OpenAPI 3.0 has no keyword for "this string is JSON of that
+    schema", so the payload is JSON Schema's `contentMediaType`/`contentSchema` as the extensions
+    `x-contentMediaType`/`x-contentSchema` (`EventStreams` turns marshmallow schemas there into
+    references); `tests/test_openapi.py` holds every streamed event to them."""
+    payload: Any = payloads[0] if len(payloads) == 1 else {"oneOf": list(payloads)}
+    data: dict[str, Any] = {"type": "string", "pattern": JSON_OBJECT_TEXT,
+                            "description": "One JSON object (its schema: `x-contentSchema`).",
+                            "x-contentMediaType": "application/json", CONTENT_SCHEMA: payload}
+    if end is not None:
+        data = {"oneOf": [data, {"type": "string", "enum": [end], "description": "The end of the stream."}]}
+    event = {"type": "object", "description": description, "required": ["event", "data"],
+             "additionalProperties": False,
+             "properties": {"event": {"type": "string", "enum": list(events),
+                                      "description": f"The event's name (`{UNNAMED_EVENT}`: no `event:` line)."},
+                            "data": data}}
+    return Blueprint.doc(responses={"200": {"content": {EVENT_STREAM: {"schema": event}}}})
 
 
 def errors(*statuses: ErrorStatus) -> Callable:
@@ -178,3 +203,23 @@ def add_reason(responses: dict[str, Any], status: str, why: str) -> None:
         response["description"] = why
     elif why not in described:
         response["description"] = f"{described} Or: {why}"
+
+
+class EventStreams(BasePlugin):
+    """The payload schemas `streams` puts under `x-contentSchema` as references to components, as the
+    marshmallow plugin does for the schemas of the keywords it knows (it does not look in extensions)."""
+
+    def init_spec(self, spec: APISpec) -> None:
+        super().init_spec(spec)
+        self.spec = spec
+
+    def operation_helper(self, path: str | None = None, operations: dict | None = None, **kwargs: Any) -> None:
+        resolver = next(plugin.resolver for plugin in self.spec.plugins if isinstance(plugin, MarshmallowPlugin))
+        assert resolver is not None, "the marshmallow plugin's init_spec has run"
+        for operation in (operations or {}).values():
+            for response in operation.get("responses", {}).values():
+                event = response.get("content", {}).get(EVENT_STREAM, {}).get("schema", {})
+                data = event.get("properties", {}).get("data", {})
+                for text in data.get("oneOf", [data]):
+                    if CONTENT_SCHEMA in text:
+                        text[CONTENT_SCHEMA] = resolver.resolve_schema_dict(text[CONTENT_SCHEMA])

@@ -7,7 +7,7 @@ from app.core.openapi import errors, json_body, streams
 from app.frontdoors.completions import openai_response
 from app.llm.providers.base import CompletionRequest
 from app.llm.responses import GATEWAY_ERRORS, registry
-from app.llm.schemas import OPENAI_STREAM, AskSchema, ChatCompletionSchema
+from app.llm.schemas import OPENAI_EVENTS, OPENAI_STREAM, OPENAI_STREAM_END, AskSchema, ChatCompletionSchema
 
 bp = Blueprint("ask", __name__, description="A question answered in OpenAI's completion shapes.")
 
@@ -16,7 +16,7 @@ bp = Blueprint("ask", __name__, description="A question answered in OpenAI's com
 @bp.post("/api/v1/ask")
 @json_body(AskSchema)
 @bp.response(200, ChatCompletionSchema, description="The answer; with `stream: true`, an SSE stream.")
-@streams(OPENAI_STREAM)
+@streams(OPENAI_STREAM, *OPENAI_EVENTS, end=OPENAI_STREAM_END)
 @errors(*GATEWAY_ERRORS)
 def ask():
     """Ask a question (optionally with history); OpenAI chat.completion or chunk stream."""

@@ -17,7 +17,9 @@ from app.llm.providers.base import CompletionRequest
 from app.llm.registry import Route
 from app.llm.responses import GATEWAY_ERRORS, gateway, note_answer, registry
 from app.llm.schemas import (
+    OPENAI_EVENTS,
     OPENAI_STREAM,
+    OPENAI_STREAM_END,
     ChatCompletionSchema,
     ChatCompletionsSchema,
     EmbeddingListSchema,
@@ -36,7 +38,7 @@ PASSED_AS_IS = ("temperature", "top_p", "stop", "json_schema", "tools", "tool_ch
 @bp.post("/api/v1/chat/completions")
 @json_body(ChatCompletionsSchema)
 @bp.response(200, ChatCompletionSchema, description="The completion; with `stream: true`, an SSE stream.")
-@streams(OPENAI_STREAM)
+@streams(OPENAI_STREAM, *OPENAI_EVENTS, end=OPENAI_STREAM_END)
 @errors(*GATEWAY_ERRORS)
 def chat_completions():
     """OpenAI-compatible chat completions: tools, reasoning, structured output, streaming."""

@@ -17,7 +17,7 @@ from marshmallow import RAISE, ValidationError, fields, post_load, pre_load, val
 
 from app.core.clock import parse_iso
 from app.core.schemas import BaseSchema
-from app.llm.schemas import AttemptSchema, ChatMessagesSchema, UsageSchema
+from app.llm.schemas import NATIVE_EVENTS, AttemptSchema, ChatMessagesSchema, UsageSchema
 
 GIST_ID = re.compile(r"[0-9A-Za-z]{1,100}")
 MAX_FILES = 300  # GitHub's limit on files in one gist
@@ -333,7 +333,9 @@ class LocalGistHistorySchema(LocalGistSchema):
     success = fields.Boolean(required=True)
 
 
-class ChatGistResultSchema(BaseSchema):
+class GistOutcomeSchema(BaseSchema):
+    """What writing a gist from the conversation did."""
+
     class Meta:
         unknown = RAISE
 
@@ -349,9 +351,30 @@ class ChatGistResultSchema(BaseSchema):
     validation_retries = fields.Integer(required=True)
     attempts = fields.List(fields.Nested(AttemptSchema), required=True)
     recorded = fields.Boolean(required=True)
+
+
+class ChatGistResultSchema(GistOutcomeSchema):
     success = fields.Boolean(required=True)
 
 
+class GistRetrySchema(BaseSchema):
+    """The model's first answer did not validate; it is asked again."""
+
+    class Meta:
+        unknown = RAISE
+
+    type = fields.String(required=True, metadata={"enum": ["retry"]})
+    message = fields.String(required=True, metadata={"description": "What was wrong, in a sentence."})
+    errors = fields.Dict(required=True, metadata={"description": "Each invalid field of the action and its problems."})
+
+
+class GistEventSchema(GistOutcomeSchema):
+    """The gist was written: the result, as answered without streaming."""
+
+    type = fields.String(required=True, metadata={"enum": ["gist"]})
+
+
+GIST_EVENTS = (*NATIVE_EVENTS, GistRetrySchema, GistEventSchema)
 GIST_STREAM = ("The native chat events (`start`, `fallback`, `delta` with the explanation, `done`, `error` with its "
                "HTTP `status`), plus `retry` (the first answer did not validate: `message`, `errors`) and `gist` "
                "(the result, as answered without streaming).")

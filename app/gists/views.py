@@ -15,6 +15,7 @@ from app.core.openapi import errors, json_body, query_args, streams
 from app.gists import service
 from app.gists.chat import action_request, chat_gist, recent_for_prompt, stream_chat_gist
 from app.gists.schemas import (
+    GIST_EVENTS,
     GIST_STREAM,
     ChangedGistSchema,
     ChatGistResultSchema,
@@ -154,7 +155,7 @@ def delete_gist(gist_id: str):
 @json_body(ChatGistSchema)
 @bp.response(200, ChatGistResultSchema, description='The gist was updated; with `"stream": true`, an SSE stream.')
 @bp.alt_response(201, schema=ChatGistResultSchema, description="The gist was created.", success=True)
-@streams(GIST_STREAM)
+@streams(GIST_STREAM, *GIST_EVENTS)
 @errors(*GATEWAY_ERRORS, *GITHUB_ERRORS, (502, "The model's action did not validate, twice."))
 def chat_gist_view():
     """Let the model create or update a gist from the conversation; SSE with "stream": true."""

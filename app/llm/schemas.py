@@ -17,8 +17,9 @@ import base64
 import re
 from typing import Any
 
-from marshmallow import RAISE, ValidationError, fields, post_load, pre_load, validate, validates_schema
+from marshmallow import INCLUDE, RAISE, ValidationError, fields, post_load, pre_load, validate, validates_schema
 
+from app.core.openapi import OpenAIErrorSchema
 from app.core.schemas import BaseSchema, decode_data_uri
 
 ROLES = ("system", "user", "assistant")
@@ -289,6 +290,14 @@ class EmbeddingsSchema(BaseSchema):
 # -- what the gateway's front doors answer (for the OpenAPI document; views build the dicts) ---------
 
 
+class CompletionTokensDetailsSchema(BaseSchema):
+    class Meta:
+        unknown = RAISE
+
+    reasoning_tokens = fields.Integer(required=True, metadata={"description": "Of the completion tokens, how many "
+                                                                              "the model spent reasoning."})
+
+
 class UsageSchema(BaseSchema):
     class Meta:
         unknown = RAISE
@@ -296,6 +305,8 @@ class UsageSchema(BaseSchema):
     prompt_tokens = fields.Integer(required=True)
     completion_tokens = fields.Integer(required=True)
     total_tokens = fields.Integer(required=True)
+    completion_tokens_details = fields.Nested(CompletionTokensDetailsSchema, metadata={
+        "description": "When the provider reported reasoning tokens."})
 
 
 class AttemptSchema(BaseSchema):
@@ -406,10 +417,129 @@ class ChatAnswerSchema(BaseSchema):
     success = fields.Boolean(required=True)
 
 
+# -- the streamed events: each server-sent event's `data` (app.llm.sse writes them) ----------------
+
+
+class ChunkFunctionSchema(BaseSchema):
+    class Meta:
+        unknown = RAISE
+
+    name = fields.String(metadata={"description": "In the call's first fragment."})
+    arguments = fields.String(required=True, metadata={"description": "The next fragment of the JSON arguments."})
+
+
+class ChunkToolCallSchema(BaseSchema):
+    """A fragment of a tool call: the first of each call has its `id`, `type` and `function.name`."""
+
+    class Meta:
+        unknown = RAISE
+
+    index = fields.Integer(required=True, metadata={"description": "Which of the answer's tool calls."})
+    id = fields.String()
+    type = fields.String(metadata={"enum": ["function"]})
+    function = fields.Nested(ChunkFunctionSchema, required=True)
+
+
+class ChunkDeltaSchema(BaseSchema):
+    """What a chunk adds to the message: the role (first chunk), text, reasoning or tool call fragments;
+    nothing in the chunk with `finish_reason`."""
+
+    class Meta:
+        unknown = RAISE
+
+    role = fields.String(metadata={"enum": ["assistant"]})
+    content = fields.String()
+    reasoning_content = fields.String(metadata={"description": "The model's reasoning, when it shows it."})
+    tool_calls = fields.List(fields.Nested(ChunkToolCallSchema))
+
+
+class ChunkChoiceSchema(BaseSchema):
+    class Meta:
+        unknown = RAISE
+
+    index = fields.Integer(required=True)
+    delta = fields.Nested(ChunkDeltaSchema, required=True)
+    finish_reason = fields.String(required=True, allow_none=True, metadata={
+        "description": "Null until the chunk that ends the answer (`stop`, `length`, `tool_calls`...)."})
+
+
+class ChatCompletionChunkSchema(BaseSchema):
+    """OpenAI's `chat.completion.chunk`. The first chunk (the role) also says who answers (`provider`,
+    and `attempts` when a fallback happened); with `stream_options.include_usage`, a last chunk has no
+    choices and the `usage`."""
+
+    class Meta:
+        unknown = RAISE
+
+    id = fields.String(required=True)
+    object = fields.String(required=True, metadata={"enum": ["chat.completion.chunk"]})
+    created = fields.Integer(required=True)
+    model = fields.String(required=True)
+    choices = fields.List(fields.Nested(ChunkChoiceSchema), required=True)
+    usage = fields.Nested(UsageSchema)
+    provider = fields.String()
+    attempts = fields.List(fields.Nested(AttemptSchema))
+
+
+class NativeEventSchema(BaseSchema):
+    """An event of this server's own stream (`/chat`, `/chat/{provider}`, `/chat/gist`), named by `type`."""
+
+    class Meta:
+        unknown = RAISE
+
+
+class NativeStartSchema(NativeEventSchema):
+    """The answer has begun: who is answering."""
+
+    type = fields.String(required=True, metadata={"enum": ["start"]})
+    provider = fields.String(required=True)
+    model = fields.String(required=True)
+
+
+class NativeFallbackSchema(AttemptSchema):
+    """An attempt failed before any text; the next route is tried."""
+
+    type = fields.String(required=True, metadata={"enum": ["fallback"]})
+
+
+class NativeDeltaSchema(NativeEventSchema):
+    """The next piece of the answer's text."""
+
+    type = fields.String(required=True, metadata={"enum": ["delta"]})
+    content = fields.String(required=True)
+
+
+class NativeDoneSchema(NativeEventSchema):
+    """The end of the answer."""
+
+    type = fields.String(required=True, metadata={"enum": ["done"]})
+    provider = fields.String(required=True)
+    model = fields.String(required=True)
+    finish_reason = fields.String(required=True)
+    usage = fields.Nested(UsageSchema, required=True)
+    chat_id = fields.String(metadata={"description": "A stored conversation's id (`POST /chat` with `message`)."})
+
+
+class NativeErrorSchema(BaseSchema):
+    """The answer failed after the stream began; the error's details (`provider`, `model`, `chat_id`...)
+    follow its `message` and `code`."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    type = fields.String(required=True, metadata={"enum": ["error"]})
+    message = fields.String(required=True, metadata={"description": "What went wrong, safe to show."})
+    code = fields.String(required=True, metadata={"description": "A stable machine-readable code."})
+    status = fields.Integer(metadata={"description": "`POST /chat/gist`: the HTTP status the error would have had."})
+
+
+OPENAI_EVENTS = (ChatCompletionChunkSchema, OpenAIErrorSchema)
+NATIVE_EVENTS = (NativeStartSchema, NativeFallbackSchema, NativeDeltaSchema, NativeDoneSchema, NativeErrorSchema)
 OPENAI_STREAM = ("`chat.completion.chunk` events as `data: {json}` lines: a role delta first (with `provider`), "
                  "content deltas, a chunk with `finish_reason`, a usage chunk when "
                  "`stream_options.include_usage`, then `data: [DONE]`. A failure after text is an "
                  '`data: {"error": {...}}` line.')
+OPENAI_STREAM_END = "[DONE]"
 NATIVE_STREAM = ("`data: {json}` events with a `type`: `fallback` (an attempt failed before any text), `start` "
                  "(`provider`, `model`), `delta` (`content`), `done` (`provider`, `model`, `finish_reason`, "
                  "`usage`), or `error` (`message`, `code`) when the provider fails after text was sent.")

@@ -13,7 +13,7 @@ from typing import Any
 from flask import Flask
 from flask_smorest import Api, Blueprint
 
-from app.core.openapi import ErrorResponses, ErrorSchema
+from app.core.openapi import ErrorResponses, ErrorSchema, EventStreams
 from app.core.version import __version__
 
 DESCRIPTION = ("One API over OpenAI, Anthropic, Gemini, Ollama and OpenAI-compatible endpoints; conversations, "
@@ -63,4 +63,4 @@ def make_api(app: Flask) -> DocumentedApi:
     """The Api that documents every blueprint; it serves no route itself (see `app.web.meta`)."""
     return DocumentedApi(app, spec_kwargs={"title": "aiserver", "version": __version__, "openapi_version": "3.0.3",
                                            "info": {"description": DESCRIPTION},
-                                           "extra_plugins": [ErrorResponses()]})
+                                           "extra_plugins": [ErrorResponses(), EventStreams()]})

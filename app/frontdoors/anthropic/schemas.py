@@ -11,6 +11,7 @@ from typing import Any
 
 from marshmallow import RAISE, ValidationError, fields, pre_load, validate, validates_schema
 
+from app.core.openapi import AnthropicErrorSchema
 from app.core.schemas import BaseSchema
 from app.llm.schemas import MAX_MESSAGES, MAX_OUTPUT_TOKENS, MAX_PARTS, MAX_TEXT_CHARS, check_model_name
 
@@ -136,6 +137,99 @@ class TokenCountSchema(BaseSchema):
                                                         "Claude model): about four characters a token."})
 
 
+# -- the streamed events: each event's `data`, its `type` also the `event:` line's name ---------------
+# A Claude model's own events go out as they came, so every schema here lets other fields follow.
+
+
+class StreamedMessageSchema(BaseSchema):
+    """The message as it begins: no content or stop reason yet."""
+
+    id = fields.String(required=True)
+    type = fields.String(required=True, metadata={"enum": ["message"]})
+    role = fields.String(required=True, metadata={"enum": ["assistant"]})
+    model = fields.String(required=True)
+    content = fields.List(fields.Dict(), required=True, metadata={"description": "Empty: the blocks follow."})
+    stop_reason = fields.String(required=True, allow_none=True)
+    stop_sequence = fields.String(required=True, allow_none=True)
+    usage = fields.Nested(MessageUsageSchema, required=True)
+
+
+class MessageStartEventSchema(BaseSchema):
+    type = fields.String(required=True, metadata={"enum": ["message_start"]})
+    message = fields.Nested(StreamedMessageSchema, required=True)
+
+
+class StartedBlockSchema(BaseSchema):
+    """A content block as it begins, its content empty: `text` (`text`), `thinking` (`thinking`,
+    `signature`), `tool_use` (`id`, `name`, `input` `{}`); from Claude, any other."""
+
+    type = fields.String(required=True)
+
+
+class ContentBlockStartEventSchema(BaseSchema):
+    type = fields.String(required=True, metadata={"enum": ["content_block_start"]})
+    index = fields.Integer(required=True, metadata={"description": "The block's place in the message."})
+    content_block = fields.Nested(StartedBlockSchema, required=True)
+
+
+class BlockDeltaSchema(BaseSchema):
+    """More of the block: `text_delta` (`text`), `thinking_delta` (`thinking`), `input_json_delta`
+    (`partial_json`, the tool input's next fragment); from Claude also `signature_delta`,
+    `citations_delta`..."""
+
+    type = fields.String(required=True)
+    text = fields.String()
+    thinking = fields.String()
+    partial_json = fields.String()
+
+
+class ContentBlockDeltaEventSchema(BaseSchema):
+    type = fields.String(required=True, metadata={"enum": ["content_block_delta"]})
+    index = fields.Integer(required=True)
+    delta = fields.Nested(BlockDeltaSchema, required=True)
+
+
+class ContentBlockStopEventSchema(BaseSchema):
+    type = fields.String(required=True, metadata={"enum": ["content_block_stop"]})
+    index = fields.Integer(required=True)
+
+
+class MessageStopReasonSchema(BaseSchema):
+    stop_reason = fields.String(required=True, allow_none=True, metadata={
+        "description": "`end_turn`, `max_tokens`, `tool_use`, `stop_sequence`, `refusal`..."})
+    stop_sequence = fields.String(required=True, allow_none=True)
+
+
+class DeltaUsageSchema(BaseSchema):
+    output_tokens = fields.Integer(required=True)
+    input_tokens = fields.Integer()
+
+
+class MessageDeltaEventSchema(BaseSchema):
+    """Why the message stopped, and its usage."""
+
+    type = fields.String(required=True, metadata={"enum": ["message_delta"]})
+    delta = fields.Nested(MessageStopReasonSchema, required=True)
+    usage = fields.Nested(DeltaUsageSchema, required=True)
+
+
+class MessageStopEventSchema(BaseSchema):
+    """The last event."""
+
+    type = fields.String(required=True, metadata={"enum": ["message_stop"]})
+
+
+class PingEventSchema(BaseSchema):
+    """Keeps a silent stream open."""
+
+    type = fields.String(required=True, metadata={"enum": ["ping"]})
+
+
+ANTHROPIC_EVENTS = (MessageStartEventSchema, ContentBlockStartEventSchema, ContentBlockDeltaEventSchema,
+                    ContentBlockStopEventSchema, MessageDeltaEventSchema, MessageStopEventSchema, PingEventSchema,
+                    AnthropicErrorSchema)
+ANTHROPIC_EVENT_NAMES = ("message_start", "content_block_start", "content_block_delta", "content_block_stop",
+                         "message_delta", "message_stop", "ping", "error")
 ANTHROPIC_STREAM = ("Anthropic's events, each an `event: {type}` line and a `data: {json}` line: `message_start`, "
                     "then per content block `content_block_start`, `content_block_delta` (`text_delta`, "
                     "`thinking_delta`, `input_json_delta`...), `content_block_stop`; then `message_delta` (with "

@@ -12,6 +12,8 @@ from flask_smorest import Blueprint
 from app.core.http import json_object, load
 from app.core.openapi import errors, json_body, streams
 from app.frontdoors.anthropic.schemas import (
+    ANTHROPIC_EVENT_NAMES,
+    ANTHROPIC_EVENTS,
     ANTHROPIC_STREAM,
     CountTokensSchema,
     MessageAnswerSchema,
@@ -33,7 +35,7 @@ IMAGE_TOKENS = 1600  # Anthropic's figure for an image of about 1.15 megapixels,
 @bp.post("/anthropic/v1/messages")
 @json_body(MessagesSchema)
 @bp.response(200, MessageAnswerSchema, description="The message; with `stream: true`, Anthropic's SSE stream.")
-@streams(ANTHROPIC_STREAM)
+@streams(ANTHROPIC_STREAM, *ANTHROPIC_EVENTS, events=ANTHROPIC_EVENT_NAMES)
 @errors(*GATEWAY_ERRORS)
 def messages():
     """Create a message: a Claude model receives the body as it came; any other is translated."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import ValidationError, fields, pre_load, validate
+from marshmallow import RAISE, ValidationError, fields, pre_load, validate
 
 from app.core.schemas import BaseSchema
 from app.llm.schemas import MAX_MESSAGES, REASONING_EFFORTS, check_model_name, max_tokens_field
@@ -70,8 +70,8 @@ class ResponsesSchema(BaseSchema):
         return {**known, "extra": {name: value for name, value in data.items() if name not in known}}
 
 
-class ResponseObjectSchema(BaseSchema):
-    """OpenAI's `response` object, plus `provider`."""
+class ResponseStateSchema(BaseSchema):
+    """OpenAI's `response` object."""
 
     id = fields.String(required=True)
     object = fields.String(required=True, metadata={"enum": ["response"]})
@@ -83,6 +83,11 @@ class ResponseObjectSchema(BaseSchema):
     usage = fields.Dict(required=True, allow_none=True)
     previous_response_id = fields.String(allow_none=True)
     store = fields.Boolean(metadata={"description": "Whether the response is kept (`GET /v1/responses/{id}`)."})
+
+
+class ResponseObjectSchema(ResponseStateSchema):
+    """OpenAI's `response` object, plus `provider`."""
+
     provider = fields.String(required=True, allow_none=True, metadata={
         "description": "Who answered (null for a streamed response that failed before any provider answered)."})
 
@@ -125,6 +130,93 @@ class ResponseDeletedSchema(BaseSchema):
     deleted = fields.Boolean(required=True)
 
 
+# -- the streamed events: each event's `data`, its `type` also the `event:` line's name ---------------
+
+
+class StreamEventSchema(BaseSchema):
+    """What every event has besides its `type`: its place in the stream."""
+
+    class Meta:
+        unknown = RAISE
+
+    sequence_number = fields.Integer(required=True, metadata={"description": "0, 1, 2... in the order sent."})
+
+
+class ResponseStatusEventSchema(StreamEventSchema):
+    """The response as it stands: `response.created` and `response.in_progress` (no output yet), then
+    `response.completed` (whole, with `usage`) or `response.failed` (with `error`)."""
+
+    type = fields.String(required=True, metadata={"enum": ["response.created", "response.in_progress",
+                                                           "response.completed", "response.failed"]})
+    response = fields.Nested(ResponseStateSchema, required=True)
+
+
+class OutputItemEventSchema(StreamEventSchema):
+    """An output item begins (`added`: `in_progress`) or is complete (`done`)."""
+
+    type = fields.String(required=True, metadata={"enum": ["response.output_item.added",
+                                                           "response.output_item.done"]})
+    output_index = fields.Integer(required=True)
+    item = fields.Dict(required=True, metadata={"description": "A `message`, `function_call` or `reasoning` item."})
+
+
+class OutputTextSchema(BaseSchema):
+    class Meta:
+        unknown = RAISE
+
+    type = fields.String(required=True, metadata={"enum": ["output_text"]})
+    text = fields.String(required=True)
+    annotations = fields.List(fields.Dict(), required=True)
+    logprobs = fields.List(fields.Dict(), required=True)
+
+
+class ItemEventSchema(StreamEventSchema):
+    item_id = fields.String(required=True)
+    output_index = fields.Integer(required=True)
+
+
+class ContentPartEventSchema(ItemEventSchema):
+    """A message's text part begins (empty) or is complete."""
+
+    type = fields.String(required=True, metadata={"enum": ["response.content_part.added",
+                                                           "response.content_part.done"]})
+    content_index = fields.Integer(required=True)
+    part = fields.Nested(OutputTextSchema, required=True)
+
+
+class OutputTextDeltaEventSchema(ItemEventSchema):
+    type = fields.String(required=True, metadata={"enum": ["response.output_text.delta"]})
+    content_index = fields.Integer(required=True)
+    delta = fields.String(required=True, metadata={"description": "The next piece of the text."})
+    logprobs = fields.List(fields.Dict(), required=True)
+
+
+class OutputTextDoneEventSchema(ItemEventSchema):
+    type = fields.String(required=True, metadata={"enum": ["response.output_text.done"]})
+    content_index = fields.Integer(required=True)
+    text = fields.String(required=True, metadata={"description": "The whole text."})
+    logprobs = fields.List(fields.Dict(), required=True)
+
+
+class FunctionCallArgumentsDeltaEventSchema(ItemEventSchema):
+    type = fields.String(required=True, metadata={"enum": ["response.function_call_arguments.delta"]})
+    delta = fields.String(required=True, metadata={"description": "The next fragment of the JSON arguments."})
+
+
+class FunctionCallArgumentsDoneEventSchema(ItemEventSchema):
+    type = fields.String(required=True, metadata={"enum": ["response.function_call_arguments.done"]})
+    name = fields.String(required=True)
+    arguments = fields.String(required=True, metadata={"description": "The whole JSON arguments."})
+
+
+RESPONSES_EVENTS = (ResponseStatusEventSchema, OutputItemEventSchema, ContentPartEventSchema,
+                    OutputTextDeltaEventSchema, OutputTextDoneEventSchema, FunctionCallArgumentsDeltaEventSchema,
+                    FunctionCallArgumentsDoneEventSchema)
+RESPONSES_EVENT_NAMES = ("response.created", "response.in_progress", "response.output_item.added",
+                         "response.content_part.added", "response.output_text.delta", "response.output_text.done",
+                         "response.content_part.done", "response.function_call_arguments.delta",
+                         "response.function_call_arguments.done", "response.output_item.done",
+                         "response.completed", "response.failed")
 RESPONSES_STREAM = ("The Responses API's typed events, each an `event: {type}` line and a `data: {json}` line with "
                     "`sequence_number`: `response.created`, `response.in_progress`, per output item "
                     "`response.output_item.added`, `response.content_part.added`, `response.output_text.delta` or "

@@ -15,6 +15,8 @@ from app.core.http import parse_body, parse_query
 from app.core.openapi import errors, json_body, query_args, streams
 from app.frontdoors.responses import service as stored
 from app.frontdoors.responses.schemas import (
+    RESPONSES_EVENT_NAMES,
+    RESPONSES_EVENTS,
     RESPONSES_STREAM,
     InputItemListSchema,
     InputItemsQuerySchema,
@@ -36,7 +38,7 @@ NOT_FOUND = (404, "No stored response with this id that this key may read.")
 @bp.post("/api/v1/responses")
 @json_body(ResponsesSchema)
 @bp.response(200, ResponseObjectSchema, description="The response; with `stream: true`, the SSE event stream.")
-@streams(RESPONSES_STREAM)
+@streams(RESPONSES_STREAM, *RESPONSES_EVENTS, events=RESPONSES_EVENT_NAMES)
 @errors(*GATEWAY_ERRORS, (404, "Unknown provider or model, or no stored `previous_response_id` this key may read."))
 def create_response():
     """Create a model response: text, function calls, structured output, reasoning, streaming; stored
