@@ -3,6 +3,7 @@ stored or sent upstream, safe logs, headers and labels, and the server's own lim
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -287,3 +288,26 @@ def test_6to4_and_site_local_addresses_are_blocked(address):
 def test_public_ipv6_still_passes():
     assert is_public("2606:4700:4700::1111")
     assert check_url("https://one.example/", resolver=lambda host, port: ["2606:4700:4700::1111"]).address
+
+
+# -- found by the soak (bench/soak.py) -------------------------------------------------------------
+
+
+def test_requests_are_answered_when_the_worker_holds_over_1024_connections(live_server, fake_openai):
+    """The check for a departed client used `select.select`, which raises for a socket numbered 1024 or
+    more: with 500 streams open (two sockets each) every new request was a 500. One worker, 1,100 idle
+    connections held open, then requests that reach the gateway."""
+    server = live_server(WEB_WORKER_CONNECTIONS=1500, **provider_config(openai=fake_openai))
+    host, port = server.url.removeprefix("http://").split(":")
+    idle = []
+    try:
+        for _ in range(1100):
+            idle.append(socket.create_connection((host, int(port)), timeout=10))
+        for stream in (False, True):
+            answer = requests.post(f"{server.url}/v1/chat/completions", timeout=30, json={
+                "model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "stream": stream})
+            assert answer.status_code == 200, answer.text
+            assert "error" not in answer.text
+    finally:
+        for connection in idle:
+            connection.close()

@@ -134,7 +134,8 @@ def client_connected() -> bool:
     if connection is None:
         return True
     try:
-        readable, _, _ = select.select([connection], [], [], 0)
-        return not readable or connection.recv(1, socket.MSG_PEEK) != b""
+        poller = select.poll()  # not select.select, which refuses sockets numbered 1024 and above
+        poller.register(connection, select.POLLIN)
+        return not poller.poll(0) or connection.recv(1, socket.MSG_PEEK) != b""
     except OSError:
         return False
