@@ -43,6 +43,8 @@ sys.path.insert(0, HERE)
 from fake_upstream import expected_text  # noqa: E402
 
 PROMPT = "Say hello to the benchmark."
+# chat: the OpenAI-compatible API; ask: aiserver's /v1/ask; conversation: aiserver's persisted POST /chat
+PATHS = {"chat": "/v1/chat/completions", "ask": "/v1/ask", "conversation": "/chat"}
 
 
 # --------------------------------------------------------------------------- requests
@@ -58,15 +60,17 @@ class Spec:
     expect: str = ""
     timeout: float = 30.0
     include_usage: bool = True
+    expect_status: int = 200      # another status: valid when answered with it and a JSON `error` body
 
     @property
     def target_url(self) -> str:
-        path = "/v1/ask" if self.endpoint == "ask" else "/v1/chat/completions"
-        return self.url.rstrip("/") + path
+        return self.url.rstrip("/") + PATHS[self.endpoint]
 
     def body(self) -> dict:
         if self.endpoint == "ask":
             return {"question": PROMPT, "client_id": "bench", "user_id": "bench", "stream": self.stream}
+        if self.endpoint == "conversation":
+            return {"message": PROMPT, "stream": self.stream}
         body = {"model": self.model, "messages": [{"role": "user", "content": PROMPT}], "stream": self.stream}
         if self.stream and self.include_usage:
             body["stream_options"] = {"include_usage": True}
@@ -80,13 +84,31 @@ class Result:
     ttft: float | None = None     # seconds to the first non-empty content delta (streams)
     error: str = ""
     detail: str = ""
+    chunks: int = 0               # content deltas received (streams)
+    max_gap: float | None = None  # longest silence in seconds between two reads of a stream's body
 
 
 def _content_of(obj) -> str:
+    """The answer's text: an OpenAI completion's first choice, or a persisted chat's `response`."""
+    if isinstance(obj, dict) and "response" in obj:
+        return obj["response"] or ""
     try:
         return obj["choices"][0]["message"]["content"] or ""
     except (KeyError, IndexError, TypeError):
         return ""
+
+
+async def _expected_error(resp: aiohttp.ClientResponse, t0: float) -> Result:
+    """A response whose status was the Spec's `expect_status`: valid if its body is a JSON error."""
+    raw = await resp.read()
+    try:
+        valid = "error" in json.loads(raw)
+    except (ValueError, TypeError):
+        valid = False
+    if not valid:
+        detail = raw[:300].decode("utf-8", "replace")
+        return Result(False, time.perf_counter() - t0, error="bad_error_body", detail=detail)
+    return Result(True, time.perf_counter() - t0)
 
 
 async def one_request(session: aiohttp.ClientSession, spec: Spec, body: bytes) -> Result:
@@ -94,9 +116,11 @@ async def one_request(session: aiohttp.ClientSession, spec: Spec, body: bytes) -
     try:
         async with session.post(spec.target_url, data=body, headers=spec.headers,
                                 timeout=aiohttp.ClientTimeout(total=spec.timeout)) as resp:
-            if resp.status != 200:
+            if resp.status != spec.expect_status:
                 text = (await resp.read())[:300].decode("utf-8", "replace")
                 return Result(False, error=f"http_{resp.status}", detail=text)
+            if resp.status != 200:
+                return await _expected_error(resp, t0)
             if not spec.stream:
                 raw = await resp.read()
                 total = time.perf_counter() - t0
@@ -112,9 +136,12 @@ async def one_request(session: aiohttp.ClientSession, spec: Spec, body: bytes) -
             done = False
             lines = 0
             buf = b""
+            last_read, max_gap = time.perf_counter(), 0.0
             # Read whatever arrived and split it into lines here: cheaper than one
             # readline() coroutine per line, so the client is not the bottleneck.
             async for data in resp.content.iter_any():  # bounded by the request timeout
+                now = time.perf_counter()
+                max_gap, last_read = max(max_gap, now - last_read), now
                 buf += data
                 if b"\n" not in data:
                     continue
@@ -144,10 +171,12 @@ async def one_request(session: aiohttp.ClientSession, spec: Spec, body: bytes) -
             total = time.perf_counter() - t0
             content = "".join(parts)
             if not done:
-                return Result(False, total, ttft, error="no_done", detail=f"{lines} lines, content {content[:200]!r}")
+                return Result(False, total, ttft, error="no_done", detail=f"{lines} lines, content {content[:200]!r}",
+                              chunks=len(parts), max_gap=max_gap)
             if content.strip() != spec.expect.strip():
-                return Result(False, total, ttft, error="wrong_content", detail=content[:300])
-            return Result(True, total, ttft)
+                return Result(False, total, ttft, error="wrong_content", detail=content[:300], chunks=len(parts),
+                              max_gap=max_gap)
+            return Result(True, total, ttft, chunks=len(parts), max_gap=max_gap)
     except asyncio.TimeoutError:
         return Result(False, time.perf_counter() - t0, error="timeout")
     except aiohttp.ClientError as exc:

@@ -221,10 +221,11 @@ def start_fake(name: str, log_dir: str, cpus: str | None, latency_ms: float, chu
 def aiserver_env(fake_url: str, port: int, tmp: str, **extra) -> dict:
     empty_env = os.path.join(tmp, "empty.env")
     open(empty_env, "a").close()
-    return base_env(OPENAI_API_KEY="bench", OPENAI_BASE_URL=f"{fake_url}/v1", PORT=str(port),
-                    DATABASE_URL=f"sqlite:///{tmp}/bench.db", LOG_DIR=tmp,
-                    # The checkout's own .env (a developer's keys) must not change the routing.
-                    DOTENV_PATH=empty_env, **extra)
+    # `extra` may replace these (the soak's DATABASE_URL).
+    return base_env(**{"OPENAI_API_KEY": "bench", "OPENAI_BASE_URL": f"{fake_url}/v1", "PORT": str(port),
+                       "DATABASE_URL": f"sqlite:///{tmp}/bench.db", "LOG_DIR": tmp,
+                       # The checkout's own .env (a developer's keys) must not change the routing.
+                       "DOTENV_PATH": empty_env, **extra})
 
 
 def start_aiserver(log_dir: str, tmp: str, fake_url: str, cpus: str | None, chunks: int,
