@@ -57,7 +57,7 @@ fuzz: install-dev
 bench: install
 	bash bench/run.sh
 
-## The soak of issue 14 (held streams, 10,000 requests' memory, a disconnect storm; about 8 minutes, one
+## The soak of issue 14 (held streams, 10,000 requests' memory, a disconnect storm; about 3 minutes, one
 ## gevent worker): figures printed as a Markdown table and written to bench/results/. SOAK_ARGS=--quick: smaller.
 soak: install
 	[ -x bench/.venv-bench/bin/python ] || $(PYTHON) -m venv bench/.venv-bench

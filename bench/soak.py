@@ -1,7 +1,7 @@
 """The soak of issue 14: aiserver on ONE gevent worker, loopback, every phase bounded.
 
-    bench/.venv-bench/bin/python bench/soak.py                 # the full soak (about 8 minutes)
-    bench/.venv-bench/bin/python bench/soak.py --quick         # a smaller run (about 3 minutes)
+    bench/.venv-bench/bin/python bench/soak.py                 # the full soak (about 3 minutes)
+    bench/.venv-bench/bin/python bench/soak.py --quick         # a smaller run (about 1.5 minutes)
     bench/.venv-bench/bin/python bench/soak.py --markdown      # also print the figures as a Markdown table
 
 Three phases, each against a freshly started aiserver (WEB_WORKERS=1, started as bench/streams.py
