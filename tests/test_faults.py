@@ -69,8 +69,8 @@ def longest_gap(times: list[float]) -> float:
 
 def test_a_locked_database_neither_freezes_the_worker_nor_loses_an_answer(fake_openai, live_server, tmp_path):
     database_path = tmp_path / "locked.db"
-    server = live_server(DATABASE_URL=f"sqlite:///{database_path}", SSE_HEARTBEAT_S=0.3, FIRST_BYTE_TIMEOUT_S=LOCK_S + 5,
-                         USAGE_FLUSH_S=0.5, **provider_config(openai=fake_openai))
+    server = live_server(DATABASE_URL=f"sqlite:///{database_path}", SSE_HEARTBEAT_S=0.3,
+                         FIRST_BYTE_TIMEOUT_S=LOCK_S + 5, USAGE_FLUSH_S=0.5, **provider_config(openai=fake_openai))
     pieces = [f"w{i} " for i in range(8)]
     fake_openai.enqueue(Reply(chunks=pieces, chunk_delay=0.2))  # the chat, which ends while the lock is held
     fake_openai.enqueue(Reply(chunks=["late"], first_byte_delay=LOCK_S - 1.5))  # /v1/ask, silent meanwhile
