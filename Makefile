@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run serve initdb install install-dev lint test fuzz test-system-deps bench env-example vendor clean
+.PHONY: run serve initdb install install-dev lint test fuzz test-system-deps bench soak env-example vendor clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,13 @@ fuzz: install-dev
 ## The speed comparison with LiteLLM's proxy and Portkey's gateway (about 15 minutes); writes docs/performance.md.
 bench: install
 	bash bench/run.sh
+
+## The soak of issue 14 (held streams, 10,000 requests' memory, a disconnect storm; about 3 minutes, one
+## gevent worker): figures printed as a Markdown table and written to bench/results/. SOAK_ARGS=--quick: smaller.
+soak: install
+	[ -x bench/.venv-bench/bin/python ] || $(PYTHON) -m venv bench/.venv-bench
+	bench/.venv-bench/bin/pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+	bench/.venv-bench/bin/python bench/soak.py --markdown $(SOAK_ARGS)
 
 ## Regenerate .env.example and the README's configuration table from app/core/config.py.
 env-example:

@@ -9,7 +9,10 @@ Endpoints:
                               `stream_options.include_usage` is true, then `data: [DONE]`.
   GET  /v1/models             one model list.
   GET  /fake/stats            requests served so far (the harness checks that every
-                              gateway request really reached the upstream).
+                              gateway request really reached the upstream), the streams
+                              being served now (`open_streams`) and the other TCP
+                              connections open to this process now (`open_connections`:
+                              idle keep-alive ones included, this request's not).
 The same routes answer without the /v1 prefix, for clients whose base URL lacks it.
 
 The answer's text is `expected_text(chunks)`: the load generator checks every
@@ -54,6 +57,7 @@ class Fake:
         self.served = {"chat": 0, "chat_stream": 0, "models": 0, "bad_request": 0}
         self.open_streams = 0
         self.max_open_streams = 0
+        self.server: web.Server | None = None  # set once serving: it knows the open connections
         self._models = json.dumps({
             "object": "list",
             "data": [{"id": MODEL, "object": "model", "created": 1700000000, "owned_by": "fake"}],
@@ -70,6 +74,8 @@ class Fake:
             "served": self.served,
             "open_streams": self.open_streams,
             "max_open_streams": self.max_open_streams,
+            # the connection asking for these stats is not counted
+            "open_connections": len(self.server.connections) - 1 if self.server else None,
             "latency_ms": self.latency * 1000,
             "chunks": self.chunks,
             "gap_ms": self.gap * 1000,
@@ -163,6 +169,7 @@ async def serve(args) -> None:
     fake = Fake(args.latency_ms, args.chunks, args.gap_ms)
     runner = web.AppRunner(build_app(fake), access_log=None, handle_signals=False)
     await runner.setup()
+    fake.server = runner.server
     site = web.TCPSite(runner, args.host, args.port, backlog=4096, reuse_address=True)
     await site.start()
     port = runner.addresses[0][1]

@@ -67,6 +67,7 @@ class Spec:
     include_usage: bool = True
     chat_prefix: str = "bench"    # persisted: chat ids are <chat_prefix>-<client>-<n>
     turns_per_chat: int = 10
+    expect_status: int = 200      # another status: valid when answered with it and a JSON `error` body
 
     @property
     def target_url(self) -> str:
@@ -102,6 +103,8 @@ class Result:
     detail: str = ""
     client: int = -1              # which virtual client sent it, and its how-manieth request (its turn)
     turn: int = -1
+    chunks: int = 0               # content deltas received (streams)
+    max_gap: float | None = None  # longest silence in seconds between two reads of a stream's body
 
 
 def _content_of(obj, endpoint: str = "chat") -> str:
@@ -131,14 +134,29 @@ def _stream_pieces(obj) -> tuple[list[str], bool, str]:
     return [(choice.get("delta") or {}).get("content") or "" for choice in obj.get("choices") or ()], False, ""
 
 
+async def _expected_error(resp: aiohttp.ClientResponse, t0: float) -> Result:
+    """A response whose status was the Spec's `expect_status`: valid if its body is a JSON error."""
+    raw = await resp.read()
+    try:
+        valid = "error" in json.loads(raw)
+    except (ValueError, TypeError):
+        valid = False
+    if not valid:
+        detail = raw[:300].decode("utf-8", "replace")
+        return Result(False, time.perf_counter() - t0, error="bad_error_body", detail=detail)
+    return Result(True, time.perf_counter() - t0)
+
+
 async def one_request(session: aiohttp.ClientSession, spec: Spec, body: bytes) -> Result:
     t0 = time.perf_counter()
     try:
         async with session.post(spec.target_url, data=body, headers=spec.headers,
                                 timeout=aiohttp.ClientTimeout(total=spec.timeout)) as resp:
-            if resp.status != 200:
+            if resp.status != spec.expect_status:
                 text = (await resp.read())[:300].decode("utf-8", "replace")
                 return Result(False, error=f"http_{resp.status}", detail=text)
+            if resp.status != 200:
+                return await _expected_error(resp, t0)
             if not spec.stream:
                 raw = await resp.read()
                 total = time.perf_counter() - t0
@@ -154,9 +172,12 @@ async def one_request(session: aiohttp.ClientSession, spec: Spec, body: bytes) -
             done = False
             lines = 0
             buf = b""
+            last_read, max_gap = time.perf_counter(), 0.0
             # Read whatever arrived and split it into lines here: cheaper than one
             # readline() coroutine per line, so the client is not the bottleneck.
             async for data in resp.content.iter_any():  # bounded by the request timeout
+                now = time.perf_counter()
+                max_gap, last_read = max(max_gap, now - last_read), now
                 buf += data
                 if b"\n" not in data:
                     continue
@@ -188,10 +209,12 @@ async def one_request(session: aiohttp.ClientSession, spec: Spec, body: bytes) -
             total = time.perf_counter() - t0
             content = "".join(parts)
             if not done:
-                return Result(False, total, ttft, error="no_done", detail=f"{lines} lines, content {content[:200]!r}")
+                return Result(False, total, ttft, error="no_done", detail=f"{lines} lines, content {content[:200]!r}",
+                              chunks=len(parts), max_gap=max_gap)
             if content.strip() != spec.expect.strip():
-                return Result(False, total, ttft, error="wrong_content", detail=content[:300])
-            return Result(True, total, ttft)
+                return Result(False, total, ttft, error="wrong_content", detail=content[:300], chunks=len(parts),
+                              max_gap=max_gap)
+            return Result(True, total, ttft, chunks=len(parts), max_gap=max_gap)
     except asyncio.TimeoutError:
         return Result(False, time.perf_counter() - t0, error="timeout")
     except aiohttp.ClientError as exc:

@@ -206,12 +206,13 @@ async def measure_level(target: T.Target, n: int, args) -> dict:
     }
 
 
-def start(name: str, n: int, args, log_dir: str, work: str, fake_url: str, server_cpus) -> T.Target:
+def start(name: str, n: int, args, log_dir: str, work: str, fake_url: str, server_cpus,
+          aiserver_env: dict | None = None) -> T.Target:
     tag = f"streams-{name}-{n}"
     if name == "direct":
         return T.start_fake(tag, log_dir, server_cpus, args.latency_ms, args.chunks, args.gap_ms, 3600)
     if name == "aiserver":
-        extra = {"WEB_WORKERS": "1"}
+        extra = {"WEB_WORKERS": "1", **(aiserver_env or {})}
         if n + 100 > 1000:
             extra["WEB_WORKER_CONNECTIONS"] = str(n + 100)
         t = T.start_aiserver(log_dir, os.path.join(work, tag), fake_url, server_cpus, args.chunks, extra, name=tag,
