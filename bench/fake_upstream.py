@@ -8,6 +8,8 @@ Endpoints:
                               --gap-ms apart, a finish chunk, a usage chunk when
                               `stream_options.include_usage` is true, then `data: [DONE]`.
   GET  /v1/models             one model list.
+  *    /github/...            a stand-in GitHub API root (GITHUB_API_URL) that must not be contacted:
+                              each request is counted (`served.github`) and answered 503.
   GET  /fake/stats            requests served so far (the harness checks that every
                               gateway request really reached the upstream), the streams
                               being served now (`open_streams`) and the other TCP
@@ -54,7 +56,7 @@ class Fake:
         self.chunks = max(1, chunks)
         self.pieces = chunk_texts(self.chunks)
         self.text = expected_text(self.chunks)
-        self.served = {"chat": 0, "chat_stream": 0, "models": 0, "bad_request": 0}
+        self.served = {"chat": 0, "chat_stream": 0, "models": 0, "bad_request": 0, "github": 0}
         self.open_streams = 0
         self.max_open_streams = 0
         self.server: web.Server | None = None  # set once serving: it knows the open connections
@@ -68,6 +70,10 @@ class Fake:
     async def models(self, request: web.Request) -> web.Response:
         self.served["models"] += 1
         return web.Response(body=self._models, content_type="application/json")
+
+    async def github(self, request: web.Request) -> web.Response:
+        self.served["github"] += 1
+        return web.json_response({"message": "the benchmark's fake does not serve GitHub"}, status=503)
 
     async def stats(self, request: web.Request) -> web.Response:
         return web.json_response({
@@ -161,6 +167,7 @@ def build_app(fake: Fake) -> web.Application:
         app.router.add_post(f"{prefix}/chat/completions", fake.chat)
         app.router.add_get(f"{prefix}/models", fake.models)
     app.router.add_get("/fake/stats", fake.stats)
+    app.router.add_route("*", "/github/{path:.*}", fake.github)
     app.router.add_get("/health", lambda r: web.Response(text="ok"))
     return app
 

@@ -47,7 +47,9 @@ PROMPT = "Say hello to the benchmark."
 
 # --------------------------------------------------------------------------- requests
 
-ENDPOINT_PATHS = {"chat": "/v1/chat/completions", "ask": "/v1/ask", "persisted": "/chat", "responses": "/v1/responses"}
+ENDPOINT_PATHS = {"chat": "/v1/chat/completions", "ask": "/v1/ask", "persisted": "/chat", "responses": "/v1/responses",
+                  "task": "/task"}
+TASK_ACCEPTED = "accepted"  # what the check of a `/task` answer yields for a new task, accepted and queued
 
 
 @dataclass
@@ -56,7 +58,10 @@ class Spec:
 
     Endpoints: chat (`POST /v1/chat/completions`), ask (`POST /v1/ask`), persisted (`POST /chat` with a
     `chat_id`: each virtual client continues its own chat, `turns_per_chat` turns each, then starts
-    another) and responses (`POST /v1/responses`, stored, non-streaming only)."""
+    another), responses (`POST /v1/responses`, stored, non-streaming only) and task (`POST /task`, the
+    deployment intake: each request a new task `<chat_prefix>-<client>-<turn>`, round 1, from the
+    client's own email; `secret` and `evaluation_url` are sent as given; its answer must accept it as
+    new and queued, and `expect` is not used)."""
     url: str                      # base URL, e.g. http://127.0.0.1:8000
     endpoint: str = "chat"
     stream: bool = False
@@ -68,6 +73,8 @@ class Spec:
     chat_prefix: str = "bench"    # persisted: chat ids are <chat_prefix>-<client>-<n>
     turns_per_chat: int = 10
     expect_status: int = 200      # another status: valid when answered with it and a JSON `error` body
+    secret: str = ""              # task: the server's VERIFICATION_SECRET
+    evaluation_url: str = ""      # task: where the worker would notify (the SSRF check must let it through)
 
     @property
     def target_url(self) -> str:
@@ -76,10 +83,18 @@ class Spec:
     @property
     def varies(self) -> bool:
         """Whether the body depends on the client and its turn (else one body serves every request)."""
-        return self.endpoint == "persisted"
+        return self.endpoint in ("persisted", "task")
+
+    @property
+    def expected_content(self) -> str:
+        return TASK_ACCEPTED if self.endpoint == "task" else self.expect
 
     def chat_id(self, client: int, turn: int) -> str:
         return f"{self.chat_prefix}-{client}-{turn // self.turns_per_chat}"
+
+    def task_name(self, client: int, turn: int) -> str:
+        """task: the task of the client's `turn`-th request (a new one each time)."""
+        return f"{self.chat_prefix}-{client}-{turn}"
 
     def body(self, client: int = 0, turn: int = 0) -> dict:
         if self.endpoint == "ask":
@@ -88,6 +103,11 @@ class Spec:
             return {"message": f"{PROMPT} (turn {turn})", "chat_id": self.chat_id(client, turn), "stream": self.stream}
         if self.endpoint == "responses":
             return {"model": self.model, "input": PROMPT, "store": True}
+        if self.endpoint == "task":
+            name = self.task_name(client, turn)
+            return {"email": f"{self.chat_prefix}-{client}@bench.example", "secret": self.secret, "task": name,
+                    "round": 1, "nonce": f"nonce-{name}", "brief": PROMPT, "checks": ["It says hello."],
+                    "evaluation_url": self.evaluation_url, "attachments": []}
         body = {"model": self.model, "messages": [{"role": "user", "content": PROMPT}], "stream": self.stream}
         if self.stream and self.include_usage:
             body["stream_options"] = {"include_usage": True}
@@ -107,10 +127,23 @@ class Result:
     max_gap: float | None = None  # longest silence in seconds between two reads of a stream's body
 
 
-def _content_of(obj, endpoint: str = "chat") -> str:
-    """The answer's text: `response` of `POST /chat`, the output text of a Response, else the
-    `chat.completion`'s first choice."""
+def _task_verdict(answer, sent: bytes) -> str:
+    """TASK_ACCEPTED when the intake's answer accepts the task `sent` as a new round 1, queued, with
+    the sent nonce and a task id and status URL; else the answer itself (the error's detail)."""
+    request = json.loads(sent)
+    new = (answer.get("status") == "accepted" and answer.get("round") == 1 and answer.get("duplicate") is False
+           and answer.get("nonce") == request["nonce"] and answer.get("stage") == "queued"
+           and str(answer.get("task_id") or "").startswith("dt_")
+           and answer.get("status_url") == f"/tasks/{answer.get('task_id')}")
+    return TASK_ACCEPTED if new else json.dumps(answer)
+
+
+def _content_of(obj, endpoint: str = "chat", sent: bytes = b"") -> str:
+    """The answer's text: `response` of `POST /chat`, the output text of a Response, the verdict on a
+    `/task` answer (`_task_verdict`), else the `chat.completion`'s first choice."""
     try:
+        if endpoint == "task":
+            return _task_verdict(obj, sent)
         if endpoint == "persisted":
             return obj["response"] or ""
         if endpoint == "responses":
@@ -161,10 +194,10 @@ async def one_request(session: aiohttp.ClientSession, spec: Spec, body: bytes) -
                 raw = await resp.read()
                 total = time.perf_counter() - t0
                 try:
-                    content = _content_of(json.loads(raw), spec.endpoint)
+                    content = _content_of(json.loads(raw), spec.endpoint, body)
                 except ValueError:
                     return Result(False, total, error="bad_json", detail=raw[:300].decode("utf-8", "replace"))
-                if content.strip() != spec.expect.strip():
+                if content.strip() != spec.expected_content.strip():
                     return Result(False, total, error="wrong_content", detail=content[:300])
                 return Result(True, total)
             parts: list[str] = []
@@ -211,7 +244,7 @@ async def one_request(session: aiohttp.ClientSession, spec: Spec, body: bytes) -
             if not done:
                 return Result(False, total, ttft, error="no_done", detail=f"{lines} lines, content {content[:200]!r}",
                               chunks=len(parts), max_gap=max_gap)
-            if content.strip() != spec.expect.strip():
+            if content.strip() != spec.expected_content.strip():
                 return Result(False, total, ttft, error="wrong_content", detail=content[:300], chunks=len(parts),
                               max_gap=max_gap)
             return Result(True, total, ttft, chunks=len(parts), max_gap=max_gap)
@@ -504,6 +537,9 @@ def main(argv=None) -> int:
                    help="the fake upstream's --chunks: the expected text follows from it")
     p.add_argument("--expect-text", default=None, help="expected content (overrides --expect-chunks)")
     p.add_argument("--no-usage", action="store_true", help="don't ask for stream_options.include_usage")
+    p.add_argument("--secret", default="", help="task: the server's VERIFICATION_SECRET")
+    p.add_argument("--evaluation-url", default="", help="task: the evaluation_url sent (NOTIFY_ALLOW_HOSTS must "
+                   "allow it, or it must resolve to a public address)")
     p.add_argument("--label", default="")
     p.add_argument("--json-out", default="", help="write the figures here as JSON")
     args = p.parse_args(argv)
@@ -516,7 +552,8 @@ def main(argv=None) -> int:
         headers[name.strip()] = value.strip()
     spec = Spec(url=args.url, endpoint=args.endpoint, stream=args.stream, model=args.model, headers=headers,
                 expect=args.expect_text if args.expect_text is not None else expected_text(args.expect_chunks),
-                timeout=args.timeout, include_usage=not args.no_usage)
+                timeout=args.timeout, include_usage=not args.no_usage, secret=args.secret,
+                evaluation_url=args.evaluation_url)
     label = args.label or f"{args.endpoint}{' stream' if args.stream else ''}"
 
     async def run_all():

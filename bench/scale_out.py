@@ -13,18 +13,30 @@ puts Caddy with deploy/Caddyfile.scaled in front, and loads Caddy with bench/loa
   * chat         persisted chats, `POST /chat` with a `chat_id`: each of --levels clients continues
                  its own chat turn after turn (a new chat every --turns-per-chat turns);
   * chat-stream  the same, `"stream": true` (this server's `delta`... `done` events);
-  * mixed        --per-instance clients per instance (so twice as many for two instances), a third
-                 each on persisted chats, streamed persisted chats and stored `/v1/responses`.
+  * mixed        --per-instance clients per instance (so twice as many for two instances), a quarter
+                 each on persisted chats, streamed persisted chats, stored `/v1/responses` and
+                 deployment tasks (`POST /task`: each request a new task, round 1, each client
+                 from its own email).
+
+The instances get what the deployment intake needs: a random VERIFICATION_SECRET, a dummy
+GITHUB_TOKEN whose GITHUB_API_URL is the fake's `/github` (intake only checks that a token is set;
+the fake counts any request there, and the run fails unless there was none), NOTIFY_ALLOW_HOSTS
+127.0.0.1 (the evaluation_url is the fake's loopback address: no DNS) and TASK_RATE_LIMIT raised to
+1000000/hour (a client sends more than the default 10 per hour from its email). No queue worker runs,
+so the tasks stay queued.
 
 Every request carries the key, so each LLM call also writes a usage row. Each response is checked
-(HTTP 200 and the fake's exact text). Afterwards the database is checked: every successful chat turn
-must have its answer stored in its own chat (`conversation_message`, role assistant, status
-complete), every successful Response its row (`stored_response`), every successful call its usage row
-(`usage_record` of the key); the counts are waited for (bounded) since streams and usage rows are
-written as they end and once a second. It prints one line per level, and with --markdown two
-ready-to-paste tables: the figures and where the CPU went (each instance, Caddy, the load generator
-with the fake, and the rest of the machine: PostgreSQL, Redis and anything else running), with
-/proc/loadavg before and after.
+(HTTP 200 and the fake's exact text; a task: accepted as new, round 1, queued, with its nonce).
+Afterwards the database is checked: every successful chat turn must have its answer stored in its
+own chat (`conversation_message`, role assistant, status complete), every successful Response its row
+(`stored_response`), every successful LLM call its usage row (`usage_record` of the key), every
+accepted task its round (`deploy_round` of its `deploy_task`) and that round on the queue (the
+`deploy.run_round` jobs in Redis, read with aiserver's own huey by bench/queue_state.py); the counts
+are waited for (bounded) since streams and usage rows are written as they end and once a second. At
+the end the bench's queue and rate-limiter keys (its QUEUE_NAME's only) are deleted from Redis. It
+prints one line per level, and with --markdown two ready-to-paste tables: the figures and where the
+CPU went (each instance, Caddy, the load generator with the fake, and the rest of the machine:
+PostgreSQL, Redis and anything else running), with /proc/loadavg before and after.
 
 The load generator (this process), the fake upstream and Caddy share --client-cpus (default CPU 1)
 with the second instance: on a 2-core machine nothing is left idle for them. PostgreSQL and Redis are
@@ -42,6 +54,7 @@ import json
 import os
 import re
 import secrets
+import subprocess
 import sys
 import tempfile
 import time
@@ -58,12 +71,17 @@ from fake_upstream import expected_text  # noqa: E402
 from streams import raise_nofile  # noqa: E402
 from targets import SkipTarget, log  # noqa: E402
 
+import bench  # noqa: E402
+
 try:
     import psutil
 except ImportError:  # CPU of PostgreSQL and Redis is then left in "other"
     psutil = None
 
 SERVICE_PROCESSES = ("postgres", "redis-server")
+# The deployment intake's settings: each mixed task client submits many tasks from its own email, more
+# than the default TASK_RATE_LIMIT (10/hour per email) allows; the limit is still checked on each one.
+TASK_RATE_LIMIT = "1000000/hour"
 
 
 # --------------------------------------------------------------------------- the database
@@ -141,6 +159,12 @@ class Store:
     def usage_rows(self) -> int:
         return self.count("SELECT count(*) FROM usage_record WHERE key_id = %s", self.key_id)
 
+    def task_rounds(self, prefix: str) -> dict[str, int]:
+        """Round id of each task whose name starts with `prefix-` (every bench task has one round)."""
+        return dict(self.rows(
+            "SELECT t.name, r.id FROM deploy_task t JOIN deploy_round r ON r.task_id = t.id WHERE t.name LIKE %s",
+            prefix + "-%"))
+
     def settled_usage_rows(self, seconds: float = 10.0) -> int:
         """The key's usage rows once the instances' once-a-second flush has added no more for 1.5 s
         (earlier requests' rows, the start-up checks', are then not counted as this workload's)."""
@@ -167,6 +191,19 @@ def create_key(env: dict, log_dir: str) -> tuple[str, str]:
     if not key_id or not key:
         raise SkipTarget(f"`flask keys create` printed no key:\n{out[-2000:]}")
     return key_id.group(1), key.group(1)
+
+
+def queue_state(command: str, env: dict, log_dir: str) -> object:
+    """bench/queue_state.py `command` (rounds, delete) on the bench's queue, in aiserver's venv: its JSON."""
+    python = os.path.join(T.ROOT, ".venv", "bin", "python")
+    queue_env = T.base_env(QUEUE_NAME=env["QUEUE_NAME"], REDIS_URL=env["REDIS_URL"])
+    done = subprocess.run([python, os.path.join(HERE, "queue_state.py"), command], cwd=T.ROOT, env=queue_env,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    with open(os.path.join(log_dir, f"queue-{command}.log"), "a") as f:
+        f.write(done.stdout + done.stderr)
+    if done.returncode != 0:
+        raise SkipTarget(f"bench/queue_state.py {command} failed (rc {done.returncode}):\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout)
 
 
 # --------------------------------------------------------------------------- CPU accounting
@@ -226,12 +263,13 @@ class Part:
 
 
 def workloads(config: str, url: str, headers: dict, chunks: int, timeout: float, levels: list[int],
-              mixed_clients: int, turns_per_chat: int) -> list[tuple[str, list[Part]]]:
-    """(workload name, its parts) for one configuration; chat ids start with `config-workload-part`."""
+              mixed_clients: int, turns_per_chat: int, task: dict) -> list[tuple[str, list[Part]]]:
+    """(workload name, its parts) for one configuration; chat ids and task names start with
+    `config-workload-part`. `task`: the task part's `secret` and `evaluation_url`."""
     def spec(endpoint: str, stream: bool, prefix: str) -> loadgen.Spec:
         return loadgen.Spec(url=url, endpoint=endpoint, stream=stream, headers=dict(headers),
                             expect=expected_text(chunks), timeout=timeout, chat_prefix=prefix,
-                            turns_per_chat=turns_per_chat)
+                            turns_per_chat=turns_per_chat, **(task if endpoint == "task" else {}))
 
     out = []
     for level in levels:
@@ -239,11 +277,12 @@ def workloads(config: str, url: str, headers: dict, chunks: int, timeout: float,
         out.append((f"chat-stream c={level}",
                     [Part("chat-stream", spec("persisted", True, f"{config}-c{level}-stream"), level)]))
     if mixed_clients:
-        third = max(1, mixed_clients // 3)
+        quarter = max(1, mixed_clients // 4)
         out.append((f"mixed c={mixed_clients}", [
-            Part("chat", spec("persisted", False, f"{config}-mixed-chat"), mixed_clients - 2 * third),
-            Part("chat-stream", spec("persisted", True, f"{config}-mixed-stream"), third),
-            Part("responses", spec("responses", False, f"{config}-mixed-responses"), third),
+            Part("chat", spec("persisted", False, f"{config}-mixed-chat"), max(1, mixed_clients - 3 * quarter)),
+            Part("chat-stream", spec("persisted", True, f"{config}-mixed-stream"), quarter),
+            Part("responses", spec("responses", False, f"{config}-mixed-responses"), quarter),
+            Part("tasks", spec("task", False, f"{config}-mixed-tasks"), quarter),
         ]))
     return out
 
@@ -259,16 +298,24 @@ def settle(check, seconds: float) -> dict:
 
 
 def verify(store: Store, parts: list[Part], outcomes: dict[str, list], responses0: int, usage0: int,
-           seconds: float) -> dict:
+           seconds: float, queued_rounds) -> dict:
     """What the successful requests should have stored against what PostgreSQL holds, per part (chat
-    turns: each chat's completed answers; responses: the key's new rows) and for the usage rows."""
+    turns: each chat's completed answers; responses: the key's new rows; tasks: each accepted task's
+    round row, and then that round on the queue: `queued_rounds()`, read once the rows are complete)
+    and for the usage rows (of LLM calls: a task's intake makes none)."""
     def kept(expected: int, stored: int, missing: int) -> dict:
         return {"expected": expected, "stored": stored, "missing": missing}
 
-    def check() -> dict:
+    def check(queued: set[int] | None = None) -> dict:
         checks, calls_ok = {}, 0
         for part in parts:
             ok = [r for r in outcomes[part.name] if r.ok]
+            if part.spec.endpoint == "task":
+                rounds = store.task_rounds(part.spec.chat_prefix)
+                accepted = {part.spec.task_name(r.client, r.turn) for r in ok}
+                found = [name for name in accepted if name in rounds and (queued is None or rounds[name] in queued)]
+                checks[part.name] = kept(len(ok), len(found), len(ok) - len(found))
+                continue
             calls_ok += len(ok)
             if part.spec.endpoint == "responses":
                 stored = store.responses() - responses0
@@ -282,7 +329,10 @@ def verify(store: Store, parts: list[Part], outcomes: dict[str, list], responses
         checks["usage rows"] = kept(calls_ok, usage, max(0, calls_ok - usage))
         return {"checks": checks, "missing": sum(c["missing"] for c in checks.values())}
 
-    return settle(check, seconds)
+    result = settle(check, seconds)
+    if any(part.spec.endpoint == "task" for part in parts):
+        result = check(set(queued_rounds()))
+    return result
 
 
 async def load(parts: list[Part], duration: float, warmup: float, max_requests: int,
@@ -295,7 +345,7 @@ async def load(parts: list[Part], duration: float, warmup: float, max_requests: 
         for part in parts)))
 
 
-def run_workload(name: str, parts: list[Part], meter: CpuMeter, store: Store, args) -> dict:
+def run_workload(name: str, parts: list[Part], meter: CpuMeter, store: Store, queued_rounds, args) -> dict:
     outcomes: dict[str, list] = {part.name: [] for part in parts}
     responses0, usage0 = store.responses(), store.settled_usage_rows()
     postgres_started = store.started_at()
@@ -305,7 +355,7 @@ def run_workload(name: str, parts: list[Part], meter: CpuMeter, store: Store, ar
                               tuple(meter.trees.values())))
     cores = meter.cores()
     load_after = loadavg()
-    stored = verify(store, parts, outcomes, responses0, usage0, args.settle)
+    stored = verify(store, parts, outcomes, responses0, usage0, args.settle, queued_rounds)
     restarted = store.started_at() != postgres_started
     if restarted:
         log(f"{name}: PostgreSQL was restarted during this workload (by someone else): its errors are that")
@@ -324,7 +374,8 @@ def run_workload(name: str, parts: list[Part], meter: CpuMeter, store: Store, ar
 
 def run_config(count: int, env: dict, fake: T.Target, headers: dict, store: Store, work: str, log_dir: str,
                args) -> dict:
-    """`count` instances behind Caddy, every workload in turn, then everything stopped."""
+    """`count` instances behind Caddy, every workload in turn, then everything stopped. The tasks'
+    rounds stay queued (no queue worker runs); `env` names the queue."""
     config = f"n{count}"
     cpus = args.server_cpus.split(",")
     instances: list[T.Target] = []
@@ -342,9 +393,10 @@ def run_config(count: int, env: dict, fake: T.Target, headers: dict, store: Stor
         trees = {f"aiserver {i}": t.pid for i, t in enumerate(instances)}
         trees.update({"Caddy": caddy.pid, "fake upstream": fake.pid})
         meter = CpuMeter(trees)
-        rows = [run_workload(f"{config} {name}", parts, meter, store, args)
+        task = {"secret": env["VERIFICATION_SECRET"], "evaluation_url": f"{fake.url}/evaluation"}
+        rows = [run_workload(f"{config} {name}", parts, meter, store, lambda: queue_state("rounds", env, log_dir), args)
                 for name, parts in workloads(config, caddy.url, headers, args.chunks, args.timeout, args.levels,
-                                             args.per_instance * count, args.turns_per_chat)]
+                                             args.per_instance * count, args.turns_per_chat, task)]
     finally:
         T.stop(caddy.proc if caddy else None)
         for target in instances:
@@ -371,7 +423,7 @@ def markdown(results: list[dict]) -> str:
             restarted = " (PostgreSQL restarted meanwhile)" if row["postgres_restarted"] else ""
             for part in row["parts"]:
                 lat, kept = part["latency_ms"], row["stored"]["checks"][part["name"]]
-                what = "responses" if part["endpoint"] == "responses" else "turns"
+                what = {"responses": "responses", "task": "tasks"}.get(part["endpoint"], "turns")
                 latency = " | ".join(fmt(lat[q], 0) for q in ("p50", "p95", "p99"))
                 lines.append(f"| {config['instances']} | {part['name']}{restarted} | {part['clients']} | "
                              f"{part['rps']:.0f} | {latency} | {errors_text(part)} | "
@@ -389,6 +441,23 @@ def markdown(results: list[dict]) -> str:
                          f"{cores['PostgreSQL + Redis']:.2f} | {cores['other']:.2f} | {cores['machine']:.2f} | "
                          f"{row['loadavg_before']} → {row['loadavg_after']} |")
     return "\n".join(lines)
+
+
+def deployment_env(fake_url: str) -> dict:
+    """What `POST /task` needs: a random secret; a dummy GitHub token (intake only checks that one is
+    set) whose API root is the fake's `/github`, which counts any request (there must be none); the
+    fake's loopback address allowed as evaluation_url (an IP: no DNS); the per-email limit raised."""
+    return {"VERIFICATION_SECRET": secrets.token_urlsafe(24), "GITHUB_TOKEN": "bench-dummy-token",
+            "GITHUB_API_URL": f"{fake_url}/github", "NOTIFY_ALLOW_HOSTS": "127.0.0.1",
+            "TASK_RATE_LIMIT": TASK_RATE_LIMIT}
+
+
+def delete_queue(env: dict, log_dir: str) -> None:
+    """Remove the bench's queue and limiter keys from Redis (its QUEUE_NAME's only)."""
+    try:
+        log(f"Redis: the keys of {env['QUEUE_NAME']} deleted: {queue_state('delete', env, log_dir)}")
+    except (SkipTarget, subprocess.TimeoutExpired, ValueError) as problem:
+        log(f"Redis: the keys of {env['QUEUE_NAME']} could not be deleted: {problem}")
 
 
 def parse_args(argv=None):
@@ -448,7 +517,7 @@ def main(argv=None) -> int:
             env = {"DATABASE_URL": database_url, "REDIS_URL": args.redis_url,
                    "QUEUE_NAME": f"scale-bench-{secrets.token_hex(4)}", "KEY_HASH_SECRET": secrets.token_hex(16),
                    "DATABASE_POOL_SIZE": str(args.pool_size), "WEB_WORKERS": str(args.web_workers),
-                   "SYSTEM_PROMPT_FILE": os.path.join(work, "system_prompt.txt")}
+                   "SYSTEM_PROMPT_FILE": os.path.join(work, "system_prompt.txt"), **deployment_env(fake.url)}
             setup_env = T.aiserver_env(fake.url, 0, work, **env)
             T.flask_command(["db-upgrade"], setup_env, os.path.join(log_dir, "db-upgrade.log"))
             key_id, key = create_key(setup_env, log_dir)
@@ -459,6 +528,8 @@ def main(argv=None) -> int:
                                               log_dir, args))
             finally:
                 store.close()
+                delete_queue(env, log_dir)
+        github_requests = bench.fake_stats(fake.url).get("served", {}).get("github")
     except SkipTarget as problem:
         log(f"stopped: {problem}")
         return 2
@@ -474,8 +545,8 @@ def main(argv=None) -> int:
     lost = sum(row["stored"]["missing"] for config in results for row in config["workloads"])
     errors = sum(part["errors"] + sum(part["warmup_errors"].values())
                  for config in results for row in config["workloads"] for part in row["parts"])
-    log(f"done: {errors} errors, {lost} stored rows missing")
-    return 0 if errors == 0 and lost == 0 else 1
+    log(f"done: {errors} errors, {lost} stored rows missing, {github_requests} requests to GitHub (must be 0)")
+    return 0 if errors == 0 and lost == 0 and github_requests == 0 else 1
 
 
 if __name__ == "__main__":
