@@ -304,9 +304,29 @@ def test_the_busy_mark_is_a_lease_that_a_dead_process_cannot_hold_forever(app):
         abandoned.lease.stop()  # no more renewals, as if its worker was killed
         time.sleep(0.1)
         turn = conversations.begin_turn(chat_id, "second", "sys", short)
+        assert [m["content"] for m in turn.context] == ["sys", "first", "second"]  # the empty record is not sent
         conversations.finish_turn(turn, "answered", "complete")
-        assert [m["content"] for m in conversations.get_chat(chat_id)["messages"]] == ["sys", "first", "second",
-                                                                                       "answered"]
+        chat = conversations.get_chat(chat_id)
+        assert [(m["role"], m["content"], m["status"]) for m in chat["messages"]] == [
+            ("system", "sys", "complete"), ("user", "first", "complete"), ("assistant", "", "error"),
+            ("user", "second", "complete"), ("assistant", "answered", "complete")]
+        assert chat["messages"][2]["error"] == conversations.LOST_ANSWER
+        assert chat["message_count"] == 5
+
+
+def test_a_lost_answer_is_recorded_once_and_not_over_a_redone_question(app):
+    chat_id = new_id()
+    short = ChatSettings(lease_s=0.05)
+    with app.app_context():
+        conversations.finish_turn(conversations.begin_turn(chat_id, "first", "sys", short), "one", "complete")
+        for question in ("second", "third"):  # two dead turns in a row: each question gets its record
+            conversations.begin_turn(chat_id, question, "sys", short).lease.stop()
+            time.sleep(0.1)
+        redo = conversations.begin_turn(chat_id, None, "sys", short, replace="answer")  # answers "third" again
+        conversations.finish_turn(redo, "three", "complete")
+        assert [(m["content"], m["status"]) for m in conversations.get_chat(chat_id)["messages"][1:]] == [
+            ("first", "complete"), ("one", "complete"), ("second", "complete"), ("", "error"),
+            ("third", "complete"), ("three", "complete")]
 
 
 def test_the_lease_is_renewed_while_the_answer_is_produced(app):
@@ -335,7 +355,7 @@ def test_a_late_answer_never_lands_in_a_chat_someone_else_holds(app):
         assert conversations.finish_turn(expired, "late answer to q1", "complete") is None
         conversations.finish_turn(current, "answer to q2", "complete")
         contents = [m["content"] for m in conversations.get_chat(chat_id)["messages"]]
-        assert contents == ["sys", "new question", "new", "q1", "q2", "answer to q2"]
+        assert contents == ["sys", "new question", "new", "q1", "", "q2", "answer to q2"]
 
 
 def test_an_answer_waits_for_a_free_connection_instead_of_being_lost(make_app):

@@ -266,7 +266,8 @@ def test_kill_9_of_the_instance_streaming_a_turn_keeps_every_stored_message(two_
         assert history["message_count"] == len(history["messages"])
         return [(m["role"], m["content"], m["status"]) for m in history["messages"] if m["role"] != "system"]
 
-    # the killed turn leaves its question and no answer (docs/conversations.md), and holds the chat till its lease ends
+    # the killed turn leaves its question and no answer (docs/conversations.md), and holds the chat till its lease ends;
+    # the next turn records the lost answer
     before = [("user", "one", "complete"), ("assistant", "You said: one", "complete"),
               ("user", "tell me a story", "complete")]
     assert stored() == before
@@ -289,7 +290,7 @@ def test_kill_9_of_the_instance_streaming_a_turn_keeps_every_stored_message(two_
     assert answer.json()["response"] == "You said: after the kill"
     assert sent_upstream(fake) == [("user", "one"), ("assistant", "You said: one"), ("user", "tell me a story"),
                                    ("user", "after the kill")]
-    assert stored() == [*before, ("user", "after the kill", "complete"),
-                        ("assistant", "You said: after the kill", "complete")]
+    assert stored() == [*before, ("assistant", "", "error"),  # the record of the lost answer, not sent upstream
+                        ("user", "after the kill", "complete"), ("assistant", "You said: after the kill", "complete")]
     assert metric(requests.get(f"{second.url}/metrics", timeout=10).text, "aiserver_http_requests_total",
                   route="/chat", status="200") == second_chats + 1  # Caddy sent it to the survivor

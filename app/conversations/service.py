@@ -41,6 +41,7 @@ log = logging.getLogger("aiserver.chat")
 
 TITLE_CHARS = 80
 SNIPPET_CHARS = 160
+LOST_ANSWER = "No answer: the server answering this message stopped before it finished."
 IMAGE_TOKENS = 800  # roughly what one image of a chat costs at OpenAI, Anthropic and Gemini alike
 Content = Union[str, list[dict[str, Any]]]
 CHATS_NEWEST_FIRST = Keyset(Conversation.last_updated, Conversation.id, readers=(moment, matching(CHAT_ID_PATTERN)))
@@ -120,6 +121,7 @@ def begin_turn(chat_id: str, content: Content | None, system_prompt: str, settin
             raise ChatBusy(f"Chat {chat_id} is still answering a previous message; send this one when it ends.",
                            details={"chat_id": chat_id})
         removed = rewind(chat_id, replace) if replace else 0
+        lost = record_lost_answer(chat_id, now) if conversation.busy_token and not replace else 0
         rows = []
         if created and system_prompt:
             rows.append({"conversation": chat_id, "role": "system", "content": system_prompt, "created_at": now,
@@ -129,11 +131,25 @@ def begin_turn(chat_id: str, content: Content | None, system_prompt: str, settin
         if rows:
             Message.insert_many(rows).execute()
         lease = Lease(Conversation, chat_id, Conversation.busy_token, Conversation.busy_until, token, settings.lease_s)
-        (Conversation.update(message_count=Conversation.message_count + len(rows) - removed, last_updated=now,
+        (Conversation.update(message_count=Conversation.message_count + lost + len(rows) - removed, last_updated=now,
                              busy_token=token, busy_until=lease.expiry())
          .where(Conversation.id == chat_id).execute())
         context = _context(chat_id, settings)
     return Turn(chat_id, token, context, settings, lease.start())
+
+
+def record_lost_answer(chat_id: str, now: Any) -> int:
+    """Store the record of an answer that never came, for a chat whose previous turn held it until its
+    lease ran out (its process was killed, or stalled), if that turn's question is still the last
+    message: an empty `error` answer, so the history keeps questions and answers in turns and says
+    what happened (empty answers are not sent upstream: `_context`). Returns how many rows it stored."""
+    last = (Message.select(Message.role).where((Message.conversation == chat_id) & (Message.role != "system"))
+            .order_by(Message.id.desc()).first())
+    if last is None or last.role != "user":
+        return 0
+    Message.create(conversation=chat_id, role="assistant", content="", status="error", error=LOST_ANSWER,
+                   created_at=now)
+    return 1
 
 
 def rewind(chat_id: str, replace: str) -> int:
