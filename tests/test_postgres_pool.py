@@ -127,3 +127,39 @@ def test_lost_connections_cost_in_flight_requests_at_most_a_503(live_server, own
             if status == 200:  # everything a client was told is stored, is stored
                 assert stored_turns(server.url, chat_id) == ["user", "assistant"], chat_id
         assert "Traceback" not in server.log_path.read_text()
+
+
+@pytest.mark.parametrize("engine", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_a_returned_connection_goes_to_the_longest_waiting_request(engine, tmp_path, request):
+    """peewee's own pool let a newcomer take a connection another request had been waiting for (and
+    re-queued waiters every second), so under overload a waiter could pass its timeout (a 503) while
+    later requests were served. Pool of 1: a waiter queues; the holder returns the connection and at once
+    asks again, as a new request would: the waiter must get it first."""
+    from app.core.db import open_database
+
+    url = f"sqlite:///{tmp_path}/pool.db" if engine == "sqlite" else request.getfixturevalue("own_postgres")
+    pool = open_database(url, pool_size=1, pool_timeout=3)
+    order: list[str] = []
+    waiting = threading.Event()
+
+    def waiter() -> None:
+        waiting.set()
+        pool.connect()
+        order.append("waiter")
+        time.sleep(0.2)
+        pool.close()
+
+    try:
+        pool.connect()
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        assert waiting.wait(5)
+        time.sleep(0.3)  # the waiter is queued by now
+        pool.close()
+        pool.connect()  # the newcomer: straight after the return, before the waiter could run
+        order.append("newcomer")
+        pool.close()
+        thread.join(10)
+        assert order == ["waiter", "newcomer"]
+    finally:
+        pool.close_all()

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import threading
 import time
+from collections import deque
 from typing import Any, Callable, TypeVar
 
 import click
@@ -20,7 +23,7 @@ from flask import Flask
 from peewee import DatabaseProxy, InterfaceError, Model, OperationalError, SqliteDatabase, TextField
 from playhouse.db_url import parse as parse_db_url
 from playhouse.migrations import Runner
-from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase, PooledSqliteDatabase
+from playhouse.pool import MaxConnectionsExceeded, PooledDatabase, PooledPostgresqlDatabase, PooledSqliteDatabase
 
 from app.core.backoff import backoff_delay
 from app.core.config import project_root
@@ -80,7 +83,67 @@ def wait_for_lock(run: Callable[[], T], seconds: float) -> T:
         pause = min(pause * 2, longest)
 
 
-class CooperativeSqliteDatabase(PooledSqliteDatabase):
+class FirstComeFirstServed:
+    """peewee's connection pool, but requests waiting for a free connection get one in the order they
+    came. peewee's own wait lets a newcomer take a connection a waiter was woken for, and re-queues each
+    waiter every second, so under overload some requests passed their timeout (a 503) while later ones
+    were served. Here each waiter waits on an event of its own, in a queue; a returned connection (or a
+    waiter leaving) wakes the first in line, and a newcomer queues behind whoever waits. The queue's
+    lock (the pool's) is never held while connecting: peewee takes its database lock first, then the
+    pool's, and the other order could deadlock."""
+
+    _pool_lock: threading.RLock
+    _wait_timeout: float
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._waiting: deque[threading.Event] = deque()
+
+    def connect(self, reuse_if_open: bool = False):
+        if not self._waiting:
+            try:
+                return self._take_connection(reuse_if_open)
+            except MaxConnectionsExceeded:
+                pass
+        turn = threading.Event()
+        with self._pool_lock:
+            self._waiting.append(turn)
+            self._wake_first()  # first in line: it tries at once (a connection may be back already)
+        deadline = time.monotonic() + self._wait_timeout
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not turn.wait(None if math.isinf(remaining) else remaining):
+                    raise MaxConnectionsExceeded("Max connections exceeded, timed out attempting to connect.")
+                turn.clear()  # before trying: a connection returned meanwhile sets it again
+                try:
+                    return self._take_connection(reuse_if_open)
+                except MaxConnectionsExceeded:
+                    continue
+        finally:
+            with self._pool_lock:
+                self._waiting.remove(turn)
+                self._wake_first()
+
+    def _take_connection(self, reuse_if_open: bool):
+        """What peewee's pool does without waiting: a pooled or new connection, or MaxConnectionsExceeded."""
+        return super(PooledDatabase, self).connect(reuse_if_open)  # type: ignore[misc]
+
+    def _close(self, conn: Any, close_conn: bool = False) -> None:
+        super()._close(conn, close_conn)  # type: ignore[misc]
+        with self._pool_lock:
+            self._wake_first()
+
+    def _wake_first(self) -> None:
+        if self._waiting:
+            self._waiting[0].set()
+
+
+class FairPooledPostgresqlDatabase(FirstComeFirstServed, PooledPostgresqlDatabase):
+    pass
+
+
+class CooperativeSqliteDatabase(FirstComeFirstServed, PooledSqliteDatabase):
     """A SQLite pool whose statements wait for the write lock in Python (`wait_for_lock`, up to
     `lock_wait_s`) rather than in SQLite's C busy handler, which would block the event loop."""
 
@@ -141,9 +204,9 @@ def open_database(url: str, pool_size: int = 20, pool_timeout: float = 10.0, loc
     """A pooled peewee database for `url` (sqlite:///relative/or/absolute, postgresql://...).
 
     Under gevent one worker runs hundreds of requests at once, more than it may hold connections:
-    a request beyond `pool_size` waits up to `pool_timeout` seconds for one to be returned (the
-    pool's wait is on a `threading.Condition`, a gevent one once monkey-patched), then fails with
-    `MaxConnectionsExceeded` (a 503). On SQLite a statement waits up to `lock_wait_s` for another
+    a request beyond `pool_size` waits up to `pool_timeout` seconds for one to be returned, in the
+    order requests came (`FirstComeFirstServed`; its events are gevent's once monkey-patched), then
+    fails with `MaxConnectionsExceeded` (a 503). On SQLite a statement waits up to `lock_wait_s` for another
     writer's lock, cooperatively (`CooperativeSqliteDatabase`). A PostgreSQL connection is checked
     (`SELECT 1`) as it leaves the pool, so connections a server restart broke are dropped there
     instead of failing a request.
@@ -159,8 +222,8 @@ def open_database(url: str, pool_size: int = 20, pool_timeout: float = 10.0, loc
                                          check_same_thread=False)
     if url.startswith(("postgres://", "postgresql://")):
         params = parse_db_url(url)
-        return PooledPostgresqlDatabase(params.pop("database"), max_connections=pool_size, stale_timeout=300,
-                                        timeout=pool_timeout, **params)
+        return FairPooledPostgresqlDatabase(params.pop("database"), max_connections=pool_size, stale_timeout=300,
+                                            timeout=pool_timeout, **params)
     raise ValueError("DATABASE_URL must start with sqlite:/// or postgresql://")
 
 
