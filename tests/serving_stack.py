@@ -9,6 +9,7 @@ upstream, no admin endpoint, and HOME/XDG directories inside the temporary direc
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -53,6 +54,17 @@ def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.0
 
 def answers(url: str) -> bool:
     return requests.get(url, timeout=2).status_code == 200
+
+
+def refuses_connections(address: str) -> bool:
+    """Whether nothing accepts connections on HOST:PORT any more (after a kill -9, a worker that
+    outlives its master for a moment still holds the listening socket)."""
+    host, port = address.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=2).close()
+    except ConnectionRefusedError:
+        return True
+    return False
 
 
 def children(pid: int) -> set[int]:
@@ -195,6 +207,18 @@ class CaddyProxy:
         except AssertionError:
             self.stop()
             raise AssertionError(f"Caddy did not start:\n{self.output_path.read_text()[-3000:]}") from None
+
+    def failed_health_checks(self, upstream: str) -> int:
+        """How many of Caddy's active /health checks of `upstream` (HOST:PORT) have failed so far."""
+        checks = (json.loads(line) for line in self.output_path.read_text().splitlines() if line.startswith("{"))
+        return sum(1 for check in checks if check.get("msg") == "HTTP request failed" and check.get("host") == upstream)
+
+    def wait_until_marked_down(self, upstream: str, timeout: float = 15.0) -> None:
+        """Returns once Caddy's active checks have taken `upstream` out of rotation: no new request is
+        sent to it after that. Caddy logs a failed check just before it marks the upstream down, so
+        this waits for the second failure, by which time the first has taken effect."""
+        wait_for(lambda: self.failed_health_checks(upstream) >= 2, timeout, interval=0.2,
+                 what=f"Caddy to mark {upstream} down")
 
     def stop(self) -> None:
         if self.process.poll() is None:

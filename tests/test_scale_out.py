@@ -4,8 +4,8 @@ through the openai SDK) and a response stays its key's on both; a key's request 
 each instance's /metrics counts only its own requests; a deployment task accepted by one instance (no
 worker beside it) is run by the other's queue worker; and when one is killed (-9), mid-stream or idle,
 every stored message survives, the chat is usable again on the other once its lease runs out, and
-Caddy sends new requests to the other (idempotent ones at once, retried; a POST that Caddy had just
-written to the dead instance's pooled connection can be lost with a 502, as the Caddyfile says)."""
+Caddy sends new requests to the other (idempotent ones at once, retried; every request once Caddy's
+active check has failed: until then a POST that reached the dying instance is a 502, as the Caddyfile says)."""
 from __future__ import annotations
 
 import json
@@ -37,7 +37,7 @@ from tests.fakes.evaluator import FakeEvaluator
 from tests.fakes.github_repos_api import FakeGitHubRepos
 from tests.fakes.openai_api import FakeOpenAI
 from tests.fakes.server import Reply, text_of
-from tests.serving_stack import CADDY, CaddyProxy, wait_for
+from tests.serving_stack import CADDY, CaddyProxy, refuses_connections, wait_for
 from tests.test_deploy import SECRET, Worker
 
 pytestmark = pytest.mark.skipif(CADDY is None, reason="caddy is not installed (scripts/install-test-deps)")
@@ -50,7 +50,7 @@ def two_instances(live_server, tmp_path, request):
         shared = dict(DATABASE_URL=postgres, REDIS_URL=REDIS_URL, QUEUE_NAME=f"scale-{uuid.uuid4().hex[:8]}",
                       **provider_config(openai=fake), **getattr(request, "param", {}))
         first, second = live_server(**shared), live_server(**shared)
-        upstreams = " ".join(server.url.removeprefix("http://") for server in (first, second))
+        upstreams = " ".join(address(server) for server in (first, second))
         caddy = CaddyProxy(tmp_path, upstreams, caddyfile=ROOT / "deploy" / "Caddyfile.scaled")
         try:
             yield first, second, caddy, fake, shared
@@ -70,7 +70,7 @@ def test_an_instance_slow_to_answer_health_keeps_getting_requests(live_server, t
         vendor_url = "http://127.0.0.1:%d/v1" % hanging_vendor.getsockname()[1]
         server = live_server(**provider_config(openai=fake), OPENAI_COMPATIBLE=["stuck"], STUCK_API_BASE=vendor_url,
                              STUCK_API_KEY="unused", STUCK_MODEL_DEFAULT="stuck-model", HEALTH_CACHE_S=0)
-        caddy = CaddyProxy(tmp_path, server.url.removeprefix("http://"), caddyfile=ROOT / "deploy" / "Caddyfile.scaled")
+        caddy = CaddyProxy(tmp_path, address(server), caddyfile=ROOT / "deploy" / "Caddyfile.scaled")
         try:
             started = time.monotonic()
             assert requests.get(f"{server.url}/health", timeout=30).json()["status"] == "ok"
@@ -95,6 +95,17 @@ def sent_upstream(fake: FakeOpenAI) -> list[tuple[str, str]]:
     listings), the system prompt left out."""
     last = [r for r in fake.requests if r.path == "/v1/chat/completions"][-1]
     return [(m["role"], text_of(m["content"])) for m in last.json["messages"] if m["role"] != "system"]
+
+
+def address(server) -> str:
+    return server.url.removeprefix("http://")
+
+
+def kill_9(server) -> None:
+    """kill -9 of an instance, its master and workers at once; returns when nothing accepts its connections."""
+    os.killpg(server.process.pid, signal.SIGKILL)
+    server.process.wait(timeout=10)
+    wait_for(lambda: refuses_connections(address(server)), 10, what="the killed instance's workers to exit")
 
 
 def sdk(server, key: str = "unused") -> openai.OpenAI:
@@ -137,12 +148,14 @@ def test_caddy_sends_new_requests_to_the_survivor_of_a_kill_9(two_instances):
     chat_id = f"scale-{uuid.uuid4().hex[:8]}"
     assert requests.post(f"{caddy.url}/chat", json={"message": "one", "chat_id": chat_id}, timeout=20).ok
 
-    os.killpg(first.process.pid, signal.SIGKILL)  # the master and its workers, at once
-    first.process.wait(timeout=10)
+    kill_9(first)
 
     for _ in range(6):  # idempotent: one sent on a connection to the dead instance is retried on the other
         assert requests.get(f"{caddy.url}/v1/models", timeout=30).status_code == 200
-    for n in range(6):  # the dead instance is marked down by now: every new request goes to the survivor
+    # until an active check has failed, a POST may still be sent to the dead instance and, unless its
+    # connection was refused, answered 502 (not retried: it may have been received); after, none is
+    caddy.wait_until_marked_down(address(first))
+    for n in range(6):
         answer = requests.post(f"{caddy.url}/chat", json={"message": f"after {n}", "chat_id": chat_id}, timeout=30)
         assert answer.status_code == 200, answer.text
     assert wait_for(lambda: requests.get(f"{caddy.url}/health", timeout=5).ok, 10)
@@ -257,8 +270,7 @@ def test_kill_9_of_the_instance_streaming_a_turn_keeps_every_stored_message(two_
         events = (json.loads(line[6:]) for line in streamed.iter_lines() if line.startswith(b"data: "))
         deltas = (event["content"] for event in events if event["type"] == "delta")
         assert list(islice(deltas, 3)) == ["word0 ", "word1 ", "word2 "]
-        os.killpg(first.process.pid, signal.SIGKILL)  # mid-stream: the master and its workers, at once
-        first.process.wait(timeout=10)
+        kill_9(first)  # mid-stream
     assert fake.wait_for_disconnect(10)  # the upstream answer was cut, not finished
 
     def stored() -> list[tuple[str, str, str]]:
@@ -277,6 +289,7 @@ def test_kill_9_of_the_instance_streaming_a_turn_keeps_every_stored_message(two_
 
     for _ in range(6):  # idempotent: one sent on a connection to the dead instance is retried on the other
         assert requests.get(f"{caddy.url}/v1/models", timeout=30).status_code == 200
+    caddy.wait_until_marked_down(address(first))  # from now on no POST can reach the dead instance
     second_chats = metric(requests.get(f"{second.url}/metrics", timeout=10).text, "aiserver_http_requests_total",
                           route="/chat", status="200")
 
