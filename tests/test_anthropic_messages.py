@@ -184,6 +184,38 @@ def test_upstream_failures_are_the_sdks_typed_errors(client, fakes, vendor, stat
     assert raised.value.body["type"] == "error" and "upstream said no" in raised.value.body["error"]["message"]
 
 
+def test_an_overload_inside_claudes_stream_before_the_answer_falls_back_like_a_529(server, client, fakes):
+    """Anthropic reports an overload after `message_start` with an `error` event in a 200 stream: before
+    the answer began, the alias moves on to its next route and the client sees one clean message."""
+    overloaded = Reply(chunks=["never"], error_after=0, error_status=529, error_message="Overloaded")
+    fakes["anthropic"].set_model_reply("claude-sonnet-5-5", overloaded)
+    fakes["anthropic"].set_model_reply("claude-haiku-5-5", overloaded)
+    fakes["openai"].enqueue(Reply(chunks=["From ", "OpenAI."]), Reply(chunks=["Again ", "OpenAI."]))
+    with client.messages.stream(model="smart", max_tokens=50, messages=QUESTION) as stream:
+        text = "".join(stream.text_stream)
+    events = events_on_the_wire(server.url, {"model": "smart", "max_tokens": 50, "messages": QUESTION})
+
+    assert text == "From OpenAI." and len(fakes["openai"].requests) == 2
+    assert [name for name, _ in events].count("message_start") == 1 and events[-1][0] == "message_stop"
+
+
+@pytest.mark.parametrize("vendor, status, kind", [
+    ("anthropic", 529, "overloaded_error"), ("anthropic", 500, "api_error"), ("gemini", 503, "overloaded_error"),
+    ("openai", 500, "api_error")])
+def test_an_upstream_failure_after_the_answer_began_is_anthropics_error_event(client, fakes, vendor, status, kind):
+    """Mid-answer, the words so far reach the client, then Anthropic's `error` event, which the SDK raises:
+    `overloaded_error` when the provider said it was overloaded (clients such as Claude Code retry it), else
+    `api_error` (OpenAI's error inside a stream carries no status)."""
+    fakes[vendor].enqueue(Reply(chunks=["Half ", "never"], error_after=1, error_status=status, error_message="Busy"))
+    pieces = []
+    with pytest.raises(anthropic.APIStatusError) as raised:
+        with client.messages.stream(model=VENDORS[vendor], max_tokens=50, messages=QUESTION) as stream:
+            pieces.extend(stream.text_stream)
+    assert pieces == ["Half "]
+    assert raised.value.body["type"] == "error" and "Busy" in raised.value.body["error"]["message"]
+    assert raised.value.body["error"]["type"] == kind
+
+
 def test_our_own_refusals_are_the_sdks_typed_errors(client):
     with pytest.raises(anthropic.NotFoundError) as raised:
         client.messages.create(model="no-such-model", max_tokens=50, messages=QUESTION)

@@ -47,6 +47,12 @@ class OpenAIDriver:
     finish_reasons = {"stop": "stop", "length": "length"}
     auth_header = ("authorization", f"Bearer {KEY}")
     messages = [{"role": "user", "content": PROMPT}]
+    # an overload reported inside a stream that began with a 200: the status the fake is told, what the SDK
+    # raises, and the kind of error the vendor names in the event
+    overloaded_status, stream_error, overloaded_kind = 503, openai.APIError, "server_error"
+
+    def error_kind(self, raised: Exception) -> str:
+        return raised.body["type"]  # the SDK keeps the event's `error` object
 
     def client(self, fake: FakeServer, key: str = KEY, timeout: float = 5.0) -> openai.OpenAI:
         return openai.OpenAI(api_key=key, base_url=fake.base_url, max_retries=0, timeout=timeout)
@@ -88,6 +94,10 @@ class AnthropicDriver(OpenAIDriver):
     timeout_error, reset_error = anthropic.APITimeoutError, httpx2.ReadError
     finish_reasons = {"stop": "end_turn", "length": "max_tokens"}
     auth_header = ("authorization", f"Bearer {KEY}")  # 2.x sends the API key as a bearer token, not x-api-key
+    overloaded_status, stream_error, overloaded_kind = 529, anthropic.APIStatusError, "overloaded_error"  # status 200
+
+    def error_kind(self, raised: Exception) -> str:
+        return raised.body["error"]["type"]
 
     def client(self, fake: FakeServer, key: str = KEY, timeout: float = 5.0) -> anthropic.Anthropic:
         return anthropic.Anthropic(api_key=key, base_url=fake.base_url, max_retries=0, timeout=timeout)
@@ -118,6 +128,10 @@ class GeminiDriver(OpenAIDriver):
     timeout_error, reset_error = httpx2.ReadTimeout, httpx2.ReadError
     finish_reasons = {"stop": "STOP", "length": "MAX_TOKENS"}
     auth_header = ("x-goog-api-key", KEY)
+    overloaded_status, stream_error, overloaded_kind = 503, genai_errors.ServerError, "UNAVAILABLE"  # by its `code`
+
+    def error_kind(self, raised: Exception) -> str:
+        return raised.status
 
     def client(self, fake: FakeServer, key: str = KEY, timeout: float = 5.0) -> genai.Client:
         options = genai_types.HttpOptions(
@@ -244,6 +258,16 @@ def test_reset_mid_stream(vendor):
     with pytest.raises(driver.reset_error):
         driver.stream(driver.client(fake), "model-a", pieces.append)
     assert pieces == PIECES[:2]
+
+
+def test_an_error_event_inside_a_started_stream(vendor):
+    driver, fake = vendor
+    fake.enqueue(Reply(error_after=2, error_status=driver.overloaded_status, error_message="Overloaded"))
+    pieces = []
+    with pytest.raises(driver.stream_error, match="Overloaded") as caught:
+        driver.stream(driver.client(fake), "model-a", pieces.append)
+    assert pieces == PIECES[:2]
+    assert driver.error_kind(caught.value) == driver.overloaded_kind
 
 
 def test_early_close_is_detected(vendor):

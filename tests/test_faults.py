@@ -478,6 +478,19 @@ def test_rate_limits_while_redis_is_gone_and_back(live_server, make_app, tmp_pat
 # -- each provider failing before and during a stream, through the server -----------------------------------
 
 
+def streamed_turn(server_url: str, chat_id: str, text: str) -> list[dict[str, Any]]:
+    """The events of one streamed turn of a stored chat."""
+    with requests.post(f"{server_url}/chat", json={"message": text, "chat_id": chat_id, "stream": True},
+                       stream=True, timeout=REQUEST_BOUND_S) as response:
+        assert response.status_code == 200, response.text
+        return [json.loads(line[6:]) for line in response.iter_lines(decode_unicode=True) if line.startswith("data: {")]
+
+
+def stored_answers(server_url: str, chat_id: str) -> list[tuple[str, str]]:
+    messages = requests.get(f"{server_url}/chat/history/{chat_id}", timeout=10).json()["history"]["messages"]
+    return [(m["content"], m["status"]) for m in messages if m["role"] == "assistant"]
+
+
 @pytest.mark.parametrize("fake_name", FAKES)
 def test_a_provider_failing_before_and_during_streams_through_the_server(live_server, request, fake_name):
     """429 and 500 before the stream are retried and the answer stored; a stream that hangs or is reset
@@ -488,11 +501,7 @@ def test_a_provider_failing_before_and_during_streams_through_the_server(live_se
     chat_id = f"prov-{uuid.uuid4().hex[:8]}"
 
     def turn(text: str) -> list[dict[str, Any]]:
-        with requests.post(f"{server.url}/chat", json={"message": text, "chat_id": chat_id, "stream": True},
-                           stream=True, timeout=REQUEST_BOUND_S) as response:
-            assert response.status_code == 200, response.text
-            return [json.loads(line[6:]) for line in response.iter_lines(decode_unicode=True)
-                    if line.startswith("data: {")]
+        return streamed_turn(server.url, chat_id, text)
 
     fake.enqueue(Reply(status=429, retry_after=0.1), Reply(status=500), Reply(chunks=["all ", "well"]))
     assert turn("retried")[-1]["type"] == "done" and len(fake.requests) == 3  # two refusals, then the answer
@@ -507,10 +516,42 @@ def test_a_provider_failing_before_and_during_streams_through_the_server(live_se
     assert [e["type"] for e in hung][-2:] == ["delta", "error"] and hung[-2]["content"] == "hung "
     assert [e["type"] for e in reset][-2:] == ["delta", "error"] and reset[-2]["content"] == "reset "
     assert last.status_code == 200 and last.json()["response"] == "free again"
-    messages = requests.get(f"{server.url}/chat/history/{chat_id}", timeout=10).json()["history"]["messages"]
-    assert [(m["content"], m["status"]) for m in messages if m["role"] == "assistant"] == [
+    assert stored_answers(server.url, chat_id) == [
         ("all well", "complete"), ("hung ", "error"), ("reset ", "error"), ("free again", "complete")]
     assert server.process.poll() is None
+
+
+OVERLOADED = {"fake_openai": 503, "fake_anthropic": 529, "fake_gemini": 503}  # each vendor's overload status
+
+
+@pytest.mark.parametrize("fake_name", FAKES)
+def test_a_vendor_error_event_inside_a_stream_through_the_server(live_server, request, fake_name):
+    """The vendor's own error event inside a stream that began with a 200 (an overload mid-answer): before
+    the first words it is retried like an overload answered before the stream, and the client sees only
+    the answer; after them the client gets the words then an error event naming the vendor's message,
+    the words are stored as an error, and the chat is free."""
+    fake = request.getfixturevalue(fake_name)
+    server = live_server(**provider_config(**{fake_name.removeprefix("fake_"): fake}), RETRY_ATTEMPTS=2)
+    chat_id = f"event-{uuid.uuid4().hex[:8]}"
+    overloaded = {"error_status": OVERLOADED[fake_name], "error_message": "Overloaded right now"}
+
+    fake.enqueue(Reply(chunks=["never ", "sent"], error_after=0, **overloaded), Reply(chunks=["all ", "well"]))
+    retried = streamed_turn(server.url, chat_id, "retried")
+    generations = [r for r in fake.requests if r.method == "POST"]
+    fake.enqueue(Reply(chunks=["half ", "never"], error_after=1, **overloaded))
+    cut = streamed_turn(server.url, chat_id, "cut")
+    fake.enqueue(Reply(text="free again"))
+    last = requests.post(f"{server.url}/chat", json={"message": "next", "chat_id": chat_id, "stream": False},
+                         timeout=REQUEST_BOUND_S)
+
+    assert [e["type"] for e in retried if e["type"] != "start"] == ["fallback", "delta", "delta", "done"], retried
+    assert "Overloaded right now" in next(e["error"] for e in retried if e["type"] == "fallback")
+    assert len(generations) == 2  # the overloaded attempt, then the answer
+    assert [e["type"] for e in cut][-2:] == ["delta", "error"] and cut[-2]["content"] == "half ", cut
+    assert "Overloaded right now" in cut[-1]["message"]
+    assert last.status_code == 200 and last.json()["response"] == "free again", last.text
+    assert stored_answers(server.url, chat_id) == [("all well", "complete"), ("half ", "error"),
+                                                   ("free again", "complete")]
 
 
 # -- Redis gone and back: the job queue behind POST /task ---------------------------------------------------

@@ -133,9 +133,9 @@ def openai_shaped(path: str) -> bool:
 
 ANTHROPIC_SHAPED_PREFIXES = ("/anthropic/", "/v1/messages")
 # Anthropic's error types by status (its API's documented set); others are `api_error`
-ANTHROPIC_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                         404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
-                         529: "overloaded_error"}
+ANTHROPIC_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
+                         403: "permission_error", 404: "not_found_error", 413: "request_too_large",
+                         429: "rate_limit_error", 500: "api_error", 504: "timeout_error", 529: "overloaded_error"}
 
 
 def anthropic_shaped(path: str) -> bool:
@@ -145,10 +145,13 @@ def anthropic_shaped(path: str) -> bool:
 
 def anthropic_error_body(error: APIError) -> dict[str, Any]:
     """Anthropic's error shape, so the anthropic SDK raises its own typed exceptions. Its `type` is
-    Anthropic's for the status (a 4xx other than those it names is an `invalid_request_error`)."""
-    fallback = "invalid_request_error" if error.status < 500 else "api_error"
-    return {"type": "error", "error": {"type": ANTHROPIC_ERROR_TYPES.get(error.status, fallback),
-                                       "message": error.message}}
+    Anthropic's for the status (a 4xx other than those it names is an `invalid_request_error`); every
+    route being overloaded is Anthropic's `overloaded_error`, which clients such as Claude Code retry."""
+    if isinstance(error, UpstreamUnavailable):
+        kind = "overloaded_error"
+    else:
+        kind = ANTHROPIC_ERROR_TYPES.get(error.status, "invalid_request_error" if error.status < 500 else "api_error")
+    return {"type": "error", "error": {"type": kind, "message": error.message}}
 
 
 def openai_error_body(error: APIError) -> dict[str, Any]:

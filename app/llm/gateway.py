@@ -94,6 +94,7 @@ class StreamFailed:
     message: str
     provider: str
     model: str
+    status: int | None = None  # the upstream failure's status, when it had one (an overload reported mid-stream)
 
 
 @dataclass
@@ -175,7 +176,8 @@ class Gateway:
                 outcome = "interrupted"
                 message = self.redact(failure.message)
                 log.warning("%s/%s failed mid-stream: %s", route.provider.name, route.model, message)
-                yield StreamFailed(f"The provider failed mid-answer: {message}", route.provider.name, route.model)
+                yield StreamFailed(f"The provider failed mid-answer: {message}", route.provider.name, route.model,
+                                   failure.status)
             finally:
                 STREAMS_IN_FLIGHT.dec()
                 items.close()
@@ -268,6 +270,9 @@ def elapsed_ms(started: float) -> int:
     return round((time.perf_counter() - started) * 1000)
 
 
+OVERLOADED = frozenset({429, 503, 529})  # upstream statuses that mean "too busy now", not "broken"
+
+
 def all_failed(attempts: list[FailedAttempt]) -> APIError:
     """The error for a request on which every route failed: 429 with the shortest upstream wait as
     `Retry-After` if every one was rate limited, 504 if the last was a timeout, 503 if the providers
@@ -284,6 +289,6 @@ def all_failed(attempts: list[FailedAttempt]) -> APIError:
                            headers={"Retry-After": retry_after})
     if isinstance(last.failure, UpstreamTimedOut):
         return UpstreamTimeout(summary, details=details)
-    if last.status in (429, 503, 529):
+    if last.status in OVERLOADED:
         return UpstreamUnavailable(summary, details=details)
     return UpstreamError(summary, details=details)

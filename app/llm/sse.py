@@ -13,8 +13,8 @@ import time
 import uuid
 from typing import Any
 
-from app.core.errors import APIError, UpstreamError, anthropic_error_body, openai_error_body
-from app.llm.gateway import FailedAttempt, Started, StreamFailed
+from app.core.errors import APIError, UpstreamError, UpstreamUnavailable, anthropic_error_body, openai_error_body
+from app.llm.gateway import OVERLOADED, FailedAttempt, Started, StreamFailed
 from app.llm.providers.base import NativeEvent, ReasoningDelta, StreamEnd, ToolCallDelta
 from app.llm.pump import HEARTBEAT
 
@@ -29,9 +29,10 @@ def data_line(payload: str) -> str:
 
 
 def interrupted(event: StreamFailed) -> UpstreamError:
-    """A stream that broke after its first text, as the error its last event reports."""
-    return UpstreamError(event.message, code="stream_interrupted",
-                         details={"provider": event.provider, "model": event.model})
+    """A stream that broke after its first text, as the error its last event reports: unavailable (503,
+    Anthropic's `overloaded_error`) when the provider said it was overloaded, else a 502."""
+    kind = UpstreamUnavailable if event.status in OVERLOADED else UpstreamError
+    return kind(event.message, code="stream_interrupted", details={"provider": event.provider, "model": event.model})
 
 
 class OpenAIChunks:

@@ -16,10 +16,12 @@ FINISH_REASONS = {"stop": "end_turn", "length": "max_tokens"}
 ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
+    402: "billing_error",
     403: "permission_error",
     404: "not_found_error",
     413: "request_too_large",
     429: "rate_limit_error",
+    504: "timeout_error",
     529: "overloaded_error",
 }
 # the Messages API's top-level fields; any other is refused ("Extra inputs are not permitted")
@@ -56,6 +58,10 @@ class FakeAnthropic(FakeServer):
     def error_body(self, status: int, message: str, reply: Reply | None = None) -> dict:
         error_type = ERROR_TYPES.get(status, "api_error")
         return {"type": "error", "error": {"type": error_type, "message": message}, "request_id": _id("req_")}
+
+    def stream_error(self, status: int, message: str) -> Frame:
+        """Anthropic's `error` event, as its streaming docs show it (no request id in the event)."""
+        return _event("error", error={"type": ERROR_TYPES.get(status, "api_error"), "message": message})
 
     def response_headers(self) -> dict[str, str]:
         return {"request-id": _id("req_")}

@@ -69,6 +69,10 @@ class FakeGemini(FakeServer):
             error["details"] = [retry_info]
         return {"error": error}
 
+    def stream_error(self, status: int, message: str) -> Frame:
+        """Google's error object as one more event of the stream (google-genai raises it as APIError)."""
+        return sse(self.error_body(status, message), eol="\r\n")
+
     def invalid(self, request: RecordedRequest) -> str | None:
         generate = GENERATE.match(request.path)
         if not generate:

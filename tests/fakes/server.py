@@ -44,8 +44,11 @@ class Reply:
 
     Faults and pacing: ``first_byte_delay`` delays the status line, ``chunk_delay``
     separates content chunks, ``hang`` sends nothing for that long and then closes,
-    and ``reset_after`` sends that many content chunks and then resets the
-    connection (TCP RST) instead of finishing the stream.
+    ``reset_after`` sends that many content chunks and then resets the
+    connection (TCP RST) instead of finishing the stream, and ``error_after``
+    sends that many content chunks and then the vendor's error event for
+    ``error_status`` inside the stream (which began with a 200), ending it there
+    (streams only).
 
     Tools and reasoning: ``tool_calls`` makes the answer call tools, each
     ``{"name": ..., "arguments": {...}}`` (no name: the forced tool, else the first
@@ -64,6 +67,8 @@ class Reply:
     chunk_delay: float = 0.0
     hang: float = 0
     reset_after: int | None = None
+    error_after: int | None = None
+    error_status: int = 500
     finish_reason: str = "stop"
     prompt_tokens: int = 11
     completion_tokens: int | None = None
@@ -405,6 +410,11 @@ class FakeServer:
     def completion(self, reply: Reply, model: str, request: RecordedRequest) -> dict:
         raise NotImplementedError
 
+    def stream_error(self, status: int, message: str) -> Frame:
+        """The event a failure inside a started stream is sent as: by default a `data:` line holding
+        the protocol's error body (OpenAI's Chat Completions)."""
+        return sse(self.error_body(status, message))
+
     def frames(self, reply: Reply, model: str, request: RecordedRequest) -> Iterable[Frame]:
         raise NotImplementedError
 
@@ -486,15 +496,26 @@ class FakeServer:
                     return
                 if sent == reply.reset_after:  # when the next chunk was due, so the ones sent can be read
                     return handler.reset()
+                if sent == reply.error_after:
+                    return self._end_with_error(handler, reply)
                 sent += 1
             if not handler.write_chunk(frame.data):
                 return self._client_left(handler)
         if sent == reply.reset_after:
             return handler.reset()
+        if sent == reply.error_after:
+            return self._end_with_error(handler, reply)
         handler.end_stream()
         with self._changed:
             self.completed_streams += 1
             self._changed.notify_all()
+
+    def _end_with_error(self, handler: Handler, reply: Reply) -> None:
+        message = reply.error_message or status_phrase(reply.error_status)
+        if handler.write_chunk(self.stream_error(reply.error_status, message).data):
+            handler.end_stream()
+        else:
+            self._client_left(handler)
 
     def _await_chunk(self, handler: Handler, delay: float) -> bool:
         """Wait ``delay`` before the next content frame, watching for the client leaving or stop()."""

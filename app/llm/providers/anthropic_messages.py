@@ -20,6 +20,7 @@ from typing import Any, Generator, Iterator
 import anthropic
 import httpx2
 
+from app.core.errors import ANTHROPIC_ERROR_TYPES
 from app.llm.providers.base import (
     ANTHROPIC_MESSAGES,
     CallerFault,
@@ -53,6 +54,12 @@ SUPPORTED = frozenset({"max_tokens", "stop", "json_schema", "tools", "tool_choic
 THINKING_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 24576, "xhigh": 32768}
 MIN_THINKING_BUDGET = 1024
 TOOL_CHOICES = {"auto": "auto", "required": "any", "none": "none"}
+# A Claude stream's events held back until its answer begins: the gateway commits to a route at the first
+# item, so an `error` event before the answer (an overload right after `message_start`) is retried or
+# falls back like a 529 answered before the stream, and the client sees one `message_start`.
+BEFORE_THE_ANSWER = frozenset({"message_start", "ping", "content_block_start"})
+# the HTTP status Anthropic documents for each error type, for an `error` event inside a stream
+STATUS_OF_ANTHROPIC_ERROR_TYPE = {kind: status for status, kind in ANTHROPIC_ERROR_TYPES.items()}
 
 
 class AnthropicProvider:
@@ -109,12 +116,19 @@ class AnthropicProvider:
         tally, tools = Tally(model), ToolIndexes()
         try:
             with self.client.messages.create(**(native or self._params(request, model)), stream=True) as events:
+                held: list[NativeEvent] | None = []
                 for event in events:
                     tally.count(event)
-                    if native:
+                    if not native:
+                        yield from event_parts(event, tools)
+                    elif held is None:
                         yield NativeEvent(event.to_dict(mode="json"))
                     else:
-                        yield from event_parts(event, tools)
+                        held.append(NativeEvent(event.to_dict(mode="json")))
+                        if event.type not in BEFORE_THE_ANSWER:
+                            yield from held
+                            held = None
+                yield from held or ()  # a stream that ended before any answer
         except (anthropic.APIError, httpx2.HTTPError) as exc:
             raise translate_error(exc) from None
         yield tally.end()
@@ -320,6 +334,15 @@ def parse_arguments(arguments: str) -> dict[str, Any]:
     return value
 
 
+def failure_status(response_status: int, error: dict[str, Any]) -> int:
+    """The status of a failure: the response's, or for an `error` event inside a stream (which began
+    with a 200, and which the SDK raises with that status) the one Anthropic documents for the
+    error's type, so an `overloaded_error` mid-stream is retried like a 529, not refused like a 4xx."""
+    if response_status >= 400:
+        return response_status
+    return STATUS_OF_ANTHROPIC_ERROR_TYPE.get(str(error.get("type")), 500)
+
+
 def translate_error(exc: Exception) -> ProviderFailure:
     if isinstance(exc, (anthropic.APITimeoutError, httpx2.TimeoutException)):
         return UpstreamTimedOut("timed out waiting for the provider")
@@ -327,8 +350,9 @@ def translate_error(exc: Exception) -> ProviderFailure:
         body = exc.body if isinstance(exc.body, dict) else {}
         nested = body.get("error")
         error = nested if isinstance(nested, dict) else body
-        message = f"{exc.status_code}: {error.get('message') or exc.message}"
-        return classify_status(exc.status_code, message, parse_retry_after(exc.response.headers))
+        status = failure_status(exc.status_code, error)
+        message = f"{status}: {error.get('message') or exc.message}"
+        return classify_status(status, message, parse_retry_after(exc.response.headers))
     if isinstance(exc, (anthropic.APIConnectionError, httpx2.HTTPError)):
         return TransientFailure(f"connection to the provider failed: {type(exc).__name__}")
     if isinstance(exc, anthropic.APIError):
