@@ -260,6 +260,28 @@ def test_reset_mid_stream(vendor):
     assert pieces == PIECES[:2]
 
 
+def test_a_reset_comes_after_every_byte_written_before_it():
+    """An abortive close discards what the kernel has not sent yet (Nagle's algorithm holds small
+    chunks, a full receive window large ones), so the fake waits until the peer has it all."""
+    written = 4_000_000  # more than fits in a socket's buffers while the client reads nothing
+    with FakeOpenAI() as fake:
+        fake.enqueue(Reply(chunks=["x" * written, "never sent"], reset_after=1))
+        body = json.dumps({"model": "m", "stream": True, "messages": [{"role": "user", "content": PROMPT}]})
+        host, port = fake.url.removeprefix("http://").split(":")
+        received = b""
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.settimeout(5)
+            sock.connect((host, int(port)))
+            sock.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                         f"Content-Length: {len(body)}\r\n\r\n{body}".encode())
+            time.sleep(0.5)  # the fake has written what its buffers take and is about to reset
+            with pytest.raises(ConnectionResetError):
+                while chunk := sock.recv(1 << 16):
+                    received += chunk
+    assert b"x" * written in received and b"never sent" not in received
+
+
 def test_an_error_event_inside_a_started_stream(vendor):
     driver, fake = vendor
     fake.enqueue(Reply(error_after=2, error_status=driver.overloaded_status, error_message="Overloaded"))

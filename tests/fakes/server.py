@@ -9,6 +9,7 @@ disconnect detection live here.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import re
@@ -17,6 +18,7 @@ import signal
 import socket
 import struct
 import sys
+import termios
 import threading
 import time
 from collections import deque
@@ -28,6 +30,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 IDLE_TIMEOUT = 30.0  # seconds a connection may sit idle or blocked before the server drops it
 STOP_GRACE = 2.0  # seconds stop() waits for handler threads in total
+SEND_DRAIN_TIMEOUT = 2.0  # seconds a reset waits for the chunks before it to be acknowledged
 GONE_POLL = 0.02  # seconds between client-gone checks while pacing a stream
 STATUS_PHRASES = {529: "Overloaded"}  # vendor statuses http.HTTPStatus does not know
 
@@ -165,6 +168,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        # as vendors' servers do: each chunk leaves when written, not held back by Nagle's algorithm
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.fake._track(self.connection)
 
     def finish(self) -> None:
@@ -240,9 +245,24 @@ class Handler(BaseHTTPRequestHandler):
             return True
 
     def reset(self) -> None:
-        """Abort the connection with a TCP RST instead of an orderly FIN."""
+        """Abort the connection with a TCP RST instead of an orderly FIN, once the chunks written
+        before it have reached the peer: an abortive close discards whatever the kernel has not
+        yet sent, so a client would otherwise randomly miss the last chunk before the cut."""
+        self._wait_until_acknowledged(SEND_DRAIN_TIMEOUT)
         self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.drop()
+
+    def _wait_until_acknowledged(self, timeout: float) -> None:
+        """Wait (at most `timeout`) until the peer's kernel has acknowledged every byte written."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                unacknowledged = fcntl.ioctl(self.connection.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+            except OSError:
+                return
+            if struct.unpack("i", unacknowledged)[0] == 0:
+                return
+            time.sleep(0.001)
 
     def drop(self) -> None:
         self.close_connection = True
