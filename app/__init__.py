@@ -33,6 +33,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from app.keys.limits import Access
     from app.keys.prices import PriceTable
     from app.llm.gateway import Gateway, RetryPolicy
+    from app.llm.health import Health, HealthPolicy, make_board
     from app.llm.registry import build_registry
     from app.ops import housekeeping
     from app.ops.health import ProviderHealth
@@ -66,8 +67,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
                      prices.cost(event.model, event.prompt_tokens, event.completion_tokens),
                      None if event.first_item_ms is None else event.first_item_ms / 1000)
 
+    health = app.extensions["upstream_health"] = Health(make_board(app.config), HealthPolicy.from_config(app.config))
     app.extensions["gateway"] = Gateway(registry, RetryPolicy.from_config(app.config), redact=redactor.redact,
-                                        record=record, permit=access.permit, wanted=client_connected)
+                                        record=record, permit=access.permit, wanted=client_connected, health=health,
+                                        strategy=app.config["UPSTREAM_STRATEGY"],
+                                        whole_as_stream=app.config["WHOLE_ANSWERS_AS_STREAMS"])
     app.extensions["provider_health"] = ProviderHealth(registry, app.config["HEALTH_CACHE_S"], redactor.redact)
     app.extensions["huey"] = make_huey(app.config)
     count_job_outcomes(app.extensions["huey"])

@@ -2,6 +2,8 @@
 streams that never lose, duplicate or silently truncate text."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from app.core.config import load_settings
@@ -56,14 +58,37 @@ def test_a_retry_after_longer_than_the_cap_falls_back_at_once(make_gateway, fake
     assert sleeps == []
 
 
-def test_falls_back_to_the_next_model_then_the_next_provider(make_gateway, fake_openai, fake_anthropic):
+def test_a_vendor_wide_failure_moves_to_the_next_provider_before_that_vendors_other_models(
+        make_gateway, fake_openai, fake_anthropic):
     gateway, registry = make_gateway(retries=1, openai=fake_openai, anthropic=fake_anthropic)
     fake_openai.default_reply = Reply(status=503, error_message="overloaded")
     fake_anthropic.enqueue(Reply(text="Claude here."))
     answer = gateway.complete(QUESTION, registry.plan("openai"))
     assert (answer.provider, answer.text) == ("anthropic", "Claude here.")
-    assert [(a.provider, a.model) for a in answer.attempts] == [("openai", "gpt-4o-mini")] * 2 + \
-        [("openai", "gpt-4o")] * 2
+    assert [(a.provider, a.model) for a in answer.attempts] == [("openai", "gpt-4o-mini")]
+    assert len(fake_openai.requests) == 1
+
+
+def test_a_model_specific_failure_goes_to_that_vendors_fallback_model_first(make_gateway, fake_openai,
+                                                                            fake_anthropic):
+    gateway, registry = make_gateway(openai=fake_openai, anthropic=fake_anthropic)
+    fake_openai.set_model_reply("gpt-4o-mini", Reply(status=404, error_message="The model does not exist"))
+    fake_openai.set_model_reply("gpt-4o", Reply(text="from the fallback model"))
+    answer = gateway.complete(QUESTION, registry.plan("openai"))
+    assert (answer.provider, answer.model, answer.text) == ("openai", "gpt-4o", "from the fallback model")
+    assert fake_anthropic.requests == []
+
+
+def test_a_context_too_long_goes_to_a_fallback_model_or_is_the_callers_error(make_gateway, fake_openai,
+                                                                             fake_anthropic):
+    gateway, registry = make_gateway(openai=fake_openai, anthropic=fake_anthropic)
+    fake_openai.set_model_reply("gpt-4o-mini", Reply(status=400, error_message="maximum context length exceeded"))
+    fake_openai.set_model_reply("gpt-4o", Reply(text="the larger model took it"))
+    assert gateway.complete(QUESTION, registry.plan("openai")).model == "gpt-4o"
+    fake_openai.set_model_reply("gpt-4o", Reply(status=400, error_message="maximum context length exceeded"))
+    with pytest.raises(BadRequest, match="maximum context length"):
+        gateway.complete(QUESTION, registry.plan("openai"))
+    assert fake_anthropic.requests == []
 
 
 def test_a_rejected_key_skips_the_rest_of_that_provider(make_gateway, fake_openai, fake_anthropic):
@@ -76,8 +101,8 @@ def test_a_rejected_key_skips_the_rest_of_that_provider(make_gateway, fake_opena
 
 def test_a_callers_mistake_is_returned_not_retried(make_gateway, fake_openai, fake_anthropic):
     gateway, registry = make_gateway(openai=fake_openai, anthropic=fake_anthropic)
-    fake_openai.enqueue(Reply(status=400, error_message="maximum context length exceeded"))
-    with pytest.raises(BadRequest, match="maximum context length"):
+    fake_openai.enqueue(Reply(status=400, error_message="Invalid value for 'temperature'"))
+    with pytest.raises(BadRequest, match="temperature"):
         gateway.complete(QUESTION, registry.plan("openai"))
     assert len(fake_openai.requests) == 1 and fake_anthropic.requests == []
 
@@ -99,10 +124,10 @@ def test_stream_falls_back_before_the_first_token_and_keeps_it(make_gateway, fak
     fake_openai.default_reply = Reply(status=500)
     fake_gemini.enqueue(Reply(chunks=["The", " first", " token"]))
     events = list(gateway.stream(QUESTION, registry.plan("openai")))
-    assert [type(e) for e in events[:2]] == [FailedAttempt, FailedAttempt]
-    assert events[2] == Started("gemini", "gemini-2.5-flash", tuple(events[:2]))
-    assert events[3:6] == ["The", " first", " token"]
-    assert isinstance(events[6], StreamEnd)
+    assert [type(e) for e in events[:1]] == [FailedAttempt]
+    assert events[1] == Started("gemini", "gemini-2.5-flash", tuple(events[:1]))
+    assert events[2:5] == ["The", " first", " token"]
+    assert isinstance(events[5], StreamEnd)
 
 
 def test_a_failure_after_text_ends_the_stream_with_an_error_never_a_retry(make_gateway, fake_openai):
@@ -150,7 +175,7 @@ class BrokenProvider:
 @pytest.mark.parametrize("mode", ["complete", "stream"])
 def test_a_bug_is_raised_never_answered_by_another_provider(make_gateway, fake_anthropic, mode):
     gateway, registry = make_gateway(anthropic=fake_anthropic)
-    routes = [Route(BrokenProvider(), "broken-1"), *registry.plan("anthropic")]
+    routes = [Route(BrokenProvider(), "broken-1"), *(replace(r, tier=r.tier + 1) for r in registry.plan("anthropic"))]
     with pytest.raises(KeyError):
         if mode == "complete":
             gateway.complete(QUESTION, routes)
@@ -163,9 +188,11 @@ def test_the_retry_budget_bounds_upstream_calls(make_gateway, fake_openai, fake_
     gateway, registry = make_gateway(retries=5, openai=fake_openai, anthropic=fake_anthropic)
     gateway.policy = RetryPolicy(5, 0.01, 5.0, budget=30.0, max_attempts=3)
     fake_openai.default_reply = Reply(status=500)
+    fake_anthropic.default_reply = Reply(status=500)
     with pytest.raises(UpstreamError):
         gateway.complete(QUESTION, registry.plan("openai"))
-    assert len(fake_openai.requests) == 3 and fake_anthropic.requests == []
+    assert len(fake_openai.requests) + len(fake_anthropic.requests) == 3
+    assert fake_anthropic.requests  # the next provider is reached before the first one's retries
     gateway.policy = RetryPolicy(5, 0.01, 5.0, budget=0.5, max_attempts=10)
     fake_openai.default_reply = Reply(status=429, retry_after=1)
     fake_anthropic.default_reply = Reply(status=429, retry_after=2)

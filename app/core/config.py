@@ -83,6 +83,21 @@ SETTINGS: tuple[Setting, ...] = (
             "(a non-streamed answer's first byte is the whole answer).", float, group="routing"),
     Setting("RETRY_MAX_CALLS", "6", "Most upstream calls one request makes, retries and fallbacks together.", int,
             group="routing"),
+    Setting("UPSTREAM_FAILURES_TO_COOL", "3", "Consecutive failures that say an upstream is unwell (connection "
+            "errors, timeouts, 5xx, 529) before it cools down: skipped while another route exists.", int,
+            group="routing"),
+    Setting("UPSTREAM_COOLDOWN_S", "10", "First cooldown of an unwell upstream, in seconds; then one request probes "
+            "it, and each failed probe doubles the cooldown.", float, group="routing"),
+    Setting("UPSTREAM_COOLDOWN_MAX_S", "300", "Longest cooldown of an upstream.", float, group="routing"),
+    Setting("UPSTREAM_STRATEGY", "weighted", "How requests spread over the healthy upstreams of one model: weighted "
+            "(random by weight), least-busy (fewest calls under way in this process, per weight) or "
+            "lowest-latency.", group="routing"),
+    Setting("UPSTREAM_HEALTH_FILE", "data/upstream_health", "Memory-mapped file in which the workers of this "
+            "instance share upstream health (with REDIS_URL, Redis is shared by every instance instead).",
+            group="routing"),
+    Setting("WHOLE_ANSWERS_AS_STREAMS", "true", "Ask upstreams for non-streamed answers as streams and assemble "
+            "them, so FIRST_BYTE_TIMEOUT_S finds a hung vendor for them too; false for an OpenAI-compatible "
+            "server that streams without usage.", _flag, group="routing"),
     Setting("CONNECT_TIMEOUT_S", "5", "Connect timeout to a provider.", float, group="routing"),
     Setting("FIRST_BYTE_TIMEOUT_S", "10", "Seconds a streamed call may take to start its response before the next "
             "try or route; after that READ_TIMEOUT_S applies.", float, group="routing"),

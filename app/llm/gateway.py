@@ -7,20 +7,32 @@ retry can never duplicate or drop text), the text deltas (`str`), then `StreamEn
 `stream` raises the `APIError` that `complete` would have raised, and nothing was sent. The parts
 of an answer (text, tool-call and reasoning deltas) pass through unchanged.
 
+Which route comes next (`Walk`): a failure that says the upstream or its vendor is unwell (5xx,
+overload, timeout, connection error, 429) moves at once to another upstream of the same model, then
+to the next tier (an alias's next target, PROVIDER_FALLBACKS), so the budget reaches every vendor of
+a chain; a retry of the same route (with backoff) comes only when no other tier is left, and a
+vendor's fallback models after that. A model-specific failure (model not found, context too long)
+goes to that vendor's fallback models first. Upstream health (`app.llm.health`) is remembered across
+requests: a cooling upstream is skipped while another route exists, and one request at a time
+probes it. A non-streamed answer is asked for as a stream and assembled (unless the request needs
+what only a whole answer carries), so a hung vendor is left after `first_byte` seconds there too.
+
 Only a provider's typed failure moves on to the next try; any other exception is a bug of ours and
 propagates (a 500 with its traceback logged), rather than being mistaken for an outage and answered
 silently by another provider. Every request has a retry budget: at most `max_attempts` upstream
 calls and a deadline `budget` seconds after it began, so a request cannot multiply into a storm of
 calls. No call starts after the deadline, and an attempt's wait for its first byte ends with it;
 a stream's also ends after `first_byte` seconds, so a hung route is left quickly (a non-streamed
-answer's first byte is the whole answer, which the deadline alone bounds). Attempts also stop once
-`wanted()` says the client has gone.
+answer asked for whole has its whole answer as its first byte, which the deadline alone bounds).
+Attempts also stop once `wanted()` says the client has gone.
 """
 from __future__ import annotations
 
 import itertools
 import logging
 import math
+import random
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Union
@@ -28,15 +40,20 @@ from typing import Any, Callable, Iterator, Union
 from app.core.backoff import backoff_delay
 from app.core.errors import APIError, BadRequest, RateLimited, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from app.core.metrics import STREAMS_IN_FLIGHT
+from app.llm.health import Health, HealthPolicy, MemoryBoard
 from app.llm.providers.base import (
     CallerFault,
+    Completion,
     CompletionRequest,
     Embeddings,
+    ModelUnavailable,
     ProviderFailure,
     ProviderRejected,
+    ReasoningDelta,
     StreamEnd,
     StreamItem,
     ToolCall,
+    ToolCallDelta,
     UpstreamTimedOut,
     Usage,
     first_byte_within,
@@ -77,6 +94,7 @@ class FailedAttempt:
     error: str
     status: int | None
     failure: ProviderFailure = field(repr=False, compare=False)
+    route: Route = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
 
     def to_dict(self) -> dict[str, Any]:
         return {"provider": self.provider, "model": self.model, "error": self.error, "status": self.status}
@@ -118,11 +136,15 @@ class Gateway:
     def __init__(self, registry, policy: RetryPolicy, sleep: Callable[[float], None] = time.sleep,
                  redact: Callable[[str], str] = str, record: Callable[[UsageEvent], None] = lambda event: None,
                  permit: Callable[[list[Route]], list[Route]] = lambda routes: routes,
-                 wanted: Callable[[], bool] = lambda: True):
+                 wanted: Callable[[], bool] = lambda: True, health: Health | None = None,
+                 strategy: str = "weighted", whole_as_stream: bool = True):
         """`redact` scrubs secrets from upstream error text, which some vendors echo back (a bad key);
         `record` counts every attempt's outcome, tokens and latency (see `app.llm.usage`); `permit`
         narrows the routes to those the caller may use, or raises (a key's models and limits);
-        `wanted` says whether the current request's client is still connected."""
+        `wanted` says whether the current request's client is still connected; `health` remembers
+        each upstream's outcomes (this process only unless given a shared board); `strategy` chooses
+        among the healthy upstreams of a tier (weighted, least-busy, lowest-latency);
+        `whole_as_stream` asks for non-streamed answers as streams (see the module's docstring)."""
         self.registry = registry
         self.policy = policy
         self.sleep = sleep
@@ -130,36 +152,59 @@ class Gateway:
         self.record = record
         self.permit = permit
         self.wanted = wanted
+        self.health = health or Health(MemoryBoard(), HealthPolicy())
+        self.strategy = strategy
+        self.whole_as_stream = whole_as_stream
 
     def complete(self, request: CompletionRequest, routes: list[Route]) -> Answer:
         routes = self.permit(routes)
         attempts: list[FailedAttempt] = []
         deadline = time.monotonic() + self.policy.budget
-        for route in self._tries(routes, attempts, deadline):
+        for route in self._tries(routes, attempts, deadline, request):
             started = time.perf_counter()
+            self.health.begin(route.upstream)
             try:
-                with first_byte_within(deadline - time.monotonic()):
-                    result = route.provider.complete(request, route.model)
+                result = self._whole(request, route, deadline)
             except ProviderFailure as failure:  # every failure of one route is the next route's chance
                 self._record(route, failure, attempts)
                 continue
+            finally:
+                self.health.end(route.upstream)
+            self._succeeded(route, started, result.usage)
             self.record(usage_event(route.provider.name, result.model, "ok", started, result.usage,
                                     self.model_label(route, result.model)))
             return Answer(result.text, route.provider.name, result.model, result.finish_reason, result.usage,
                           attempts, result.tool_calls, result.reasoning, result.logprobs, result.native)
         raise all_failed(attempts)
 
+    def _whole(self, request: CompletionRequest, route: Route, deadline: float) -> Completion:
+        """One whole answer from `route`: asked for as a stream and assembled, so the first-byte limit
+        applies, unless the request needs what only a whole answer carries (logprobs, several
+        choices, a vendor's own body)."""
+        if not (self.whole_as_stream and whole_from_stream(request)):
+            with first_byte_within(deadline - time.monotonic()):
+                return route.provider.complete(request, route.model)
+        items = route.provider.stream(request, route.model)
+        try:
+            with first_byte_within(min(self.policy.first_byte, deadline - time.monotonic())):
+                first = next(items)
+            return assembled(itertools.chain((first,), items), route.model)
+        finally:
+            items.close()
+
     def stream(self, request: CompletionRequest, routes: list[Route]) -> Iterator[Event]:
         routes = self.permit(routes)
         attempts: list[FailedAttempt] = []
         deadline = time.monotonic() + self.policy.budget
-        for route in self._tries(routes, attempts, deadline):
+        for route in self._tries(routes, attempts, deadline, request):
             started = time.perf_counter()
             items = route.provider.stream(request, route.model)
+            self.health.begin(route.upstream)
             try:
                 with first_byte_within(min(self.policy.first_byte, deadline - time.monotonic())):
                     first = next(items)
             except ProviderFailure as failure:
+                self.health.end(route.upstream)
                 items.close()
                 yield self._record(route, failure, attempts)
                 continue
@@ -176,11 +221,15 @@ class Gateway:
                 outcome = "interrupted"
                 message = self.redact(failure.message)
                 log.warning("%s/%s failed mid-stream: %s", route.provider.name, route.model, message)
+                self.health.failed(route.upstream, failure)
                 yield StreamFailed(f"The provider failed mid-answer: {message}", route.provider.name, route.model,
                                    failure.status)
             finally:
                 STREAMS_IN_FLIGHT.dec()
+                self.health.end(route.upstream)
                 items.close()
+                if outcome == "ok":
+                    self._succeeded(route, started, usage)
                 self.record(usage_event(route.provider.name, model, outcome, started, usage,
                                         self.model_label(route, model), first_item_ms))
             return
@@ -222,42 +271,175 @@ class Gateway:
                 self._record(attempt, failure, attempts)
         raise all_failed(attempts)
 
-    def _tries(self, routes: list[Route], attempts: list[FailedAttempt], deadline: float) -> Iterator[Route]:
-        """Each route as often as the policy allows, sleeping between retries, within the request's
-        budget of calls and its deadline (`time.monotonic()`) while its client is there; skips the
-        rest of a provider that rejected us as a whole."""
-        rejected: set[str] = set()
-        for route in routes:
-            retry = 0
-            while route.provider.name not in rejected:
-                if len(attempts) >= self.policy.max_attempts or time.monotonic() >= deadline or not self.wanted():
-                    return
-                before = len(attempts)
-                yield route
-                if len(attempts) == before:
-                    return
-                failure = attempts[-1].failure
-                if isinstance(failure, ProviderRejected):
-                    rejected.add(route.provider.name)
-                    break
-                retry += 1
-                wait = self.policy.wait_before_retry(retry, failure)
-                if wait is None or time.monotonic() + wait >= deadline:
-                    break
+    def _tries(self, routes: list[Route], attempts: list[FailedAttempt], deadline: float,
+               request: CompletionRequest | None = None) -> Iterator[Route]:
+        """The routes in the order `Walk` chooses, sleeping before retries, within the request's budget of
+        calls and its deadline (`time.monotonic()`) while its client is there."""
+        walk = Walk(routes, self.health, self.policy, self.strategy, deadline)
+        while len(attempts) < self.policy.max_attempts and time.monotonic() < deadline and self.wanted():
+            step = walk.next(attempts[-1] if attempts else None)
+            if step is None:
+                return
+            route, wait = step
+            if wait:
                 self.sleep(wait)
+            before = len(attempts)
+            yield route
+            if len(attempts) == before:
+                return
+
+    def _succeeded(self, route: Route, started: float, usage: Usage) -> None:
+        self.health.succeeded(route.upstream, elapsed_ms(started))
+        if route.tpm and usage.total_tokens:
+            self.health.add_tokens(route.upstream, usage.total_tokens)
 
     def _record(self, route: Route, failure: ProviderFailure, attempts: list[FailedAttempt]) -> FailedAttempt:
         message = self.redact(failure.message)
-        if isinstance(failure, CallerFault):
+        if isinstance(failure, CallerFault) and not context_too_long(failure):
             raise BadRequest(f"{route.provider.name} rejected the request: {message}",
                              status=failure.status if failure.status in (400, 413, 422) else 400,
                              code="upstream_rejected_request", details={"provider": route.provider.name})
         log.warning("attempt failed: %s/%s: %s", route.provider.name, route.model, message)
-        attempt = FailedAttempt(route.provider.name, route.model, message, failure.status, failure)
+        self.health.failed(route.upstream, failure)
+        attempt = FailedAttempt(route.provider.name, route.model, message, failure.status, failure, route)
         attempts.append(attempt)
         self.record(UsageEvent(route.provider.name, route.model, "attempt_failed",
                                label=self.model_label(route, route.model)))
         return attempt
+
+
+class Walk:
+    """One request's way through its routes (see the module's docstring for the order)."""
+
+    def __init__(self, routes: list[Route], health: Health, policy: RetryPolicy, strategy: str, deadline: float):
+        self.routes = routes
+        self.deadline = deadline
+        self.health = health
+        self.policy = policy
+        self.strategy = strategy
+        self.tried: set[Route] = set()
+        self.retries: dict[Route, int] = {}
+        self.sick: set[str] = set()  # providers that failed vendor-wide in this request
+        self.rejected: set[str] = set()  # providers that refused us as a whole
+        self.states = health.states(route.upstream for route in routes) if len(routes) > 1 else {}
+        self.now = time.time()
+
+    def next(self, last: FailedAttempt | None) -> tuple[Route, float] | None:
+        """The next route and the seconds to wait before calling it; None when nothing is left."""
+        if last is not None:
+            self._learn(last)
+            if isinstance(last.failure, (ModelUnavailable, CallerFault)):
+                same = [r for r in self._untried(fallback=True) if r.provider is last.route.provider]
+                if same:
+                    return self._take(same[0])
+                if isinstance(last.failure, CallerFault):
+                    raise BadRequest(f"{last.provider} rejected the request: {last.error}", status=400,
+                                     code="upstream_rejected_request", details={"provider": last.provider})
+        chosen = self._next_tier() or self._retry(last) or self._next_fallback() or self._last_resort()
+        return chosen
+
+    def _learn(self, last: FailedAttempt) -> None:
+        route, failure = last.route, last.failure
+        if isinstance(failure, ProviderRejected):
+            self.rejected.add(route.provider.name)
+        elif failure.retryable:
+            self.sick.add(route.provider.name)
+
+    def _untried(self, fallback: bool) -> list[Route]:
+        return [route for route in self.routes if route.fallback == fallback and route not in self.tried
+                and route.provider.name not in self.rejected]
+
+    def _take(self, route: Route, wait: float = 0.0) -> tuple[Route, float]:
+        self.tried.add(route)
+        return route, wait
+
+    def _next_tier(self) -> tuple[Route, float] | None:
+        """An untried upstream of the first tier that has a healthy (or probe-ready) one, on a provider
+        that has not failed in this request; spread by the strategy, within each upstream's rpm."""
+        candidates = [route for route in self._untried(fallback=False) if route.provider.name not in self.sick]
+        for tier in sorted({route.tier for route in candidates}):
+            ready = [route for route in candidates if route.tier == tier and self._ready(route)]
+            while ready:
+                route = self._pick(ready)
+                ready.remove(route)
+                if not (route.rpm or route.tpm) or self.health.reserve(route.upstream, route.rpm, route.tpm):
+                    return self._take(route)
+                self.tried.add(route)  # its own rpm/tpm is spent this minute
+        return None
+
+    def _ready(self, route: Route) -> bool:
+        state = self.states.get(route.upstream)
+        if state is None:
+            return True
+        status = state.status(self.now)
+        return status == "healthy" or (status == "probing" and self.health.take_probe(route.upstream))
+
+    def _pick(self, ready: list[Route]) -> Route:
+        if len(ready) == 1:
+            return ready[0]
+        if self.strategy == "least-busy":
+            return min(ready, key=lambda r: (self.health.in_flight.get(r.upstream, 0) / r.weight, random.random()))
+        if self.strategy == "lowest-latency":
+            return min(ready, key=lambda r: (self.states[r.upstream].latency_ms, random.random()))
+        return random.choices(ready, weights=[route.weight for route in ready])[0]
+
+    def _retry(self, last: FailedAttempt | None) -> tuple[Route, float] | None:
+        """The same route again, after its backoff, once no other tier is left."""
+        if last is None or not last.failure.retryable or last.route.provider.name in self.rejected:
+            return None
+        count = self.retries.get(last.route, 0) + 1
+        wait = self.policy.wait_before_retry(count, last.failure)
+        if wait is None or time.monotonic() + wait >= self.deadline:
+            return None
+        self.retries[last.route] = count
+        return last.route, wait
+
+    def _next_fallback(self) -> tuple[Route, float] | None:
+        """A fallback model, those of providers still well in this request first."""
+        fallbacks = sorted(self._untried(fallback=True), key=lambda r: (r.provider.name in self.sick, r.tier))
+        ready = [route for route in fallbacks if self._ready(route)]
+        return self._take(ready[0]) if ready else None
+
+    def _last_resort(self) -> tuple[Route, float] | None:
+        """An upstream skipped so far: cooling, or of a provider that already failed in this request."""
+        rest = self._untried(fallback=False) + self._untried(fallback=True)
+        return self._take(rest[0]) if rest else None
+
+
+CONTEXT_TOO_LONG = re.compile(r"context.length|context.window|too long|maximum context|too many tokens|"
+                              r"exceeds the (maximum|context)|input token count", re.IGNORECASE)
+
+
+def context_too_long(failure: ProviderFailure) -> bool:
+    """Whether a caller fault is the prompt outgrowing the model, which a larger fallback model may take."""
+    return isinstance(failure, CallerFault) and bool(CONTEXT_TOO_LONG.search(failure.message))
+
+
+def whole_from_stream(request: CompletionRequest) -> bool:
+    """Whether a non-streamed answer to `request` can be assembled from a stream without loss."""
+    return request.native is None and not request.logprobs and (request.n or 1) == 1
+
+
+def assembled(items: Iterator[StreamItem], model: str) -> Completion:
+    """A whole answer from a stream's parts: text, reasoning and tool calls joined in order."""
+    text: list[str] = []
+    reasoning: list[str] = []
+    calls: dict[int, dict[str, str]] = {}
+    end = StreamEnd(model, "stop")
+    for item in items:
+        if isinstance(item, str):
+            text.append(item)
+        elif isinstance(item, ReasoningDelta):
+            reasoning.append(item.text)
+        elif isinstance(item, ToolCallDelta):
+            call = calls.setdefault(item.index, {"id": "", "name": "", "arguments": ""})
+            call["id"] = item.id or call["id"]
+            call["name"] = item.name or call["name"]
+            call["arguments"] += item.arguments
+        elif isinstance(item, StreamEnd):
+            end = item
+    tool_calls = [ToolCall(call["id"], call["name"], call["arguments"]) for _, call in sorted(calls.items())]
+    return Completion("".join(text), end.model, end.finish_reason, end.usage, tool_calls, "".join(reasoning))
 
 
 def usage_event(provider: str, model: str, outcome: str, started: float, usage: Usage, label: str,

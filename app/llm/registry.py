@@ -8,10 +8,15 @@ configured is kept as the variable to set, so callers get a 503 that says how to
 Routing never surprises: a model that names one provider (`provider/model`, a provider's name, one
 of its models) is answered by that provider only, its own fallback models included; crossing to
 another vendor (PROVIDER_FALLBACKS) happens only for aliases and the default provider.
+
+A plan is a list of routes in tiers: the routes of one tier serve the same model (the upstreams of a
+model group, spread by weight), each target of an alias or PROVIDER_FALLBACKS is the next tier, and
+a tier's provider's fallback models ride along marked `fallback` (see `app.llm.gateway` for the
+order in which a failure moves through them).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from app.core.errors import NotConfigured, NotFound
@@ -23,8 +28,29 @@ MODEL_FAMILIES = {"openai": ("gpt-", "chatgpt-", "o1", "o3", "o4"), "anthropic":
 
 @dataclass(frozen=True)
 class Route:
+    """One upstream (a model on a provider's endpoint) as a step of a request's plan."""
+
     provider: Provider
     model: str
+    tier: int = 0  # routes of one tier serve the same model; a vendor-wide failure moves to another tier
+    fallback: bool = False  # one of the tier's provider's fallback models (for a model-specific failure)
+    weight: float = 1.0  # share of the tier's requests while it is healthy
+    rpm: int = 0  # the upstream's own requests per minute (0: no limit of ours)
+    tpm: int = 0  # the upstream's own tokens per minute
+
+    @property
+    def upstream(self) -> str:
+        """The upstream's name, as health, /admin/upstreams and the usage rows know it."""
+        return f"{self.provider.name}/{self.model}"
+
+
+@dataclass(frozen=True)
+class ModelGroup:
+    """A model name clients use, served by one or more upstreams (the models file's `models:`), with
+    the model names tried after it (`fallbacks`)."""
+
+    routes: tuple[Route, ...]
+    fallbacks: tuple[str, ...] = ()
 
 
 class UnknownProvider(NotFound):
@@ -38,7 +64,7 @@ class UnknownModel(NotFound):
 class Registry:
     def __init__(self, providers: dict[str, Provider], missing: dict[str, str], default: str = "",
                  provider_fallbacks: list[str] | None = None, model_aliases: dict[str, str] | None = None,
-                 missing_models: dict[str, list[str]] | None = None):
+                 missing_models: dict[str, list[str]] | None = None, groups: dict[str, ModelGroup] | None = None):
         """`missing` maps each known but unconfigured provider to the variable that turns it on;
         `missing_models` to the models configured for it all the same (`OPENAI_MODEL_DEFAULT`...)."""
         self.providers = providers
@@ -47,6 +73,7 @@ class Registry:
         self.default_name = default
         self.provider_fallbacks = provider_fallbacks or []
         self.model_aliases = model_aliases or {}
+        self.groups = groups or {}
 
     @property
     def names(self) -> list[str]:
@@ -77,32 +104,51 @@ class Registry:
         return next(iter(self.providers.values()))
 
     def plan(self, provider_name: str | None = None, model: str | None = None) -> list[Route]:
-        """Routes to try in order: the model (or the provider's default), the provider's fallback models,
-        then each configured provider of PROVIDER_FALLBACKS with its default and fallbacks."""
+        """Routes to try: the model (or the provider's default) with the provider's fallback models, then
+        each configured provider of PROVIDER_FALLBACKS with its default and fallbacks, a tier each."""
         first = self.get(provider_name) if provider_name else self.default()
-        routes = [Route(first, m) for m in unique([model or first.default_model, *first.fallback_models])]
-        return routes + self.fallback_routes({first.name})
+        routes = provider_routes(first, model or first.default_model, tier=0)
+        return routes + self.fallback_routes({first.name}, tier=1)
 
     def routes_for_model(self, model: str) -> list[Route]:
-        """Routes for `model` of the OpenAI API: an alias's chain (each target with its provider's
-        fallback models) then PROVIDER_FALLBACKS; any other model, its own provider only."""
-        if model not in self.model_aliases:
-            provider, bare = self.resolve_model(model)
-            return [Route(provider, m) for m in unique([bare, *provider.fallback_models])]
+        """Routes for `model` of the OpenAI API: a model group's upstreams then its fallbacks; an
+        alias's chain (each target with its provider's fallback models) then PROVIDER_FALLBACKS; any
+        other model, its own provider only. Each target is a tier."""
+        targets = self.chain(model)
         routes: list[Route] = []
-        for target in self.model_aliases[model].split("|"):
-            provider, bare = self.resolve_model(target.strip())
-            routes += [Route(provider, m) for m in unique([bare, *provider.fallback_models])]
-        routes += self.fallback_routes({route.provider.name for route in routes})
-        return list({(r.provider.name, r.model): r for r in routes}.values())
+        for tier, target in enumerate(targets):
+            if target in self.groups:
+                routes += [replace(route, tier=tier) for route in self.groups[target].routes]
+            else:
+                provider, bare = self.resolve_model(target)
+                routes += provider_routes(provider, bare, tier)
+        if model in self.model_aliases:
+            routes += self.fallback_routes({route.provider.name for route in routes}, tier=len(targets))
+        return unique_routes(routes)
 
-    def fallback_routes(self, tried: set[str]) -> list[Route]:
-        """The default and fallback models of each PROVIDER_FALLBACKS provider not in `tried`."""
+    def chain(self, model: str, seen: frozenset[str] = frozenset()) -> list[str]:
+        """The model names `model` stands for, in order: an alias's targets, a group and its
+        fallbacks (each expanded in turn, once)."""
+        if model in seen:
+            return []
+        seen = seen | {model}
+        if model in self.model_aliases:
+            targets = self.model_aliases[model].split("|")
+            return [name for target in targets for name in self.chain(target.strip(), seen)]
+        if model in self.groups:
+            return [model, *(name for other in self.groups[model].fallbacks for name in self.chain(other, seen))]
+        return [model]
+
+    def fallback_routes(self, tried: set[str], tier: int) -> list[Route]:
+        """The default and fallback models of each PROVIDER_FALLBACKS provider not in `tried`, a tier each
+        from `tier` on."""
         routes: list[Route] = []
         for name in self.provider_fallbacks:
             provider = self.providers.get(self.canonical(name))
             if provider is not None and provider.name not in tried:
-                routes += [Route(provider, m) for m in unique([provider.default_model, *provider.fallback_models])]
+                tried = tried | {provider.name}
+                routes += provider_routes(provider, provider.default_model, tier)
+                tier += 1
         return routes
 
     def resolve_model(self, model: str) -> tuple[Provider, str]:
@@ -110,7 +156,10 @@ class Registry:
         configured model, or a model of a vendor's family (`gpt-...`, `claude-...`, `gemini-...`). A
         model that belongs to a known provider without its key or address (by prefix, by family, or
         configured as one of its models) is a 503 naming the variable to set; any other model is a 404."""
-        target = self.model_aliases.get(model, model).split("|")[0].strip()
+        target = self.chain(model)[0] if model in self.model_aliases else model
+        if target in self.groups:
+            first = self.groups[target].routes[0]
+            return first.provider, first.model
         if "/" in target:
             name, _, bare = target.partition("/")
             if self.canonical(name) in self.names:
@@ -147,6 +196,8 @@ class Registry:
                 name, _, bare = target.strip().partition("/")
                 if self.canonical(name) == provider_name:
                     listed.add(bare)
+        listed.update(route.model for group in self.groups.values() for route in group.routes
+                      if route.provider.name == provider_name)
         return listed
 
     def resolve_embedding_model(self, model: str) -> tuple[Provider, str]:
@@ -166,11 +217,26 @@ class Registry:
         """(model id, owner, mode) for /v1/models: aliases, then every configured provider's chat models,
         then its embedding models; mode is "chat" or "embedding"."""
         listed = [(alias, self.model_aliases[alias].partition("/")[0], "chat") for alias in self.model_aliases]
+        listed += [(name, group.routes[0].provider.name, "chat") for name, group in self.groups.items()]
         for name, provider in self.providers.items():
             chat = unique(provider.list_models())
             listed += [(f"{name}/{m}", name, "chat") for m in chat]
             listed += [(f"{name}/{m}", name, "embedding") for m in unique(provider.embedding_models) if m not in chat]
         return listed
+
+
+def unique_routes(routes: list[Route]) -> list[Route]:
+    """Each upstream once, where it first appears."""
+    first: dict[str, Route] = {}
+    for route in routes:
+        first.setdefault(route.upstream, route)
+    return list(first.values())
+
+
+def provider_routes(provider: Provider, model: str, tier: int) -> list[Route]:
+    """`model` on `provider`, then the provider's fallback models (marked `fallback`), as tier `tier`."""
+    return [Route(provider, model, tier), *(Route(provider, other, tier, fallback=True)
+                                            for other in unique(provider.fallback_models) if other != model)]
 
 
 def unique(items: list[str]) -> list[str]:
