@@ -23,16 +23,24 @@ Why the file looks the way it does:
   gone when it starts, and a dead worker's live gauges (streams in flight) when it exits. This is
   `prometheus_client.multiprocess.mark_process_dead` by hand: importing prometheus-client would
   import ssl into the master.
+- The models file (MODELS_FILE) is checked by the master at start and on every reload (HUP), in a
+  subprocess so the master imports nothing of the app: a valid file is copied to a snapshot that the
+  workers forked after it load (`AISERVER_MODELS_SNAPSHOT`); an invalid one stops the start, or, on a
+  reload, is refused with its line named while the workers keep the snapshot last found valid. So a
+  typo in a reload never takes the server down.
 - Gunicorn's own lines use the app's log format (`logger_class`); the per-request access line is the
   app's own (`aiserver.access`, written when the response closes, with request id, provider, model
   and tokens), so Gunicorn's access log is off to avoid logging each request twice.
 """
+import contextlib
 import glob
 import json
 import logging
 import os
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -125,6 +133,44 @@ def on_starting(server):
         match = METRICS_FILE.search(path)
         if match and not os.path.exists(f"/proc/{match.group(1)}"):
             os.remove(path)
+    if not check_models_file(server):
+        raise SystemExit(1)
+
+
+def on_reload(server):
+    check_models_file(server)
+
+
+MODELS_SNAPSHOT = "AISERVER_MODELS_SNAPSHOT"
+
+
+def check_models_file(server) -> bool:
+    """Validate the models file in a subprocess; a valid one becomes the workers' snapshot. False (the
+    problems logged) when it is invalid."""
+    path = setting("MODELS_FILE", "models.yaml")
+    path = path if os.path.isabs(path) else os.path.join(_here, path)
+    if not os.path.isfile(path):
+        os.environ.pop(MODELS_SNAPSHOT, None)
+        return True
+    with open(path, "rb") as handle:
+        text = handle.read()
+    check = subprocess.run([sys.executable, "-m", "app.llm.modelsfile", path], input=text, cwd=_here,
+                           env={**_dotenv_values(), **os.environ}, capture_output=True, timeout=120)
+    if check.returncode != 0:
+        kept = " the workers keep the models file last found valid" if os.environ.get(MODELS_SNAPSHOT) else ""
+        server.log.error("models file refused:%s\n%s", kept, check.stderr.decode(errors="replace").strip())
+        return False
+    snapshot = os.path.join(tempfile.gettempdir(), f"aiserver-models-{os.getpid()}.yaml")
+    with open(snapshot + ".new", "wb") as handle:
+        handle.write(text)
+    os.replace(snapshot + ".new", snapshot)
+    os.environ[MODELS_SNAPSHOT] = snapshot
+    server.log.info("models file %s: %s", path, check.stdout.decode(errors="replace").strip())
+    return True
+
+
+def _dotenv_values() -> dict:
+    return {name: value for name, value in _dotenv.items() if value is not None}
 
 
 def child_exit(server, worker):
@@ -136,3 +182,6 @@ def child_exit(server, worker):
 def on_exit(server):
     if getattr(server, "metrics_tmp_dir", None):
         shutil.rmtree(server.metrics_tmp_dir, ignore_errors=True)
+    if os.environ.get(MODELS_SNAPSHOT):
+        with contextlib.suppress(OSError):
+            os.remove(os.environ[MODELS_SNAPSHOT])

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import functools
+import logging
+import os
 import time
 from typing import Any
 
@@ -32,8 +34,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from app.keys import register_jobs as register_key_jobs
     from app.keys.limits import Access
     from app.keys.prices import PriceTable
+    from app.llm.cli import models_cli
     from app.llm.gateway import Gateway, RetryPolicy
     from app.llm.health import Health, HealthPolicy, make_board
+    from app.llm.modelsfile import ModelsFileError
     from app.llm.registry import build_registry
     from app.ops import housekeeping
     from app.ops.health import ProviderHealth
@@ -53,11 +57,19 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.extensions["redactor"] = redactor
     configure_logging(app.config, [RequestIdFilter(), QuietQueueOutages(), EscapeArguments(), redactor])
     db.init_app(app)
-    registry = build_registry(app.config, functools.partial(
-        fetch_image, allow_hosts=app.config["IMAGE_FETCH_ALLOW_HOSTS"], max_bytes=app.config["IMAGE_FETCH_MAX_BYTES"],
-        timeout=app.config["IMAGE_FETCH_TIMEOUT_S"]))
+    images = functools.partial(fetch_image, allow_hosts=app.config["IMAGE_FETCH_ALLOW_HOSTS"],
+                               max_bytes=app.config["IMAGE_FETCH_MAX_BYTES"],
+                               timeout=app.config["IMAGE_FETCH_TIMEOUT_S"])
+    try:
+        registry = build_registry(app.config, images)
+    except ModelsFileError as error:
+        if os.environ.get("FLASK_RUN_FROM_CLI") != "true":
+            raise
+        # a command (keys, db-upgrade, models check) still runs; the server refuses the file at start
+        logging.getLogger("aiserver").error("%s", error)
+        registry = build_registry({**app.config, "MODELS_FILE": ""}, images)
     app.extensions["providers"] = registry
-    prices = PriceTable.from_config(app.config)
+    prices = PriceTable.from_config(app.config, registry.prices)
     access = app.extensions["access"] = Access(app.config, prices)
 
     def record(event):
@@ -85,6 +97,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     register_blueprints(app)
     init_keys(app, access)  # after the request id and the blueprints: it limits their views
     trust_proxies(app, app.config["TRUSTED_PROXIES"])
+    app.cli.add_command(models_cli)
     return app
 
 

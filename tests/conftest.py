@@ -52,6 +52,7 @@ def base_config(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
         "USAGE_FLUSH_S": 0,
         "KEY_HASH_SECRET_FILE": str(tmp_path / "key_hash_secret"),
         "UPSTREAM_HEALTH_FILE": str(tmp_path / "upstream_health"),
+        "MODELS_FILE": str(tmp_path / "models.yaml"),  # absent unless a test writes it
         "TASK_RATE_LIMIT": "1000/hour",  # suites send many rounds for one email; tests/test_keys.py sets its own
     }
     config.update(overrides)

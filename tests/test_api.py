@@ -96,9 +96,9 @@ def test_upstream_failure_maps_to_502_with_the_attempts(client, fake_openai):
 
 
 def test_upstream_callers_fault_is_a_400_not_a_retry(client, fake_openai):
-    fake_openai.enqueue(Reply(status=400, error_message="context_length_exceeded"))
+    fake_openai.enqueue(Reply(status=400, error_message="invalid_value: 'stop' has too many entries"))
     response = client.post("/chat", json={"messages": [{"role": "user", "content": "long"}]})
-    assert response.status_code == 400 and "context_length_exceeded" in response.get_json()["error"]["message"]
+    assert response.status_code == 400 and "invalid_value" in response.get_json()["error"]["message"]
     assert len(fake_openai.requests) == 1
 
 

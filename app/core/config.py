@@ -83,6 +83,10 @@ SETTINGS: tuple[Setting, ...] = (
             "(a non-streamed answer's first byte is the whole answer).", float, group="routing"),
     Setting("RETRY_MAX_CALLS", "6", "Most upstream calls one request makes, retries and fallbacks together.", int,
             group="routing"),
+    Setting("MODELS_FILE", "models.yaml", "The models file (relative to the project): endpoints, the models clients "
+            "name and the upstreams serving each (weights, rpm/tpm), fallbacks, aliases and prices, secrets as "
+            "env:VARIABLE; read at start and on a reload (HUP). Missing: routing comes from these variables alone.",
+            group="routing"),
     Setting("UPSTREAM_FAILURES_TO_COOL", "3", "Consecutive failures that say an upstream is unwell (connection "
             "errors, timeouts, 5xx, 529) before it cools down: skipped while another route exists.", int,
             group="routing"),

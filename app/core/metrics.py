@@ -78,11 +78,16 @@ def observe_call(provider: str, model: str, outcome: str, seconds: float, prompt
         LLM_COST.labels(provider, model).inc(cost_usd)
 
 
+UPSTREAM_STATES = {"healthy": 0, "probing": 1, "cooling": 2}
+
+
 class ScrapeTimeGauges(Collector):
     """Values read when Prometheus scrapes, not counted: build info, uptime and the queue's depth."""
 
-    def __init__(self, version: str, started_at: float, queue_depth: Callable[[], int | None]):
+    def __init__(self, version: str, started_at: float, queue_depth: Callable[[], int | None],
+                 upstreams: Callable[[], list[dict]] = list):
         self.version, self.started_at, self.queue_depth = version, started_at, queue_depth
+        self.upstreams = upstreams
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         info = GaugeMetricFamily("aiserver_info", "Build information.", labels=["version"])
@@ -94,6 +99,15 @@ class ScrapeTimeGauges(Collector):
         if depth is not None:  # the queue is unreachable: no sample rather than a wrong one
             yield GaugeMetricFamily("aiserver_queue_depth", "Jobs waiting in the background queue (shared by "
                                     "every instance on one Redis).", value=depth)
+        state = GaugeMetricFamily("aiserver_upstream_state", "Each configured upstream's shared health: 0 healthy, "
+                                  "1 probing, 2 cooling.", labels=["upstream"])
+        failures = GaugeMetricFamily("aiserver_upstream_consecutive_failures", "Failures in a row that say the "
+                                     "upstream is unwell.", labels=["upstream"])
+        for row in self.upstreams():
+            state.add_metric([row["upstream"]], UPSTREAM_STATES[row["state"]])
+            failures.add_metric([row["upstream"]], row["consecutive_failures"])
+        yield state
+        yield failures
 
 
 def exposition(scrape_time: Collector) -> bytes:

@@ -28,12 +28,16 @@ class PriceTable:
         self._by_length = sorted(prices, key=len, reverse=True)
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "PriceTable":
+    def from_config(cls, config: dict[str, Any], configured: dict[str, dict[str, float]] | None = None) -> "PriceTable":
+        """The shipped table (or PRICES_FILE), then `configured` prices (the models file's
+        `{input, output, cached_input}`), then PRICE_OVERRIDES."""
         path = config.get("PRICES_FILE") or SHIPPED
         if not os.path.isabs(path):
             path = os.path.join(project_root(), path)
         with open(path, encoding="utf-8") as handle:
             table = {name: Price(**values) for name, values in json.load(handle)["models"].items()}
+        table.update({name: Price(price["input"], price["output"], price.get("cached_input", 0.0))
+                      for name, price in (configured or {}).items()})
         table.update(parse_overrides(config.get("PRICE_OVERRIDES") or []))
         return cls(table)
 

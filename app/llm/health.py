@@ -210,6 +210,9 @@ class Health:
     def failed(self, name: str, failure: ProviderFailure) -> None:
         now = self.clock()
         sick = is_sick(failure)
+        if not sick:
+            return  # the caller's fault or a rate limit says nothing of the upstream's health (and any
+            # model name a client sends would otherwise take a place on the board)
         before: list[UpstreamState] = []
 
         def change(state: UpstreamState) -> UpstreamState:
@@ -222,12 +225,12 @@ class Health:
                         before[-1].status(now), after.cooling_until - now, after.consecutive_failures,
                         failure.status or type(failure).__name__)
 
-    def report(self) -> list[dict[str, Any]]:
-        """Every known upstream's state, for /admin/upstreams and /health."""
+    def report(self, configured: list[str]) -> list[dict[str, Any]]:
+        """The state of each configured upstream, then of any other the board knows, for
+        /admin/upstreams, /health and /metrics."""
         now = self.clock()
-        names = self._safely(self.board.names) or []
-        states = self.states(names)
-        return [{"upstream": name, **state.describe(now)} for name, state in sorted(states.items())]
+        names = list(dict.fromkeys([*configured, *sorted(self._safely(self.board.names) or [])]))
+        return [{"upstream": name, **state.describe(now)} for name, state in self.states(names).items()]
 
     def _safely(self, operation: Callable[[], Any]) -> Any:
         """The board's answer, or None (logged once per outage) when the board fails."""

@@ -16,10 +16,12 @@ order in which a failure moves through them).
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
-from app.core.errors import NotConfigured, NotFound
+from app.core.errors import APIError, NotConfigured, NotFound
+from app.llm import modelsfile
 from app.llm.providers.base import Provider
 
 ALIASES = {"gpt": "openai", "chatgpt": "openai", "claude": "anthropic", "google": "gemini"}
@@ -74,6 +76,7 @@ class Registry:
         self.provider_fallbacks = provider_fallbacks or []
         self.model_aliases = model_aliases or {}
         self.groups = groups or {}
+        self.prices: dict[str, dict[str, float]] = {}  # USD per million tokens, from the models file
 
     @property
     def names(self) -> list[str]:
@@ -200,6 +203,13 @@ class Registry:
                       if route.provider.name == provider_name)
         return listed
 
+    def upstreams(self) -> list[Route]:
+        """Every configured upstream: each model group's, then each provider's own models."""
+        routes = [route for group in self.groups.values() for route in group.routes]
+        routes += [Route(provider, model) for provider in self.providers.values()
+                   for model in unique(provider.list_models())]
+        return unique_routes(routes)
+
     def resolve_embedding_model(self, model: str) -> tuple[Provider, str]:
         """An embedding model: `provider/model`, or a model one provider lists in its embedding models."""
         name, _, bare = model.partition("/")
@@ -248,10 +258,12 @@ def names(value: str | None) -> list[str]:
     return [m.strip() for m in (value or "").split(",") if m.strip()]
 
 
-def build_registry(config: dict[str, Any], fetch_image: Callable[[str], tuple[str, bytes]] | None = None) -> Registry:
-    """Providers for every configured vendor. Each SDK is imported only when its provider is
-    configured: the three SDKs together take seconds to import, and start-up time matters.
-    `fetch_image` downloads an image URL for a vendor that needs the bytes (Gemini)."""
+def build_registry(config: dict[str, Any], fetch_image: Callable[[str], tuple[str, bytes]] | None = None,
+                   fresh: bool = False) -> Registry:
+    """Providers for every configured vendor, then the models file's. Each SDK is imported only when
+    its provider is configured: the three SDKs together take seconds to import, and start-up time
+    matters. `fetch_image` downloads an image URL for a vendor that needs the bytes (Gemini); `fresh`
+    reads the models file as it is now, not the copy the Gunicorn master last found valid."""
     client_options = {"connect_timeout": config["CONNECT_TIMEOUT_S"], "read_timeout": config["READ_TIMEOUT_S"],
                       "max_connections": config["WEB_WORKER_CONNECTIONS"]}
     providers: dict[str, Provider] = {}
@@ -313,6 +325,75 @@ def build_registry(config: dict[str, Any], fetch_image: Callable[[str], tuple[st
             missing[name] = variable
             missing_models[name] = model_names
     aliases = dict(pair.split("=", 1) for pair in config["MODEL_ALIASES"] if "=" in pair)
-    return Registry(providers, missing, default=config["DEFAULT_PROVIDER"],
-                    provider_fallbacks=config["PROVIDER_FALLBACKS"], model_aliases=aliases,
-                    missing_models=missing_models)
+    registry = Registry(providers, missing, default=config["DEFAULT_PROVIDER"],
+                        provider_fallbacks=config["PROVIDER_FALLBACKS"], model_aliases=aliases,
+                        missing_models=missing_models)
+    models_file = modelsfile.configured(config, fresh)
+    if models_file is not None:
+        add_models_file(registry, models_file, {**client_options, "max_tokens": config["ANTHROPIC_MAX_TOKENS"],
+                                                "fetch_image": fetch_image})
+    return registry
+
+
+def add_models_file(registry: Registry, models_file: modelsfile.ModelsFile, options: dict[str, Any]) -> None:
+    """The models file's endpoints (one provider each; one named like a provider configured by
+    environment variables replaces it), its models as groups, its aliases and prices; every name it
+    uses checked, with errors naming the line."""
+    for name, spec in models_file.endpoints.items():
+        served = unique([u.model for entry in models_file.models.values() for u in entry.upstreams
+                         if u.endpoint == name])
+        try:
+            registry.providers[name] = build_endpoint(name, spec, {
+                **options, "default_model": served[0] if served else "", "fallback_models": [],
+                "embedding_models": []})
+        except ValueError as error:
+            raise models_file.error(f"endpoints.{name}", str(error)) from None
+        registry.missing.pop(name, None)
+    for name, entry in models_file.models.items():
+        routes = tuple(Route(registry.providers[u.endpoint], u.model, weight=u.weight, rpm=u.rpm, tpm=u.tpm)
+                       for u in entry.upstreams)
+        registry.groups[name] = ModelGroup(routes, entry.fallbacks)
+        if entry.price:
+            registry.prices.update({model: entry.price for model in {name, *(u.model for u in entry.upstreams)}})
+    registry.model_aliases.update({alias: "|".join(targets) for alias, targets in models_file.aliases.items()})
+    places = [(f"models.{name}.fallbacks.{i}", target) for name, entry in models_file.models.items()
+              for i, target in enumerate(entry.fallbacks)]
+    places += [(f"aliases.{alias}.{i}", target) for alias, targets in models_file.aliases.items()
+               for i, target in enumerate(targets)]
+    for where, target in places:
+        if target not in registry.groups and target not in registry.model_aliases:
+            try:
+                registry.resolve_model(target)
+            except APIError as error:
+                raise models_file.error(where, error.message) from None
+
+
+def build_endpoint(name: str, spec: dict[str, Any], options: dict[str, Any]) -> Provider:
+    """The provider of a models-file endpoint, by its `kind`; `ValueError` for a spec it cannot use.
+    Each kind's SDK is imported only when an endpoint of that kind exists."""
+    kind = spec["kind"]
+    common: dict[str, Any] = {key: options[key] for key in ("default_model", "fallback_models", "connect_timeout",
+                                                             "read_timeout", "max_connections")}
+    if kind in ("openai", "ollama", "openai-compatible"):
+        from app.llm.providers.openai_compatible import OpenAICompatibleProvider
+
+        if kind == "openai-compatible" and not spec.get("base_url"):
+            raise ValueError("an openai-compatible endpoint needs base_url")
+        base_url = spec.get("base_url") or ("http://127.0.0.1:11434/v1" if kind == "ollama" else "")
+        openai_only: dict[str, Any] = ({"max_tokens_field": "max_completion_tokens", "developer_role": True}
+                                       if kind == "openai" else {})
+        return OpenAICompatibleProvider(name, api_key=spec.get("api_key", ""), base_url=base_url,
+                                        embedding_models=options["embedding_models"], **common, **openai_only)
+    if kind == "anthropic":
+        from app.llm.providers.anthropic_messages import AnthropicProvider
+
+        return AnthropicProvider(name=name, api_key=spec.get("api_key", ""), base_url=spec.get("base_url"),
+                                 max_tokens=spec.get("max_tokens") or options["max_tokens"], **common)
+    if kind == "gemini":
+        from app.llm.providers.google_gemini import GeminiProvider
+
+        images: dict[str, Any] = {"fetch_image": options["fetch_image"]} if options.get("fetch_image") else {}
+        return GeminiProvider(name=name, api_key=spec.get("api_key", ""), base_url=spec.get("base_url"),
+                              embedding_models=options["embedding_models"], **common, **images)
+    module = importlib.import_module(f"app.llm.providers.{kind}")  # azure, bedrock, vertex
+    return module.build(name, spec, options)

@@ -39,6 +39,39 @@ class AuthStatusSchema(Schema):
     warning = fields.String(metadata={"description": "Said while the server is open."})
 
 
+class UpstreamStatusSchema(Schema):
+    """One upstream (a model on an endpoint): its routing settings and its shared health."""
+
+    class Meta:
+        unknown = RAISE
+
+    upstream = fields.String(required=True, metadata={"example": "openai/gpt-5.4"})
+    provider = fields.String(metadata={"description": "The endpoint (provider) that serves it."})
+    model = fields.String(metadata={"description": "The model (or Azure deployment) name sent upstream."})
+    served_as = fields.List(fields.String(), metadata={"description": "The model names clients send for it."})
+    weight = fields.Float()
+    rpm = fields.Integer(metadata={"description": "Its own requests per minute (0: none of ours)."})
+    tpm = fields.Integer(metadata={"description": "Its own tokens per minute (0: none of ours)."})
+    state = fields.String(required=True, metadata={"enum": ["healthy", "cooling", "probing"]})
+    consecutive_failures = fields.Integer(required=True)
+    cooldown_ends_at = fields.Float(allow_none=True, metadata={"description": "Unix time; null unless cooling."})
+    recent_calls = fields.Integer(required=True, metadata={"description": "Calls in the current minute's window "
+                                                           "that changed its health (successes after a failure, "
+                                                           "failures that say it is unwell)."})
+    recent_error_rate = fields.Float(required=True)
+    latency_ms = fields.Float(required=True, metadata={"description": "Moving average of its successful calls "
+                                                       "since it last failed."})
+    requests_this_minute = fields.Integer(required=True)
+    tokens_this_minute = fields.Integer(required=True)
+
+
+class UpstreamsSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    upstreams = fields.List(fields.Nested(UpstreamStatusSchema), required=True)
+
+
 class HealthSchema(Schema):
     class Meta:
         unknown = RAISE
@@ -50,6 +83,8 @@ class HealthSchema(Schema):
     database = fields.Nested(DatabaseStatusSchema, required=True)
     providers = fields.Dict(keys=fields.String(), values=fields.Nested(ProviderStatusSchema),
                             metadata={"description": "Left out for an anonymous caller when keys are required."})
+    upstreams = fields.List(fields.Nested(UpstreamStatusSchema), metadata={
+        "description": "Each upstream's shared health; left out for an anonymous caller when keys are required."})
     auth = fields.Nested(AuthStatusSchema, required=True)
 
 

@@ -8,11 +8,12 @@ from flask_smorest import Blueprint
 
 from app.core.caller import current_caller
 from app.core.clock import isoformat, utcnow
+from app.core.errors import Forbidden
 from app.core.openapi import errors
 from app.core.version import __version__
 from app.llm.responses import registry
 from app.ops.health import ProviderHealth, database_ok
-from app.ops.schemas import HealthSchema, NamedProviderStatusSchema, PingSchema, StatusSchema
+from app.ops.schemas import HealthSchema, NamedProviderStatusSchema, PingSchema, StatusSchema, UpstreamsSchema
 
 bp = Blueprint("health", __name__, description="Liveness, readiness and each provider's status.")
 
@@ -38,12 +39,39 @@ def health():
     status = "ok" if database["ok"] and usable else ("degraded" if database["ok"] else "error")
     body = {"status": status, "timestamp": isoformat(utcnow()), "version": __version__,
             "uptime_s": round(time.time() - current_app.config["STARTED_AT"], 1), "database": database,
-            "providers": providers, "auth": {"open": caller.open_mode}}
+            "providers": providers, "upstreams": upstream_states(), "auth": {"open": caller.open_mode}}
     if caller.open_mode:
         body["auth"]["warning"] = OPEN_WARNING
     elif caller.key_id is None:
-        del body["providers"]
+        del body["providers"], body["upstreams"]
     return jsonify(body), 200 if database["ok"] else 503
+
+
+@bp.get("/admin/upstreams")
+@bp.response(200, UpstreamsSchema, description="Every upstream's routing settings and shared health.")
+@errors((401, "No key, or an unknown one."), (403, "Not an admin key."))
+def upstreams():
+    """Each upstream (a model on an endpoint): the model names it serves, weight, own limits, and its
+    health as every worker (and, with Redis, every instance) sees it: state, consecutive failures, the
+    end of a cooldown, the recent error rate and latency. Admin keys only (or an open server)."""
+    caller = current_caller()
+    if not (caller.admin or caller.open_mode):
+        raise Forbidden("Upstream health needs an admin key.", code="admin_required")
+    return jsonify({"upstreams": upstream_states()})
+
+
+def upstream_states() -> list[dict]:
+    """Every configured upstream with its settings, and its health from the shared board."""
+    routes = registry().upstreams()
+    served: dict[str, list[str]] = {}
+    for name, group in registry().groups.items():
+        for route in group.routes:
+            served.setdefault(route.upstream, []).append(name)
+    settings = {route.upstream: {"provider": route.provider.name, "model": route.model,
+                                 "served_as": served.get(route.upstream, [route.upstream]), "weight": route.weight,
+                                 "rpm": route.rpm, "tpm": route.tpm} for route in routes}
+    report = current_app.extensions["upstream_health"].report(list(settings))
+    return [{"upstream": row["upstream"], **settings.get(row["upstream"], {}), **row} for row in report]
 
 
 @bp.get("/health/<provider>")
