@@ -145,7 +145,7 @@ class AnthropicProvider:
             return None
         params.pop("max_tokens", None)
         try:
-            return self.client.messages.count_tokens(**params).input_tokens
+            return self.client.messages.count_tokens(**self._with_body_fields(params)).input_tokens
         except (anthropic.APIError, httpx2.HTTPError) as exc:
             raise translate_error(exc, self.error_statuses) from None
 
