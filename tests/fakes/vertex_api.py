@@ -53,6 +53,8 @@ CLAUDE_METHODS = {"rawPredict": False, "streamRawPredict": True}
 UNAUTHENTICATED = ("Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or "
                    "other valid authentication credential. See "
                    "https://developers.google.com/identity/sign-in/web/devconsole-project.")
+# the audience Google's service-account flow documents for the JWT (google-auth sends it whatever token_uri says)
+GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
 GOOGLE_SHAPED = (401, 403, 404, 429)  # what Vertex itself refuses; Claude's other failures pass through
@@ -212,7 +214,7 @@ class FakeVertex(FakeGemini):
                               padding.PKCS1v15(), hashes.SHA256())
         except InvalidSignature:
             return "Invalid JWT Signature."
-        if claims.get("aud") != self.token_uri:
+        if claims.get("aud") not in (GOOGLE_TOKEN_AUDIENCE, self.token_uri):
             return "Invalid JWT: Failed audience check."
         if not claims.get("exp", 0) > time.time() >= claims.get("iat", 0) - 60:
             return "Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe."

@@ -18,14 +18,18 @@ reference; the pinned SDK would fill in the first-party API's version instead), 
 
 Spec keys: `project`, `location`; optional one of `credentials_file` or `access_token`; optional
 `base_url` (the service root, `https://us-east5-aiplatform.googleapis.com`, or the tests' fake):
-google-genai adds its API version (`v1beta1` on Vertex), Claude's client `/v1`.
+google-genai adds its API version (`v1beta1` on Vertex), Claude's client `/v1`. Credentials that
+cannot get a token fail as `ProviderRejected` (refused) or `TransientFailure` (token endpoint down),
+not as google-auth's own exceptions, which both SDKs let through.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from contextlib import contextmanager
+from typing import Any, Generator, Iterator, Mapping
 
 import anthropic
 import google.auth.credentials
+import google.auth.exceptions
 import httpx2
 from google import genai
 from google.oauth2 import credentials as oauth2_credentials
@@ -33,8 +37,16 @@ from google.oauth2 import service_account
 
 from app.llm.providers import google_gemini
 from app.llm.providers.anthropic_messages import AnthropicProvider, client_timeout, http_client, translate_error
-from app.llm.providers.base import Provider
+from app.llm.providers.base import (
+    Completion,
+    CompletionRequest,
+    Provider,
+    ProviderRejected,
+    StreamItem,
+    TransientFailure,
+)
 from app.llm.providers.endpoint_spec import EndpointOptions, checked_spec
+from app.llm.providers.google_gemini import GeminiProvider
 
 KIND = "vertex"
 REQUIRED = ("project", "location")
@@ -44,15 +56,61 @@ CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
 CLAUDE_FAMILY = "claude-"
 
 
+@contextmanager
+def google_auth_failures() -> Iterator[None]:
+    """Credentials that cannot get a token as our failures: the SDKs let google-auth's errors through.
+    A refused service account (`invalid_grant`) or no credentials at all is a rejection of the whole
+    endpoint; a token endpoint that is down, a transient failure. The message names no credential."""
+    try:
+        yield
+    except google.auth.exceptions.RefreshError as exc:
+        if getattr(exc, "retryable", False):
+            raise TransientFailure("Vertex AI: the OAuth token endpoint failed; try again") from None
+        raise ProviderRejected("Vertex AI: the credentials were refused by the OAuth token endpoint",
+                               status=401) from None
+    except google.auth.exceptions.TransportError:
+        raise TransientFailure("Vertex AI: the OAuth token endpoint is unreachable") from None
+    except google.auth.exceptions.DefaultCredentialsError:
+        raise ProviderRejected("Vertex AI: no credentials (credentials_file, access_token or Application "
+                               "Default Credentials)", status=401) from None
+
+
+class VertexGeminiProvider(GeminiProvider):
+    def complete(self, request: CompletionRequest, model: str) -> Completion:
+        with google_auth_failures():
+            return super().complete(request, model)
+
+    def stream(self, request: CompletionRequest, model: str) -> Generator[StreamItem, None, None]:
+        with google_auth_failures():
+            yield from super().stream(request, model)
+
+    def check(self) -> None:
+        with google_auth_failures():
+            super().check()
+
+
 class VertexClaudeProvider(AnthropicProvider):
     body_fields = {"anthropic_version": VERTEX_ANTHROPIC_VERSION}
+
+    def complete(self, request: CompletionRequest, model: str) -> Completion:
+        with google_auth_failures():
+            return super().complete(request, model)
+
+    def stream(self, request: CompletionRequest, model: str) -> Generator[StreamItem, None, None]:
+        with google_auth_failures():
+            yield from super().stream(request, model)
+
+    def count_tokens(self, request: CompletionRequest, model: str) -> int | None:
+        with google_auth_failures():
+            return super().count_tokens(request, model)
 
     def check(self) -> None:
         """Vertex has no Anthropic model list; counting a word's tokens is free and proves the route."""
         try:
-            self.client.with_options(timeout=5).messages.count_tokens(
-                **self._with_body_fields({"model": self.default_model,
-                                          "messages": [{"role": "user", "content": "ping"}]}))
+            with google_auth_failures():
+                self.client.with_options(timeout=5).messages.count_tokens(
+                    **self._with_body_fields({"model": self.default_model,
+                                              "messages": [{"role": "user", "content": "ping"}]}))
         except (anthropic.APIError, httpx2.HTTPError) as exc:
             raise translate_error(exc, self.error_statuses) from None
 
@@ -79,10 +137,10 @@ def build(name: str, spec: Mapping[str, Any], options: Mapping[str, Any]) -> Pro
 def load_credentials(settings: dict[str, Any]) -> google.auth.credentials.Credentials | None:
     """The spec's credentials; None for Application Default Credentials, which each SDK finds itself."""
     if settings.get("access_token"):
-        return oauth2_credentials.Credentials(token=settings["access_token"])  # type: ignore[no-untyped-call]
+        return oauth2_credentials.Credentials(token=settings["access_token"])
     if settings.get("credentials_file"):
         try:
-            return service_account.Credentials.from_service_account_file(  # type: ignore[no-untyped-call]
+            return service_account.Credentials.from_service_account_file(
                 settings["credentials_file"], scopes=[CLOUD_PLATFORM])
         except (OSError, ValueError) as exc:
             raise ValueError(f"{KIND}: 'credentials_file' is not a readable service account file "
@@ -97,8 +155,8 @@ def gemini_provider(name: str, settings: dict[str, Any], chosen: EndpointOptions
     client = genai.Client(vertexai=True, project=settings["project"], location=settings["location"],
                           credentials=credentials, http_options=http_options)
     extra: dict[str, Any] = {"fetch_image": chosen.fetch_image} if chosen.fetch_image else {}
-    return google_gemini.GeminiProvider(name=name, client=client, embedding_models=chosen.embedding_models,
-                                        **extra, **chosen.models(), **chosen.client())
+    return VertexGeminiProvider(name=name, client=client, embedding_models=chosen.embedding_models,
+                                **extra, **chosen.models(), **chosen.client())
 
 
 def claude_provider(name: str, settings: dict[str, Any], chosen: EndpointOptions,
