@@ -348,6 +348,18 @@ def test_vertex_fake_refuses_a_missing_token_and_another_project(fake_vertex):
     assert other.status_code == 403 and other.json()["error"]["status"] == "PERMISSION_DENIED"
 
 
+def test_vertex_gemini_checks_the_history_as_the_gemini_api_does(fake_vertex):
+    """A Gemini 3 function call sent back without its thought signature is refused, on Vertex too."""
+    path = (f"/v1beta1/projects/{VERTEX_PROJECT}/locations/us-east5/publishers/google/models/"
+            "gemini-3-pro:generateContent")
+    history = {"contents": [{"role": "user", "parts": [{"text": "weather?"}]},
+                            {"role": "model", "parts": [{"functionCall": {"name": "get_weather", "args": {}}}]}]}
+    with httpx2.Client() as client:
+        refused = client.post(fake_vertex.url + path, json=history,
+                              headers={"Authorization": f"Bearer {VERTEX_TOKEN}"})
+    assert refused.status_code == 400 and "thought_signature" in refused.json()["error"]["message"]
+
+
 def test_vertex_service_account_file_gets_a_token_from_the_token_endpoint(fake_vertex, tmp_path):
     account = service_account_file(tmp_path, fake_vertex)
     for model in ("gemini-2.5-flash", "claude-sonnet-5-5@20260101"):

@@ -145,7 +145,8 @@ class FakeVertex(FakeGemini):
             return None  # the count takes the model in the body
         if match.group(4) == "anthropic":
             return self.claude.invalid(request)
-        return super().invalid(replace(request, path=f"/{match.group(1)}/models/{match.group(5)}:{match.group(6)}"))
+        # the Gemini API's own checks, on the Developer API's path for the same model and method
+        return super().invalid(replace(request, path=f"/v1beta/models/{match.group(5)}:{match.group(6)}"))
 
     def error_body(self, status: int, message: str, reply: Reply | None = None) -> dict:
         if self._claude_request() and status not in GOOGLE_SHAPED:
