@@ -130,6 +130,41 @@ def fake_gemini() -> Iterator[Any]:
         yield fake
 
 
+@pytest.fixture
+def fake_azure() -> Iterator[Any]:
+    """Azure OpenAI with key AZURE_KEY and two deployments (deployment name -> model)."""
+    from tests.fakes.azure_openai_api import FakeAzureOpenAI
+
+    with FakeAzureOpenAI(api_key=AZURE_KEY, deployments={"gpt4o-eu": "gpt-4o-2024-08-06",
+                                                          "gpt4o-mini-eu": "gpt-4o-mini-2024-07-18"}) as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake_bedrock() -> Iterator[Any]:
+    """Bedrock's runtime in us-east-1, accepting only requests signed with AWS_KEY_ID / AWS_SECRET."""
+    from tests.fakes.bedrock_api import FakeBedrock
+
+    with FakeBedrock(access_key_id=AWS_KEY_ID, secret_access_key=AWS_SECRET, region="us-east-1") as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake_vertex() -> Iterator[Any]:
+    """Vertex AI for project VERTEX_PROJECT in us-east5, accepting the bearer VERTEX_TOKEN."""
+    from tests.fakes.vertex_api import FakeVertex
+
+    with FakeVertex(project=VERTEX_PROJECT, location="us-east5", access_token=VERTEX_TOKEN) as fake:
+        yield fake
+
+
+AZURE_KEY = "azure-test-key-0004"
+AWS_KEY_ID = "AKIATESTBEDROCK0005"
+AWS_SECRET = "bedrock-test-secret-0005"
+VERTEX_PROJECT = "aiserver-test"
+VERTEX_TOKEN = "ya29.vertex-test-token-0006"
+
+
 def provider_config(openai=None, anthropic=None, gemini=None) -> dict[str, Any]:
     """Settings that point each given fake's provider at it."""
     config: dict[str, Any] = {}

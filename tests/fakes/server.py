@@ -113,6 +113,7 @@ class RecordedRequest:
     query: dict[str, str]
     headers: dict[str, str]  # names lower-cased
     json: Any  # parsed body; None when there was none or it was not JSON
+    body: bytes = b""  # the body as it came (what a signature covers, or a form)
 
 
 @dataclass(frozen=True)
@@ -195,7 +196,7 @@ class Handler(BaseHTTPRequestHandler):
         except ValueError:
             body = None
         headers = {name.lower(): value for name, value in self.headers.items()}
-        return RecordedRequest(self.command, url.path, dict(parse_qsl(url.query)), headers, body)
+        return RecordedRequest(self.command, url.path, dict(parse_qsl(url.query)), headers, body, raw)
 
     def send_json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(body).encode()
@@ -293,6 +294,7 @@ class FakeServer:
     """
 
     base_path = ""  # what the SDK's base URL adds to the server root
+    stream_content_type = "text/event-stream"  # the Content-Type of a streamed answer
     default_models: tuple[str, ...] = ()
 
     def __init__(self, *, api_key: str | None = None, echo: bool = False, host: str = "127.0.0.1", port: int = 0):
@@ -508,7 +510,7 @@ class FakeServer:
 
     def _stream(self, handler: Handler, reply: Reply, frames: Iterable[Frame]) -> None:
         """Write ``frames`` as chunks, pacing and faulting the content frames as ``reply`` says."""
-        handler.start_stream("text/event-stream", self.response_headers())
+        handler.start_stream(self.stream_content_type, self.response_headers())
         sent = 0
         for frame in frames:
             if frame.content:

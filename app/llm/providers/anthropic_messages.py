@@ -64,20 +64,24 @@ STATUS_OF_ANTHROPIC_ERROR_TYPE = {kind: status for status, kind in ANTHROPIC_ERR
 
 class AnthropicProvider:
     native_wires = frozenset({ANTHROPIC_MESSAGES})
+    # fields every request body carries besides the Messages API's own (a cloud's `anthropic_version`)
+    body_fields: dict[str, Any] = {}
+    # the status each error type named in an `error` event means (a cloud may name its own types)
+    error_statuses: dict[str, int] = STATUS_OF_ANTHROPIC_ERROR_TYPE
 
-    def __init__(self, *, api_key: str, base_url: str | None, default_model: str, fallback_models: list[str],
-                 connect_timeout: float, read_timeout: float, max_tokens: int, max_connections: int = 1000,
-                 name: str = "anthropic"):
+    def __init__(self, *, api_key: str = "", base_url: str | None = None, default_model: str,
+                 fallback_models: list[str], connect_timeout: float, read_timeout: float, max_tokens: int,
+                 max_connections: int = 1000, name: str = "anthropic", client: Any = None):
+        """`client`: an SDK client made elsewhere (`anthropic.AnthropicBedrock`, `AnthropicVertex`), used
+        instead of one built from `api_key` and `base_url`."""
         self.name = name
         self.default_model = default_model
         self.fallback_models = fallback_models
         self.embedding_models: list[str] = []
         self.max_tokens = max_tokens
-        self.client = anthropic.Anthropic(
+        self.client = client or anthropic.Anthropic(
             api_key=api_key, base_url=base_url or None, max_retries=0,
-            timeout=httpx2.Timeout(read_timeout, connect=connect_timeout),
-            http_client=anthropic.DefaultHttpxClient(
-                transport=FirstByteTransport(limits=connection_limits(max_connections))))
+            timeout=client_timeout(connect_timeout, read_timeout), http_client=http_client(max_connections))
 
     def list_models(self) -> list[str]:
         return [self.default_model, *self.fallback_models]
@@ -91,7 +95,7 @@ class AnthropicProvider:
         try:
             self.client.with_options(timeout=5).models.list(limit=1)
         except anthropic.APIError as exc:
-            raise translate_error(exc) from None
+            raise translate_error(exc, self.error_statuses) from None
 
     def embed(self, inputs: list[str], model: str, dimensions: int | None) -> Embeddings:
         raise ModelUnavailable("Anthropic has no embeddings API.", status=404)
@@ -99,9 +103,9 @@ class AnthropicProvider:
     def complete(self, request: CompletionRequest, model: str) -> Completion:
         native = native_params(request, model)
         try:
-            message = self.client.messages.create(**(native or self._params(request, model)))
+            message = self.client.messages.create(**self._with_body_fields(native or self._params(request, model)))
         except (anthropic.APIError, httpx2.HTTPError) as exc:
-            raise translate_error(exc) from None
+            raise translate_error(exc, self.error_statuses) from None
         blocks = message.content
         return Completion(text="".join(block.text for block in blocks if block.type == "text"), model=message.model,
                           finish_reason=FINISH_REASONS.get(message.stop_reason or "", "stop"),
@@ -115,7 +119,8 @@ class AnthropicProvider:
         native = native_params(request, model)
         tally, tools = Tally(model), ToolIndexes()
         try:
-            with self.client.messages.create(**(native or self._params(request, model)), stream=True) as events:
+            with self.client.messages.create(**self._with_body_fields(native or self._params(request, model)),
+                                             stream=True) as events:
                 held: list[NativeEvent] | None = []
                 for event in events:
                     tally.count(event)
@@ -130,7 +135,7 @@ class AnthropicProvider:
                             held = None
                 yield from held or ()  # a stream that ended before any answer
         except (anthropic.APIError, httpx2.HTTPError) as exc:
-            raise translate_error(exc) from None
+            raise translate_error(exc, self.error_statuses) from None
         yield tally.end()
 
     def count_tokens(self, request: CompletionRequest, model: str) -> int | None:
@@ -140,9 +145,16 @@ class AnthropicProvider:
             return None
         params.pop("max_tokens", None)
         try:
-            return self.client.messages.count_tokens(**params).input_tokens
+            return self.client.messages.count_tokens(**self._with_body_fields(params)).input_tokens
         except (anthropic.APIError, httpx2.HTTPError) as exc:
-            raise translate_error(exc) from None
+            raise translate_error(exc, self.error_statuses) from None
+
+    def _with_body_fields(self, params: dict[str, Any]) -> dict[str, Any]:
+        """`params` with `body_fields` added to the body (as `extra_body`, which the SDK merges in before
+        its cloud clients move the model into the path)."""
+        if self.body_fields:
+            params["extra_body"] = {**params.get("extra_body", {}), **self.body_fields}
+        return params
 
     def _params(self, request: CompletionRequest, model: str) -> dict[str, Any]:
         system = "\n\n".join(text_of(m["content"]) for m in request.messages if m["role"] in ("system", "developer"))
@@ -166,6 +178,15 @@ class AnthropicProvider:
         if request.reasoning_effort and request.reasoning_effort != "none":
             params.update(thinking_params(request, self.max_tokens))
         return params
+
+
+def client_timeout(connect_timeout: float, read_timeout: float) -> httpx2.Timeout:
+    return httpx2.Timeout(read_timeout, connect=connect_timeout)
+
+
+def http_client(max_connections: int) -> httpx2.Client:
+    """The SDK's HTTP client with this server's transport: one pool, the first-byte timeout."""
+    return anthropic.DefaultHttpxClient(transport=FirstByteTransport(limits=connection_limits(max_connections)))
 
 
 def native_params(request: CompletionRequest, model: str) -> dict[str, Any] | None:
@@ -334,23 +355,24 @@ def parse_arguments(arguments: str) -> dict[str, Any]:
     return value
 
 
-def failure_status(response_status: int, error: dict[str, Any]) -> int:
+def failure_status(response_status: int, error: dict[str, Any],
+                   error_statuses: dict[str, int] = STATUS_OF_ANTHROPIC_ERROR_TYPE) -> int:
     """The status of a failure: the response's, or for an `error` event inside a stream (which began
     with a 200, and which the SDK raises with that status) the one Anthropic documents for the
     error's type, so an `overloaded_error` mid-stream is retried like a 529, not refused like a 4xx."""
     if response_status >= 400:
         return response_status
-    return STATUS_OF_ANTHROPIC_ERROR_TYPE.get(str(error.get("type")), 500)
+    return error_statuses.get(str(error.get("type")), 500)
 
 
-def translate_error(exc: Exception) -> ProviderFailure:
+def translate_error(exc: Exception, error_statuses: dict[str, int] = STATUS_OF_ANTHROPIC_ERROR_TYPE) -> ProviderFailure:
     if isinstance(exc, (anthropic.APITimeoutError, httpx2.TimeoutException)):
         return UpstreamTimedOut("timed out waiting for the provider")
     if isinstance(exc, anthropic.APIStatusError):
         body = exc.body if isinstance(exc.body, dict) else {}
         nested = body.get("error")
         error = nested if isinstance(nested, dict) else body
-        status = failure_status(exc.status_code, error)
+        status = failure_status(exc.status_code, error, error_statuses)
         message = f"{status}: {error.get('message') or exc.message}"
         return classify_status(status, message, parse_retry_after(exc.response.headers))
     if isinstance(exc, (anthropic.APIConnectionError, httpx2.HTTPError)):

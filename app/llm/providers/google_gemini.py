@@ -75,22 +75,31 @@ class ConnectTimeout(FirstByteTransport):
         return super().handle_request(request)
 
 
+def http_options(base_url: str | None, connect_timeout: float, read_timeout: float,
+                 max_connections: int) -> types.HttpOptions:
+    """The SDK's HTTP options with this server's transport and timeouts, and no retries of its own."""
+    transport = ConnectTimeout(connect_timeout, max_connections)
+    return types.HttpOptions(base_url=base_url or None, timeout=int(read_timeout * 1000),
+                             retry_options=types.HttpRetryOptions(attempts=1),
+                             httpx_client=httpx2.Client(transport=transport))
+
+
 class GeminiProvider:
     native_wires: frozenset[str] = frozenset()
 
-    def __init__(self, *, api_key: str, base_url: str | None, default_model: str, fallback_models: list[str],
-                 connect_timeout: float, read_timeout: float, max_connections: int = 1000, name: str = "gemini",
-                 embedding_models: list[str] | None = None, fetch_image: ImageFetcher = no_image_urls):
+    def __init__(self, *, api_key: str = "", base_url: str | None = None, default_model: str,
+                 fallback_models: list[str], connect_timeout: float, read_timeout: float, max_connections: int = 1000,
+                 name: str = "gemini", embedding_models: list[str] | None = None,
+                 fetch_image: ImageFetcher = no_image_urls, client: genai.Client | None = None):
+        """`client`: an SDK client made elsewhere (Vertex AI's, `vertexai=True`), used instead of one
+        built from `api_key` and `base_url`."""
         self.name = name
         self.default_model = default_model
         self.fallback_models = fallback_models
         self.embedding_models = embedding_models or []
         self.fetch_image = fetch_image
-        transport = ConnectTimeout(connect_timeout, max_connections)
-        options = types.HttpOptions(base_url=base_url or None, timeout=int(read_timeout * 1000),
-                                    retry_options=types.HttpRetryOptions(attempts=1),
-                                    httpx_client=httpx2.Client(transport=transport))
-        self.client = genai.Client(api_key=api_key, http_options=options)
+        self.client = client or genai.Client(
+            api_key=api_key, http_options=http_options(base_url, connect_timeout, read_timeout, max_connections))
 
     def list_models(self) -> list[str]:
         return [self.default_model, *self.fallback_models]

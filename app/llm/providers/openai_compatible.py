@@ -54,23 +54,23 @@ STREAM_BODY = {"headers": {RAW_RESPONSE_HEADER: "stream"}}  # the SDK then retur
 class OpenAICompatibleProvider:
     native_wires: frozenset[str] = frozenset()
 
-    def __init__(self, name: str, *, api_key: str, base_url: str | None, default_model: str,
+    def __init__(self, name: str, *, api_key: str = "", base_url: str | None = None, default_model: str,
                  fallback_models: list[str], connect_timeout: float, read_timeout: float,
                  max_connections: int = 1000, max_tokens_field: str = "max_tokens", developer_role: bool = False,
-                 embedding_models: list[str] | None = None):
+                 embedding_models: list[str] | None = None, client: openai.OpenAI | None = None):
         """`max_tokens_field`: OpenAI's current models accept only `max_completion_tokens`, while many
         compatible servers know only `max_tokens`. `developer_role`: whether the upstream knows the
-        `developer` role (OpenAI does); otherwise such messages are sent as `system`."""
+        `developer` role (OpenAI does); otherwise such messages are sent as `system`. `client`: an SDK
+        client made elsewhere (`openai.AzureOpenAI`), used instead of one built from `api_key` and `base_url`."""
         self.name = name
         self.max_tokens_field = max_tokens_field
         self.developer_role = developer_role
         self.embedding_models = embedding_models or []
         self.default_model = default_model
         self.fallback_models = fallback_models
-        self.client = openai.OpenAI(api_key=api_key or "not-needed", base_url=base_url or None, max_retries=0,
-                                    timeout=httpx2.Timeout(read_timeout, connect=connect_timeout),
-                                    http_client=openai.DefaultHttpxClient(
-                                        transport=FirstByteTransport(limits=connection_limits(max_connections))))
+        self.client = client or openai.OpenAI(api_key=api_key or "not-needed", base_url=base_url or None,
+                                              max_retries=0, timeout=client_timeout(connect_timeout, read_timeout),
+                                              http_client=http_client(max_connections))
 
     def list_models(self) -> list[str]:
         return [self.default_model, *self.fallback_models]
@@ -174,6 +174,15 @@ class OpenAICompatibleProvider:
                                    "function": {"name": call["name"], "arguments": call["arguments"]}}
                                   for call in message["tool_calls"]]
         return wire
+
+
+def client_timeout(connect_timeout: float, read_timeout: float) -> httpx2.Timeout:
+    return httpx2.Timeout(read_timeout, connect=connect_timeout)
+
+
+def http_client(max_connections: int) -> httpx2.Client:
+    """The SDK's HTTP client with this server's transport: one pool, the first-byte timeout."""
+    return openai.DefaultHttpxClient(transport=FirstByteTransport(limits=connection_limits(max_connections)))
 
 
 def openai_content(content: str | list[dict[str, Any]] | None) -> Any:
