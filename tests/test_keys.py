@@ -14,6 +14,7 @@ import pytest
 from app.core.clock import utcnow
 from app.keys import service
 from app.keys.models import ApiKey
+from tests.conftest import provider_config
 from tests.fakes.server import Reply
 
 ASK = {"question": "What is 2+2?", "client_id": "c1", "user_id": "u1"}
@@ -170,3 +171,19 @@ def test_the_anthropic_sdk_sends_its_key_as_x_api_key_and_gets_anthropics_errors
     with pytest.raises(anthropic.PermissionDeniedError):  # a model outside the key's list
         anthropic_sdk(app, key).messages.create(model="gpt-4o", max_tokens=50,
                                                 messages=[{"role": "user", "content": "hi"}])
+
+
+def test_a_key_gets_a_403_for_the_model_it_asked_for_never_another_models_answer(make_app, fake_openai,
+                                                                                  fake_anthropic):
+    app = make_app(**provider_config(openai=fake_openai, anthropic=fake_anthropic),
+                   PROVIDER_FALLBACKS=["openai"])
+    key = cli_create(app, "openai-only", "--models", "openai/*")
+    client = app.test_client()
+    response = client.post("/chat/claude", json={"messages": [{"role": "user", "content": "hi"}]},
+                           headers=bearer(key))
+    assert response.status_code == 403 and response.get_json()["error"]["code"] == "model_not_allowed"
+    assert "anthropic/claude-sonnet-5-5" in response.get_json()["error"]["message"]
+    assert fake_openai.requests == [] and fake_anthropic.requests == []
+    fake_openai.enqueue(Reply(text="mine"))
+    answer = client.post("/chat/gpt", json={"messages": [{"role": "user", "content": "hi"}]}, headers=bearer(key))
+    assert answer.status_code == 200 and "mine" in answer.get_data(as_text=True)

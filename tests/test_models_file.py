@@ -2,6 +2,7 @@
 `flask models check`, a broken file refused at start, and a reload (HUP) that loses no stream."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -206,3 +207,55 @@ def test_no_models_file_leaves_the_environment_routing_alone(tmp_path):
     env = as_environ(base_config(tmp_path, MODELS_FILE=str(Path(tmp_path) / "absent.yaml")))
     result = flask_cli("models", "check", env=env)
     assert result.returncode == 0 and "No models file" in result.stdout
+
+
+def test_azure_bedrock_and_vertex_endpoints_through_the_server(tmp_path, live_server, fake_azure, fake_bedrock,
+                                                               fake_vertex):
+    from tests.conftest import AWS_KEY_ID, AWS_SECRET, AZURE_KEY, VERTEX_PROJECT, VERTEX_TOKEN
+
+    path = tmp_path / "models.yaml"
+    path.write_text(f"""\
+endpoints:
+  azure-eu: {{kind: azure, base_url: "{fake_azure.url}", api_key: "env:AZ_KEY", api_version: "2024-10-21"}}
+  bedrock-us: {{kind: bedrock, region: us-east-1, base_url: "{fake_bedrock.url}",
+               aws_access_key_id: "env:AWS_ID", aws_secret_access_key: "env:AWS_SECRET_KEY"}}
+  vertex-gemini: {{kind: vertex, project: {VERTEX_PROJECT}, location: us-east5, base_url: "{fake_vertex.url}",
+                  access_token: "env:VERTEX_OAUTH"}}
+  vertex-claude: {{kind: vertex, project: {VERTEX_PROJECT}, location: us-east5, base_url: "{fake_vertex.url}",
+                  access_token: "env:VERTEX_OAUTH"}}
+models:
+  gpt-4o:
+    upstreams: [{{endpoint: azure-eu, model: gpt4o-eu}}]
+  claude-on-bedrock:
+    upstreams: [{{endpoint: bedrock-us, model: anthropic.claude-sonnet-4-5-v1:0}}]
+  gemini-on-vertex:
+    upstreams: [{{endpoint: vertex-gemini, model: gemini-2.5-flash}}]
+  claude-on-vertex:
+    upstreams: [{{endpoint: vertex-claude, model: claude-sonnet-4-5}}]
+""")
+    server = live_server(MODELS_FILE=str(path), AZ_KEY=AZURE_KEY, AWS_ID=AWS_KEY_ID, AWS_SECRET_KEY=AWS_SECRET,
+                         VERTEX_OAUTH=VERTEX_TOKEN)
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+    weather = [{"type": "function", "function": {"name": "weather", "description": "The weather in a city.",
+                                                 "parameters": {"type": "object",
+                                                                "properties": {"city": {"type": "string"}}}}}]
+    for model, fake in [("gpt-4o", fake_azure), ("claude-on-bedrock", fake_bedrock),
+                        ("gemini-on-vertex", fake_vertex), ("claude-on-vertex", fake_vertex)]:
+        fake.enqueue(Reply(chunks=["Hello", " from ", model]))
+        streamed = client.chat.completions.create(model=model, stream=True,
+                                                  messages=[{"role": "user", "content": "hi"}])
+        assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == f"Hello from {model}"
+        fake.enqueue(Reply(tool_calls=[{"name": "weather", "arguments": {"city": "Oslo"}}]))
+        answer = client.chat.completions.create(model=model, tools=weather,
+                                                messages=[{"role": "user", "content": "Weather in Oslo?"}])
+        call = answer.choices[0].message.tool_calls[0]
+        assert (call.function.name, json.loads(call.function.arguments)) == ("weather", {"city": "Oslo"})
+        fake.enqueue(Reply(text="It is mild."))
+        final = client.chat.completions.create(model=model, tools=weather, messages=[
+            {"role": "user", "content": "Weather in Oslo?"}, answer.choices[0].message.model_dump(exclude_none=True),
+            {"role": "tool", "tool_call_id": call.id, "content": "12 C"}])
+        assert final.choices[0].message.content == "It is mild."
+    assert fake_bedrock.signatures_verified >= 3
+    assert {r.path.split("?")[0] for r in fake_azure.requests} == {"/openai/deployments/gpt4o-eu/chat/completions"}
+    assert any("publishers/anthropic/models/claude-sonnet-4-5" in r.path for r in fake_vertex.requests)
+    assert any("publishers/google/models/gemini-2.5-flash" in r.path for r in fake_vertex.requests)

@@ -98,13 +98,13 @@ class Access:
 
     def permit(self, routes: list[Route]) -> list[Route]:
         """The routes the calling key may use, after its token limits and budget are checked:
-        403 when none of its models is among them, 429 over a limit. Calls outside a request pass."""
+        403 when the first (the model asked for) is not among its models, 429 over a limit. Calls outside a request pass."""
         caller = calling_key()
         if caller is None or caller.key is None:
             return routes
         key = caller.key
         allowed = [route for route in routes if model_allowed(key.models, route.provider.name, route.model)]
-        if routes and not allowed:
+        if routes and routes[0] not in allowed:  # what was asked for, never answered by another model instead
             first = routes[0]
             raise Forbidden(f"This key may not use the model {first.provider.name}/{first.model}; its models: "
                             f"{', '.join(key.models)}.", code="model_not_allowed", details={"param": "model"})

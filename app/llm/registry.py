@@ -396,4 +396,5 @@ def build_endpoint(name: str, spec: dict[str, Any], options: dict[str, Any]) -> 
         return GeminiProvider(name=name, api_key=spec.get("api_key", ""), base_url=spec.get("base_url"),
                               embedding_models=options["embedding_models"], **common, **images)
     module = importlib.import_module(f"app.llm.providers.{kind}")  # azure, bedrock, vertex
-    return module.build(name, spec, options)
+    cloud = {key: value for key, value in spec.items() if key not in ("kind", "max_tokens")}
+    return module.build(name, cloud, {**options, "max_tokens": spec.get("max_tokens") or options["max_tokens"]})
