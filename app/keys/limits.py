@@ -98,7 +98,8 @@ class Access:
 
     def permit(self, routes: list[Route]) -> list[Route]:
         """The routes the calling key may use, after its token limits and budget are checked:
-        403 when the first (the model asked for) is not among its models, 429 over a limit. Calls outside a request pass."""
+        403 when the first (the model asked for) is not among its models, 429 over a limit. Calls
+        outside a request pass."""
         caller = calling_key()
         if caller is None or caller.key is None:
             return routes
