@@ -35,6 +35,11 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 REDIS_ADDRESS = ("127.0.0.1", 6379)  # REDIS_URL's host and port, for a TcpRelay in front of it
 
 
+# For a server shared by a module's tests: each test scripts its own upstream failures, so upstream health
+# remembered from one test (a cooling upstream) must not steer the next one's routes.
+NO_HEALTH_MEMORY = {"UPSTREAM_FAILURES_TO_COOL": 1_000_000}
+
+
 def base_config(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
     """A configuration that uses only `tmp_path`, with retries fast enough for tests."""
     config = {

@@ -10,7 +10,7 @@ import anthropic
 import pytest
 import requests
 
-from tests.conftest import LiveServer, base_config, provider_config
+from tests.conftest import NO_HEALTH_MEMORY, LiveServer, base_config, provider_config
 from tests.fakes.anthropic_api import FakeAnthropic, counted_tokens
 from tests.fakes.gemini_api import FakeGemini
 from tests.fakes.openai_api import FakeOpenAI
@@ -33,7 +33,8 @@ def fakes():
 
 @pytest.fixture(scope="module")
 def server(fakes, tmp_path_factory):
-    config = base_config(tmp_path_factory.mktemp("anthropic_api"), LOG_LEVEL="INFO", RETRY_ATTEMPTS=0,
+    config = base_config(tmp_path_factory.mktemp("anthropic_api"),
+                         **NO_HEALTH_MEMORY, LOG_LEVEL="INFO", RETRY_ATTEMPTS=0,
                          MODEL_ALIASES=["smart=anthropic/claude-sonnet-5-5|openai/gpt-4o"], **provider_config(**fakes))
     live = LiveServer(config)
     yield live

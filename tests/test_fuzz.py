@@ -21,7 +21,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.conftest import base_config, provider_config
+from tests.conftest import NO_HEALTH_MEMORY, base_config, provider_config
 from tests.fakes import RecordedRequest, Reply
 from tests.fakes.anthropic_api import FakeAnthropic
 from tests.fakes.gemini_api import FakeGemini
@@ -65,7 +65,7 @@ def fuzzed_app(tmp_path_factory) -> Iterator[Any]:
     with FakeOpenAI() as openai, FakeAnthropic() as anthropic, FakeGemini() as gemini, FakeGitHub() as github:
         openai.default_reply = model_reply
         vendors = provider_config(openai=openai, anthropic=anthropic, gemini=gemini)
-        app = create_app(base_config(tmp_path_factory.mktemp("fuzz"), **vendors,
+        app = create_app(base_config(tmp_path_factory.mktemp("fuzz"), **NO_HEALTH_MEMORY, **vendors,
                                      GITHUB_TOKEN=DEFAULT_TOKEN, GITHUB_API_URL=github.url, GITHUB_MAX_RATE_WAIT_S=0,
                                      VERIFICATION_SECRET="fuzz-secret"))
         migrate(app.extensions["database"])

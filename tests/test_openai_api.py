@@ -14,7 +14,7 @@ import pydantic
 import pytest
 import requests
 
-from tests.conftest import ROOT, LiveServer, base_config, provider_config
+from tests.conftest import NO_HEALTH_MEMORY, ROOT, LiveServer, base_config, provider_config
 from tests.fakes.anthropic_api import FakeAnthropic
 from tests.fakes.gemini_api import SIGNATURE, FakeGemini
 from tests.fakes.openai_api import FakeOpenAI
@@ -61,7 +61,8 @@ def image_url():
 
 @pytest.fixture(scope="module")
 def server(fakes, tmp_path_factory):
-    config = base_config(tmp_path_factory.mktemp("openai_api"), LOG_LEVEL="INFO", RETRY_ATTEMPTS=0, USAGE_FLUSH_S=0.2,
+    config = base_config(tmp_path_factory.mktemp("openai_api"),
+                         **NO_HEALTH_MEMORY, LOG_LEVEL="INFO", RETRY_ATTEMPTS=0, USAGE_FLUSH_S=0.2,
                          PROVIDER_FALLBACKS=["anthropic"], IMAGE_FETCH_ALLOW_HOSTS=["127.0.0.1"],
                          MODEL_ALIASES=["smart=openai/gpt-4o|anthropic/claude-haiku-5-5"],
                          OPENAI_EMBEDDING_MODELS="text-embedding-3-small",

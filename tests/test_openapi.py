@@ -139,7 +139,7 @@ def test_every_documented_operation_answers_as_documented(app, client, document,
     call("POST", "/chat/gpt", json={"messages": MESSAGES}, expect=200, streamed=True)
     call("POST", "/chat/gpt", json={"messages": MESSAGES, "stream": False}, expect=200)
     call("POST", "/chat/nobody", json={"messages": MESSAGES}, expect=404)
-    fake_openai.enqueue(Reply(status=400, error_message="This model's maximum context length is exceeded."))
+    fake_openai.enqueue(Reply(status=400, error_message="Invalid value for 'stop': too many sequences."))
     call("POST", "/chat/gpt", json={"messages": MESSAGES, "stream": False}, expect=400)
 
     # stored conversations

@@ -26,7 +26,7 @@ from app.core.schemas import decode_data_uri
 from app.gists.schemas import BIDI_CONTROLS, check_filename
 from app.llm.responses import header_value
 from app.llm.schemas import MODEL_NAME, ChatMessagesSchema, check_model_name
-from tests.conftest import base_config, provider_config
+from tests.conftest import NO_HEALTH_MEMORY, base_config, provider_config
 
 settings.register_profile("default", max_examples=100, deadline=timedelta(seconds=1))
 settings.register_profile("long", max_examples=5000, deadline=None)
@@ -46,7 +46,8 @@ def client(tmp_path_factory) -> Iterator[object]:
     from tests.fakes.openai_api import FakeOpenAI
 
     with FakeOpenAI() as fake:
-        app = create_app(base_config(tmp_path_factory.mktemp("properties"), **provider_config(openai=fake)))
+        app = create_app(base_config(tmp_path_factory.mktemp("properties"),
+                                     **NO_HEALTH_MEMORY, **provider_config(openai=fake)))
         migrate(app.extensions["database"])
         yield app.test_client()
 

@@ -9,7 +9,7 @@ import openai
 import pytest
 import requests
 
-from tests.conftest import LiveServer, base_config, provider_config
+from tests.conftest import NO_HEALTH_MEMORY, LiveServer, base_config, provider_config
 from tests.fakes.anthropic_api import FakeAnthropic
 from tests.fakes.gemini_api import FakeGemini
 from tests.fakes.openai_api import FakeOpenAI
@@ -31,7 +31,8 @@ def fakes():
 
 @pytest.fixture(scope="module")
 def server(fakes, tmp_path_factory):
-    config = base_config(tmp_path_factory.mktemp("responses_api"), LOG_LEVEL="INFO", RETRY_ATTEMPTS=0,
+    config = base_config(tmp_path_factory.mktemp("responses_api"),
+                         **NO_HEALTH_MEMORY, LOG_LEVEL="INFO", RETRY_ATTEMPTS=0,
                          **provider_config(**fakes))
     live = LiveServer(config)
     yield live

@@ -17,7 +17,7 @@ from app.core.caller import EVERYONE
 from app.core.db import database
 from app.frontdoors.responses import service as stored
 from app.frontdoors.responses.models import InputItem, StoredResponse
-from tests.conftest import LiveServer, base_config, provider_config
+from tests.conftest import NO_HEALTH_MEMORY, LiveServer, base_config, provider_config
 from tests.fakes.anthropic_api import FakeAnthropic
 from tests.fakes.gemini_api import FakeGemini
 from tests.fakes.openai_api import FakeOpenAI
@@ -36,7 +36,8 @@ def fakes():
 
 @pytest.fixture(scope="module")
 def server(fakes, tmp_path_factory):
-    config = base_config(tmp_path_factory.mktemp("responses_store"), LOG_LEVEL="INFO", RETRY_ATTEMPTS=0,
+    config = base_config(tmp_path_factory.mktemp("responses_store"),
+                         **NO_HEALTH_MEMORY, LOG_LEVEL="INFO", RETRY_ATTEMPTS=0,
                          **provider_config(**fakes))
     live = LiveServer(config)
     yield live

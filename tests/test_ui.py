@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 import pytest
 import requests
 
-from tests.conftest import ROOT, VENV_BIN, LiveServer, as_environ, base_config, provider_config
+from tests.conftest import NO_HEALTH_MEMORY, ROOT, VENV_BIN, LiveServer, as_environ, base_config, provider_config
 from tests.fakes.openai_api import FakeOpenAI
 from tests.fakes.server import Reply
 
@@ -86,7 +86,8 @@ def fake_openai() -> Iterator[FakeOpenAI]:
 
 @pytest.fixture(scope="module")
 def server(fake_openai, tmp_path_factory) -> Iterator[LiveServer]:
-    server = LiveServer(base_config(tmp_path_factory.mktemp("ui"), LOG_LEVEL="INFO", MODEL_ALIASES=ALIASES,
+    server = LiveServer(base_config(tmp_path_factory.mktemp("ui"),
+                                    **NO_HEALTH_MEMORY, LOG_LEVEL="INFO", MODEL_ALIASES=ALIASES,
                                     **provider_config(openai=fake_openai)))
     yield server
     server.stop()
@@ -562,7 +563,8 @@ def urlsplit_path(url: str) -> str:
 def keyed_server(fake_openai, tmp_path_factory) -> Iterator[LiveServer]:
     """A second server, with client keys (the module's `server` stays open); usage rows are written
     within a tenth of a second of each call."""
-    server = LiveServer(base_config(tmp_path_factory.mktemp("ui-keys"), LOG_LEVEL="INFO", USAGE_FLUSH_S=0.1,
+    server = LiveServer(base_config(tmp_path_factory.mktemp("ui-keys"),
+                                    **NO_HEALTH_MEMORY, LOG_LEVEL="INFO", USAGE_FLUSH_S=0.1,
                                     **provider_config(openai=fake_openai)))
     yield server
     server.stop()
