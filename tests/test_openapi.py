@@ -200,9 +200,11 @@ def test_every_documented_operation_answers_as_documented(app, client, document,
     call("GET", "/usage", expect=200)
     call("GET", "/usage?group_by=colour", expect=400)
     call("GET", "/admin/keys", expect=403)  # an open server has no admin
+    call("GET", "/admin/upstreams", expect=403)
     admin = {"Authorization": f"Bearer {make_admin_key(app)}"}
     call("GET", "/admin/keys", expect=401)
     call("GET", "/admin/keys", headers=admin, expect=200)
+    call("GET", "/admin/upstreams", headers=admin, expect=200)
     made = call("POST", "/admin/keys", json={"name": "docs", "rpm": 10}, headers=admin, expect=201)
     call("POST", "/admin/keys", json={"name": ""}, headers=admin, expect=400)
     call("GET", f"/admin/keys/{made['id']}", headers=admin, expect=200)

@@ -53,10 +53,12 @@ def health():
 def upstreams():
     """Each upstream (a model on an endpoint): the model names it serves, weight, own limits, and its
     health as every worker (and, with Redis, every instance) sees it: state, consecutive failures, the
-    end of a cooldown, the recent error rate and latency. Admin keys only (or an open server)."""
-    caller = current_caller()
-    if not (caller.admin or caller.open_mode):
-        raise Forbidden("Upstream health needs an admin key.", code="admin_required")
+    end of a cooldown, the recent error rate and latency. Admin keys only (`/health` shows the same to
+    any key, and to anyone on an open server)."""
+    if not current_caller().admin:
+        raise Forbidden("Upstream health needs an admin key (the first one is made from the command line: "
+                        "flask --app app.wsgi keys create NAME --admin); /health shows it too.",
+                        code="admin_required")
     return jsonify({"upstreams": upstream_states()})
 
 
