@@ -15,7 +15,7 @@ from typing import Any
 
 from app.core.errors import APIError, UpstreamError, UpstreamUnavailable, anthropic_error_body, openai_error_body
 from app.llm.gateway import OVERLOADED, FailedAttempt, Started, StreamFailed
-from app.llm.providers.base import NativeEvent, ReasoningDelta, StreamEnd, ToolCallDelta
+from app.llm.providers.base import NativeEvent, ReasoningDelta, StreamEnd, ThinkingBlock, ToolCallDelta
 from app.llm.pump import HEARTBEAT
 
 HEARTBEAT_COMMENT = ": heartbeat\n\n"
@@ -37,8 +37,10 @@ def interrupted(event: StreamFailed) -> UpstreamError:
 
 class OpenAIChunks:
     """OpenAI's streaming format; content chunks come from a template, so only the text is encoded.
-    Reasoning goes out as `delta.reasoning_content`, tool calls as OpenAI's `delta.tool_calls`
-    fragments (the first of a call with its `id`, `type` and `function.name`)."""
+    Reasoning goes out as `delta.reasoning_content`, and each whole Claude thinking block, once its
+    signature is in, as one `delta.thinking_blocks` (LiteLLM's convention); tool calls as OpenAI's
+    `delta.tool_calls` fragments (the first of a call with its `id`, `type`, `function.name` and
+    Gemini's signature as `extra_content`)."""
 
     def __init__(self, include_usage: bool = False, extra: dict[str, Any] | None = None):
         self.id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
@@ -58,6 +60,8 @@ class OpenAIChunks:
             return self.prefix + json.dumps(event, ensure_ascii=False) + self.suffix
         if isinstance(event, ReasoningDelta):
             return self.chunk({"reasoning_content": event.text})
+        if isinstance(event, ThinkingBlock):
+            return self.chunk({"thinking_blocks": [event.block]})
         if isinstance(event, ToolCallDelta):
             return self.chunk({"tool_calls": [tool_call_delta(event)]})
         if event is HEARTBEAT:
@@ -91,7 +95,13 @@ def tool_call_delta(delta: ToolCallDelta) -> dict[str, Any]:
     if delta.name is not None:
         function["name"] = delta.name
     call["function"] = function
-    return call
+    return {**call, **signature_content(delta.signature)}
+
+
+def signature_content(signature: str | None) -> dict[str, Any]:
+    """A tool call's `extra_content` holding Gemini's thought signature, where Google's OpenAI-compatible
+    API puts it (and the OpenAI Agents SDK reads it); nothing without one."""
+    return {"extra_content": {"google": {"thought_signature": signature}}} if signature else {}
 
 
 ANTHROPIC_STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",
