@@ -1,4 +1,10 @@
-"""Answers in OpenAI's chat-completion shapes, shared by `/v1/chat/completions` and `/v1/ask`."""
+"""Answers in OpenAI's chat-completion shapes, shared by `/v1/chat/completions` and `/v1/ask`.
+
+Reasoning state that must come back with the next turn rides where the clients of OpenAI-style
+gateways keep it: Claude's signed thinking blocks as the message's `thinking_blocks` (LiteLLM's
+field, which the OpenAI Agents SDK and LiteLLM's own client read and send back), Gemini's thought
+signature as a tool call's `extra_content.google.thought_signature` (Google's OpenAI-compatible API).
+"""
 from __future__ import annotations
 
 import time
@@ -11,17 +17,20 @@ from app.llm.gateway import Answer
 from app.llm.providers.base import CompletionRequest
 from app.llm.registry import Route
 from app.llm.responses import answer_response
-from app.llm.sse import OpenAIChunks
+from app.llm.sse import OpenAIChunks, signature_content
 
 
 def completion_body(answer: Answer) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": answer.text or (None if answer.tool_calls else "")}
     if answer.tool_calls:
         message["tool_calls"] = [{"id": call.id, "type": "function",
-                                  "function": {"name": call.name, "arguments": call.arguments}}
+                                  "function": {"name": call.name, "arguments": call.arguments},
+                                  **signature_content(call.signature)}
                                  for call in answer.tool_calls]
     if answer.reasoning:
         message["reasoning_content"] = answer.reasoning
+    if answer.thinking:
+        message["thinking_blocks"] = answer.thinking
     choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": answer.finish_reason}
     if answer.logprobs is not None:
         choice["logprobs"] = answer.logprobs

@@ -67,6 +67,8 @@ def embeddings():
     usage = {"prompt_tokens": result.usage.prompt_tokens, "total_tokens": result.usage.prompt_tokens}
     response = jsonify({"object": "list", "data": data, "model": result.model, "usage": usage})
     response.headers.update({"X-Provider": provider.name, "X-Model": result.model})
+    if result.estimated:  # the vendor counted no tokens (Gemini's API): this server's estimate, said so
+        response.headers["X-Token-Count"] = "estimate"
     return response
 
 

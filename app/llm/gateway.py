@@ -52,6 +52,7 @@ from app.llm.providers.base import (
     ReasoningDelta,
     StreamEnd,
     StreamItem,
+    ThinkingBlock,
     ToolCall,
     ToolCallDelta,
     UpstreamTimedOut,
@@ -127,6 +128,7 @@ class Answer:
     reasoning: str = ""
     logprobs: Any = None
     native: dict[str, Any] | None = None
+    thinking: list[dict[str, Any]] = field(default_factory=list)
 
 
 Event = Union[FailedAttempt, Started, StreamItem, StreamFailed]
@@ -174,7 +176,8 @@ class Gateway:
             self.record(usage_event(route.provider.name, result.model, "ok", started, result.usage,
                                     self.model_label(route, result.model)))
             return Answer(result.text, route.provider.name, result.model, result.finish_reason, result.usage,
-                          attempts, result.tool_calls, result.reasoning, result.logprobs, result.native)
+                          attempts, result.tool_calls, result.reasoning, result.logprobs, result.native,
+                          result.thinking)
         raise all_failed(attempts)
 
     def _whole(self, request: CompletionRequest, route: Route, deadline: float) -> Completion:
@@ -421,9 +424,10 @@ def whole_from_stream(request: CompletionRequest) -> bool:
 
 
 def assembled(items: Iterator[StreamItem], model: str) -> Completion:
-    """A whole answer from a stream's parts: text, reasoning and tool calls joined in order."""
+    """A whole answer from a stream's parts: text, reasoning, thinking blocks and tool calls joined in order."""
     text: list[str] = []
     reasoning: list[str] = []
+    thinking: list[dict[str, Any]] = []
     calls: dict[int, dict[str, str]] = {}
     end = StreamEnd(model, "stop")
     for item in items:
@@ -431,15 +435,19 @@ def assembled(items: Iterator[StreamItem], model: str) -> Completion:
             text.append(item)
         elif isinstance(item, ReasoningDelta):
             reasoning.append(item.text)
+        elif isinstance(item, ThinkingBlock):
+            thinking.append(item.block)
         elif isinstance(item, ToolCallDelta):
-            call = calls.setdefault(item.index, {"id": "", "name": "", "arguments": ""})
+            call = calls.setdefault(item.index, {"id": "", "name": "", "arguments": "", "signature": ""})
             call["id"] = item.id or call["id"]
             call["name"] = item.name or call["name"]
+            call["signature"] = item.signature or call["signature"]
             call["arguments"] += item.arguments
         elif isinstance(item, StreamEnd):
             end = item
-    tool_calls = [ToolCall(call["id"], call["name"], call["arguments"]) for _, call in sorted(calls.items())]
-    return Completion("".join(text), end.model, end.finish_reason, end.usage, tool_calls, "".join(reasoning))
+    tool_calls = [ToolCall(**call) for _, call in sorted(calls.items())]
+    return Completion("".join(text), end.model, end.finish_reason, end.usage, tool_calls, "".join(reasoning),
+                      thinking=thinking)
 
 
 def usage_event(provider: str, model: str, outcome: str, started: float, usage: Usage, label: str,

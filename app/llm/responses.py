@@ -58,15 +58,16 @@ def header_value(text: str) -> str:
 HEADER_SAFE = "".join(chr(code) for code in range(0x20, 0x7f) if chr(code) != "%")
 
 
-def honouring_routes(request: CompletionRequest, routes: list[Route]) -> list[Route]:
-    """The routes to try: a parameter the first provider cannot honour is a 400 naming it (unless
-    DROP_UNSUPPORTED_PARAMS, then the providers leave it out); a fallback that cannot honour the
-    request is not tried."""
+def honouring_routes(request: CompletionRequest, routes: list[Route],
+                     wire_names: dict[str, str] | None = None) -> list[Route]:
+    """The routes to try: a parameter the first provider cannot honour is a 400 naming it as the client
+    sent it (`wire_names` maps a neutral name to the front door's own; unless DROP_UNSUPPORTED_PARAMS,
+    then the providers leave it out); a fallback that cannot honour the request is not tried."""
     unsupported = routes[0].provider.unsupported(request)
     if current_app.config["DROP_UNSUPPORTED_PARAMS"]:
         return routes
     if unsupported:
-        name, provider = unsupported[0], routes[0].provider.name
+        name, provider = (wire_names or {}).get(unsupported[0], unsupported[0]), routes[0].provider.name
         raise BadRequest(f"The parameter '{name}' is not supported by {provider} ({routes[0].model}); "
                          "leave it out, or set DROP_UNSUPPORTED_PARAMS=true to have it dropped.",
                          code="unsupported_parameter", details={"param": name, "provider": provider})
@@ -80,11 +81,12 @@ def dropped_header(request: CompletionRequest, routes: list[Route], provider: st
 
 
 def answer_response(request: CompletionRequest, routes: list[Route], stream: bool, formatter: Any,
-                    body: Callable[[Answer], dict[str, Any]], on_end: Callable[[], None] = lambda: None) -> Response:
+                    body: Callable[[Answer], dict[str, Any]], on_end: Callable[[], None] = lambda: None,
+                    wire_names: dict[str, str] | None = None) -> Response:
     """The gateway's answer to `request` over `routes` (those that cannot honour it left out, see
-    `honouring_routes`): streamed by `formatter` (then `on_end()` once the stream ends), or whole as
-    `body(answer)`; headers say who answered."""
-    routes = honouring_routes(request, routes)
+    `honouring_routes`, which names a refused parameter by `wire_names`): streamed by `formatter` (then
+    `on_end()` once the stream ends), or whole as `body(answer)`; headers say who answered."""
+    routes = honouring_routes(request, routes, wire_names)
     if stream:
         return event_stream(gateway().stream(request, routes), formatter,
                             headers=lambda started: dropped_header(request, routes, started.provider), on_end=on_end)

@@ -142,13 +142,35 @@ class FunctionCallSchema(BaseSchema):
 
 
 class ToolCallSchema(BaseSchema):
+    """A tool call an assistant made; `extra_content.google.thought_signature` is Gemini's signature of
+    the call, kept where Google's own OpenAI-compatible API puts it."""
+
     id = fields.String(required=True, validate=validate.Length(min=1))
     type = fields.String(load_default="function", validate=validate.Equal("function"))
     function = fields.Nested(FunctionCallSchema, required=True)
+    extra_content = fields.Dict(load_default=None, allow_none=True)
 
     @post_load
     def neutral(self, data: dict[str, Any], **kwargs) -> dict[str, str]:
-        return {"id": data["id"], "name": data["function"]["name"], "arguments": data["function"]["arguments"]}
+        call = {"id": data["id"], "name": data["function"]["name"], "arguments": data["function"]["arguments"]}
+        signature = ((data["extra_content"] or {}).get("google") or {}).get("thought_signature")
+        if isinstance(signature, str) and signature:
+            call["signature"] = signature
+        return call
+
+
+THINKING_TYPES = ("thinking", "redacted_thinking")
+
+
+class ThinkingBlockField(fields.Dict):
+    """One of Claude's thinking blocks as it was answered: `{"type": "thinking", "thinking", "signature"}`
+    or `{"type": "redacted_thinking", "data"}`."""
+
+    def _deserialize(self, value: Any, attr, data, **kwargs):
+        block = super()._deserialize(value, attr, data, **kwargs)
+        if block.get("type") not in THINKING_TYPES:
+            raise ValidationError('A thinking block has the type "thinking" or "redacted_thinking".')
+        return block
 
 
 class ChatMessageSchema(BaseSchema):
@@ -160,6 +182,21 @@ class ChatMessageSchema(BaseSchema):
     name = fields.String(load_default=None)
     tool_calls = fields.List(fields.Nested(ToolCallSchema), load_default=None)
     tool_call_id = fields.String(load_default=None)
+    thinking_blocks = fields.List(ThinkingBlockField(), load_default=None)
+
+    @pre_load
+    def thinking_parts(self, data: Any, **kwargs) -> Any:
+        """Thinking blocks sent as parts of an assistant's `content` (the OpenAI Agents SDK's way) join
+        its `thinking_blocks` (LiteLLM's)."""
+        content = data.get("content") if isinstance(data, dict) else None
+        if not isinstance(content, list) or data.get("role") != "assistant":
+            return data
+        blocks = [part for part in content if isinstance(part, dict) and part.get("type") in THINKING_TYPES]
+        if not blocks:
+            return data
+        rest = [part for part in content if part not in blocks]
+        earlier = data.get("thinking_blocks") if isinstance(data.get("thinking_blocks"), list) else []
+        return {**data, "content": rest or None, "thinking_blocks": [*earlier, *blocks]}
 
     @validates_schema
     def shape_of_role(self, data: dict[str, Any], **kwargs) -> None:
@@ -174,6 +211,9 @@ class ChatMessageSchema(BaseSchema):
 
     @post_load
     def neutral(self, data: dict[str, Any], **kwargs) -> dict[str, Any]:
+        if data.get("thinking_blocks") and data["role"] != "assistant":
+            raise ValidationError("Only assistant messages carry thinking_blocks.", "thinking_blocks")
+        data["thinking"] = data.pop("thinking_blocks")
         return {key: value for key, value in data.items() if value is not None or key == "content"}
 
 
@@ -327,6 +367,9 @@ class AnswerMessageSchema(BaseSchema):
 
     role = fields.String(required=True, metadata={"enum": ["assistant"]})
     content = fields.String(required=True)
+    thinking_blocks = fields.List(fields.Dict(), metadata={
+        "description": "Claude's thinking blocks (with their signatures), to send back on the assistant "
+                       "message of a tool loop."})
 
 
 class ChoiceSchema(BaseSchema):
@@ -438,6 +481,8 @@ class ChunkToolCallSchema(BaseSchema):
     id = fields.String()
     type = fields.String(metadata={"enum": ["function"]})
     function = fields.Nested(ChunkFunctionSchema, required=True)
+    extra_content = fields.Dict(metadata={"description": "In the call's first fragment, Gemini's thought "
+                                                         "signature: `{\"google\": {\"thought_signature\"}}`."})
 
 
 class ChunkDeltaSchema(BaseSchema):
@@ -450,6 +495,9 @@ class ChunkDeltaSchema(BaseSchema):
     role = fields.String(metadata={"enum": ["assistant"]})
     content = fields.String()
     reasoning_content = fields.String(metadata={"description": "The model's reasoning, when it shows it."})
+    thinking_blocks = fields.List(fields.Dict(), metadata={
+        "description": "A whole Claude thinking block with its signature, once it is complete (its text "
+                       "came before as `reasoning_content`)."})
     tool_calls = fields.List(fields.Nested(ChunkToolCallSchema))
 
 

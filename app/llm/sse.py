@@ -7,6 +7,8 @@ Messages stream (for `/v1/messages`); `NativeEvents` this server's own events fo
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 import time
@@ -15,7 +17,7 @@ from typing import Any
 
 from app.core.errors import APIError, UpstreamError, UpstreamUnavailable, anthropic_error_body, openai_error_body
 from app.llm.gateway import OVERLOADED, FailedAttempt, Started, StreamFailed
-from app.llm.providers.base import NativeEvent, ReasoningDelta, StreamEnd, ToolCallDelta
+from app.llm.providers.base import NativeEvent, ReasoningDelta, StreamEnd, ThinkingBlock, ToolCallDelta
 from app.llm.pump import HEARTBEAT
 
 HEARTBEAT_COMMENT = ": heartbeat\n\n"
@@ -37,8 +39,10 @@ def interrupted(event: StreamFailed) -> UpstreamError:
 
 class OpenAIChunks:
     """OpenAI's streaming format; content chunks come from a template, so only the text is encoded.
-    Reasoning goes out as `delta.reasoning_content`, tool calls as OpenAI's `delta.tool_calls`
-    fragments (the first of a call with its `id`, `type` and `function.name`)."""
+    Reasoning goes out as `delta.reasoning_content`, and each whole Claude thinking block, once its
+    signature is in, as one `delta.thinking_blocks` (LiteLLM's convention); tool calls as OpenAI's
+    `delta.tool_calls` fragments (the first of a call with its `id`, `type`, `function.name` and
+    Gemini's signature as `extra_content`)."""
 
     def __init__(self, include_usage: bool = False, extra: dict[str, Any] | None = None):
         self.id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
@@ -58,6 +62,8 @@ class OpenAIChunks:
             return self.prefix + json.dumps(event, ensure_ascii=False) + self.suffix
         if isinstance(event, ReasoningDelta):
             return self.chunk({"reasoning_content": event.text})
+        if isinstance(event, ThinkingBlock):
+            return self.chunk({"thinking_blocks": [event.block]})
         if isinstance(event, ToolCallDelta):
             return self.chunk({"tool_calls": [tool_call_delta(event)]})
         if event is HEARTBEAT:
@@ -91,7 +97,13 @@ def tool_call_delta(delta: ToolCallDelta) -> dict[str, Any]:
     if delta.name is not None:
         function["name"] = delta.name
     call["function"] = function
-    return call
+    return {**call, **signature_content(delta.signature)}
+
+
+def signature_content(signature: str | None) -> dict[str, Any]:
+    """A tool call's `extra_content` holding Gemini's thought signature, where Google's OpenAI-compatible
+    API puts it (and the OpenAI Agents SDK reads it); nothing without one."""
+    return {"extra_content": {"google": {"thought_signature": signature}}} if signature else {}
 
 
 ANTHROPIC_STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",
@@ -161,12 +173,20 @@ class AnthropicEvents:
             return self.delta("thinking", {"type": "thinking", "thinking": "", "signature": ""},
                               {"type": "thinking_delta", "thinking": part.text})
         block: dict[str, Any] = {"type": "tool_use", "id": part.id, "name": part.name, "input": {}}
-        out = self.open(("tool", part.index), block) if part.id is not None else ""
+        out = self.signed(part.id, part.signature) if part.id is not None and part.signature else ""
+        out += self.open(("tool", part.index), block) if part.id is not None else ""
         if part.arguments:
             index = self.blocks[("tool", part.index)]
             out += self.event({"type": "content_block_delta", "index": index,
                                "delta": {"type": "input_json_delta", "partial_json": part.arguments}})
         return out
+
+    def signed(self, call_id: str, signature: str) -> str:
+        """A thinking block whose signature seals the call's thought signature (Gemini's), before the
+        call: clients keep thinking blocks whole, and send them back with the turn."""
+        signed = {"type": "signature_delta", "signature": seal({"signatures": {call_id: signature}})}
+        out = self.open("thinking", {"type": "thinking", "thinking": "", "signature": ""})
+        return out + self.event({"type": "content_block_delta", "index": self.blocks["thinking"], "delta": signed})
 
     def delta(self, key: str, block: dict[str, Any], delta: dict[str, Any]) -> str:
         out = self.open(key, block) if self.open_block != key else ""
@@ -213,9 +233,35 @@ def function_call_item(item_id: str, call_id: str, name: str, arguments: str,
             "status": status}
 
 
-def reasoning_item(item_id: str, text: str) -> dict[str, Any]:
-    """The model's reasoning as a Responses API reasoning item, its text as the summary."""
-    return {"type": "reasoning", "id": item_id, "summary": [{"type": "summary_text", "text": text}]}
+def reasoning_item(item_id: str, text: str, thinking: list[dict[str, Any]] | None = None,
+                   signatures: dict[str, str] | None = None) -> dict[str, Any]:
+    """The model's reasoning as a Responses API reasoning item, its text as the summary; the reasoning
+    state that must go back with the next turn (Claude's signed thinking blocks, Gemini's thought
+    signatures by call id) sealed in its `encrypted_content`, as OpenAI's own reasoning state is."""
+    item: dict[str, Any] = {"type": "reasoning", "id": item_id,
+                            "summary": [{"type": "summary_text", "text": text}] if text else []}
+    if thinking or signatures:
+        item["encrypted_content"] = seal({"thinking": thinking or [], "signatures": signatures or {}})
+    return item
+
+
+SEALED = "aiserver.v1."  # how this server's encrypted_content begins (OpenAI's own never does)
+
+
+def seal(state: dict[str, Any]) -> str:
+    """Reasoning state as an opaque string for `encrypted_content` (opaque, not secret: the client had it)."""
+    return SEALED + base64.urlsafe_b64encode(json.dumps(state, separators=(",", ":")).encode()).decode("ascii")
+
+
+def unseal(content: Any) -> dict[str, Any]:
+    """The reasoning state `seal` made; {} for anything else (another server's encrypted content)."""
+    if not isinstance(content, str) or not content.startswith(SEALED):
+        return {}
+    try:
+        state = json.loads(base64.urlsafe_b64decode(content[len(SEALED):]))
+    except (ValueError, binascii.Error):
+        return {}
+    return state if isinstance(state, dict) else {}
 
 
 def responses_usage(usage: Any) -> dict[str, Any]:
@@ -243,6 +289,8 @@ class ResponsesEvents:
         self.open_item: dict[str, Any] | None = None
         self.calls: dict[int, dict[str, Any]] = {}  # tool call index to its item
         self.reasoning = ""
+        self.thinking: list[dict[str, Any]] = []  # Claude's signed blocks, for the next reasoning item
+        self.signatures: dict[str, str] = {}  # Gemini's signatures by call id, likewise
         self.provider: str | None = None
         self.ended: dict[str, Any] | None = None  # the response of the last event, once sent
 
@@ -264,6 +312,9 @@ class ResponsesEvents:
             return self.text(event)
         if isinstance(event, ReasoningDelta):
             self.reasoning += event.text
+            return ""
+        if isinstance(event, ThinkingBlock):
+            self.thinking.append(event.block)
             return ""
         if isinstance(event, ToolCallDelta):
             return self.tool_call(event)
@@ -303,9 +354,10 @@ class ResponsesEvents:
 
     def flush_reasoning(self) -> str:
         """The reasoning so far as one whole reasoning item, before the next item starts."""
-        if not self.reasoning:
+        if not (self.reasoning or self.thinking or self.signatures):
             return ""
-        item, self.reasoning = reasoning_item(new_id("rs"), self.reasoning), ""
+        item = reasoning_item(new_id("rs"), self.reasoning, self.thinking, self.signatures)
+        self.reasoning, self.thinking, self.signatures = "", [], {}
         self.output.append(item)
         index = len(self.output) - 1
         return (self.event("response.output_item.added", output_index=index, item={**item, "summary": []})
@@ -324,6 +376,8 @@ class ResponsesEvents:
 
     def tool_call(self, delta: ToolCallDelta) -> str:
         out = ""
+        if delta.id is not None and delta.signature:
+            self.signatures[delta.id] = delta.signature  # in the reasoning item sent before the call
         if delta.id is not None:
             self.calls[delta.index] = function_call_item(new_id("fc"), delta.id, delta.name or "", "", "in_progress")
             out = self.add(self.calls[delta.index])

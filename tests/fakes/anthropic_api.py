@@ -2,11 +2,17 @@
 streamed in ``input_json_delta`` fragments), token counting (``count_tokens``: one token per four
 characters of the JSON of the system prompt, messages and tools, so a test can predict it), and
 the 400s the real API answers for top-level fields it does not know, a thinking budget out of
-range, and tool results that do not match the previous turn's tool_use blocks."""
+range, tool results that do not match the previous turn's tool_use blocks, tool ids outside
+``^[a-zA-Z0-9_-]+$``, ``temperature`` other than 1 or ``top_p`` below 0.95 while thinking is on, a
+tool loop whose last assistant turn does not start with its thinking block while thinking is on, and
+a thinking block whose signature is not the one the fake gave it (a signature here is a hash of the
+block's text, so one that was altered or made up is refused, as the real API refuses it)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import uuid
 from typing import Iterator
 
@@ -32,6 +38,9 @@ FIELDS = {"model", "messages", "max_tokens", "system", "stop_sequences", "stream
 COUNT_FIELDS = {"model", "messages", "system", "tools", "tool_choice", "thinking", "output_config", "cache_control",
                 "mcp_servers", "speed", "user_profile_id", "workspace_id"}
 MIN_THINKING_BUDGET = 1024
+TOOL_ID = re.compile(r"^[a-zA-Z0-9_-]+$")
+THINKING_TYPES = ("thinking", "redacted_thinking")
+DOCS = "Please consult our documentation at https://docs.claude.com/en/docs/build-with-claude/extended-thinking"
 
 
 class FakeAnthropic(FakeServer):
@@ -78,7 +87,10 @@ class FakeAnthropic(FakeServer):
             budget = thinking.get("budget_tokens") or 0
             if budget < MIN_THINKING_BUDGET or budget >= (body.get("max_tokens") or 0):
                 return "thinking.budget_tokens: must be >= 1024 and less than max_tokens"
-        return _tool_history_problem(body.get("messages") or [])
+        messages = body.get("messages") or []
+        thinking_on = thinking.get("type") in ("enabled", "adaptive")
+        return (_sampling_problem(body, thinking_on) or _tool_id_problem(messages) or _signature_problem(messages)
+                or _tool_history_problem(messages) or (_thinking_problem(messages) if thinking_on else None))
 
     def last_user_text(self, request: RecordedRequest) -> str:
         users = [m for m in request.json.get("messages", []) if isinstance(m, dict) and m.get("role") == "user"]
@@ -134,7 +146,7 @@ class FakeAnthropic(FakeServer):
         thinking when asked for and scripted, the text, then one tool_use per call."""
         blocks: list[tuple[dict, str]] = []
         if reply.reasoning and (request.json.get("thinking") or {}).get("type") in ("enabled", "adaptive"):
-            blocks.append(({"type": "thinking", "signature": _id("sig_")}, ""))
+            blocks.append(({"type": "thinking", "signature": signature_of(reply.reasoning)}, ""))
         if reply.pieces() or not reply.tool_calls:
             blocks.append(({"type": "text"}, ""))
         choice = request.json.get("tool_choice") or {}
@@ -171,6 +183,63 @@ def counted_tokens(body: dict) -> int:
 
 def _event(kind: str, content: bool = False, **fields: object) -> Frame:
     return sse({"type": kind, **fields}, event=kind, content=content)
+
+
+def signature_of(thinking: str) -> str:
+    """The fake's signature of a thinking block: a hash of its text, so an altered block is caught."""
+    return "sig_" + hashlib.sha256(thinking.encode()).hexdigest()[:32]
+
+
+def _blocks(message: dict) -> list[dict]:
+    content = message.get("content")
+    return [b for b in content if isinstance(b, dict)] if isinstance(content, list) else []
+
+
+def _sampling_problem(body: dict, thinking_on: bool) -> str | None:
+    """The real API's 400s for sampling settings it refuses while thinking is on."""
+    if thinking_on and body.get("temperature", 1) != 1:
+        return f"`temperature` may only be set to 1 when thinking is enabled or in adaptive mode. {DOCS}"
+    if thinking_on and body.get("top_p", 1) < 0.95:
+        return f"`top_p` must be greater than or equal to 0.95 or unset when thinking is enabled. {DOCS}"
+    return None
+
+
+def _tool_id_problem(messages: list[dict]) -> str | None:
+    """The real API's 400 for a tool_use id (or the tool_result's tool_use_id) outside its pattern."""
+    for index, message in enumerate(messages):
+        for number, block in enumerate(_blocks(message)):
+            key = {"tool_use": "id", "tool_result": "tool_use_id"}.get(block.get("type"))
+            if key and not TOOL_ID.match(str(block.get(key, ""))):
+                return (f"messages.{index}.content.{number}.{block['type']}.{key}: String should match pattern "
+                        "'^[a-zA-Z0-9_-]+$'")
+    return None
+
+
+def _signature_problem(messages: list[dict]) -> str | None:
+    """The real API's 400 for a thinking block whose signature does not cover it."""
+    for index, message in enumerate(messages):
+        for number, block in enumerate(_blocks(message)):
+            if block.get("type") == "thinking" and block.get("signature") != signature_of(block.get("thinking", "")):
+                return f"messages.{index}.content.{number}: Invalid `signature` in `thinking` block"
+    return None
+
+
+def _thinking_problem(messages: list[dict]) -> str | None:
+    """The real API's 400 for a tool loop (the request ends with tool results) whose last assistant turn
+    does not start with its thinking block, while thinking is on."""
+    if not messages or not any(b.get("type") == "tool_result" for b in _blocks(messages[-1])):
+        return None
+    index = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=None)
+    if index is None:
+        return None
+    blocks = _blocks(messages[index])
+    found = blocks[0].get("type") if blocks else "text"
+    if found in THINKING_TYPES:
+        return None
+    return (f"messages.{index}.content.0.type: Expected `thinking` or `redacted_thinking`, but found `{found}`. "
+            "When `thinking` is enabled, a final `assistant` message must start with a thinking block (preceeding "
+            "the lastmost set of `tool_use` and `tool_result` blocks). We recommend you include thinking blocks from "
+            f"previous turns. To avoid this requirement, disable `thinking`. {DOCS}")
 
 
 def _tool_history_problem(messages: list[dict]) -> str | None:

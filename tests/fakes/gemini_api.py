@@ -7,7 +7,8 @@ with ``HttpOptions(base_url=fake.url, api_version="v1beta")`` requests arrive at
 
 Tool calls are ``functionCall`` parts (no ids; a stream sends each call whole, parallel calls as
 parts of one response); Gemini 3 models attach a ``thoughtSignature`` to the first call of a turn
-and, like the real API, refuse a later request whose history drops it. Thought summaries are
+and, like the real API, refuse a later request whose history drops it or alters it, while taking
+the dummy signature Google documents for calls Gemini did not make (``DUMMY_SIGNATURE``). Thought summaries are
 ``thought: true`` text parts, sent only when ``thinkingConfig.includeThoughts`` asks for them.
 Embeddings answer ``:batchEmbedContents``.
 """
@@ -37,6 +38,7 @@ GENERATE = re.compile(r"^/(?:v1|v1beta|v1alpha)/models/([^/:]+):(generateContent
 EMBED = re.compile(r"^/(?:v1|v1beta|v1alpha)/models/([^/:]+):batchEmbedContents$")
 EMBEDDING_DIMENSIONS = 8
 SIGNATURE = base64.b64encode(b"fake-thought-signature").decode()
+DUMMY_SIGNATURE = "skip_thought_signature_validator"  # the value Google documents for calls it did not make
 LIST_MODELS = re.compile(r"^/(?:v1|v1beta|v1alpha)/models$")
 
 
@@ -84,7 +86,12 @@ class FakeGemini(FakeServer):
             calls = [part for part in content.get("parts") or () if "functionCall" in part]
             if generate.group(1).startswith("gemini-3") and calls and "thoughtSignature" not in calls[0]:
                 return ("Function call is missing a thought_signature in functionCall parts. This is required for "
-                        "tools to work correctly.")
+                        "tools to work correctly, and missing thought_signature may lead to degraded model "
+                        "performance. Additional data, function call `default_api:"
+                        f"{calls[0]['functionCall'].get('name')}` , position 1.")
+            signed = [part["thoughtSignature"] for part in content.get("parts") or () if "thoughtSignature" in part]
+            if any(signature not in (SIGNATURE, DUMMY_SIGNATURE) for signature in signed):
+                return "Corrupted thought signature."
         return None
 
     def retry_headers(self, reply: Reply) -> dict[str, str]:

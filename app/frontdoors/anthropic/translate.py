@@ -6,7 +6,10 @@ provider. It keeps what the others can honour and refuses the rest with a 400 na
   become parts; an assistant's `tool_use` blocks its tool calls; each `tool_result` block a `tool`
   message (`is_error: true` prefixes its text with "Error: ", as no other vendor has the flag);
 - `thinking`/`redacted_thinking` blocks of earlier answers are Claude's own reasoning and are not sent
-  to other vendors (none takes it back); `cache_control` marks are Anthropic's cache hints and are
+  to other vendors (none takes it back), except what this server sealed in a thinking block's
+  `signature` for another vendor's answer: Gemini's thought signatures, by tool call id, which go back
+  on those calls (a thinking block is the one part of an answer every Anthropic client keeps whole,
+  and ids stay within Anthropic's id rule); `cache_control` marks are Anthropic's cache hints and are
   not sent either (the other vendors cache on their own);
 - `thinking` becomes `reasoning_effort` by its budget; `tool_choice` {any} is "required",
   `disable_parallel_tool_use` is `parallel_tool_calls: false`; `output_config.format` is structured
@@ -22,9 +25,12 @@ from app.core.errors import BadRequest
 from app.llm.gateway import Answer
 from app.llm.providers.base import ANTHROPIC_MESSAGES, CompletionRequest, NativeBody
 from app.llm.registry import Route
-from app.llm.sse import anthropic_message_id, anthropic_stop_reason
+from app.llm.sse import anthropic_message_id, anthropic_stop_reason, seal, unseal
 
 TOOL_CHOICES = {"auto": "auto", "any": "required", "none": "none"}
+# the neutral parameters under the names a Messages API client sent them, for a 400 naming one
+WIRE_NAMES = {"stop": "stop_sequences", "parallel_tool_calls": "tool_choice.disable_parallel_tool_use",
+              "reasoning_effort": "thinking", "json_schema": "output_config.format", "user": "metadata.user_id"}
 NOT_SENT_ELSEWHERE = ("thinking", "redacted_thinking")
 PASSED_HEADERS = ("anthropic-beta",)
 
@@ -70,11 +76,13 @@ def neutral_messages(message: dict[str, Any], path: str) -> list[dict[str, Any]]
         return [{"role": message["role"], "content": content}]
     results = [tool_message(block, f"{path}.content.{i}") for i, block in enumerate(content)
                if block["type"] == "tool_result"]
-    parts, calls = [], []
+    parts, calls, signatures = [], [], sealed_signatures(content)
     for i, block in enumerate(content):
         if block["type"] == "tool_use" and message["role"] == "assistant":
-            calls.append({"id": str(block.get("id", "")), "name": str(block.get("name", "")),
-                          "arguments": json.dumps(block.get("input") or {})})
+            call_id = str(block.get("id", ""))
+            calls.append({"id": call_id, "name": str(block.get("name", "")),
+                          "arguments": json.dumps(block.get("input") or {}),
+                          **({"signature": signatures[call_id]} if signatures.get(call_id) else {})})
         elif block["type"] not in ("tool_result", *NOT_SENT_ELSEWHERE):
             parts.append(content_part(block, f"{path}.content.{i}"))
     if not parts and not calls:
@@ -83,6 +91,16 @@ def neutral_messages(message: dict[str, Any], path: str) -> list[dict[str, Any]]
     if calls:
         turn["tool_calls"] = calls
     return [*results, turn]
+
+
+def sealed_signatures(blocks: list[dict[str, Any]]) -> dict[str, str]:
+    """The thought signatures this server sealed in the turn's thinking blocks, by tool call id."""
+    signatures: dict[str, str] = {}
+    for block in blocks:
+        if block["type"] == "thinking":
+            found = unseal(block.get("signature")).get("signatures")
+            signatures.update(found if isinstance(found, dict) else {})
+    return signatures
 
 
 def tool_message(block: dict[str, Any], path: str) -> dict[str, Any]:
@@ -167,8 +185,10 @@ def message_body(answer: Answer) -> dict[str, Any]:
     if answer.native is not None:
         return answer.native
     content: list[dict[str, Any]] = []
-    if answer.reasoning:
-        content.append({"type": "thinking", "thinking": answer.reasoning, "signature": ""})
+    signatures = {call.id: call.signature for call in answer.tool_calls if call.signature}
+    if answer.reasoning or signatures:
+        content.append({"type": "thinking", "thinking": answer.reasoning,
+                        "signature": seal({"signatures": signatures}) if signatures else ""})
     if answer.text or not answer.tool_calls:
         content.append({"type": "text", "text": answer.text})
     content += [{"type": "tool_use", "id": call.id, "name": call.name, "input": tool_input(call.arguments)}

@@ -20,7 +20,7 @@ from app.frontdoors.anthropic.schemas import (
     MessagesSchema,
     TokenCountSchema,
 )
-from app.frontdoors.anthropic.translate import message_body, native_body, request_for
+from app.frontdoors.anthropic.translate import WIRE_NAMES, message_body, native_body, request_for
 from app.llm.registry import Route
 from app.llm.responses import GATEWAY_ERRORS, answer_response, gateway, registry
 from app.llm.sse import AnthropicEvents
@@ -43,7 +43,8 @@ def messages():
     checked = load(MessagesSchema, body)
     routes = registry().routes_for_model(checked["model"])
     completion = request_for(routes, checked, native_body(body, request.headers))
-    return answer_response(completion, routes, checked["stream"], AnthropicEvents(), message_body)
+    return answer_response(completion, routes, checked["stream"], AnthropicEvents(), message_body,
+                           wire_names=WIRE_NAMES)
 
 
 @bp.post("/v1/messages/count_tokens")

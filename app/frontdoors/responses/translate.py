@@ -5,7 +5,10 @@
 tools, `tool_choice`, `max_output_tokens`, `temperature`, `top_p`, `text.format` (JSON schema),
 `reasoning.effort`, `metadata` and `user` their neutral fields; unknown fields go to `extra` (an
 OpenAI-compatible upstream receives them, any other provider refuses them by name). Reasoning
-items of earlier answers are not sent back (no vendor takes another's reasoning). The input is kept
+items carry, in `encrypted_content`, the reasoning state an answer's next turn needs (Claude's signed
+thinking blocks, Gemini's thought signatures): their thinking goes back on the next assistant message,
+their signatures on the function calls they name; their summaries are not sent (no vendor takes
+another's reasoning). The input is kept
 as items (`stored_items`: each with an `id`, a message's text as parts) for storing and listing, and
 a continued chain's items go before it (see `app.frontdoors.responses.service`).
 """
@@ -19,7 +22,7 @@ from app.core.errors import BadRequest
 from app.core.schemas import decode_data_uri
 from app.llm.gateway import Answer
 from app.llm.providers.base import CompletionRequest
-from app.llm.sse import function_call_item, message_item, new_id, reasoning_item, responses_usage
+from app.llm.sse import function_call_item, message_item, new_id, reasoning_item, responses_usage, unseal
 
 ROLES = ("user", "system", "developer", "assistant")
 TEXT_PARTS = ("input_text", "output_text", "text")
@@ -68,24 +71,50 @@ def input_messages(given: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
     if isinstance(given, str):
         return [{"role": "user", "content": given}]
     messages: list[dict[str, Any]] = []
+    signatures = reasoning_signatures(given)
+    thinking: list[Any] = []
     for index, item in enumerate(given):
         kind = item.get("type", "message")
-        if kind == "function_call":
+        if kind == "reasoning":
+            thinking += unseal(item.get("encrypted_content")).get("thinking") or []
+        elif kind == "function_call":
             call = {"id": str(item.get("call_id", "")), "name": str(item.get("name", "")),
                     "arguments": str(item.get("arguments", ""))}
+            if signatures.get(call["id"]):
+                call["signature"] = signatures[call["id"]]
             if messages and messages[-1]["role"] == "assistant" and "tool_calls" in messages[-1]:
                 messages[-1]["tool_calls"].append(call)
             else:
-                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+                messages.append(with_thinking({"role": "assistant", "content": None, "tool_calls": [call]}, thinking))
+                thinking = []
         elif kind == "function_call_output":
             messages.append({"role": "tool", "tool_call_id": str(item.get("call_id", "")),
                              "content": output_text_of(item.get("output"), f"input.{index}.output")})
         elif kind == "message" and item.get("role") in ROLES:
-            messages.append({"role": item["role"], "content": content_of(item.get("content"), f"input.{index}")})
+            message = {"role": item["role"], "content": content_of(item.get("content"), f"input.{index}")}
+            if item["role"] == "assistant":
+                message, thinking = with_thinking(message, thinking), []
+            messages.append(message)
         elif kind not in NOT_SENT:
             raise BadRequest(f"input.{index}: items of type {kind!r} are not supported; send messages, "
                              "function_call and function_call_output items.", details={"param": f"input.{index}"})
     return messages
+
+
+def reasoning_signatures(items: list[dict[str, Any]]) -> dict[str, str]:
+    """The thought signatures the input's reasoning items hold, by the call id they belong to."""
+    signatures: dict[str, str] = {}
+    for item in items:
+        if item.get("type") == "reasoning":
+            found = unseal(item.get("encrypted_content")).get("signatures")
+            signatures.update(found if isinstance(found, dict) else {})
+    return signatures
+
+
+def with_thinking(message: dict[str, Any], thinking: list[Any]) -> dict[str, Any]:
+    """The assistant `message` with the thinking blocks of the reasoning items before it, if any."""
+    blocks = [block for block in thinking if isinstance(block, dict)]
+    return {**message, "thinking": blocks} if blocks else message
 
 
 def output_text_of(output: Any, path: str) -> str:
@@ -164,7 +193,10 @@ def tool_choice_echo(choice: str | dict[str, str] | None) -> Any:
 
 
 def response_body(envelope: dict[str, Any], answer: Answer) -> dict[str, Any]:
-    output: list[dict[str, Any]] = [reasoning_item(new_id("rs"), answer.reasoning)] if answer.reasoning else []
+    signatures = {call.id: call.signature for call in answer.tool_calls if call.signature}
+    output: list[dict[str, Any]] = []
+    if answer.reasoning or answer.thinking or signatures:
+        output.append(reasoning_item(new_id("rs"), answer.reasoning, answer.thinking, signatures))
     if answer.text or not answer.tool_calls:
         output.append(message_item(new_id("msg"), answer.text))
     output += [function_call_item(new_id("fc"), call.id, call.name, call.arguments) for call in answer.tool_calls]

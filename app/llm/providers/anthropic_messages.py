@@ -4,8 +4,17 @@ System and developer messages become the `system` parameter; OpenAI-style tool c
 `tool_use` blocks in the assistant turn and tool results `tool_result` blocks in one user turn
 (consecutive results merged, as the API wants every result of a turn in the next user message).
 Structured output uses the API's native `output_config.format`; `reasoning_effort` becomes a
-thinking budget. The pinned SDK's `messages.create` has no `temperature` or `top_p` (nor `seed`,
-`n`, penalties or logprobs), so those are reported as unsupported rather than sent.
+thinking budget. The pinned SDK's `messages.create` lacks `temperature` and `top_p`, which the API
+takes, so they go as `extra_body`; with thinking on, Anthropic allows only `temperature` 1 and
+`top_p` from 0.95, and anything else is a 400 naming it (`seed`, `n`, penalties and logprobs, which
+the API lacks, are reported as unsupported).
+
+Thinking survives a tool loop: an answer's signed `thinking` and `redacted_thinking` blocks come out
+as `ThinkingBlock`s, and an assistant message's `thinking` goes back first in its turn, as Anthropic
+requires while thinking is on. A history that lost them (a client that does not keep them, a turn
+another vendor answered) has thinking turned off for that request, the recourse Anthropic's error
+names, rather than a 400. Tool-call ids outside Anthropic's `^[a-zA-Z0-9_-]+$` (another vendor's)
+are replaced by a stable hash of themselves, the same in the `tool_use` and its `tool_result`.
 
 A request that came through the Anthropic Messages front door (`CompletionRequest.native`) is sent
 as it came, with the route's model (fields the SDK does not know go as `extra_body`), and answered
@@ -14,7 +23,9 @@ added upstream after this SDK reach the client unchanged.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from typing import Any, Generator, Iterator
 
 import anthropic
@@ -34,6 +45,7 @@ from app.llm.providers.base import (
     ReasoningDelta,
     StreamEnd,
     StreamItem,
+    ThinkingBlock,
     ToolCall,
     ToolCallDelta,
     TransientFailure,
@@ -48,8 +60,11 @@ from app.llm.providers.base import (
 
 FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls",
                   "refusal": "content_filter", "pause_turn": "stop", "model_context_window_exceeded": "length"}
-SUPPORTED = frozenset({"max_tokens", "stop", "json_schema", "tools", "tool_choice", "parallel_tool_calls",
-                       "reasoning_effort", "user"})
+SUPPORTED = frozenset({"max_tokens", "temperature", "top_p", "stop", "json_schema", "tools", "tool_choice",
+                       "parallel_tool_calls", "reasoning_effort", "user"})
+THINKING_TYPES = ("thinking", "redacted_thinking")
+TOOL_ID = re.compile(r"^[a-zA-Z0-9_-]+$")  # the pattern Anthropic checks tool_use ids against
+LOWEST_TOP_P_WHILE_THINKING = 0.95
 # thinking budget per OpenAI reasoning_effort; "none" turns thinking off (the API's default)
 THINKING_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 24576, "xhigh": 32768}
 MIN_THINKING_BUDGET = 1024
@@ -113,11 +128,12 @@ class AnthropicProvider:
                           tool_calls=[ToolCall(block.id, block.name, json.dumps(block.input))
                                       for block in blocks if block.type == "tool_use"],
                           reasoning="".join(block.thinking for block in blocks if block.type == "thinking"),
-                          native=message.to_dict(mode="json") if native else None)
+                          native=message.to_dict(mode="json") if native else None,
+                          thinking=[block.to_dict(mode="json") for block in blocks if block.type in THINKING_TYPES])
 
     def stream(self, request: CompletionRequest, model: str) -> Generator[StreamItem, None, None]:
         native = native_params(request, model)
-        tally, tools = Tally(model), ToolIndexes()
+        tally, tools, thoughts = Tally(model), ToolIndexes(), Thoughts()
         try:
             with self.client.messages.create(**self._with_body_fields(native or self._params(request, model)),
                                              stream=True) as events:
@@ -125,7 +141,7 @@ class AnthropicProvider:
                 for event in events:
                     tally.count(event)
                     if not native:
-                        yield from event_parts(event, tools)
+                        yield from event_parts(event, tools, thoughts)
                     elif held is None:
                         yield NativeEvent(event.to_dict(mode="json"))
                     else:
@@ -158,8 +174,17 @@ class AnthropicProvider:
 
     def _params(self, request: CompletionRequest, model: str) -> dict[str, Any]:
         system = "\n\n".join(text_of(m["content"]) for m in request.messages if m["role"] in ("system", "developer"))
+        thinking = bool(request.reasoning_effort and request.reasoning_effort != "none")
+        turns = to_anthropic_messages(request.messages)
+        if thinking and thinking_lost(turns):
+            thinking = False  # Anthropic: "To avoid this requirement, disable `thinking`."
+        if not thinking:
+            turns = without_thinking(turns)
         params: dict[str, Any] = {"model": model, "max_tokens": request.max_tokens or self.max_tokens,
-                                  "messages": to_anthropic_messages(request.messages)}
+                                  "messages": turns}
+        sampling = sampling_params(request, thinking)
+        if sampling:
+            params["extra_body"] = sampling
         if system:
             params["system"] = system
         if request.stop:
@@ -175,7 +200,7 @@ class AnthropicProvider:
         choice = tool_choice(request)
         if choice:
             params["tool_choice"] = choice
-        if request.reasoning_effort and request.reasoning_effort != "none":
+        if thinking:
             params.update(thinking_params(request, self.max_tokens))
         return params
 
@@ -222,15 +247,40 @@ class Tally:
         return StreamEnd(self.model, self.finish_reason, self.usage)
 
 
-def event_parts(event: Any, tools: "ToolIndexes") -> Iterator[StreamItem]:
+def event_parts(event: Any, tools: "ToolIndexes", thoughts: "Thoughts") -> Iterator[StreamItem]:
     """The neutral parts of one streamed event."""
     if event.type == "content_block_delta":
+        thoughts.add(event.index, event.delta)
         yield from delta_parts(event.index, event.delta, tools)
     elif event.type == "content_block_start" and event.content_block.type == "tool_use":
         block = event.content_block
         yield ToolCallDelta(tools.start(event.index), block.id, block.name)
+    elif event.type == "content_block_start" and event.content_block.type in THINKING_TYPES:
+        thoughts.start(event.index, event.content_block.to_dict(mode="json"))
     elif event.type == "content_block_stop" and tools.unfinished(event.index):
         yield ToolCallDelta(tools.index[event.index], arguments="{}")  # a call without input
+    elif event.type == "content_block_stop" and event.index in thoughts.blocks:
+        yield ThinkingBlock(thoughts.blocks.pop(event.index))
+
+
+class Thoughts:
+    """The thinking blocks of a stream being put together: the text of `thinking_delta`s and the
+    `signature_delta` (a `redacted_thinking` block comes whole in its start)."""
+
+    def __init__(self) -> None:
+        self.blocks: dict[int, dict[str, Any]] = {}
+
+    def start(self, block_index: int, block: dict[str, Any]) -> None:
+        self.blocks[block_index] = block
+
+    def add(self, block_index: int, delta: Any) -> None:
+        block = self.blocks.get(block_index)
+        if block is None:
+            return
+        if delta.type == "thinking_delta":
+            block["thinking"] = block.get("thinking", "") + delta.thinking
+        elif delta.type == "signature_delta":
+            block["signature"] = block.get("signature", "") + delta.signature
 
 
 class ToolIndexes:
@@ -277,6 +327,37 @@ def thinking_params(request: CompletionRequest, default_max_tokens: int) -> dict
     return {"thinking": {"type": "enabled", "budget_tokens": budget}}
 
 
+def sampling_params(request: CompletionRequest, thinking: bool) -> dict[str, float]:
+    """`temperature` and `top_p` for `extra_body`; with thinking on, a 400 for any value Anthropic
+    refuses then (temperature other than 1, top_p below 0.95), naming it."""
+    params = {name: value for name, value in (("temperature", request.temperature), ("top_p", request.top_p))
+              if value is not None}
+    if thinking and params.get("temperature", 1) != 1:
+        raise CallerFault("temperature: Anthropic takes only 1 (or no temperature) while thinking is on "
+                          "(reasoning_effort); leave temperature out or turn reasoning off.", status=400)
+    if thinking and params.get("top_p", 1) < LOWEST_TOP_P_WHILE_THINKING:
+        raise CallerFault(f"top_p: Anthropic takes only {LOWEST_TOP_P_WHILE_THINKING} to 1 (or no top_p) while "
+                          "thinking is on (reasoning_effort).", status=400)
+    return params
+
+
+def thinking_lost(turns: list[dict[str, Any]]) -> bool:
+    """Whether the conversation is inside a tool loop (it ends with tool results) whose last assistant
+    turn does not start with its thinking: Anthropic refuses that while thinking is on."""
+    if not turns or turns[-1]["role"] != "user":
+        return False
+    if not any(block["type"] == "tool_result" for block in turns[-1]["content"]):
+        return False
+    answer = next((turn for turn in reversed(turns) if turn["role"] == "assistant"), None)
+    return answer is not None and (not answer["content"] or answer["content"][0]["type"] not in THINKING_TYPES)
+
+
+def without_thinking(turns: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The turns without thinking blocks, for a request with thinking off."""
+    return [{**turn, "content": [b for b in turn["content"] if b["type"] not in THINKING_TYPES]}
+            if turn["role"] == "assistant" else turn for turn in turns]
+
+
 def anthropic_tool(tool: dict[str, Any]) -> dict[str, Any]:
     spec: dict[str, Any] = {"name": tool["name"], "input_schema": tool.get("parameters") or {"type": "object"}}
     if tool.get("description"):
@@ -317,14 +398,23 @@ def to_anthropic_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]
 
 
 def message_blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """A message's blocks: an assistant's thinking first (as Anthropic wants it), text, tool calls."""
     if message["role"] == "tool":
-        return [{"type": "tool_result", "tool_use_id": message["tool_call_id"],
+        return [{"type": "tool_result", "tool_use_id": tool_id(message["tool_call_id"]),
                  "content": content_blocks(message["content"])}]
-    blocks = content_blocks(message.get("content"))
+    blocks = [dict(block) for block in message.get("thinking") or () if block.get("type") in THINKING_TYPES]
+    blocks += content_blocks(message.get("content"))
     for call in message.get("tool_calls") or ():
-        blocks.append({"type": "tool_use", "id": call["id"], "name": call["name"],
+        blocks.append({"type": "tool_use", "id": tool_id(call["id"]), "name": call["name"],
                        "input": parse_arguments(call["arguments"])})
     return blocks
+
+
+def tool_id(call_id: str) -> str:
+    """`call_id` if Anthropic takes it as a tool_use id, else a stable id made from it."""
+    if TOOL_ID.match(call_id):
+        return call_id
+    return "toolu_" + hashlib.sha256(call_id.encode()).hexdigest()[:24]
 
 
 def content_blocks(content: str | list[dict[str, Any]] | None) -> list[dict[str, Any]]:

@@ -3,7 +3,8 @@
 A provider wraps one vendor SDK client (made once, pooled) and offers two calls:
 `complete(request, model) -> Completion` and `stream(request, model)`, a generator yielding typed
 parts: text deltas (`str`), `ToolCallDelta`, `ReasoningDelta`, and finally one `StreamEnd` (which
-carries the usage). Closing the generator early closes the upstream HTTP response, so an abandoned
+carries the usage), and `ThinkingBlock` for reasoning state that must go back with the conversation.
+Closing the generator early closes the upstream HTTP response, so an abandoned
 stream stops costing tokens at once. The parts are vendor-neutral: a front door translates its
 wire shape to a `CompletionRequest` and these parts back to its wire shape, never knowing which SDK
 answered.
@@ -53,7 +54,9 @@ class CompletionRequest:
     `content` is a string, a list of parts or (assistant with tool calls) None; a part is
     `{"type": "text", "text"}`, `{"type": "image", "media_type", "data": base64}` or
     `{"type": "image", "url": "https://..."}`. A message may carry `name`; an assistant message
-    `tool_calls` (a list of `ToolCall.to_dict()`); a tool message the `tool_call_id` it answers.
+    `tool_calls` (a list of `ToolCall.to_dict()`) and `thinking` (the `ThinkingBlock.block`s of the
+    answer it was, to be sent back to the vendor that made them); a tool message the `tool_call_id`
+    it answers.
 
     `tools` are `{"name", "description", "parameters": JSON schema, "strict"}`; `tool_choice` is
     "auto", "none", "required" or `{"name": ...}`. `json_schema` asks for structured output:
@@ -113,14 +116,20 @@ class Usage:
 
 @dataclass(frozen=True)
 class ToolCall:
-    """A whole function call the model made; `arguments` is JSON text, as OpenAI sends it."""
+    """A whole function call the model made; `arguments` is JSON text, as OpenAI sends it.
+    `signature` is the vendor's opaque reasoning state attached to the call (Gemini's thought
+    signature, base64), which must come back with the call on the next turn; "" when it has none."""
 
     id: str
     name: str
     arguments: str
+    signature: str = ""
 
     def to_dict(self) -> dict[str, str]:
-        return {"id": self.id, "name": self.name, "arguments": self.arguments}
+        call = {"id": self.id, "name": self.name, "arguments": self.arguments}
+        if self.signature:
+            call["signature"] = self.signature
+        return call
 
 
 @dataclass(frozen=True)
@@ -132,6 +141,7 @@ class ToolCallDelta:
     id: str | None = None
     name: str | None = None
     arguments: str = ""
+    signature: str | None = None  # with the first piece, when the call carries one (see `ToolCall`)
 
 
 @dataclass(frozen=True)
@@ -139,6 +149,16 @@ class ReasoningDelta:
     """A piece of the model's reasoning (thinking) text, streamed before or between its answer."""
 
     text: str
+
+
+@dataclass(frozen=True)
+class ThinkingBlock:
+    """A whole block of reasoning that must go back, unchanged, with the conversation's next turn to
+    the vendor that wrote it: Claude's `{"type": "thinking", "thinking", "signature"}` or
+    `{"type": "redacted_thinking", "data"}` (Anthropic refuses a tool loop whose assistant turn lost
+    it while thinking is on). Yielded when the block is complete, after its `ReasoningDelta`s."""
+
+    block: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -167,6 +187,7 @@ class Completion:
     reasoning: str = ""
     logprobs: Any = None  # OpenAI's `choices[].logprobs`, from upstreams that speak it
     native: dict[str, Any] | None = None  # the vendor's own answer body, for a request with `native`
+    thinking: list[dict[str, Any]] = field(default_factory=list)  # `ThinkingBlock.block`s, in order
 
 
 @dataclass(frozen=True)
@@ -174,9 +195,10 @@ class Embeddings:
     vectors: list[list[float]]
     model: str
     usage: Usage = field(default_factory=Usage)
+    estimated: bool = False  # the usage is this server's estimate: the vendor reported none
 
 
-StreamItem = Union[str, ToolCallDelta, ReasoningDelta, NativeEvent, StreamEnd]
+StreamItem = Union[str, ToolCallDelta, ReasoningDelta, ThinkingBlock, NativeEvent, StreamEnd]
 
 
 class Provider(Protocol):

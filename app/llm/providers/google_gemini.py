@@ -4,16 +4,26 @@ has ended). Assistant turns are the `model` role; system and developer messages 
 `response_json_schema`; tools are `function_declarations`, tool calls `function_call` parts and
 tool results `function_response` parts.
 
-Gemini's function calls carry no id, so each gets one made here (`call_...`); a tool result is
-matched back to its call's name through the assistant message that made it. Gemini 3 attaches a
-thought signature to a function call, which must return with the call on the next turn: it travels
-inside the id (`call_..__thought__<base64>`), the one field every OpenAI client echoes unchanged.
-Images given by URL are fetched (the API takes bytes) with the `fetch_image` the registry passes in.
+Gemini's function calls carry no id, so each gets one made here (`call_` and 24 hex digits: short
+and valid for every vendor's id rules); a tool result is matched back to its call's name through the
+assistant message that made it. Gemini 3 attaches a thought signature to the first function call of
+a step, which must return with the call on the next turn: it travels beside the call
+(`ToolCall.signature`, base64), and each front door puts it where its clients keep it. An id of the
+older form (`call_..__thought__<base64>`) still gives its signature back. A call that comes back
+without one (a history from another model, a fallback mid-loop, a client that kept only the id) gets
+the dummy signature Google documents for calls Gemini did not make, so Gemini 3 still answers.
+
+Gemini has no switch for parallel calls: `parallel_tool_calls: false` is honoured by keeping the
+first call of an answer (the one that carries the step's signature), as if the model had made one.
+Embeddings are counted by the vendor's token statistics when it reports them (Vertex AI), else
+estimated at four characters a token (`Embeddings.estimated`). Images given by URL are fetched (the
+API takes bytes) with the `fetch_image` the registry passes in.
 """
 from __future__ import annotations
 
 import base64
 import json
+import re
 import uuid
 from typing import Any, Callable, Generator
 
@@ -48,9 +58,13 @@ from app.llm.providers.base import (
 FINISH_REASONS = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter",
                   "RECITATION": "content_filter", "BLOCKLIST": "content_filter", "PROHIBITED_CONTENT": "content_filter"}
 SUPPORTED = frozenset({"max_tokens", "temperature", "top_p", "stop", "json_schema", "tools", "tool_choice", "seed",
-                       "presence_penalty", "frequency_penalty", "reasoning_effort"})
+                       "presence_penalty", "frequency_penalty", "reasoning_effort", "parallel_tool_calls"})
 TOOL_MODES = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
-THOUGHT_SEPARATOR = "__thought__"
+VALID_ID = re.compile(r"^[A-Za-z0-9_-]{1,40}$")  # an id every vendor takes (Anthropic's rule, OpenAI's length)
+THOUGHT_SEPARATOR = "__thought__"  # the older ids, which carried the signature inside
+# Google's documented thought signature for a function call Gemini did not make (the JSON value as it is)
+DUMMY_SIGNATURE = "skip_thought_signature_validator"
+CHARS_PER_TOKEN = 4  # the estimate's rule of thumb, where the vendor counts no tokens
 # Gemini 2.x takes a thinking budget in tokens (0 turns thinking off); Gemini 3 takes a level
 THINKING_BUDGETS = {"none": 0, "minimal": 512, "low": 1024, "medium": 8192, "high": 24576, "xhigh": 32768}
 THINKING_LEVELS = {"none": "MINIMAL", "minimal": "MINIMAL", "low": "LOW", "medium": "MEDIUM", "high": "HIGH",
@@ -118,13 +132,15 @@ class GeminiProvider:
 
     def complete(self, request: CompletionRequest, model: str) -> Completion:
         try:
-            response = self.client.models.generate_content(model=model, contents=self.to_contents(request.messages),
-                                                           config=self._config(request, model))
+            response = self.client.models.generate_content(
+                model=model, contents=self.to_contents(request.messages, model), config=self._config(request, model))
         except (genai_errors.APIError, httpx2.HTTPError) as exc:
             raise translate_error(exc) from None
         candidate = response.candidates[0] if response.candidates else None
         parts = response_parts(response)
         calls = [tool_call(part) for part in parts if part.function_call]
+        if request.parallel_tool_calls is False:
+            calls = calls[:1]
         return Completion(text="".join(p.text for p in parts if p.text and not p.thought),
                           model=response.model_version or model, finish_reason=finish_reason(candidate, bool(calls)),
                           usage=usage_from(response.usage_metadata), tool_calls=calls,
@@ -133,14 +149,16 @@ class GeminiProvider:
     def stream(self, request: CompletionRequest, model: str) -> Generator[StreamItem, None, None]:
         answered_model, reason, usage, calls = model, "stop", Usage(), 0
         responses = self.client.models.generate_content_stream(
-            model=model, contents=self.to_contents(request.messages), config=self._config(request, model))
+            model=model, contents=self.to_contents(request.messages, model), config=self._config(request, model))
         try:
             for response in responses:
                 for part in response_parts(response):
-                    if part.function_call:
+                    if part.function_call and (calls == 0 or request.parallel_tool_calls is not False):
                         call = tool_call(part)
-                        yield ToolCallDelta(calls, call.id, call.name, call.arguments)
+                        yield ToolCallDelta(calls, call.id, call.name, call.arguments, call.signature or None)
                         calls += 1
+                    elif part.function_call:
+                        continue  # parallel_tool_calls: false keeps the first call
                     elif part.text:
                         yield ReasoningDelta(part.text) if part.thought else part.text
                 answered_model = response.model_version or answered_model
@@ -160,8 +178,12 @@ class GeminiProvider:
             response = self.client.models.embed_content(model=model, contents=inputs, config=config)
         except (genai_errors.APIError, httpx2.HTTPError) as exc:
             raise translate_error(exc) from None
-        tokens = getattr(response.usage_metadata, "prompt_token_count", None) or 0
-        return Embeddings([list(e.values or ()) for e in response.embeddings or ()], model, Usage(tokens))
+        vectors = [list(e.values or ()) for e in response.embeddings or ()]
+        counted = [e.statistics.token_count for e in response.embeddings or () if e.statistics]
+        if counted and all(count is not None for count in counted):
+            return Embeddings(vectors, model, Usage(int(sum(counted))))  # type: ignore[arg-type]
+        estimate = sum(-(-len(text) // CHARS_PER_TOKEN) for text in inputs)
+        return Embeddings(vectors, model, Usage(estimate), estimated=True)
 
     def _config(self, request: CompletionRequest, model: str) -> types.GenerateContentConfig:
         system = "\n\n".join(text_of(m["content"]) for m in request.messages if m["role"] in ("system", "developer"))
@@ -182,9 +204,10 @@ class GeminiProvider:
             config["thinking_config"] = thinking_config(request.reasoning_effort, model)
         return types.GenerateContentConfig(**{k: v for k, v in config.items() if v is not None})
 
-    def to_contents(self, messages: list[dict[str, Any]]) -> list[types.Content]:
+    def to_contents(self, messages: list[dict[str, Any]], model: str = "") -> list[types.Content]:
         """The conversation as Gemini turns; consecutive messages of one role share one turn, so the
-        results of parallel calls answer them together, as Gemini expects."""
+        results of parallel calls answer them together, as Gemini expects. For Gemini 3, the first call
+        of each model turn that came back without a signature gets the dummy one."""
         names = {call["id"]: call["name"] for m in messages for call in m.get("tool_calls") or ()}
         contents: list[types.Content] = []
         for message in messages:
@@ -196,6 +219,9 @@ class GeminiProvider:
                 contents[-1].parts = [*(contents[-1].parts or []), *parts]
             else:
                 contents.append(types.Content(role=role, parts=parts))
+        if not model.startswith("gemini-2"):
+            for content in contents:
+                sign_first_call(content)
         return contents
 
     def message_parts(self, message: dict[str, Any], names: dict[str, str]) -> list[types.Part]:
@@ -252,25 +278,44 @@ def thinking_config(effort: str, model: str) -> types.ThinkingConfig:
 
 
 def tool_call(part: types.Part) -> ToolCall:
-    """A Gemini function call with an id made for it, carrying its thought signature when it has one."""
+    """A Gemini function call with an id made for it, and its thought signature (base64) when it has one."""
     call = part.function_call or types.FunctionCall()
-    call_id = call.id or f"call_{uuid.uuid4().hex[:24]}"
-    if part.thought_signature:
-        call_id += THOUGHT_SEPARATOR + base64.urlsafe_b64encode(part.thought_signature).decode("ascii")
-    return ToolCall(call_id, call.name or "", json.dumps(call.args or {}))
+    call_id = call.id if call.id and VALID_ID.match(call.id) else f"call_{uuid.uuid4().hex[:24]}"
+    signature = base64.b64encode(part.thought_signature).decode("ascii") if part.thought_signature else ""
+    return ToolCall(call_id, call.name or "", json.dumps(call.args or {}), signature)
 
 
 def function_call_part(call: dict[str, Any]) -> types.Part:
-    """An assistant's tool call as Gemini's function_call part, with the thought signature its id carries."""
-    _, _, signature = call["id"].partition(THOUGHT_SEPARATOR)
+    """An assistant's tool call as Gemini's function_call part, with its thought signature: the call's
+    own, or the one an id of the older form carries."""
+    _, _, in_id = call["id"].partition(THOUGHT_SEPARATOR)
     try:
         args = json.loads(call["arguments"] or "{}")
     except ValueError:
         raise CallerFault("A tool call's function.arguments is not valid JSON.", status=400) from None
     part = types.Part(function_call=types.FunctionCall(name=call["name"], args=args))
+    signature = call.get("signature") or in_id
     if signature:
-        part.thought_signature = base64.urlsafe_b64decode(signature)
+        part.thought_signature = signature_bytes(signature)
     return part
+
+
+def signature_bytes(signature: str) -> bytes:
+    """A thought signature's bytes from its base64 (standard or URL-safe, padded or not); the dummy
+    signature is sent as the very string Google documents."""
+    text = signature.strip().replace("+", "-").replace("/", "_")
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except ValueError:
+        raise CallerFault("A tool call's thought signature is not base64.", status=400) from None
+
+
+def sign_first_call(content: types.Content) -> None:
+    """Give the first function call of a model turn the dummy signature when none of its calls has one
+    (Gemini 3 checks the first call of each step)."""
+    calls = [part for part in content.parts or () if part.function_call]
+    if content.role == "model" and calls and not any(part.thought_signature for part in calls):
+        calls[0].thought_signature = signature_bytes(DUMMY_SIGNATURE)
 
 
 def tool_response(text: str) -> dict[str, Any]:
