@@ -127,6 +127,7 @@ class Answer:
     reasoning: str = ""
     logprobs: Any = None
     native: dict[str, Any] | None = None
+    choices: list[dict[str, Any]] = field(default_factory=list)  # every choice, when `n` > 1
 
 
 Event = Union[FailedAttempt, Started, StreamItem, StreamFailed]
@@ -174,7 +175,8 @@ class Gateway:
             self.record(usage_event(route.provider.name, result.model, "ok", started, result.usage,
                                     self.model_label(route, result.model)))
             return Answer(result.text, route.provider.name, result.model, result.finish_reason, result.usage,
-                          attempts, result.tool_calls, result.reasoning, result.logprobs, result.native)
+                          attempts, result.tool_calls, result.reasoning, result.logprobs, result.native,
+                          result.choices)
         raise all_failed(attempts)
 
     def _whole(self, request: CompletionRequest, route: Route, deadline: float) -> Completion:
