@@ -331,7 +331,7 @@ class ResponsesEvents:
         """An upstream's own event as it came (its response object saying what this server did with it);
         its end was its last event, and a failure after it began is `response.failed` numbered after it."""
         if not isinstance(event, NativeEvent):
-            return "" if isinstance(event, StreamEnd) else self.failure(event, lambda: "")
+            return "" if isinstance(event, StreamEnd) else self.failure(event, self.cut)
         payload = event.event
         if isinstance(payload.get("response"), dict):
             response = {**payload["response"], "previous_response_id": self.envelope["previous_response_id"],
@@ -340,12 +340,37 @@ class ResponsesEvents:
             self.envelope = {key: value for key, value in response.items() if key not in ("status", "output")}
             if payload.get("type") in RESPONSES_ENDS:
                 self.ended = response
-        elif payload.get("type") == "response.output_item.done" and isinstance(payload.get("item"), dict):
-            self.output.append(payload["item"])
+        else:
+            self.follow(payload)
         if isinstance(payload.get("sequence_number"), int):
             self.sequence = payload["sequence_number"]
         self.sequence += 1
         return f"event: {payload.get('type')}\n" + data_line(json.dumps(payload, ensure_ascii=False))
+
+    def cut(self) -> str:
+        """Mark the items still in progress `incomplete` (an upstream stream that broke off)."""
+        for item in self.output:
+            if item.get("status") == "in_progress":
+                item["status"] = "incomplete"
+        return ""
+
+    def follow(self, payload: dict[str, Any]) -> None:
+        """Keep the output items of an upstream's stream as they grow, for a stream that ends early."""
+        kind, index = payload.get("type"), payload.get("output_index")
+        if kind in ("response.output_item.added", "response.output_item.done") and isinstance(index, int):
+            item = json.loads(json.dumps(payload.get("item") or {}))
+            self.output[index:index + 1] = [item]
+            return
+        item = self.output[index] if isinstance(index, int) and index < len(self.output) else None
+        if item is None:
+            return
+        if kind == "response.content_part.added":
+            item.setdefault("content", []).append(dict(payload.get("part") or {}))
+        elif kind == "response.output_text.delta" and item.get("content"):
+            part = item["content"][min(payload.get("content_index") or 0, len(item["content"]) - 1)]
+            part["text"] = part.get("text", "") + str(payload.get("delta", ""))
+        elif kind == "response.function_call_arguments.delta":
+            item["arguments"] = item.get("arguments", "") + str(payload.get("delta", ""))
 
     def final(self) -> dict[str, Any] | None:
         """The whole response as the stream left it, with `provider`: completed or failed as its last
