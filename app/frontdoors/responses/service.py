@@ -95,8 +95,9 @@ def items_by_id(item_ids: list[str], reader: Any) -> dict[str, dict[str, Any]]:
     index, output items by a text match on the output column, then checked."""
     found: dict[str, dict[str, Any]] = {}
     with database.connection_context():
-        rows = (InputItem.select(InputItem.item_id, InputItem.item).join(StoredResponse)
-                .where(InputItem.item_id.in_(item_ids) & owned_by(StoredResponse.owner, reader)).tuples())
+        rows: list[Any] = list(InputItem.select(InputItem.item_id, InputItem.item).join(StoredResponse)
+                               .where(InputItem.item_id.in_(item_ids) & owned_by(StoredResponse.owner, reader))
+                               .tuples())
         found.update((item_id, item) for item_id, item in rows)
         for item_id in set(item_ids) - set(found):
             holders = (StoredResponse.select(StoredResponse.output)

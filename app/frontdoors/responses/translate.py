@@ -37,8 +37,8 @@ IGNORED_INCLUDES = ("reasoning.encrypted_content", "message.input_image.image_ur
                     "web_search_call.results", "file_search_call.results", "code_interpreter_call.outputs",
                     "computer_call_output.output.image_url")
 # fields whose value says to do what every vendor does anyway: (name, the values that say it)
-DEFAULTS = {"truncation": (None, "disabled"), "background": (None, False), "max_tool_calls": None,
-            "stream_options": None}
+DEFAULTS: dict[str, tuple[Any, ...] | None] = {"truncation": (None, "disabled"), "background": (None, False),
+                                               "max_tool_calls": None, "stream_options": None}
 
 
 ITEM_ID_PREFIXES = {"message": "msg", "function_call": "fc", "function_call_output": "fco", "reasoning": "rs"}
@@ -68,7 +68,7 @@ def chat_extra(body: dict[str, Any]) -> dict[str, Any]:
             extra[name] = value
         elif name == "include" and isinstance(value, list) and all(entry in IGNORED_INCLUDES for entry in value):
             continue
-        elif name in DEFAULTS and (DEFAULTS[name] is None or value in DEFAULTS[name]):
+        elif name in DEFAULTS and ((defaults := DEFAULTS[name]) is None or value in defaults):
             continue
         else:
             raise BadRequest(f"The parameter '{name}' (as given) is honoured only by OpenAI's Responses API, which "
