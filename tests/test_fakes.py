@@ -362,3 +362,38 @@ def test_cli_serves_echo_until_interrupted():
         finally:
             proc.send_signal(signal.SIGINT)  # as Ctrl-C
             assert proc.wait(timeout=5) == 0
+
+
+def test_openai_chat_refuses_what_the_real_api_refuses():
+    with FakeOpenAI() as fake:
+        client = openai.OpenAI(base_url=fake.base_url, api_key=KEY, max_retries=0)
+        with pytest.raises(openai.BadRequestError, match="Unrecognized request argument supplied: include"):
+            client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": PROMPT}],
+                                           extra_body={"include": []})
+        call = {"id": "call_" + "x" * 40, "type": "function", "function": {"name": "f", "arguments": "{}"}}
+        messages = [{"role": "user", "content": PROMPT}, {"role": "assistant", "content": None, "tool_calls": [call]},
+                    {"role": "tool", "tool_call_id": call["id"], "content": "ok"}]
+        with pytest.raises(openai.BadRequestError, match="maximum length 40") as error:
+            client.chat.completions.create(model="gpt-4o", messages=messages)
+        assert error.value.code == "string_above_max_length" and error.value.param == "messages[1].tool_calls[0].id"
+
+
+def test_openai_responses_parse_in_the_sdk_whole_and_streamed():
+    with FakeOpenAI() as fake:
+        client = openai.OpenAI(base_url=fake.base_url, api_key=KEY, max_retries=0)
+        fake.enqueue(Reply(text="Hello.", reasoning="Hmm."), Reply(chunks=PIECES, reasoning="Hmm."))
+        whole = client.responses.create(model="gpt-5", input=PROMPT, include=["reasoning.encrypted_content"],
+                                        tools=[{"type": "web_search"}])
+        assert [item.type for item in whole.output] == ["reasoning", "web_search_call", "message"]
+        assert whole.output[0].encrypted_content and whole.output_text == "Hello."
+        with client.responses.stream(model="gpt-5", input=PROMPT) as stream:
+            kinds = [event.type for event in stream]
+            final = stream.get_final_response()
+        assert final.output_text == "".join(PIECES) and kinds[-1] == "response.completed"
+        assert "response.reasoning_summary_text.delta" in kinds
+        with pytest.raises(openai.BadRequestError, match="Unknown parameter: 'nonsense'") as error:
+            client.responses.create(model="gpt-5", input=PROMPT, extra_body={"nonsense": 1})
+        assert error.value.code == "unknown_parameter"
+        with pytest.raises(openai.BadRequestError, match="Items are not persisted"):
+            client.responses.create(model="gpt-5", store=False, input=[
+                {"type": "reasoning", "id": "rs_1", "summary": []}, {"role": "user", "content": PROMPT}])

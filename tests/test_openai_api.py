@@ -434,3 +434,43 @@ def test_a_malformed_tool_call_argument_is_a_400_not_a_fallback(make_app, fake_o
 @pytest.fixture
 def client_in_process(make_app, fake_openai):
     return make_app(**provider_config(openai=fake_openai)).test_client()
+
+
+def test_several_choices_from_openai(client, fakes):
+    response = client.chat.completions.create(model="gpt-4o-mini", messages=QUESTION, n=2)
+    assert [(c.index, c.message.content) for c in response.choices] == [
+        (0, "Hello from the fake. (0)"), (1, "Hello from the fake. (1)")]
+    assert fakes["openai"].requests[-1].json["n"] == 2
+
+
+def test_several_choices_streamed_keep_their_index(client, fakes):
+    texts: dict[int, str] = {}
+    finished = set()
+    for chunk in client.chat.completions.create(model="gpt-4o-mini", messages=QUESTION, n=2, stream=True,
+                                                stream_options={"include_usage": True}):
+        for choice in chunk.choices:
+            texts[choice.index] = texts.get(choice.index, "") + (choice.delta.content or "")
+            if choice.finish_reason:
+                finished.add(choice.index)
+    assert texts == {0: "Hello from the fake. (0)", 1: "Hello from the fake. (1)"} and finished == {0, 1}
+
+
+def test_several_choices_where_a_vendor_has_none_is_a_400(client, fakes):
+    with pytest.raises(openai.BadRequestError, match="'n'"):
+        client.chat.completions.create(model="claude-sonnet-5-5", messages=QUESTION, n=2)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_a_message_name_is_sent_or_dropped_and_said(client, fakes, vendor, stream):
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "name": "alice", "content": "Hi"}]
+    raw = client.chat.completions.with_raw_response.create(model=VENDORS[vendor], messages=messages, stream=stream)
+    if stream:
+        assert streamed_message(raw.parse())[0] == "Hello from the fake."
+    else:
+        assert raw.parse().choices[0].message.content == "Hello from the fake."
+    upstream = json.dumps(fakes[vendor].requests[-1].json)
+    if vendor == "openai":
+        assert '"name": "alice"' in upstream and "X-Dropped-Params" not in raw.headers
+    else:
+        assert "alice" not in upstream and raw.headers["X-Dropped-Params"] == "messages.name"

@@ -67,6 +67,11 @@ def conversation(vendor: str, sent: dict[str, Any]) -> list[tuple[str, str]]:
     """(role, text) of each message a vendor's fake received, in its own wire shape."""
     if vendor == "gemini":
         return [(m["role"], "".join(p.get("text", "") for p in m["parts"])) for m in sent["contents"]]
+    if vendor == "openai":  # OpenAI's Responses API: the chain's items, then the input
+        given = sent["input"]
+        items = [{"role": "user", "content": given}] if isinstance(given, str) else given
+        return [(i["role"], i["content"] if isinstance(i["content"], str) else
+                 "".join(p.get("text", "") for p in i["content"])) for i in items]
     return [(m["role"], m["content"] if isinstance(m["content"], str) else
              "".join(p.get("text", "") for p in m["content"])) for m in sent["messages"]]
 

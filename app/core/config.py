@@ -72,7 +72,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DROP_UNSUPPORTED_PARAMS", "false", "true: a /v1 parameter the chosen vendor cannot honour is dropped and "
             "named in X-Dropped-Params; false: it is a 400 naming it.", _bool, group="routing"),
     Setting("OPENAI_COMPATIBLE", "", "Names of extra OpenAI-compatible endpoints; each NAME reads NAME_API_BASE, "
-            "NAME_API_KEY, NAME_MODEL_DEFAULT, NAME_MODEL_FALLBACKS, NAME_EMBEDDING_MODELS.", _list, group="routing"),
+            "NAME_API_KEY, NAME_MODEL_DEFAULT, NAME_MODEL_FALLBACKS, NAME_EMBEDDING_MODELS and NAME_RESPONSES_API "
+            "(true: the endpoint offers /v1/responses, which then takes Responses requests as they came).", _list,
+            group="routing"),
     Setting("RETRY_ATTEMPTS", "2", "Retries of one model on 429, 5xx, timeouts and connection errors.", int,
             group="routing"),
     Setting("RETRY_BACKOFF_S", "0.5", "First backoff; doubles each retry (with jitter).", float, group="routing"),
@@ -113,6 +115,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OPENAI_MODEL_FALLBACKS", "gpt-5.4", "OpenAI fallback models, in order.", group="providers"),
     Setting("OPENAI_EMBEDDING_MODELS", "text-embedding-3-small,text-embedding-3-large",
             "OpenAI embedding models served by /v1/embeddings (the first is the default).", group="providers"),
+    Setting("OPENAI_RESPONSES_API", "true", "true: /v1/responses requests for OpenAI models go to OpenAI's own "
+            "Responses API as they came (built-in tools, encrypted reasoning, include...); false: translated to "
+            "chat completions (an OPENAI_BASE_URL without /responses).", _bool, group="providers"),
     Setting("ANTHROPIC_API_KEY", "", "Anthropic API key.", secret=True, group="providers"),
     Setting("ANTHROPIC_BASE_URL", "", "Anthropic base URL (default https://api.anthropic.com).", group="providers"),
     Setting("ANTHROPIC_MODEL_DEFAULT", "claude-sonnet-5-5", "Anthropic default model.", group="providers"),
@@ -139,10 +144,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OLLAMA_MODEL_FALLBACKS", "", "Ollama fallback models, in order.", group="providers"),
     Setting("OLLAMA_EMBEDDING_MODELS", "", "Ollama embedding models served by /v1/embeddings (e.g. nomic-embed-text).",
             group="providers"),
+    Setting("OLLAMA_RESPONSES_API", "false", "true: /v1/responses requests for Ollama models go to Ollama's own "
+            "/v1/responses as they came (Ollama 0.13.3 and later).", _bool, group="providers"),
     Setting("LITELLM_API_BASE", "", "Base URL of a LiteLLM proxy (or any OpenAI-compatible server) named `litellm`.",
             group="providers"),
     Setting("LITELLM_API_KEY", "", "Key for LITELLM_API_BASE.", secret=True, group="providers"),
     Setting("LITELLM_MODEL", "", "Default model for the `litellm` provider.", group="providers"),
+    Setting("LITELLM_RESPONSES_API", "false", "true: /v1/responses requests for `litellm` models go to the proxy's "
+            "own /v1/responses as they came.", _bool, group="providers"),
     Setting("SYSTEM_PROMPT_FILE", "system_prompt.txt", "System prompt for persisted chats; created with a default "
             "when missing, re-read when it changes.", group="conversations"),
     Setting("CHAT_CONTEXT_MESSAGES", "40", "Most stored messages sent to the provider per turn (system prompt "
@@ -238,7 +247,7 @@ def load_settings(environ: dict[str, str] | None = None, dotenv_path: str | None
         settings["GITHUB_TOKEN"] = environ["GITHUB_PAT"]
     for name, value in environ.items():
         if name not in settings and name.endswith(("_API_BASE", "_API_KEY", "_MODEL_DEFAULT", "_MODEL_FALLBACKS",
-                                                              "_EMBEDDING_MODELS")):
+                                                              "_EMBEDDING_MODELS", "_RESPONSES_API")):
             settings[name] = value
     return settings
 

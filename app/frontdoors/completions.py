@@ -21,6 +21,19 @@ from app.llm.sse import OpenAIChunks, signature_content
 
 
 def completion_body(answer: Answer) -> dict[str, Any]:
+    """OpenAI's `chat.completion` for `answer`: its one choice, or (`n` > 1) every choice as the upstream
+    gave it."""
+    body = {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
+        "model": answer.model, "choices": answer.choices or [choice_of(answer)], "usage": answer.usage.to_dict(),
+        "provider": answer.provider,
+    }
+    if answer.attempts:
+        body["attempts"] = [a.to_dict() for a in answer.attempts]
+    return body
+
+
+def choice_of(answer: Answer) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": answer.text or (None if answer.tool_calls else "")}
     if answer.tool_calls:
         message["tool_calls"] = [{"id": call.id, "type": "function",
@@ -34,13 +47,7 @@ def completion_body(answer: Answer) -> dict[str, Any]:
     choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": answer.finish_reason}
     if answer.logprobs is not None:
         choice["logprobs"] = answer.logprobs
-    body = {
-        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
-        "model": answer.model, "choices": [choice], "usage": answer.usage.to_dict(), "provider": answer.provider,
-    }
-    if answer.attempts:
-        body["attempts"] = [a.to_dict() for a in answer.attempts]
-    return body
+    return choice
 
 
 def openai_response(request: CompletionRequest, routes: list[Route], stream: bool,

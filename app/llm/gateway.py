@@ -129,6 +129,7 @@ class Answer:
     logprobs: Any = None
     native: dict[str, Any] | None = None
     thinking: list[dict[str, Any]] = field(default_factory=list)
+    choices: list[dict[str, Any]] = field(default_factory=list)  # every choice, when `n` > 1
 
 
 Event = Union[FailedAttempt, Started, StreamItem, StreamFailed]
@@ -177,7 +178,7 @@ class Gateway:
                                     self.model_label(route, result.model)))
             return Answer(result.text, route.provider.name, result.model, result.finish_reason, result.usage,
                           attempts, result.tool_calls, result.reasoning, result.logprobs, result.native,
-                          result.thinking)
+                          result.thinking, result.choices)
         raise all_failed(attempts)
 
     def _whole(self, request: CompletionRequest, route: Route, deadline: float) -> Completion:

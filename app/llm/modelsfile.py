@@ -59,6 +59,8 @@ class EndpointSchema(Schema):
     credentials_file = fields.String()
     access_token = fields.String()
     max_tokens = fields.Integer(validate=validate.Range(min=1))
+    responses_api = fields.Boolean(metadata={"description": "Whether an openai, ollama or openai-compatible "
+                                                            "endpoint offers /v1/responses (openai: true)."})
 
     @validates_schema
     def secrets_from_the_environment(self, data: dict[str, Any], **kwargs: Any) -> None:

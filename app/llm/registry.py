@@ -253,6 +253,11 @@ def unique(items: list[str]) -> list[str]:
     return list(dict.fromkeys(i for i in items if i))
 
 
+def truthy(value: Any) -> bool:
+    """A named endpoint's boolean setting, read raw from the environment (`VLLM_RESPONSES_API=true`)."""
+    return str(value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def names(value: str | None) -> list[str]:
     """A comma-separated setting of model names as a list."""
     return [m.strip() for m in (value or "").split(",") if m.strip()]
@@ -301,18 +306,21 @@ def build_registry(config: dict[str, Any], fetch_image: Callable[[str], tuple[st
     def compatible_builder(name: str, prefix: str) -> Callable[[], Provider]:
         """The builder of a named OpenAI-compatible endpoint (`OPENAI_COMPATIBLE=vllm`: VLLM_API_BASE...)."""
         return lambda: openai_compatible(name, config.get(f"{prefix}_API_KEY", ""), config[f"{prefix}_API_BASE"],
-                                         prefix)
+                                         prefix, responses_api=truthy(config.get(f"{prefix}_RESPONSES_API")))
 
     builders = [
         ("openai", "OPENAI_API_KEY", configured_models("OPENAI"), lambda: openai_compatible(
             "openai", config["OPENAI_API_KEY"], config["OPENAI_BASE_URL"], "OPENAI",
-            max_tokens_field="max_completion_tokens", developer_role=True)),
+            max_tokens_field="max_completion_tokens", developer_role=True,
+            responses_api=config["OPENAI_RESPONSES_API"])),
         ("anthropic", "ANTHROPIC_API_KEY", configured_models("ANTHROPIC"), anthropic),
         ("gemini", "GEMINI_API_KEY", configured_models("GEMINI"), gemini),
         ("ollama", "OLLAMA_HOST", configured_models("OLLAMA"), lambda: openai_compatible(
-            "ollama", "ollama", config["OLLAMA_HOST"].rstrip("/") + "/v1", "OLLAMA")),
+            "ollama", "ollama", config["OLLAMA_HOST"].rstrip("/") + "/v1", "OLLAMA",
+            responses_api=config["OLLAMA_RESPONSES_API"])),
         ("litellm", "LITELLM_API_BASE", configured_models("LITELLM", "LITELLM_MODEL"), lambda: openai_compatible(
-            "litellm", config["LITELLM_API_KEY"], config["LITELLM_API_BASE"], "LITELLM", "LITELLM_MODEL")),
+            "litellm", config["LITELLM_API_KEY"], config["LITELLM_API_BASE"], "LITELLM", "LITELLM_MODEL",
+            responses_api=config["LITELLM_RESPONSES_API"])),
     ]
     for endpoint in config["OPENAI_COMPATIBLE"]:
         name, prefix = endpoint.lower(), endpoint.upper().replace("-", "_")
@@ -383,7 +391,8 @@ def build_endpoint(name: str, spec: dict[str, Any], options: dict[str, Any]) -> 
         openai_only: dict[str, Any] = ({"max_tokens_field": "max_completion_tokens", "developer_role": True}
                                        if kind == "openai" else {})
         return OpenAICompatibleProvider(name, api_key=spec.get("api_key", ""), base_url=base_url,
-                                        embedding_models=options["embedding_models"], **common, **openai_only)
+                                        embedding_models=options["embedding_models"], **common, **openai_only,
+                                        responses_api=spec.get("responses_api", kind == "openai"))
     if kind == "anthropic":
         from app.llm.providers.anthropic_messages import AnthropicProvider
 

@@ -58,20 +58,32 @@ def header_value(text: str) -> str:
 HEADER_SAFE = "".join(chr(code) for code in range(0x20, 0x7f) if chr(code) != "%")
 
 
+# parameters a provider without them leaves out (named in X-Dropped-Params), never a reason to refuse:
+# a message's `name` (AutoGen, CrewAI and langchain send it) is a participant's name, which only OpenAI's
+# wire has; the text of the message is what the model needs
+ALWAYS_DROPPABLE = ("messages.name",)
+
+
+def refused(provider: Any, request: CompletionRequest) -> list[str]:
+    """What `provider` cannot honour of `request` and would not leave out."""
+    return [name for name in provider.unsupported(request) if name not in ALWAYS_DROPPABLE]
+
+
 def honouring_routes(request: CompletionRequest, routes: list[Route],
                      wire_names: dict[str, str] | None = None) -> list[Route]:
     """The routes to try: a parameter the first provider cannot honour is a 400 naming it as the client
     sent it (`wire_names` maps a neutral name to the front door's own; unless DROP_UNSUPPORTED_PARAMS,
-    then the providers leave it out); a fallback that cannot honour the request is not tried."""
-    unsupported = routes[0].provider.unsupported(request)
+    then the providers leave it out; a message's `name` is always left out where it cannot be sent); a
+    fallback that cannot honour the request is not tried."""
     if current_app.config["DROP_UNSUPPORTED_PARAMS"]:
         return routes
+    unsupported = refused(routes[0].provider, request)
     if unsupported:
         name, provider = (wire_names or {}).get(unsupported[0], unsupported[0]), routes[0].provider.name
         raise BadRequest(f"The parameter '{name}' is not supported by {provider} ({routes[0].model}); "
                          "leave it out, or set DROP_UNSUPPORTED_PARAMS=true to have it dropped.",
                          code="unsupported_parameter", details={"param": name, "provider": provider})
-    return [route for route in routes if not route.provider.unsupported(request)]
+    return [route for route in routes if not refused(route.provider, request)]
 
 
 def dropped_header(request: CompletionRequest, routes: list[Route], provider: str) -> dict[str, str]:

@@ -42,7 +42,9 @@ class OpenAIChunks:
     Reasoning goes out as `delta.reasoning_content`, and each whole Claude thinking block, once its
     signature is in, as one `delta.thinking_blocks` (LiteLLM's convention); tool calls as OpenAI's
     `delta.tool_calls` fragments (the first of a call with its `id`, `type`, `function.name` and
-    Gemini's signature as `extra_content`)."""
+    Gemini's signature as `extra_content`). An answer with several choices (`n` > 1) comes as the
+    upstream's own chunks (`NativeEvent`), each choice's deltas under its `index`: they go out with this
+    stream's id, and their finish chunks end it."""
 
     def __init__(self, include_usage: bool = False, extra: dict[str, Any] | None = None):
         self.id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
@@ -51,6 +53,7 @@ class OpenAIChunks:
         self.extra = extra or {}
         self.prefix = self.suffix = ""
         self.model = ""
+        self.native = False
 
     def chunk(self, delta: dict[str, Any], finish_reason: str | None = None, **fields: Any) -> str:
         body = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
@@ -66,6 +69,10 @@ class OpenAIChunks:
             return self.chunk({"thinking_blocks": [event.block]})
         if isinstance(event, ToolCallDelta):
             return self.chunk({"tool_calls": [tool_call_delta(event)]})
+        if isinstance(event, NativeEvent):
+            self.native = True
+            return data_line(json.dumps({**event.event, "id": self.id, "object": "chat.completion.chunk",
+                                         "created": self.created}, ensure_ascii=False))
         if event is HEARTBEAT:
             return HEARTBEAT_COMMENT
         if isinstance(event, Started):
@@ -76,7 +83,7 @@ class OpenAIChunks:
                 extra["attempts"] = [a.to_dict() for a in event.attempts]
             return self.chunk({"role": "assistant", "content": ""}, **extra)
         if isinstance(event, StreamEnd):
-            out = self.chunk({}, event.finish_reason)
+            out = "" if self.native else self.chunk({}, event.finish_reason)
             if self.include_usage:
                 out += data_line(json.dumps({"id": self.id, "object": "chat.completion.chunk",
                                              "created": self.created, "model": event.model, "choices": [],
@@ -271,16 +278,34 @@ def responses_usage(usage: Any) -> dict[str, Any]:
             "total_tokens": usage.total_tokens}
 
 
+INCOMPLETE_REASONS = {"length": "max_output_tokens", "content_filter": "content_filter"}
+RESPONSES_ENDS = ("response.completed", "response.incomplete", "response.failed")
+
+
+def responses_status(finish_reason: str) -> dict[str, Any]:
+    """A Responses answer's `status` and `incomplete_details` for a neutral finish reason: `incomplete`
+    when it stopped at the token limit (`max_output_tokens`) or was filtered."""
+    reason = INCOMPLETE_REASONS.get(finish_reason)
+    return {"status": "incomplete" if reason else "completed",
+            "incomplete_details": {"reason": reason} if reason else None}
+
+
 class ResponsesEvents:
     """The Responses API's typed events, each named by its `event:` line and numbered by
     `sequence_number`: `response.created` and `response.in_progress`; per output item
     `response.output_item.added`, its deltas (`response.content_part.added` then
     `response.output_text.delta`, or `response.function_call_arguments.delta`), their `.done`
-    events and `response.output_item.done`; then `response.completed` with the whole response.
+    events and `response.output_item.done`; then `response.completed` with the whole response, or
+    `response.incomplete` when it stopped at `max_output_tokens`.
     Reasoning is one reasoning item, its text as the summary, sent when it is complete. A failure
     after the answer began is `response.failed`. `envelope` is the response object without its
     output (the request's echo: `id`, `model`, `instructions`, `tools`...). `final()` is the whole
-    response as the stream left it, for storing."""
+    response as the stream left it, for storing.
+
+    An upstream with the Responses API itself streams its own events (`NativeEvent`): they go out as
+    they came, each response object in them saying what this server did with it (`previous_response_id`,
+    `store`), and its output items are kept for `final()`. Which kind of stream it is shows in the
+    first item after `Started`, so the opening events wait for it."""
 
     def __init__(self, envelope: dict[str, Any]):
         self.envelope = envelope
@@ -293,6 +318,8 @@ class ResponsesEvents:
         self.signatures: dict[str, str] = {}  # Gemini's signatures by call id, likewise
         self.provider: str | None = None
         self.ended: dict[str, Any] | None = None  # the response of the last event, once sent
+        self.opened = False
+        self.native = False
 
     def event(self, kind: str, **fields: Any) -> str:
         payload = {"type": kind, "sequence_number": self.sequence, **fields}
@@ -305,9 +332,25 @@ class ResponsesEvents:
     def format(self, event: Any) -> str:
         if isinstance(event, Started):
             self.envelope["model"], self.provider = event.model, event.provider
-            snapshot = self.response("in_progress", output=[])
-            return (self.event("response.created", response=snapshot)
-                    + self.event("response.in_progress", response=snapshot))
+            return ""
+        if event is HEARTBEAT:
+            return HEARTBEAT_COMMENT
+        if isinstance(event, NativeEvent) and not self.opened:
+            self.opened = self.native = True
+        if self.native:
+            return self.native_event(event)
+        return self.opening() + self.translated(event)
+
+    def opening(self) -> str:
+        """`response.created` and `response.in_progress`, before the first event of a translated answer."""
+        if self.opened:
+            return ""
+        self.opened = True
+        snapshot = self.response("in_progress", output=[])
+        return self.event("response.created", response=snapshot) + self.event("response.in_progress",
+                                                                               response=snapshot)
+
+    def translated(self, event: Any) -> str:
         if isinstance(event, str):
             return self.text(event)
         if isinstance(event, ReasoningDelta):
@@ -320,17 +363,65 @@ class ResponsesEvents:
             return self.tool_call(event)
         if isinstance(event, StreamEnd):
             closing = self.close()
-            self.ended = self.response("completed", model=event.model, usage=responses_usage(event.usage))
-            return closing + self.event("response.completed", response=self.ended)
-        if event is HEARTBEAT:
-            return HEARTBEAT_COMMENT
+            status = responses_status(event.finish_reason)
+            self.ended = self.response(model=event.model, usage=responses_usage(event.usage), **status)
+            return closing + self.event(f"response.{status['status']}", response=self.ended)
+        return self.failure(event, self.close)
+
+    def failure(self, event: Any, closing: Any) -> str:
+        """`response.failed` for a stream that broke after it began (`closing()` ends its open item)."""
         if isinstance(event, StreamFailed):
             event = interrupted(event)
         if isinstance(event, APIError):
-            closing = self.close()
+            out = closing()
             self.ended = self.response("failed", error={"code": event.code, "message": event.message})
-            return closing + self.event("response.failed", response=self.ended)
+            return out + self.event("response.failed", response=self.ended)
         return ""
+
+    def native_event(self, event: Any) -> str:
+        """An upstream's own event as it came (its response object saying what this server did with it);
+        its end was its last event, and a failure after it began is `response.failed` numbered after it."""
+        if not isinstance(event, NativeEvent):
+            return "" if isinstance(event, StreamEnd) else self.failure(event, self.cut)
+        payload = event.event
+        if isinstance(payload.get("response"), dict):
+            response = {**payload["response"], "previous_response_id": self.envelope["previous_response_id"],
+                        "store": self.envelope["store"]}
+            payload = {**payload, "response": response}
+            self.envelope = {key: value for key, value in response.items() if key not in ("status", "output")}
+            if payload.get("type") in RESPONSES_ENDS:
+                self.ended = response
+        else:
+            self.follow(payload)
+        if isinstance(payload.get("sequence_number"), int):
+            self.sequence = payload["sequence_number"]
+        self.sequence += 1
+        return f"event: {payload.get('type')}\n" + data_line(json.dumps(payload, ensure_ascii=False))
+
+    def cut(self) -> str:
+        """Mark the items still in progress `incomplete` (an upstream stream that broke off)."""
+        for item in self.output:
+            if item.get("status") == "in_progress":
+                item["status"] = "incomplete"
+        return ""
+
+    def follow(self, payload: dict[str, Any]) -> None:
+        """Keep the output items of an upstream's stream as they grow, for a stream that ends early."""
+        kind, index = payload.get("type"), payload.get("output_index")
+        if kind in ("response.output_item.added", "response.output_item.done") and isinstance(index, int):
+            item = json.loads(json.dumps(payload.get("item") or {}))
+            self.output[index:index + 1] = [item]
+            return
+        item = self.output[index] if isinstance(index, int) and index < len(self.output) else None
+        if item is None:
+            return
+        if kind == "response.content_part.added":
+            item.setdefault("content", []).append(dict(payload.get("part") or {}))
+        elif kind == "response.output_text.delta" and item.get("content"):
+            part = item["content"][min(payload.get("content_index") or 0, len(item["content"]) - 1)]
+            part["text"] = part.get("text", "") + str(payload.get("delta", ""))
+        elif kind == "response.function_call_arguments.delta":
+            item["arguments"] = item.get("arguments", "") + str(payload.get("delta", ""))
 
     def final(self) -> dict[str, Any] | None:
         """The whole response as the stream left it, with `provider`: completed or failed as its last

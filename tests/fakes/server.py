@@ -74,6 +74,7 @@ class Reply:
     error_status: int = 500
     finish_reason: str = "stop"
     prompt_tokens: int = 11
+    cached_tokens: int = 0  # of the prompt tokens, read from the vendor's cache (where it reports them)
     completion_tokens: int | None = None
     tool_calls: list[dict] | None = None
     reasoning: str | None = None

@@ -22,14 +22,18 @@ class InputField(fields.Field):
 
 
 class ResponsesToolChoiceField(fields.Field):
-    """"auto", "none", "required", or `{"type": "function", "name"}` (kept as `{"name"}`)."""
+    """"auto", "none", "required", `{"type": "function", "name"}` (kept as `{"name"}`), or another
+    typed choice (a built-in tool, `allowed_tools`...), kept as it came for the Responses API itself."""
 
     def _deserialize(self, value: Any, attr, data, **kwargs):
         if value in ("auto", "none", "required"):
             return value
         if isinstance(value, dict) and value.get("type") == "function" and isinstance(value.get("name"), str):
             return {"name": value["name"]}
-        raise ValidationError('Must be "auto", "none", "required" or {"type": "function", "name"}.')
+        if isinstance(value, dict) and isinstance(value.get("type"), str) and value["type"] != "function":
+            return value
+        raise ValidationError('Must be "auto", "none", "required", {"type": "function", "name"} or another '
+                              'typed tool choice.')
 
 
 class ReasoningSchema(BaseSchema):
@@ -38,6 +42,7 @@ class ReasoningSchema(BaseSchema):
 
 class TextSchema(BaseSchema):
     format = fields.Dict(load_default=None)
+    verbosity = fields.String(load_default=None, allow_none=True, validate=validate.OneOf(("low", "medium", "high")))
 
 
 class ResponsesSchema(BaseSchema):
@@ -144,10 +149,12 @@ class StreamEventSchema(BaseSchema):
 
 class ResponseStatusEventSchema(StreamEventSchema):
     """The response as it stands: `response.created` and `response.in_progress` (no output yet), then
-    `response.completed` (whole, with `usage`) or `response.failed` (with `error`)."""
+    `response.completed` (whole, with `usage`), `response.incomplete` (stopped at `max_output_tokens`:
+    `incomplete_details.reason`) or `response.failed` (with `error`)."""
 
     type = fields.String(required=True, metadata={"enum": ["response.created", "response.in_progress",
-                                                           "response.completed", "response.failed"]})
+                                                           "response.completed", "response.incomplete",
+                                                           "response.failed"]})
     response = fields.Nested(ResponseStateSchema, required=True)
 
 
@@ -216,9 +223,11 @@ RESPONSES_EVENT_NAMES = ("response.created", "response.in_progress", "response.o
                          "response.content_part.added", "response.output_text.delta", "response.output_text.done",
                          "response.content_part.done", "response.function_call_arguments.delta",
                          "response.function_call_arguments.done", "response.output_item.done",
-                         "response.completed", "response.failed")
+                         "response.completed", "response.incomplete", "response.failed")
 RESPONSES_STREAM = ("The Responses API's typed events, each an `event: {type}` line and a `data: {json}` line with "
                     "`sequence_number`: `response.created`, `response.in_progress`, per output item "
                     "`response.output_item.added`, `response.content_part.added`, `response.output_text.delta` or "
                     "`response.function_call_arguments.delta`, their `.done` events, `response.output_item.done`; "
-                    "then `response.completed` (or `response.failed`).")
+                    "then `response.completed` (or `response.incomplete` with its `incomplete_details`, or "
+                    "`response.failed`). A model served by OpenAI's Responses API streams its own events as they "
+                    "came (built-in tool calls, reasoning summaries...).")

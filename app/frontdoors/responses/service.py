@@ -70,6 +70,47 @@ def chain_items(response_id: str, reader: Any) -> list[dict[str, Any]]:
     return [item for row in chain for item in (*inputs.get(row.id, ()), *row.output)]
 
 
+def resolve_references(given: str | list[dict[str, Any]], reader: Any) -> str | list[dict[str, Any]]:
+    """The input with each `{"type": "item_reference", "id"}` replaced by the stored item it names (an
+    input or output item of a response `reader` may see); 400 naming the first id not found."""
+    if isinstance(given, str):
+        return given
+    wanted = [item.get("id") for item in given if item.get("type") == "item_reference"]
+    if not wanted:
+        return given
+    found = items_by_id([item_id for item_id in wanted if isinstance(item_id, str)], reader)
+    resolved = []
+    for index, item in enumerate(given):
+        if item.get("type") == "item_reference":
+            if item.get("id") not in found:
+                raise BadRequest(f"Item with id '{item.get('id')}' not found.", code="item_not_found",
+                                 details={"param": f"input.{index}.id"})
+            item = found[item["id"]]
+        resolved.append(item)
+    return resolved
+
+
+def items_by_id(item_ids: list[str], reader: Any) -> dict[str, dict[str, Any]]:
+    """The stored items with these ids among the responses `reader` may see: input items by their
+    index, output items by a text match on the output column, then checked."""
+    found: dict[str, dict[str, Any]] = {}
+    with database.connection_context():
+        rows: list[Any] = list(InputItem.select(InputItem.item_id, InputItem.item).join(StoredResponse)
+                               .where(InputItem.item_id.in_(item_ids) & owned_by(StoredResponse.owner, reader))
+                               .tuples())
+        found.update((item_id, item) for item_id, item in rows)
+        for item_id in set(item_ids) - set(found):
+            holders = (StoredResponse.select(StoredResponse.output)
+                       .where(StoredResponse.output.contains(f'"id":"{item_id}"')
+                              & owned_by(StoredResponse.owner, reader))
+                       .order_by(StoredResponse.created_at.desc()))
+            for row in holders:  # LIKE's `_` matches any character: the match is checked here
+                found.update((item["id"], item) for item in row.output if item.get("id") == item_id)
+                if item_id in found:
+                    break
+    return found
+
+
 def chain_to(row: StoredResponse) -> list[StoredResponse]:
     """`row` and the responses it continues, oldest first: back to the first, or to a deleted one."""
     chain = [row]

@@ -3,12 +3,14 @@
 `input` (a string, or items: messages with `input_text`/`input_image`/`output_text` parts,
 `function_call` and `function_call_output`) and `instructions` become the conversation; function
 tools, `tool_choice`, `max_output_tokens`, `temperature`, `top_p`, `text.format` (JSON schema),
-`reasoning.effort`, `metadata` and `user` their neutral fields; unknown fields go to `extra` (an
-OpenAI-compatible upstream receives them, any other provider refuses them by name). Reasoning
-items carry, in `encrypted_content`, the reasoning state an answer's next turn needs (Claude's signed
-thinking blocks, Gemini's thought signatures): their thinking goes back on the next assistant message,
-their signatures on the function calls they name; their summaries are not sent (no vendor takes
-another's reasoning). The input is kept
+`reasoning.effort`, `metadata` and `user` their neutral fields. Every other Responses field is
+translated, passed or left out where leaving it out is what it means (`chat_extra`), else refused
+with a 400 naming it: it is never copied into another API. (An upstream that offers the Responses
+API itself takes the body as it came: see `app.frontdoors.responses.native`.) Reasoning items carry,
+in `encrypted_content`, the reasoning state an answer's next turn needs (Claude's signed thinking
+blocks, Gemini's thought signatures): their thinking goes back on the next assistant message, their
+signatures on the function calls they name; their summaries are not sent (no vendor takes another's
+reasoning). The input is kept
 as items (`stored_items`: each with an `id`, a message's text as parts) for storing and listing, and
 a continued chain's items go before it (see `app.frontdoors.responses.service`).
 """
@@ -29,6 +31,19 @@ TEXT_PARTS = ("input_text", "output_text", "text")
 NOT_SENT = ("reasoning",)
 
 
+# Responses fields with the same name and meaning in the chat completions API: passed to chat upstreams
+CHAT_FIELDS = ("service_tier", "prompt_cache_key", "prompt_cache_retention", "safety_identifier")
+# `include` entries a translated answer honours by leaving them out: encrypted reasoning (there is none
+# to give), input image URLs (input items are kept as given), and the results of OpenAI's built-in
+# tools (a translated request has none: a built-in tool is refused)
+IGNORED_INCLUDES = ("reasoning.encrypted_content", "message.input_image.image_url", "web_search_call.action.sources",
+                    "web_search_call.results", "file_search_call.results", "code_interpreter_call.outputs",
+                    "computer_call_output.output.image_url")
+# fields whose value says to do what every vendor does anyway: (name, the values that say it)
+DEFAULTS: dict[str, tuple[Any, ...] | None] = {"truncation": (None, "disabled"), "background": (None, False),
+                                               "max_tool_calls": None, "stream_options": None}
+
+
 ITEM_ID_PREFIXES = {"message": "msg", "function_call": "fc", "function_call_output": "fco", "reasoning": "rs"}
 MAX_ITEM_ID = 200
 
@@ -40,9 +55,41 @@ def completion_request(body: dict[str, Any], chain: list[dict[str, Any]]) -> Com
     return CompletionRequest(
         messages=messages, max_tokens=body["max_output_tokens"], temperature=body["temperature"],
         top_p=body["top_p"], json_schema=json_schema((body["text"] or {}).get("format")),
-        tools=function_tools(body["tools"]), tool_choice=body["tool_choice"],
+        tools=function_tools(body["tools"]), tool_choice=function_choice(body["tool_choice"]),
         parallel_tool_calls=body["parallel_tool_calls"], reasoning_effort=(body["reasoning"] or {}).get("effort"),
-        metadata=body["metadata"], user=body["user"], extra=body["extra"])
+        metadata=body["metadata"], user=body["user"], extra=chat_extra(body))
+
+
+def chat_extra(body: dict[str, Any]) -> dict[str, Any]:
+    """The fields beyond the neutral ones, for a vendor without the Responses API: those the chat API
+    has under the same name (CHAT_FIELDS) pass, `text.verbosity` is the chat API's `verbosity`; an
+    `include` of IGNORED_INCLUDES, and DEFAULTS at their defaults, are left out; anything else
+    (`truncation: auto`, `background: true`, `prompt`, `conversation`, `top_logprobs`...) is a 400."""
+    extra: dict[str, Any] = {}
+    for name, value in body["extra"].items():
+        if name in CHAT_FIELDS:
+            extra[name] = value
+        elif name == "include" and isinstance(value, list) and all(entry in IGNORED_INCLUDES for entry in value):
+            continue
+        elif name in DEFAULTS and ((defaults := DEFAULTS[name]) is None or value in defaults):
+            continue
+        else:
+            raise BadRequest(f"The parameter '{name}' (as given) is honoured only by OpenAI's Responses API, which "
+                             f"does not serve {body['model']}; leave it out.", code="unsupported_parameter",
+                             details={"param": name})
+    verbosity = (body["text"] or {}).get("verbosity")
+    if verbosity is not None:
+        extra["verbosity"] = verbosity
+    return extra
+
+
+def function_choice(choice: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
+    """`tool_choice` for a vendor without the Responses API: a function's name, or a mode; choosing a
+    built-in tool (`{"type": "web_search"}`, `allowed_tools`...) is a 400."""
+    if isinstance(choice, dict) and "type" in choice:
+        raise BadRequest(f"tool_choice: {choice['type']!r} is honoured only by OpenAI's Responses API; choose a "
+                         "function or a mode.", code="unsupported_parameter", details={"param": "tool_choice"})
+    return choice
 
 
 def stored_items(given: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -188,8 +235,10 @@ def envelope(body: dict[str, Any]) -> dict[str, Any]:
             "error": None, "incomplete_details": None, "usage": None}
 
 
-def tool_choice_echo(choice: str | dict[str, str] | None) -> Any:
-    return {"type": "function", "name": choice["name"]} if isinstance(choice, dict) else choice or "auto"
+def tool_choice_echo(choice: str | dict[str, Any] | None) -> Any:
+    if isinstance(choice, dict):
+        return choice if "type" in choice else {"type": "function", "name": choice["name"]}
+    return choice or "auto"
 
 
 def response_body(envelope: dict[str, Any], answer: Answer) -> dict[str, Any]:

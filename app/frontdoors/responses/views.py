@@ -1,6 +1,8 @@
 """OpenAI's Responses API: `client.responses.create`, `client.responses.stream`, `retrieve`, `delete` and
 `input_items.list` of the openai SDK pointed at `http://host:5001/v1` work unchanged, for any model
-this server routes. Responses are stored unless `store` is false, and belong to the caller's key."""
+this server routes. Responses are stored unless `store` is false, and belong to the caller's key.
+A model served by an upstream with the Responses API itself (OpenAI) receives the body as it came
+(`app.frontdoors.responses.native`); any other its translation."""
 from __future__ import annotations
 
 import logging
@@ -11,9 +13,10 @@ from flask_smorest import Blueprint
 
 from app.core.caller import current_caller
 from app.core.errors import BadRequest
-from app.core.http import parse_body, parse_query
+from app.core.http import json_object, load, parse_query
 from app.core.openapi import errors, json_body, query_args, streams
 from app.frontdoors.responses import service as stored
+from app.frontdoors.responses.native import answered, native_body, request_for, translated_chain
 from app.frontdoors.responses.schemas import (
     RESPONSES_EVENT_NAMES,
     RESPONSES_EVENTS,
@@ -43,17 +46,27 @@ NOT_FOUND = (404, "No stored response with this id that this key may read.")
 def create_response():
     """Create a model response: text, function calls, structured output, reasoning, streaming; stored
     (with its input) unless `store` is false, continuing a stored one with `previous_response_id`."""
-    body = parse_body(ResponsesSchema)
+    raw = json_object()
+    body = load(ResponsesSchema, raw)
+    if body["extra"].get("background"):
+        raise BadRequest("The parameter 'background' is not supported: responses are answered within the request "
+                         "(stream them to see them grow).", code="unsupported_parameter",
+                         details={"param": "background"})
     caller = current_caller()
-    items = stored_items(body["input"])
+    given = stored.resolve_references(body["input"], caller.reader)
+    items = stored_items(given)
     chain = stored.chain_items(body["previous_response_id"], caller.reader) if body["previous_response_id"] else []
-    request = completion_request(body, chain)
+    request, routes = request_for(registry().routes_for_model(body["model"]), native_body(raw, chain, given),
+                                  lambda: completion_request({**body, "input": given}, translated_chain(chain)))
     echo = envelope(body)
     events = ResponsesEvents(echo)
     keep = body["store"] is not False
 
     def whole(answer) -> dict[str, Any]:
-        response = response_body(echo, answer)
+        if answer.native is not None:
+            response = answered(answer.native, echo, answer.provider)
+        else:
+            response = response_body(echo, answer)
         if keep:
             stored.save(response, items, caller.owner)
         return response
@@ -63,8 +76,7 @@ def create_response():
         if keep and response is not None:
             save_streamed(response, items, caller.owner)
 
-    return answer_response(request, registry().routes_for_model(body["model"]), body["stream"], events, whole,
-                           on_end=stream_ended)
+    return answer_response(request, routes, body["stream"], events, whole, on_end=stream_ended)
 
 
 def save_streamed(response: dict[str, Any], items: list[dict[str, Any]], owner: str | None) -> None:

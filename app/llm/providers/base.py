@@ -34,6 +34,7 @@ NEUTRAL_VALUES: dict[str, Any] = {"n": 1, "logprobs": False, "parallel_tool_call
 
 
 ANTHROPIC_MESSAGES = "anthropic.messages"  # the wire of Anthropic's `POST /v1/messages`
+OPENAI_RESPONSES = "openai.responses"  # the wire of OpenAI's `POST /v1/responses`
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,7 @@ class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     reasoning_tokens: int = 0  # included in completion_tokens, as OpenAI counts them
+    cached_tokens: int = 0  # included in prompt_tokens: read from the vendor's prompt cache
 
     @property
     def total_tokens(self) -> int:
@@ -111,6 +113,8 @@ class Usage:
                                  "total_tokens": self.total_tokens}
         if self.reasoning_tokens:
             usage["completion_tokens_details"] = {"reasoning_tokens": self.reasoning_tokens}
+        if self.cached_tokens:
+            usage["prompt_tokens_details"] = {"cached_tokens": self.cached_tokens}
         return usage
 
 
@@ -188,6 +192,7 @@ class Completion:
     logprobs: Any = None  # OpenAI's `choices[].logprobs`, from upstreams that speak it
     native: dict[str, Any] | None = None  # the vendor's own answer body, for a request with `native`
     thinking: list[dict[str, Any]] = field(default_factory=list)  # `ThinkingBlock.block`s, in order
+    choices: list[dict[str, Any]] = field(default_factory=list)  # every choice (OpenAI's shape) when `n` > 1
 
 
 @dataclass(frozen=True)

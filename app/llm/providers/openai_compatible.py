@@ -9,7 +9,15 @@ objects for every chunk. Our messages are already validated by our own schema.
 
 Every parameter of the request is sent under its OpenAI name, and fields the front door did not
 know (`CompletionRequest.extra`) are sent as they came: the upstream judges them. Reasoning comes
-back as `reasoning_content` (vLLM, DeepSeek, LiteLLM) or `reasoning` (Ollama, OpenRouter).
+back as `reasoning_content` (vLLM, DeepSeek, LiteLLM) or `reasoning` (Ollama, OpenRouter). With
+`n` > 1 every choice comes back: whole in `Completion.choices`, streamed as the upstream's chunks
+(`NativeEvent`s, each choice's deltas under its `index`).
+
+An upstream that offers OpenAI's Responses API (`responses_api`: OpenAI itself, or a compatible one
+so configured) takes a Responses request as it came (`CompletionRequest.native`, wire
+OPENAI_RESPONSES) at `POST /responses`, with the route's model: its answer is `Completion.native`,
+its stream `NativeEvent`s, and the usage is read from the response's `usage` (cached and reasoning
+tokens included).
 """
 from __future__ import annotations
 
@@ -22,11 +30,13 @@ import openai
 from openai._constants import RAW_RESPONSE_HEADER
 
 from app.llm.providers.base import (
+    OPENAI_RESPONSES,
     CallerFault,
     Completion,
     CompletionRequest,
     Embeddings,
     FirstByteTransport,
+    NativeEvent,
     ProviderFailure,
     ReasoningDelta,
     StreamEnd,
@@ -43,26 +53,31 @@ from app.llm.providers.base import (
 )
 
 CHAT_PATH = "/chat/completions"
+RESPONSES_PATH = "/responses"
 EMBEDDINGS_PATH = "/embeddings"
-# sent under the same name; `n` is not here because an answer carries one choice
-PLAIN_PARAMS = ("temperature", "top_p", "stop", "seed", "reasoning_effort", "logprobs", "top_logprobs",
+# sent under the same name
+PLAIN_PARAMS = ("temperature", "top_p", "stop", "n", "seed", "reasoning_effort", "logprobs", "top_logprobs",
                 "presence_penalty", "frequency_penalty", "logit_bias", "user", "metadata", "parallel_tool_calls")
 SUPPORTED = frozenset({*PLAIN_PARAMS, "max_tokens", "json_schema", "tools", "tool_choice", "messages.name"})
+# the events that end a Responses stream, each with the whole response (and its usage)
+RESPONSES_ENDS = ("response.completed", "response.incomplete", "response.failed")
 STREAM_BODY = {"headers": {RAW_RESPONSE_HEADER: "stream"}}  # the SDK then returns the body unread
 
 
 class OpenAICompatibleProvider:
-    native_wires: frozenset[str] = frozenset()
-
     def __init__(self, name: str, *, api_key: str = "", base_url: str | None = None, default_model: str,
                  fallback_models: list[str], connect_timeout: float, read_timeout: float,
                  max_connections: int = 1000, max_tokens_field: str = "max_tokens", developer_role: bool = False,
-                 embedding_models: list[str] | None = None, client: openai.OpenAI | None = None):
+                 embedding_models: list[str] | None = None, client: openai.OpenAI | None = None,
+                 responses_api: bool = False):
         """`max_tokens_field`: OpenAI's current models accept only `max_completion_tokens`, while many
         compatible servers know only `max_tokens`. `developer_role`: whether the upstream knows the
         `developer` role (OpenAI does); otherwise such messages are sent as `system`. `client`: an SDK
-        client made elsewhere (`openai.AzureOpenAI`), used instead of one built from `api_key` and `base_url`."""
+        client made elsewhere (`openai.AzureOpenAI`), used instead of one built from `api_key` and `base_url`.
+        `responses_api`: whether the upstream offers OpenAI's Responses API (`POST /responses`), which
+        then receives Responses requests as they came."""
         self.name = name
+        self.native_wires = frozenset({OPENAI_RESPONSES}) if responses_api else frozenset()
         self.max_tokens_field = max_tokens_field
         self.developer_role = developer_role
         self.embedding_models = embedding_models or []
@@ -76,6 +91,8 @@ class OpenAICompatibleProvider:
         return [self.default_model, *self.fallback_models]
 
     def unsupported(self, request: CompletionRequest) -> list[str]:
+        if self._native(request) is not None:
+            return []  # sent as it came: the upstream itself judges every field
         return unsupported_params(request, SUPPORTED | set(request.extra))
 
     def count_tokens(self, request: CompletionRequest, model: str) -> None:
@@ -88,27 +105,46 @@ class OpenAICompatibleProvider:
             raise translate_error(exc) from None
 
     def complete(self, request: CompletionRequest, model: str) -> Completion:
+        native = self._native(request)
+        body = self._post(RESPONSES_PATH if native else CHAT_PATH, {**native, "model": model} if native
+                          else self._params(request, model))
+        if native:
+            return responses_completion(body, model)
+        choices = body.get("choices") or [{}]
+        message = choices[0].get("message") or {}
+        return Completion(text=message.get("content") or "", model=body.get("model") or model,
+                          finish_reason=choices[0].get("finish_reason") or "stop",
+                          usage=usage_from(body.get("usage")),
+                          tool_calls=[tool_call_from(call) for call in message.get("tool_calls") or ()],
+                          reasoning=reasoning_of(message), logprobs=choices[0].get("logprobs"),
+                          choices=choices if (request.n or 1) > 1 else [])
+
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """The upstream's JSON answer to `body` at `path`."""
         try:
-            response = self.client.post(CHAT_PATH, body=self._params(request, model), cast_to=httpx2.Response)
-            body = json.loads(response.content)
+            response = self.client.post(path, body=body, cast_to=httpx2.Response)
+            answer = json.loads(response.content)
         except (openai.APIError, httpx2.HTTPError) as exc:
             raise translate_error(exc) from None
         except ValueError:
             raise TransientFailure(f"{self.name} answered with invalid JSON") from None
-        choice = (body.get("choices") or [{}])[0]
-        message = choice.get("message") or {}
-        return Completion(text=message.get("content") or "", model=body.get("model") or model,
-                          finish_reason=choice.get("finish_reason") or "stop", usage=usage_from(body.get("usage")),
-                          tool_calls=[tool_call_from(call) for call in message.get("tool_calls") or ()],
-                          reasoning=reasoning_of(message), logprobs=choice.get("logprobs"))
+        if not isinstance(answer, dict):
+            raise TransientFailure(f"{self.name} answered with a body that is not an object")
+        return answer
 
     def stream(self, request: CompletionRequest, model: str) -> Generator[StreamItem, None, None]:
+        native = self._native(request)
+        if native is not None:
+            return self._stream_responses({**native, "model": model, "stream": True}, model)
         params = self._params(request, model)
         params.update(stream=True, stream_options={"include_usage": True})
-        answered_model, finish_reason, usage = model, "stop", Usage()
+        return self._stream_chat(params, model, (request.n or 1) > 1)
+
+    def _events(self, path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """The JSON objects of the `data:` lines of a stream from `path` (up to `[DONE]`)."""
         try:
             response = self.client.post(  # type: ignore[call-overload]  # raw stream, see STREAM_BODY
-                CHAT_PATH, body=params, cast_to=httpx2.Response, options=STREAM_BODY)
+                path, body=params, cast_to=httpx2.Response, options=STREAM_BODY)
             with closing(response):
                 for line in response.iter_lines():
                     if not line.startswith("data:"):
@@ -116,34 +152,56 @@ class OpenAICompatibleProvider:
                     data = line[5:].strip()
                     if data == "[DONE]":
                         continue  # read on to the end of the body, so the connection returns to the pool
-                    chunk = json.loads(data)
-                    if not isinstance(chunk, dict):
+                    event = json.loads(data)
+                    if not isinstance(event, dict):
                         raise ValueError("a stream event is not an object")
-                    if "error" in chunk:
-                        raise stream_error(chunk["error"])
-                    answered_model = chunk.get("model") or answered_model
-                    for choice in chunk.get("choices") or ():
-                        yield from delta_parts(choice.get("delta") or {})
-                        finish_reason = choice.get("finish_reason") or finish_reason
-                    if chunk.get("usage"):
-                        usage = usage_from(chunk["usage"])
+                    yield event
         except (openai.APIError, httpx2.HTTPError) as exc:
             raise translate_error(exc) from None
         except ValueError:
             raise TransientFailure(f"{self.name} sent an invalid stream event") from None
+
+    def _stream_chat(self, params: dict[str, Any], model: str, several: bool) -> Generator[StreamItem, None, None]:
+        """A chat completion's parts; with `several` choices, the chunks themselves (each choice has its
+        `index` there, which the neutral parts have not)."""
+        answered_model, finish_reason, usage = model, "stop", Usage()
+        for chunk in self._events(CHAT_PATH, params):
+            if "error" in chunk:
+                raise stream_error(chunk["error"])
+            answered_model = chunk.get("model") or answered_model
+            if several and chunk.get("choices"):
+                yield NativeEvent(chunk)
+            for choice in chunk.get("choices") or ():
+                if not several:
+                    yield from delta_parts(choice.get("delta") or {})
+                finish_reason = choice.get("finish_reason") or finish_reason
+            if chunk.get("usage"):
+                usage = usage_from(chunk["usage"])
         yield StreamEnd(answered_model, finish_reason, usage)
+
+    def _stream_responses(self, params: dict[str, Any], model: str) -> Generator[StreamItem, None, None]:
+        """A Responses stream's events as they came, then the end read from its last event."""
+        end = StreamEnd(model, "stop")
+        for event in self._events(RESPONSES_PATH, params):
+            if event.get("type") == "error":
+                raise stream_error(event)
+            yield NativeEvent(event)
+            if event.get("type") in RESPONSES_ENDS and isinstance(event.get("response"), dict):
+                end = responses_end(event["response"], model)
+        yield end
+
+    def _native(self, request: CompletionRequest) -> dict[str, Any] | None:
+        """The body of a Responses request this upstream takes as it came, without `stream`; else None."""
+        native = request.native
+        if native is None or native.wire != OPENAI_RESPONSES or OPENAI_RESPONSES not in self.native_wires:
+            return None
+        return {name: value for name, value in native.body.items() if name != "stream"}
 
     def embed(self, inputs: list[str], model: str, dimensions: int | None) -> Embeddings:
         body: dict[str, Any] = {"model": model, "input": inputs, "encoding_format": "float"}
         if dimensions is not None:
             body["dimensions"] = dimensions
-        try:
-            response = self.client.post(EMBEDDINGS_PATH, body=body, cast_to=httpx2.Response)
-            answer = json.loads(response.content)
-        except (openai.APIError, httpx2.HTTPError) as exc:
-            raise translate_error(exc) from None
-        except ValueError:
-            raise TransientFailure(f"{self.name} answered with invalid JSON") from None
+        answer = self._post(EMBEDDINGS_PATH, body)
         vectors = [item["embedding"] for item in sorted(answer.get("data") or (), key=lambda item: item["index"])]
         return Embeddings(vectors, answer.get("model") or model, usage_from(answer.get("usage")))
 
@@ -231,7 +289,34 @@ def usage_from(usage: dict[str, Any] | None) -> Usage:
     usage = usage or {}
     details = usage.get("completion_tokens_details") or {}
     return Usage(usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0,
-                 details.get("reasoning_tokens") or 0)
+                 details.get("reasoning_tokens") or 0, (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
+                 or 0)
+
+
+def responses_usage_from(usage: dict[str, Any] | None) -> Usage:
+    """The usage of a Responses API answer (`input_tokens`, `output_tokens` and their details)."""
+    usage = usage or {}
+    return Usage(usage.get("input_tokens") or 0, usage.get("output_tokens") or 0,
+                 (usage.get("output_tokens_details") or {}).get("reasoning_tokens") or 0,
+                 (usage.get("input_tokens_details") or {}).get("cached_tokens") or 0)
+
+
+def responses_end(response: dict[str, Any], model: str) -> StreamEnd:
+    """How a Responses answer ended: its model, `length` when it stopped at `max_output_tokens`
+    (`content_filter` when filtered), and its usage."""
+    reason = (response.get("incomplete_details") or {}).get("reason")
+    finish = {"max_output_tokens": "length", "content_filter": "content_filter"}.get(reason or "", "stop")
+    if any(item.get("type") == "function_call" for item in response.get("output") or ()) and finish == "stop":
+        finish = "tool_calls"
+    return StreamEnd(response.get("model") or model, finish, responses_usage_from(response.get("usage")))
+
+
+def responses_completion(body: dict[str, Any], model: str) -> Completion:
+    """A whole Responses answer: the body as it came (`native`), with its text, end and usage."""
+    end = responses_end(body, model)
+    text = "".join(part.get("text", "") for item in body.get("output") or () if item.get("type") == "message"
+                   for part in item.get("content") or () if part.get("type") == "output_text")
+    return Completion(text=text, model=end.model, finish_reason=end.finish_reason, usage=end.usage, native=body)
 
 
 def stream_error(error: Any) -> ProviderFailure:
