@@ -24,6 +24,7 @@ import logging
 import mmap
 import os
 import struct
+import threading
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable, Iterable, Protocol
@@ -275,8 +276,9 @@ _SLOTS = 512
 
 class FileBoard:
     """Upstream states in a memory-mapped file under `path`, shared by the processes that open it (the
-    workers of one instance). Updates hold an exclusive `flock` for a few microseconds; reads take
-    none (a torn read of a float costs one wrong decision, never a crash)."""
+    workers of one instance). Updates hold an exclusive `flock` for a few microseconds, and a lock of
+    this process's, since a `flock` does not exclude the threads of its holder (the job worker's);
+    reads take none (a torn read of a float costs one wrong decision, never a crash)."""
 
     def __init__(self, path: str):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -285,6 +287,7 @@ class FileBoard:
             os.ftruncate(self.fd, _SLOT * _SLOTS)
         self.map = mmap.mmap(self.fd, _SLOT * _SLOTS)
         self.slots: dict[str, int] = {}
+        self.lock = threading.Lock()
 
     def names(self) -> list[str]:
         self._index()
@@ -301,17 +304,18 @@ class FileBoard:
         return result
 
     def update(self, name: str, change: Callable[[UpstreamState], UpstreamState | None]) -> UpstreamState:
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-        try:
-            slot = self._slot(name)
-            state = self._load(slot)
-            changed = change(state)
-            if changed is not None and changed != state:
-                _FORMAT.pack_into(self.map, slot * _SLOT + _NAME_BYTES, *astuple(changed))
-                return changed
-            return state
-        finally:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
+        with self.lock:
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+            try:
+                slot = self._slot(name)
+                state = self._load(slot)
+                changed = change(state)
+                if changed is not None and changed != state:
+                    _FORMAT.pack_into(self.map, slot * _SLOT + _NAME_BYTES, *astuple(changed))
+                    return changed
+                return state
+            finally:
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
 
     def _load(self, slot: int) -> UpstreamState:
         return UpstreamState(*_FORMAT.unpack_from(self.map, slot * _SLOT + _NAME_BYTES))
