@@ -168,11 +168,9 @@ class Health:
         now = self.clock()
         granted = [False]
 
-        def claim(state: UpstreamState) -> UpstreamState | None:
-            if state.status(now) != "probing" or state.probe_until > now:
-                return None
-            granted[0] = True
-            return replace(state, probe_until=now + self.policy.probe_lease)
+        def claim(state: UpstreamState) -> UpstreamState | None:  # may run again (Redis retries on a race)
+            granted[0] = state.status(now) == "probing" and state.probe_until <= now
+            return replace(state, probe_until=now + self.policy.probe_lease) if granted[0] else None
         return self._safely(lambda: self.board.update(name, claim)) is not None and granted[0]
 
     def reserve(self, name: str, rpm: int, tpm: int) -> bool:
@@ -180,12 +178,10 @@ class Health:
         now = self.clock()
         allowed = [True]
 
-        def count(state: UpstreamState) -> UpstreamState | None:
+        def count(state: UpstreamState) -> UpstreamState | None:  # may run again (Redis retries on a race)
             state = state.windowed(now)
-            if (rpm and state.window_requests >= rpm) or (tpm and state.window_tokens >= tpm):
-                allowed[0] = False
-                return None
-            return counted(state, now, requests=1)
+            allowed[0] = not ((rpm and state.window_requests >= rpm) or (tpm and state.window_tokens >= tpm))
+            return counted(state, now, requests=1) if allowed[0] else None
         self._safely(lambda: self.board.update(name, count))
         return allowed[0]
 
