@@ -465,3 +465,17 @@ def test_a_cooling_upstream_of_the_group_gets_nothing_while_the_others_share_its
     answers = [gateway.complete(QUESTION, routes) for _ in range(30)]
     assert all(a.provider in ("west", "north") for a in answers)
     assert calls(three_fakes)[0] == HealthPolicy().failures and sleeps == []
+
+
+def test_a_probe_claimed_for_an_upstream_of_the_group_is_made(three_fakes):
+    """A request that takes an upstream's probe lease must call it: while the lease lasts nobody else
+    may probe it, so a lease taken and not used delays the upstream's return by the whole lease."""
+    sleeps: list[float] = []
+    gateway, routes = pool_gateway(three_fakes, sleeps, east={"weight": 0.001})  # rarely chosen by weight
+    gateway.health = Health(MemoryBoard(), HealthPolicy(failures=3, cooldown=0.3))
+    for _ in range(3):
+        gateway.health.failed("east/m", sick())
+    time.sleep(0.4)  # the cooldown is over: the next request probes east
+    answer = gateway.complete(QUESTION, routes)
+    assert (answer.provider, calls(three_fakes)[0]) == ("east", 1)
+    assert gateway.health.states(["east/m"])["east/m"].status(time.time()) == "healthy"
