@@ -10,7 +10,12 @@ Endpoints:
   GET  /v1/models             one model list.
   *    /github/...            a stand-in GitHub API root (GITHUB_API_URL) that must not be contacted:
                               each request is counted (`served.github`) and answered 503.
-  GET  /fake/stats            requests served so far (the harness checks that every
+  POST /fake/fault            {"mode": "ok" | "503" | "hang"}: from now on every chat completion is
+                              answered normally, with an OpenAI-style 503 at once, or not at all
+                              (the connection held open for --hang-seconds, then closed), as an
+                              outage of the vendor would (bench/outage.py switches it).
+  GET  /fake/stats            requests served so far (`calls`: every chat completion received,
+                              faulted ones included) (the harness checks that every
                               gateway request really reached the upstream), the streams
                               being served now (`open_streams`) and the other TCP
                               connections open to this process now (`open_connections`:
@@ -50,13 +55,17 @@ def _usage(chunks: int) -> dict:
 
 
 class Fake:
-    def __init__(self, latency_ms: float, chunks: int, gap_ms: float):
+    def __init__(self, latency_ms: float, chunks: int, gap_ms: float, hang_seconds: float = 120.0):
+        self.fault = "ok"
+        self.hang_seconds = hang_seconds
+        self.calls = 0
         self.latency = max(0.0, latency_ms) / 1000.0
         self.gap = max(0.0, gap_ms) / 1000.0
         self.chunks = max(1, chunks)
         self.pieces = chunk_texts(self.chunks)
         self.text = expected_text(self.chunks)
-        self.served = {"chat": 0, "chat_stream": 0, "models": 0, "bad_request": 0, "github": 0}
+        self.served = {"chat": 0, "chat_stream": 0, "models": 0, "bad_request": 0, "github": 0, "failed": 0,
+                       "hung": 0}
         self.open_streams = 0
         self.max_open_streams = 0
         self.server: web.Server | None = None  # set once serving: it knows the open connections
@@ -75,9 +84,30 @@ class Fake:
         self.served["github"] += 1
         return web.json_response({"message": "the benchmark's fake does not serve GitHub"}, status=503)
 
+    async def set_fault(self, request: web.Request) -> web.Response:
+        mode = (await request.json()).get("mode")
+        if mode not in ("ok", "503", "hang"):
+            return web.json_response({"error": {"message": "mode: ok, 503 or hang"}}, status=400)
+        self.fault = mode
+        return web.json_response({"mode": mode})
+
+    async def faulted(self) -> web.Response | None:
+        """The answer of a vendor in an outage, or None when there is none."""
+        if self.fault == "503":
+            self.served["failed"] += 1
+            return web.json_response({"error": {"message": "The server is overloaded.", "type": "server_error"}},
+                                     status=503)
+        if self.fault == "hang":
+            self.served["hung"] += 1
+            await asyncio.sleep(self.hang_seconds)  # nothing sent; the client gives up first
+            raise web.HTTPServiceUnavailable()
+        return None
+
     async def stats(self, request: web.Request) -> web.Response:
         return web.json_response({
             "served": self.served,
+            "calls": self.calls,
+            "fault": self.fault,
             "open_streams": self.open_streams,
             "max_open_streams": self.max_open_streams,
             # the connection asking for these stats is not counted
@@ -98,6 +128,10 @@ class Fake:
             self.served["bad_request"] += 1
             return web.json_response(
                 {"error": {"message": f"bad request: {exc}", "type": "invalid_request_error"}}, status=400)
+        self.calls += 1
+        failure = await self.faulted()
+        if failure is not None:
+            return failure
         model = str(body.get("model") or MODEL)
         created = int(time.time())
         cid = f"chatcmpl-fake{created}"
@@ -167,13 +201,14 @@ def build_app(fake: Fake) -> web.Application:
         app.router.add_post(f"{prefix}/chat/completions", fake.chat)
         app.router.add_get(f"{prefix}/models", fake.models)
     app.router.add_get("/fake/stats", fake.stats)
+    app.router.add_post("/fake/fault", fake.set_fault)
     app.router.add_route("*", "/github/{path:.*}", fake.github)
     app.router.add_get("/health", lambda r: web.Response(text="ok"))
     return app
 
 
 async def serve(args) -> None:
-    fake = Fake(args.latency_ms, args.chunks, args.gap_ms)
+    fake = Fake(args.latency_ms, args.chunks, args.gap_ms, args.hang_seconds)
     runner = web.AppRunner(build_app(fake), access_log=None, handle_signals=False)
     await runner.setup()
     fake.server = runner.server
@@ -202,6 +237,8 @@ def main(argv=None) -> None:
     p.add_argument("--latency-ms", type=float, default=50.0, help="wait before the answer or first chunk")
     p.add_argument("--chunks", type=int, default=10, help="content chunks in a stream")
     p.add_argument("--gap-ms", type=float, default=5.0, help="wait between content chunks")
+    p.add_argument("--hang-seconds", type=float, default=120.0,
+                   help="how long a request is held unanswered while the fault is `hang`")
     p.add_argument("--max-seconds", type=float, default=4 * 3600,
                    help="exit by itself after this long (default 4 h)")
     args = p.parse_args(argv)

@@ -362,21 +362,26 @@ class Walk:
         that has not failed in this request; spread by the strategy, within each upstream's rpm."""
         candidates = [route for route in self._untried(fallback=False) if route.provider.name not in self.sick]
         for tier in sorted({route.tier for route in candidates}):
-            ready = [route for route in candidates if route.tier == tier and self._ready(route)]
+            ready = [route for route in candidates if route.tier == tier and self._status(route) == "healthy"]
+            probe = self._probe([route for route in candidates if route.tier == tier])
+            ready = [probe, *ready] if probe else ready
             while ready:
-                route = self._pick(ready)
+                route = probe if probe in ready else self._pick(ready)  # a probe claimed is a probe made
                 ready.remove(route)
                 if not (route.rpm or route.tpm) or self.health.reserve(route.upstream, route.rpm, route.tpm):
                     return self._take(route)
                 self.tried.add(route)  # its own rpm/tpm is spent this minute
         return None
 
-    def _ready(self, route: Route) -> bool:
+    def _status(self, route: Route) -> str:
         state = self.states.get(route.upstream)
-        if state is None:
-            return True
-        status = state.status(self.now)
-        return status == "healthy" or (status == "probing" and self.health.take_probe(route.upstream))
+        return "healthy" if state is None else state.status(self.now)
+
+    def _probe(self, routes: list[Route]) -> Route | None:
+        """The first of `routes` whose cooldown is over and whose probe lease this request took (one at
+        most: a lease taken is a call to make)."""
+        return next((route for route in routes if self._status(route) == "probing"
+                     and self.health.take_probe(route.upstream)), None)
 
     def _pick(self, ready: list[Route]) -> Route:
         if len(ready) == 1:
@@ -401,8 +406,8 @@ class Walk:
     def _next_fallback(self) -> tuple[Route, float] | None:
         """A fallback model, those of providers still well in this request first."""
         fallbacks = sorted(self._untried(fallback=True), key=lambda r: (r.provider.name in self.sick, r.tier))
-        ready = [route for route in fallbacks if self._ready(route)]
-        return self._take(ready[0]) if ready else None
+        ready = next((route for route in fallbacks if self._status(route) == "healthy" or self._probe([route])), None)
+        return self._take(ready) if ready else None
 
     def _last_resort(self) -> tuple[Route, float] | None:
         """An upstream skipped so far: cooling, or of a provider that already failed in this request."""

@@ -24,6 +24,7 @@ import logging
 import mmap
 import os
 import struct
+import threading
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable, Iterable, Protocol
@@ -167,11 +168,9 @@ class Health:
         now = self.clock()
         granted = [False]
 
-        def claim(state: UpstreamState) -> UpstreamState | None:
-            if state.status(now) != "probing" or state.probe_until > now:
-                return None
-            granted[0] = True
-            return replace(state, probe_until=now + self.policy.probe_lease)
+        def claim(state: UpstreamState) -> UpstreamState | None:  # may run again (Redis retries on a race)
+            granted[0] = state.status(now) == "probing" and state.probe_until <= now
+            return replace(state, probe_until=now + self.policy.probe_lease) if granted[0] else None
         return self._safely(lambda: self.board.update(name, claim)) is not None and granted[0]
 
     def reserve(self, name: str, rpm: int, tpm: int) -> bool:
@@ -179,12 +178,10 @@ class Health:
         now = self.clock()
         allowed = [True]
 
-        def count(state: UpstreamState) -> UpstreamState | None:
+        def count(state: UpstreamState) -> UpstreamState | None:  # may run again (Redis retries on a race)
             state = state.windowed(now)
-            if (rpm and state.window_requests >= rpm) or (tpm and state.window_tokens >= tpm):
-                allowed[0] = False
-                return None
-            return counted(state, now, requests=1)
+            allowed[0] = not ((rpm and state.window_requests >= rpm) or (tpm and state.window_tokens >= tpm))
+            return counted(state, now, requests=1) if allowed[0] else None
         self._safely(lambda: self.board.update(name, count))
         return allowed[0]
 
@@ -278,8 +275,9 @@ _SLOTS = 512
 
 class FileBoard:
     """Upstream states in a memory-mapped file under `path`, shared by the processes that open it (the
-    workers of one instance). Updates hold an exclusive `flock` for a few microseconds; reads take
-    none (a torn read of a float costs one wrong decision, never a crash)."""
+    workers of one instance). Updates hold an exclusive `flock` for a few microseconds, and a lock of
+    this process's, since a `flock` does not exclude the threads of its holder (the job worker's);
+    reads take none (a torn read of a float costs one wrong decision, never a crash)."""
 
     def __init__(self, path: str):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -288,6 +286,7 @@ class FileBoard:
             os.ftruncate(self.fd, _SLOT * _SLOTS)
         self.map = mmap.mmap(self.fd, _SLOT * _SLOTS)
         self.slots: dict[str, int] = {}
+        self.lock = threading.Lock()
 
     def names(self) -> list[str]:
         self._index()
@@ -304,17 +303,18 @@ class FileBoard:
         return result
 
     def update(self, name: str, change: Callable[[UpstreamState], UpstreamState | None]) -> UpstreamState:
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-        try:
-            slot = self._slot(name)
-            state = self._load(slot)
-            changed = change(state)
-            if changed is not None and changed != state:
-                _FORMAT.pack_into(self.map, slot * _SLOT + _NAME_BYTES, *astuple(changed))
-                return changed
-            return state
-        finally:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
+        with self.lock:
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+            try:
+                slot = self._slot(name)
+                state = self._load(slot)
+                changed = change(state)
+                if changed is not None and changed != state:
+                    _FORMAT.pack_into(self.map, slot * _SLOT + _NAME_BYTES, *astuple(changed))
+                    return changed
+                return state
+            finally:
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
 
     def _load(self, slot: int) -> UpstreamState:
         return UpstreamState(*_FORMAT.unpack_from(self.map, slot * _SLOT + _NAME_BYTES))
