@@ -356,7 +356,10 @@ def test_two_workers_stop_calling_a_sick_upstream_probe_it_once_per_cooldown_and
     recovering = ask_many(server.url, 8)
     assert all(a.status == 200 for a in recovering)
     assert [a.provider for a in recovering].count("anthropic") >= 1
-    assert generation_calls(fake_anthropic) == FAILURES_TO_COOL + 2  # one probe, which succeeded
+    # the probe succeeded; requests of the batch that arrived after it (a loaded machine spreads them) may
+    # already be answered by Anthropic, and none of them failed
+    answered_by_claude = [a.provider for a in recovering].count("anthropic")
+    assert generation_calls(fake_anthropic) == FAILURES_TO_COOL + 1 + answered_by_claude
     time.sleep(0.3)
     before = served_per_worker(settings["PROMETHEUS_MULTIPROC_DIR"])
     recovered = ask_many(server.url, 10) + ask_many(server.url, 10)

@@ -22,6 +22,15 @@ def _list(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        value = value.strip().lower()
+        if value not in allowed:
+            raise ValueError(f"{value!r} is not one of {', '.join(allowed)}")
+        return value
+    return parse
+
+
 def _flag(value: str) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
@@ -97,13 +106,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("UPSTREAM_COOLDOWN_MAX_S", "300", "Longest cooldown of an upstream.", float, group="routing"),
     Setting("UPSTREAM_STRATEGY", "weighted", "How requests spread over the healthy upstreams of one model: weighted "
             "(random by weight), least-busy (fewest calls under way in this process, per weight) or "
-            "lowest-latency.", group="routing"),
+            "lowest-latency.", _choice("weighted", "least-busy", "lowest-latency"), group="routing"),
     Setting("UPSTREAM_HEALTH_FILE", "data/upstream_health", "Memory-mapped file in which the workers of this "
             "instance share upstream health (with REDIS_URL, Redis is shared by every instance instead).",
             group="routing"),
-    Setting("WHOLE_ANSWERS_AS_STREAMS", "true", "Ask upstreams for non-streamed answers as streams and assemble "
-            "them, so FIRST_BYTE_TIMEOUT_S finds a hung vendor for them too; false for an OpenAI-compatible "
-            "server that streams without usage.", _flag, group="routing"),
+    Setting("WHOLE_ANSWERS_AS_STREAMS", "auto", "When a non-streamed answer is asked of its upstream as a stream "
+            "and assembled, so FIRST_BYTE_TIMEOUT_S finds a hung vendor for it too: auto (while the upstream is "
+            "suspect: it failed lately, or a whole answer from it is overdue), always (every answer: costs CPU "
+            "per token) or never.", _choice("auto", "always", "never"), group="routing"),
     Setting("CONNECT_TIMEOUT_S", "5", "Connect timeout to a provider.", float, group="routing"),
     Setting("FIRST_BYTE_TIMEOUT_S", "10", "Seconds a streamed call may take to start its response before the next "
             "try or route; after that READ_TIMEOUT_S applies.", float, group="routing"),

@@ -14,8 +14,9 @@ a chain; a retry of the same route (with backoff) comes only when no other tier 
 vendor's fallback models after that. A model-specific failure (model not found, context too long)
 goes to that vendor's fallback models first. Upstream health (`app.llm.health`) is remembered across
 requests: a cooling upstream is skipped while another route exists, and one request at a time
-probes it. A non-streamed answer is asked for as a stream and assembled (unless the request needs
-what only a whole answer carries), so a hung vendor is left after `first_byte` seconds there too.
+probes it. While an upstream is suspect (it failed lately, or a whole answer from it is overdue), a
+non-streamed answer from it is asked for as a stream and assembled, so a hung vendor is left after
+`first_byte` seconds there too.
 
 Only a provider's typed failure moves on to the next try; any other exception is a bug of ours and
 propagates (a 500 with its traceback logged), rather than being mistaken for an outage and answered
@@ -140,14 +141,15 @@ class Gateway:
                  redact: Callable[[str], str] = str, record: Callable[[UsageEvent], None] = lambda event: None,
                  permit: Callable[[list[Route]], list[Route]] = lambda routes: routes,
                  wanted: Callable[[], bool] = lambda: True, health: Health | None = None,
-                 strategy: str = "weighted", whole_as_stream: bool = True):
+                 strategy: str = "weighted", whole_as_stream: str = "auto"):
         """`redact` scrubs secrets from upstream error text, which some vendors echo back (a bad key);
         `record` counts every attempt's outcome, tokens and latency (see `app.llm.usage`); `permit`
         narrows the routes to those the caller may use, or raises (a key's models and limits);
         `wanted` says whether the current request's client is still connected; `health` remembers
         each upstream's outcomes (this process only unless given a shared board); `strategy` chooses
         among the healthy upstreams of a tier (weighted, least-busy, lowest-latency);
-        `whole_as_stream` asks for non-streamed answers as streams (see the module's docstring)."""
+        `whole_as_stream` says when a non-streamed answer is asked for as a stream: "auto" (when its
+        upstream is suspect), "always" or "never" (see the module's docstring)."""
         self.registry = registry
         self.policy = policy
         self.sleep = sleep
@@ -182,11 +184,14 @@ class Gateway:
         raise all_failed(attempts)
 
     def _whole(self, request: CompletionRequest, route: Route, deadline: float) -> Completion:
-        """One whole answer from `route`: asked for as a stream and assembled, so the first-byte limit
-        applies, unless the request needs what only a whole answer carries (logprobs, several
-        choices, a vendor's own body)."""
-        if not (self.whole_as_stream and whole_from_stream(request)):
-            with first_byte_within(deadline - time.monotonic()):
+        """One whole answer from `route`. Asked for whole, its first byte is the whole answer, so only the
+        deadline bounds the wait; asked for as a stream and assembled, the first-byte limit applies. The
+        stream costs more CPU (an event per token to parse), so by default ("auto") it is used only
+        while the upstream is suspect (`Health.suspect`: it failed lately, or a whole answer from it
+        has been awaited longer than a first byte may take), and never when the request needs what
+        only a whole answer carries (logprobs, several choices, a vendor's own body)."""
+        if not self._as_stream(request, route):
+            with self.health.awaiting_whole(route.upstream), first_byte_within(deadline - time.monotonic()):
                 return route.provider.complete(request, route.model)
         items = route.provider.stream(request, route.model)
         try:
@@ -195,6 +200,11 @@ class Gateway:
             return assembled(itertools.chain((first,), items), route.model)
         finally:
             items.close()
+
+    def _as_stream(self, request: CompletionRequest, route: Route) -> bool:
+        if self.whole_as_stream == "never" or not whole_from_stream(request):
+            return False
+        return self.whole_as_stream == "always" or self.health.suspect(route.upstream, self.policy.first_byte)
 
     def stream(self, request: CompletionRequest, routes: list[Route]) -> Iterator[Event]:
         routes = self.permit(routes)

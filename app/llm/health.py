@@ -20,14 +20,16 @@ and on the first success after a failure, never per chunk.
 from __future__ import annotations
 
 import fcntl
+import itertools
 import logging
 import mmap
 import os
 import struct
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
 from app.llm.providers.base import CallerFault, ModelUnavailable, ProviderFailure, ProviderRejected
 
@@ -146,6 +148,8 @@ class Health:
         self.policy = policy
         self.clock = clock
         self.in_flight: dict[str, int] = {}  # this process's calls under way per upstream (least-busy)
+        self.awaiting: dict[str, dict[int, float]] = {}  # whole answers being waited for: call -> start
+        self.calls = itertools.count()
         self.troubled: set[str] = set()  # upstreams this process last saw with failures: a success must write
         self.board_down = False
 
@@ -162,6 +166,25 @@ class Health:
 
     def end(self, name: str) -> None:
         self.in_flight[name] = self.in_flight.get(name, 1) - 1
+
+    @contextmanager
+    def awaiting_whole(self, name: str) -> Iterator[None]:
+        """Around a call for a whole answer, whose first byte is the whole answer: while one waits longer
+        than a first byte may take, the upstream is `suspect`."""
+        call = next(self.calls)
+        self.awaiting.setdefault(name, {})[call] = time.monotonic()
+        try:
+            yield
+        finally:
+            del self.awaiting[name][call]
+
+    def suspect(self, name: str, first_byte: float) -> bool:
+        """Whether `name` may be hung or unwell: this process saw it fail since its last success, or one
+        of its whole answers has been awaited longer than `first_byte` seconds."""
+        if name in self.troubled:
+            return True
+        waiting = self.awaiting.get(name) or {}
+        return bool(waiting) and min(waiting.values()) < time.monotonic() - first_byte
 
     def take_probe(self, name: str) -> bool:
         """Whether this request may probe `name` (its cooldown is over and nobody else is probing it)."""
