@@ -169,6 +169,9 @@ SETTINGS: tuple[Setting, ...] = (
             "0600) when KEY_HASH_SECRET is empty.", group="access"),
     Setting("RATE_LIMIT_FAIL_OPEN", "true", "When the rate-limit storage (Redis) is down: true serves requests "
             "unlimited (logged), false refuses them with 503.", _flag, group="access"),
+    Setting("REDIS_POOL_TIMEOUT_S", "5", "Seconds a rate-limit check waits for a free Redis connection (the pool "
+            "holds WEB_WORKER_CONNECTIONS per process) before the storage counts as failed.", float,
+            group="access"),
     Setting("TASK_RATE_LIMIT", "10/hour", "Most /task and /revise requests per email (flask-limiter syntax).",
             group="access"),
     Setting("PRICES_FILE", "", "JSON price table (USD per million tokens per model); empty: the shipped "
