@@ -33,6 +33,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from app.keys.limits import Access
     from app.keys.prices import PriceTable
     from app.llm.gateway import Gateway, RetryPolicy
+    from app.llm.images import ImageFetcher
     from app.llm.registry import build_registry
     from app.ops import housekeeping
     from app.ops.health import ProviderHealth
@@ -52,9 +53,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.extensions["redactor"] = redactor
     configure_logging(app.config, [RequestIdFilter(), QuietQueueOutages(), EscapeArguments(), redactor])
     db.init_app(app)
-    registry = build_registry(app.config, functools.partial(
-        fetch_image, allow_hosts=app.config["IMAGE_FETCH_ALLOW_HOSTS"], max_bytes=app.config["IMAGE_FETCH_MAX_BYTES"],
-        timeout=app.config["IMAGE_FETCH_TIMEOUT_S"]))
+    registry = build_registry(app.config, ImageFetcher(
+        functools.partial(fetch_image, allow_hosts=app.config["IMAGE_FETCH_ALLOW_HOSTS"],
+                          timeout=app.config["IMAGE_FETCH_TIMEOUT_S"]),
+        app.config["IMAGE_FETCH_MAX_BYTES"], app.config["IMAGE_FETCH_TOTAL_BYTES"]))
     app.extensions["providers"] = registry
     prices = PriceTable.from_config(app.config)
     access = app.extensions["access"] = Access(app.config, prices)
@@ -67,7 +69,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
                      None if event.first_item_ms is None else event.first_item_ms / 1000)
 
     app.extensions["gateway"] = Gateway(registry, RetryPolicy.from_config(app.config), redact=redactor.redact,
-                                        record=record, permit=access.permit, wanted=client_connected)
+                                        record=record, permit=access.permit, wanted=client_connected,
+                                        max_images=app.config["IMAGE_MAX_PARTS"])
     app.extensions["provider_health"] = ProviderHealth(registry, app.config["HEALTH_CACHE_S"], redactor.redact)
     app.extensions["huey"] = make_huey(app.config)
     count_job_outcomes(app.extensions["huey"])

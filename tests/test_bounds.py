@@ -2,12 +2,15 @@
 "Slow clients", "Image bounds", "Rate limits on Redis under concurrency")."""
 from __future__ import annotations
 
+import base64
 import re
 import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -72,3 +75,175 @@ def test_a_rate_limit_storage_failure_is_logged_when_failing_open(make_app, fake
     log = (Path(app.config["LOG_DIR"]) / "app.log").read_text()
     assert log.count("rate-limit storage unavailable, serving unlimited (RATE_LIMIT_FAIL_OPEN=true)") == 1
     assert "Traceback" not in log
+
+
+# -- image bounds ------------------------------------------------------------------------------------
+
+PIXEL = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8/5+hHgAHggJ/"
+                         "PchI7wAAAABJRU5ErkJggg==")
+BIG = 9 * 2**20
+
+
+class ImageHost:
+    """A loopback web server of images that counts what it was asked for: `/big-N.png` are 9 MB PNGs,
+    `/drip.png` sends its bytes one a second, any other path one pixel."""
+
+    def __init__(self):
+        host = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                host.hits.append(self.path)
+                body = bytes(BIG) if self.path.startswith("/big-") else PIXEL
+                self.send_response(200)
+                self.send_header("Content-Type", "image/png")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                try:
+                    if self.path == "/drip.png":
+                        for byte in body:
+                            self.wfile.write(bytes([byte]))
+                            self.wfile.flush()
+                            time.sleep(1)
+                    else:
+                        self.wfile.write(body)
+                except OSError:
+                    pass
+
+            def log_message(self, *args):
+                pass
+
+        self.hits: list[str] = []
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def images() -> Iterator[ImageHost]:
+    host = ImageHost()
+    yield host
+    host.close()
+
+
+def image_bodies(urls: list[str]) -> dict[str, tuple[str, dict]]:
+    """The same images as each front door takes them: path -> (path, body) for a Gemini model."""
+    return {
+        "chat_completions": ("/v1/chat/completions", {"model": "gemini-2.5-flash", "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "what?"}] + [
+                {"type": "image_url", "image_url": {"url": url}} for url in urls]}]}),
+        "messages": ("/v1/messages", {"model": "gemini-2.5-flash", "max_tokens": 100, "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "what?"}] + [
+                {"type": "image", "source": {"type": "url", "url": url}} for url in urls]}]}),
+        "responses": ("/v1/responses", {"model": "gemini-2.5-flash", "input": [
+            {"role": "user", "content": [{"type": "input_text", "text": "what?"}] + [
+                {"type": "input_image", "image_url": url} for url in urls]}]}),
+    }
+
+
+def error_of(response) -> dict:
+    """The error object of any of the API's shapes (ours, OpenAI's, Anthropic's)."""
+    body = response.get_json()
+    assert body is not None, response.data[:200]
+    return body["error"]
+
+
+@pytest.mark.parametrize("door", ["chat_completions", "messages", "responses"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_sixty_large_images_are_refused_before_any_fetch(make_app, fake_gemini, images, door, stream):
+    """One 6 kB request of 60 URLs of 9 MB each grew a worker by 2.6 GB: every image was fetched."""
+    app = make_app(IMAGE_FETCH_ALLOW_HOSTS=["127.0.0.1"], **provider_config(gemini=fake_gemini))
+    path, body = image_bodies([f"{images.url}/big-{n}.png" for n in range(60)])[door]
+    response = app.test_client().post(path, json=dict(body, stream=stream))
+
+    assert response.status_code == 400, response.data[:300]
+    error = error_of(response)
+    assert "at most 50 images" in error["message"] and "IMAGE_MAX_PARTS" in error["message"]
+    if door == "messages":
+        assert response.get_json()["type"] == "error" and error["type"] == "invalid_request_error"
+    else:
+        assert error["code"] == "too_many_images"
+    assert images.hits == [] and fake_gemini.requests == []
+
+
+def test_sixty_data_images_on_chat_are_refused(make_app, fake_openai):
+    app = make_app(MAX_BODY_BYTES=5_000_000, **provider_config(openai=fake_openai))
+    uri = "data:image/png;base64," + base64.b64encode(PIXEL).decode()
+    content = [{"type": "image_url", "image_url": {"url": uri}}] * 60
+    response = app.test_client().post("/chat", json={"messages": [{"role": "user", "content": content}]})
+    assert response.status_code == 400 and error_of(response)["code"] == "too_many_images"
+    assert fake_openai.requests == []
+
+
+def test_image_urls_stop_being_fetched_past_the_request_s_total(make_app, fake_gemini, images):
+    app = make_app(IMAGE_FETCH_ALLOW_HOSTS=["127.0.0.1"], IMAGE_FETCH_TOTAL_BYTES=20 * 2**20,
+                   **provider_config(gemini=fake_gemini))
+    path, body = image_bodies([f"{images.url}/big-{n}.png" for n in range(5)])["chat_completions"]
+    response = app.test_client().post(path, json=body)
+
+    assert response.status_code == 413, response.data[:300]
+    error = error_of(response)
+    assert error["code"] == "images_too_large" and "IMAGE_FETCH_TOTAL_BYTES" in error["message"]
+    assert images.hits == ["/big-0.png", "/big-1.png", "/big-2.png"]  # 18 MB, then the third passes 20 MB
+    assert fake_gemini.requests == []
+
+
+def test_an_image_is_fetched_once_whatever_the_retries(make_app, fake_gemini, images):
+    """With Gemini failing 500, one request fetched the same image 6 times (3 tries of 2 models)."""
+    from tests.fakes.server import Reply
+
+    fake_gemini.default_reply = Reply(status=500, error_message="down")
+    app = make_app(IMAGE_FETCH_ALLOW_HOSTS=["127.0.0.1"], **provider_config(gemini=fake_gemini))
+    path, body = image_bodies([f"{images.url}/pixel.png", f"{images.url}/pixel.png?again"])["chat_completions"]
+    response = app.test_client().post(path, json=body)
+
+    assert response.status_code == 502, response.data[:300]
+    generations = [r for r in fake_gemini.requests if "generateContent" in r.path]
+    assert len(generations) == 6
+    assert images.hits == ["/pixel.png", "/pixel.png?again"]
+
+
+HTML = "data:text/html;base64," + base64.b64encode(b"<script>alert(1)</script>").decode()
+
+
+@pytest.mark.parametrize("path, body, param", [
+    ("/v1/chat/completions", {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "x"}, {"type": "image_url", "image_url": {"url": HTML}}]}]}, "messages"),
+    ("/chat", {"messages": [{"role": "user", "content": [
+        {"type": "text", "text": "x"}, {"type": "image_url", "image_url": {"url": HTML}}]}]}, "messages"),
+    ("/v1/responses", {"model": "gpt-4o-mini", "input": [{"role": "user", "content": [
+        {"type": "input_text", "text": "x"}, {"type": "input_image", "image_url": HTML}]}]},
+     "input.0.content.1.image_url"),
+    ("/v1/messages", {"model": "gpt-4o-mini", "max_tokens": 10, "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "x"}, {"type": "image", "source": {"type": "base64", "media_type": "text/html",
+                                                                      "data": "PHNjcmlwdD4="}}]}]},
+     "messages.0.content.1.source.media_type"),
+])
+def test_a_data_uri_that_is_not_an_image_is_a_400_naming_the_part(client, fake_openai, path, body, param):
+    response = client.post(path, json=body)
+    assert response.status_code == 400, response.data[:300]
+    error = error_of(response)
+    assert "text/html" in error["message"] and ("content part 1" in error["message"] or param in error["message"])
+    if path != "/v1/messages":
+        assert error["param"] == param
+    assert fake_openai.requests == []
+
+
+def test_a_dripped_image_is_given_up_at_its_overall_deadline(live_server, fake_gemini, images):
+    """An image dripped a byte a second held a request 39 s with IMAGE_FETCH_TIMEOUT_S=10: the timeout
+    bounded each read, not the fetch. Real Gunicorn + gevent, as in production."""
+    server = live_server(IMAGE_FETCH_ALLOW_HOSTS="127.0.0.1", IMAGE_FETCH_TIMEOUT_S=2,
+                         **provider_config(gemini=fake_gemini))
+    path, body = image_bodies([f"{images.url}/drip.png"])["chat_completions"]
+    started = time.monotonic()
+    response = requests.post(server.url + path, json=body, timeout=30)
+    took = time.monotonic() - started
+
+    assert response.status_code == 400 and response.json()["error"]["code"] == "image_fetch_failed", response.text
+    assert took < 4, took
+    assert fake_gemini.requests == []

@@ -111,7 +111,13 @@ SETTINGS: tuple[Setting, ...] = (
             group="providers"),
     Setting("IMAGE_FETCH_MAX_BYTES", "10485760", "Largest image fetched from an https: URL for a vendor that "
             "needs the bytes (Gemini).", int, group="providers"),
-    Setting("IMAGE_FETCH_TIMEOUT_S", "10", "Timeout of one image fetch.", float, group="providers"),
+    Setting("IMAGE_FETCH_TIMEOUT_S", "10", "Seconds one image fetch may take in all (connection, headers and "
+            "body), however slowly its bytes arrive.", float, group="providers"),
+    Setting("IMAGE_FETCH_TOTAL_BYTES", "20971520", "Most bytes fetched from image URLs for one request, all "
+            "images together (Gemini's own limit for inline data in a request is 20 MB); more is a 413.", int,
+            group="providers"),
+    Setting("IMAGE_MAX_PARTS", "50", "Most image parts in one request (every message, data: URIs and URLs "
+            "alike), refused with a 400 before any image is fetched or sent.", int, group="providers"),
     Setting("IMAGE_FETCH_ALLOW_HOSTS", "", "Hosts allowed as image URLs even though private or loopback "
             "(comma-separated).", _list, group="providers"),
     Setting("OLLAMA_HOST", "", "Ollama server (e.g. http://127.0.0.1:11434); empty leaves Ollama off.",

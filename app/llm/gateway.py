@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterator, Union
 from app.core.backoff import backoff_delay
 from app.core.errors import APIError, BadRequest, RateLimited, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from app.core.metrics import STREAMS_IN_FLIGHT
+from app.llm.images import check_image_parts
 from app.llm.providers.base import (
     CallerFault,
     CompletionRequest,
@@ -118,11 +119,12 @@ class Gateway:
     def __init__(self, registry, policy: RetryPolicy, sleep: Callable[[float], None] = time.sleep,
                  redact: Callable[[str], str] = str, record: Callable[[UsageEvent], None] = lambda event: None,
                  permit: Callable[[list[Route]], list[Route]] = lambda routes: routes,
-                 wanted: Callable[[], bool] = lambda: True):
+                 wanted: Callable[[], bool] = lambda: True, max_images: int = 50):
         """`redact` scrubs secrets from upstream error text, which some vendors echo back (a bad key);
         `record` counts every attempt's outcome, tokens and latency (see `app.llm.usage`); `permit`
         narrows the routes to those the caller may use, or raises (a key's models and limits);
-        `wanted` says whether the current request's client is still connected."""
+        `wanted` says whether the current request's client is still connected; a request holding more
+        than `max_images` image parts is refused before any attempt (`app.llm.images`)."""
         self.registry = registry
         self.policy = policy
         self.sleep = sleep
@@ -130,8 +132,10 @@ class Gateway:
         self.record = record
         self.permit = permit
         self.wanted = wanted
+        self.max_images = max_images
 
     def complete(self, request: CompletionRequest, routes: list[Route]) -> Answer:
+        check_image_parts(request, self.max_images)
         routes = self.permit(routes)
         attempts: list[FailedAttempt] = []
         deadline = time.monotonic() + self.policy.budget
@@ -150,6 +154,7 @@ class Gateway:
         raise all_failed(attempts)
 
     def stream(self, request: CompletionRequest, routes: list[Route]) -> Iterator[Event]:
+        check_image_parts(request, self.max_images)
         routes = self.permit(routes)
         attempts: list[FailedAttempt] = []
         deadline = time.monotonic() + self.policy.budget

@@ -182,10 +182,11 @@ def names(value: str | None) -> list[str]:
     return [m.strip() for m in (value or "").split(",") if m.strip()]
 
 
-def build_registry(config: dict[str, Any], fetch_image: Callable[[str], tuple[str, bytes]] | None = None) -> Registry:
+def build_registry(config: dict[str, Any], fetch_image: Callable[..., tuple[str, bytes]] | None = None) -> Registry:
     """Providers for every configured vendor. Each SDK is imported only when its provider is
     configured: the three SDKs together take seconds to import, and start-up time matters.
-    `fetch_image` downloads an image URL for a vendor that needs the bytes (Gemini)."""
+    `fetch_image` downloads an image URL for a vendor that needs the bytes (Gemini): an
+    `app.llm.images.ImageFetcher`."""
     client_options = {"connect_timeout": config["CONNECT_TIMEOUT_S"], "read_timeout": config["READ_TIMEOUT_S"],
                       "max_connections": config["WEB_WORKER_CONNECTIONS"]}
     providers: dict[str, Provider] = {}
