@@ -40,6 +40,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from app.web import register_blueprints
     from app.web.errors import register_error_handlers
     from app.web.request_log import RequestIdFilter, init_request_logging
+    from app.web.slow_clients import SlowClientGuard
 
     app = Flask(__name__)
     app.config.update(load_settings())
@@ -83,7 +84,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     init_request_logging(app)
     register_blueprints(app)
     init_keys(app, access)  # after the request id and the blueprints: it limits their views
-    trust_proxies(app, app.config["TRUSTED_PROXIES"])
+    app.wsgi_app = SlowClientGuard(app.wsgi_app, app.config["REQUEST_READ_TIMEOUT_S"],  # type: ignore[method-assign]
+                                   app.config["REQUEST_READ_MAX_PER_CLIENT"])
+    trust_proxies(app, app.config["TRUSTED_PROXIES"])  # outside the guard: it counts the client Caddy saw
     return app
 
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import base64
 import re
+import selectors
+import socket
 import subprocess
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -17,6 +21,7 @@ import pytest
 import requests
 
 from tests.conftest import REDIS_URL, ROOT, VENV_BIN, as_environ, base_config, provider_config
+from tests.serving_stack import CADDY, CaddyProxy
 
 # -- rate limits on Redis under concurrency --------------------------------------------------------
 
@@ -247,3 +252,134 @@ def test_a_dripped_image_is_given_up_at_its_overall_deadline(live_server, fake_g
     assert response.status_code == 400 and response.json()["error"]["code"] == "image_fetch_failed", response.text
     assert took < 4, took
     assert fake_gemini.requests == []
+
+
+# -- slow clients --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Siege:
+    """What a slow-client attack saw: each /ping (seconds to its answer, None when it got none) and the
+    status each attacking connection was answered with, if any."""
+
+    pings: list[float | None]
+    statuses: Counter
+    open_at_end: int
+
+    @property
+    def slowest_ping(self) -> float:
+        return max((p for p in self.pings if p is not None), default=float("inf"))
+
+    def summary(self) -> str:
+        answered = [p for p in self.pings if p is not None]
+        return (f"pings {len(answered)}/{len(self.pings)} answered, slowest {self.slowest_ping:.2f}s; attack answered "
+                f"{dict(self.statuses)}, {self.open_at_end} still open at the end")
+
+
+def siege(url: str, connections: int, phase: str, seconds: float, drip_every: float = 3.0,
+          ping_timeout: float = 5.0) -> Siege:
+    """`connections` slow clients on `url` for `seconds`, each sending one byte every `drip_every` s: of
+    the headers (phase "header"), or after full headers of a POST /task with a 100 kB body (phase
+    "body"); meanwhile a GET /ping every 0.25 s on a connection of its own."""
+    host, port = url.removeprefix("http://").split(":")
+    first = (b"POST /task HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{"
+             if phase == "body" else b"POST /task HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+    selector = selectors.DefaultSelector()
+    statuses: Counter = Counter()
+    pings: list[float | None] = []
+    stop = threading.Event()
+
+    def ping() -> None:
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                ok = requests.get(url + "/ping", timeout=ping_timeout).status_code == 200
+                pings.append(time.monotonic() - started if ok else None)
+            except requests.RequestException:
+                pings.append(None)
+            stop.wait(0.25)
+
+    pinger = threading.Thread(target=ping, daemon=True)
+    pinger.start()
+    for _ in range(connections):
+        sock = socket.create_connection((host, int(port)), timeout=5)
+        sock.sendall(first)
+        sock.setblocking(False)
+        selector.register(sock, selectors.EVENT_READ)
+    end, next_drip = time.monotonic() + seconds, time.monotonic() + drip_every
+    try:
+        while time.monotonic() < end:
+            for key, _ in selector.select(timeout=0.1):
+                answer_or_close(key.fileobj, selector, statuses)
+            if time.monotonic() >= next_drip:
+                next_drip += drip_every
+                for key in list(selector.get_map().values()):
+                    try:
+                        key.fileobj.send(b"x")
+                    except (BlockingIOError, OSError):
+                        pass
+    finally:
+        stop.set()
+        pinger.join(ping_timeout + 1)
+        open_at_end = len(selector.get_map())
+        for key in list(selector.get_map().values()):
+            selector.unregister(key.fileobj)
+            key.fileobj.close()
+    return Siege(pings, statuses, open_at_end)
+
+
+def answer_or_close(sock, selector, statuses: Counter) -> None:
+    try:
+        data = sock.recv(65536)
+    except BlockingIOError:
+        return
+    except OSError:
+        data = b""
+    if data.startswith(b"HTTP/1.1 "):
+        statuses[int(data[9:12])] += 1
+    if not data or data.startswith(b"HTTP/1.1 "):
+        selector.unregister(sock)
+        sock.close()
+
+
+def test_a_slow_body_attack_leaves_ping_answered(live_server):
+    """2,100 connections that send full headers to /task and then a body byte every 3 s held every
+    connection of both workers (1,000 each): /ping went unanswered while they stayed open."""
+    server = live_server(workers=2, REQUEST_READ_TIMEOUT_S=4)
+    result = siege(server.url, 2100, "body", seconds=10)
+    print(result.summary())
+
+    assert None not in result.pings and result.slowest_ping < 3, result.summary()
+    assert result.statuses[429] >= 2100 - 2 * 20, result.summary()  # past REQUEST_READ_MAX_PER_CLIENT per worker
+    assert result.statuses[408] >= 1, result.summary()  # within it, given up after REQUEST_READ_TIMEOUT_S
+
+
+def test_a_slow_header_attack_leaves_ping_answered(live_server):
+    """Gunicorn's gevent worker reads each request head under its keepalive (5 s): a connection that
+    trickles its headers is closed then, and /ping is answered once they are."""
+    server = live_server(workers=2)
+    result = siege(server.url, 2100, "header", seconds=10, ping_timeout=8)
+    print(result.summary())
+
+    assert None not in result.pings and result.slowest_ping < 6.5, result.summary()
+    assert result.open_at_end == 0, result.summary()
+
+
+@pytest.mark.skipif(CADDY is None, reason="caddy is not installed")
+@pytest.mark.parametrize("phase", ["body", "header"])
+def test_slow_clients_through_the_shipped_caddyfile_leave_ping_answered(live_server, tmp_path, monkeypatch, phase):
+    """deploy/Caddyfile.internal: Caddy reads slow headers itself (read_header) and passes a slow body on
+    to the app as it comes, where REQUEST_READ_MAX_PER_CLIENT and REQUEST_READ_TIMEOUT_S apply; Caddy
+    cuts every request still unread after CADDY_READ_BODY_TIMEOUT (read_body; 4 s here, 30 s shipped)."""
+    monkeypatch.setenv("CADDY_READ_BODY_TIMEOUT", "4s")
+    server = live_server(workers=2, REQUEST_READ_TIMEOUT_S=4)
+    caddy = CaddyProxy(tmp_path, server.url.removeprefix("http://"))
+    try:
+        result = siege(caddy.url, 2100, phase, seconds=10)
+    finally:
+        caddy.stop()
+    print(result.summary())
+
+    assert None not in result.pings and result.slowest_ping < 3, result.summary()
+    if phase == "body":
+        assert result.open_at_end == 0, result.summary()

@@ -54,6 +54,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TRUSTED_PROXIES", "1", "Reverse proxies in front (Caddy: 1) whose X-Forwarded-For/-Proto/-Host are "
             "believed, counted from the server; 0 when clients connect directly.", int),
     Setting("MAX_BODY_BYTES", "1048576", "Largest request body accepted; larger is a 413.", int),
+    Setting("REQUEST_READ_TIMEOUT_S", "30", "Seconds a request's body may take to arrive once its headers have "
+            "(Gunicorn reads the headers within its keepalive, 5 s); later is a 408, however slowly it trickles.",
+            float),
+    Setting("REQUEST_READ_MAX_PER_CLIENT", "20", "Most requests one client address may have still sending their "
+            "body, per web worker; one more is a 429 at once, so a slow client cannot hold every connection.",
+            int),
     Setting("TRUSTED_HOSTS", "", "Comma-separated host names the server answers to (`.example.com` takes its "
             "subdomains too); another Host header is a 400, so DNS rebinding cannot reach the API. Empty: any.",
             _list),

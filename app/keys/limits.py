@@ -36,7 +36,7 @@ from limits.strategies import FixedWindowRateLimiter
 from app.core.batches import BackgroundBatches
 from app.core.caller import calling_key, current_caller
 from app.core.clock import utcnow
-from app.core.errors import Forbidden, RateLimited, UpstreamUnavailable
+from app.core.errors import Forbidden, RateLimited, RequestTimeout, UpstreamUnavailable
 from app.keys import usage
 from app.keys.prices import PriceTable
 from app.keys.service import model_allowed
@@ -62,7 +62,10 @@ def no_requests_limit() -> bool:
 
 
 def submitted_email() -> str:
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RequestTimeout:  # the body did not arrive in time: the view reads it again and answers the 408
+        return ""
     email = body.get("email") if isinstance(body, dict) else None
     return email.strip().lower() if isinstance(email, str) else ""
 
@@ -240,8 +243,10 @@ class StorageOutageLog(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         error = record.exc_info[1] if record.exc_info else None
-        cause = getattr(error, "storage_error", error)
-        self.failed(cause if cause is not None else record.getMessage())
+        if isinstance(error, StorageError):
+            self.failed(error.storage_error)
+        elif record.levelno >= logging.WARNING:  # another failure (a limit's key function): one line, no traceback
+            log.warning("flask-limiter: %s: %s", record.getMessage(), error)
 
     def failed(self, cause: object) -> None:
         with self.guard:
