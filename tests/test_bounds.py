@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 import selectors
 import socket
@@ -383,3 +384,72 @@ def test_slow_clients_through_the_shipped_caddyfile_leave_ping_answered(live_ser
     assert None not in result.pings and result.slowest_ping < 3, result.summary()
     if phase == "body":
         assert result.open_at_end == 0, result.summary()
+
+
+def slow_post(url: str, path: str, body_bytes: int = 1000) -> socket.socket:
+    """A POST of JSON headers promising `body_bytes` and only its first byte."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {body_bytes}"
+                 "\r\n\r\n{".encode())
+    return sock
+
+
+def read_answer(sock: socket.socket) -> tuple[int, dict, bool]:
+    """(status, JSON body, whether the server then closed the connection) of one answer."""
+    data = b""
+    while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < content_length_of(data):
+        piece = sock.recv(65536)
+        if not piece:
+            break
+        data += piece
+    head, _, body = data.partition(b"\r\n\r\n")
+    try:
+        closed = sock.recv(1) == b""
+    except OSError:
+        closed = True
+    return int(head[9:12]), json.loads(body[:content_length_of(data)]), closed
+
+
+def content_length_of(data: bytes) -> int:
+    match = re.search(rb"(?i)\r\ncontent-length: *(\d+)", data)
+    return int(match.group(1)) if match else 0
+
+
+def test_a_body_late_or_one_too_many_is_answered_in_the_api_s_shape(live_server, fake_openai):
+    server = live_server(REQUEST_READ_TIMEOUT_S=1, REQUEST_READ_MAX_PER_CLIENT=2, **provider_config(openai=fake_openai))
+    first, second = slow_post(server.url, "/v1/chat/completions"), slow_post(server.url, "/v1/messages")
+    time.sleep(0.3)  # both bodies are being waited for
+    third = slow_post(server.url, "/v1/messages")
+    status, body, closed = read_answer(third)
+    assert (status, body["type"], body["error"]["type"]) == (429, "error", "rate_limit_error") and closed
+    assert "REQUEST_READ_MAX_PER_CLIENT" in body["error"]["message"]
+
+    started = time.monotonic()
+    status, body, closed = read_answer(first)
+    assert status == 408 and body["error"]["code"] == "request_timeout" and closed, body
+    assert time.monotonic() - started < 1.5
+    status, body, closed = read_answer(second)
+    assert status == 408 and body["type"] == "error" and closed
+    for sock in (first, second, third):
+        sock.close()
+    answer = requests.post(f"{server.url}/v1/chat/completions", timeout=10, json={
+        "model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
+    assert answer.status_code == 200 and fake_openai.requests
+
+
+@pytest.mark.skipif(CADDY is None, reason="caddy is not installed")
+def test_caddy_s_read_body_does_not_cut_a_stream_longer_than_it(live_server, tmp_path, monkeypatch, fake_openai):
+    """read_body bounds reading the request; a streamed answer may last longer (here 3 s past it)."""
+    from tests.fakes.server import Reply
+
+    monkeypatch.setenv("CADDY_READ_BODY_TIMEOUT", "1s")
+    fake_openai.default_reply = Reply(chunks=["one ", "two ", "three ", "four"], chunk_delay=1.0)
+    server = live_server(**provider_config(openai=fake_openai))
+    caddy = CaddyProxy(tmp_path, server.url.removeprefix("http://"))
+    try:
+        answer = requests.post(f"{caddy.url}/v1/chat/completions", timeout=30, json={
+            "model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "count"}]})
+    finally:
+        caddy.stop()
+    assert answer.status_code == 200 and "four" in answer.text and answer.text.rstrip().endswith("[DONE]")
