@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 from urllib.parse import urlsplit, urlunsplit
 
-import gevent
 import requests
 from requests.adapters import HTTPAdapter
 
+from app.core.clock import within
 from app.core.errors import BadRequest
 from app.core.schemas import IMAGE_MEDIA_TYPES
 
@@ -132,9 +132,9 @@ def fetch_image(url: str, max_bytes: int, *, allow_hosts: Iterable[str] = (), ti
     of it (connection, headers and body) within `timeout` seconds; `BadRequest` naming the URL's problem
     otherwise (it is the caller's URL). A timeout given to requests bounds each read, not the whole:
     an image dripped a byte a second held a request 39 s with a timeout of 10 s, so the whole fetch
-    runs under one `gevent.Timeout` (the server's workers are gevent's)."""
+    runs under one deadline (`within`: a `gevent.Timeout` in the server's gevent workers)."""
     try:
-        with gevent.Timeout(timeout, FetchTimedOut):
+        with within(timeout, FetchTimedOut):
             response = guarded_request("GET", url, allow_hosts=allow_hosts, resolver=resolver,
                                        timeout=(timeout, timeout), max_bytes=max_bytes)
     except (requests.RequestException, FetchTimedOut) as exc:

@@ -29,8 +29,7 @@ import time
 from collections import Counter
 from typing import Any, Callable, Iterable, Iterator
 
-import gevent
-
+from app.core.clock import within
 from app.core.errors import RateLimited, RequestTimeout
 from app.web.errors import error_body
 
@@ -131,7 +130,7 @@ class DeadlineBody:
         try:
             if left <= 0:
                 raise ReadDeadline
-            with gevent.Timeout(left, ReadDeadline):
+            with within(left, ReadDeadline):
                 data = read(size)
         except ReadDeadline:
             self.gave_up = True
