@@ -13,7 +13,8 @@ so the client is the one Caddy saw):
   (one `gevent.Timeout` over each read, not a timeout per socket read, which every byte would reset);
 - one client address may have at most REQUEST_READ_MAX_PER_CLIENT requests per worker whose body has
   not yet been read in full; one more is answered at once, before the app, with a 429 in the API's
-  shape (`too_many_unfinished_requests`; logged at most every LOG_EVERY_S with a count), so a single
+  shape (`too_many_unfinished_requests`; counted in `aiserver_rate_limit_rejections_total`, logged at most
+  every LOG_EVERY_S with a count), so a single
   address cannot hold the worker's connections while it dribbles;
 - the connection of a request refused either way is shut once its answer is written: Gunicorn would
   otherwise read the rest of the body before the next request on the connection.
@@ -31,6 +32,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from app.core.clock import within
 from app.core.errors import RateLimited, RequestTimeout
+from app.core.metrics import RATE_LIMIT_REJECTIONS
 from app.web.errors import error_body
 
 log = logging.getLogger("aiserver.slow_clients")
@@ -71,6 +73,7 @@ class SlowClientGuard:
             log.warning("refused %d requests from clients already sending %d bodies (latest %s); "
                         "REQUEST_READ_MAX_PER_CLIENT", self.refused, self.per_client, client)
             self.refused, self.logged_at = 0, time.monotonic()
+        RATE_LIMIT_REJECTIONS.labels("too_many_unfinished_requests").inc()
         error = RateLimited(f"This client already has {self.per_client} requests still sending their body; finish "
                             "those first (REQUEST_READ_MAX_PER_CLIENT).", code="too_many_unfinished_requests")
         payload = json.dumps(error_body(error, environ.get("PATH_INFO", ""))).encode()
