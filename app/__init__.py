@@ -37,6 +37,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from app.llm.cli import models_cli
     from app.llm.gateway import Gateway, RetryPolicy
     from app.llm.health import Health, HealthPolicy, make_board
+    from app.llm.images import ImageFetcher
     from app.llm.modelsfile import ModelsFileError
     from app.llm.registry import build_registry
     from app.ops import housekeeping
@@ -44,6 +45,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from app.web import register_blueprints
     from app.web.errors import register_error_handlers
     from app.web.request_log import RequestIdFilter, init_request_logging
+    from app.web.slow_clients import SlowClientGuard
 
     app = Flask(__name__)
     app.config.update(load_settings())
@@ -57,9 +59,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.extensions["redactor"] = redactor
     configure_logging(app.config, [RequestIdFilter(), QuietQueueOutages(), EscapeArguments(), redactor])
     db.init_app(app)
-    images = functools.partial(fetch_image, allow_hosts=app.config["IMAGE_FETCH_ALLOW_HOSTS"],
-                               max_bytes=app.config["IMAGE_FETCH_MAX_BYTES"],
-                               timeout=app.config["IMAGE_FETCH_TIMEOUT_S"])
+    images = ImageFetcher(functools.partial(fetch_image, allow_hosts=app.config["IMAGE_FETCH_ALLOW_HOSTS"],
+                                            timeout=app.config["IMAGE_FETCH_TIMEOUT_S"]),
+                          app.config["IMAGE_FETCH_MAX_BYTES"], app.config["IMAGE_FETCH_TOTAL_BYTES"])
     try:
         registry = build_registry(app.config, images)
     except ModelsFileError as error:
@@ -83,7 +85,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.extensions["gateway"] = Gateway(registry, RetryPolicy.from_config(app.config), redact=redactor.redact,
                                         record=record, permit=access.permit, wanted=client_connected, health=health,
                                         strategy=app.config["UPSTREAM_STRATEGY"],
-                                        whole_as_stream=app.config["WHOLE_ANSWERS_AS_STREAMS"])
+                                        whole_as_stream=app.config["WHOLE_ANSWERS_AS_STREAMS"],
+                                        max_images=app.config["IMAGE_MAX_PARTS"])
     app.extensions["provider_health"] = ProviderHealth(registry, app.config["HEALTH_CACHE_S"], redactor.redact)
     app.extensions["huey"] = make_huey(app.config)
     count_job_outcomes(app.extensions["huey"])
@@ -96,7 +99,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     init_request_logging(app)
     register_blueprints(app)
     init_keys(app, access)  # after the request id and the blueprints: it limits their views
-    trust_proxies(app, app.config["TRUSTED_PROXIES"])
+    app.wsgi_app = SlowClientGuard(app.wsgi_app, app.config["REQUEST_READ_TIMEOUT_S"],  # type: ignore[method-assign]
+                                   app.config["REQUEST_READ_MAX_PER_CLIENT"])
+    trust_proxies(app, app.config["TRUSTED_PROXIES"])  # outside the guard: it counts the client Caddy saw
     app.cli.add_command(models_cli)
     return app
 

@@ -281,7 +281,9 @@ def test_public_caddyfile_adapts_with_https_streaming_and_the_api_rewrite(tmp_pa
     assert '"host": ["api.example.com"]' in text
     assert '"flush_interval": -1' in text
     assert '"strip_path_prefix": "/api"' in text
-    assert "read_timeout" not in json.dumps({k: v for k, v in server.items() if k != "routes"})  # streams live
+    # a whole request within 30 s and its head within 10 s; streams outlive it
+    # (tests/test_bounds.py::test_caddy_s_read_body_does_not_cut_a_stream_longer_than_it)
+    assert (server["read_timeout"], server["read_header_timeout"]) == (30 * 10**9, 10 * 10**9)
 
 
 def test_docker_files_parse_and_pass_hadolint():

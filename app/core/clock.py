@@ -1,8 +1,13 @@
-"""Time as this server stores and shows it: naive UTC in the database, ISO 8601 with a `Z` on the wire."""
+"""Time as this server stores and shows it: naive UTC in the database, ISO 8601 with a `Z` on the wire;
+and `within`, a deadline over blocking work."""
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, ContextManager
+
+from gevent import monkey
+from gevent.timeout import Timeout
 
 
 def utcnow() -> datetime:
@@ -40,3 +45,14 @@ def from_epoch(seconds: float) -> datetime:
 def epoch(moment: datetime) -> int:
     """Whole seconds since the epoch of `moment`, naive UTC as stored."""
     return int(moment.replace(tzinfo=timezone.utc).timestamp())
+
+
+def within(seconds: float, exception: type[BaseException]) -> ContextManager[Any]:
+    """A context raising `exception` in the current greenlet once `seconds` have passed, whatever it is
+    blocked on (one `gevent.Timeout` for the whole block, where a socket timeout bounds each read).
+    Under Gunicorn's gevent workers sockets are cooperative; in a process gevent has not patched
+    (Flask's test client, a script) nothing can interrupt a blocking read, so it does nothing there
+    rather than start a gevent hub per thread."""
+    if not monkey.is_module_patched("socket"):
+        return contextlib.nullcontext()
+    return Timeout(max(seconds, 0.0), exception)

@@ -63,6 +63,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TRUSTED_PROXIES", "1", "Reverse proxies in front (Caddy: 1) whose X-Forwarded-For/-Proto/-Host are "
             "believed, counted from the server; 0 when clients connect directly.", int),
     Setting("MAX_BODY_BYTES", "1048576", "Largest request body accepted; larger is a 413.", int),
+    Setting("REQUEST_READ_TIMEOUT_S", "30", "Seconds a request's body may take to arrive once its headers have "
+            "(Gunicorn reads the headers within its keepalive, 5 s); later is a 408, however slowly it trickles.",
+            float),
+    Setting("REQUEST_READ_MAX_PER_CLIENT", "20", "Most requests one client address may have still sending their "
+            "body, per web worker; one more is a 429 at once, so a slow client cannot hold every connection.",
+            int),
     Setting("TRUSTED_HOSTS", "", "Comma-separated host names the server answers to (`.example.com` takes its "
             "subdomains too); another Host header is a 400, so DNS rebinding cannot reach the API. Empty: any.",
             _list),
@@ -145,7 +151,13 @@ SETTINGS: tuple[Setting, ...] = (
             group="providers"),
     Setting("IMAGE_FETCH_MAX_BYTES", "10485760", "Largest image fetched from an https: URL for a vendor that "
             "needs the bytes (Gemini).", int, group="providers"),
-    Setting("IMAGE_FETCH_TIMEOUT_S", "10", "Timeout of one image fetch.", float, group="providers"),
+    Setting("IMAGE_FETCH_TIMEOUT_S", "10", "Seconds one image fetch may take in all (connection, headers and "
+            "body), however slowly its bytes arrive.", float, group="providers"),
+    Setting("IMAGE_FETCH_TOTAL_BYTES", "20971520", "Most bytes fetched from image URLs for one request, all "
+            "images together (Gemini's own limit for inline data in a request is 20 MB); more is a 413.", int,
+            group="providers"),
+    Setting("IMAGE_MAX_PARTS", "50", "Most image parts in one request (every message, data: URIs and URLs "
+            "alike), refused with a 400 before any image is fetched or sent.", int, group="providers"),
     Setting("IMAGE_FETCH_ALLOW_HOSTS", "", "Hosts allowed as image URLs even though private or loopback "
             "(comma-separated).", _list, group="providers"),
     Setting("OLLAMA_HOST", "", "Ollama server (e.g. http://127.0.0.1:11434); empty leaves Ollama off.",
@@ -207,6 +219,9 @@ SETTINGS: tuple[Setting, ...] = (
             "0600) when KEY_HASH_SECRET is empty.", group="access"),
     Setting("RATE_LIMIT_FAIL_OPEN", "true", "When the rate-limit storage (Redis) is down: true serves requests "
             "unlimited (logged), false refuses them with 503.", _flag, group="access"),
+    Setting("REDIS_POOL_TIMEOUT_S", "5", "Seconds a rate-limit check waits for a free Redis connection (the pool "
+            "holds WEB_WORKER_CONNECTIONS per process) before the storage counts as failed.", float,
+            group="access"),
     Setting("TASK_RATE_LIMIT", "10/hour", "Most /task and /revise requests per email (flask-limiter syntax).",
             group="access"),
     Setting("PRICES_FILE", "", "JSON price table (USD per million tokens per model); empty: the shipped "

@@ -95,6 +95,12 @@ class PayloadTooLarge(APIError):
     status, type, code = 413, "invalid_request_error", "payload_too_large"
 
 
+class RequestTimeout(APIError):
+    """The client did not finish sending its request in time (REQUEST_READ_TIMEOUT_S)."""
+
+    status, type, code = 408, "invalid_request_error", "request_timeout"
+
+
 class UnsupportedMediaType(APIError):
     status, type, code = 415, "invalid_request_error", "unsupported_media_type"
 

@@ -16,6 +16,9 @@ from marshmallow import EXCLUDE, Schema
 
 DATA_URI = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)?(?P<params>(?:;[\w.+-]+=[^;,]*)*)(?P<b64>;base64)?,"
                       r"(?P<data>.*)$", re.DOTALL)
+# The image types every vendor here takes (OpenAI, Anthropic and Gemini alike); an SVG or an HTML page
+# given as an "image" is refused before it reaches one.
+IMAGE_MEDIA_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
 
 
 class BaseSchema(Schema):
@@ -39,3 +42,21 @@ def decode_data_uri(uri: str, *, base64_only: bool = False) -> tuple[str, bytes]
         except (binascii.Error, UnicodeDecodeError):
             raise ValueError("the base64 data is malformed") from None
     return media_type, unquote_to_bytes(match["data"])
+
+
+def decode_image_uri(uri: str) -> tuple[str, bytes]:
+    """(media type, bytes) of a base64 `data:` URI holding an image of a supported type
+    (IMAGE_MEDIA_TYPES); ValueError saying why not otherwise (a `text/html` page is no image)."""
+    media_type, data = decode_data_uri(uri, base64_only=True)
+    if media_type not in IMAGE_MEDIA_TYPES:
+        raise ValueError(f"{media_type} is not an image type accepted here ({', '.join(IMAGE_MEDIA_TYPES)})")
+    if not data:
+        raise ValueError("it holds no data")
+    return media_type, data
+
+
+def check_image_type(media_type: str) -> str:
+    """`media_type` in lower case when it is an accepted image type; ValueError otherwise."""
+    if media_type.lower() not in IMAGE_MEDIA_TYPES:
+        raise ValueError(f"{media_type} is not an image type accepted here ({', '.join(IMAGE_MEDIA_TYPES)})")
+    return media_type.lower()

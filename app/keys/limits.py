@@ -9,7 +9,12 @@
 - `/task` and `/revise`: TASK_RATE_LIMIT per submitted email.
 
 The storage is memory by default (per process) and Redis when REDIS_URL is set (shared by every
-worker and instance). If it fails, RATE_LIMIT_FAIL_OPEN decides: serve unlimited (logged) or 503.
+worker and instance). Redis is reached through a blocking pool of WEB_WORKER_CONNECTIONS connections
+per process, one for each request a gevent worker may serve at once: redis-py's default pool refuses
+its 101st connection ("Too many connections"), which counted as a storage failure for a fifth of 250
+concurrent requests. If the storage fails (down, or no free connection within REDIS_POOL_TIMEOUT_S),
+RATE_LIMIT_FAIL_OPEN decides: serve unlimited or 503; either way it is logged (`StorageOutageLog`:
+flask-limiter logs its own failures to its `flask-limiter` logger, which had no handler).
 Over a limit: 429 with `Retry-After` and OpenAI's `x-ratelimit-*` headers, which the openai SDK
 honours when it retries.
 """
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from datetime import timedelta
 from typing import Any
@@ -30,7 +36,7 @@ from limits.strategies import FixedWindowRateLimiter
 from app.core.batches import BackgroundBatches
 from app.core.caller import calling_key, current_caller
 from app.core.clock import utcnow
-from app.core.errors import Forbidden, RateLimited, UpstreamUnavailable
+from app.core.errors import Forbidden, RateLimited, RequestTimeout, UpstreamUnavailable
 from app.keys import usage
 from app.keys.prices import PriceTable
 from app.keys.service import model_allowed
@@ -56,7 +62,10 @@ def no_requests_limit() -> bool:
 
 
 def submitted_email() -> str:
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RequestTimeout:  # the body did not arrive in time: the view reads it again and answers the 408
+        return ""
     email = body.get("email") if isinstance(body, dict) else None
     return email.strip().lower() if isinstance(email, str) else ""
 
@@ -72,9 +81,10 @@ class Access:
         self.limiter = Limiter(
             limit_owner, application_limits=[requests_limit], application_limits_exempt_when=no_requests_limit,
             strategy="moving-window", storage_uri=config["REDIS_URL"] or "memory://",
-            storage_options={"wrap_exceptions": True}, swallow_errors=self.fail_open,
+            storage_options=storage_options(config), swallow_errors=self.fail_open,
             key_prefix=config["QUEUE_NAME"] or "aiserver", headers_enabled=False)
         self._tokens: FixedWindowRateLimiter | None = None
+        self.outages = StorageOutageLog(self.fail_open)
 
     @property
     def tokens(self) -> FixedWindowRateLimiter:
@@ -93,6 +103,7 @@ class Access:
                 app.view_functions[endpoint] = per_email(app.view_functions[endpoint])  # type: ignore[assignment]
         app.after_request(self.add_headers)
         app.register_error_handler(StorageError, self.storage_failed)
+        self.outages.attach(logging.getLogger("flask-limiter"))
 
     # -- before an LLM call -------------------------------------------------------------------------
 
@@ -178,23 +189,75 @@ class Access:
                 response.headers["x-ratelimit-remaining-requests"] = str(current.remaining)
                 response.headers["x-ratelimit-reset-requests"] = f"{wait}s"
         except StorageError as error:
-            log.warning("rate-limit storage unavailable for headers: %s", error.storage_error)
+            self.outages.failed(error.storage_error)
         return response
 
     def storage_down(self, error: StorageError) -> None:
+        self.outages.failed(error.storage_error)
         if self.fail_open:
-            log.warning("rate-limit storage unavailable, serving unlimited (RATE_LIMIT_FAIL_OPEN): %s",
-                        error.storage_error)
             return
         raise UpstreamUnavailable("The rate-limit storage is unavailable; try again shortly.",
                                   code="rate_limit_storage_unavailable")
 
     def storage_failed(self, error: StorageError):
         """flask-limiter's own check failed and RATE_LIMIT_FAIL_OPEN is false: 503, in the API's shape."""
-        log.error("rate-limit storage unavailable, refusing (RATE_LIMIT_FAIL_OPEN=false): %s", error.storage_error)
+        self.outages.failed(error.storage_error)
         return current_app.handle_user_exception(
             UpstreamUnavailable("The rate-limit storage is unavailable; try again shortly.",
                                 code="rate_limit_storage_unavailable"))
+
+
+def storage_options(config: dict[str, Any]) -> dict[str, Any]:
+    """The limits library's storage options: on Redis, a blocking pool sized for every connection a
+    worker serves at once, whose wait for a free connection is bounded by REDIS_POOL_TIMEOUT_S."""
+    options: dict[str, Any] = {"wrap_exceptions": True}
+    url = config["REDIS_URL"]
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        import redis
+
+        options["connection_pool"] = redis.BlockingConnectionPool.from_url(
+            url, max_connections=config["WEB_WORKER_CONNECTIONS"], timeout=config["REDIS_POOL_TIMEOUT_S"])
+    return options
+
+
+class StorageOutageLog(logging.Handler):
+    """One line when the rate-limit storage fails, then at most one every INTERVAL_S with the count of
+    failures since, whichever way it fails (open or closed): a Redis outage under load would otherwise
+    write a traceback per request. Also the handler of flask-limiter's own logger, whose failures
+    ("Failed to rate limit. Swallowing error") went nowhere."""
+
+    INTERVAL_S = 10.0
+
+    def __init__(self, fail_open: bool):
+        super().__init__(logging.WARNING)
+        self.outcome = "serving unlimited (RATE_LIMIT_FAIL_OPEN=true)" if fail_open else \
+            "refusing with 503 (RATE_LIMIT_FAIL_OPEN=false)"
+        self.guard = threading.Lock()  # not `lock`: logging.Handler holds that one around emit()
+        self.last_logged = -math.inf
+        self.unlogged = 0
+
+    def attach(self, logger: logging.Logger) -> None:
+        """Become `logger`'s outage handler (the last app built in a process owns it)."""
+        for handler in [h for h in logger.handlers if isinstance(h, StorageOutageLog)]:
+            logger.removeHandler(handler)
+        logger.addHandler(self)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, StorageError):
+            self.failed(error.storage_error)
+        elif record.levelno >= logging.WARNING:  # another failure (a limit's key function): one line, no traceback
+            log.warning("flask-limiter: %s: %s", record.getMessage(), error)
+
+    def failed(self, cause: object) -> None:
+        with self.guard:
+            now = time.monotonic()
+            if now - self.last_logged < self.INTERVAL_S:
+                self.unlogged += 1
+                return
+            since, self.unlogged, self.last_logged = self.unlogged, 0, now
+        more = f" ({since} more failures since the last line)" if since else ""
+        log.error("rate-limit storage unavailable, %s: %s: %s%s", self.outcome, type(cause).__name__, cause, more)
 
 
 def seconds_until(moment, now) -> int:

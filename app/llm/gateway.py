@@ -42,6 +42,7 @@ from app.core.backoff import backoff_delay
 from app.core.errors import APIError, BadRequest, RateLimited, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from app.core.metrics import STREAMS_IN_FLIGHT
 from app.llm.health import Health, HealthPolicy, MemoryBoard
+from app.llm.images import check_image_parts
 from app.llm.providers.base import (
     CallerFault,
     Completion,
@@ -141,7 +142,7 @@ class Gateway:
                  redact: Callable[[str], str] = str, record: Callable[[UsageEvent], None] = lambda event: None,
                  permit: Callable[[list[Route]], list[Route]] = lambda routes: routes,
                  wanted: Callable[[], bool] = lambda: True, health: Health | None = None,
-                 strategy: str = "weighted", whole_as_stream: str = "auto"):
+                 strategy: str = "weighted", whole_as_stream: str = "auto", max_images: int = 50):
         """`redact` scrubs secrets from upstream error text, which some vendors echo back (a bad key);
         `record` counts every attempt's outcome, tokens and latency (see `app.llm.usage`); `permit`
         narrows the routes to those the caller may use, or raises (a key's models and limits);
@@ -149,7 +150,8 @@ class Gateway:
         each upstream's outcomes (this process only unless given a shared board); `strategy` chooses
         among the healthy upstreams of a tier (weighted, least-busy, lowest-latency);
         `whole_as_stream` says when a non-streamed answer is asked for as a stream: "auto" (when its
-        upstream is suspect), "always" or "never" (see the module's docstring)."""
+        upstream is suspect), "always" or "never" (see the module's docstring); a request holding more
+        than `max_images` image parts is refused before any attempt (`app.llm.images`)."""
         self.registry = registry
         self.policy = policy
         self.sleep = sleep
@@ -160,8 +162,10 @@ class Gateway:
         self.health = health or Health(MemoryBoard(), HealthPolicy())
         self.strategy = strategy
         self.whole_as_stream = whole_as_stream
+        self.max_images = max_images
 
     def complete(self, request: CompletionRequest, routes: list[Route]) -> Answer:
+        check_image_parts(request, self.max_images)
         routes = self.permit(routes)
         attempts: list[FailedAttempt] = []
         deadline = time.monotonic() + self.policy.budget
@@ -207,6 +211,7 @@ class Gateway:
         return self.whole_as_stream == "always" or self.health.suspect(route.upstream, self.policy.first_byte)
 
     def stream(self, request: CompletionRequest, routes: list[Route]) -> Iterator[Event]:
+        check_image_parts(request, self.max_images)
         routes = self.permit(routes)
         attempts: list[FailedAttempt] = []
         deadline = time.monotonic() + self.policy.budget

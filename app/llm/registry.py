@@ -263,12 +263,13 @@ def names(value: str | None) -> list[str]:
     return [m.strip() for m in (value or "").split(",") if m.strip()]
 
 
-def build_registry(config: dict[str, Any], fetch_image: Callable[[str], tuple[str, bytes]] | None = None,
+def build_registry(config: dict[str, Any], fetch_image: Callable[..., tuple[str, bytes]] | None = None,
                    fresh: bool = False) -> Registry:
     """Providers for every configured vendor, then the models file's. Each SDK is imported only when
     its provider is configured: the three SDKs together take seconds to import, and start-up time
-    matters. `fetch_image` downloads an image URL for a vendor that needs the bytes (Gemini); `fresh`
-    reads the models file as it is now, not the copy the Gunicorn master last found valid."""
+    matters. `fetch_image` downloads an image URL for a vendor that needs the bytes (Gemini): an
+    `app.llm.images.ImageFetcher`; `fresh` reads the models file as it is now, not the copy the Gunicorn
+    master last found valid."""
     client_options = {"connect_timeout": config["CONNECT_TIMEOUT_S"], "read_timeout": config["READ_TIMEOUT_S"],
                       "max_connections": config["WEB_WORKER_CONNECTIONS"]}
     providers: dict[str, Provider] = {}

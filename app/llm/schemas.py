@@ -20,7 +20,7 @@ from typing import Any
 from marshmallow import INCLUDE, RAISE, ValidationError, fields, post_load, pre_load, validate, validates_schema
 
 from app.core.openapi import OpenAIErrorSchema
-from app.core.schemas import BaseSchema, decode_data_uri
+from app.core.schemas import BaseSchema, decode_image_uri
 
 ROLES = ("system", "user", "assistant")
 OPENAI_ROLES = ("system", "developer", "user", "assistant", "tool")
@@ -63,9 +63,16 @@ class MessageContent(fields.Field):
             raise ValidationError("Must be a string or a non-empty list of content parts.")
         if len(value) > MAX_PARTS:
             raise ValidationError(f"A message has at most {MAX_PARTS} content parts.")
-        parts = [content_part(part, self.image_urls) for part in value]
+        parts = [self.part(index, part) for index, part in enumerate(value)]
         checked_text("".join(part["text"] for part in parts if part["type"] == "text"))
         return parts
+
+    def part(self, index: int, part: Any) -> dict[str, Any]:
+        """One part, its problem prefixed with its index (`content part 2: ...`)."""
+        try:
+            return content_part(part, self.image_urls)
+        except ValidationError as error:
+            raise ValidationError(f"content part {index}: {' '.join(map(str, error.messages))}") from None
 
 
 def checked_text(text: str) -> str:
@@ -84,11 +91,9 @@ def content_part(part: Any, image_urls: bool = False) -> dict[str, Any]:
         if image_urls and isinstance(url, str) and url.startswith(("https://", "http://")):
             return {"type": "image", "url": url}
         try:
-            media_type, data = decode_data_uri(url if isinstance(url, str) else "", base64_only=True)
+            media_type, data = decode_image_uri(url if isinstance(url, str) else "")
         except ValueError as exc:
-            raise ValidationError(f"image_url.url must be a base64 data: URI with a media type ({exc}).") from None
-        if not data:
-            raise ValidationError("image_url.url holds no data.")
+            raise ValidationError(f"image_url.url must be a base64 data: URI of an image ({exc}).") from None
         return {"type": "image", "media_type": media_type, "data": base64.b64encode(data).decode("ascii")}
     raise ValidationError(f"Content parts of type {part.get('type')!r} are not supported: a part is "
                           "{'type': 'text', 'text'} or {'type': 'image_url', 'image_url': {'url'}}.")

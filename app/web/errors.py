@@ -39,10 +39,12 @@ MAX_URL_BYTES = 4096  # gunicorn.conf.py's limit_request_line is above it (8190)
 MAX_HEADER_BYTES = 8192  # and its limit_request_field_size (16384)
 
 
-def error_body(error: APIError) -> dict[str, Any]:
-    if request and anthropic_shaped(request.path):
+def error_body(error: APIError, path: str | None = None) -> dict[str, Any]:
+    """`error` in the shape of the API of `path` (by default the current request's)."""
+    path = path if path is not None else (request.path if request else "")
+    if anthropic_shaped(path):
         return anthropic_error_body(error)
-    if request and openai_shaped(request.path):
+    if openai_shaped(path):
         return openai_error_body(error)
     return {"error": error.to_dict(), "success": False}
 

@@ -22,6 +22,7 @@ import json
 from typing import Any
 
 from app.core.errors import BadRequest
+from app.core.schemas import check_image_type
 from app.llm.gateway import Answer
 from app.llm.providers.base import ANTHROPIC_MESSAGES, CompletionRequest, NativeBody
 from app.llm.registry import Route
@@ -130,7 +131,12 @@ def content_part(block: Any, path: str) -> dict[str, Any]:
         return {"type": "text", "text": block["text"]}
     source = block.get("source") if kind == "image" else None
     if isinstance(source, dict) and source.get("type") == "base64" and source.get("media_type") and source.get("data"):
-        return {"type": "image", "media_type": str(source["media_type"]), "data": str(source["data"])}
+        try:
+            media_type = check_image_type(str(source["media_type"]))
+        except ValueError as exc:
+            raise BadRequest(f"{path}.source.media_type: {exc}.", details={"param": f"{path}.source.media_type"}) \
+                from None
+        return {"type": "image", "media_type": media_type, "data": str(source["data"])}
     if isinstance(source, dict) and source.get("type") == "url" and str(source.get("url", "")).startswith("http"):
         return {"type": "image", "url": source["url"]}
     raise BadRequest(f"{path}: a {kind!r} block is only supported for Claude models; other models take text, image "

@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 from app.core.errors import BadRequest
-from app.core.schemas import decode_data_uri
+from app.core.schemas import decode_image_uri
 from app.llm.gateway import Answer
 from app.llm.providers.base import CompletionRequest
 from app.llm.sse import function_call_item, message_item, new_id, reasoning_item, responses_usage, unseal
@@ -190,9 +190,9 @@ def content_part(part: Any, path: str) -> dict[str, Any]:
         return {"type": "image", "url": url}
     if isinstance(url, str):
         try:
-            media_type, data = decode_data_uri(url, base64_only=True)
+            media_type, data = decode_image_uri(url)
         except ValueError as exc:
-            raise BadRequest(f"{path}.image_url: not an http(s) URL or base64 data: URI ({exc}).",
+            raise BadRequest(f"{path}.image_url: not an http(s) URL or base64 data: URI of an image ({exc}).",
                              details={"param": f"{path}.image_url"}) from None
         return {"type": "image", "media_type": media_type, "data": base64.b64encode(data).decode("ascii")}
     raise BadRequest(f"{path}: parts of type {kind!r} are not supported; send input_text and input_image "

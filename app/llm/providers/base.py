@@ -37,6 +37,16 @@ ANTHROPIC_MESSAGES = "anthropic.messages"  # the wire of Anthropic's `POST /v1/m
 OPENAI_RESPONSES = "openai.responses"  # the wire of OpenAI's `POST /v1/responses`
 
 
+@dataclass
+class FetchedImages:
+    """The images one request had fetched by URL, `(media type, bytes)` by URL, and their `total`
+    size: kept on its `CompletionRequest`, so the gateway's retries and fallbacks (up to
+    RETRY_ATTEMPTS calls) reuse them instead of fetching each image again (`app.llm.images`)."""
+
+    by_url: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+    total: int = 0
+
+
 @dataclass(frozen=True)
 class NativeBody:
     """A request body in a vendor's own wire format (`wire`, such as ANTHROPIC_MESSAGES), as it came,
@@ -86,11 +96,12 @@ class CompletionRequest:
     metadata: dict[str, str] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     native: NativeBody | None = None
+    images: FetchedImages = field(default_factory=FetchedImages, compare=False, repr=False)
 
     def asked(self) -> list[str]:
         """Names of the parameters this request really sets (a vendor default counts as unset), then
         `messages.name` when a message carries a name, then the `extra` fields."""
-        names = [f.name for f in fields(self) if f.name not in ("messages", "extra", "native")
+        names = [f.name for f in fields(self) if f.name not in ("messages", "extra", "native", "images")
                  and getattr(self, f.name) not in (None, [], {}, NEUTRAL_VALUES.get(f.name))]
         if any(m.get("name") for m in self.messages):
             names.append("messages.name")

@@ -17,7 +17,8 @@ Gemini has no switch for parallel calls: `parallel_tool_calls: false` is honoure
 first call of an answer (the one that carries the step's signature), as if the model had made one.
 Embeddings are counted by the vendor's token statistics when it reports them (Vertex AI), else
 estimated at four characters a token (`Embeddings.estimated`). Images given by URL are fetched (the
-API takes bytes) with the `fetch_image` the registry passes in.
+API takes bytes) with the `fetch_image` the registry passes in (`app.llm.images.ImageFetcher`), once
+per request: the request's `FetchedImages` keeps them for every retry and fallback.
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ from app.llm.providers.base import (
     Completion,
     CompletionRequest,
     Embeddings,
+    FetchedImages,
     FirstByteTransport,
     ProviderFailure,
     ProviderRejected,
@@ -69,10 +71,10 @@ CHARS_PER_TOKEN = 4  # the estimate's rule of thumb, where the vendor counts no 
 THINKING_BUDGETS = {"none": 0, "minimal": 512, "low": 1024, "medium": 8192, "high": 24576, "xhigh": 32768}
 THINKING_LEVELS = {"none": "MINIMAL", "minimal": "MINIMAL", "low": "LOW", "medium": "MEDIUM", "high": "HIGH",
                    "xhigh": "XHIGH"}
-ImageFetcher = Callable[[str], tuple[str, bytes]]
+ImageFetcher = Callable[[str, FetchedImages], tuple[str, bytes]]
 
 
-def no_image_urls(url: str) -> tuple[str, bytes]:
+def no_image_urls(url: str, fetched: FetchedImages) -> tuple[str, bytes]:
     raise CallerFault("Image URLs cannot be fetched for Gemini here; send the image as a data: URI.", status=400)
 
 
@@ -133,7 +135,8 @@ class GeminiProvider:
     def complete(self, request: CompletionRequest, model: str) -> Completion:
         try:
             response = self.client.models.generate_content(
-                model=model, contents=self.to_contents(request.messages, model), config=self._config(request, model))
+                model=model, contents=self.to_contents(request.messages, model, request.images),
+                config=self._config(request, model))
         except (genai_errors.APIError, httpx2.HTTPError) as exc:
             raise translate_error(exc) from None
         candidate = response.candidates[0] if response.candidates else None
@@ -149,7 +152,8 @@ class GeminiProvider:
     def stream(self, request: CompletionRequest, model: str) -> Generator[StreamItem, None, None]:
         answered_model, reason, usage, calls = model, "stop", Usage(), 0
         responses = self.client.models.generate_content_stream(
-            model=model, contents=self.to_contents(request.messages, model), config=self._config(request, model))
+            model=model, contents=self.to_contents(request.messages, model, request.images),
+            config=self._config(request, model))
         try:
             for response in responses:
                 for part in response_parts(response):
@@ -204,17 +208,19 @@ class GeminiProvider:
             config["thinking_config"] = thinking_config(request.reasoning_effort, model)
         return types.GenerateContentConfig(**{k: v for k, v in config.items() if v is not None})
 
-    def to_contents(self, messages: list[dict[str, Any]], model: str = "") -> list[types.Content]:
+    def to_contents(self, messages: list[dict[str, Any]], model: str = "",
+                    images: FetchedImages | None = None) -> list[types.Content]:
         """The conversation as Gemini turns; consecutive messages of one role share one turn, so the
         results of parallel calls answer them together, as Gemini expects. For Gemini 3, the first call
         of each model turn that came back without a signature gets the dummy one."""
         names = {call["id"]: call["name"] for m in messages for call in m.get("tool_calls") or ()}
+        images = images if images is not None else FetchedImages()
         contents: list[types.Content] = []
         for message in messages:
             if message["role"] in ("system", "developer"):
                 continue
             role = "model" if message["role"] == "assistant" else "user"
-            parts = self.message_parts(message, names)
+            parts = self.message_parts(message, names, images)
             if contents and contents[-1].role == role:
                 contents[-1].parts = [*(contents[-1].parts or []), *parts]
             else:
@@ -224,7 +230,7 @@ class GeminiProvider:
                 sign_first_call(content)
         return contents
 
-    def message_parts(self, message: dict[str, Any], names: dict[str, str]) -> list[types.Part]:
+    def message_parts(self, message: dict[str, Any], names: dict[str, str], images: FetchedImages) -> list[types.Part]:
         if message["role"] == "tool":
             call_id = message["tool_call_id"]
             if call_id not in names:
@@ -232,12 +238,12 @@ class GeminiProvider:
                                   status=400)
             response = tool_response(text_of(message["content"]))
             return [types.Part(function_response=types.FunctionResponse(name=names[call_id], response=response))]
-        parts = self.content_parts(message.get("content"))
+        parts = self.content_parts(message.get("content"), images)
         for call in message.get("tool_calls") or ():
             parts.append(function_call_part(call))
         return parts
 
-    def content_parts(self, content: str | list[dict[str, Any]] | None) -> list[types.Part]:
+    def content_parts(self, content: str | list[dict[str, Any]] | None, images: FetchedImages) -> list[types.Part]:
         if not content:
             return []
         if isinstance(content, str):
@@ -245,7 +251,7 @@ class GeminiProvider:
         parts = []
         for part in content:
             if part["type"] == "image":
-                media_type, data = (self.fetch_image(part["url"]) if part.get("url")
+                media_type, data = (self.fetch_image(part["url"], images) if part.get("url")
                                     else (part["media_type"], base64.b64decode(part["data"])))
                 parts.append(types.Part(inline_data=types.Blob(mime_type=media_type, data=data)))
             else:
