@@ -100,7 +100,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     register_blueprints(app)
     init_keys(app, access)  # after the request id and the blueprints: it limits their views
     app.wsgi_app = SlowClientGuard(app.wsgi_app, app.config["REQUEST_READ_TIMEOUT_S"],  # type: ignore[method-assign]
-                                   app.config["REQUEST_READ_MAX_PER_CLIENT"])
+                                   app.config["REQUEST_READ_MAX_PER_CLIENT"], app.config["MAX_BODY_BYTES"])
     trust_proxies(app, app.config["TRUSTED_PROXIES"])  # outside the guard: it counts the client Caddy saw
     app.cli.add_command(models_cli)
     return app

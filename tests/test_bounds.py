@@ -209,8 +209,8 @@ def test_an_image_is_fetched_once_whatever_the_retries(make_app, fake_gemini, im
     response = app.test_client().post(path, json=body)
 
     assert response.status_code == 502, response.data[:300]
-    generations = [r for r in fake_gemini.requests if "generateContent" in r.path]
-    assert len(generations) == 6
+    generations = [r for r in fake_gemini.requests if r.path.endswith(("generateContent", "streamGenerateContent"))]
+    assert len(generations) == 6  # whole or, once the upstream is suspect, as a stream
     assert images.hits == ["/pixel.png", "/pixel.png?again"]
 
 
@@ -230,7 +230,9 @@ HTML = "data:text/html;base64," + base64.b64encode(b"<script>alert(1)</script>")
                                                                       "data": "PHNjcmlwdD4="}}]}]},
      "messages.0.content.1.source.media_type"),
 ])
-def test_a_data_uri_that_is_not_an_image_is_a_400_naming_the_part(client, fake_openai, path, body, param):
+def test_a_data_uri_that_is_not_an_image_is_a_400_naming_the_part(make_app, fake_openai, path, body, param):
+    # Responses translated, not sent as they came to OpenAI's own Responses API (which judges its body itself)
+    client = make_app(OPENAI_RESPONSES_API=False, **provider_config(openai=fake_openai)).test_client()
     response = client.post(path, json=body)
     assert response.status_code == 400, response.data[:300]
     error = error_of(response)

@@ -92,8 +92,13 @@ def create_key(tmp_path, settings: dict, *options: str) -> str:
 
 def sent_upstream(fake: FakeOpenAI) -> list[tuple[str, str]]:
     """(role, text) of each message of the fake's last generation request (not its health checks' model
-    listings), the system prompt left out."""
-    last = [r for r in fake.requests if r.path == "/v1/chat/completions"][-1]
+    listings), the system prompt left out: a chat completion's messages, or the input messages of a
+    Responses request sent as it came (OpenAI's own Responses API)."""
+    last = [r for r in fake.requests if r.path in ("/v1/chat/completions", "/v1/responses")][-1]
+    if last.path == "/v1/responses":
+        items = [{"role": "user", "content": last.json["input"]}] if isinstance(last.json["input"], str) \
+            else [item for item in last.json["input"] if item.get("type", "message") == "message"]
+        return [(m["role"], text_of(m["content"])) for m in items if m["role"] not in ("system", "developer")]
     return [(m["role"], text_of(m["content"])) for m in last.json["messages"] if m["role"] != "system"]
 
 

@@ -24,6 +24,7 @@ import itertools
 import logging
 import mmap
 import os
+import random
 import struct
 import threading
 import time
@@ -36,6 +37,7 @@ from app.llm.providers.base import CallerFault, ModelUnavailable, ProviderFailur
 log = logging.getLogger("aiserver.upstreams")
 
 WINDOW_S = 60.0  # the window of the recent error rate and of an upstream's rpm/tpm counters
+UPDATE_WITHIN_S = 2.0  # how long a Redis update is tried again while other processes keep changing the state
 
 
 @dataclass(frozen=True)
@@ -386,8 +388,11 @@ class RedisBoard:
         import redis
 
         key = self.prefix + name
+        give_up = time.monotonic() + UPDATE_WITHIN_S
         with self.client.pipeline() as pipe:
-            for _ in range(50):
+            for attempt in itertools.count():
+                if attempt and time.monotonic() > give_up:
+                    break
                 try:
                     pipe.watch(key)
                     state = from_hash(pipe.hgetall(key))
@@ -400,9 +405,9 @@ class RedisBoard:
                     pipe.expire(key, self.ttl)
                     pipe.execute()
                     return changed
-                except redis.WatchError:
-                    continue
-        raise RuntimeError(f"upstream state of {name} kept changing under 50 updates")
+                except redis.WatchError:  # another process changed it first: read it again, soon
+                    time.sleep(random.uniform(0, 0.002 * min(attempt, 10)))
+        raise RuntimeError(f"upstream state of {name} kept changing for {UPDATE_WITHIN_S:g}s")
 
 
 def astuple(state: UpstreamState) -> tuple[Any, ...]:

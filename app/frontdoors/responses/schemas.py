@@ -216,13 +216,35 @@ class FunctionCallArgumentsDoneEventSchema(ItemEventSchema):
     arguments = fields.String(required=True, metadata={"description": "The whole JSON arguments."})
 
 
+class ReasoningSummaryPartEventSchema(ItemEventSchema):
+    """A reasoning item's summary part begins (empty) or is complete (OpenAI's Responses API, as it came)."""
+
+    type = fields.String(required=True, metadata={"enum": ["response.reasoning_summary_part.added",
+                                                           "response.reasoning_summary_part.done"]})
+    summary_index = fields.Integer(required=True)
+    part = fields.Dict(required=True, metadata={"description": "`{\"type\": \"summary_text\", \"text\"}`."})
+
+
+class ReasoningSummaryTextEventSchema(ItemEventSchema):
+    """A piece of a reasoning summary (`delta`), or all of it (`done`: `text`), as OpenAI sent it."""
+
+    type = fields.String(required=True, metadata={"enum": ["response.reasoning_summary_text.delta",
+                                                           "response.reasoning_summary_text.done"]})
+    summary_index = fields.Integer(required=True)
+    delta = fields.String()
+    text = fields.String()
+
+
 RESPONSES_EVENTS = (ResponseStatusEventSchema, OutputItemEventSchema, ContentPartEventSchema,
                     OutputTextDeltaEventSchema, OutputTextDoneEventSchema, FunctionCallArgumentsDeltaEventSchema,
-                    FunctionCallArgumentsDoneEventSchema)
+                    FunctionCallArgumentsDoneEventSchema, ReasoningSummaryPartEventSchema,
+                    ReasoningSummaryTextEventSchema)
 RESPONSES_EVENT_NAMES = ("response.created", "response.in_progress", "response.output_item.added",
                          "response.content_part.added", "response.output_text.delta", "response.output_text.done",
                          "response.content_part.done", "response.function_call_arguments.delta",
                          "response.function_call_arguments.done", "response.output_item.done",
+                         "response.reasoning_summary_part.added", "response.reasoning_summary_text.delta",
+                         "response.reasoning_summary_text.done", "response.reasoning_summary_part.done",
                          "response.completed", "response.incomplete", "response.failed")
 RESPONSES_STREAM = ("The Responses API's typed events, each an `event: {type}` line and a `data: {json}` line with "
                     "`sequence_number`: `response.created`, `response.in_progress`, per output item "
