@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run serve initdb install install-dev lint test fuzz test-system-deps bench soak env-example vendor clean
+.PHONY: run serve initdb install install-dev lint test fuzz test-system-deps test-node-clients bench soak env-example vendor clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,7 +46,11 @@ lint: install-dev
 	$(BIN)/ruff check app tests bench scripts
 	$(BIN)/mypy
 
-test: install-dev test-system-deps lint
+## The Node clients of the client matrix (tests/clients/: npm ci, only when its lock file changed).
+test-node-clients:
+	bash scripts/install-node-clients
+
+test: install-dev test-system-deps test-node-clients lint
 	$(BIN)/python -m pytest
 
 ## A longer schemathesis run over /openapi.json (FUZZ_EXAMPLES cases per operation; `make test` runs 5).

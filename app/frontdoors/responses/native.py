@@ -11,7 +11,10 @@ server did with them.
 
 Replaying stored items follows OpenAI's rules for `store: false`: a reasoning item goes back only
 with its `encrypted_content` (ask `include: ["reasoning.encrypted_content"]` to have it kept), and
-input messages go without the `id` this server gave them (OpenAI's input messages have none).
+input messages go without the `id` this server gave them (OpenAI's input messages have none). A
+reasoning item the client sends back itself without `encrypted_content` (the OpenAI Agents SDK does,
+believing the response stored upstream) is left out for the same reason: with `store: false` the
+upstream kept nothing to find it by, and refuses the whole request for it.
 """
 from __future__ import annotations
 
@@ -57,7 +60,7 @@ def native_body(body: dict[str, Any], chain: list[dict[str, Any]], given: str | 
         items: Any = [{"role": "user", "content": given}] if chain else given
     else:
         items = [replayed for item, came in zip(given, body["input"])
-                 if (replayed := replay(item) if is_reference(came) else came) is not None]
+                 if (replayed := replay(item) if is_reference(came) else sendable(came)) is not None]
     if chain:
         items = [replayed for item in chain if (replayed := replay(item)) is not None] + items
     sent["input"] = items
@@ -66,6 +69,12 @@ def native_body(body: dict[str, Any], chain: list[dict[str, Any]], given: str | 
 
 def is_reference(item: Any) -> bool:
     return isinstance(item, dict) and item.get("type") == "item_reference"
+
+
+def sendable(item: Any) -> Any:
+    """An input item as it came, or None for a reasoning item without its encrypted content."""
+    bare = isinstance(item, dict) and item.get("type") == "reasoning" and not item.get("encrypted_content")
+    return None if bare else item
 
 
 def replay(item: dict[str, Any]) -> dict[str, Any] | None:
