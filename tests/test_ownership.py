@@ -26,10 +26,32 @@ def test_chats_belong_to_the_key_that_made_them(client, app, fake_openai):
     assert client.get("/chat/history", headers=b).get_json()["chats"] == {}
     for method, path in (("get", f"/chat/history/{chat_id}"), ("delete", f"/chat/history/{chat_id}")):
         assert getattr(client, method)(path, headers=b).status_code == 404
-    assert client.post("/chat", json={"message": "mine now?", "chat_id": chat_id}, headers=b).status_code == 404
     assert list(client.get("/chat/history", headers=admin).get_json()["chats"]) == [chat_id]
     assert client.get(f"/chat/history/{chat_id}", headers=admin).status_code == 200
     assert len(fake_openai.requests) == 1
+
+
+def test_chat_ids_are_per_key_so_no_key_can_take_or_probe_another_s(client, app, fake_openai):
+    """Key B taking `team-notes` first neither blocks A's `team-notes` nor shows B that A has one; each
+    key sees only its own, and deleting one leaves the other."""
+    _, a, b = keys(app)
+    fake_openai.enqueue(Reply(text="B's answer"), Reply(text="A's answer"), Reply(text="B again"))
+    for headers, message in ((b, "B's notes"), (a, "A's notes"), (b, "B's second")):
+        answer = client.post("/chat", json={"message": message, "chat_id": "team-notes"}, headers=headers)
+        assert answer.status_code == 200 and answer.get_json()["chat_id"] == "team-notes", answer.get_json()
+
+    def contents(headers) -> list[str]:
+        messages = client.get("/chat/history/team-notes", headers=headers).get_json()["history"]["messages"]
+        return [m["content"] for m in messages if m["role"] != "system"]
+
+    assert contents(a) == ["A's notes", "A's answer"]
+    assert contents(b) == ["B's notes", "B's answer", "B's second", "B again"]
+    assert list(client.get("/chat/history", headers=a).get_json()["chats"]) == ["team-notes"]
+    assert client.get("/chat/search?q=notes", headers=a).get_json()["chats"]["team-notes"]["match"] == "A's notes"
+    assert client.delete("/chat/history/team-notes", headers=b).status_code == 200
+    assert client.get("/chat/history/team-notes", headers=b).status_code == 404
+    assert contents(a) == ["A's notes", "A's answer"]
+    assert client.patch("/chat/history/team-notes", json={"title": "x"}, headers=b).status_code == 404
 
 
 def test_gist_records_belong_to_their_key_and_writing_needs_the_scope(make_app):
