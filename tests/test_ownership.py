@@ -2,9 +2,12 @@
 missing from its lists; an admin key sees all. Changing GitHub gists needs the `gists` scope."""
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
-from tests.conftest import provider_config
+import pytest
+
+from tests.conftest import fresh_postgres_database, provider_config
 from tests.fakes.github_api import DEFAULT_TOKEN, FakeGitHub
 from tests.fakes.server import Reply
 from tests.test_keys import bearer, cli_create
@@ -105,3 +108,31 @@ def test_task_requests_are_limited_per_email(make_app, fake_openai):
     refused = client.post("/revise", json=task_body(task="t0", nonce="again", round=2))
     assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
     assert client.post("/task", json=task_body(task="t9", nonce="n9", email="b@example.com")).status_code == 200
+
+
+@pytest.mark.parametrize("engine", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_migration_0010_moves_each_key_s_chats_into_its_namespace(tmp_path, engine, request):
+    """Chats made before 0010: an unowned one keeps its row id, a key's one moves with its messages."""
+    from playhouse.migrations import Runner
+
+    from app.conversations.models import storage_key
+    from app.core.db import MIGRATIONS_DIR, open_database
+
+    with contextlib.ExitStack() as stack:
+        url = (f"sqlite:///{tmp_path / 'old.db'}" if engine == "sqlite"
+               else stack.enter_context(fresh_postgres_database()))
+        db = open_database(url)
+        with db.connection_context():
+            Runner(db, MIGRATIONS_DIR).up(target="0009_drop_usage_counter")
+            p = db.param
+            for chat_id, owner in (("open-chat", None), ("team-notes", "key_a")):
+                db.execute_sql(f"INSERT INTO conversation (id, owner, title, created_at, last_updated, message_count)"
+                               f" VALUES ({p}, {p}, 't', {p}, {p}, 1)", (chat_id, owner, "2026-01-01", "2026-01-01"))
+                db.execute_sql(f"INSERT INTO conversation_message (conversation_id, role, content, status, created_at)"
+                               f" VALUES ({p}, 'user', {p}, 'complete', {p})", (chat_id, f"in {chat_id}", "2026-01-01"))
+            Runner(db, MIGRATIONS_DIR).up()
+            rows = db.execute_sql("SELECT c.id, c.chat_id, c.owner, m.content FROM conversation c JOIN "
+                                  "conversation_message m ON m.conversation_id = c.id ORDER BY c.chat_id").fetchall()
+        db.close_all()
+    assert [tuple(row) for row in rows] == [("open-chat", "open-chat", None, "in open-chat"),
+                                            (storage_key("key_a", "team-notes"), "team-notes", "key_a", "in team-notes")]
