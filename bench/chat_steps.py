@@ -17,10 +17,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.conversations.models import Conversation, Message  # noqa: E402
-from app.conversations.service import LOST_ANSWER, AnswerSteps  # noqa: E402
-from app.core.clock import utcnow  # noqa: E402
-from app.core.db import database, migrate, open_database  # noqa: E402
+from app.conversations.models import Conversation, Message
+from app.conversations.service import LOST_ANSWER, AnswerSteps
+from app.core.clock import utcnow
+from app.core.db import database, migrate, open_database
 
 CHUNKS = 1_000_000
 
@@ -54,7 +54,7 @@ def step_ms(url: str, chars: int, runs: int = 200) -> tuple[float, float]:
                                 created_at=utcnow()).execute()
     steps = AnswerSteps(answer, 0, 1000)
     times = []
-    for run in range(runs):
+    for _ in range(runs):
         steps.add("x" * (chars // runs))
         started = time.perf_counter()
         steps._write()
@@ -79,7 +79,8 @@ def main() -> None:
     for name, url in engines:
         for chars in (2_000, 20_000):
             median, p95 = step_ms(url, chars)
-            print(f"| one step, {name}, text growing to {chars:,} chars | {median:.2f} ms median | {p95:.2f} ms p95 | |")
+            print(f"| one step, {name}, text growing to {chars:,} chars | {median:.2f} ms median "
+                  f"| {p95:.2f} ms p95 | |")
 
 
 if __name__ == "__main__":

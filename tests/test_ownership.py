@@ -134,5 +134,6 @@ def test_migration_0010_moves_each_key_s_chats_into_its_namespace(tmp_path, engi
             rows = db.execute_sql("SELECT c.id, c.chat_id, c.owner, m.content FROM conversation c JOIN "
                                   "conversation_message m ON m.conversation_id = c.id ORDER BY c.chat_id").fetchall()
         db.close_all()
+    moved = storage_key("key_a", "team-notes")
     assert [tuple(row) for row in rows] == [("open-chat", "open-chat", None, "in open-chat"),
-                                            (storage_key("key_a", "team-notes"), "team-notes", "key_a", "in team-notes")]
+                                            (moved, "team-notes", "key_a", "in team-notes")]

@@ -186,8 +186,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CHAT_SAVE_EVERY_S", "1", "A streamed answer's text is stored while it streams, at least this often "
             "(seconds), so a killed process loses at most this much of it; 0: only when it ends.", float,
             group="conversations"),
-    Setting("CHAT_SAVE_EVERY_CHARS", "1000", "A streamed answer is also stored once this many more characters came since its last step.", int,
-            group="conversations"),
+    Setting("CHAT_SAVE_EVERY_CHARS", "1000", "A streamed answer is also stored once this many more characters "
+            "came since its last step.", int, group="conversations"),
     Setting("GITHUB_TOKEN", "", "GitHub token for gists and deployments (GITHUB_PAT is accepted as an alias).",
             secret=True, group="github"),
     Setting("GITHUB_API_URL", "https://api.github.com", "GitHub REST API root (GitHub Enterprise: "
