@@ -321,11 +321,11 @@ class AnswerSteps:
         return "".join(self.pieces)
 
     def stop(self) -> None:
-        """No more steps (the answer is about to be stored whole); waits for a step being written."""
+        """No more steps (the answer is about to be stored whole). A step still being written (waiting
+        out a locked database, say) is not waited for: its UPDATE only matches a row still marked lost,
+        so it can never overwrite the answer stored whole, whichever lands first."""
         self._stopped = True
         self._wake.set()
-        if self._writer.is_alive():
-            self._writer.join(timeout=5)
 
     def _write_until_stopped(self) -> None:
         while not self._stopped:
