@@ -15,6 +15,8 @@ Why the file looks the way it does:
 - On TERM or a graceful reload (HUP) a worker stops accepting and lets in-flight requests, streams
   included, finish for up to `graceful_timeout` seconds. Supervisor's `stopwaitsecs` for
   `[program:web]` must stay above it.
+- A worker whose master died (`kill -9`, OOM) does the same (`OrphanSafeGeventWorker`): Gunicorn's
+  gevent worker would exit at once on "parent changed", cutting every open stream unstored.
 - Request-head limits sit above the app's: what the app can see, it answers in JSON (see README,
   "Errors only Caddy or Gunicorn answer").
 - Metrics: each worker is its own process, so prometheus-client runs in multiprocess mode. The
@@ -46,6 +48,7 @@ import time
 
 from dotenv import dotenv_values
 from gunicorn import glogging
+from gunicorn.workers.ggevent import GeventWorker  # what worker_class = "gevent" imports into the master anyway
 
 _here = os.path.dirname(os.path.abspath(__file__))
 _dotenv_path = os.environ.get("DOTENV_PATH") or os.path.join(_here, ".env")
@@ -57,8 +60,29 @@ def setting(name: str, default: str) -> str:
     return os.environ.get(name) or _dotenv.get(name) or default
 
 
+
+
+class OrphanSafeGeventWorker(GeventWorker):
+    """Gunicorn's gevent worker, except when its master dies: the stock worker notices the new parent
+    within a second (`notify`) and calls `sys.exit`, which drops every open response mid-stream, so
+    the text its clients saw was never stored. This one treats it as a graceful stop instead: it stops
+    accepting (its listening socket is closed, so a restarted master can bind the port) and lets open
+    requests finish for up to `graceful_timeout` seconds; requests still open then are closed, which
+    stores a stream's text so far (`app.conversations.service.stream_reply`). Then it exits."""
+
+    orphaned = False
+
+    def notify(self):
+        self.tmp.notify()
+        if not self.orphaned and self.ppid != os.getppid():
+            self.orphaned = True
+            self.alive = False  # GeventWorker.run then closes the listeners and waits for open requests
+            self.log.warning("Parent changed (master %s gone): no longer accepting; open requests get up to "
+                             "%s s to finish (pid:%s)", self.ppid, self.cfg.graceful_timeout, self.pid)
+
+
 bind = f"{setting('HOST', '127.0.0.1')}:{setting('PORT', '5001')}"
-worker_class = "gevent"
+worker_class = OrphanSafeGeventWorker
 workers = int(setting("WEB_WORKERS", "2"))
 worker_connections = int(setting("WEB_WORKER_CONNECTIONS", "1000"))
 preload_app = False  # the app (and its ssl/socket users) must load after the worker's monkey-patch

@@ -2,9 +2,12 @@
 missing from its lists; an admin key sees all. Changing GitHub gists needs the `gists` scope."""
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
-from tests.conftest import provider_config
+import pytest
+
+from tests.conftest import fresh_postgres_database, provider_config
 from tests.fakes.github_api import DEFAULT_TOKEN, FakeGitHub
 from tests.fakes.server import Reply
 from tests.test_keys import bearer, cli_create
@@ -26,10 +29,32 @@ def test_chats_belong_to_the_key_that_made_them(client, app, fake_openai):
     assert client.get("/chat/history", headers=b).get_json()["chats"] == {}
     for method, path in (("get", f"/chat/history/{chat_id}"), ("delete", f"/chat/history/{chat_id}")):
         assert getattr(client, method)(path, headers=b).status_code == 404
-    assert client.post("/chat", json={"message": "mine now?", "chat_id": chat_id}, headers=b).status_code == 404
     assert list(client.get("/chat/history", headers=admin).get_json()["chats"]) == [chat_id]
     assert client.get(f"/chat/history/{chat_id}", headers=admin).status_code == 200
     assert len(fake_openai.requests) == 1
+
+
+def test_chat_ids_are_per_key_so_no_key_can_take_or_probe_another_s(client, app, fake_openai):
+    """Key B taking `team-notes` first neither blocks A's `team-notes` nor shows B that A has one; each
+    key sees only its own, and deleting one leaves the other."""
+    _, a, b = keys(app)
+    fake_openai.enqueue(Reply(text="B's answer"), Reply(text="A's answer"), Reply(text="B again"))
+    for headers, message in ((b, "B's notes"), (a, "A's notes"), (b, "B's second")):
+        answer = client.post("/chat", json={"message": message, "chat_id": "team-notes"}, headers=headers)
+        assert answer.status_code == 200 and answer.get_json()["chat_id"] == "team-notes", answer.get_json()
+
+    def contents(headers) -> list[str]:
+        messages = client.get("/chat/history/team-notes", headers=headers).get_json()["history"]["messages"]
+        return [m["content"] for m in messages if m["role"] != "system"]
+
+    assert contents(a) == ["A's notes", "A's answer"]
+    assert contents(b) == ["B's notes", "B's answer", "B's second", "B again"]
+    assert list(client.get("/chat/history", headers=a).get_json()["chats"]) == ["team-notes"]
+    assert client.get("/chat/search?q=notes", headers=a).get_json()["chats"]["team-notes"]["match"] == "A's notes"
+    assert client.delete("/chat/history/team-notes", headers=b).status_code == 200
+    assert client.get("/chat/history/team-notes", headers=b).status_code == 404
+    assert contents(a) == ["A's notes", "A's answer"]
+    assert client.patch("/chat/history/team-notes", json={"title": "x"}, headers=b).status_code == 404
 
 
 def test_gist_records_belong_to_their_key_and_writing_needs_the_scope(make_app):
@@ -83,3 +108,32 @@ def test_task_requests_are_limited_per_email(make_app, fake_openai):
     refused = client.post("/revise", json=task_body(task="t0", nonce="again", round=2))
     assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
     assert client.post("/task", json=task_body(task="t9", nonce="n9", email="b@example.com")).status_code == 200
+
+
+@pytest.mark.parametrize("engine", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_migration_0010_moves_each_key_s_chats_into_its_namespace(tmp_path, engine, request):
+    """Chats made before 0010: an unowned one keeps its row id, a key's one moves with its messages."""
+    from playhouse.migrations import Runner
+
+    from app.conversations.models import storage_key
+    from app.core.db import MIGRATIONS_DIR, open_database
+
+    with contextlib.ExitStack() as stack:
+        url = (f"sqlite:///{tmp_path / 'old.db'}" if engine == "sqlite"
+               else stack.enter_context(fresh_postgres_database()))
+        db = open_database(url)
+        with db.connection_context():
+            Runner(db, MIGRATIONS_DIR).up(target="0009_drop_usage_counter")
+            p = db.param
+            for chat_id, owner in (("open-chat", None), ("team-notes", "key_a")):
+                db.execute_sql(f"INSERT INTO conversation (id, owner, title, created_at, last_updated, message_count)"
+                               f" VALUES ({p}, {p}, 't', {p}, {p}, 1)", (chat_id, owner, "2026-01-01", "2026-01-01"))
+                db.execute_sql(f"INSERT INTO conversation_message (conversation_id, role, content, status, created_at)"
+                               f" VALUES ({p}, 'user', {p}, 'complete', {p})", (chat_id, f"in {chat_id}", "2026-01-01"))
+            Runner(db, MIGRATIONS_DIR).up()
+            rows = db.execute_sql("SELECT c.id, c.chat_id, c.owner, m.content FROM conversation c JOIN "
+                                  "conversation_message m ON m.conversation_id = c.id ORDER BY c.chat_id").fetchall()
+        db.close_all()
+    moved = storage_key("key_a", "team-notes")
+    assert [tuple(row) for row in rows] == [("open-chat", "open-chat", None, "in open-chat"),
+                                            (moved, "team-notes", "key_a", "in team-notes")]

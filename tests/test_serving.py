@@ -236,8 +236,9 @@ def test_gunicorn_conf_reads_env_then_dotenv_and_imports_nothing_of_the_app(tmp_
     dotenv.write_text("WEB_WORKERS=5\nWEB_GRACEFUL_TIMEOUT_S=12\nPORT=6001\n")
     probe = ("import runpy, sys, json; c = runpy.run_path('gunicorn.conf.py'); "
              "loaded = [m for m in ('app', 'requests', 'urllib3', 'httpx', 'openai', 'flask') if m in sys.modules]; "
-             "print(json.dumps({k: c[k] for k in ('bind', 'workers', 'graceful_timeout', 'worker_class', "
-             "'preload_app', 'timeout', 'control_socket_disable')} | {'loaded': loaded, "
+             "print(json.dumps({k: c[k] for k in ('bind', 'workers', 'graceful_timeout', 'preload_app', "
+             "'timeout', 'control_socket_disable')} | {'loaded': loaded, 'worker_bases': "
+             "[b.__module__ + '.' + b.__name__ for b in c['worker_class'].__mro__], "
              "'exported': 'WEB_WORKERS' in __import__('os').environ}))")
     env = dict(os.environ, DOTENV_PATH=str(dotenv), PORT="7001")
     env.pop("WEB_WORKERS", None)
@@ -246,7 +247,8 @@ def test_gunicorn_conf_reads_env_then_dotenv_and_imports_nothing_of_the_app(tmp_
     conf = json.loads(out)
     assert conf["bind"] == "127.0.0.1:7001"  # the environment wins over .env
     assert conf["workers"] == 5 and conf["graceful_timeout"] == 12  # .env over the defaults
-    assert conf["worker_class"] == "gevent" and conf["preload_app"] is False and conf["timeout"] == 30
+    assert "gunicorn.workers.ggevent.GeventWorker" in conf["worker_bases"]  # gevent, orphan-safe (item 9)
+    assert conf["preload_app"] is False and conf["timeout"] == 30
     assert conf["control_socket_disable"] is True
     assert conf["loaded"] == []  # the master imports no app code and nothing holding ssl references
     assert conf["exported"] is False  # .env is read, not exported: reloaded workers re-read it

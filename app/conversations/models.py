@@ -1,14 +1,23 @@
 """Persisted conversations: one row per chat, one row per message.
 
+A chat's id is its owner's: `id` is the row's storage key (`storage_key`), the chat id itself for a
+chat nobody owns (open mode) and a hash of (owner, chat id) for a key's chat, whose `chat_id` column
+keeps the id the client uses. So two keys may each have a `team-notes`, and neither can take or probe
+the other's.
+
 The conversation row carries what the chat list needs (`message_count`, `last_updated`, `title`),
 updated in the same transaction as each message insert, so `GET /chat/history` reads one index
 (`last_updated, id`) and never counts messages. `busy_token`/`busy_until` mark a turn in progress
 (see `app.conversations.service`): the per-chat serialisation lives in the database, so several server instances
-sharing PostgreSQL agree on it. `owner` is reserved for per-API-key ownership; it is NULL today.
+sharing PostgreSQL agree on it; `busy_holder` names the process answering (`app.core.leases.this_process`), so
+a chat whose process died on this machine is free at once. `owner` is the key that made the chat (NULL without keys).
 
-The tables themselves are created by `app/migrations/0002_conversations.py`.
+The tables themselves are created by `app/migrations/0002_conversations.py` (`chat_id` and `busy_holder`: 0010).
 """
 from __future__ import annotations
+
+import hashlib
+from typing import Any
 
 from peewee import BigAutoField, CharField, DateTimeField, ForeignKeyField, IntegerField, TextField
 
@@ -16,8 +25,17 @@ from app.core.clock import utcnow
 from app.core.db import BaseModel
 
 
+def storage_key(owner: Any, chat_id: str) -> str:
+    """The row id of `owner`'s chat `chat_id`: the id itself without an owner, else `~` and 63 hex digits
+    of a hash (never a valid chat id, so the two namespaces cannot meet)."""
+    if owner is None:
+        return chat_id
+    return "~" + hashlib.sha256(f"{owner}\n{chat_id}".encode()).hexdigest()[:63]
+
+
 class Conversation(BaseModel):
-    id = CharField(primary_key=True, max_length=64)
+    id = CharField(primary_key=True, max_length=64)  # storage_key(owner, chat_id)
+    chat_id = CharField(max_length=64, default="", index=True)
     owner = CharField(max_length=128, null=True)
     title = CharField(max_length=120, default="")
     created_at = DateTimeField(default=utcnow)
@@ -25,6 +43,7 @@ class Conversation(BaseModel):
     message_count = IntegerField(default=0)
     busy_token = CharField(max_length=32, null=True)
     busy_until = DateTimeField(null=True)
+    busy_holder = CharField(max_length=64, null=True)
 
     class Meta:
         table_name = "conversation"
@@ -37,7 +56,7 @@ class Message(BaseModel):
     role = CharField(max_length=16)
     content = TextField()  # the text (of every text part, when the message has images)
     parts = TextField(null=True)  # JSON of the neutral content parts, only when the message has images
-    status = CharField(max_length=16, default="complete")  # complete, partial or error
+    status = CharField(max_length=16, default="complete")  # complete, partial or error (also while it streams)
     error = TextField(null=True)
     provider = CharField(max_length=64, null=True)
     model = CharField(max_length=200, null=True)

@@ -14,6 +14,7 @@ from app.core.schemas import BaseSchema
 from app.llm.schemas import MessageContent, check_model_name, max_tokens_field
 
 CHAT_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+STORAGE_KEY_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}|~[0-9a-f]{63}")  # a chat's row id (models.storage_key)
 CHAT_ID_RULE = "a chat_id is 1 to 64 characters, each one of A-Z, a-z, 0-9, '-' or '_'"
 CHAT_ID_ERROR = CHAT_ID_RULE[0].upper() + CHAT_ID_RULE[1:] + "."
 MAX_HISTORY_PAGE = 500

@@ -180,8 +180,14 @@ SETTINGS: tuple[Setting, ...] = (
             "always kept).", int, group="conversations"),
     Setting("CHAT_CONTEXT_TOKENS", "0", "Approximate token budget for history sent per turn; 0 means no token "
             "budget.", int, group="conversations"),
-    Setting("CHAT_LEASE_S", "60", "Seconds a chat stays busy (409) after the process answering it died; renewed "
-            "every third of it while an answer is produced.", float, group="conversations"),
+    Setting("CHAT_LEASE_S", "20", "Seconds a chat stays busy (409) after the process answering it died on another "
+            "machine (on this one it is free at once); renewed every third of it while an answer is produced.",
+            float, group="conversations"),
+    Setting("CHAT_SAVE_EVERY_S", "1", "A streamed answer's text is stored while it streams, at least this often "
+            "(seconds), so a killed process loses at most this much of it; 0: only when it ends.", float,
+            group="conversations"),
+    Setting("CHAT_SAVE_EVERY_CHARS", "1000", "A streamed answer is also stored once this many more characters "
+            "came since its last step.", int, group="conversations"),
     Setting("GITHUB_TOKEN", "", "GitHub token for gists and deployments (GITHUB_PAT is accepted as an alias).",
             secret=True, group="github"),
     Setting("GITHUB_API_URL", "https://api.github.com", "GitHub REST API root (GitHub Enterprise: "

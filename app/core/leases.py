@@ -8,10 +8,18 @@ matches no row means someone else took the row over, and `check` then raises `Le
 
 How a row is claimed differs (a conversation turn also stores the user's message; a deployment
 round counts its runs), so claiming stays with each feature; holding, renewing and releasing are here.
+
+A claim can also name its holding process (`this_process`): then a claimer on the same machine need
+not wait for the lease to run out when that process is gone (`holder_gone`), a `kill -9` of a worker
+frees its rows at once for the others. Only the same kernel boot and PID namespace can tell, so
+another machine's (or container's) holder is never judged gone: its lease still bounds the wait.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
+import os
 import threading
 from datetime import timedelta
 from typing import Any
@@ -22,6 +30,48 @@ from app.core.clock import utcnow
 from app.core.db import database
 
 log = logging.getLogger("aiserver.leases")
+
+
+@functools.cache
+def _machine() -> str:
+    """This kernel boot and PID namespace, hashed: processes with the same value share one PID space."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as boot:
+            place = boot.read().strip() + os.readlink("/proc/self/ns/pid")
+    except OSError:  # no /proc (not Linux): no holder is ever judged gone
+        return "nowhere"
+    return hashlib.sha256(place.encode()).hexdigest()[:16]
+
+
+def _started(pid: int) -> str | None:
+    """When process `pid` started (clock ticks since boot, /proc/PID/stat), None if it does not exist."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] in ("Z", "X") else fields[19]
+
+
+_identity: dict[int, str] = {}
+
+
+def this_process() -> str:
+    """This process as a lease holder: machine, pid and start time (`machine:pid:start`), so a pid
+    reused by a later process is not taken for the holder."""
+    pid = os.getpid()
+    if pid not in _identity:  # once per process (a forked worker has its own pid)
+        _identity[pid] = f"{_machine()}:{pid}:{_started(pid)}"
+    return _identity[pid]
+
+
+def holder_gone(holder: str | None) -> bool:
+    """Whether `holder` (from `this_process`) certainly no longer runs: a process of this machine and
+    PID namespace that has exited (or whose pid now belongs to a later process). False when unknown."""
+    parts = (holder or "").split(":")
+    if len(parts) != 3 or parts[0] != _machine() or parts[0] == "nowhere" or not parts[1].isdigit():
+        return False
+    return _started(int(parts[1])) != parts[2]
 
 
 class LeaseLost(Exception):
