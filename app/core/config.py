@@ -60,8 +60,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LOG_DIR", "logs", "Directory for app.log, error.log and debug.log (rotated; all three created at start)."),
     Setting("LOG_LEVEL", "INFO", "Console log level."),
     Setting("LOG_FORMAT", "text", "text or json (one JSON object per line)."),
-    Setting("TRUSTED_PROXIES", "1", "Reverse proxies in front (Caddy: 1) whose X-Forwarded-For/-Proto/-Host are "
-            "believed, counted from the server; 0 when clients connect directly.", int),
+    Setting("TRUSTED_PROXIES", "0", "Reverse proxies in front whose X-Forwarded-For/-Proto/-Host are believed, "
+            "counted from the server: 0 (clients connect directly, as under `make run`: a client's own forwarded "
+            "headers are ignored); 1 behind the shipped Caddy configurations, which set it.", int),
     Setting("MAX_BODY_BYTES", "1048576", "Largest request body accepted; larger is a 413.", int),
     Setting("REQUEST_READ_TIMEOUT_S", "30", "Seconds a request's body may take to arrive once its headers have "
             "(Gunicorn reads the headers within its keepalive, 5 s); later is a 408, however slowly it trickles.",
