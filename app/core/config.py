@@ -223,6 +223,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("REDIS_POOL_TIMEOUT_S", "5", "Seconds a rate-limit check waits for a free Redis connection (the pool "
             "holds WEB_WORKER_CONNECTIONS per process) before the storage counts as failed.", float,
             group="access"),
+    Setting("RESERVE_MAX_TOKENS", "4096", "Completion tokens reserved against a key's tpm, daily tokens and "
+            "monthly budget for a call that sets no max_tokens (settled to what it used when it ends).", int,
+            group="access"),
     Setting("TASK_RATE_LIMIT", "10/hour", "Most /task and /revise requests per email (flask-limiter syntax).",
             group="access"),
     Setting("PRICES_FILE", "", "JSON price table (USD per million tokens per model); empty: the shipped "
