@@ -83,3 +83,27 @@ def test_task_requests_are_limited_per_email(make_app, fake_openai):
     refused = client.post("/revise", json=task_body(task="t0", nonce="again", round=2))
     assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
     assert client.post("/task", json=task_body(task="t9", nonce="n9", email="b@example.com")).status_code == 200
+
+
+def test_wrong_secrets_cannot_lock_an_email_out(make_app, fake_openai):
+    client = deploy_app(make_app, fake_openai, TASK_RATE_LIMIT="2/hour").test_client()
+    for n in range(5):  # someone else, guessing: each refused for its secret, none counted for the email
+        wrong = client.post("/task", json=task_body(task=f"w{n}", nonce=f"w{n}", secret="guess"),
+                            environ_base={"REMOTE_ADDR": "198.51.100.7"})
+        assert wrong.status_code == 403 and wrong.get_json()["error"]["code"] == "invalid_secret"
+    for n in range(2):
+        assert client.post("/task", json=task_body(task=f"t{n}", nonce=f"n{n}")).status_code == 200
+    assert client.post("/task", json=task_body(task="t2", nonce="n2")).status_code == 429
+
+
+def test_wrong_secrets_are_braked_per_client_address(make_app, fake_openai):
+    client = deploy_app(make_app, fake_openai, TASK_SECRET_FAILURE_LIMIT="3/hour").test_client()
+    guesser = {"REMOTE_ADDR": "198.51.100.7"}
+    answers = [client.post("/task", json=task_body(task=f"w{n}", nonce=f"w{n}", secret=f"guess-{n}",
+                                                   email=f"victim{n}@example.com"), environ_base=guesser)
+               for n in range(10)]
+    assert [a.status_code for a in answers] == [403] * 3 + [429] * 7
+    braked = answers[-1]
+    assert int(braked.headers["Retry-After"]) > 0
+    assert braked.get_json()["success"] is False and braked.get_json()["error"]["code"]
+    assert client.post("/task", json=task_body(), environ_base={"REMOTE_ADDR": "203.0.113.5"}).status_code == 200

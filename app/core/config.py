@@ -226,8 +226,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RESERVE_MAX_TOKENS", "4096", "Completion tokens reserved against a key's tpm, daily tokens and "
             "monthly budget for a call that sets no max_tokens (settled to what it used when it ends).", int,
             group="access"),
-    Setting("TASK_RATE_LIMIT", "10/hour", "Most /task and /revise requests per email (flask-limiter syntax).",
-            group="access"),
+    Setting("TASK_RATE_LIMIT", "10/hour", "Most /task and /revise requests per email (flask-limiter syntax); "
+            "only requests whose secret matched count.", group="access"),
+    Setting("TASK_SECRET_FAILURE_LIMIT", "10/hour", "Most /task and /revise requests with a wrong secret per "
+            "client address; past it, that address is answered 429 (flask-limiter syntax).", group="access"),
     Setting("PRICES_FILE", "", "JSON price table (USD per million tokens per model); empty: the shipped "
             "app/keys/prices.json.", group="access"),
     Setting("PRICE_OVERRIDES", "", "Comma-separated model=prompt/completion[/cached] USD per million tokens, "

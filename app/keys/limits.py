@@ -11,7 +11,9 @@
   moved to what it used (the provider's usage, the price table's cost), or given back if nothing was
   answered. The day and month counters start from the key's usage rows when first made.
 - `/task` and `/revise`: TASK_RATE_LIMIT per submitted email, counted only for requests whose
-  secret matched; wrong secrets: TASK_SECRET_FAILURE_LIMIT per client address.
+  secret matched (so wrong secrets cannot lock an email out); wrong secrets are counted per client
+  address (`request.remote_addr`: the one Caddy saw, with TRUSTED_PROXIES), TASK_SECRET_FAILURE_LIMIT,
+  after which that address is answered 429 until its window moves on.
 
 Every counter is shared by all workers and instances (`app.keys.counters`): Redis when REDIS_URL is
 set (flask-limiter's moving window), else the database (its sliding window counter), never one
@@ -33,7 +35,7 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response, current_app, g, request
 from flask_limiter import Limiter
 from limits.errors import StorageError
 from redis import Redis, RedisError
@@ -76,6 +78,21 @@ def submitted_email() -> str:
     return email.strip().lower() if isinstance(email, str) else ""
 
 
+def secret_matched(response: Response) -> bool:
+    """Whether a `/task` or `/revise` request passed its verification secret (the view marks it): only
+    those count against their email, so nobody can spend another's limit with wrong secrets."""
+    return bool(g.get("task_secret_matched"))
+
+
+def secret_refused(response: Response) -> bool:
+    """Whether a `/task` or `/revise` request was refused for its secret: counted per client address."""
+    return response.status_code == 403 and not g.get("task_secret_matched")
+
+
+def client_address() -> str:
+    return request.remote_addr or ""
+
+
 class Access:
     """The per-key limits of one app: built in the factory, its `permit` and `record` handed to the
     gateway, `init_app` wiring flask-limiter and the headers."""
@@ -102,10 +119,12 @@ class Access:
         limit on the deployment endpoints."""
         self.limiter.init_app(app)
         per_email = self.limiter.shared_limit(app.config["TASK_RATE_LIMIT"], scope="task-email",
-                                              key_func=submitted_email)
+                                              key_func=submitted_email, deduct_when=secret_matched)
+        wrong_secrets = self.limiter.shared_limit(app.config["TASK_SECRET_FAILURE_LIMIT"], scope="task-secret",
+                                                  key_func=client_address, deduct_when=secret_refused)
         for endpoint in DEPLOY_ENDPOINTS:
             if endpoint in app.view_functions:
-                app.view_functions[endpoint] = per_email(app.view_functions[endpoint])  # type: ignore[assignment]
+                app.view_functions[endpoint] = wrong_secrets(per_email(app.view_functions[endpoint]))  # type: ignore
         app.after_request(self.add_headers)
         app.register_error_handler(StorageError, self.storage_failed)
         self.outages.attach(logging.getLogger("flask-limiter"))
