@@ -4,6 +4,7 @@ sums equal to what the provider reported, and pruning."""
 from __future__ import annotations
 
 import concurrent.futures
+import time
 from datetime import timedelta
 
 import openai
@@ -154,7 +155,7 @@ RESERVED = 100 * 0.15e-6 + 100 * 0.6e-6  # max_tokens 100 and the estimated prom
 def test_fifty_concurrent_calls_pass_a_limit_by_at_most_one_reservation(live_server, make_app, tmp_path,
                                                                         fake_openai, storage, option, value,
                                                                         spent_of):
-    settings = dict(QUEUE_NAME=f"limits-{tmp_path.name}", **provider_config(openai=fake_openai))
+    settings = dict(QUEUE_NAME=f"limits-{tmp_path.name}", USAGE_FLUSH_S=0.2, **provider_config(openai=fake_openai))
     if storage == "redis":
         settings["REDIS_URL"] = REDIS_URL
     app = make_app(**settings)
@@ -174,10 +175,20 @@ def test_fifty_concurrent_calls_pass_a_limit_by_at_most_one_reservation(live_ser
     assert set(statuses) == {200, 429}, statuses
     refused = next(answer for answer in answers if answer.status_code == 429)
     assert refused.json()["error"]["type"] == "rate_limit_error" and int(refused.headers["Retry-After"]) > 0
+    answered = statuses.count(200)
+    deadline = time.monotonic() + 15  # usage rows are written just after each answer
+    while count_rows(key_id) < answered and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert count_rows(key_id) == answered
     spent = spent_of(usage.spent(key_id, usage.month_start(utcnow())))
     limit, one_call = (float(value), RESERVED) if "budget" in option else (int(value), 200)
-    assert statuses.count(200) >= int(limit // (COST if "budget" in option else 200))  # the limit is used
-    assert spent <= limit + one_call, (spent, statuses.count(200))  # and passed by at most one reservation
+    assert answered >= int(limit // (COST if "budget" in option else 200))  # the limit is used
+    assert limit <= spent <= limit + one_call, (spent, answered)  # and passed by at most one reservation
+
+
+def count_rows(key_id: str) -> int:
+    with database.connection_context():
+        return UsageRecord.select().where((UsageRecord.key_id == key_id) & (UsageRecord.status == "ok")).count()
 
 
 def test_requests_per_minute_hold_exactly_across_two_workers_without_redis(live_server, make_app, tmp_path):
@@ -211,8 +222,8 @@ def test_embeddings_and_token_counts_obey_the_keys_models_and_limits(make_app, f
     assert not fake_openai.requests and not fake_anthropic.requests
     spent = cli_create(app, "spent", "--daily-tokens", "10")
     fake_openai.enqueue(Reply(text="long", prompt_tokens=8, completion_tokens=4))
-    assert client.post("/v1/chat/completions", headers=bearer(spent),
-                       json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}).status_code == 200
+    chat = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    assert client.post("/v1/chat/completions", headers=bearer(spent), json=chat).status_code == 200
     over = client.post("/v1/embeddings", json={"model": "text-embedding-3-small", "input": "hi"}, headers=bearer(spent))
     assert over.status_code == 429 and over.get_json()["error"]["code"] == "daily_tokens_exceeded"
     over = client.post("/v1/messages/count_tokens", headers={"x-api-key": spent},
@@ -232,4 +243,5 @@ def test_a_failed_or_abandoned_call_gives_its_reservation_back(app, client, fake
     answer = client.post("/v1/chat/completions", json=body, headers=bearer(key))
     assert answer.status_code == 200  # neither call before kept its 301 tokens reserved
     fake_openai.enqueue(Reply(text="ok", prompt_tokens=5, completion_tokens=5))
-    assert client.post("/v1/chat/completions", json=body, headers=bearer(key)).status_code == 200  # 10 used, not 301 reserved
+    # 10 tokens used this minute, not 301 reserved
+    assert client.post("/v1/chat/completions", json=body, headers=bearer(key)).status_code == 200
