@@ -59,6 +59,7 @@ def base_config(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
         "UPSTREAM_HEALTH_FILE": str(tmp_path / "upstream_health"),
         "MODELS_FILE": str(tmp_path / "models.yaml"),  # absent unless a test writes it
         "TASK_RATE_LIMIT": "1000/hour",  # suites send many rounds for one email; tests/test_keys.py sets its own
+        "TASK_SECRET_FAILURE_LIMIT": "1000/hour",  # suites send wrong secrets on purpose; test_ownership sets its own
     }
     config.update(overrides)
     return config

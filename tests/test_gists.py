@@ -400,6 +400,12 @@ def test_a_description_only_update_sends_no_files(client, fake_github):
     assert response.json["files"][0]["filename"] == "sample.txt"
 
 
-def test_behind_the_local_proxy_the_forwarded_address_is_recorded(client):
+def test_behind_the_local_proxy_the_forwarded_address_is_recorded(make_app, fake_github):
+    client = make_app(TRUSTED_PROXIES=1, **github_settings(fake_github)).test_client()
     gist = create(client, **{"X-Forwarded-For": "203.0.113.9, 10.0.0.7"})
     assert client.get(f"/gists/local/{gist['id']}").json["revisions"][0]["client_ip"] == "10.0.0.7"
+
+
+def test_without_a_trusted_proxy_a_forwarded_address_is_not_believed(client):
+    gist = create(client, **{"X-Forwarded-For": "10.0.0.7"})
+    assert client.get(f"/gists/local/{gist['id']}").json["revisions"][0]["client_ip"] == "127.0.0.1"

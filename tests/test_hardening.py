@@ -222,6 +222,22 @@ def test_trusted_hosts_refuses_other_host_headers(live_server):
     assert requests.get(server.url + "/ping", headers={"Host": "api.example.com:5001"}, timeout=10).ok
 
 
+def test_forwarded_headers_are_ignored_without_a_trusted_proxy(live_server, tmp_path):
+    # `make run` serves Gunicorn directly: a client's own X-Forwarded-Host must not pass TRUSTED_HOSTS,
+    # nor its X-Forwarded-For become the logged address
+    server = live_server(TRUSTED_HOSTS="api.example.com,127.0.0.1", LOG_FORMAT="json")
+    forged = {"Host": "rebind.attacker.example", "X-Forwarded-Host": "api.example.com",
+              "X-Forwarded-For": "192.0.2.1", "X-Request-ID": "forged-1"}
+    response = requests.get(server.url + "/ping", headers=forged, timeout=10)
+    assert response.status_code == 400 and response.json()["success"] is False
+    logged = requests.get(server.url + "/ping", headers={"Host": "api.example.com", "X-Forwarded-For": "192.0.2.1",
+                                                         "X-Request-ID": "forged-2"}, timeout=10)
+    assert logged.ok
+    from tests.test_started_server import access_line
+
+    assert access_line(tmp_path / "logs", "forged-2")["client"] == "127.0.0.1"
+
+
 def test_any_host_is_served_by_default(client):
     assert client.get("/ping", headers={"Host": "anything.example"}).status_code == 200
 

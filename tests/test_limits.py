@@ -4,6 +4,7 @@ sums equal to what the provider reported, and pruning."""
 from __future__ import annotations
 
 import concurrent.futures
+import time
 from datetime import timedelta
 
 import openai
@@ -12,11 +13,11 @@ import requests
 
 from app.core.clock import utcnow
 from app.core.db import database
-from app.keys import service
+from app.keys import service, usage
 from app.keys.models import UsageRecord
 from app.keys.secret import hash_secret
 from app.keys.usage import prune
-from tests.conftest import REDIS_URL
+from tests.conftest import REDIS_URL, provider_config
 from tests.fakes.server import Reply
 from tests.test_keys import ASK, bearer, cli_create, sdk
 
@@ -139,3 +140,108 @@ def test_usage_rows_count_the_reasoning_tokens_the_vendor_reported(app, client, 
     [row] = client.get("/usage?group_by=model", headers=bearer(key)).get_json()["rows"]
     assert (row["prompt_tokens"], row["completion_tokens"], row["reasoning_tokens"]) == (
         9, answer.usage.completion_tokens, reasoning)
+
+
+# -- limits that hold under concurrency, on every LLM route ------------------------------------------------
+
+PROMPT = "x" * 396  # with the role "user": 400 characters, the server's estimate is 100 prompt tokens
+COST = 100 * 0.15e-6 + 100 * 0.6e-6  # gpt-4o-mini, 100 prompt and 100 completion tokens: what each call uses
+RESERVED = 100 * 0.15e-6 + 100 * 0.6e-6  # max_tokens 100 and the estimated prompt: what each call reserves
+
+
+@pytest.mark.parametrize("storage", ["database", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.mark.parametrize("option, value, spent_of", [("--monthly-budget", "0.0005", lambda row: row[1]),
+                                                     ("--daily-tokens", "1000", lambda row: row[0])])
+def test_fifty_concurrent_calls_pass_a_limit_by_at_most_one_reservation(live_server, make_app, tmp_path,
+                                                                        fake_openai, storage, option, value,
+                                                                        spent_of):
+    settings = dict(QUEUE_NAME=f"limits-{tmp_path.name}", USAGE_FLUSH_S=0.2, **provider_config(openai=fake_openai))
+    if storage == "redis":
+        settings["REDIS_URL"] = REDIS_URL
+    app = make_app(**settings)
+    key = cli_create(app, "small", option, value)
+    key_id = service.find_key(key, hash_secret(app.config)).id
+    server = live_server(workers=2, **settings)
+    fake_openai.enqueue(*[Reply(text="ok", prompt_tokens=100, completion_tokens=100, first_byte_delay=0.5)
+                          for _ in range(50)])
+    body = {"model": "gpt-4o-mini", "max_tokens": 100, "messages": [{"role": "user", "content": PROMPT}]}
+
+    def one(_n):
+        return requests.post(server.url + "/v1/chat/completions", json=body, headers=bearer(key), timeout=30)
+
+    with concurrent.futures.ThreadPoolExecutor(50) as pool:
+        answers = list(pool.map(one, range(50)))
+    statuses = [answer.status_code for answer in answers]
+    assert set(statuses) == {200, 429}, statuses
+    refused = next(answer for answer in answers if answer.status_code == 429)
+    assert refused.json()["error"]["type"] == "rate_limit_error" and int(refused.headers["Retry-After"]) > 0
+    answered = statuses.count(200)
+    deadline = time.monotonic() + 15  # usage rows are written just after each answer
+    while count_rows(key_id) < answered and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert count_rows(key_id) == answered
+    spent = spent_of(usage.spent(key_id, usage.month_start(utcnow())))
+    limit, one_call = (float(value), RESERVED) if "budget" in option else (int(value), 200)
+    assert answered >= int(limit // (COST if "budget" in option else 200))  # the limit is used
+    assert limit <= spent <= limit + one_call, (spent, answered)  # and passed by at most one reservation
+
+
+def count_rows(key_id: str) -> int:
+    with database.connection_context():
+        return UsageRecord.select().where((UsageRecord.key_id == key_id) & (UsageRecord.status == "ok")).count()
+
+
+def test_requests_per_minute_hold_exactly_across_two_workers_without_redis(live_server, make_app, tmp_path):
+    app = make_app()
+    _, key = service.create_key(service.KeySpec("limited", rpm=5), hash_secret(app.config))
+    server = live_server(workers=2)
+
+    def one(_n):  # a new connection each, so both workers serve some
+        return requests.get(server.url + "/v1/key/info", headers=bearer(key), timeout=10)
+
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(one, range(20)))
+    assert sorted(a.status_code for a in answers) == [200] * 5 + [429] * 15
+    refused = next(a for a in answers if a.status_code == 429)
+    assert 0 < int(refused.headers["Retry-After"]) <= 61 and refused.json()["error"]["type"] == "rate_limit_error"
+
+
+def test_embeddings_and_token_counts_obey_the_keys_models_and_limits(make_app, fake_openai, fake_anthropic):
+    app = make_app(**provider_config(openai=fake_openai, anthropic=fake_anthropic))
+    client = app.test_client()
+    chat_only = cli_create(app, "chat-only", "--models", "gpt-4o-mini")
+    refused = client.post("/v1/embeddings", json={"model": "text-embedding-3-small", "input": "hi"},
+                          headers=bearer(chat_only))
+    assert refused.status_code == 403
+    assert refused.get_json()["error"]["code"] == "model_not_allowed"
+    assert refused.get_json()["error"]["type"] == "permission_error"
+    counted = client.post("/v1/messages/count_tokens", headers={"x-api-key": chat_only},
+                          json={"model": "claude-sonnet-5-5", "messages": [{"role": "user", "content": "hi"}]})
+    assert counted.status_code == 403
+    assert counted.get_json()["type"] == "error" and counted.get_json()["error"]["type"] == "permission_error"
+    assert not fake_openai.requests and not fake_anthropic.requests
+    spent = cli_create(app, "spent", "--daily-tokens", "10")
+    fake_openai.enqueue(Reply(text="long", prompt_tokens=8, completion_tokens=4))
+    chat = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    assert client.post("/v1/chat/completions", headers=bearer(spent), json=chat).status_code == 200
+    over = client.post("/v1/embeddings", json={"model": "text-embedding-3-small", "input": "hi"}, headers=bearer(spent))
+    assert over.status_code == 429 and over.get_json()["error"]["code"] == "daily_tokens_exceeded"
+    over = client.post("/v1/messages/count_tokens", headers={"x-api-key": spent},
+                       json={"model": "claude-sonnet-5-5", "messages": [{"role": "user", "content": "hi"}]})
+    assert over.status_code == 429 and over.get_json()["error"]["type"] == "rate_limit_error"
+    assert len(fake_openai.requests) == 1 and not fake_anthropic.requests
+
+
+def test_a_failed_or_abandoned_call_gives_its_reservation_back(app, client, fake_openai):
+    key = cli_create(app, "tight", "--tpm", "300")
+    body = {"model": "gpt-4o-mini", "max_tokens": 300, "messages": [{"role": "user", "content": "hi"}]}
+    fake_openai.enqueue(*[Reply(status=400, error_message="bad request")])
+    assert client.post("/v1/chat/completions", json=body, headers=bearer(key)).status_code == 400
+    stream = client.post("/v1/chat/completions", json={**body, "stream": True}, headers=bearer(key), buffered=False)
+    stream.close()  # the client went before the stream began: nothing was answered
+    fake_openai.enqueue(Reply(text="ok", prompt_tokens=5, completion_tokens=5))
+    answer = client.post("/v1/chat/completions", json=body, headers=bearer(key))
+    assert answer.status_code == 200  # neither call before kept its 301 tokens reserved
+    fake_openai.enqueue(Reply(text="ok", prompt_tokens=5, completion_tokens=5))
+    # 10 tokens used this minute, not 301 reserved
+    assert client.post("/v1/chat/completions", json=body, headers=bearer(key)).status_code == 200

@@ -137,3 +137,27 @@ def test_migration_0010_moves_each_key_s_chats_into_its_namespace(tmp_path, engi
     moved = storage_key("key_a", "team-notes")
     assert [tuple(row) for row in rows] == [("open-chat", "open-chat", None, "in open-chat"),
                                             (moved, "team-notes", "key_a", "in team-notes")]
+
+
+def test_wrong_secrets_cannot_lock_an_email_out(make_app, fake_openai):
+    client = deploy_app(make_app, fake_openai, TASK_RATE_LIMIT="2/hour").test_client()
+    for n in range(5):  # someone else, guessing: each refused for its secret, none counted for the email
+        wrong = client.post("/task", json=task_body(task=f"w{n}", nonce=f"w{n}", secret="guess"),
+                            environ_base={"REMOTE_ADDR": "198.51.100.7"})
+        assert wrong.status_code == 403 and wrong.get_json()["error"]["code"] == "invalid_secret"
+    for n in range(2):
+        assert client.post("/task", json=task_body(task=f"t{n}", nonce=f"n{n}")).status_code == 200
+    assert client.post("/task", json=task_body(task="t2", nonce="n2")).status_code == 429
+
+
+def test_wrong_secrets_are_braked_per_client_address(make_app, fake_openai):
+    client = deploy_app(make_app, fake_openai, TASK_SECRET_FAILURE_LIMIT="3/hour").test_client()
+    guesser = {"REMOTE_ADDR": "198.51.100.7"}
+    answers = [client.post("/task", json=task_body(task=f"w{n}", nonce=f"w{n}", secret=f"guess-{n}",
+                                                   email=f"victim{n}@example.com"), environ_base=guesser)
+               for n in range(10)]
+    assert [a.status_code for a in answers] == [403] * 3 + [429] * 7
+    braked = answers[-1]
+    assert int(braked.headers["Retry-After"]) > 0
+    assert braked.get_json()["success"] is False and braked.get_json()["error"]["code"]
+    assert client.post("/task", json=task_body(), environ_base={"REMOTE_ADDR": "203.0.113.5"}).status_code == 200

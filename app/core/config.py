@@ -60,8 +60,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LOG_DIR", "logs", "Directory for app.log, error.log and debug.log (rotated; all three created at start)."),
     Setting("LOG_LEVEL", "INFO", "Console log level."),
     Setting("LOG_FORMAT", "text", "text or json (one JSON object per line)."),
-    Setting("TRUSTED_PROXIES", "1", "Reverse proxies in front (Caddy: 1) whose X-Forwarded-For/-Proto/-Host are "
-            "believed, counted from the server; 0 when clients connect directly.", int),
+    Setting("TRUSTED_PROXIES", "0", "Reverse proxies in front whose X-Forwarded-For/-Proto/-Host are believed, "
+            "counted from the server: 0 (clients connect directly, as under `make run`: a client's own forwarded "
+            "headers are ignored); 1 behind the shipped Caddy configurations, which set it.", int),
     Setting("MAX_BODY_BYTES", "1048576", "Largest request body accepted; larger is a 413.", int),
     Setting("REQUEST_READ_TIMEOUT_S", "30", "Seconds a request's body may take to arrive once its headers have "
             "(Gunicorn reads the headers within its keepalive, 5 s); later is a 408, however slowly it trickles.",
@@ -228,8 +229,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("REDIS_POOL_TIMEOUT_S", "5", "Seconds a rate-limit check waits for a free Redis connection (the pool "
             "holds WEB_WORKER_CONNECTIONS per process) before the storage counts as failed.", float,
             group="access"),
-    Setting("TASK_RATE_LIMIT", "10/hour", "Most /task and /revise requests per email (flask-limiter syntax).",
+    Setting("RESERVE_MAX_TOKENS", "4096", "Completion tokens reserved against a key's tpm, daily tokens and "
+            "monthly budget for a call that sets no max_tokens (settled to what it used when it ends).", int,
             group="access"),
+    Setting("TASK_RATE_LIMIT", "10/hour", "Most /task and /revise requests per email (flask-limiter syntax); "
+            "only requests whose secret matched count.", group="access"),
+    Setting("TASK_SECRET_FAILURE_LIMIT", "10/hour", "Most /task and /revise requests with a wrong secret per "
+            "client address; past it, that address is answered 429 (flask-limiter syntax).", group="access"),
     Setting("PRICES_FILE", "", "JSON price table (USD per million tokens per model); empty: the shipped "
             "app/keys/prices.json.", group="access"),
     Setting("PRICE_OVERRIDES", "", "Comma-separated model=prompt/completion[/cached] USD per million tokens, "

@@ -5,7 +5,7 @@ the work (generate, commit, publish, notify) runs in the background worker (see 
 """
 from __future__ import annotations
 
-from flask import current_app, jsonify
+from flask import current_app, g, jsonify
 from flask_smorest import Blueprint
 
 from app.core.caller import current_caller
@@ -67,6 +67,8 @@ def get_task(task_id: str):
 
 def _submit(endpoint: str):
     body = parse_body(TaskRequestSchema)
+    intake.verify_secret(body["secret"], current_app.config.get("VERIFICATION_SECRET") or "")
+    g.task_secret_matched = True  # read by the per-email and wrong-secret limits (app.keys.limits)
     answer = intake.submit(body, endpoint, config=current_app.config, registry=registry(),
                            github=current_app.extensions.get("github"),
                            enqueue=current_app.extensions["deploy_jobs"].enqueue, owner_key=current_caller().owner)

@@ -21,12 +21,15 @@ def init_app(app: Flask, access: Any) -> None:
 
 
 def register_jobs(huey: Any, config: dict[str, Any]) -> dict[str, Any]:
-    """The nightly prune of usage rows older than USAGE_RETENTION_DAYS; returns {name: task}."""
+    """The nightly prune of usage rows older than USAGE_RETENTION_DAYS (and of expired limit counters);
+    returns {name: task}."""
     from huey import crontab
 
+    from app.keys.counters import prune_counters
     from app.keys.usage import prune
 
     def prune_usage() -> int:
+        prune_counters()
         return prune(config["USAGE_RETENTION_DAYS"])
 
     return {"prune_usage": huey.periodic_task(crontab(minute="41", hour="3"), name="prune_usage")(prune_usage)}

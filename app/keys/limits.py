@@ -1,22 +1,30 @@
-"""Limits and budgets per key, and the usage rows they are read from.
+"""Limits and budgets per key, held under concurrency.
 
-- Requests per minute (`rpm`): a flask-limiter application limit keyed by the key's id (moving
-  window), checked before every request the key makes.
-- Tokens per minute (`tpm`): a fixed-window counter in the same storage; a call is refused while
-  the window is spent, and its tokens are added when it ends (so one call may overshoot, never two).
-- Daily tokens and the monthly budget (USD): summed from the key's usage rows (written within
-  USAGE_FLUSH_S of each call), checked before each LLM call.
-- `/task` and `/revise`: TASK_RATE_LIMIT per submitted email.
+- Requests per minute (`rpm`): a flask-limiter application limit keyed by the key's id, checked
+  before every request the key makes.
+- Tokens per minute (`tpm`), daily tokens and the monthly budget (USD): reserved before every LLM
+  call (chat, stream, embeddings, token count: the gateway's `permit`), settled when it ends. The
+  reservation is the call's `Demand` (its prompt at about four characters a token, plus its
+  `max_tokens`, or RESERVE_MAX_TOKENS when it sets none) priced at its model's price; a call is
+  refused while a counter (used plus reserved) is already at its limit, so however many calls run at
+  once, a limit is passed by at most one call's reservation. When the call ends the counters are
+  moved to what it used (the provider's usage, the price table's cost), or given back if nothing was
+  answered. The day and month counters start from the key's usage rows when first made.
+- `/task` and `/revise`: TASK_RATE_LIMIT per submitted email, counted only for requests whose
+  secret matched (so wrong secrets cannot lock an email out); wrong secrets are counted per client
+  address (`request.remote_addr`: the one Caddy saw, with TRUSTED_PROXIES), TASK_SECRET_FAILURE_LIMIT,
+  after which that address is answered 429 until its window moves on.
 
-The storage is memory by default (per process) and Redis when REDIS_URL is set (shared by every
-worker and instance). Redis is reached through a blocking pool of WEB_WORKER_CONNECTIONS connections
-per process, one for each request a gevent worker may serve at once: redis-py's default pool refuses
-its 101st connection ("Too many connections"), which counted as a storage failure for a fifth of 250
-concurrent requests. If the storage fails (down, or no free connection within REDIS_POOL_TIMEOUT_S),
-RATE_LIMIT_FAIL_OPEN decides: serve unlimited or 503; either way it is logged (`StorageOutageLog`:
-flask-limiter logs its own failures to its `flask-limiter` logger, which had no handler).
-Over a limit: 429 with `Retry-After` and OpenAI's `x-ratelimit-*` headers, which the openai SDK
-honours when it retries.
+Every counter is shared by all workers and instances (`app.keys.counters`): Redis when REDIS_URL is
+set (flask-limiter's moving window), else the database (its sliding window counter), never one
+process's memory, where each worker counted on its own. Redis is reached through a blocking pool of
+WEB_WORKER_CONNECTIONS connections per process, one for each request a gevent worker may serve at
+once: redis-py's default pool refuses its 101st connection ("Too many connections"), which counted
+as a storage failure for a fifth of 250 concurrent requests. If the storage fails (down, or no free
+connection within REDIS_POOL_TIMEOUT_S), RATE_LIMIT_FAIL_OPEN decides: serve unlimited or 503;
+either way it is logged (`StorageOutageLog`: flask-limiter logs its own failures to its
+`flask-limiter` logger, which had no handler). Over a limit: 429 with `Retry-After` and OpenAI's
+`x-ratelimit-*` headers, which the openai SDK honours when it retries.
 """
 from __future__ import annotations
 
@@ -24,24 +32,24 @@ import logging
 import math
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response, current_app, g, request
 from flask_limiter import Limiter
-from limits import RateLimitItemPerMinute
 from limits.errors import StorageError
-from limits.strategies import FixedWindowRateLimiter
+from redis import Redis, RedisError
 
 from app.core.batches import BackgroundBatches
 from app.core.caller import calling_key, current_caller
 from app.core.clock import utcnow
 from app.core.errors import Forbidden, RateLimited, RequestTimeout, UpstreamUnavailable
 from app.keys import usage
+from app.keys.counters import Claim, DatabaseCounters, RedisCounters
 from app.keys.prices import PriceTable
 from app.keys.service import model_allowed
 from app.llm.registry import Route
-from app.llm.usage import UsageEvent
+from app.llm.usage import Demand, Permit, UsageEvent
 
 log = logging.getLogger("aiserver.keys.limits")
 DEPLOY_ENDPOINTS = ("deploy.create_task", "deploy.revise_task")
@@ -70,6 +78,21 @@ def submitted_email() -> str:
     return email.strip().lower() if isinstance(email, str) else ""
 
 
+def secret_matched(response: Response) -> bool:
+    """Whether a `/task` or `/revise` request passed its verification secret (the view marks it): only
+    those count against their email, so nobody can spend another's limit with wrong secrets."""
+    return bool(g.get("task_secret_matched"))
+
+
+def secret_refused(response: Response) -> bool:
+    """Whether a `/task` or `/revise` request was refused for its secret: counted per client address."""
+    return response.status_code == 403 and not g.get("task_secret_matched")
+
+
+def client_address() -> str:
+    return request.remote_addr or ""
+
+
 class Access:
     """The per-key limits of one app: built in the factory, its `permit` and `record` handed to the
     gateway, `init_app` wiring flask-limiter and the headers."""
@@ -77,100 +100,100 @@ class Access:
     def __init__(self, config: dict[str, Any], prices: PriceTable):
         self.prices = prices
         self.fail_open = config["RATE_LIMIT_FAIL_OPEN"]
+        self.completion_cap = config["RESERVE_MAX_TOKENS"]
         self.rows = BackgroundBatches(usage.write_rows, config["USAGE_FLUSH_S"], name="usage rows")
+        options = storage_options(config)
+        prefix = config["QUEUE_NAME"] or "aiserver"
         self.limiter = Limiter(
             limit_owner, application_limits=[requests_limit], application_limits_exempt_when=no_requests_limit,
-            strategy="moving-window", storage_uri=config["REDIS_URL"] or "memory://",
-            storage_options=storage_options(config), swallow_errors=self.fail_open,
-            key_prefix=config["QUEUE_NAME"] or "aiserver", headers_enabled=False)
-        self._tokens: FixedWindowRateLimiter | None = None
+            strategy="moving-window" if config["REDIS_URL"] else "sliding-window-counter",
+            storage_uri=config["REDIS_URL"] or "aiserver-database://", storage_options=options,
+            swallow_errors=self.fail_open, key_prefix=prefix, headers_enabled=False)
+        self.counters: RedisCounters | DatabaseCounters = DatabaseCounters()
+        if "connection_pool" in options:
+            self.counters = RedisCounters(Redis(connection_pool=options["connection_pool"]), prefix)
         self.outages = StorageOutageLog(self.fail_open)
-
-    @property
-    def tokens(self) -> FixedWindowRateLimiter:
-        if self._tokens is None:
-            self._tokens = FixedWindowRateLimiter(self.limiter.storage)
-        return self._tokens
 
     def init_app(self, app: Flask) -> None:
         """Register the limiter (after the authentication hook, which it reads) and the per-email
         limit on the deployment endpoints."""
         self.limiter.init_app(app)
         per_email = self.limiter.shared_limit(app.config["TASK_RATE_LIMIT"], scope="task-email",
-                                              key_func=submitted_email)
+                                              key_func=submitted_email, deduct_when=secret_matched)
+        wrong_secrets = self.limiter.shared_limit(app.config["TASK_SECRET_FAILURE_LIMIT"], scope="task-secret",
+                                                  key_func=client_address, deduct_when=secret_refused)
         for endpoint in DEPLOY_ENDPOINTS:
             if endpoint in app.view_functions:
-                app.view_functions[endpoint] = per_email(app.view_functions[endpoint])  # type: ignore[assignment]
+                app.view_functions[endpoint] = wrong_secrets(per_email(app.view_functions[endpoint]))  # type: ignore
         app.after_request(self.add_headers)
         app.register_error_handler(StorageError, self.storage_failed)
         self.outages.attach(logging.getLogger("flask-limiter"))
 
-    # -- before an LLM call -------------------------------------------------------------------------
+    # -- before an LLM call ------------------------------------------------------------------------
 
-    def permit(self, routes: list[Route]) -> list[Route]:
-        """The routes the calling key may use, after its token limits and budget are checked:
-        403 when the first (the model asked for) is not among its models, 429 over a limit. Calls
-        outside a request pass."""
+    def permit(self, routes: list[Route], demand: Demand) -> Permit:
+        """The routes the calling key may use, with `demand` reserved against its token limits and
+        budget: 403 when the first route (the model asked for) is not among its models, 429 while a
+        limit is reached. Calls outside a request, and keys without token limits, reserve nothing."""
         caller = calling_key()
         if caller is None or caller.key is None:
-            return routes
+            return Permit(routes)
         key = caller.key
         allowed = [route for route in routes if model_allowed(key.models, route.provider.name, route.model)]
         if routes and routes[0] not in allowed:  # what was asked for, never answered by another model instead
             first = routes[0]
             raise Forbidden(f"This key may not use the model {first.provider.name}/{first.model}; its models: "
                             f"{', '.join(key.models)}.", code="model_not_allowed", details={"param": "model"})
-        self.check_tokens_per_minute(key)
-        self.check_usage_limits(key)
-        return allowed
+        if not (key.tpm or key.daily_tokens or key.monthly_budget_usd is not None):
+            return Permit(allowed)
+        reservation = Reservation(self, key, self.tokens_of(demand), self.cost_of(routes, demand))
+        return Permit(allowed, reservation.settle)
 
-    def check_tokens_per_minute(self, key: Any) -> None:
-        if not key.tpm:
-            return
-        item = RateLimitItemPerMinute(key.tpm)
-        try:
-            if self.tokens.test(item, key.id, "tpm"):
-                return
-            reset, _ = self.tokens.get_window_stats(item, key.id, "tpm")
-        except StorageError as error:
-            self.storage_down(error)
-            return
-        wait = max(1, math.ceil(reset - time.time()))
-        raise RateLimited(f"Rate limit reached: {key.tpm} tokens per minute for this key; retry in {wait}s.",
-                          code="tokens_per_minute_exceeded",
-                          headers={"Retry-After": str(wait), "x-ratelimit-limit-tokens": str(key.tpm),
-                                   "x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": f"{wait}s"})
+    def tokens_of(self, demand: Demand) -> int:
+        completion = self.completion_cap if demand.completion_tokens is None else demand.completion_tokens
+        return demand.prompt_tokens + completion
 
-    def check_usage_limits(self, key: Any) -> None:
-        now = utcnow()
+    def cost_of(self, routes: list[Route], demand: Demand) -> float:
+        """The demand at the price of the model asked for (a fallback's own price is settled later)."""
+        completion = self.completion_cap if demand.completion_tokens is None else demand.completion_tokens
+        return self.prices.cost(routes[0].model, demand.prompt_tokens, completion) if routes else 0.0
+
+    def claims(self, key: Any, tokens: int, cost: float, now: datetime) -> list[Claim]:
+        """The counters a call of `key` reserves `tokens` and `cost` in, for the limits it has."""
+        claims = []
+        if key.tpm:
+            claims.append(Claim(f"tpm:{key.id}:{int(time.time() // 60)}", tokens, key.tpm, 120))
         if key.daily_tokens:
-            tokens, _ = usage.spent(key.id, usage.day_start(now))
-            if tokens >= key.daily_tokens:
-                wait = seconds_until(usage.day_start(now) + timedelta(days=1), now)
-                raise RateLimited(f"Daily token limit reached: {tokens} of {key.daily_tokens} tokens used today "
-                                  "(UTC).", code="daily_tokens_exceeded", headers={"Retry-After": str(wait)})
+            claims.append(Claim(f"day:{key.id}:{now:%Y-%m-%d}", tokens, key.daily_tokens, 2 * 86400,
+                                lambda: usage.spent(key.id, usage.day_start(now))[0]))
         if key.monthly_budget_usd is not None:
-            _, cost = usage.spent(key.id, usage.month_start(now))
-            if cost >= key.monthly_budget_usd:
-                next_month = (usage.month_start(now) + timedelta(days=32)).replace(day=1)
-                raise RateLimited(f"Monthly budget reached: ${cost:.4f} of ${key.monthly_budget_usd:.2f} spent this "
-                                  "month (UTC).", code="monthly_budget_exceeded",
-                                  headers={"Retry-After": str(seconds_until(next_month, now))})
+            claims.append(Claim(f"month:{key.id}:{now:%Y-%m}", cost, key.monthly_budget_usd, 32 * 86400,
+                                lambda: usage.spent(key.id, usage.month_start(now))[1]))
+        return claims
+
+    def take(self, claims: list[Claim]) -> bool:
+        """Reserve every claim or raise the 429 of the first limit reached; False when the storage is
+        down and RATE_LIMIT_FAIL_OPEN lets the call through unreserved."""
+        try:
+            refused = self.counters.take(claims)
+        except RedisError as error:  # the storage, which may fail open
+            self.storage_down(StorageError(error))
+            return False
+        if refused is not None:
+            raise over_limit(refused, utcnow())
+        return True
+
+    def give(self, name: str, amount: float) -> None:
+        try:
+            self.counters.add(name, amount)
+        except RedisError as error:
+            log.warning("could not settle %s of %s: %s", amount, name, error)
 
     # -- after an LLM call ----------------------------------------------------------------------------
 
     def record(self, event: UsageEvent) -> None:
-        """Queue the call's usage row and add its tokens to the key's minute."""
+        """Queue the call's usage row (its reservation is settled by its `Permit`)."""
         self.rows.add(usage.usage_row(event, self.prices))
-        caller = calling_key()
-        key = caller.key if caller else None
-        spent = event.prompt_tokens + event.completion_tokens
-        if key is None or not key.tpm or not spent:
-            return
-        try:
-            self.tokens.hit(RateLimitItemPerMinute(key.tpm), key.id, "tpm", cost=spent)
-        except StorageError as error:
-            log.warning("could not count %s tokens for key %s: %s", spent, key.id, error.storage_error)
 
     # -- answers ------------------------------------------------------------------------------------
 
@@ -258,6 +281,46 @@ class StorageOutageLog(logging.Handler):
             since, self.unlogged, self.last_logged = self.unlogged, 0, now
         more = f" ({since} more failures since the last line)" if since else ""
         log.error("rate-limit storage unavailable, %s: %s: %s%s", self.outcome, type(cause).__name__, cause, more)
+
+
+class Reservation:
+    """What one call holds in its key's counters, until `settle` moves it to what the call used."""
+
+    def __init__(self, access: Access, key: Any, tokens: int, cost: float):
+        self.access = access
+        self.tokens, self.cost = tokens, cost
+        self.claims = access.claims(key, tokens, cost, utcnow())
+        self.held = access.take(self.claims)
+
+    def settle(self, event: UsageEvent | None) -> None:
+        """Move each counter from the reservation to `event`'s tokens and cost (None: nothing used)."""
+        if not self.held:
+            return
+        self.held = False
+        used = event.prompt_tokens + event.completion_tokens if event else 0
+        cost = self.access.prices.cost(event.model, event.prompt_tokens, event.completion_tokens) if event else 0.0
+        for claim in self.claims:
+            spent, reserved = (cost, self.cost) if claim.name.startswith("month:") else (used, self.tokens)
+            self.access.give(claim.name, spent - reserved)
+
+
+def over_limit(claim: Claim, now: datetime) -> RateLimited:
+    """The 429 for a limit reached, with its Retry-After (and OpenAI's token headers for tpm)."""
+    kind = claim.name.split(":", 1)[0]
+    if kind == "tpm":
+        wait = max(1, 60 - int(time.time() % 60))
+        limit = int(claim.limit)
+        return RateLimited(f"Rate limit reached: {limit} tokens per minute for this key; retry in {wait}s.",
+                           code="tokens_per_minute_exceeded",
+                           headers={"Retry-After": str(wait), "x-ratelimit-limit-tokens": str(limit),
+                                    "x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": f"{wait}s"})
+    if kind == "day":
+        return RateLimited(f"Daily token limit reached: {int(claim.limit)} tokens used or reserved today (UTC).",
+                           code="daily_tokens_exceeded",
+                           headers={"Retry-After": str(seconds_until(usage.day_start(now) + timedelta(days=1), now))})
+    next_month = (usage.month_start(now) + timedelta(days=32)).replace(day=1)
+    return RateLimited(f"Monthly budget reached: ${claim.limit:.2f} spent or reserved this month (UTC).",
+                       code="monthly_budget_exceeded", headers={"Retry-After": str(seconds_until(next_month, now))})
 
 
 def seconds_until(moment, now) -> int:

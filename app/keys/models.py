@@ -58,3 +58,16 @@ class UsageRecord(BaseModel):
     class Meta:
         table_name = "usage_record"
         indexes = ((("key_id", "created_at"), False),)
+
+
+class LimitCounter(BaseModel):
+    """A counter every worker and instance shares when there is no Redis (`app.keys.counters`): a key's
+    tokens or dollars reserved and spent in one minute, day or month, and flask-limiter's windows.
+    A row past `expires_at` (epoch seconds) counts as absent; the nightly prune deletes it."""
+
+    name = CharField(primary_key=True, max_length=255)
+    amount = FloatField(default=0)
+    expires_at = FloatField(index=True)
+
+    class Meta:
+        table_name = "limit_counter"

@@ -62,7 +62,7 @@ from app.llm.providers.base import (
     first_byte_within,
 )
 from app.llm.registry import Route
-from app.llm.usage import UsageEvent
+from app.llm.usage import Demand, Permit, UsageEvent, estimate_tokens
 
 log = logging.getLogger("aiserver.gateway")
 
@@ -140,12 +140,15 @@ Event = Union[FailedAttempt, Started, StreamItem, StreamFailed]
 class Gateway:
     def __init__(self, registry, policy: RetryPolicy, sleep: Callable[[float], None] = time.sleep,
                  redact: Callable[[str], str] = str, record: Callable[[UsageEvent], None] = lambda event: None,
-                 permit: Callable[[list[Route]], list[Route]] = lambda routes: routes,
+                 permit: Callable[[list[Route], Demand], Permit] = lambda routes, demand: Permit(routes),
                  wanted: Callable[[], bool] = lambda: True, health: Health | None = None,
                  strategy: str = "weighted", whole_as_stream: str = "auto", max_images: int = 50):
         """`redact` scrubs secrets from upstream error text, which some vendors echo back (a bad key);
         `record` counts every attempt's outcome, tokens and latency (see `app.llm.usage`); `permit`
-        narrows the routes to those the caller may use, or raises (a key's models and limits);
+        narrows the routes to those the caller may use, or raises (a key's models and limits), and
+        reserves the call's `Demand`: every call (chat, stream, embeddings, a token count) asks it
+        first and settles its `Permit` once, in a `finally`, with the last usage event (None: nothing
+        answered, the reservation is given back);
         `wanted` says whether the current request's client is still connected; `health` remembers
         each upstream's outcomes (this process only unless given a shared board); `strategy` chooses
         among the healthy upstreams of a tier (weighted, least-busy, lowest-latency);
@@ -166,7 +169,14 @@ class Gateway:
 
     def complete(self, request: CompletionRequest, routes: list[Route]) -> Answer:
         check_image_parts(request, self.max_images)
-        routes = self.permit(routes)
+        permit = self.permit(routes, Demand.of_request(request))
+        spent: list[UsageEvent] = []
+        try:
+            return self._complete(request, permit.routes, spent)
+        finally:
+            permit.settle(spent[-1] if spent else None)
+
+    def _complete(self, request: CompletionRequest, routes: list[Route], spent: list[UsageEvent]) -> Answer:
         attempts: list[FailedAttempt] = []
         deadline = time.monotonic() + self.policy.budget
         for route in self._tries(routes, attempts, deadline, request):
@@ -180,8 +190,9 @@ class Gateway:
             finally:
                 self.health.end(route.upstream)
             self._succeeded(route, started, result.usage)
-            self.record(usage_event(route.provider.name, result.model, "ok", started, result.usage,
-                                    self.model_label(route, result.model)))
+            spent.append(usage_event(route.provider.name, result.model, "ok", started, result.usage,
+                                     self.model_label(route, result.model)))
+            self.record(spent[-1])
             return Answer(result.text, route.provider.name, result.model, result.finish_reason, result.usage,
                           attempts, result.tool_calls, result.reasoning, result.logprobs, result.native,
                           result.thinking, result.choices)
@@ -212,7 +223,14 @@ class Gateway:
 
     def stream(self, request: CompletionRequest, routes: list[Route]) -> Iterator[Event]:
         check_image_parts(request, self.max_images)
-        routes = self.permit(routes)
+        permit = self.permit(routes, Demand.of_request(request))
+        spent: list[UsageEvent] = []
+        try:
+            yield from self._stream(request, permit.routes, spent)
+        finally:  # also when the generator is closed: the client went away
+            permit.settle(spent[-1] if spent else None)
+
+    def _stream(self, request: CompletionRequest, routes: list[Route], spent: list[UsageEvent]) -> Iterator[Event]:
         attempts: list[FailedAttempt] = []
         deadline = time.monotonic() + self.policy.budget
         for route in self._tries(routes, attempts, deadline, request):
@@ -249,8 +267,9 @@ class Gateway:
                 items.close()
                 if outcome == "ok":
                     self._succeeded(route, started, usage)
-                self.record(usage_event(route.provider.name, model, outcome, started, usage,
-                                        self.model_label(route, model), first_item_ms))
+                spent.append(usage_event(route.provider.name, model, outcome, started, usage,
+                                         self.model_label(route, model), first_item_ms))
+                self.record(spent[-1])
             return
         raise all_failed(attempts)
 
@@ -261,28 +280,38 @@ class Gateway:
         return next((model for model in (answered, route.model) if model in configured), "other")
 
     def embed(self, route: Route, inputs: list[str], dimensions: int | None) -> Embeddings:
-        """Embeddings from one route, retried as the policy allows; usage recorded like a chat's."""
+        """Embeddings from one route, retried as the policy allows; permitted, reserved and recorded like
+        a chat (its demand: the inputs' estimated tokens, no completion)."""
+        permit = self.permit([route], Demand(estimate_tokens(inputs), 0))
+        event: UsageEvent | None = None
         attempts: list[FailedAttempt] = []
         deadline = time.monotonic() + self.policy.budget
-        for attempt in self._tries([route], attempts, deadline):
-            started = time.perf_counter()
-            try:
-                with first_byte_within(deadline - time.monotonic()):
-                    result = attempt.provider.embed(inputs, attempt.model, dimensions)
-            except ProviderFailure as failure:
-                self._record(attempt, failure, attempts)
-                continue
-            self.record(usage_event(attempt.provider.name, result.model, "ok", started, result.usage,
-                                    self.model_label(attempt, result.model)))
-            return result
-        raise all_failed(attempts)
+        try:
+            for attempt in self._tries(permit.routes, attempts, deadline):
+                started = time.perf_counter()
+                try:
+                    with first_byte_within(deadline - time.monotonic()):
+                        result = attempt.provider.embed(inputs, attempt.model, dimensions)
+                except ProviderFailure as failure:
+                    self._record(attempt, failure, attempts)
+                    continue
+                event = usage_event(attempt.provider.name, result.model, "ok", started, result.usage,
+                                    self.model_label(attempt, result.model))
+                self.record(event)
+                return result
+            raise all_failed(attempts)
+        finally:
+            permit.settle(event)
 
     def count_tokens(self, route: Route, request: CompletionRequest) -> int | None:
         """The vendor's exact count of the request's input tokens (None: it has none), retried as the
-        policy allows."""
+        policy allows. Permitted like a call (a key's models and limits), with nothing to reserve: a
+        count costs no tokens."""
+        permit = self.permit([route], Demand(0, 0))
+        permit.settle(None)
         attempts: list[FailedAttempt] = []
         deadline = time.monotonic() + self.policy.budget
-        for attempt in self._tries([route], attempts, deadline):
+        for attempt in self._tries(permit.routes, attempts, deadline):
             try:
                 with first_byte_within(deadline - time.monotonic()):
                     return attempt.provider.count_tokens(request, attempt.model)

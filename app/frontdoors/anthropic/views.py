@@ -2,8 +2,6 @@
 `http://host:5001` or `http://host:5001/anthropic` works unchanged, for a Claude model or any other."""
 from __future__ import annotations
 
-import json
-import math
 from typing import Any
 
 from flask import jsonify, request
@@ -24,11 +22,10 @@ from app.frontdoors.anthropic.translate import WIRE_NAMES, message_body, native_
 from app.llm.registry import Route
 from app.llm.responses import GATEWAY_ERRORS, answer_response, gateway, registry
 from app.llm.sse import AnthropicEvents
+from app.llm.usage import estimate_tokens
 
 bp = Blueprint("anthropic_messages", __name__,
                description="Anthropic's Messages API (point the anthropic SDK at this server, or at /anthropic).")
-CHARS_PER_TOKEN = 4  # the estimate's rule of thumb, for models without a counting API
-IMAGE_TOKENS = 1600  # Anthropic's figure for an image of about 1.15 megapixels, its largest unscaled size
 
 
 @bp.post("/v1/messages")
@@ -69,27 +66,5 @@ def count_tokens():
 
 def estimate_input_tokens(checked: dict[str, Any]) -> int:
     """About four characters a token over the system prompt, the messages and the tools (images at
-    IMAGE_TOKENS each, their data not counted)."""
-    images, characters = 0, 0
-    for value in strings_and_images([checked["system"], checked["messages"], checked["tools"]]):
-        if value is None:
-            images += 1
-        else:
-            characters += len(value)
-    return math.ceil(characters / CHARS_PER_TOKEN) + images * IMAGE_TOKENS
-
-
-def strings_and_images(value: Any):
-    """Every string in `value` (a tool's schema as its JSON text), and None for each image block."""
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict) and value.get("type") == "image":
-        yield None
-    elif isinstance(value, dict) and "input_schema" in value:
-        yield json.dumps(value)
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from strings_and_images(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from strings_and_images(item)
+    IMAGE_TOKENS each, their data not counted): `app.llm.usage.estimate_tokens`."""
+    return estimate_tokens([checked["system"], checked["messages"], checked["tools"]])
