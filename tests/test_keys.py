@@ -121,6 +121,35 @@ def test_admin_api_manages_keys_and_only_admins_may(app, client):
     assert client.get("/v1/key/info", headers=bearer(body["key"])).status_code == 403
 
 
+@pytest.mark.parametrize("field, value", [
+    ("rpm", 10**22), ("tpm", 2**31), ("daily_tokens", 2**63), ("monthly_budget_usd", 1e22),
+    ("expires_at", "2001-01-01T00:00:00Z"),
+])
+def test_a_limit_no_database_stores_or_a_past_expiry_is_a_400_naming_the_field(app, client, field, value):
+    """`rpm: 10**22` was a 500 (SQLite's integer overflow; PostgreSQL's integer is 32 bits), and a key
+    could be made already expired."""
+    admin = cli_create(app, "root", "--admin")
+    response = client.post("/admin/keys", headers=bearer(admin), json={"name": "x", field: value})
+    assert response.status_code == 400, response.get_json()
+    assert response.get_json()["error"]["param"] == field
+    assert len(client.get("/admin/keys", headers=bearer(admin)).get_json()["keys"]) == 1
+
+
+def test_the_largest_limits_every_database_stores_are_accepted(app, client):
+    admin = cli_create(app, "root", "--admin")
+    limits = {"rpm": 2**31 - 1, "tpm": 2**31 - 1, "daily_tokens": 2**63 - 1, "monthly_budget_usd": 1e9}
+    made = client.post("/admin/keys", headers=bearer(admin), json={"name": "big", **limits})
+    assert made.status_code == 201 and made.get_json()["limits"] == limits
+
+
+@pytest.mark.parametrize("args", [["--rpm", str(10**22)], ["--tpm", str(2**31)], ["--daily-tokens", str(2**63)],
+                                  ["--monthly-budget", "1e22"], ["--expires", "2001-01-01"]])
+def test_the_cli_refuses_the_same_limits_and_past_expiries(app, args):
+    result = app.test_cli_runner().invoke(args=["keys", "create", "x", *args])
+    assert result.exit_code == 2 and args[0] in result.output, result.output
+    assert service.list_keys() == []
+
+
 def test_no_key_in_plain_text_in_the_database_logs_or_errors(app, client, fake_openai, tmp_path: Path):
     key = cli_create(app, "secret-keeper")
     fake_openai.enqueue(Reply(text="4"))

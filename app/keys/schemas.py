@@ -1,7 +1,7 @@
 """Bodies and queries of `/admin/keys` and `/usage`."""
 from __future__ import annotations
 
-from datetime import date, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
 from marshmallow import RAISE, ValidationError, fields, post_load, validate
 
@@ -10,7 +10,17 @@ from app.core.schemas import BaseSchema
 from app.keys.models import SCOPES
 from app.keys.usage import GROUPS
 
-POSITIVE = validate.Range(min=1)
+# What every database stores: rpm and tpm are 32-bit columns (PostgreSQL's integer), daily_tokens a
+# 64-bit one; a budget above a billion dollars is a typo, and an unbounded float is Infinity.
+MAX_INT32, MAX_INT64 = 2**31 - 1, 2**63 - 1
+MAX_BUDGET_USD = 1e9
+INT32_LIMIT = validate.Range(min=1, max=MAX_INT32)
+
+
+def in_the_future(value: datetime) -> None:
+    """`expires_at` must be later than now: a key made already expired is refused at once (a typo)."""
+    if value <= datetime.now(timezone.utc):
+        raise ValidationError("Must be in the future.")
 
 
 class CreateKeySchema(BaseSchema):
@@ -19,11 +29,14 @@ class CreateKeySchema(BaseSchema):
     models = fields.List(fields.String(validate=validate.Length(min=1, max=200)), load_default=None,
                          validate=validate.Length(min=1, max=100))
     scopes = fields.List(fields.String(validate=validate.OneOf(SCOPES)), load_default=list)
-    rpm = fields.Integer(load_default=None, strict=True, validate=POSITIVE)
-    tpm = fields.Integer(load_default=None, strict=True, validate=POSITIVE)
-    daily_tokens = fields.Integer(load_default=None, strict=True, validate=POSITIVE)
-    monthly_budget_usd = fields.Float(load_default=None, validate=validate.Range(min=0))
-    expires_at = fields.AwareDateTime(load_default=None, default_timezone=timezone.utc)
+    rpm = fields.Integer(load_default=None, allow_none=True, strict=True, validate=INT32_LIMIT)
+    tpm = fields.Integer(load_default=None, allow_none=True, strict=True, validate=INT32_LIMIT)
+    daily_tokens = fields.Integer(load_default=None, allow_none=True, strict=True,
+                                  validate=validate.Range(min=1, max=MAX_INT64))
+    monthly_budget_usd = fields.Float(load_default=None, allow_none=True,
+                                      validate=validate.Range(min=0, max=MAX_BUDGET_USD))
+    expires_at = fields.AwareDateTime(load_default=None, allow_none=True, default_timezone=timezone.utc,
+                                      validate=in_the_future)
 
 
 USAGE_DAYS = validate.Range(min=date(1970, 1, 1), max=date(9999, 12, 30))  # until's next day must exist
