@@ -72,7 +72,8 @@ def test_a_key_is_accepted_in_each_header(app, client, fake_openai, header):
 
 def test_the_openai_sdk_gets_its_own_errors(app, fake_openai):
     key = cli_create(app, "limited", "--models", "gpt-4o-mini")
-    expired = cli_create(app, "old", "--expires", (utcnow() - timedelta(minutes=1)).isoformat())
+    expired = cli_create(app, "old", "--expires", (utcnow() + timedelta(minutes=1)).isoformat())
+    ApiKey.update(expires_at=utcnow() - timedelta(minutes=1)).where(ApiKey.name == "old").execute()  # it lapsed
     revoked = cli_create(app, "gone")
     revoked_id = ApiKey.get(ApiKey.name == "gone").id
     app.test_cli_runner().invoke(args=["keys", "revoke", revoked_id])
