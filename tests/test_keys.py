@@ -217,3 +217,32 @@ def test_a_key_gets_a_403_for_the_model_it_asked_for_never_another_models_answer
     fake_openai.enqueue(Reply(text="mine"))
     answer = client.post("/chat/gpt", json={"messages": [{"role": "user", "content": "hi"}]}, headers=bearer(key))
     assert answer.status_code == 200 and "mine" in answer.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_a_key_sent_as_a_request_id_or_client_or_user_id_is_never_logged_or_stored(make_app, fake_openai, tmp_path,
+                                                                                  log_format):
+    """A key sent as `X-Request-ID` was logged in clear on every line of its request (and echoed back);
+    one sent as `client_id`/`user_id` (body or `X-Client-Id`/`X-User-Id`) went into the usage rows."""
+    app = make_app(**provider_config(openai=fake_openai), LOG_FORMAT=log_format)
+    client = app.test_client()
+    key = cli_create(app, "owner")
+    fake_openai.enqueue(Reply(text="4"), Reply(text="4"))
+    body = {**ASK, "client_id": key, "user_id": f"user {key}"}
+    answered = client.post("/v1/ask", json=body, headers={**bearer(key), "X-Request-ID": key})
+    assert answered.status_code == 200 and answered.headers["X-Request-ID"] != key
+    answered.close()  # the access line is written when the response is closed
+    headers = {**bearer(key), "X-Client-Id": key, "X-User-Id": key}
+    completed = client.post("/v1/chat/completions", headers=headers, json={
+        "model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "user": key})
+    assert completed.status_code == 200
+    completed.close()
+    app.extensions["access"].rows.flush()
+    import logging
+
+    for handler in logging.getLogger("aiserver").handlers:
+        handler.flush()
+    rows = sqlite3.connect(tmp_path / "aiserver.db").execute("SELECT client_id, user_id FROM usage_record").fetchall()
+    assert rows == [("ais-***", "user ais-***"), ("ais-***", "ais-***")]
+    logs = "".join(p.read_text(errors="replace") for p in (tmp_path / "logs").glob("*.log"))
+    assert "/v1/ask" in logs and key not in logs and key[4:] not in logs
