@@ -416,3 +416,22 @@ def test_an_event_that_does_not_match_is_caught(document, path, body):
     """The event check can fail: an event of the wrong name or shape, for the stream it is in, is refused."""
     with pytest.raises(ValidationError):
         events_as_documented(document, "POST", path, body)
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/v1/ask", {"question": "Hi", "client_id": "c1", "user_id": "u1", "stream": "yes"}),
+    ("/v1/ask", {"question": "Hi", "client_id": "c1", "user_id": "u1", "stream": 0}),
+    ("/v1/chat/completions", {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}], "stream": 1}),
+    ("/v1/messages", {"model": "gpt-4o-mini", "max_tokens": 5, "messages": [{"role": "user", "content": "Hi"}],
+                      "stream": "true"}),
+    ("/v1/responses", {"model": "gpt-4o-mini", "input": "Hi", "store": "on"}),
+    ("/chat", {"message": "Hi", "stream": "yes"}),
+    ("/gists", {"files": [{"filename": "a.txt", "content": "A"}], "public": 1}),
+])
+def test_a_boolean_is_true_or_false_not_yes_or_0(client, path, body):
+    """`"stream": "yes"` and `0` were taken as booleans (marshmallow's truthy/falsy sets), which the
+    document (`type: boolean`) refuses."""
+    response = client.post(path, json=body)
+    assert response.status_code == 400, response.get_json()
+    field = [name for name, value in body.items() if value in ("yes", 0, 1, "true", "on")][0]
+    assert field in json.dumps(response.get_json())

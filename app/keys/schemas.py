@@ -6,7 +6,7 @@ from datetime import date, datetime, timedelta, timezone
 from marshmallow import RAISE, ValidationError, fields, post_load, validate
 
 from app.core.clock import utcnow
-from app.core.schemas import BaseSchema
+from app.core.schemas import BaseSchema, StrictBoolean
 from app.keys.models import SCOPES
 from app.keys.usage import GROUPS
 
@@ -25,7 +25,7 @@ def in_the_future(value: datetime) -> None:
 
 class CreateKeySchema(BaseSchema):
     name = fields.String(required=True, validate=validate.Length(min=1, max=100))
-    admin = fields.Boolean(load_default=False)
+    admin = StrictBoolean(load_default=False)
     models = fields.List(fields.String(validate=validate.Length(min=1, max=200)), load_default=None,
                          validate=validate.Length(min=1, max=100))
     scopes = fields.List(fields.String(validate=validate.OneOf(SCOPES)), load_default=list)
@@ -89,7 +89,7 @@ class KeySchema(BaseSchema):
     id = fields.String(required=True)
     name = fields.String(required=True)
     hint = fields.String(required=True, metadata={"description": "`ais-...` and the value's last 4 characters."})
-    admin = fields.Boolean(required=True)
+    admin = StrictBoolean(required=True)
     models = fields.List(fields.String(), required=True, allow_none=True)
     scopes = fields.List(fields.String(), required=True)
     limits = fields.Nested(KeyLimitsSchema, required=True)
@@ -101,7 +101,7 @@ class KeySchema(BaseSchema):
 
 
 class OneKeySchema(KeySchema):
-    success = fields.Boolean(required=True)
+    success = StrictBoolean(required=True)
 
 
 class NewKeySchema(OneKeySchema):
@@ -113,7 +113,7 @@ class KeyListSchema(BaseSchema):
         unknown = RAISE
 
     keys = fields.List(fields.Nested(KeySchema), required=True)
-    success = fields.Boolean(required=True)
+    success = StrictBoolean(required=True)
 
 
 class UsageRowSchema(BaseSchema):
@@ -141,7 +141,7 @@ class UsageSummarySchema(BaseSchema):
     until = fields.String(required=True)
     group_by = fields.List(fields.String(), required=True)
     rows = fields.List(fields.Nested(UsageRowSchema), required=True)
-    success = fields.Boolean(required=True)
+    success = StrictBoolean(required=True)
 
 
 class UsageLeftSchema(BaseSchema):
@@ -162,5 +162,5 @@ class KeyInfoSchema(BaseSchema):
 
     key = fields.Nested(KeySchema, required=True, allow_none=True)
     usage = fields.Nested(UsageLeftSchema)
-    open = fields.Boolean(metadata={"description": "true when the server has no key and takes any caller."})
+    open = StrictBoolean(metadata={"description": "true when the server has no key and takes any caller."})
     limits = fields.Raw(allow_none=True)
