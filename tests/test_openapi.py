@@ -435,3 +435,13 @@ def test_a_boolean_is_true_or_false_not_yes_or_0(client, path, body):
     assert response.status_code == 400, response.get_json()
     field = [name for name, value in body.items() if value in ("yes", 0, 1, "true", "on")][0]
     assert field in json.dumps(response.get_json())
+
+
+@pytest.mark.parametrize("path, methods", [("/chat/history", {"GET", "HEAD", "OPTIONS"}),
+                                           ("/chat/search", {"GET", "HEAD", "OPTIONS"}),
+                                           ("/chat/gpt", {"POST", "OPTIONS"})])
+def test_options_allows_only_the_documented_methods(client, path, methods):
+    """`OPTIONS /chat/history` advertised POST: `/chat/<provider>` matched the name `history`."""
+    allowed = client.options(path).headers["Allow"]
+    assert {method.strip() for method in allowed.split(",")} == methods
+    assert client.post("/chat/history", json={"messages": [{"role": "user", "content": "Hi"}]}).status_code == 405
