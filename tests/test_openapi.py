@@ -445,3 +445,24 @@ def test_options_allows_only_the_documented_methods(client, path, methods):
     allowed = client.options(path).headers["Allow"]
     assert {method.strip() for method in allowed.split(",")} == methods
     assert client.post("/chat/history", json={"messages": [{"role": "user", "content": "Hi"}]}).status_code == 405
+
+
+def test_the_key_is_a_security_scheme_and_every_route_lists_what_a_key_brings(document):
+    """The document had no security scheme, and 401/403/429 were missing on most routes, 414 on list
+    routes and 429 on `/task` and `/revise`."""
+    assert set(document["components"]["securitySchemes"]) == {"bearer", "x-api-key", "x-goog-api-key"}
+    assert document["security"] == [{"bearer": []}, {"x-api-key": []}, {"x-goog-api-key": []}]
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if method not in ("get", "post", "patch", "delete", "put"):
+                continue
+            statuses = set(operation["responses"])
+            assert {"414", "431"} <= statuses, (method, path)
+            if operation.get("security") == []:
+                assert path in ("/ping", "/health", "/v1/health", "/api/v1/health", "/ui", "/ui/", "/docs",
+                                "/openapi.json", "/task", "/revise"), path
+            else:
+                assert {"401", "403", "429"} <= statuses, (method, path)
+    for path in ("/task", "/revise"):
+        operation = document["paths"][path]["post"]
+        assert operation["security"] == [] and "429" in operation["responses"]
