@@ -36,6 +36,7 @@ Why the file looks the way it does:
 """
 import contextlib
 import glob
+import http
 import json
 import logging
 import os
@@ -95,7 +96,7 @@ worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # heartbeat 
 control_socket_disable = True  # its asyncio thread would import ssl into the master; HUP/TERM suffice
 proc_name = "aiserver-web"
 # Above the app's own limits (app/web/errors.py: URLs over 4096 bytes are a JSON 414, a header over
-# 8192 bytes a JSON 431), so a client sees Gunicorn's plain-text/HTML error pages only beyond these.
+# 8192 bytes a JSON 431), so a client sees Gunicorn's own (JSON, write_json_error) answers only beyond these.
 limit_request_line = 8190  # Gunicorn's maximum
 limit_request_field_size = 16384
 
@@ -134,8 +135,28 @@ class AppFormatLogger(glogging.Logger):
 logger_class = AppFormatLogger
 
 
+def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
+    """`gunicorn.util.write_error` in the app's error shape (`{"error": {...}, "success": false}`), for what
+    Gunicorn refuses before the app sees a request: a malformed request line or header, an unknown
+    transfer coding (`Transfer-Encoding: xchunked`, 501), a request line or header beyond its limits."""
+    from gunicorn import util
+
+    reason = http.HTTPStatus(status_int).phrase  # Gunicorn says "Bad Request" with its 501
+    kind = "invalid_request_error" if status_int < 500 else "server_error"
+    code = reason.lower().replace(" ", "_").replace("-", "_")
+    body = json.dumps({"error": {"message": f"{reason}: {mesg}" if mesg else reason, "type": kind, "code": code},
+                       "success": False}).encode()
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1")
+    util.write_nonblock(sock, head + body)
+
+
 def post_worker_init(worker):
-    """PostgreSQL under gevent: make psycopg2 yield to other greenlets while it waits on the server."""
+    """Gunicorn's own error answers in JSON (`write_json_error`; its worker calls `util.write_error`).
+    PostgreSQL under gevent: make psycopg2 yield to other greenlets while it waits on the server."""
+    from gunicorn import util
+
+    util.write_error = write_json_error
     if setting("DATABASE_URL", "").startswith(("postgres://", "postgresql://")):
         from psycogreen.gevent import patch_psycopg
 

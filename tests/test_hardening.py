@@ -124,6 +124,39 @@ def test_a_chunked_body_over_the_limit_is_a_413(live_server, fake_openai):
     assert len(fake_openai.requests) == 1
 
 
+def raw_exchange(url: str, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send `request` as is on a new connection; the status, headers and body of the answer (read to
+    the connection's close)."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, value in (line.split(":", 1) for line in lines[1:])}
+    return int(lines[0].split()[1]), headers, body
+
+
+@pytest.mark.parametrize("coding, body, status, code", [
+    ("chunked", b"zz\r\n{}\r\n0\r\n\r\n", 400, "malformed_body"),  # a chunk size that is no hex number
+    ("xchunked", b"2\r\n{}\r\n0\r\n\r\n", 501, "not_implemented"),  # refused by Gunicorn, before the app
+])
+def test_a_bad_chunk_size_or_an_unknown_transfer_coding_is_answered_in_json(live_server, coding, body, status, code):
+    """A bad chunk size was a 500 with a traceback in the log (documented as 400), and `Transfer-Encoding:
+    xchunked` Gunicorn's HTML 501."""
+    server = live_server()
+    request = (f"POST /chat HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+               f"Transfer-Encoding: {coding}\r\n\r\n").encode() + body
+    got, headers, answer = raw_exchange(server.url, request)
+    assert (got, headers["content-type"]) == (status, "application/json"), answer
+    error = json.loads(answer)
+    assert error["success"] is False and error["error"]["code"] == code
+    log = server.log_path.read_text()
+    assert "Traceback" not in log and "unhandled error" not in log
+
+
 # -- 7: lone surrogates -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("path, text, field", [

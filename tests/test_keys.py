@@ -72,7 +72,8 @@ def test_a_key_is_accepted_in_each_header(app, client, fake_openai, header):
 
 def test_the_openai_sdk_gets_its_own_errors(app, fake_openai):
     key = cli_create(app, "limited", "--models", "gpt-4o-mini")
-    expired = cli_create(app, "old", "--expires", (utcnow() - timedelta(minutes=1)).isoformat())
+    expired = cli_create(app, "old", "--expires", (utcnow() + timedelta(minutes=1)).isoformat())
+    ApiKey.update(expires_at=utcnow() - timedelta(minutes=1)).where(ApiKey.name == "old").execute()  # it lapsed
     revoked = cli_create(app, "gone")
     revoked_id = ApiKey.get(ApiKey.name == "gone").id
     app.test_cli_runner().invoke(args=["keys", "revoke", revoked_id])
@@ -119,6 +120,35 @@ def test_admin_api_manages_keys_and_only_admins_may(app, client):
     revoked = client.delete(f"/admin/keys/{body['id']}", headers=bearer(admin)).get_json()
     assert revoked["status"] == "revoked"
     assert client.get("/v1/key/info", headers=bearer(body["key"])).status_code == 403
+
+
+@pytest.mark.parametrize("field, value", [
+    ("rpm", 10**22), ("tpm", 2**31), ("daily_tokens", 2**63), ("monthly_budget_usd", 1e22),
+    ("expires_at", "2001-01-01T00:00:00Z"),
+])
+def test_a_limit_no_database_stores_or_a_past_expiry_is_a_400_naming_the_field(app, client, field, value):
+    """`rpm: 10**22` was a 500 (SQLite's integer overflow; PostgreSQL's integer is 32 bits), and a key
+    could be made already expired."""
+    admin = cli_create(app, "root", "--admin")
+    response = client.post("/admin/keys", headers=bearer(admin), json={"name": "x", field: value})
+    assert response.status_code == 400, response.get_json()
+    assert response.get_json()["error"]["param"] == field
+    assert len(client.get("/admin/keys", headers=bearer(admin)).get_json()["keys"]) == 1
+
+
+def test_the_largest_limits_every_database_stores_are_accepted(app, client):
+    admin = cli_create(app, "root", "--admin")
+    limits = {"rpm": 2**31 - 1, "tpm": 2**31 - 1, "daily_tokens": 2**63 - 1, "monthly_budget_usd": 1e9}
+    made = client.post("/admin/keys", headers=bearer(admin), json={"name": "big", **limits})
+    assert made.status_code == 201 and made.get_json()["limits"] == limits
+
+
+@pytest.mark.parametrize("args", [["--rpm", str(10**22)], ["--tpm", str(2**31)], ["--daily-tokens", str(2**63)],
+                                  ["--monthly-budget", "1e22"], ["--expires", "2001-01-01"]])
+def test_the_cli_refuses_the_same_limits_and_past_expiries(app, args):
+    result = app.test_cli_runner().invoke(args=["keys", "create", "x", *args])
+    assert result.exit_code == 2 and args[0] in result.output, result.output
+    assert service.list_keys() == []
 
 
 def test_no_key_in_plain_text_in_the_database_logs_or_errors(app, client, fake_openai, tmp_path: Path):
@@ -187,3 +217,32 @@ def test_a_key_gets_a_403_for_the_model_it_asked_for_never_another_models_answer
     fake_openai.enqueue(Reply(text="mine"))
     answer = client.post("/chat/gpt", json={"messages": [{"role": "user", "content": "hi"}]}, headers=bearer(key))
     assert answer.status_code == 200 and "mine" in answer.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_a_key_sent_as_a_request_id_or_client_or_user_id_is_never_logged_or_stored(make_app, fake_openai, tmp_path,
+                                                                                  log_format):
+    """A key sent as `X-Request-ID` was logged in clear on every line of its request (and echoed back);
+    one sent as `client_id`/`user_id` (body or `X-Client-Id`/`X-User-Id`) went into the usage rows."""
+    app = make_app(**provider_config(openai=fake_openai), LOG_FORMAT=log_format)
+    client = app.test_client()
+    key = cli_create(app, "owner")
+    fake_openai.enqueue(Reply(text="4"), Reply(text="4"))
+    body = {**ASK, "client_id": key, "user_id": f"user {key}"}
+    answered = client.post("/v1/ask", json=body, headers={**bearer(key), "X-Request-ID": key})
+    assert answered.status_code == 200 and answered.headers["X-Request-ID"] != key
+    answered.close()  # the access line is written when the response is closed
+    headers = {**bearer(key), "X-Client-Id": key, "X-User-Id": key}
+    completed = client.post("/v1/chat/completions", headers=headers, json={
+        "model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "user": key})
+    assert completed.status_code == 200
+    completed.close()
+    app.extensions["access"].rows.flush()
+    import logging
+
+    for handler in logging.getLogger("aiserver").handlers:
+        handler.flush()
+    rows = sqlite3.connect(tmp_path / "aiserver.db").execute("SELECT client_id, user_id FROM usage_record").fetchall()
+    assert rows == [("ais-***", "user ais-***"), ("ais-***", "ais-***")]
+    logs = "".join(p.read_text(errors="replace") for p in (tmp_path / "logs").glob("*.log"))
+    assert "/v1/ask" in logs and key not in logs and key[4:] not in logs

@@ -416,3 +416,53 @@ def test_an_event_that_does_not_match_is_caught(document, path, body):
     """The event check can fail: an event of the wrong name or shape, for the stream it is in, is refused."""
     with pytest.raises(ValidationError):
         events_as_documented(document, "POST", path, body)
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/v1/ask", {"question": "Hi", "client_id": "c1", "user_id": "u1", "stream": "yes"}),
+    ("/v1/ask", {"question": "Hi", "client_id": "c1", "user_id": "u1", "stream": 0}),
+    ("/v1/chat/completions", {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}], "stream": 1}),
+    ("/v1/messages", {"model": "gpt-4o-mini", "max_tokens": 5, "messages": [{"role": "user", "content": "Hi"}],
+                      "stream": "true"}),
+    ("/v1/responses", {"model": "gpt-4o-mini", "input": "Hi", "store": "on"}),
+    ("/chat", {"message": "Hi", "stream": "yes"}),
+    ("/gists", {"files": [{"filename": "a.txt", "content": "A"}], "public": 1}),
+])
+def test_a_boolean_is_true_or_false_not_yes_or_0(client, path, body):
+    """`"stream": "yes"` and `0` were taken as booleans (marshmallow's truthy/falsy sets), which the
+    document (`type: boolean`) refuses."""
+    response = client.post(path, json=body)
+    assert response.status_code == 400, response.get_json()
+    field = [name for name, value in body.items() if value in ("yes", 0, 1, "true", "on")][0]
+    assert field in json.dumps(response.get_json())
+
+
+@pytest.mark.parametrize("path, methods", [("/chat/history", {"GET", "HEAD", "OPTIONS"}),
+                                           ("/chat/search", {"GET", "HEAD", "OPTIONS"}),
+                                           ("/chat/gpt", {"POST", "OPTIONS"})])
+def test_options_allows_only_the_documented_methods(client, path, methods):
+    """`OPTIONS /chat/history` advertised POST: `/chat/<provider>` matched the name `history`."""
+    allowed = client.options(path).headers["Allow"]
+    assert {method.strip() for method in allowed.split(",")} == methods
+    assert client.post("/chat/history", json={"messages": [{"role": "user", "content": "Hi"}]}).status_code == 405
+
+
+def test_the_key_is_a_security_scheme_and_every_route_lists_what_a_key_brings(document):
+    """The document had no security scheme, and 401/403/429 were missing on most routes, 414 on list
+    routes and 429 on `/task` and `/revise`."""
+    assert set(document["components"]["securitySchemes"]) == {"bearer", "x-api-key", "x-goog-api-key"}
+    assert document["security"] == [{"bearer": []}, {"x-api-key": []}, {"x-goog-api-key": []}]
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if method not in ("get", "post", "patch", "delete", "put"):
+                continue
+            statuses = set(operation["responses"])
+            assert {"414", "431"} <= statuses, (method, path)
+            if operation.get("security") == []:
+                assert path in ("/ping", "/health", "/v1/health", "/api/v1/health", "/ui", "/ui/", "/docs",
+                                "/openapi.json", "/task", "/revise"), path
+            else:
+                assert {"401", "403", "429"} <= statuses, (method, path)
+    for path in ("/task", "/revise"):
+        operation = document["paths"][path]["post"]
+        assert operation["security"] == [] and "429" in operation["responses"]

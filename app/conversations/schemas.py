@@ -10,7 +10,7 @@ from typing import Any
 
 from marshmallow import RAISE, ValidationError, fields, validate, validates_schema
 
-from app.core.schemas import BaseSchema
+from app.core.schemas import BaseSchema, StrictBoolean
 from app.llm.schemas import MessageContent, check_model_name, max_tokens_field
 
 CHAT_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -56,7 +56,7 @@ class ConversationChatSchema(BaseSchema):
     replace = fields.String(load_default=None, allow_none=True, validate=validate.OneOf(("answer", "message")),
                             metadata={"description": '"answer": answer the last question again; "message": '
                                                      "replace the last question by message."})
-    stream = fields.Boolean(load_default=False, allow_none=True,
+    stream = StrictBoolean(load_default=False, allow_none=True,
                             metadata={"description": "Stream SSE events; the last one carries chat_id."})
     max_tokens = max_tokens_field(allow_none=True)
     temperature = fields.Float(load_default=None, allow_none=True, validate=validate.Range(min=0, max=2))
@@ -111,7 +111,7 @@ class StoredChatAnswerSchema(BaseSchema):
     chat_id = fields.String(required=True)
     provider = fields.String(required=True)
     model = fields.String(required=True)
-    success = fields.Boolean(required=True)
+    success = StrictBoolean(required=True)
 
 
 class ChatSummarySchema(BaseSchema):
@@ -132,7 +132,7 @@ class ChatListSchema(BaseSchema):
                         metadata={"description": "Chat id to its summary, newest first."})
     next_cursor = fields.String(required=True, allow_none=True,
                                 metadata={"description": "Pass as `cursor` for the next page; null on the last."})
-    success = fields.Boolean(required=True)
+    success = StrictBoolean(required=True)
 
 
 class StoredMessageSchema(BaseSchema):
@@ -161,7 +161,7 @@ class ChatHistorySchema(BaseSchema):
 
     chat_id = fields.String(required=True)
     history = fields.Nested(ChatDetailSchema, required=True)
-    success = fields.Boolean(required=True)
+    success = StrictBoolean(required=True)
 
 
 class ChatDeletedSchema(BaseSchema):
@@ -169,7 +169,7 @@ class ChatDeletedSchema(BaseSchema):
         unknown = RAISE
 
     message = fields.String(required=True)
-    success = fields.Boolean(required=True)
+    success = StrictBoolean(required=True)
 
 
 class SearchHitSchema(ChatSummarySchema):
@@ -185,7 +185,7 @@ class ChatSearchSchema(BaseSchema):
     chats = fields.Dict(keys=fields.String(), values=fields.Nested(SearchHitSchema), required=True,
                         metadata={"description": "Chat id to its summary and match, newest first."})
     next_cursor = fields.String(required=True, allow_none=True)
-    success = fields.Boolean(required=True)
+    success = StrictBoolean(required=True)
 
 
 class RenamedChatSchema(BaseSchema):
@@ -194,4 +194,4 @@ class RenamedChatSchema(BaseSchema):
 
     chat_id = fields.String(required=True)
     title = fields.String(required=True)
-    success = fields.Boolean(required=True)
+    success = StrictBoolean(required=True)

@@ -8,8 +8,11 @@ itself (a `model` field is ignored); a persisted chat takes a `model` of `GET /v
 """
 from __future__ import annotations
 
+from typing import Any
+
 from flask import current_app, jsonify
 from flask_smorest import Blueprint
+from werkzeug.routing import BaseConverter
 
 from app.conversations import service as conversations
 from app.conversations.schemas import (
@@ -48,7 +51,20 @@ STORE_ERRORS = ((400, "An invalid chat_id (the message gives the rule) or cursor
                 (503, "The database is unavailable or busy."))
 
 
-@bp.post("/chat/<provider>")
+class ProviderName(BaseConverter):
+    """`/chat/<provider:provider>`: any path segment but the names of `/chat/...` routes of their own, so
+    `/chat/history` is not also `POST /chat/{provider}` (its `Allow` advertised POST)."""
+
+    regex = r"(?!(?:history|search|delete|gist)$)[^/]+"
+
+
+@bp.record_once
+def register_converter(state: Any) -> None:
+    """Before the routes below are added (deferred in order) the URL map must know the converter."""
+    state.app.url_map.converters["provider"] = ProviderName
+
+
+@bp.post("/chat/<provider:provider>")
 @json_body(ChatMessagesSchema)
 @bp.response(200, ChatAnswerSchema, description='The answer, with `"stream": false`; an SSE stream by default.')
 @streams(NATIVE_STREAM, *NATIVE_EVENTS)

@@ -17,7 +17,21 @@ from typing import Any
 
 from peewee import SQL
 
+from app.core.credentials import redact_tokens
 from app.core.errors import Forbidden
+
+MAX_LABEL = 200  # the usage and gist revision rows' client_id/user_id columns
+
+
+def client_label(raw: Any) -> str | None:
+    """A client or user id (`X-Client-Id`, a body's `client_id`/`user_id`/`user`) as stored and logged:
+    printable, at most MAX_LABEL characters, None when empty. Anything shaped like a credential (a
+    client key sent in the wrong field, `ais-...`) is redacted to its prefix and `***` (`ais-***`):
+    usage rows are read by every admin and kept for months, and a key must never sit there in clear."""
+    if not isinstance(raw, str):
+        return None
+    text = "".join(ch for ch in raw if ch.isprintable()).strip()
+    return redact_tokens(text)[:MAX_LABEL] or None
 
 
 class _Everyone:
@@ -51,10 +65,8 @@ class Caller:
 
     def attribute(self, client_id: Any = None, user_id: Any = None) -> None:
         """Name the end client and user for usage rows (from a body's fields, over the headers)."""
-        if isinstance(client_id, str) and client_id.strip():
-            self.client_id = client_id.strip()[:200]
-        if isinstance(user_id, str) and user_id.strip():
-            self.user_id = user_id.strip()[:200]
+        self.client_id = client_label(client_id) or self.client_id
+        self.user_id = client_label(user_id) or self.user_id
 
     def require_scope(self, scope: str, action: str) -> None:
         """403 unless the key has `scope` (admin keys and an open server have every scope)."""

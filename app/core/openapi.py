@@ -27,6 +27,8 @@ CONTENT_SCHEMA = "x-contentSchema"
 JSON_OBJECT_TEXT = r"^\{[\s\S]*\}$"
 
 EVERY_ROUTE = {400: "A NUL character (%00) in the URL.",
+               414: "The URL is longer than 4,096 bytes.",
+               431: "A header is longer than 8,192 bytes.",
                500: "An unexpected error; the request id is in X-Request-ID."}
 WITH_A_BODY = {400: "Malformed JSON, a body that is not an object, a NUL character, or an invalid field "
                     "(`param` names it).",

@@ -10,9 +10,10 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from typing import Any
 from urllib.parse import unquote_to_bytes
 
-from marshmallow import EXCLUDE, Schema
+from marshmallow import EXCLUDE, Schema, fields
 
 DATA_URI = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)?(?P<params>(?:;[\w.+-]+=[^;,]*)*)(?P<b64>;base64)?,"
                       r"(?P<data>.*)$", re.DOTALL)
@@ -24,6 +25,17 @@ IMAGE_MEDIA_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
 class BaseSchema(Schema):
     class Meta:
         unknown = EXCLUDE
+
+
+class StrictBoolean(fields.Boolean):
+    """A JSON body's boolean: `true` or `false` only. marshmallow's own also takes `"yes"`, `"on"`, `1`
+    and `0`, which the document (`type: boolean`) and every vendor's API refuse; a query string's
+    booleans, text by nature, keep `fields.Boolean`."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
 
 
 def decode_data_uri(uri: str, *, base64_only: bool = False) -> tuple[str, bytes]:

@@ -16,7 +16,7 @@ from typing import Any
 from marshmallow import RAISE, ValidationError, fields, post_load, pre_load, validate, validates_schema
 
 from app.core.clock import parse_iso
-from app.core.schemas import BaseSchema
+from app.core.schemas import BaseSchema, StrictBoolean
 from app.llm.schemas import NATIVE_EVENTS, AttemptSchema, ChatMessagesSchema, UsageSchema
 
 GIST_ID = re.compile(r"[0-9A-Za-z]{1,100}")
@@ -116,7 +116,7 @@ class FileChangeSchema(BaseSchema):
 
 class CreateGistSchema(FilesFormSchema):
     description = fields.String(load_default="", allow_none=True)
-    public = fields.Boolean(load_default=False)
+    public = StrictBoolean(load_default=False)
     files = fields.List(fields.Nested(NewFileSchema), required=True,
                         validate=validate.Length(min=1, max=MAX_FILES, error="Give between 1 and 300 files."))
 
@@ -158,7 +158,7 @@ class LocalGistsQuery(BaseSchema):
 class ChatGistSchema(ChatMessagesSchema):
     """`POST /chat/gist`: the conversation; one JSON answer unless `"stream": true`."""
 
-    stream = fields.Boolean(load_default=False)
+    stream = StrictBoolean(load_default=False)
 
 
 class ModelFileSchema(BaseSchema):
@@ -175,7 +175,7 @@ class GistActionSchema(BaseSchema):
     action = fields.String(required=True, validate=validate.OneOf(("create", "update")))
     gist_id = fields.String(allow_none=True, load_default=None)
     description = fields.String(allow_none=True, load_default=None)
-    public = fields.Boolean(allow_none=True, load_default=None)
+    public = StrictBoolean(allow_none=True, load_default=None)
     files = fields.List(fields.Nested(ModelFileSchema), load_default=list)
 
     @post_load
@@ -229,7 +229,7 @@ class GistFileSchema(BaseSchema):
     size = fields.Integer(required=True, allow_none=True)
     raw_url = fields.String(required=True, allow_none=True)
     content = fields.String(metadata={"description": "Only where GitHub sent it (one gist, not a list)."})
-    truncated = fields.Boolean(metadata={"description": "GitHub cut the content (fetch raw_url for all of it)."})
+    truncated = StrictBoolean(metadata={"description": "GitHub cut the content (fetch raw_url for all of it)."})
 
 
 class GistSchema(BaseSchema):
@@ -241,7 +241,7 @@ class GistSchema(BaseSchema):
     id = fields.String(required=True)
     html_url = fields.String(required=True)
     description = fields.String(required=True)
-    public = fields.Boolean(required=True)
+    public = StrictBoolean(required=True)
     owner = fields.String(required=True, metadata={"description": "The owner's login."})
     files = fields.List(fields.Nested(GistFileSchema), required=True)
     created_at = fields.String(required=True, allow_none=True, metadata={"format": "date-time"})
@@ -249,11 +249,11 @@ class GistSchema(BaseSchema):
 
 
 class OneGistSchema(GistSchema):
-    success = fields.Boolean(required=True)
+    success = StrictBoolean(required=True)
 
 
 class ChangedGistSchema(OneGistSchema):
-    recorded = fields.Boolean(required=True, metadata={
+    recorded = StrictBoolean(required=True, metadata={
         "description": "Whether the change was written to this server's record (false: GitHub made it, the "
                        "database could not record it)."})
 
@@ -263,9 +263,9 @@ class DeletedGistSchema(BaseSchema):
         unknown = RAISE
 
     id = fields.String(required=True)
-    deleted = fields.Boolean(required=True)
-    recorded = fields.Boolean(required=True)
-    success = fields.Boolean(required=True)
+    deleted = StrictBoolean(required=True)
+    recorded = StrictBoolean(required=True)
+    success = StrictBoolean(required=True)
 
 
 class GistPageSchema(BaseSchema):
@@ -279,7 +279,7 @@ class GistPageSchema(BaseSchema):
                         metadata={"description": "GitHub's Link relations (next, prev, first, last) to page numbers."})
     links = fields.Dict(keys=fields.String(), values=fields.String(), required=True,
                         metadata={"description": "The same relations as URLs of this endpoint (also in `Link`)."})
-    success = fields.Boolean(required=True)
+    success = StrictBoolean(required=True)
 
 
 class GistRevisionSchema(BaseSchema):
@@ -306,7 +306,7 @@ class LocalGistSchema(BaseSchema):
     id = fields.String(required=True)
     owner = fields.String(required=True)
     description = fields.String(required=True)
-    public = fields.Boolean(required=True)
+    public = StrictBoolean(required=True)
     files = fields.List(fields.String(), required=True)
     html_url = fields.String(required=True)
     created_at = fields.String(required=True, allow_none=True, metadata={"format": "date-time"})
@@ -325,12 +325,12 @@ class LocalGistPageSchema(BaseSchema):
     gists = fields.List(fields.Nested(LocalGistSchema), required=True)
     next_cursor = fields.String(required=True, allow_none=True)
     limit = fields.Integer(required=True)
-    success = fields.Boolean(required=True)
+    success = StrictBoolean(required=True)
 
 
 class LocalGistHistorySchema(LocalGistSchema):
     revisions = fields.List(fields.Nested(GistRevisionSchema), required=True, metadata={"description": "Oldest first."})
-    success = fields.Boolean(required=True)
+    success = StrictBoolean(required=True)
 
 
 class GistOutcomeSchema(BaseSchema):
@@ -350,11 +350,11 @@ class GistOutcomeSchema(BaseSchema):
     usage = fields.Nested(UsageSchema, required=True)
     validation_retries = fields.Integer(required=True)
     attempts = fields.List(fields.Nested(AttemptSchema), required=True)
-    recorded = fields.Boolean(required=True)
+    recorded = StrictBoolean(required=True)
 
 
 class ChatGistResultSchema(GistOutcomeSchema):
-    success = fields.Boolean(required=True)
+    success = StrictBoolean(required=True)
 
 
 class GistRetrySchema(BaseSchema):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from flask import current_app, jsonify, request, url_for
 from flask_smorest import Blueprint
 
-from app.core.caller import current_caller
+from app.core.caller import client_label, current_caller
 from app.core.http import parse_body, parse_query
 from app.core.openapi import errors, json_body, query_args, streams
 from app.gists import service
@@ -52,8 +52,7 @@ def github() -> GitHubClient:
 
 
 def requester(endpoint: str) -> service.Requester:
-    raw = request.headers.get("X-Client-Id", "")
-    client_id = "".join(ch for ch in raw if ch.isprintable()).strip()[:200] or None
+    client_id = client_label(request.headers.get("X-Client-Id"))
     return service.Requester(endpoint, client_id, client_address(), current_caller().owner)
 
 

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from flask import Flask, g, request
 
-from app.core.caller import Caller, set_caller
+from app.core.caller import Caller, client_label, set_caller
 from app.core.errors import Forbidden, Unauthorized
 from app.keys import service
 
@@ -49,12 +49,9 @@ def is_exempt(path: str) -> bool:
 
 
 def client_ids() -> dict[str, str | None]:
-    """`X-Client-Id` and `X-User-Id`, printable and at most 200 characters, for usage rows."""
-    found: dict[str, str | None] = {}
-    for name, header in (("client_id", "X-Client-Id"), ("user_id", "X-User-Id")):
-        raw = request.headers.get(header, "")
-        found[name] = "".join(ch for ch in raw if ch.isprintable()).strip()[:200] or None
-    return found
+    """`X-Client-Id` and `X-User-Id` for usage rows (`client_label`: a key sent there is redacted)."""
+    return {name: client_label(request.headers.get(header)) for name, header in
+            (("client_id", "X-Client-Id"), ("user_id", "X-User-Id"))}
 
 
 def init_auth(app: Flask, secret: Callable[[], bytes]) -> None:

@@ -5,9 +5,10 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from app.core.clock import isoformat, parse_iso
+from app.core.clock import isoformat, parse_iso, utcnow
 from app.core.errors import APIError
 from app.keys import service
+from app.keys.schemas import MAX_BUDGET_USD, MAX_INT32, MAX_INT64
 
 keys_cli = AppGroup("keys", help="Client API keys: create, list, revoke, rotate.")
 
@@ -31,16 +32,19 @@ def _shown_once(key: str) -> None:
 @click.option("--models", multiple=True, help="Allowed models (model, provider/model or provider/*); "
                                               "repeat or comma-separate; default: all.")
 @click.option("--scopes", multiple=True, help="Extra rights: gists (create, edit and delete GitHub gists).")
-@click.option("--rpm", type=click.IntRange(min=1), help="Requests per minute.")
-@click.option("--tpm", type=click.IntRange(min=1), help="Tokens per minute.")
-@click.option("--daily-tokens", type=click.IntRange(min=1), help="Tokens per UTC day.")
-@click.option("--monthly-budget", type=click.FloatRange(min=0), help="USD per UTC month, from the price table.")
+@click.option("--rpm", type=click.IntRange(min=1, max=MAX_INT32), help="Requests per minute.")
+@click.option("--tpm", type=click.IntRange(min=1, max=MAX_INT32), help="Tokens per minute.")
+@click.option("--daily-tokens", type=click.IntRange(min=1, max=MAX_INT64), help="Tokens per UTC day.")
+@click.option("--monthly-budget", type=click.FloatRange(min=0, max=MAX_BUDGET_USD),
+              help="USD per UTC month, from the price table.")
 @click.option("--expires", help="Expiry: an ISO 8601 date or time (UTC unless it says otherwise).")
 def create(name, admin, models, scopes, rpm, tpm, daily_tokens, monthly_budget, expires):
     """Create a key and print it (once)."""
     expires_at = parse_iso(expires) if expires else None
     if expires and expires_at is None:
         raise click.BadParameter(f"{expires!r} is not an ISO 8601 date or time.", param_hint="--expires")
+    if expires_at is not None and expires_at <= utcnow():
+        raise click.BadParameter(f"{expires!r} is not in the future.", param_hint="--expires")
     try:
         spec = service.KeySpec(name=name, admin=admin, models=_comma_list(models) or None,
                                scopes=_comma_list(scopes), rpm=rpm, tpm=tpm, daily_tokens=daily_tokens,

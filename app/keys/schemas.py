@@ -1,29 +1,42 @@
 """Bodies and queries of `/admin/keys` and `/usage`."""
 from __future__ import annotations
 
-from datetime import date, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
 from marshmallow import RAISE, ValidationError, fields, post_load, validate
 
 from app.core.clock import utcnow
-from app.core.schemas import BaseSchema
+from app.core.schemas import BaseSchema, StrictBoolean
 from app.keys.models import SCOPES
 from app.keys.usage import GROUPS
 
-POSITIVE = validate.Range(min=1)
+# What every database stores: rpm and tpm are 32-bit columns (PostgreSQL's integer), daily_tokens a
+# 64-bit one; a budget above a billion dollars is a typo, and an unbounded float is Infinity.
+MAX_INT32, MAX_INT64 = 2**31 - 1, 2**63 - 1
+MAX_BUDGET_USD = 1e9
+INT32_LIMIT = validate.Range(min=1, max=MAX_INT32)
+
+
+def in_the_future(value: datetime) -> None:
+    """`expires_at` must be later than now: a key made already expired is refused at once (a typo)."""
+    if value <= datetime.now(timezone.utc):
+        raise ValidationError("Must be in the future.")
 
 
 class CreateKeySchema(BaseSchema):
     name = fields.String(required=True, validate=validate.Length(min=1, max=100))
-    admin = fields.Boolean(load_default=False)
+    admin = StrictBoolean(load_default=False)
     models = fields.List(fields.String(validate=validate.Length(min=1, max=200)), load_default=None,
                          validate=validate.Length(min=1, max=100))
     scopes = fields.List(fields.String(validate=validate.OneOf(SCOPES)), load_default=list)
-    rpm = fields.Integer(load_default=None, strict=True, validate=POSITIVE)
-    tpm = fields.Integer(load_default=None, strict=True, validate=POSITIVE)
-    daily_tokens = fields.Integer(load_default=None, strict=True, validate=POSITIVE)
-    monthly_budget_usd = fields.Float(load_default=None, validate=validate.Range(min=0))
-    expires_at = fields.AwareDateTime(load_default=None, default_timezone=timezone.utc)
+    rpm = fields.Integer(load_default=None, allow_none=True, strict=True, validate=INT32_LIMIT)
+    tpm = fields.Integer(load_default=None, allow_none=True, strict=True, validate=INT32_LIMIT)
+    daily_tokens = fields.Integer(load_default=None, allow_none=True, strict=True,
+                                  validate=validate.Range(min=1, max=MAX_INT64))
+    monthly_budget_usd = fields.Float(load_default=None, allow_none=True,
+                                      validate=validate.Range(min=0, max=MAX_BUDGET_USD))
+    expires_at = fields.AwareDateTime(load_default=None, allow_none=True, default_timezone=timezone.utc,
+                                      validate=in_the_future)
 
 
 USAGE_DAYS = validate.Range(min=date(1970, 1, 1), max=date(9999, 12, 30))  # until's next day must exist
@@ -76,7 +89,7 @@ class KeySchema(BaseSchema):
     id = fields.String(required=True)
     name = fields.String(required=True)
     hint = fields.String(required=True, metadata={"description": "`ais-...` and the value's last 4 characters."})
-    admin = fields.Boolean(required=True)
+    admin = StrictBoolean(required=True)
     models = fields.List(fields.String(), required=True, allow_none=True)
     scopes = fields.List(fields.String(), required=True)
     limits = fields.Nested(KeyLimitsSchema, required=True)
@@ -88,7 +101,7 @@ class KeySchema(BaseSchema):
 
 
 class OneKeySchema(KeySchema):
-    success = fields.Boolean(required=True)
+    success = StrictBoolean(required=True)
 
 
 class NewKeySchema(OneKeySchema):
@@ -100,7 +113,7 @@ class KeyListSchema(BaseSchema):
         unknown = RAISE
 
     keys = fields.List(fields.Nested(KeySchema), required=True)
-    success = fields.Boolean(required=True)
+    success = StrictBoolean(required=True)
 
 
 class UsageRowSchema(BaseSchema):
@@ -128,7 +141,7 @@ class UsageSummarySchema(BaseSchema):
     until = fields.String(required=True)
     group_by = fields.List(fields.String(), required=True)
     rows = fields.List(fields.Nested(UsageRowSchema), required=True)
-    success = fields.Boolean(required=True)
+    success = StrictBoolean(required=True)
 
 
 class UsageLeftSchema(BaseSchema):
@@ -149,5 +162,5 @@ class KeyInfoSchema(BaseSchema):
 
     key = fields.Nested(KeySchema, required=True, allow_none=True)
     usage = fields.Nested(UsageLeftSchema)
-    open = fields.Boolean(metadata={"description": "true when the server has no key and takes any caller."})
+    open = StrictBoolean(metadata={"description": "true when the server has no key and takes any caller."})
     limits = fields.Raw(allow_none=True)

@@ -20,7 +20,7 @@ from typing import Any
 from marshmallow import INCLUDE, RAISE, ValidationError, fields, post_load, pre_load, validate, validates_schema
 
 from app.core.openapi import OpenAIErrorSchema
-from app.core.schemas import BaseSchema, decode_image_uri
+from app.core.schemas import BaseSchema, StrictBoolean, decode_image_uri
 
 ROLES = ("system", "user", "assistant")
 OPENAI_ROLES = ("system", "developer", "user", "assistant", "tool")
@@ -109,7 +109,7 @@ class AskSchema(BaseSchema):
     history = messages_field(load_default=list)
     client_id = fields.String(required=True, validate=validate.Length(min=1, max=200))
     user_id = fields.String(required=True, validate=validate.Length(min=1, max=200))
-    stream = fields.Boolean(load_default=False)
+    stream = StrictBoolean(load_default=False)
     provider = fields.String(load_default=None)
 
 
@@ -117,7 +117,7 @@ class ChatMessagesSchema(BaseSchema):
     """The stateless chat body: the whole conversation in `messages`."""
 
     messages = messages_field(1, required=True)
-    stream = fields.Boolean(load_default=None)
+    stream = StrictBoolean(load_default=None)
     provider = fields.String(load_default=None)
     max_tokens = max_tokens_field()
     temperature = fields.Float(load_default=None, validate=validate.Range(min=0, max=2))
@@ -133,7 +133,7 @@ class StopField(fields.Field):
 
 
 class StreamOptionsSchema(BaseSchema):
-    include_usage = fields.Boolean(load_default=False)
+    include_usage = StrictBoolean(load_default=False)
 
 
 class ResponseFormatSchema(BaseSchema):
@@ -226,7 +226,7 @@ class FunctionSchema(BaseSchema):
     name = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z0-9_.-]{1,64}$"))
     description = fields.String(load_default=None)
     parameters = fields.Dict(load_default=None)
-    strict = fields.Boolean(load_default=None, allow_none=True)
+    strict = StrictBoolean(load_default=None, allow_none=True)
 
 
 class ToolSchema(BaseSchema):
@@ -257,7 +257,7 @@ class ChatCompletionsSchema(BaseSchema):
     model = fields.String(required=True, validate=check_model_name)
     messages = fields.List(fields.Nested(ChatMessageSchema), required=True,
                            validate=validate.Length(min=1, max=MAX_MESSAGES))
-    stream = fields.Boolean(load_default=False)
+    stream = StrictBoolean(load_default=False)
     stream_options = fields.Nested(StreamOptionsSchema, load_default=None)
     max_tokens = max_tokens_field()
     max_completion_tokens = max_tokens_field()
@@ -267,11 +267,11 @@ class ChatCompletionsSchema(BaseSchema):
     response_format = fields.Nested(ResponseFormatSchema, load_default=None)
     tools = fields.List(fields.Nested(ToolSchema), load_default=None)
     tool_choice = ToolChoiceField(load_default=None)
-    parallel_tool_calls = fields.Boolean(load_default=None)
+    parallel_tool_calls = StrictBoolean(load_default=None)
     n = fields.Integer(load_default=None, validate=validate.Range(min=1, max=128))
     seed = fields.Integer(load_default=None)
     reasoning_effort = fields.String(load_default=None, validate=validate.OneOf(REASONING_EFFORTS))
-    logprobs = fields.Boolean(load_default=None)
+    logprobs = StrictBoolean(load_default=None)
     top_logprobs = fields.Integer(load_default=None, validate=validate.Range(min=0, max=20))
     presence_penalty = fields.Float(load_default=None, validate=validate.Range(min=-2, max=2))
     frequency_penalty = fields.Float(load_default=None, validate=validate.Range(min=-2, max=2))
@@ -462,7 +462,7 @@ class ChatAnswerSchema(BaseSchema):
     finish_reason = fields.String(required=True, allow_none=True)
     usage = fields.Nested(UsageSchema, required=True)
     attempts = fields.List(fields.Nested(AttemptSchema), required=True)
-    success = fields.Boolean(required=True)
+    success = StrictBoolean(required=True)
 
 
 # -- the streamed events: each server-sent event's `data` (app.llm.sse writes them) ----------------

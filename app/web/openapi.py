@@ -10,11 +10,48 @@ from __future__ import annotations
 
 from typing import Any
 
+from apispec import APISpec, BasePlugin
 from flask import Flask
 from flask_smorest import Api, Blueprint
 
-from app.core.openapi import ErrorResponses, ErrorSchema, EventStreams
+from app.core.openapi import ErrorResponses, ErrorSchema, EventStreams, add_reason
 from app.core.version import __version__
+from app.keys.auth import is_exempt
+
+# The three ways a client key is sent (`app.keys.auth.presented_key`); any one of them will do.
+SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer", "description": "`Authorization: Bearer ais-...` (the openai SDK)."},
+    "x-api-key": {"type": "apiKey", "in": "header", "name": "x-api-key", "description": "The anthropic SDK's header."},
+    "x-goog-api-key": {"type": "apiKey", "in": "header", "name": "x-goog-api-key",
+                       "description": "The google-genai SDK's header."},
+}
+RATE_LIMITED_OPEN_ROUTES = {"/task": "More than TASK_RATE_LIMIT requests for one email.",
+                            "/revise": "More than TASK_RATE_LIMIT requests for one email."}
+
+
+class KeyedRoutes(BasePlugin):
+    """The client key in the document: the security schemes, required everywhere but on the open routes
+    (`app.keys.auth.EXEMPT_PATHS`: `security: []`), and the statuses a key brings to every other route:
+    401 (no key, or an unknown one), 403 (a revoked or expired key, or one without the right) and 429
+    (the key's requests or tokens per minute)."""
+
+    def init_spec(self, spec: APISpec) -> None:
+        super().init_spec(spec)
+        for name, scheme in SECURITY_SCHEMES.items():
+            spec.components.security_scheme(name, scheme)
+        spec.options["security"] = [{name: []} for name in SECURITY_SCHEMES]
+
+    def operation_helper(self, path: str | None = None, operations: dict | None = None, **kwargs: Any) -> None:
+        for operation in (operations or {}).values():
+            responses = operation.setdefault("responses", {})
+            if is_exempt(path or ""):
+                operation["security"] = []
+                if path in RATE_LIMITED_OPEN_ROUTES:
+                    add_reason(responses, "429", RATE_LIMITED_OPEN_ROUTES[path])
+                continue
+            add_reason(responses, "401", "No client key, or an unknown one.")
+            add_reason(responses, "403", "A revoked or expired key, or one without the right to this.")
+            add_reason(responses, "429", "The key's requests or tokens per minute are spent; see Retry-After.")
 
 DESCRIPTION = ("One API over OpenAI, Anthropic, Gemini, Ollama and OpenAI-compatible endpoints; conversations, "
                "gists and deployments. Every status a route can answer is listed with its body: errors are "
@@ -63,4 +100,4 @@ def make_api(app: Flask) -> DocumentedApi:
     """The Api that documents every blueprint; it serves no route itself (see `app.web.meta`)."""
     return DocumentedApi(app, spec_kwargs={"title": "aiserver", "version": __version__, "openapi_version": "3.0.3",
                                            "info": {"description": DESCRIPTION},
-                                           "extra_plugins": [ErrorResponses(), EventStreams()]})
+                                           "extra_plugins": [KeyedRoutes(), ErrorResponses(), EventStreams()]})

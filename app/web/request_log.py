@@ -10,6 +10,7 @@ from typing import Any
 
 from flask import Flask, g, request
 
+from app.core.credentials import redact_tokens
 from app.core.metrics import observe_request
 
 REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -29,8 +30,7 @@ class RequestIdFilter(logging.Filter):
 def init_request_logging(app: Flask) -> None:
     @app.before_request
     def assign_request_id():
-        incoming = request.headers.get("X-Request-ID", "")
-        g.request_id = incoming if REQUEST_ID_RE.fullmatch(incoming) else uuid.uuid4().hex
+        g.request_id = request_id_of(request.headers.get("X-Request-ID", ""))
         g.started = time.perf_counter()
         g.request_log = {}
 
@@ -44,6 +44,15 @@ def init_request_logging(app: Flask) -> None:
         route = request.url_rule.rule if request.url_rule else "unmatched"  # templates: a bounded label
         response.call_on_close(lambda: log_access(fields, request_id, started, route))
         return response
+
+
+def request_id_of(incoming: str) -> str:
+    """The client's X-Request-ID when it is a plain id, else a new one: one that is too long, holds other
+    characters, or is shaped like a credential (a client key sent in the wrong header, `ais-...`),
+    which would otherwise be logged on every line of the request and echoed back."""
+    if REQUEST_ID_RE.fullmatch(incoming) and redact_tokens(incoming) == incoming:
+        return incoming
+    return uuid.uuid4().hex
 
 
 def log_access(fields: dict[str, Any], request_id: str, started: float, route: str) -> None:

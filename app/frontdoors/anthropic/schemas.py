@@ -12,7 +12,7 @@ from typing import Any
 from marshmallow import RAISE, ValidationError, fields, pre_load, validate, validates_schema
 
 from app.core.openapi import AnthropicErrorSchema
-from app.core.schemas import BaseSchema
+from app.core.schemas import BaseSchema, StrictBoolean
 from app.llm.schemas import MAX_MESSAGES, MAX_OUTPUT_TOKENS, MAX_PARTS, MAX_TEXT_CHARS, check_model_name
 
 TOOL_CHOICE_TYPES = ("auto", "any", "tool", "none")
@@ -55,7 +55,7 @@ class ClaudeToolSchema(BaseSchema):
 class ClaudeToolChoiceSchema(BaseSchema):
     type = fields.String(required=True, validate=validate.OneOf(TOOL_CHOICE_TYPES))
     name = fields.String(load_default=None)
-    disable_parallel_tool_use = fields.Boolean(load_default=None)
+    disable_parallel_tool_use = StrictBoolean(load_default=None)
 
     @validates_schema
     def a_named_tool(self, data: dict[str, Any], **kwargs) -> None:
@@ -80,7 +80,7 @@ class MessagesSchema(BaseSchema):
     messages = fields.List(fields.Nested(TurnSchema), required=True,
                            validate=validate.Length(min=1, max=MAX_MESSAGES))
     system = Blocks(load_default=None)
-    stream = fields.Boolean(load_default=False)
+    stream = StrictBoolean(load_default=False)
     stop_sequences = fields.List(fields.String(), load_default=None)
     temperature = fields.Float(load_default=None, validate=validate.Range(min=0, max=1))
     top_p = fields.Float(load_default=None, validate=validate.Range(min=0, max=1))
@@ -133,7 +133,7 @@ class TokenCountSchema(BaseSchema):
         unknown = RAISE
 
     input_tokens = fields.Integer(required=True)
-    estimated = fields.Boolean(metadata={"description": "True when the count is this server's estimate (not a "
+    estimated = StrictBoolean(metadata={"description": "True when the count is this server's estimate (not a "
                                                         "Claude model): about four characters a token."})
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from marshmallow import RAISE, ValidationError, fields, pre_load, validate
 
-from app.core.schemas import BaseSchema
+from app.core.schemas import BaseSchema, StrictBoolean
 from app.llm.schemas import MAX_MESSAGES, REASONING_EFFORTS, check_model_name, max_tokens_field
 
 
@@ -53,7 +53,7 @@ class ResponsesSchema(BaseSchema):
     instructions = fields.String(load_default=None, allow_none=True)
     tools = fields.List(fields.Dict(), load_default=None)
     tool_choice = ResponsesToolChoiceField(load_default=None)
-    parallel_tool_calls = fields.Boolean(load_default=None, allow_none=True)
+    parallel_tool_calls = StrictBoolean(load_default=None, allow_none=True)
     max_output_tokens = max_tokens_field(allow_none=True)
     temperature = fields.Float(load_default=None, allow_none=True, validate=validate.Range(min=0, max=2))
     top_p = fields.Float(load_default=None, allow_none=True, validate=validate.Range(min=0, max=1))
@@ -61,8 +61,8 @@ class ResponsesSchema(BaseSchema):
     reasoning = fields.Nested(ReasoningSchema, load_default=None, allow_none=True)
     metadata = fields.Dict(keys=fields.String(), values=fields.String(), load_default=None, allow_none=True)
     user = fields.String(load_default=None)
-    stream = fields.Boolean(load_default=False)
-    store = fields.Boolean(load_default=None, allow_none=True)
+    stream = StrictBoolean(load_default=False)
+    store = StrictBoolean(load_default=None, allow_none=True)
     previous_response_id = fields.String(load_default=None, allow_none=True)
     extra = fields.Dict(load_default=dict)
 
@@ -87,7 +87,7 @@ class ResponseStateSchema(BaseSchema):
         "description": "`message`, `function_call` and `reasoning` items."})
     usage = fields.Dict(required=True, allow_none=True)
     previous_response_id = fields.String(allow_none=True)
-    store = fields.Boolean(metadata={"description": "Whether the response is kept (`GET /v1/responses/{id}`)."})
+    store = StrictBoolean(metadata={"description": "Whether the response is kept (`GET /v1/responses/{id}`)."})
 
 
 class ResponseObjectSchema(ResponseStateSchema):
@@ -101,10 +101,10 @@ class RetrieveQuerySchema(BaseSchema):
     """`GET /v1/responses/{id}`: a stored response is answered whole, so the streaming options are refused."""
 
     stream = fields.Boolean(load_default=False, metadata={"description": "Only false: stored responses are not "
-                                                                         "replayed as events."})
+                                                                          "replayed as events."})
     starting_after = fields.Integer(load_default=None, metadata={"description": "Refused (a streaming option)."})
     include_obfuscation = fields.Boolean(load_default=None, metadata={"description": "Accepted; nothing to obfuscate "
-                                                                                     "without a stream."})
+                                                                                      "without a stream."})
     include = fields.String(load_default=None, metadata={"description": "Refused: nothing more to include."})
 
 
@@ -126,13 +126,13 @@ class InputItemListSchema(BaseSchema):
         "description": "The input items (messages, `function_call`, `function_call_output`), each with an `id`."})
     first_id = fields.String(required=True, allow_none=True)
     last_id = fields.String(required=True, allow_none=True)
-    has_more = fields.Boolean(required=True)
+    has_more = StrictBoolean(required=True)
 
 
 class ResponseDeletedSchema(BaseSchema):
     id = fields.String(required=True)
     object = fields.String(required=True, metadata={"enum": ["response.deleted"]})
-    deleted = fields.Boolean(required=True)
+    deleted = StrictBoolean(required=True)
 
 
 # -- the streamed events: each event's `data`, its `type` also the `event:` line's name ---------------
