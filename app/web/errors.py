@@ -12,7 +12,6 @@ from typing import Any
 
 import peewee
 from flask import Flask, jsonify, request
-from gunicorn.http.errors import ParseException
 from playhouse.pool import MaxConnectionsExceeded
 from werkzeug.exceptions import HTTPException
 
@@ -104,16 +103,6 @@ def register_error_handlers(app: Flask) -> None:
         """No database stores U+0000 (PostgreSQL refuses it outright): refuse it at the door."""
         if "\x00" in request.path or "%00" in request.query_string.decode("latin-1"):
             raise BadRequest("The URL contains a NUL character (%00).", code="nul_character")
-
-    @app.errorhandler(ParseException)
-    def handle_malformed_body(exc: ParseException):
-        """Gunicorn reads a chunked body as the app asks for it, so a bad chunk size (or terminator, or
-        extension) is raised inside the view: a 400, and the connection closed (the rest of the body
-        cannot be found)."""
-        response = handle_api_error(BadRequest(f"The chunked body is malformed: {type(exc).__name__} {exc}.",
-                                               code="malformed_body"))
-        response.headers["Connection"] = "close"
-        return response
 
     @app.errorhandler(peewee.OperationalError)
     @app.errorhandler(peewee.InterfaceError)

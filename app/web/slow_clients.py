@@ -70,7 +70,8 @@ class SlowClientGuard:
                                   "(REQUEST_READ_TIMEOUT_S).")
             return self.answer(environ, start_response, late, "408 Request Timeout")
         except ParseException as problem:  # a chunked body Gunicorn cannot decode (a bad chunk size)
-            malformed = BadRequest(f"The request's body is malformed: {problem}", code="malformed_body")
+            malformed = BadRequest(f"The chunked body is malformed: {type(problem).__name__} {problem}.",
+                                   code="malformed_body")
             return self.answer(environ, start_response, malformed, "400 Bad Request")
         finally:
             self.release(client)
