@@ -244,7 +244,7 @@ def test_models_list_and_retrieve(client):
 
 @pytest.mark.parametrize("vendor, param, value", [("anthropic", "presence_penalty", 0.2), ("anthropic", "seed", 7),
                                                   ("gemini", "logit_bias", {"50256": -100}),
-                                                  ("anthropic", "store", True), ("gemini", "n", 2)])
+                                                  ("anthropic", "store", True), ("gemini", "user", "u-1")])
 def test_a_parameter_the_vendor_cannot_take_is_a_400_naming_it(client, fakes, vendor, param, value):
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(model=VENDORS[vendor], messages=QUESTION, extra_body={param: value})
@@ -453,6 +453,50 @@ def test_several_choices_streamed_keep_their_index(client, fakes):
             if choice.finish_reason:
                 finished.add(choice.index)
     assert texts == {0: "Hello from the fake. (0)", 1: "Hello from the fake. (1)"} and finished == {0, 1}
+
+
+def test_several_choices_from_gemini_are_its_candidates(client, fakes):
+    fakes["gemini"].default_reply = Reply(text="Hello from the fake.", prompt_tokens=5, completion_tokens=3)
+    response = client.chat.completions.create(model="gemini-2.5-flash", messages=QUESTION, n=2)
+    assert [(c.index, c.message.role, c.message.content, c.finish_reason) for c in response.choices] == [
+        (0, "assistant", "Hello from the fake. (0)", "stop"), (1, "assistant", "Hello from the fake. (1)", "stop")]
+    assert (response.usage.prompt_tokens, response.usage.completion_tokens) == (5, 6)  # both candidates' tokens
+    assert fakes["gemini"].requests[-1].json["generationConfig"]["candidateCount"] == 2
+
+
+def test_several_choices_from_gemini_with_tool_calls(client, fakes):
+    fakes["gemini"].default_reply = Reply(tool_calls=CALLS[:1])
+    response = client.chat.completions.create(model="gemini-2.5-flash", messages=QUESTION, n=2, tools=TOOLS)
+    assert [(c.index, c.finish_reason) for c in response.choices] == [(0, "tool_calls"), (1, "tool_calls")]
+    for choice in response.choices:
+        assert [(call.function.name, json.loads(call.function.arguments)) for call in choice.message.tool_calls] == [
+            ("get_weather", {"city": "Paris"})]
+
+
+def test_several_choices_from_gemini_streamed_keep_their_index(client, fakes):
+    fakes["gemini"].default_reply = Reply(text="Hello from the fake.", prompt_tokens=5, completion_tokens=3)
+    texts: dict[int, str] = {}
+    finished: dict[int, str] = {}
+    usage = None
+    for chunk in client.chat.completions.create(model="gemini-2.5-flash", messages=QUESTION, n=2, stream=True,
+                                                stream_options={"include_usage": True}):
+        usage = chunk.usage or usage
+        for choice in chunk.choices:
+            assert choice.index not in finished  # nothing of a choice after its end
+            texts[choice.index] = texts.get(choice.index, "") + (choice.delta.content or "")
+            if choice.finish_reason:
+                finished[choice.index] = choice.finish_reason
+    assert texts == {0: "Hello from the fake. (0)", 1: "Hello from the fake. (1)"}
+    assert finished == {0: "stop", 1: "stop"}
+    assert usage is not None and (usage.prompt_tokens, usage.completion_tokens) == (5, 6)
+    assert fakes["gemini"].requests[-1].json["generationConfig"]["candidateCount"] == 2
+
+
+def test_several_choices_a_gemini_model_refuses_are_its_400(client, fakes):
+    with pytest.raises(openai.BadRequestError, match="Multiple candidates is not enabled"):
+        client.chat.completions.create(model="gemini-3-flash", messages=QUESTION, n=2)
+    with pytest.raises(openai.BadRequestError, match="candidate_count"):
+        client.chat.completions.create(model="gemini-2.5-flash", messages=QUESTION, n=9)
 
 
 def test_several_choices_where_a_vendor_has_none_is_a_400(client, fakes):

@@ -17,7 +17,7 @@ from typing import Any
 
 from app.core.errors import APIError, UpstreamError, UpstreamUnavailable, anthropic_error_body, openai_error_body
 from app.llm.gateway import OVERLOADED, FailedAttempt, Started, StreamFailed
-from app.llm.providers.base import NativeEvent, ReasoningDelta, StreamEnd, ThinkingBlock, ToolCallDelta
+from app.llm.providers.base import ChoicePart, NativeEvent, ReasoningDelta, StreamEnd, ThinkingBlock, ToolCallDelta
 from app.llm.pump import HEARTBEAT
 
 HEARTBEAT_COMMENT = ": heartbeat\n\n"
@@ -42,9 +42,11 @@ class OpenAIChunks:
     Reasoning goes out as `delta.reasoning_content`, and each whole Claude thinking block, once its
     signature is in, as one `delta.thinking_blocks` (LiteLLM's convention); tool calls as OpenAI's
     `delta.tool_calls` fragments (the first of a call with its `id`, `type`, `function.name` and
-    Gemini's signature as `extra_content`). An answer with several choices (`n` > 1) comes as the
-    upstream's own chunks (`NativeEvent`), each choice's deltas under its `index`: they go out with this
-    stream's id, and their finish chunks end it."""
+    Gemini's signature as `extra_content`). An answer with several choices (`n` > 1) comes either as an
+    OpenAI-compatible upstream's own chunks (`NativeEvent`), each choice's deltas under its `index`, which
+    go out with this stream's id, or (any other vendor: Gemini's candidates) as `ChoicePart`s, written
+    as chunks under their choice's `index` (a choice's first delta with its `role`); either way each
+    choice's own finish chunk ends it, and the stream adds none."""
 
     def __init__(self, include_usage: bool = False, extra: dict[str, Any] | None = None):
         self.id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
@@ -53,12 +55,30 @@ class OpenAIChunks:
         self.extra = extra or {}
         self.prefix = self.suffix = ""
         self.model = ""
-        self.native = False
+        self.several = False  # the choices end themselves (`n` > 1)
+        self.begun: set[int] = {0}  # the choices whose `role` went out (the first's with `Started`)
 
-    def chunk(self, delta: dict[str, Any], finish_reason: str | None = None, **fields: Any) -> str:
+    def chunk(self, delta: dict[str, Any], finish_reason: str | None = None, index: int = 0, **fields: Any) -> str:
         body = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}], **fields}
+                "choices": [{"index": index, "delta": delta, "finish_reason": finish_reason}], **fields}
         return data_line(json.dumps(body, ensure_ascii=False))
+
+    def choice(self, event: ChoicePart) -> str:
+        """A chunk of one of several choices: its delta, or its end."""
+        self.several = True
+        if event.part is None:
+            return self.chunk({}, event.finish_reason or "stop", event.index)
+        part = event.part
+        if isinstance(part, str):
+            delta: dict[str, Any] = {"content": part}
+        elif isinstance(part, ReasoningDelta):
+            delta = {"reasoning_content": part.text}
+        else:
+            delta = {"tool_calls": [tool_call_delta(part)]}
+        if event.index not in self.begun:
+            self.begun.add(event.index)
+            delta = {"role": "assistant", **delta}
+        return self.chunk(delta, index=event.index)
 
     def format(self, event: Any) -> str:
         if isinstance(event, str):
@@ -69,8 +89,10 @@ class OpenAIChunks:
             return self.chunk({"thinking_blocks": [event.block]})
         if isinstance(event, ToolCallDelta):
             return self.chunk({"tool_calls": [tool_call_delta(event)]})
+        if isinstance(event, ChoicePart):
+            return self.choice(event)
         if isinstance(event, NativeEvent):
-            self.native = True
+            self.several = True
             return data_line(json.dumps({**event.event, "id": self.id, "object": "chat.completion.chunk",
                                          "created": self.created}, ensure_ascii=False))
         if event is HEARTBEAT:
@@ -83,7 +105,7 @@ class OpenAIChunks:
                 extra["attempts"] = [a.to_dict() for a in event.attempts]
             return self.chunk({"role": "assistant", "content": ""}, **extra)
         if isinstance(event, StreamEnd):
-            out = "" if self.native else self.chunk({}, event.finish_reason)
+            out = "" if self.several else self.chunk({}, event.finish_reason)
             if self.include_usage:
                 out += data_line(json.dumps({"id": self.id, "object": "chat.completion.chunk",
                                              "created": self.created, "model": event.model, "choices": [],

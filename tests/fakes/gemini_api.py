@@ -11,6 +11,13 @@ and, like the real API, refuse a later request whose history drops it or alters 
 the dummy signature Google documents for calls Gemini did not make (``DUMMY_SIGNATURE``). Thought summaries are
 ``thought: true`` text parts, sent only when ``thinkingConfig.includeThoughts`` asks for them.
 Embeddings answer ``:batchEmbedContents``.
+
+``generationConfig.candidateCount`` (N, default 1) asks for N candidates, each under its ``index``:
+candidate ``i`` of several says the reply's text followed by `` (i)``, in a whole answer and in a
+stream (each streamed response carries every candidate's next piece; the last each one's
+``finishReason``), and ``usageMetadata`` counts all of them together. As Google documents, the
+count must be 1 to 8, and models without multiple candidates refuse more than one (Gemini 1.0, and
+the Gemini 3 models, which answer 400 "Multiple candidates is not enabled for this model").
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import base64
 import json
 import re
 import uuid
-from typing import Iterator
+from typing import Any, Iterator
 
 from .server import FakeServer, Frame, Handler, RecordedRequest, Reply, embedding, sse, text_of
 
@@ -39,6 +46,8 @@ EMBED = re.compile(r"^/(?:v1|v1beta|v1alpha)/models/([^/:]+):batchEmbedContents$
 EMBEDDING_DIMENSIONS = 8
 SIGNATURE = base64.b64encode(b"fake-thought-signature").decode()
 DUMMY_SIGNATURE = "skip_thought_signature_validator"  # the value Google documents for calls it did not make
+MAX_CANDIDATES = 8
+SINGLE_CANDIDATE_MODELS = ("gemini-1.0", "gemini-pro", "gemini-3")  # refuse candidateCount > 1
 LIST_MODELS = re.compile(r"^/(?:v1|v1beta|v1alpha)/models$")
 
 
@@ -79,6 +88,12 @@ class FakeGemini(FakeServer):
         generate = GENERATE.match(request.path)
         if not generate:
             return None
+        count = _candidate_count(request)
+        if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_CANDIDATES:
+            return (f"* GenerateContentRequest.generation_config.candidate_count: must be between 1 and "
+                    f"{MAX_CANDIDATES}, got {count!r}.")
+        if count > 1 and generate.group(1).startswith(SINGLE_CANDIDATE_MODELS):
+            return "Multiple candidates is not enabled for this model"
         for content in request.json.get("contents") or ():
             for part in content.get("parts") or ():
                 if "functionResponse" in part and not (part["functionResponse"] or {}).get("name"):
@@ -114,21 +129,28 @@ class FakeGemini(FakeServer):
         return " ".join(json.dumps(r) for r in results) if results else None
 
     def completion(self, reply: Reply, model: str, request: RecordedRequest) -> dict:
-        parts = _thoughts(reply, request) + ([{"text": reply.full_text}] if reply.full_text or not reply.tool_calls
-                                             else []) + _function_calls(reply, request, model)
-        return _response(model, parts, reply, response_id=_response_id(), final=True)
+        count = _candidate_count(request)
+        candidates = []
+        for index in range(count):
+            text = reply.full_text + (f" ({index})" if count > 1 else "")
+            candidates.append(_thoughts(reply, request) + ([{"text": text}] if reply.full_text or not reply.tool_calls
+                                                           else []) + _function_calls(reply, request, model))
+        return _response(model, candidates, reply, response_id=_response_id(), final=True)
 
     def frames(self, reply: Reply, model: str, request: RecordedRequest) -> Iterator[Frame]:
         """Thoughts, one response per piece, then the function calls; the last carries finishReason
-        and usageMetadata."""
-        response_id = _response_id()
+        and usageMetadata. With several candidates, each response carries every candidate's part."""
+        response_id, count = _response_id(), _candidate_count(request)
         batches = [[thought] for thought in _thoughts(reply, request)]
-        batches += [[{"text": piece}] for piece in reply.pieces() or ([] if reply.tool_calls else [""])]
+        pieces = reply.pieces() or ([] if reply.tool_calls else [""])
+        batches += [[{"text": piece}] for piece in pieces + ([" (i)"] if count > 1 and pieces else [])]
         calls = _function_calls(reply, request, model)
         if calls:
             batches.append(calls)
-        for index, parts in enumerate(batches):
-            response = _response(model, parts, reply, response_id=response_id, final=index == len(batches) - 1)
+        for number, parts in enumerate(batches):
+            candidates = [[{**part, "text": part["text"].replace("(i)", f"({index})")} if "text" in part else part
+                           for part in parts] for index in range(count)]
+            response = _response(model, candidates, reply, response_id=response_id, final=number == len(batches) - 1)
             yield sse(response, content=True, eol="\r\n")
 
 
@@ -149,16 +171,28 @@ def _function_calls(reply: Reply, request: RecordedRequest, model: str) -> list[
     return parts
 
 
-def _response(model: str, parts: list[dict], reply: Reply, *, response_id: str, final: bool) -> dict:
-    candidate: dict = {"content": {"role": "model", "parts": parts}, "index": 0}
-    response: dict = {"candidates": [candidate], "modelVersion": model, "responseId": response_id}
+def _candidate_count(request: RecordedRequest) -> Any:
+    """``generationConfig.candidateCount`` as sent (either case), 1 when absent."""
+    config = request.json.get("generationConfig") or {}
+    count = config.get("candidateCount", config.get("candidate_count"))
+    return 1 if count is None else count
+
+
+def _response(model: str, candidates_parts: list[list[dict]], reply: Reply, *, response_id: str, final: bool) -> dict:
+    """One response with a candidate per list of parts (``index`` in order); the final one says each
+    candidate's finishReason and the usage of them all."""
+    candidates = [{"content": {"role": "model", "parts": parts}, "index": index}
+                  for index, parts in enumerate(candidates_parts)]
+    response: dict = {"candidates": candidates, "modelVersion": model, "responseId": response_id}
     if final:
-        candidate["finishReason"] = FINISH_REASONS.get(reply.finish_reason, reply.finish_reason)
-        thoughts = len(reply.reasoning.split()) if reply.reasoning else 0
+        for candidate in candidates:
+            candidate["finishReason"] = FINISH_REASONS.get(reply.finish_reason, reply.finish_reason)
+        thoughts = len(reply.reasoning.split()) * len(candidates) if reply.reasoning else 0
+        output = reply.output_tokens * len(candidates)
         response["usageMetadata"] = {
             "promptTokenCount": reply.prompt_tokens,
-            "candidatesTokenCount": reply.output_tokens,
-            "totalTokenCount": reply.prompt_tokens + reply.output_tokens + thoughts,
+            "candidatesTokenCount": output,
+            "totalTokenCount": reply.prompt_tokens + output + thoughts,
             **({"thoughtsTokenCount": thoughts} if thoughts else {}),
         }
     return response

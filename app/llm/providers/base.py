@@ -4,6 +4,8 @@ A provider wraps one vendor SDK client (made once, pooled) and offers two calls:
 `complete(request, model) -> Completion` and `stream(request, model)`, a generator yielding typed
 parts: text deltas (`str`), `ToolCallDelta`, `ReasoningDelta`, and finally one `StreamEnd` (which
 carries the usage), and `ThinkingBlock` for reasoning state that must go back with the conversation.
+An answer with several choices (`n` > 1) streams each choice's parts wrapped in a `ChoicePart` that
+names its choice, and each choice's end as a `ChoicePart` with its finish reason.
 Closing the generator early closes the upstream HTTP response, so an abandoned
 stream stops costing tokens at once. The parts are vendor-neutral: a front door translates its
 wire shape to a `CompletionRequest` and these parts back to its wire shape, never knowing which SDK
@@ -177,6 +179,20 @@ class ThinkingBlock:
 
 
 @dataclass(frozen=True)
+class ChoicePart:
+    """A part of the `index`-th choice of a streamed answer with several choices (`n` > 1): `part` is
+    that choice's text delta, `ReasoningDelta` or `ToolCallDelta`; without a part, `finish_reason`
+    says the choice has ended (each choice ends once, before the stream's `StreamEnd`). The neutral
+    parts carry no choice, and a front door needs to know which choice a delta belongs to: this
+    wrapper says so without making the provider speak any front door's wire. A single-choice stream
+    yields its parts bare."""
+
+    index: int
+    part: str | ReasoningDelta | ToolCallDelta | None = None
+    finish_reason: str | None = None
+
+
+@dataclass(frozen=True)
 class NativeEvent:
     """One event of a stream in the vendor's own wire format (see `NativeBody`), as it came."""
 
@@ -206,6 +222,23 @@ class Completion:
     choices: list[dict[str, Any]] = field(default_factory=list)  # every choice (OpenAI's shape) when `n` > 1
 
 
+def openai_choice(index: int, text: str, tool_calls: list[ToolCall], finish_reason: str,
+                  reasoning: str = "") -> dict[str, Any]:
+    """One choice of `Completion.choices` in OpenAI's shape, for providers whose vendor answers in
+    another: `index`, the assistant `message` (its text, `tool_calls` with a call's thought signature
+    as `extra_content`, where Google's OpenAI-compatible API puts it, `reasoning_content`) and
+    `finish_reason`."""
+    message: dict[str, Any] = {"role": "assistant", "content": text or (None if tool_calls else "")}
+    if tool_calls:
+        message["tool_calls"] = [
+            {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments},
+             **({"extra_content": {"google": {"thought_signature": call.signature}}} if call.signature else {})}
+            for call in tool_calls]
+    if reasoning:
+        message["reasoning_content"] = reasoning
+    return {"index": index, "message": message, "finish_reason": finish_reason}
+
+
 @dataclass(frozen=True)
 class Embeddings:
     vectors: list[list[float]]
@@ -214,7 +247,7 @@ class Embeddings:
     estimated: bool = False  # the usage is this server's estimate: the vendor reported none
 
 
-StreamItem = Union[str, ToolCallDelta, ReasoningDelta, ThinkingBlock, NativeEvent, StreamEnd]
+StreamItem = Union[str, ToolCallDelta, ReasoningDelta, ThinkingBlock, ChoicePart, NativeEvent, StreamEnd]
 
 
 class Provider(Protocol):

@@ -19,6 +19,10 @@ Embeddings are counted by the vendor's token statistics when it reports them (Ve
 estimated at four characters a token (`Embeddings.estimated`). Images given by URL are fetched (the
 API takes bytes) with the `fetch_image` the registry passes in (`app.llm.images.ImageFetcher`), once
 per request: the request's `FetchedImages` keeps them for every retry and fallback.
+
+`n` > 1 is Gemini's `candidate_count`: every candidate comes back as a choice, under its `index`
+(a whole answer's `Completion.choices`, in OpenAI's shape; a stream's parts as `ChoicePart`s, each
+candidate's end with its finish reason). The usage Gemini reports counts every candidate together.
 """
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ from google.genai import types
 
 from app.llm.providers.base import (
     CallerFault,
+    ChoicePart,
     Completion,
     CompletionRequest,
     Embeddings,
@@ -52,6 +57,7 @@ from app.llm.providers.base import (
     Usage,
     classify_status,
     connection_limits,
+    openai_choice,
     parse_retry_after,
     text_of,
     unsupported_params,
@@ -60,7 +66,7 @@ from app.llm.providers.base import (
 FINISH_REASONS = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter",
                   "RECITATION": "content_filter", "BLOCKLIST": "content_filter", "PROHIBITED_CONTENT": "content_filter"}
 SUPPORTED = frozenset({"max_tokens", "temperature", "top_p", "stop", "json_schema", "tools", "tool_choice", "seed",
-                       "presence_penalty", "frequency_penalty", "reasoning_effort", "parallel_tool_calls"})
+                       "presence_penalty", "frequency_penalty", "reasoning_effort", "parallel_tool_calls", "n"})
 TOOL_MODES = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
 VALID_ID = re.compile(r"^[A-Za-z0-9_-]{1,40}$")  # an id every vendor takes (Anthropic's rule, OpenAI's length)
 THOUGHT_SEPARATOR = "__thought__"  # the older ids, which carried the signature inside
@@ -139,42 +145,49 @@ class GeminiProvider:
                 config=self._config(request, model))
         except (genai_errors.APIError, httpx2.HTTPError) as exc:
             raise translate_error(exc) from None
-        candidate = response.candidates[0] if response.candidates else None
-        parts = response_parts(response)
-        calls = [tool_call(part) for part in parts if part.function_call]
-        if request.parallel_tool_calls is False:
-            calls = calls[:1]
-        return Completion(text="".join(p.text for p in parts if p.text and not p.thought),
-                          model=response.model_version or model, finish_reason=finish_reason(candidate, bool(calls)),
-                          usage=usage_from(response.usage_metadata), tool_calls=calls,
-                          reasoning="".join(p.text for p in parts if p.text and p.thought))
+        candidates = sorted(response.candidates or (), key=lambda candidate: candidate.index or 0)
+        answers = [candidate_answer(candidate, request.parallel_tool_calls) for candidate in candidates]
+        text, calls, reason, reasoning = answers[0] if answers else ("", [], "stop", "")
+        choices = [openai_choice(candidate.index or 0, *answer)
+                   for candidate, answer in zip(candidates, answers)] if (request.n or 1) > 1 else []
+        return Completion(text=text, model=response.model_version or model, finish_reason=reason,
+                          usage=usage_from(response.usage_metadata), tool_calls=calls, reasoning=reasoning,
+                          choices=choices)
 
     def stream(self, request: CompletionRequest, model: str) -> Generator[StreamItem, None, None]:
-        answered_model, reason, usage, calls = model, "stop", Usage(), 0
+        """The answer's parts; with several candidates (`n` > 1) each wrapped in a `ChoicePart` naming its
+        candidate, and each candidate's end as one, its finish reason read from it."""
+        several = (request.n or 1) > 1
+        answered_model, usage = model, Usage()
+        calls: dict[int, int] = {}  # each candidate's tool calls so far
+        reasons: dict[int, str] = {}  # each ended candidate's finish reason
         responses = self.client.models.generate_content_stream(
             model=model, contents=self.to_contents(request.messages, model, request.images),
             config=self._config(request, model))
         try:
             for response in responses:
-                for part in response_parts(response):
-                    if part.function_call and (calls == 0 or request.parallel_tool_calls is not False):
-                        call = tool_call(part)
-                        yield ToolCallDelta(calls, call.id, call.name, call.arguments, call.signature or None)
-                        calls += 1
-                    elif part.function_call:
-                        continue  # parallel_tool_calls: false keeps the first call
-                    elif part.text:
-                        yield ReasoningDelta(part.text) if part.thought else part.text
+                candidates = response.candidates or []
+                for candidate in candidates if several else candidates[:1]:
+                    index = (candidate.index or 0) if several else 0
+                    for item in candidate_deltas(candidate, calls.setdefault(index, 0), request.parallel_tool_calls):
+                        calls[index] += isinstance(item, ToolCallDelta)
+                        yield ChoicePart(index, item) if several else item
+                    if candidate.finish_reason:
+                        ended = index in reasons
+                        reasons[index] = finish_reason(candidate, calls[index] > 0)
+                        if several and not ended:
+                            yield ChoicePart(index, finish_reason=reasons[index])
                 answered_model = response.model_version or answered_model
-                if response.candidates and response.candidates[0].finish_reason:
-                    reason = finish_reason(response.candidates[0], calls > 0)
                 if response.usage_metadata:
                     usage = usage_from(response.usage_metadata)
         except (genai_errors.APIError, httpx2.HTTPError) as exc:
             raise translate_error(exc) from None
         finally:
             responses.close()  # type: ignore[attr-defined]  # the SDK's stream is a generator
-        yield StreamEnd(answered_model, reason, usage)
+        for index in sorted(set(calls) - set(reasons)) if several else ():
+            reasons[index] = "tool_calls" if calls[index] else "stop"  # a candidate that never said it ended
+            yield ChoicePart(index, finish_reason=reasons[index])
+        yield StreamEnd(answered_model, reasons.get(0, "stop"), usage)
 
     def embed(self, inputs: list[str], model: str, dimensions: int | None) -> Embeddings:
         config = types.EmbedContentConfig(output_dimensionality=dimensions) if dimensions else None
@@ -195,7 +208,8 @@ class GeminiProvider:
                                   "temperature": request.temperature, "top_p": request.top_p,
                                   "stop_sequences": request.stop or None, "seed": request.seed,
                                   "presence_penalty": request.presence_penalty,
-                                  "frequency_penalty": request.frequency_penalty}
+                                  "frequency_penalty": request.frequency_penalty,
+                                  "candidate_count": request.n if (request.n or 1) > 1 else None}
         if request.json_schema:
             config.update(response_mime_type="application/json",
                           response_json_schema=request.json_schema["schema"])
@@ -333,10 +347,36 @@ def tool_response(text: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"result": value}
 
 
-def response_parts(response: types.GenerateContentResponse) -> list[types.Part]:
-    if not response.candidates or not response.candidates[0].content:
-        return []
-    return list(response.candidates[0].content.parts or ())
+def candidate_parts(candidate: types.Candidate) -> list[types.Part]:
+    return list(candidate.content.parts or ()) if candidate.content else []
+
+
+def candidate_deltas(candidate: types.Candidate, calls: int,
+                     parallel_tool_calls: bool | None) -> list[str | ReasoningDelta | ToolCallDelta]:
+    """The parts of one streamed response of a candidate that has made `calls` tool calls so far: its
+    text, reasoning and tool calls (numbered on from `calls`; `parallel_tool_calls: false` keeps the
+    first call of the answer)."""
+    deltas: list[str | ReasoningDelta | ToolCallDelta] = []
+    for part in candidate_parts(candidate):
+        if part.function_call and (calls == 0 or parallel_tool_calls is not False):
+            call = tool_call(part)
+            deltas.append(ToolCallDelta(calls, call.id, call.name, call.arguments, call.signature or None))
+            calls += 1
+        elif part.text and not part.function_call:
+            deltas.append(ReasoningDelta(part.text) if part.thought else part.text)
+    return deltas
+
+
+def candidate_answer(candidate: types.Candidate,
+                     parallel_tool_calls: bool | None) -> tuple[str, list[ToolCall], str, str]:
+    """One candidate's text, tool calls (only the first with `parallel_tool_calls: false`), finish reason
+    and reasoning."""
+    parts = candidate_parts(candidate)
+    calls = [tool_call(part) for part in parts if part.function_call]
+    if parallel_tool_calls is False:
+        calls = calls[:1]
+    return ("".join(p.text for p in parts if p.text and not p.thought), calls, finish_reason(candidate, bool(calls)),
+            "".join(p.text for p in parts if p.text and p.thought))
 
 
 def finish_reason(candidate: types.Candidate | None, called_tools: bool = False) -> str:
