@@ -118,9 +118,10 @@ SETTINGS: tuple[Setting, ...] = (
             "instance share upstream health (with REDIS_URL, Redis is shared by every instance instead).",
             group="routing"),
     Setting("WHOLE_ANSWERS_AS_STREAMS", "auto", "When a non-streamed answer is asked of its upstream as a stream "
-            "and assembled, so FIRST_BYTE_TIMEOUT_S finds a hung vendor for it too: auto (while the upstream is "
-            "suspect: it failed lately, or a whole answer from it is overdue), always (every answer: costs CPU "
-            "per token) or never.", _choice("auto", "always", "never"), group="routing"),
+            "and assembled, so FIRST_BYTE_TIMEOUT_S finds a hung vendor for it too: auto (when another endpoint "
+            "is among the request's routes, or while the upstream is suspect: it failed lately, or a whole answer "
+            "from it is overdue), always (every answer: costs CPU per token) or never.",
+            _choice("auto", "always", "never"), group="routing"),
     Setting("CONNECT_TIMEOUT_S", "5", "Connect timeout to a provider.", float, group="routing"),
     Setting("FIRST_BYTE_TIMEOUT_S", "10", "Seconds a streamed call may take to start its response before the next "
             "try or route; after that READ_TIMEOUT_S applies.", float, group="routing"),

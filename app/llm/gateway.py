@@ -14,9 +14,10 @@ a chain; a retry of the same route (with backoff) comes only when no other tier 
 vendor's fallback models after that. A model-specific failure (model not found, context too long)
 goes to that vendor's fallback models first. Upstream health (`app.llm.health`) is remembered across
 requests: a cooling upstream is skipped while another route exists, and one request at a time
-probes it. While an upstream is suspect (it failed lately, or a whole answer from it is overdue), a
-non-streamed answer from it is asked for as a stream and assembled, so a hung vendor is left after
-`first_byte` seconds there too.
+probes it. A non-streamed answer is asked for as a stream and assembled where a hang must be found
+fast (another endpoint is waiting in the request's routes, or the upstream is suspect: it failed
+lately, or a whole answer from it is overdue), so a hung vendor is left after `first_byte` seconds
+there too.
 
 Only a provider's typed failure moves on to the next try; any other exception is a bug of ours and
 propagates (a 500 with its traceback logged), rather than being mistaken for an outage and answered
@@ -179,11 +180,12 @@ class Gateway:
     def _complete(self, request: CompletionRequest, routes: list[Route], spent: list[UsageEvent]) -> Answer:
         attempts: list[FailedAttempt] = []
         deadline = time.monotonic() + self.policy.budget
+        vendors = {route.provider.name for route in routes}
         for route in self._tries(routes, attempts, deadline, request):
             started = time.perf_counter()
             self.health.begin(route.upstream)
             try:
-                result = self._whole(request, route, deadline)
+                result = self._whole(request, route, deadline, vendors)
             except ProviderFailure as failure:  # every failure of one route is the next route's chance
                 self._record(route, failure, attempts)
                 continue
@@ -198,14 +200,16 @@ class Gateway:
                           result.thinking, result.choices)
         raise all_failed(attempts)
 
-    def _whole(self, request: CompletionRequest, route: Route, deadline: float) -> Completion:
+    def _whole(self, request: CompletionRequest, route: Route, deadline: float, vendors: set[str]) -> Completion:
         """One whole answer from `route`. Asked for whole, its first byte is the whole answer, so only the
         deadline bounds the wait; asked for as a stream and assembled, the first-byte limit applies. The
-        stream costs more CPU (an event per token to parse), so by default ("auto") it is used only
-        while the upstream is suspect (`Health.suspect`: it failed lately, or a whole answer from it
-        has been awaited longer than a first byte may take), and never when the request needs what
-        only a whole answer carries (logprobs, several choices, a vendor's own body)."""
-        if not self._as_stream(request, route):
+        stream costs more CPU (an event per token to parse), so by default ("auto") it is used only where
+        finding a hang fast matters: when another endpoint than this route's is among the request's
+        routes (`vendors`: a hang found in seconds leaves the budget for it), or while the upstream is
+        suspect (`Health.suspect`: it failed lately, or a whole answer from it has been awaited longer
+        than a first byte may take); never when the request needs what only a whole answer carries
+        (logprobs, several choices, a vendor's own body)."""
+        if not self._as_stream(request, route, vendors):
             with self.health.awaiting_whole(route.upstream), first_byte_within(deadline - time.monotonic()):
                 return route.provider.complete(request, route.model)
         items = route.provider.stream(request, route.model)
@@ -216,10 +220,11 @@ class Gateway:
         finally:
             items.close()
 
-    def _as_stream(self, request: CompletionRequest, route: Route) -> bool:
+    def _as_stream(self, request: CompletionRequest, route: Route, vendors: set[str]) -> bool:
         if self.whole_as_stream == "never" or not whole_from_stream(request):
             return False
-        return self.whole_as_stream == "always" or self.health.suspect(route.upstream, self.policy.first_byte)
+        return (self.whole_as_stream == "always" or bool(vendors - {route.provider.name})
+                or self.health.suspect(route.upstream, self.policy.first_byte))
 
     def stream(self, request: CompletionRequest, routes: list[Route]) -> Iterator[Event]:
         check_image_parts(request, self.max_images)
