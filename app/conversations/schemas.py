@@ -10,6 +10,7 @@ from typing import Any
 
 from marshmallow import RAISE, ValidationError, fields, validate, validates_schema
 
+from app.core.paging import CURSOR_DOC
 from app.core.schemas import BaseSchema, StrictBoolean
 from app.llm.schemas import MessageContent, check_model_name, max_tokens_field
 
@@ -78,7 +79,7 @@ class HistoryQuerySchema(BaseSchema):
     """A page of the chat list, newest first; pass `next_cursor` back as `cursor` for the next page."""
 
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=MAX_HISTORY_PAGE))
-    cursor = fields.String(load_default=None, validate=validate.Length(min=1, max=200))
+    cursor = fields.String(load_default=None, validate=validate.Length(min=1, max=200), metadata=CURSOR_DOC)
 
 
 class SearchQuerySchema(BaseSchema):
@@ -87,7 +88,7 @@ class SearchQuerySchema(BaseSchema):
     q = fields.String(required=True, validate=validate.Length(min=1, max=200),
                       metadata={"description": "Text to find in titles and messages (case-insensitive)."})
     limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=MAX_SEARCH_PAGE))
-    cursor = fields.String(load_default=None, validate=validate.Length(min=1, max=200))
+    cursor = fields.String(load_default=None, validate=validate.Length(min=1, max=200), metadata=CURSOR_DOC)
 
 
 def check_not_blank(value: str) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from marshmallow import RAISE, ValidationError, fields, post_load, validate, validates, validates_schema
 
+from app.core.paging import CURSOR_DOC
 from app.core.schemas import BaseSchema, decode_data_uri
 from app.deployments.models import STATUSES
 
@@ -103,7 +104,7 @@ class TaskListQuerySchema(BaseSchema):
     status = fields.String(load_default=None, validate=validate.OneOf(STATUSES))
     email = fields.String(load_default=None, validate=validate.Length(min=1, max=254))
     limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
-    cursor = fields.String(load_default=None, validate=validate.Length(max=200))
+    cursor = fields.String(load_default=None, validate=validate.Length(max=200), metadata=CURSOR_DOC)
 
 
 class GeneratedFileSchema(BaseSchema):

@@ -16,6 +16,7 @@ from typing import Any
 from marshmallow import RAISE, ValidationError, fields, post_load, pre_load, validate, validates_schema
 
 from app.core.clock import parse_iso
+from app.core.paging import CURSOR_DOC
 from app.core.schemas import BaseSchema, StrictBoolean
 from app.llm.schemas import NATIVE_EVENTS, AttemptSchema, ChatMessagesSchema, UsageSchema
 
@@ -152,7 +153,7 @@ class LocalGistsQuery(BaseSchema):
     """A page of the recorded gists, newest first; pass `next_cursor` back as `cursor` for the next page."""
 
     limit = fields.Integer(load_default=30, validate=validate.Range(min=1, max=100))
-    cursor = fields.String(load_default=None, validate=validate.Length(min=1, max=200))
+    cursor = fields.String(load_default=None, validate=validate.Length(min=1, max=200), metadata=CURSOR_DOC)
 
 
 class ChatGistSchema(ChatMessagesSchema):

@@ -14,8 +14,10 @@ from apispec import APISpec, BasePlugin
 from flask import Flask
 from flask_smorest import Api, Blueprint
 
+from app.conversations.schemas import CHAT_ID_PATTERN, CHAT_ID_RULE
 from app.core.openapi import ErrorResponses, ErrorSchema, EventStreams, add_reason
 from app.core.version import __version__
+from app.gists.schemas import GIST_ID
 from app.keys.auth import is_exempt
 
 # The three ways a client key is sent (`app.keys.auth.presented_key`); any one of them will do.
@@ -52,6 +54,26 @@ class KeyedRoutes(BasePlugin):
             add_reason(responses, "401", "No client key, or an unknown one.")
             add_reason(responses, "403", "A revoked or expired key, or one without the right to this.")
             add_reason(responses, "429", "The key's requests or tokens per minute are spent; see Retry-After.")
+
+# The rules the views check on path parameters (a 400 naming the parameter otherwise), which the URL
+# rules (`<chat_id>`) cannot say: written into every path parameter of that name.
+PATH_PARAMETERS = {
+    "chat_id": {"pattern": f"^{CHAT_ID_PATTERN.pattern}$", "description": CHAT_ID_RULE[0].upper() + CHAT_ID_RULE[1:]},
+    "gist_id": {"pattern": f"^{GIST_ID.pattern}$", "description": "A GitHub gist id: letters and digits."},
+}
+
+
+def with_path_rules(document: dict[str, Any]) -> dict[str, Any]:
+    """`document` with `PATH_PARAMETERS`' rules in the schema of each path parameter they name."""
+    for item in document.get("paths", {}).values():
+        for operation in [item, *(value for value in item.values() if isinstance(value, dict))]:
+            for parameter in operation.get("parameters", []) if isinstance(operation, dict) else []:
+                rule = PATH_PARAMETERS.get(parameter.get("name")) if parameter.get("in") == "path" else None
+                if rule:
+                    parameter.setdefault("schema", {})["pattern"] = rule["pattern"]
+                    parameter["description"] = rule["description"]
+    return document
+
 
 DESCRIPTION = ("One API over OpenAI, Anthropic, Gemini, Ollama and OpenAI-compatible endpoints; conversations, "
                "gists and deployments. Every status a route can answer is listed with its body: errors are "
@@ -92,7 +114,7 @@ class DocumentedApi(Api):
             for blp, name in self._undocumented:
                 blp.register_views_in_doc(self, self._app, self.spec, name=name, parameters=None)
                 self.spec.tag({"name": name, "description": blp.description})
-            self._document = self.spec.to_dict()
+            self._document = with_path_rules(self.spec.to_dict())
         return self._document
 
 

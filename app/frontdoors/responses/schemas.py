@@ -97,27 +97,36 @@ class ResponseObjectSchema(ResponseStateSchema):
         "description": "Who answered (null for a streamed response that failed before any provider answered)."})
 
 
-class RetrieveQuerySchema(BaseSchema):
-    """`GET /v1/responses/{id}`: a stored response is answered whole, so the streaming options are refused."""
+class RetrieveQueryDocument(BaseSchema):
+    """`GET /v1/responses/{id}`: a stored response is answered whole. OpenAI's streaming options and
+    `include` are refused (a 400 naming the parameter), so the document lists only what is accepted."""
 
-    stream = fields.Boolean(load_default=False, metadata={"description": "Only false: stored responses are not "
-                                                                          "replayed as events."})
-    starting_after = fields.Integer(load_default=None, metadata={"description": "Refused (a streaming option)."})
+    stream = fields.Boolean(load_default=False, metadata={"enum": [False], "description": "Only false: stored "
+                                                          "responses are not replayed as events."})
     include_obfuscation = fields.Boolean(load_default=None, metadata={"description": "Accepted; nothing to obfuscate "
                                                                                       "without a stream."})
-    include = fields.String(load_default=None, metadata={"description": "Refused: nothing more to include."})
 
 
-class InputItemsQuerySchema(BaseSchema):
+class RetrieveQuerySchema(RetrieveQueryDocument):
+    """What the view reads: the documented options, and those it refuses when given."""
+
+    starting_after = fields.Integer(load_default=None)
+    include = fields.String(load_default=None)
+
+
+class InputItemsQueryDocument(BaseSchema):
     """A page of a stored response's input items, as OpenAI pages them: `after` an item id, newest first
-    by default."""
+    by default (`before` and `include` are refused, a 400 naming the parameter)."""
 
     limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
     order = fields.String(load_default="desc", validate=validate.OneOf(["asc", "desc"]))
     after = fields.String(load_default=None, validate=validate.Length(min=1, max=200),
                           metadata={"description": "List the items after this item id (`last_id` of a page)."})
-    before = fields.String(load_default=None, metadata={"description": "Refused: page forward with `after`."})
-    include = fields.String(load_default=None, metadata={"description": "Refused: nothing more to include."})
+
+
+class InputItemsQuerySchema(InputItemsQueryDocument):
+    before = fields.String(load_default=None)
+    include = fields.String(load_default=None)
 
 
 class InputItemListSchema(BaseSchema):
