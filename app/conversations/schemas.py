@@ -12,7 +12,7 @@ from marshmallow import RAISE, ValidationError, fields, validate, validates_sche
 
 from app.core.paging import CURSOR_DOC
 from app.core.schemas import BaseSchema, StrictBoolean
-from app.llm.schemas import MessageContent, check_model_name, max_tokens_field
+from app.llm.schemas import MODEL_NAME_DOC, MessageContent, check_model_name, max_tokens_field
 
 CHAT_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 STORAGE_KEY_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}|~[0-9a-f]{63}")  # a chat's row id (models.storage_key)
@@ -52,8 +52,8 @@ class ConversationChatSchema(BaseSchema):
     provider = fields.String(load_default=None, allow_none=True,
                              metadata={"description": "Provider name or alias; default DEFAULT_PROVIDER."})
     model = fields.String(load_default=None, allow_none=True, validate=check_model_name,
-                          metadata={"description": "A model of GET /v1/models (an alias, provider/model, or a "
-                                                   "model name); instead of provider."})
+                          metadata={**MODEL_NAME_DOC, "description": "A model of GET /v1/models (an alias, "
+                                    "provider/model, or a model name); instead of provider."})
     replace = fields.String(load_default=None, allow_none=True, validate=validate.OneOf(("answer", "message")),
                             metadata={"description": '"answer": answer the last question again; "message": '
                                                      "replace the last question by message."})

@@ -7,11 +7,19 @@ from typing import Any
 from marshmallow import RAISE, ValidationError, fields, pre_load, validate
 
 from app.core.schemas import BaseSchema, StrictBoolean
-from app.llm.schemas import MAX_MESSAGES, REASONING_EFFORTS, check_model_name, max_tokens_field
+from app.llm.schemas import MAX_MESSAGES, MODEL_NAME_DOC, REASONING_EFFORTS, check_model_name, max_tokens_field
 
 
 class InputField(fields.Field):
     """A string, or a non-empty list of input items (each an object)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        kwargs["metadata"] = {"oneOf": [{"type": "string", "minLength": 1},
+                                        {"type": "array", "minItems": 1, "maxItems": MAX_MESSAGES,
+                                         "items": {"type": "object"}}],
+                              "description": "A text, or input items (messages, function calls and their outputs).",
+                              **kwargs.get("metadata", {})}
+        super().__init__(*args, **kwargs)
 
     def _deserialize(self, value: Any, attr, data, **kwargs):
         if isinstance(value, str) and value:
@@ -48,7 +56,7 @@ class TextSchema(BaseSchema):
 class ResponsesSchema(BaseSchema):
     """OpenAI's `POST /v1/responses` body. Fields not declared here are kept in `extra`."""
 
-    model = fields.String(required=True, validate=check_model_name)
+    model = fields.String(required=True, validate=check_model_name, metadata=MODEL_NAME_DOC)
     input = InputField(required=True)
     instructions = fields.String(load_default=None, allow_none=True)
     tools = fields.List(fields.Dict(), load_default=None)
@@ -64,6 +72,7 @@ class ResponsesSchema(BaseSchema):
     stream = StrictBoolean(load_default=False)
     store = StrictBoolean(load_default=None, allow_none=True)
     previous_response_id = fields.String(load_default=None, allow_none=True)
+    UNDOCUMENTED = ("extra",)  # the fields it does not declare, gathered by `keep_unknown_fields`
     extra = fields.Dict(load_default=dict)
 
     @pre_load
