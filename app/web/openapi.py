@@ -99,7 +99,8 @@ def only_null(node: Any) -> Any:
 DESCRIPTION = ("One API over OpenAI, Anthropic, Gemini, Ollama and OpenAI-compatible endpoints; conversations, "
                "gists and deployments. Every status a route can answer is listed with its body: errors are "
                '`{"error": {"message", "type", "code", ...}, "success": false}`, and OpenAI\'s '
-               '`{"error": {"message", "type", "code", "param"}}` under `/v1/` and `/api/v1/`.')
+               '`{"error": {"message", "type", "code", "param"}}` under `/v1/` and `/api/v1/`. No string, in a URL '
+               "or a body, may hold U+0000 (NUL): it is a 400.")
 
 
 class DocumentedApi(Api):
