@@ -1,6 +1,7 @@
 """schemathesis over `/openapi.json`: every documented operation, generated valid and invalid input,
-against the app in process with the fake OpenAI, Anthropic and Gemini as its providers. Checks: no
-5xx, and every response's status, content type and body as the document says. `make test` runs a
+against the app in process with the fake OpenAI, Anthropic and Gemini as its providers and an admin
+key. Checks: no 5xx, every response's status, content type and body as the document says, valid
+data accepted and invalid data refused (but see REFUSES_SOME_VALID_DATA). `make test` runs a
 few examples per operation (FUZZ_EXAMPLES, default 5); `make fuzz` runs many more
 (docs/reliability.md). schemathesis's own pytest plugin does not run under pytest 9, so each
 operation's strategy is driven by hypothesis here."""
@@ -9,25 +10,33 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
+from schemathesis.generation import GenerationMode
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
+    negative_data_rejection,
+    positive_data_acceptance,
     response_schema_conformance,
     status_code_conformance,
 )
 
+from app.core.paging import encode_cursor
+from app.gists.chat import SYSTEM_PROMPT
 from tests.conftest import NO_HEALTH_MEMORY, base_config, provider_config
 from tests.fakes import RecordedRequest, Reply
 from tests.fakes.anthropic_api import FakeAnthropic
 from tests.fakes.gemini_api import FakeGemini
 from tests.fakes.github_api import DEFAULT_TOKEN, FakeGitHub
 from tests.fakes.openai_api import FakeOpenAI
+from tests.test_openapi import make_admin_key
 
+GIST_PROMPT = SYSTEM_PROMPT.splitlines()[0]
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "5"))
 REPEATABLE = "FUZZ_EXAMPLES" not in os.environ  # `make test` draws the same cases each run; `make fuzz` new ones
 
@@ -38,19 +47,46 @@ def no_server_error(ctx: Any, response: Any, case: Any) -> bool | None:
     `not_configured`, and its `/health/{provider}` status says `"configured": false`."""
     if response.status_code == 503:
         body = response.json()
-        if body.get("configured") is False or body.get("error", {}).get("code") == "not_configured":
+        error = body.get("error") or {}
+        if body.get("configured") is False or error.get("code") == "not_configured" or (  # Anthropic's shape:
+                error.get("type") == "api_error" and "is not configured" in error.get("message", "")):  # no code
             return None
     return not_a_server_error(ctx, response, case)
 
 
 CHECKS = [no_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+FULL_CHECKS = [*CHECKS, positive_data_acceptance, negative_data_rejection]
+# Operations whose schema-valid data the server may still refuse, for a rule across fields or against the
+# clock that the document states in words only (docs/reliability.md, "Full checks"): every other check
+# runs on them, negative data included, but not `positive_data_acceptance`.
+REFUSES_SOME_VALID_DATA = {
+    "POST /chat": "provider or model, not both; replace needs a chat_id, and a message unless it is \"answer\"",
+    "POST /v1/chat/completions": "a role's own fields: a tool message needs tool_call_id, only an assistant's "
+                                 "content may be null (with tool_calls)",
+    "POST /api/v1/chat/completions": "as /v1/chat/completions",
+    "POST /v1/responses": "a field it does not know is passed on to OpenAI's Responses API, and refused "
+                          "for a model that API does not serve",
+    "POST /api/v1/responses": "as /v1/responses",
+    "POST /v1/messages": "a field it does not know is passed on to the vendor, who may refuse it",
+    "POST /anthropic/v1/messages": "as /v1/messages",
+    "POST /v1/messages/count_tokens": "as /v1/messages; and a block type other than text, image, tool_use, "
+                                      "tool_result and thinking is for Claude models only",
+    "POST /anthropic/v1/messages/count_tokens": "as /v1/messages/count_tokens",
+    "POST /gists": "each filename once",
+    "PATCH /gists/{gist_id}": "each filename once",
+    "POST /task": "each attachment name once",
+    "POST /revise": "each attachment name once",
+    "GET /gists": "since must not be after until",
+    "GET /usage": "since must not be after until, and at most 366 days apart",
+    "POST /admin/keys": "expires_at must be in the future",
+}
 
 
 def model_reply(request: RecordedRequest) -> Reply:
-    """The fake model's answer: a valid gist action to `/chat/gist`'s request for one (so that operation
-    can succeed, and stream its `gist` event), the usual text to anything else."""
-    response_format = request.json.get("response_format") or {}
-    if (response_format.get("json_schema") or {}).get("name") == "gist_action":
+    """Each fake model's answer (OpenAI, Claude or Gemini, whichever `provider` a body names): a valid
+    gist action to `/chat/gist`'s request for one (so that operation can succeed, and stream its `gist`
+    event), the usual text to anything else."""
+    if GIST_PROMPT in json.dumps(request.json, ensure_ascii=False):
         return Reply(text=json.dumps({"explanation": "Saved.", "action": "create", "gist_id": None,
                                       "description": "Fuzzed", "public": False,
                                       "files": [{"filename": "a.txt", "content": "A", "new_filename": None}]}))
@@ -63,39 +99,76 @@ def fuzzed_app(tmp_path_factory) -> Iterator[Any]:
     from app.core.db import migrate
 
     with FakeOpenAI() as openai, FakeAnthropic() as anthropic, FakeGemini() as gemini, FakeGitHub() as github:
-        openai.default_reply = model_reply
+        openai.default_reply = anthropic.default_reply = gemini.default_reply = model_reply
         vendors = provider_config(openai=openai, anthropic=anthropic, gemini=gemini)
         app = create_app(base_config(tmp_path_factory.mktemp("fuzz"), **NO_HEALTH_MEMORY, **vendors,
                                      GITHUB_TOKEN=DEFAULT_TOKEN, GITHUB_API_URL=github.url, GITHUB_MAX_RATE_WAIT_S=0,
                                      VERIFICATION_SECRET="fuzz-secret"))
         migrate(app.extensions["database"])
+        app.config["FUZZ_ADMIN_KEY"] = make_admin_key(app)
         yield app
 
 
-def fuzz(operation: Any) -> tuple[int, list[str]]:
+# A cursor is whatever `next_cursor` this server sent (the document says so): schema-valid data for a list
+# carries one of the shape each list reads (a sort key past every row: an empty page), as a client would.
+SENT_CURSORS = {"/chat/history": encode_cursor(datetime(2000, 1, 1), "fuzz-chat"),
+                "/chat/search": encode_cursor(datetime(2000, 1, 1), "fuzz-chat"),
+                "/gists/local": encode_cursor(1),
+                "/tasks": encode_cursor(datetime(2000, 1, 1), "fuzz-task")}
+
+
+def as_a_client_sends(case: Any) -> Any:
+    if case.query and case.query.get("cursor") and case.operation.path in SENT_CURSORS:
+        case.query["cursor"] = SENT_CURSORS[case.operation.path]
+    return case
+
+
+def admin(app: Any) -> dict[str, str]:
+    """The headers of the admin key the fuzzed app was made with: every operation is open to it."""
+    return {"Authorization": f"Bearer {app.config['FUZZ_ADMIN_KEY']}"}
+
+
+def has_input(operation: Any) -> bool:
+    """Whether the operation takes anything (parameters or a body) that negative data could break."""
+    return bool(list(operation.iter_parameters())) or bool(operation.definition.raw.get("requestBody"))
+
+
+def fuzz(operation: Any, mode: GenerationMode, headers: dict[str, str]) -> tuple[int, list[str]]:
     """Run the operation's generated cases: how many were sent, and the first failure's text (if any)."""
     sent = 0
+    checks = [check for check in FULL_CHECKS
+              if not (check is positive_data_acceptance and operation.label in REFUSES_SOME_VALID_DATA)]
+    strategy = operation.as_strategy(generation_mode=mode)
+    if mode is GenerationMode.POSITIVE:
+        strategy = strategy.map(as_a_client_sends)
 
-    @given(case=operation.as_strategy())
+    @given(case=strategy)
     @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=REPEATABLE,
               database=None)
     def run(case: Any) -> None:
         nonlocal sent
         sent += 1
-        case.call_and_validate(checks=CHECKS)
+        case.call_and_validate(checks=checks, headers=headers)
 
     try:
         run()
     except (Exception, BaseExceptionGroup) as failure:  # a check's failure, with the case that reproduces it
-        return sent, [f"{operation.label}: {failure}"]
+        return sent, [f"{operation.label} [{mode.value}]: {failure}"]
     return sent, []
 
 
 def test_every_operation_answers_as_documented(fuzzed_app):
     schema = schemathesis.openapi.from_wsgi("/openapi.json", fuzzed_app)
+    schema.config.generation.update(allow_x00=False)  # the document says no string holds U+0000: a 400
+    # A body over MAX_BODY_BYTES (more items than a list's maxItems, say) is refused before it is read: 413.
+    schema.config.checks.negative_data_rejection.expected_statuses = [
+        *schema.config.checks.negative_data_rejection.expected_statuses, "413"]
+    headers = admin(fuzzed_app)
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) > 20
-    results = [fuzz(operation) for operation in operations]
+    results = [fuzz(operation, mode, headers) for operation in operations
+               for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
+               if mode is GenerationMode.POSITIVE or has_input(operation)]
     failures = [text for _, found in results for text in found]
     print(f"{sum(sent for sent, _ in results)} cases over {len(operations)} operations, {len(failures)} failing")
     assert not failures, "\n\n".join(failures)
@@ -132,7 +205,7 @@ def test_streamed_events_are_as_documented(fuzzed_app, path, body):
     schema = schemathesis.openapi.from_wsgi("/openapi.json", fuzzed_app)
     case = schema[path]["POST"].Case(body=body, path_parameters={"provider": "gpt"} if "{" in path else None,
                                      media_type="application/json")
-    response = case.call()
+    response = case.call(headers=admin(fuzzed_app))
     assert response.status_code == 200 and response.headers["content-type"][0].startswith("text/event-stream")
     case.validate_response(response, checks=CHECKS)
 
@@ -142,7 +215,35 @@ def test_an_unconfigured_provider_s_health_is_its_documented_503(fuzzed_app):
     `"configured": false` and the variable to set; the server-error check took it for a fault."""
     schema = schemathesis.openapi.from_wsgi("/openapi.json", fuzzed_app)
     case = schema["/health/{provider}"]["GET"].Case(path_parameters={"provider": "ollama"})
-    response = case.call()
+    response = case.call(headers=admin(fuzzed_app))
     assert response.status_code == 503
     assert response.json() == {"provider": "ollama", "configured": False, "reachable": False, "variable": "OLLAMA_HOST"}
     case.validate_response(response, checks=CHECKS)
+
+
+@pytest.mark.parametrize("group_by, status", [("key,model", 200), (" day , provider ", 200), ("day,,model", 200),
+                                              ("", 200), ("days", 400), ("day model", 400), ("day;model", 400)])
+def test_group_by_is_checked_by_the_rule_the_document_gives(client, group_by, status):
+    """Unknown `group_by` values were refused by a rule the document did not state (any string was valid)."""
+    import re
+
+    document = client.get("/openapi.json").json
+    parameter = next(p for p in document["paths"]["/usage"]["get"]["parameters"] if p["name"] == "group_by")
+    assert bool(re.fullmatch(parameter["schema"]["pattern"][1:-1], group_by)) == (status == 200)
+    response = client.get("/usage", query_string={"group_by": group_by})
+    assert response.status_code == status, response.json
+
+
+def test_path_and_cursor_rules_are_in_the_document(client):
+    """Chat ids, gist ids and cursors were refused by rules the parameters did not state; stored
+    responses' refused options were documented as accepted."""
+    document = client.get("/openapi.json").json
+    chat_id = document["paths"]["/chat/history/{chat_id}"]["parameters"][0]["schema"]
+    assert chat_id["pattern"] == "^[A-Za-z0-9_-]{1,64}$"
+    gist_id = next(p for p in document["paths"]["/gists/{gist_id}"]["parameters"] if p["name"] == "gist_id")
+    assert gist_id["schema"]["pattern"] == "^[0-9A-Za-z]{1,100}$"
+    cursor = next(p for p in document["paths"]["/chat/history"]["get"]["parameters"] if p["name"] == "cursor")
+    assert "pattern" in cursor["schema"] and "invalid_cursor" in cursor["description"]
+    retrieve = {p["name"] for p in document["paths"]["/v1/responses/{response_id}"]["get"]["parameters"]}
+    assert retrieve == {"stream", "include_obfuscation"}  # response_id is the path's parameter
+    assert client.get("/v1/responses/resp_x?include=a").status_code == 400

@@ -10,8 +10,9 @@ from typing import Any
 
 from marshmallow import RAISE, ValidationError, fields, validate, validates_schema
 
+from app.core.paging import CURSOR_DOC
 from app.core.schemas import BaseSchema, StrictBoolean
-from app.llm.schemas import MessageContent, check_model_name, max_tokens_field
+from app.llm.schemas import MODEL_NAME_DOC, MessageContent, check_model_name, max_tokens_field
 
 CHAT_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 STORAGE_KEY_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}|~[0-9a-f]{63}")  # a chat's row id (models.storage_key)
@@ -51,8 +52,8 @@ class ConversationChatSchema(BaseSchema):
     provider = fields.String(load_default=None, allow_none=True,
                              metadata={"description": "Provider name or alias; default DEFAULT_PROVIDER."})
     model = fields.String(load_default=None, allow_none=True, validate=check_model_name,
-                          metadata={"description": "A model of GET /v1/models (an alias, provider/model, or a "
-                                                   "model name); instead of provider."})
+                          metadata={**MODEL_NAME_DOC, "description": "A model of GET /v1/models (an alias, "
+                                    "provider/model, or a model name); instead of provider."})
     replace = fields.String(load_default=None, allow_none=True, validate=validate.OneOf(("answer", "message")),
                             metadata={"description": '"answer": answer the last question again; "message": '
                                                      "replace the last question by message."})
@@ -78,7 +79,7 @@ class HistoryQuerySchema(BaseSchema):
     """A page of the chat list, newest first; pass `next_cursor` back as `cursor` for the next page."""
 
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=MAX_HISTORY_PAGE))
-    cursor = fields.String(load_default=None, validate=validate.Length(min=1, max=200))
+    cursor = fields.String(load_default=None, validate=validate.Length(min=1, max=200), metadata=CURSOR_DOC)
 
 
 class SearchQuerySchema(BaseSchema):
@@ -87,7 +88,7 @@ class SearchQuerySchema(BaseSchema):
     q = fields.String(required=True, validate=validate.Length(min=1, max=200),
                       metadata={"description": "Text to find in titles and messages (case-insensitive)."})
     limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=MAX_SEARCH_PAGE))
-    cursor = fields.String(load_default=None, validate=validate.Length(min=1, max=200))
+    cursor = fields.String(load_default=None, validate=validate.Length(min=1, max=200), metadata=CURSOR_DOC)
 
 
 def check_not_blank(value: str) -> None:

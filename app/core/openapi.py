@@ -207,6 +207,17 @@ def add_reason(responses: dict[str, Any], status: str, why: str) -> None:
         response["description"] = f"{described} Or: {why}"
 
 
+class SchemaRules(BasePlugin):
+    """A schema's rules across its fields, which marshmallow checks in `validates_schema` and field
+    types cannot say (`anyOf`, `not`...): a schema class's `DOCUMENT_RULES`, added to its component; and
+    its `UNDOCUMENTED` fields (where a view keeps what the client sent: not a field a client sends) left out."""
+
+    def schema_helper(self, name: str, definition: dict, **kwargs: Any) -> dict | None:
+        for field in getattr(kwargs.get("schema"), "UNDOCUMENTED", ()):
+            definition.get("properties", {}).pop(field, None)
+        return getattr(kwargs.get("schema"), "DOCUMENT_RULES", None)
+
+
 class EventStreams(BasePlugin):
     """The payload schemas `streams` puts under `x-contentSchema` as references to components, as the
     marshmallow plugin does for the schemas of the keywords it knows (it does not look in extensions)."""

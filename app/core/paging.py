@@ -18,6 +18,12 @@ from peewee import Field, Model, ModelSelect, Tuple
 
 from app.core.errors import BadRequest
 
+# What the document says of every `cursor` parameter: URL-safe base64 (what `decode_cursor` reads), and
+# only one this server sent as `next_cursor` is a cursor; any other is the 400 `invalid_cursor`.
+CURSOR_DOC = {"pattern": r"^[A-Za-z0-9_=+/-]*$",
+              "description": "The `next_cursor` of the previous page, as this server sent it (opaque: "
+                             "any other value is a 400, `invalid_cursor`)."}
+
 
 class InvalidCursor(BadRequest):
     code = "invalid_cursor"

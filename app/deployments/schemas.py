@@ -11,6 +11,7 @@ from typing import Any
 
 from marshmallow import RAISE, ValidationError, fields, post_load, validate, validates, validates_schema
 
+from app.core.paging import CURSOR_DOC
 from app.core.schemas import BaseSchema, decode_data_uri
 from app.deployments.models import STATUSES
 
@@ -34,8 +35,25 @@ def check_path(path: Any) -> str:
     return path
 
 
+# `check_path` in ECMA-262: 1 to MAX_PATH of PATH_CHARS, relative, no empty, '.' or '..' segment, not in .git.
+PATH_DOC = {"pattern": r"^(?!\.git(?:/|$))(?!(?:[^/]*/)*\.{0,2}(?:/|$))[A-Za-z0-9._\-/ ()+@~]{1,%d}$" % MAX_PATH,
+            "description": "A relative path in the repository: letters, digits and . _ - / space ( ) + @ ~; "
+                           "no '.', '..' or empty segment, nothing under .git."}
+# An attachment's URL: an http(s) URL, or a `data:` URI `decode_data_uri` reads (base64 or percent-encoded).
+DATA_URI_HEAD = r"data:(?:[A-Za-z0-9_.+-]+/[A-Za-z0-9_.+-]+)?(?:;[A-Za-z0-9_.+-]+=[^;,]*)*"
+ATTACHMENT_URL_DOC = {"pattern": rf"^(?:https?://[\s\S]*|{DATA_URI_HEAD},[\s\S]*|"
+                                 rf"{DATA_URI_HEAD};base64,(?:[A-Za-z0-9+/]{{4}})*(?:[A-Za-z0-9+/]{{2}}==|[A-Za-z0-9+/]{{3}}=)?)$",
+                      "description": "A `data:` URI, or an http(s) URL fetched when the task runs."}
+
+
 class CheckField(fields.Field):
     """A check is usually a sentence; an object (some evaluators send `{"js": ...}`) is kept as JSON text."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        kwargs["metadata"] = {"oneOf": [{"type": "string"}, {"type": "object"}, {"type": "array"}],
+                              "description": "A sentence, or an object (kept as JSON text).",
+                              **kwargs.get("metadata", {})}
+        super().__init__(*args, **kwargs)
 
     def _deserialize(self, value: Any, attr, data, **kwargs) -> Any:
         if isinstance(value, str):
@@ -46,8 +64,8 @@ class CheckField(fields.Field):
 
 
 class AttachmentSchema(BaseSchema):
-    name = fields.String(required=True, validate=check_path)
-    url = fields.String(required=True, validate=validate.Length(min=1))
+    name = fields.String(required=True, validate=check_path, metadata=PATH_DOC)
+    url = fields.String(required=True, validate=validate.Length(min=1), metadata=ATTACHMENT_URL_DOC)
 
     @validates("url")
     def url_is_fetchable(self, value: str, **kwargs) -> None:
@@ -103,7 +121,7 @@ class TaskListQuerySchema(BaseSchema):
     status = fields.String(load_default=None, validate=validate.OneOf(STATUSES))
     email = fields.String(load_default=None, validate=validate.Length(min=1, max=254))
     limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
-    cursor = fields.String(load_default=None, validate=validate.Length(max=200))
+    cursor = fields.String(load_default=None, validate=validate.Length(max=200), metadata=CURSOR_DOC)
 
 
 class GeneratedFileSchema(BaseSchema):

@@ -16,6 +16,7 @@ from typing import Any
 from marshmallow import RAISE, ValidationError, fields, post_load, pre_load, validate, validates_schema
 
 from app.core.clock import parse_iso
+from app.core.paging import CURSOR_DOC
 from app.core.schemas import BaseSchema, StrictBoolean
 from app.llm.schemas import NATIVE_EVENTS, AttemptSchema, ChatMessagesSchema, UsageSchema
 
@@ -38,6 +39,20 @@ def check_filename(name: str) -> None:
         raise ValidationError(f"A filename may not be {name!r}: the gist is a git repository.")
     if any(unicodedata.category(ch) == "Cc" or ch in BIDI_CONTROLS for ch in name):
         raise ValidationError("A filename must not contain control characters or bidirectional overrides.")
+
+
+# `check_filename` as the document says it (ECMA-262): 1 to 255 characters, not only blanks (Python's
+# `str.isspace`, spelled out), none a control character, a bidirectional control, '/' or '\\'; not '.',
+# '..' or '.git'.
+FILENAME_DOC = {"pattern": r"^(?!\.\.?$)(?!\.git$)"
+                           r"(?=[\s\S]*[^\t\n\v\f\r \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])"
+                           r"[^/\\\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]{1,255}$",
+                "description": "A file's name: not '.', '..' or '.git', no '/', '\\\\' or control characters."}
+
+
+# Content GitHub takes for a new file: not blank (Python's `str.isspace` characters spelled out for
+# ECMA-262). GitHub checks it (its 422, answered as a 400 `github_validation_failed`); the document says so.
+NOT_BLANK = r"^[\s\S]*[^\t\n\v\f\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][\s\S]*$"
 
 
 def check_gist_id(value: str) -> None:
@@ -89,16 +104,23 @@ class FilesFormSchema(BaseSchema):
 
 
 class NewFileSchema(BaseSchema):
-    filename = fields.String(required=True, validate=check_filename)
-    content = fields.String(required=True)
+    filename = fields.String(required=True, validate=check_filename, metadata=FILENAME_DOC)
+    content = fields.String(required=True, metadata={"pattern": NOT_BLANK,
+                                                     "description": "Not blank: GitHub refuses it (a 400)."})
 
 
 class FileChangeSchema(BaseSchema):
     """One file of an update: `content` replaces it (or adds it), `null` deletes it, `new_filename` renames it."""
 
-    filename = fields.String(required=True, validate=check_filename)
+    DOCUMENT_RULES = {"anyOf": [
+        {"required": ["content"], "properties": {"content": {"type": "string"}}},
+        {"required": ["content"], "properties": {"content": {"enum": [None]}, "new_filename": {"enum": [None]}}},
+        {"required": ["new_filename"], "not": {"required": ["content"]},
+         "properties": {"new_filename": {"type": "string"}}}]}
+
+    filename = fields.String(required=True, validate=check_filename, metadata=FILENAME_DOC)
     content = fields.String(allow_none=True)
-    new_filename = fields.String(allow_none=True, validate=check_filename)
+    new_filename = fields.String(allow_none=True, validate=check_filename, metadata=FILENAME_DOC)
 
     @validates_schema
     def says_what_to_do(self, data: dict[str, Any], **kwargs) -> None:
@@ -127,6 +149,9 @@ class CreateGistSchema(FilesFormSchema):
 
 
 class UpdateGistSchema(FilesFormSchema):
+    DOCUMENT_RULES = {"anyOf": [{"required": ["description"], "properties": {"description": {"type": "string"}}},
+                                {"required": ["files"], "properties": {"files": {"type": "array", "minItems": 1}}}]}
+
     description = fields.String(load_default=None, allow_none=True)
     files = fields.List(fields.Nested(FileChangeSchema), load_default=list, validate=validate.Length(max=MAX_FILES))
 
@@ -152,7 +177,7 @@ class LocalGistsQuery(BaseSchema):
     """A page of the recorded gists, newest first; pass `next_cursor` back as `cursor` for the next page."""
 
     limit = fields.Integer(load_default=30, validate=validate.Range(min=1, max=100))
-    cursor = fields.String(load_default=None, validate=validate.Length(min=1, max=200))
+    cursor = fields.String(load_default=None, validate=validate.Length(min=1, max=200), metadata=CURSOR_DOC)
 
 
 class ChatGistSchema(ChatMessagesSchema):

@@ -1,6 +1,7 @@
 """Bodies and queries of `/admin/keys` and `/usage`."""
 from __future__ import annotations
 
+import re
 from datetime import date, datetime, timedelta, timezone
 
 from marshmallow import RAISE, ValidationError, fields, post_load, validate
@@ -39,6 +40,18 @@ class CreateKeySchema(BaseSchema):
                                       validate=in_the_future)
 
 
+# `group_by`: groups of GROUPS separated by commas (spaces around them, empty ones skipped); checked with
+# this rule, a full match, and documented with it (ECMA-262 reads it the same way).
+GROUP = "(?:" + "|".join(GROUPS) + ")"
+GROUP_BY = rf"[ ,]*(?:{GROUP} *(?:,[ ,]*{GROUP} *)*)?[ ,]*"
+GROUP_BY_RULE = re.compile(GROUP_BY)
+
+
+def check_group_by(value: str) -> None:
+    if not GROUP_BY_RULE.fullmatch(value):
+        raise ValidationError(f"group_by is a comma-separated list of {', '.join(GROUPS)}.")
+
+
 USAGE_DAYS = validate.Range(min=date(1970, 1, 1), max=date(9999, 12, 30))  # until's next day must exist
 
 
@@ -46,7 +59,9 @@ class UsageQuerySchema(BaseSchema):
     since = fields.Date(load_default=None, validate=USAGE_DAYS)
     until = fields.Date(load_default=None, validate=USAGE_DAYS)
     key_id = fields.String(load_default=None, validate=validate.Length(min=1, max=40))
-    group_by = fields.String(load_default="day")
+    group_by = fields.String(load_default="day", validate=check_group_by,
+                             metadata={"pattern": f"^{GROUP_BY}$",
+                                       "description": f"Comma-separated: any of {', '.join(GROUPS)}."})
 
     @post_load
     def resolve(self, data, **_kwargs):

@@ -38,6 +38,10 @@ def max_tokens_field(**options: Any) -> fields.Integer:
     return fields.Integer(load_default=None, validate=validate.Range(min=1, max=MAX_OUTPUT_TOKENS), **options)
 
 
+MODEL_NAME_DOC = {"pattern": f"^{MODEL_NAME.pattern}$", "description": "A model name, alias or provider/model: "
+                  "1 to 200 characters, letters, digits and . _ : / @ + -, starting with a letter or digit."}
+
+
 def check_model_name(value: str) -> None:
     if not MODEL_NAME.fullmatch(value):
         raise ValidationError(MODEL_NAME_RULE)
@@ -48,11 +52,35 @@ def messages_field(least: int = 0, **options: Any) -> fields.List:
     return fields.List(fields.Nested(MessageSchema), validate=validate.Length(min=least, max=MAX_MESSAGES), **options)
 
 
+# An image part's URL as the document gives it: a base64 `data:` URI of an accepted type (`decode_image_uri`).
+IMAGE_DATA_URI = r"^data:image/(png|jpeg|gif|webp);base64,([A-Za-z0-9+/]{4})+$"
+
+
+def content_document(image_urls: bool, nullable: bool) -> dict[str, Any]:
+    """`MessageContent` in the document: the rules `_deserialize` checks."""
+    url = {"type": "string", "pattern": IMAGE_DATA_URI,
+           "description": "A base64 `data:` URI of a PNG, JPEG, GIF or WebP image"
+                          + (", or an http(s) URL the server fetches." if image_urls else ".")}
+    text = {"type": "object", "required": ["type", "text"],
+            "properties": {"type": {"type": "string", "enum": ["text"]}, "text": {"type": "string"}}}
+    image = {"type": "object", "required": ["type", "image_url"],
+             "properties": {"type": {"type": "string", "enum": ["image_url"]},
+                            "image_url": {"type": "object", "required": ["url"], "properties": {"url": url}}}}
+    null = [{"type": "string", "nullable": True, "enum": [None]}] if nullable else []
+    return {"oneOf": [{"type": "string", "maxLength": MAX_TEXT_CHARS},
+                      {"type": "array", "minItems": 1, "maxItems": MAX_PARTS, "items": {"oneOf": [text, image]}},
+                      *null],
+            "description": f"Text, or 1 to {MAX_PARTS} parts (text and images; at most {MAX_TEXT_CHARS:,} "
+                           "characters of text in all)."}
+
+
 class MessageContent(fields.Field):
     """A string, or a list of `{"type": "text", "text"}` / `{"type": "image_url", "image_url": {"url"}}`
     parts, turned into the providers' neutral parts; `image_urls` lets an image be an http(s) URL."""
 
     def __init__(self, *args: Any, image_urls: bool = False, **kwargs: Any):
+        kwargs["metadata"] = {**content_document(image_urls, bool(kwargs.get("allow_none"))),
+                              **kwargs.get("metadata", {})}
         super().__init__(*args, **kwargs)
         self.image_urls = image_urls
 
@@ -254,7 +282,7 @@ class ToolChoiceField(fields.Field):
 class ChatCompletionsSchema(BaseSchema):
     """OpenAI's `POST /v1/chat/completions` body. Fields not declared here are kept in `extra`."""
 
-    model = fields.String(required=True, validate=check_model_name)
+    model = fields.String(required=True, validate=check_model_name, metadata=MODEL_NAME_DOC)
     messages = fields.List(fields.Nested(ChatMessageSchema), required=True,
                            validate=validate.Length(min=1, max=MAX_MESSAGES))
     stream = StrictBoolean(load_default=False)
@@ -278,6 +306,7 @@ class ChatCompletionsSchema(BaseSchema):
     logit_bias = fields.Dict(keys=fields.String(), values=fields.Float(), load_default=None)
     user = fields.String(load_default=None)
     metadata = fields.Dict(keys=fields.String(), values=fields.String(), load_default=None)
+    UNDOCUMENTED = ("extra",)  # the fields it does not declare, gathered by `keep_unknown_fields`
     extra = fields.Dict(load_default=dict)
 
     @pre_load
@@ -316,7 +345,10 @@ class EmbeddingsSchema(BaseSchema):
     """OpenAI's `POST /v1/embeddings` body."""
 
     model = fields.String(required=True, validate=validate.Length(min=1))
-    input = fields.Raw(required=True)
+    input = fields.Raw(required=True, metadata={
+        "oneOf": [{"type": "string", "minLength": 1},
+                  {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}}],
+        "description": "A text or a list of texts (token arrays are not supported)."})
     dimensions = fields.Integer(load_default=None, validate=validate.Range(min=1))
     encoding_format = fields.String(load_default="float", validate=validate.OneOf(("float", "base64")))
     user = fields.String(load_default=None)

@@ -14,8 +14,10 @@ from apispec import APISpec, BasePlugin
 from flask import Flask
 from flask_smorest import Api, Blueprint
 
-from app.core.openapi import ErrorResponses, ErrorSchema, EventStreams, add_reason
+from app.conversations.schemas import CHAT_ID_PATTERN, CHAT_ID_RULE
+from app.core.openapi import ErrorResponses, ErrorSchema, EventStreams, SchemaRules, add_reason
 from app.core.version import __version__
+from app.gists.schemas import GIST_ID
 from app.keys.auth import is_exempt
 
 # The three ways a client key is sent (`app.keys.auth.presented_key`); any one of them will do.
@@ -53,10 +55,52 @@ class KeyedRoutes(BasePlugin):
             add_reason(responses, "403", "A revoked or expired key, or one without the right to this.")
             add_reason(responses, "429", "The key's requests or tokens per minute are spent; see Retry-After.")
 
+# The rules the views check on path parameters (a 400 naming the parameter otherwise), which the URL
+# rules (`<chat_id>`) cannot say: written into every path parameter of that name.
+PATH_PARAMETERS = {
+    "chat_id": {"pattern": f"^{CHAT_ID_PATTERN.pattern}$", "description": CHAT_ID_RULE[0].upper() + CHAT_ID_RULE[1:]},
+    "gist_id": {"pattern": f"^{GIST_ID.pattern}$", "description": "A GitHub gist id: letters and digits."},
+}
+
+
+def with_path_rules(document: dict[str, Any]) -> dict[str, Any]:
+    """`document` with `PATH_PARAMETERS`' rules in the schema of each path parameter they name."""
+    for item in document.get("paths", {}).values():
+        for operation in [item, *(value for value in item.values() if isinstance(value, dict))]:
+            for parameter in operation.get("parameters", []) if isinstance(operation, dict) else []:
+                rule = PATH_PARAMETERS.get(parameter.get("name")) if parameter.get("in") == "path" else None
+                if rule:
+                    parameter.setdefault("schema", {})["pattern"] = rule["pattern"]
+                    parameter["description"] = rule["description"]
+    return document
+
+
+def only_null(node: Any) -> Any:
+    """`node` with apispec's rendering of a nullable nested schema, `anyOf: [{$ref}, {type: object,
+    nullable: true}]` (whose second branch is any object at all), made to say "or null": the second
+    branch takes only null. A `default: null` where null is not valid (a field that is absent by default
+    but cannot be sent as null) is left out: the default is its absence."""
+    if isinstance(node, dict):
+        if "default" in node and node["default"] is None and not node.get("nullable"):
+            del node["default"]
+        alternatives = node.get("anyOf")
+        if isinstance(alternatives, list) and any("$ref" in branch for branch in alternatives):
+            for branch in alternatives:
+                if branch == {"type": "object", "nullable": True}:
+                    branch["enum"] = [None]
+        for value in node.values():
+            only_null(value)
+    elif isinstance(node, list):
+        for value in node:
+            only_null(value)
+    return node
+
+
 DESCRIPTION = ("One API over OpenAI, Anthropic, Gemini, Ollama and OpenAI-compatible endpoints; conversations, "
                "gists and deployments. Every status a route can answer is listed with its body: errors are "
                '`{"error": {"message", "type", "code", ...}, "success": false}`, and OpenAI\'s '
-               '`{"error": {"message", "type", "code", "param"}}` under `/v1/` and `/api/v1/`.')
+               '`{"error": {"message", "type", "code", "param"}}` under `/v1/` and `/api/v1/`. No string, in a URL '
+               "or a body, may hold U+0000 (NUL): it is a 400.")
 
 
 class DocumentedApi(Api):
@@ -92,7 +136,7 @@ class DocumentedApi(Api):
             for blp, name in self._undocumented:
                 blp.register_views_in_doc(self, self._app, self.spec, name=name, parameters=None)
                 self.spec.tag({"name": name, "description": blp.description})
-            self._document = self.spec.to_dict()
+            self._document = only_null(with_path_rules(self.spec.to_dict()))
         return self._document
 
 
@@ -100,4 +144,5 @@ def make_api(app: Flask) -> DocumentedApi:
     """The Api that documents every blueprint; it serves no route itself (see `app.web.meta`)."""
     return DocumentedApi(app, spec_kwargs={"title": "aiserver", "version": __version__, "openapi_version": "3.0.3",
                                            "info": {"description": DESCRIPTION},
-                                           "extra_plugins": [KeyedRoutes(), ErrorResponses(), EventStreams()]})
+                                           "extra_plugins": [KeyedRoutes(), ErrorResponses(), EventStreams(),
+                                                             SchemaRules()]})

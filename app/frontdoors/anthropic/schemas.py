@@ -13,13 +13,21 @@ from marshmallow import RAISE, ValidationError, fields, pre_load, validate, vali
 
 from app.core.openapi import AnthropicErrorSchema
 from app.core.schemas import BaseSchema, StrictBoolean
-from app.llm.schemas import MAX_MESSAGES, MAX_OUTPUT_TOKENS, MAX_PARTS, MAX_TEXT_CHARS, check_model_name
+from app.llm.schemas import MAX_MESSAGES, MAX_OUTPUT_TOKENS, MAX_PARTS, MAX_TEXT_CHARS, MODEL_NAME_DOC, check_model_name
 
 TOOL_CHOICE_TYPES = ("auto", "any", "tool", "none")
 
 
 class Blocks(fields.Field):
     """A string, or a non-empty list of content blocks, each an object with a `type`."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        block = {"type": "object", "required": ["type"], "properties": {"type": {"type": "string"}}}
+        kwargs["metadata"] = {"oneOf": [{"type": "string", "maxLength": MAX_TEXT_CHARS},
+                                        {"type": "array", "maxItems": MAX_PARTS, "items": block}],
+                              "description": "Text, or content blocks (each an object with a `type`).",
+                              **kwargs.get("metadata", {})}
+        super().__init__(*args, **kwargs)
 
     def _deserialize(self, value: Any, attr, data, **kwargs):
         if isinstance(value, str):
@@ -41,6 +49,10 @@ class TurnSchema(BaseSchema):
 class ClaudeToolSchema(BaseSchema):
     """A custom tool (`name`, `description`, `input_schema`) or one of Anthropic's server tools (`type`)."""
 
+    DOCUMENT_RULES = {"anyOf": [
+        {"required": ["input_schema"], "properties": {"input_schema": {"type": "object"}}},
+        {"required": ["type"], "properties": {"type": {"type": "string", "not": {"enum": ["custom"]}}}}]}
+
     name = fields.String(required=True, validate=validate.Length(min=1, max=128))
     type = fields.String(load_default=None, allow_none=True)
     description = fields.String(load_default=None)
@@ -53,6 +65,10 @@ class ClaudeToolSchema(BaseSchema):
 
 
 class ClaudeToolChoiceSchema(BaseSchema):
+    DOCUMENT_RULES = {"anyOf": [
+        {"properties": {"type": {"enum": [t for t in TOOL_CHOICE_TYPES if t != "tool"]}}},
+        {"required": ["name"], "properties": {"name": {"type": "string", "minLength": 1}}}]}
+
     type = fields.String(required=True, validate=validate.OneOf(TOOL_CHOICE_TYPES))
     name = fields.String(load_default=None)
     disable_parallel_tool_use = StrictBoolean(load_default=None)
@@ -75,7 +91,7 @@ class MessageMetadataSchema(BaseSchema):
 class MessagesSchema(BaseSchema):
     """Anthropic's `POST /v1/messages` body. Fields not declared here are kept in `extra`."""
 
-    model = fields.String(required=True, validate=check_model_name)
+    model = fields.String(required=True, validate=check_model_name, metadata=MODEL_NAME_DOC)
     max_tokens = fields.Integer(required=True, validate=validate.Range(min=1, max=MAX_OUTPUT_TOKENS))
     messages = fields.List(fields.Nested(TurnSchema), required=True,
                            validate=validate.Length(min=1, max=MAX_MESSAGES))
@@ -89,6 +105,7 @@ class MessagesSchema(BaseSchema):
     thinking = fields.Nested(ThinkingSchema, load_default=None)
     metadata = fields.Nested(MessageMetadataSchema, load_default=None)
     output_config = fields.Dict(load_default=None)
+    UNDOCUMENTED = ("extra",)  # the fields it does not declare, gathered by `keep_unknown_fields`
     extra = fields.Dict(load_default=dict)
 
     @pre_load

@@ -7,11 +7,19 @@ from typing import Any
 from marshmallow import RAISE, ValidationError, fields, pre_load, validate
 
 from app.core.schemas import BaseSchema, StrictBoolean
-from app.llm.schemas import MAX_MESSAGES, REASONING_EFFORTS, check_model_name, max_tokens_field
+from app.llm.schemas import MAX_MESSAGES, MODEL_NAME_DOC, REASONING_EFFORTS, check_model_name, max_tokens_field
 
 
 class InputField(fields.Field):
     """A string, or a non-empty list of input items (each an object)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        kwargs["metadata"] = {"oneOf": [{"type": "string", "minLength": 1},
+                                        {"type": "array", "minItems": 1, "maxItems": MAX_MESSAGES,
+                                         "items": {"type": "object"}}],
+                              "description": "A text, or input items (messages, function calls and their outputs).",
+                              **kwargs.get("metadata", {})}
+        super().__init__(*args, **kwargs)
 
     def _deserialize(self, value: Any, attr, data, **kwargs):
         if isinstance(value, str) and value:
@@ -48,7 +56,7 @@ class TextSchema(BaseSchema):
 class ResponsesSchema(BaseSchema):
     """OpenAI's `POST /v1/responses` body. Fields not declared here are kept in `extra`."""
 
-    model = fields.String(required=True, validate=check_model_name)
+    model = fields.String(required=True, validate=check_model_name, metadata=MODEL_NAME_DOC)
     input = InputField(required=True)
     instructions = fields.String(load_default=None, allow_none=True)
     tools = fields.List(fields.Dict(), load_default=None)
@@ -64,6 +72,7 @@ class ResponsesSchema(BaseSchema):
     stream = StrictBoolean(load_default=False)
     store = StrictBoolean(load_default=None, allow_none=True)
     previous_response_id = fields.String(load_default=None, allow_none=True)
+    UNDOCUMENTED = ("extra",)  # the fields it does not declare, gathered by `keep_unknown_fields`
     extra = fields.Dict(load_default=dict)
 
     @pre_load
@@ -97,27 +106,36 @@ class ResponseObjectSchema(ResponseStateSchema):
         "description": "Who answered (null for a streamed response that failed before any provider answered)."})
 
 
-class RetrieveQuerySchema(BaseSchema):
-    """`GET /v1/responses/{id}`: a stored response is answered whole, so the streaming options are refused."""
+class RetrieveQueryDocument(BaseSchema):
+    """`GET /v1/responses/{id}`: a stored response is answered whole. OpenAI's streaming options and
+    `include` are refused (a 400 naming the parameter), so the document lists only what is accepted."""
 
-    stream = fields.Boolean(load_default=False, metadata={"description": "Only false: stored responses are not "
-                                                                          "replayed as events."})
-    starting_after = fields.Integer(load_default=None, metadata={"description": "Refused (a streaming option)."})
+    stream = fields.Boolean(load_default=False, metadata={"enum": [False], "description": "Only false: stored "
+                                                          "responses are not replayed as events."})
     include_obfuscation = fields.Boolean(load_default=None, metadata={"description": "Accepted; nothing to obfuscate "
                                                                                       "without a stream."})
-    include = fields.String(load_default=None, metadata={"description": "Refused: nothing more to include."})
 
 
-class InputItemsQuerySchema(BaseSchema):
+class RetrieveQuerySchema(RetrieveQueryDocument):
+    """What the view reads: the documented options, and those it refuses when given."""
+
+    starting_after = fields.Integer(load_default=None)
+    include = fields.String(load_default=None)
+
+
+class InputItemsQueryDocument(BaseSchema):
     """A page of a stored response's input items, as OpenAI pages them: `after` an item id, newest first
-    by default."""
+    by default (`before` and `include` are refused, a 400 naming the parameter)."""
 
     limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
     order = fields.String(load_default="desc", validate=validate.OneOf(["asc", "desc"]))
     after = fields.String(load_default=None, validate=validate.Length(min=1, max=200),
                           metadata={"description": "List the items after this item id (`last_id` of a page)."})
-    before = fields.String(load_default=None, metadata={"description": "Refused: page forward with `after`."})
-    include = fields.String(load_default=None, metadata={"description": "Refused: nothing more to include."})
+
+
+class InputItemsQuerySchema(InputItemsQueryDocument):
+    before = fields.String(load_default=None)
+    include = fields.String(load_default=None)
 
 
 class InputItemListSchema(BaseSchema):

@@ -22,10 +22,12 @@ from app.frontdoors.responses.schemas import (
     RESPONSES_EVENTS,
     RESPONSES_STREAM,
     InputItemListSchema,
+    InputItemsQueryDocument,
     InputItemsQuerySchema,
     ResponseDeletedSchema,
     ResponseObjectSchema,
     ResponsesSchema,
+    RetrieveQueryDocument,
     RetrieveQuerySchema,
 )
 from app.frontdoors.responses.translate import completion_request, envelope, response_body, stored_items
@@ -89,7 +91,7 @@ def save_streamed(response: dict[str, Any], items: list[dict[str, Any]], owner: 
 
 @bp.get("/v1/responses/<response_id>")
 @bp.get("/api/v1/responses/<response_id>")
-@query_args(RetrieveQuerySchema)
+@query_args(RetrieveQueryDocument)
 @bp.response(200, ResponseObjectSchema)
 @errors(NOT_FOUND, (400, "`stream`, `starting_after` or `include`, which a stored response cannot honour."))
 def retrieve_response(response_id: str):
@@ -110,7 +112,7 @@ def delete_response(response_id: str):
 
 @bp.get("/v1/responses/<response_id>/input_items")
 @bp.get("/api/v1/responses/<response_id>/input_items")
-@query_args(InputItemsQuerySchema)
+@query_args(InputItemsQueryDocument)
 @bp.response(200, InputItemListSchema)
 @errors(NOT_FOUND, (400, "An invalid limit or order, an `after` that is not an item of this response, "
                          "or `before` or `include`."))
