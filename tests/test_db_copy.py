@@ -29,8 +29,8 @@ def fill(chats: int, per_chat: int) -> None:
     """Bulk-insert `chats` conversations of `per_chat` messages each, plus a few rows of other tables."""
     with database.atomic():
         Conversation.insert_many(
-            [{"id": f"c{i:05d}", "chat_id": f"c{i:05d}", "title": f"chat {i}", "created_at": START, "last_updated": START,
-              "message_count": per_chat} for i in range(chats)]).execute()
+            [{"id": f"c{i:05d}", "chat_id": f"c{i:05d}", "title": f"chat {i}", "created_at": START,
+              "last_updated": START, "message_count": per_chat} for i in range(chats)]).execute()
         rows = ({"conversation": f"c{i // per_chat:05d}", "role": ("user", "assistant")[i % 2],
                  "content": f"message {i}", "created_at": START + timedelta(seconds=i)}
                 for i in range(chats * per_chat))
