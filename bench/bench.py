@@ -144,6 +144,8 @@ def main(argv=None) -> int:
                    help="auto: servers on all CPUs but the last, load generator and fake on the last")
     p.add_argument("--litellm-workers", type=int, default=1)
     p.add_argument("--aiserver-workers", type=int, default=0, help="WEB_WORKERS for aiserver; 0: its default")
+    p.add_argument("--aiserver-key", action="store_true",
+                   help="create a client key (no limits) for aiserver and send it with every request")
     p.add_argument("--streams", dest="streams", action="store_true", default=True)
     p.add_argument("--no-streams", dest="streams", action="store_false",
                    help="skip the stream-capacity benchmark")
@@ -233,7 +235,8 @@ def main(argv=None) -> int:
     aiserver_extra = {"WEB_WORKERS": str(args.aiserver_workers)} if args.aiserver_workers else {}
     if "aiserver" in names or "aiserver-ask" in names:
         chat = attempt("aiserver", lambda: T.start_aiserver(log_dir, os.path.join(work, "aiserver"), fake_url,
-                                                            server_cpus, args.chunks, aiserver_extra))
+                                                            server_cpus, args.chunks, aiserver_extra,
+                                                            client_key=args.aiserver_key))
         if chat and "aiserver-ask" in names:
             attempt("aiserver-ask", lambda: T.aiserver_ask(chat, args.chunks))
         elif "aiserver-ask" in names:

@@ -250,10 +250,10 @@ def flask_command(args: list[str], env: dict, log_path: str, timeout: float = 18
 
 def start_aiserver(log_dir: str, tmp: str, fake_url: str, cpus: str | None, chunks: int,
                    extra_env: dict | None = None, name: str = "aiserver", smoke_modes: tuple = (False, True),
-                   migrate: bool = True, headers: dict | None = None) -> Target:
+                   migrate: bool = True, headers: dict | None = None, client_key: bool = False) -> Target:
     """Gunicorn on a free port (its database migrated first unless `migrate` is false: another instance
     on the same database did it), checked with one valid answer per smoke mode. `headers` go with every
-    request to it (a client key's Authorization)."""
+    request to it (a client key's Authorization); `client_key` creates a key (no limits) and sends it."""
     gunicorn = os.path.join(ROOT, ".venv", "bin", "gunicorn")
     needed = (gunicorn, os.path.join(ROOT, "gunicorn.conf.py"), os.path.join(ROOT, "app", "wsgi.py"))
     missing = [p for p in needed if not os.path.exists(p)]
@@ -265,6 +265,11 @@ def start_aiserver(log_dir: str, tmp: str, fake_url: str, cpus: str | None, chun
     env = aiserver_env(fake_url, port, tmp, **(extra_env or {}))
     if migrate:
         flask_command(["db-upgrade"], env, os.path.join(log_dir, f"{name}-db-upgrade.log"))
+    headers = dict(headers or {})
+    if client_key:
+        out = flask_command(["keys", "create", "bench"], env, os.path.join(log_dir, f"{name}-key.log"))
+        key = next(line[5:].strip() for line in out.splitlines() if line.startswith("key: "))
+        headers["Authorization"] = f"Bearer {key}"
     argv = [gunicorn, "--config", "gunicorn.conf.py", "app.wsgi:app"]
     proc = spawn(name, argv, env, ROOT, log_dir, cpus)
     try:
@@ -300,7 +305,7 @@ def start_caddy(log_dir: str, tmp: str, upstreams: list[str], cpus: str | None,
 
 def aiserver_ask(chat: Target, chunks: int) -> Target:
     target = Target("aiserver-ask", "aiserver /v1/ask", chat.url, endpoint="ask", proc=chat.proc, owns_proc=False,
-                    info=chat.info)
+                    headers=dict(chat.headers), info=chat.info)
     smoke(target, chunks)
     return target
 

@@ -77,6 +77,7 @@ class Registry:
         self.model_aliases = model_aliases or {}
         self.groups = groups or {}
         self.prices: dict[str, dict[str, float]] = {}  # USD per million tokens, from the models file
+        self.configured: dict[str, frozenset[str]] = {}  # configured_models, per provider, once served
 
     @property
     def names(self) -> list[str]:
@@ -190,8 +191,16 @@ class Registry:
                                 f"set {variable}.", details={"provider": name, "variable": variable, "param": "model"})
         return self.providers[name], model
 
-    def configured_models(self, provider_name: str) -> set[str]:
-        """The models configured for a provider: its default and fallbacks, and the targets of its aliases."""
+    def configured_models(self, provider_name: str) -> frozenset[str]:
+        """The models configured for a provider: its default and fallbacks, and the targets of its aliases.
+        Asked once a call (the metrics label), so computed once per provider: the registry is complete
+        before the first request."""
+        models = self.configured.get(provider_name)
+        if models is None:
+            models = self.configured[provider_name] = frozenset(self.listed_models(provider_name))
+        return models
+
+    def listed_models(self, provider_name: str) -> set[str]:
         provider = self.providers.get(provider_name)
         listed = set(provider.list_models()) if provider is not None else set()
         for chain in self.model_aliases.values():
