@@ -47,7 +47,8 @@ class ConversationChatSchema(BaseSchema):
                                                       "parts (text and base64 data: URL images)."})
     chat_id = fields.String(load_default=None, allow_none=True, validate=check_chat_id,
                             error_messages={"invalid": CHAT_ID_ERROR},
-                            metadata={"description": "Chat to continue or create; a UUID is made when absent. "
+                            metadata={"pattern": f"^{CHAT_ID_PATTERN.pattern}$",
+                                      "description": "Chat to continue or create; a UUID is made when absent. "
                                                      + CHAT_ID_RULE + "."})
     provider = fields.String(load_default=None, allow_none=True,
                              metadata={"description": "Provider name or alias; default DEFAULT_PROVIDER."})

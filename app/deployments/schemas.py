@@ -102,7 +102,8 @@ class TaskRequestSchema(BaseSchema):
     brief = fields.String(required=True, validate=validate.Length(min=1, max=50_000))
     checks = fields.List(CheckField(), load_default=list, validate=validate.Length(max=100))
     evaluation_url = fields.String(required=True, validate=validate.Length(min=1, max=2048))
-    attachments = fields.List(fields.Nested(AttachmentSchema), load_default=list, validate=validate.Length(max=20))
+    attachments = fields.List(fields.Nested(AttachmentSchema), load_default=list, validate=validate.Length(max=20),
+                              metadata={"description": "Each attachment name once."})
 
     @validates_schema
     def unique_attachment_names(self, data: dict[str, Any], **kwargs) -> None:

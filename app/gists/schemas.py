@@ -139,7 +139,7 @@ class FileChangeSchema(BaseSchema):
 class CreateGistSchema(FilesFormSchema):
     description = fields.String(load_default="", allow_none=True)
     public = StrictBoolean(load_default=False)
-    files = fields.List(fields.Nested(NewFileSchema), required=True,
+    files = fields.List(fields.Nested(NewFileSchema), required=True, metadata={"description": "Each filename once."},
                         validate=validate.Length(min=1, max=MAX_FILES, error="Give between 1 and 300 files."))
 
     @post_load
@@ -153,7 +153,8 @@ class UpdateGistSchema(FilesFormSchema):
                                 {"required": ["files"], "properties": {"files": {"type": "array", "minItems": 1}}}]}
 
     description = fields.String(load_default=None, allow_none=True)
-    files = fields.List(fields.Nested(FileChangeSchema), load_default=list, validate=validate.Length(max=MAX_FILES))
+    files = fields.List(fields.Nested(FileChangeSchema), load_default=list, validate=validate.Length(max=MAX_FILES),
+                        metadata={"description": "Each filename once."})
 
     @validates_schema
     def changes_something(self, data: dict[str, Any], **kwargs) -> None:
@@ -164,8 +165,10 @@ class UpdateGistSchema(FilesFormSchema):
 class ListGistsQuery(BaseSchema):
     page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=100000))
     per_page = fields.Integer(load_default=30, validate=validate.Range(min=1, max=100))
-    since = Moment(load_default=None)
-    until = Moment(load_default=None)
+    since = Moment(load_default=None, metadata={"type": "string", "format": "date-time",
+                                                "description": "ISO 8601 (a date alone will do); not after until."})
+    until = Moment(load_default=None, metadata={"type": "string", "format": "date-time",
+                                                "description": "ISO 8601 (a date alone will do)."})
 
     @validates_schema
     def ordered(self, data: dict[str, Any], **kwargs) -> None:

@@ -37,7 +37,7 @@ class CreateKeySchema(BaseSchema):
     monthly_budget_usd = fields.Float(load_default=None, allow_none=True,
                                       validate=validate.Range(min=0, max=MAX_BUDGET_USD))
     expires_at = fields.AwareDateTime(load_default=None, allow_none=True, default_timezone=timezone.utc,
-                                      validate=in_the_future)
+                                      validate=in_the_future, metadata={"description": "In the future."})
 
 
 # `group_by`: groups of GROUPS separated by commas (spaces around them, empty ones skipped); checked with
@@ -56,8 +56,11 @@ USAGE_DAYS = validate.Range(min=date(1970, 1, 1), max=date(9999, 12, 30))  # unt
 
 
 class UsageQuerySchema(BaseSchema):
-    since = fields.Date(load_default=None, validate=USAGE_DAYS)
-    until = fields.Date(load_default=None, validate=USAGE_DAYS)
+    since = fields.Date(load_default=None, validate=USAGE_DAYS,
+                        metadata={"description": "The first day (default: 29 days before until); not after until, "
+                                                 "and at most 366 days before it. From 1970-01-01 to 9999-12-30."})
+    until = fields.Date(load_default=None, validate=USAGE_DAYS,
+                        metadata={"description": "The last day (default: today, UTC). From 1970-01-01 to 9999-12-30."})
     key_id = fields.String(load_default=None, validate=validate.Length(min=1, max=40))
     group_by = fields.String(load_default="day", validate=check_group_by,
                              metadata={"pattern": f"^{GROUP_BY}$",

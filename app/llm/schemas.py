@@ -210,12 +210,17 @@ class ChatMessageSchema(BaseSchema):
     """One message of an OpenAI chat, agents' histories included: an assistant message may carry
     `tool_calls` with `content` null; a `tool` message answers one call by `tool_call_id`."""
 
+    DOCUMENT_RULES = {"description": "Only an assistant message carries tool_calls or thinking_blocks, and only one "
+                                     "with tool_calls may leave content null; a tool message answers a call of the "
+                                     "assistant message before it, by its tool_call_id."}
+
     role = fields.String(required=True, validate=validate.OneOf(OPENAI_ROLES))
     content = MessageContent(load_default=None, allow_none=True, image_urls=True)
     name = fields.String(load_default=None)
     tool_calls = fields.List(fields.Nested(ToolCallSchema), load_default=None)
     tool_call_id = fields.String(load_default=None)
-    thinking_blocks = fields.List(ThinkingBlockField(), load_default=None)
+    thinking_blocks = fields.List(ThinkingBlockField(metadata={"required": ["type"], "properties": {
+        "type": {"type": "string", "enum": list(THINKING_TYPES)}}}), load_default=None)
 
     @pre_load
     def thinking_parts(self, data: Any, **kwargs) -> Any:

@@ -91,6 +91,11 @@ class MessageMetadataSchema(BaseSchema):
 class MessagesSchema(BaseSchema):
     """Anthropic's `POST /v1/messages` body. Fields not declared here are kept in `extra`."""
 
+    DOCUMENT_RULES = {"description": "A field not listed here is passed on as it came: a Claude model's vendor may "
+                                     "take it, another provider refuses it (a 400). A block type other than text, "
+                                     "image, tool_use, tool_result and thinking, or a server tool, is for Claude "
+                                     "models only."}
+
     model = fields.String(required=True, validate=check_model_name, metadata=MODEL_NAME_DOC)
     max_tokens = fields.Integer(required=True, validate=validate.Range(min=1, max=MAX_OUTPUT_TOKENS))
     messages = fields.List(fields.Nested(TurnSchema), required=True,

@@ -56,6 +56,9 @@ class TextSchema(BaseSchema):
 class ResponsesSchema(BaseSchema):
     """OpenAI's `POST /v1/responses` body. Fields not declared here are kept in `extra`."""
 
+    DOCUMENT_RULES = {"description": "A field not listed here is passed on as it came to OpenAI's Responses API, "
+                                     "and refused (a 400) for a model that API does not serve."}
+
     model = fields.String(required=True, validate=check_model_name, metadata=MODEL_NAME_DOC)
     input = InputField(required=True)
     instructions = fields.String(load_default=None, allow_none=True)
