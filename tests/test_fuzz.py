@@ -1,7 +1,8 @@
 """schemathesis over `/openapi.json`: every documented operation, generated valid and invalid input,
 against the app in process with the fake OpenAI, Anthropic and Gemini as its providers and an admin
 key. Checks: no 5xx, every response's status, content type and body as the document says, valid
-data accepted and invalid data refused (but see REFUSES_SOME_VALID_DATA). `make test` runs a
+data accepted (valid as the document's words say too: `as_the_document_words_it`; but see
+REFUSES_SOME_VALID_DATA) and invalid data refused. `make test` runs a
 few examples per operation (FUZZ_EXAMPLES, default 5); `make fuzz` runs many more
 (docs/reliability.md). schemathesis's own pytest plugin does not run under pytest 9, so each
 operation's strategy is driven by hypothesis here."""
@@ -9,8 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
-from datetime import datetime
+from collections.abc import Callable, Iterator
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -26,8 +27,10 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from app.core.clock import parse_iso
 from app.core.paging import encode_cursor
 from app.gists.chat import SYSTEM_PROMPT
+from app.llm.schemas import THINKING_TYPES
 from tests.conftest import NO_HEALTH_MEMORY, base_config, provider_config
 from tests.fakes import RecordedRequest, Reply
 from tests.fakes.anthropic_api import FakeAnthropic
@@ -56,29 +59,11 @@ def no_server_error(ctx: Any, response: Any, case: Any) -> bool | None:
 
 CHECKS = [no_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 FULL_CHECKS = [*CHECKS, positive_data_acceptance, negative_data_rejection]
-# Operations whose schema-valid data the server may still refuse, for a rule across fields or against the
-# clock that the document states in words only (docs/reliability.md, "Full checks"): every other check
-# runs on them, negative data included, but not `positive_data_acceptance`.
+# Operations whose schema-valid data the server may still refuse for a rule the document does not yet state
+# (docs/reliability.md, "Full checks"): every other check runs on them, but not `positive_data_acceptance`.
 REFUSES_SOME_VALID_DATA = {
-    "POST /chat": "provider or model, not both; replace needs a chat_id, and a message unless it is \"answer\"",
-    "POST /v1/chat/completions": "a role's own fields: a tool message needs tool_call_id, only an assistant's "
-                                 "content may be null (with tool_calls)",
+    "POST /v1/chat/completions": "response_format's json_schema.schema must be an object",
     "POST /api/v1/chat/completions": "as /v1/chat/completions",
-    "POST /v1/responses": "a field it does not know is passed on to OpenAI's Responses API, and refused "
-                          "for a model that API does not serve",
-    "POST /api/v1/responses": "as /v1/responses",
-    "POST /v1/messages": "a field it does not know is passed on to the vendor, who may refuse it",
-    "POST /anthropic/v1/messages": "as /v1/messages",
-    "POST /v1/messages/count_tokens": "as /v1/messages; and a block type other than text, image, tool_use, "
-                                      "tool_result and thinking is for Claude models only",
-    "POST /anthropic/v1/messages/count_tokens": "as /v1/messages/count_tokens",
-    "POST /gists": "each filename once",
-    "PATCH /gists/{gist_id}": "each filename once",
-    "POST /task": "each attachment name once",
-    "POST /revise": "each attachment name once",
-    "GET /gists": "since must not be after until",
-    "GET /usage": "since must not be after until, and at most 366 days apart",
-    "POST /admin/keys": "expires_at must be in the future",
 }
 
 
@@ -123,6 +108,165 @@ def as_a_client_sends(case: Any) -> Any:
     return case
 
 
+# Rules across fields, against the clock or about what a vendor takes, which the document states in words
+# (a field's or operation's description) because JSON Schema cannot: schema-valid data as a client who read
+# them sends it. Each repairs a generated case in place, so `positive_data_acceptance` holds everywhere.
+NOT_CLAUDE = "gpt-4o-mini"
+NEUTRAL_BLOCKS = {"text", "image", "tool_use", "tool_result", "thinking", "redacted_thinking"}
+
+
+def message_roles(messages: Any) -> None:
+    """A message's fields by its role (`Message`'s description): only an assistant carries tool_calls or
+    thinking_blocks and may leave content null (with tool_calls); a tool message names its tool_call_id."""
+    calls: set[Any] = set()
+    for message in messages if isinstance(messages, list) else ():
+        if not isinstance(message, dict):
+            continue
+        role = message.get("role")
+        if role != "assistant":
+            message.pop("tool_calls", None)
+            message.pop("thinking_blocks", None)
+        if role == "tool" and not message.get("tool_call_id"):
+            message["tool_call_id"] = "call_fuzz"
+        if role == "tool" and message["tool_call_id"] not in calls:
+            message["role"] = role = "user"  # a tool message answers a call of the assistant before it
+            message.pop("tool_call_id")
+        calls = {call.get("id") for call in message.get("tool_calls") or [] if isinstance(call, dict)}
+        content = message.get("content")
+        if isinstance(content, list) and role == "assistant" and content and all(
+                isinstance(part, dict) and part.get("type") in THINKING_TYPES for part in content):
+            content = None  # thinking parts join thinking_blocks: no content is left
+        if content is None and not (role == "assistant" and message.get("tool_calls")):
+            message["content"] = "Hi"
+
+
+def bodies_with_messages(body: dict[str, Any]) -> None:
+    message_roles(body.get("messages"))
+    message_roles(body.get("history"))
+
+
+def stored_chat(body: dict[str, Any]) -> None:
+    """`POST /chat` as a stored chat: provider or model, not both; replace needs a chat_id; "answer"
+    takes no message, anything else one."""
+    if "messages" in body:
+        return bodies_with_messages(body)
+    if body.get("provider") and body.get("model"):
+        del body["model"]
+    if body.get("replace") and not body.get("chat_id"):
+        body["chat_id"] = "fuzz-chat"
+    if body.get("replace") == "answer":
+        body.pop("message", None)
+    elif body.get("message") is None:
+        body["message"] = "Hi"
+
+
+def each_once(key: str, name: str) -> Callable[[dict[str, Any]], None]:
+    """Each item of `body[key]` by its own `name` (a filename, an attachment's name): the first of each."""
+    def once(body: dict[str, Any]) -> None:
+        if isinstance(body.get(key), list):
+            seen: set[Any] = set()
+            body[key] = [item for item in body[key] if not (item.get(name) in seen or seen.add(item.get(name)))]
+    return once
+
+
+def declared_only(body: dict[str, Any], declared: set[str]) -> None:
+    """A field the server does not declare is passed on to the vendor, who may refuse it: none is sent."""
+    for field in set(body) - declared:
+        del body[field]
+
+
+def translated_blocks(body: dict[str, Any]) -> None:
+    """A Claude model receives the body as it came, for Anthropic's own rules to judge (which the document
+    leaves to Anthropic's): the body names another model, and so takes only text, image, tool_use,
+    tool_result and thinking blocks, and no server tool."""
+    if any(word in str(body.get("model", "")).lower() for word in ("claude", "anthropic")):
+        body["model"] = NOT_CLAUDE
+    body["tools"] = [tool for tool in body.get("tools") or [] if tool.get("type") in (None, "custom")] or None
+    if body["tools"] is None:
+        del body["tools"]
+    if isinstance(body.get("system"), list):
+        body["system"] = neutral_blocks(body["system"])
+    for message in body.get("messages") or []:
+        if isinstance(message.get("content"), list):
+            message["content"] = neutral_blocks(message["content"])
+
+
+def neutral_blocks(blocks: list[Any]) -> list[Any]:
+    kept = [block for block in blocks if block.get("type") in NEUTRAL_BLOCKS]
+    for block in kept:
+        if block.get("type") == "tool_result" and isinstance(block.get("content"), list):
+            block["content"] = neutral_blocks(block["content"])
+    return kept
+
+
+def in_the_future(body: dict[str, Any]) -> None:
+    moment = body.get("expires_at")
+    if isinstance(moment, str) and datetime.fromisoformat(moment) <= datetime.now(timezone.utc):
+        body["expires_at"] = (datetime.now(timezone.utc) + timedelta(days=30)).isoformat()
+
+
+def ordered_moments(query: dict[str, Any]) -> None:
+    """`since` not after `until` (`GET /gists`)."""
+    since, until = parse_iso(query.get("since")), parse_iso(query.get("until"))
+    if since and until and since > until:
+        query["since"], query["until"] = query["until"], query["since"]
+
+
+def usage_days(query: dict[str, Any]) -> None:
+    """`GET /usage`: since not after until (today by default), at most 366 days apart (since is 29 days
+    before until by default)."""
+    today = datetime.now(timezone.utc).date()
+    for name in ("since", "until"):  # x-minimum, x-maximum
+        if query.get(name):
+            query[name] = min(max(query[name], "1970-01-01"), "9999-12-30")
+    since = date.fromisoformat(query["since"]) if query.get("since") else None
+    until = date.fromisoformat(query["until"]) if query.get("until") else today
+    if since and since > until:
+        since, until = until, since
+        query["until"] = until.isoformat()
+    if since and (until - since).days > 366:
+        query["since"] = (until - timedelta(days=366)).isoformat()
+    elif since:
+        query["since"] = since.isoformat()
+    if not query.get("since") and until < date(1970, 1, 30):
+        query["since"] = "1970-01-01"
+    if query.get("since") and not query.get("until") and query["since"] > today.isoformat():
+        query["until"] = query["since"]
+
+
+BODY_RULES: dict[str, list[Callable[[dict[str, Any]], None]]] = {
+    "POST /chat": [stored_chat],
+    "POST /gists": [each_once("files", "filename")],
+    "PATCH /gists/{gist_id}": [each_once("files", "filename")],
+    "POST /task": [each_once("attachments", "name")],
+    "POST /revise": [each_once("attachments", "name")],
+    "POST /admin/keys": [in_the_future],
+    "POST /v1/messages": [translated_blocks],
+    "POST /anthropic/v1/messages": [translated_blocks],
+    "POST /v1/messages/count_tokens": [translated_blocks],
+    "POST /anthropic/v1/messages/count_tokens": [translated_blocks],
+}
+QUERY_RULES = {"GET /gists": ordered_moments, "GET /usage": usage_days}
+PASSED_ON = ("/responses", "/messages", "/chat/completions")  # bodies whose undeclared fields go to the vendor
+
+
+def declared_fields(operation: Any) -> set[str]:
+    reference = operation.definition.raw["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    return set(operation.schema.raw_schema["components"]["schemas"][reference.rsplit("/", 1)[1]]["properties"])
+
+
+def as_the_document_words_it(case: Any) -> Any:
+    label = case.operation.label
+    if isinstance(case.body, dict):
+        if label.endswith(PASSED_ON):
+            declared_only(case.body, declared_fields(case.operation))
+        for rule in BODY_RULES.get(label, [bodies_with_messages]):
+            rule(case.body)
+    if case.query and label in QUERY_RULES:
+        QUERY_RULES[label](case.query)
+    return case
+
+
 def admin(app: Any) -> dict[str, str]:
     """The headers of the admin key the fuzzed app was made with: every operation is open to it."""
     return {"Authorization": f"Bearer {app.config['FUZZ_ADMIN_KEY']}"}
@@ -140,7 +284,7 @@ def fuzz(operation: Any, mode: GenerationMode, headers: dict[str, str]) -> tuple
               if not (check is positive_data_acceptance and operation.label in REFUSES_SOME_VALID_DATA)]
     strategy = operation.as_strategy(generation_mode=mode)
     if mode is GenerationMode.POSITIVE:
-        strategy = strategy.map(as_a_client_sends)
+        strategy = strategy.map(as_a_client_sends).map(as_the_document_words_it)
 
     @given(case=strategy)
     @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=REPEATABLE,
