@@ -64,6 +64,7 @@ FULL_CHECKS = [*CHECKS, positive_data_acceptance, negative_data_rejection]
 REFUSES_SOME_VALID_DATA = {
     "POST /v1/chat/completions": "response_format's json_schema.schema must be an object",
     "POST /api/v1/chat/completions": "as /v1/chat/completions",
+    "POST /chat": "a stored chat's message is not \"\" (its string branch has no minLength)",
 }
 
 
