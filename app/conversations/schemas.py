@@ -42,7 +42,7 @@ class ConversationChatSchema(BaseSchema):
     answer is dropped; send no `message`), "message" replaces its last question (and the answer after
     it) by `message`."""
 
-    message = MessageContent(load_default=None, allow_none=False, validate=check_not_empty,
+    message = MessageContent(load_default=None, allow_none=False, validate=check_not_empty, not_empty=True,
                              metadata={"description": "The user's message: a string, or OpenAI-style content "
                                                       "parts (text and base64 data: URL images)."})
     chat_id = fields.String(load_default=None, allow_none=True, validate=check_chat_id,

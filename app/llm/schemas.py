@@ -78,9 +78,11 @@ class MessageContent(fields.Field):
     """A string, or a list of `{"type": "text", "text"}` / `{"type": "image_url", "image_url": {"url"}}`
     parts, turned into the providers' neutral parts; `image_urls` lets an image be an http(s) URL."""
 
-    def __init__(self, *args: Any, image_urls: bool = False, **kwargs: Any):
-        kwargs["metadata"] = {**content_document(image_urls, bool(kwargs.get("allow_none"))),
-                              **kwargs.get("metadata", {})}
+    def __init__(self, *args: Any, image_urls: bool = False, not_empty: bool = False, **kwargs: Any):
+        document = content_document(image_urls, bool(kwargs.get("allow_none")))
+        if not_empty:  # a string too has at least one character
+            document["oneOf"][0]["minLength"] = 1
+        kwargs["metadata"] = {**document, **kwargs.get("metadata", {})}
         super().__init__(*args, **kwargs)
         self.image_urls = image_urls
 
@@ -165,6 +167,11 @@ class StreamOptionsSchema(BaseSchema):
 
 
 class ResponseFormatSchema(BaseSchema):
+    DOCUMENT_RULES = {"anyOf": [
+        {"properties": {"type": {"enum": ["text", "json_object"]}}},
+        {"required": ["json_schema"], "properties": {"json_schema": {
+            "type": "object", "required": ["schema"], "properties": {"schema": {"type": "object"}}}}}]}
+
     type = fields.String(required=True, validate=validate.OneOf(("text", "json_object", "json_schema")))
     json_schema = fields.Dict(load_default=None)
 
@@ -287,6 +294,11 @@ class ToolChoiceField(fields.Field):
 class ChatCompletionsSchema(BaseSchema):
     """OpenAI's `POST /v1/chat/completions` body. Fields not declared here are kept in `extra`."""
 
+    DOCUMENT_RULES = {"not": {"required": ["logprobs", "stream"],
+                              "properties": {"logprobs": {"enum": [True]}, "stream": {"enum": [True]}}},
+                      "description": "A field not listed here is passed on as it came to the provider, who may "
+                                     "refuse it (a 400). logprobs are not streamed: not both."}
+
     model = fields.String(required=True, validate=check_model_name, metadata=MODEL_NAME_DOC)
     messages = fields.List(fields.Nested(ChatMessageSchema), required=True,
                            validate=validate.Length(min=1, max=MAX_MESSAGES))
@@ -299,7 +311,12 @@ class ChatCompletionsSchema(BaseSchema):
     stop = StopField(load_default=None)
     response_format = fields.Nested(ResponseFormatSchema, load_default=None)
     tools = fields.List(fields.Nested(ToolSchema), load_default=None)
-    tool_choice = ToolChoiceField(load_default=None)
+    tool_choice = ToolChoiceField(load_default=None, metadata={"oneOf": [
+        {"type": "string", "enum": ["auto", "none", "required"]},
+        {"type": "object", "required": ["type", "function"], "properties": {
+            "type": {"type": "string", "enum": ["function"]},
+            "function": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}}},
+        {"type": "string", "nullable": True, "enum": [None]}], "description": "A function it names is one of tools."})
     parallel_tool_calls = StrictBoolean(load_default=None)
     n = fields.Integer(load_default=None, validate=validate.Range(min=1, max=128))
     seed = fields.Integer(load_default=None)
