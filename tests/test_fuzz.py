@@ -19,12 +19,14 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation import GenerationMode
+from schemathesis.generation.meta import CoveragePhaseData, CoverageScenario
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     negative_data_rejection,
     positive_data_acceptance,
     response_schema_conformance,
     status_code_conformance,
+    unsupported_method,
 )
 
 from app.core.clock import parse_iso
@@ -312,6 +314,32 @@ def test_every_operation_answers_as_documented(fuzzed_app):
                if mode is GenerationMode.POSITIVE or has_input(operation)]
     failures = [text for _, found in results for text in found]
     print(f"{sum(sent for sent, _ in results)} cases over {len(operations)} operations, {len(failures)} failing")
+    assert not failures, "\n\n".join(failures)
+
+
+def test_every_path_refuses_an_undocumented_method_with_405_and_allow(fuzzed_app):
+    """schemathesis's `unsupported_method` (Allow headers): its coverage phase sends each path every method
+    its operations do not document (PUT, PATCH, TRACE, QUERY... and OPTIONS, which must be answered),
+    once per path; each must be a 405 with an `Allow` header."""
+    schema = schemathesis.openapi.from_wsgi("/openapi.json", fuzzed_app)
+    schema.config.generation.update(allow_x00=False)
+    headers = admin(fuzzed_app)
+    probed, failures = set(), []
+    methods = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+    # `get_all_operations` leaves out the document's own `GET /openapi.json`; each path's first operation here
+    operations = [schema[path][next(method for method in item if method in methods).upper()]
+                  for path, item in schema.raw_schema["paths"].items()]
+    for operation in operations:
+        for case in schema.iter_coverage_cases(operation, generation_modes=[GenerationMode.NEGATIVE],
+                                               generation_config=schema.config.generation):
+            data = case.meta.phase.data
+            if isinstance(data, CoveragePhaseData) and data.scenario is CoverageScenario.UNSPECIFIED_HTTP_METHOD:
+                probed.add(case.operation.path)
+                try:
+                    case.call_and_validate(checks=[unsupported_method], headers=headers)
+                except (Exception, BaseExceptionGroup) as failure:
+                    failures.append(f"{case.method} {case.operation.path}: {failure}")
+    assert probed == set(schema.raw_schema["paths"])
     assert not failures, "\n\n".join(failures)
 
 
