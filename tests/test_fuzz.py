@@ -416,3 +416,22 @@ def test_path_and_cursor_rules_are_in_the_document(client):
     retrieve = {p["name"] for p in document["paths"]["/v1/responses/{response_id}"]["get"]["parameters"]}
     assert retrieve == {"stream", "include_obfuscation"}  # response_id is the path's parameter
     assert client.get("/v1/responses/resp_x?include=a").status_code == 400
+
+
+def test_several_choices_are_answered_as_documented(fuzzed_app):
+    """With `n` > 1 OpenAI's choices come back as it sent them (`refusal`, `annotations`, `logprobs`), which
+    the document's choice did not allow: "Response violates schema" at 50 cases per operation."""
+    schema = schemathesis.openapi.from_wsgi("/openapi.json", fuzzed_app)
+    case = schema["/v1/chat/completions"]["POST"].Case(
+        body={"messages": [{"role": "user", "content": "Hi"}], "model": "gpt-4o-mini", "n": 3},
+        media_type="application/json")
+    response = case.call(headers=admin(fuzzed_app))
+    assert response.status_code == 200 and len(response.json()["choices"]) == 3
+    case.validate_response(response, checks=CHECKS)
+
+
+def test_a_body_with_messages_is_only_the_stateless_chat(client):
+    """`POST /chat`'s `oneOf`: a body with `messages` (and `"stream": null`, say) matched both the stateless
+    and the stored chat, so the document called it invalid while the server (rightly) answered it."""
+    document = client.get("/openapi.json").json
+    assert document["components"]["schemas"]["ConversationChat"]["not"] == {"required": ["messages"]}

@@ -42,6 +42,10 @@ class ConversationChatSchema(BaseSchema):
     answer is dropped; send no `message`), "message" replaces its last question (and the answer after
     it) by `message`."""
 
+    DOCUMENT_RULES = {"not": {"required": ["messages"]},  # a body with `messages` is the stateless chat
+                      "description": "Send provider or model, not both; replace needs a chat_id, and a message "
+                                     "unless it is \"answer\" (then none)."}
+
     message = MessageContent(load_default=None, allow_none=False, validate=check_not_empty, not_empty=True,
                              metadata={"description": "The user's message: a string, or OpenAI-style content "
                                                       "parts (text and base64 data: URL images)."})

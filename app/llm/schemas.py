@@ -429,6 +429,8 @@ class AnswerMessageSchema(BaseSchema):
     thinking_blocks = fields.List(fields.Dict(), metadata={
         "description": "Claude's thinking blocks (with their signatures), to send back on the assistant "
                        "message of a tool loop."})
+    refusal = fields.String(allow_none=True, metadata={"description": "OpenAI's, in its choices when `n` > 1."})
+    annotations = fields.List(fields.Dict(), metadata={"description": "OpenAI's, in its choices when `n` > 1."})
 
 
 class ChoiceSchema(BaseSchema):
@@ -437,6 +439,7 @@ class ChoiceSchema(BaseSchema):
 
     index = fields.Integer(required=True)
     message = fields.Nested(AnswerMessageSchema, required=True)
+    logprobs = fields.Dict(allow_none=True, metadata={"description": "OpenAI's, in its choices when `n` > 1."})
     finish_reason = fields.String(required=True, allow_none=True)
 
 
