@@ -175,6 +175,29 @@ def declared_only(body: dict[str, Any], declared: set[str]) -> None:
         del body[field]
 
 
+OTHER_VENDORS = ("claude", "anthropic", "gemini", "google")
+PLAIN_COMPLETION = {"model", "messages", "stream", "max_tokens", "temperature", "top_p", "stop", "tools", "tool_choice"}
+
+
+def another_vendor(body: dict[str, Any]) -> bool:
+    return str(body.get("model", "")).lower().startswith(OTHER_VENDORS)
+
+
+def openai_parameters(body: dict[str, Any]) -> None:
+    """Chat completions: a parameter the model's provider does not take is refused unless
+    DROP_UNSUPPORTED_PARAMS: a body with more than the plain ones names an OpenAI model."""
+    if another_vendor(body) and set(body) - PLAIN_COMPLETION:
+        body["model"] = NOT_CLAUDE
+    bodies_with_messages(body)
+
+
+def served_by_the_responses_api(body: dict[str, Any]) -> None:
+    """Responses: another vendor's model is translated (function tools only, its provider's parameters):
+    valid data names an OpenAI model, which the Responses API judges."""
+    if another_vendor(body):
+        body["model"] = NOT_CLAUDE
+
+
 def translated_blocks(body: dict[str, Any]) -> None:
     """A Claude model receives the body as it came, for Anthropic's own rules to judge (which the document
     leaves to Anthropic's): the body names another model, and so takes only text, image, tool_use,
@@ -241,6 +264,10 @@ BODY_RULES: dict[str, list[Callable[[dict[str, Any]], None]]] = {
     "POST /task": [each_once("attachments", "name")],
     "POST /revise": [each_once("attachments", "name")],
     "POST /admin/keys": [in_the_future],
+    "POST /v1/chat/completions": [openai_parameters],
+    "POST /api/v1/chat/completions": [openai_parameters],
+    "POST /v1/responses": [served_by_the_responses_api],
+    "POST /api/v1/responses": [served_by_the_responses_api],
     "POST /v1/messages": [translated_blocks],
     "POST /anthropic/v1/messages": [translated_blocks],
     "POST /v1/messages/count_tokens": [translated_blocks],

@@ -297,7 +297,9 @@ class ChatCompletionsSchema(BaseSchema):
     DOCUMENT_RULES = {"not": {"required": ["logprobs", "stream"],
                               "properties": {"logprobs": {"enum": [True]}, "stream": {"enum": [True]}}},
                       "description": "A field not listed here is passed on as it came to the provider, who may "
-                                     "refuse it (a 400). logprobs are not streamed: not both."}
+                                     "refuse it (a 400). logprobs are not streamed: not both. A parameter the "
+                                     "model's provider does not take (Anthropic's, Gemini's) is refused "
+                                     "(`unsupported_parameter`) unless DROP_UNSUPPORTED_PARAMS is set."}
 
     model = fields.String(required=True, validate=check_model_name, metadata=MODEL_NAME_DOC)
     messages = fields.List(fields.Nested(ChatMessageSchema), required=True,

@@ -57,7 +57,9 @@ class ResponsesSchema(BaseSchema):
     """OpenAI's `POST /v1/responses` body. Fields not declared here are kept in `extra`."""
 
     DOCUMENT_RULES = {"description": "A field not listed here is passed on as it came to OpenAI's Responses API, "
-                                     "and refused (a 400) for a model that API does not serve."}
+                                     "and refused (a 400) for a model that API does not serve; for such a "
+                                     "model the body is translated: function tools only, input_text and "
+                                     "input_image parts, and the parameters its provider takes."}
 
     model = fields.String(required=True, validate=check_model_name, metadata=MODEL_NAME_DOC)
     input = InputField(required=True)
