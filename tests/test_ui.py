@@ -10,7 +10,6 @@ import base64
 import json
 import os
 import re
-import shutil
 import struct
 import subprocess
 import time
@@ -22,20 +21,16 @@ from typing import Any, Callable, Iterator
 import pytest
 import requests
 
+from tests.browser import launch_chromium, needs_chromium
 from tests.conftest import NO_HEALTH_MEMORY, ROOT, VENV_BIN, LiveServer, as_environ, base_config, provider_config
 from tests.fakes.openai_api import FakeOpenAI
 from tests.fakes.server import Reply
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 PIECES = ["The ", "Moon ", "drifts ", "away ", "from ", "Earth ", "by ", "about ", "3.8 ", "cm ", "a ", "year."]
 ANSWER = "".join(PIECES)
 ALIASES = "fast=openai/gpt-4o-mini,vision=openai/gpt-4o,text-only=openai/gpt-3.5-turbo"
 
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Chromium is not installed: bash "
-                                                                      "scripts/install-test-deps")]
+pytestmark = [pytest.mark.browser, needs_chromium]
 
 
 def png(width: int = 48, height: int = 32, rgb: tuple[int, int, int] = (245, 166, 35)) -> bytes:
@@ -52,7 +47,7 @@ def browser() -> Iterator[object]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        browser = launch_chromium(playwright)
         yield browser
         browser.close()
 
