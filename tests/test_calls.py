@@ -123,6 +123,19 @@ def test_a_retry_of_the_same_deployment(setup, fake_openai, database_url):
         (answer.prompt_tokens, answer.output_tokens) == (9, 3)
 
 
+def test_an_upstream_refusal_of_the_request_is_its_one_attempt(setup, fake_openai):
+    app, keys, _ = setup()
+    fake_openai.enqueue(Reply(status=400, error_message="Invalid value for 'temperature'."))
+    refused = app.test_client().post("/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": HI},
+                                     headers=bearer(keys["alice"]))
+    refused.close()
+    [call] = calls(app, keys["admin"])
+    assert [r.json["model"] for r in fake_openai.requests] == ["gpt-4o-mini"]
+    assert tried(call) == [("openai", "gpt-4o-mini", 400, "caller_fault")]
+    assert (call["status"], call["error_type"]) == (refused.status_code, "upstream_rejected_request") == \
+        (400, "upstream_rejected_request")
+
+
 def test_a_fallback_across_vendors_and_a_failure(setup, fake_openai, fake_anthropic, database_url):
     app, keys, _ = setup(DATABASE_URL=database_url)
     client = app.test_client()
