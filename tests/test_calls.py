@@ -2,12 +2,14 @@
 token for token; its payloads redacted; its pruning; each key reading only its own calls."""
 from __future__ import annotations
 
+import time
 import zlib
 from datetime import timedelta
 
 import httpx2
 import openai
 import pytest
+import requests
 
 from app.calls.models import CallRecord
 from app.core.clock import isoformat, utcnow
@@ -305,3 +307,23 @@ def test_the_call_log_can_be_turned_off(setup, fake_openai):
     sdk(app, keys["alice"]).chat.completions.create(model="gpt-4o-mini", messages=HI)
     assert calls(app, keys["admin"]) == []
     assert app.extensions["calls"].rows.flush() == 0
+
+
+def test_a_gunicorn_gevent_worker_writes_its_calls_in_the_background(live_server, fake_openai):
+    server = live_server(**provider_config(openai=fake_openai), USAGE_FLUSH_S=0.2)
+    fake_openai.enqueue(Reply(chunks=["one", "two"], prompt_tokens=7), Reply(text="whole answer", prompt_tokens=5))
+    with requests.post(f"{server.url}/v1/chat/completions", stream=True, timeout=20, json={
+            "model": "gpt-4o-mini", "messages": HI, "stream": True, "stream_options": {"include_usage": True}}) as sse:
+        assert "[DONE]" in sse.text
+    assert requests.post(f"{server.url}/chat", json={"messages": HI}, timeout=20).status_code == 200
+    deadline, found = time.monotonic() + 10, []
+    while len(found) < 2 and time.monotonic() < deadline:  # written by the worker's flusher, within its interval
+        time.sleep(0.1)
+        found = requests.get(f"{server.url}/v1/key/calls", timeout=5).json()["data"]
+    plain, streamed = found
+    assert (streamed["front_door"], streamed["streamed"], streamed["prompt_tokens"], streamed["completion_tokens"]) \
+        == ("/v1/chat/completions", True, 7, 2)
+    assert 0 <= streamed["ttft_ms"] <= streamed["latency_ms"]
+    assert tried(streamed) == [("openai", "gpt-4o-mini", 200, None)]
+    assert (plain["front_door"], plain["streamed"], plain["prompt_tokens"], plain["completion_tokens"]) == \
+        ("/chat", False, 5, 2)
