@@ -40,7 +40,8 @@ def register_jobs(huey: Any, app: Flask) -> DeployJobs:
     """Register every job on `huey`; the deployment jobs are kept in `app.extensions["deploy_jobs"]`."""
     settings = Settings.from_config(app.config)
     pipeline = Pipeline(settings, gateway=app.extensions["gateway"], registry=app.extensions["providers"],
-                        github=app.extensions.get("github"), secrets=secret_values(app.config))
+                        github=app.extensions.get("github"), secrets=secret_values(app.config),
+                        tracing=app.extensions["tracing"])
     first_start = threading.Lock()  # never released: only the first worker thread resumes
 
     @huey.task(name="deploy.run_round")
