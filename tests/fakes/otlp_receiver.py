@@ -6,10 +6,18 @@ It answers `POST /v1/traces` as the OTLP specification's HTTP transport says: a 
 another content type gets `415`, a body that does not decode `400`. Requests are decoded with the
 official `opentelemetry-proto` package and every span is kept as a `ReceivedSpan`, with the request's
 headers, so tests read the span tree, attributes and events that an exporter really sent.
+`GET /stats` answers `{"spans": N}` (the benchmark checks that traces arrived).
+
+Run it by hand to watch a server's traces: ``python -m tests.fakes.otlp_receiver --port 4318`` prints a
+line per span; start the server with ``OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318``.
 """
 from __future__ import annotations
 
+import argparse
 import gzip
+import json
+import signal
+import sys
 import threading
 import time
 import zlib
@@ -72,7 +80,8 @@ def received(span: Span, resource: dict[str, Any], scope: str) -> ReceivedSpan:
 class FakeCollector:
     """`with FakeCollector() as collector:` — its `endpoint` is what OTEL_EXPORTER_OTLP_ENDPOINT takes."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0, on_span: Callable[[ReceivedSpan], None] | None = None) -> None:
+        self.on_span = on_span
         self.spans: list[ReceivedSpan] = []
         self.requests: list[dict[str, str]] = []  # each export request's headers
         self.lock = threading.Lock()
@@ -94,6 +103,13 @@ class FakeCollector:
                 collector.keep(request, dict(self.headers.items()))
                 self.answer(200, ExportTraceServiceResponse().SerializeToString(), PROTOBUF)
 
+            def do_GET(self) -> None:
+                if self.path != "/stats":
+                    return self.answer(404, b"", "text/plain")
+                with collector.lock:
+                    count = len(collector.spans)
+                self.answer(200, json.dumps({"spans": count}).encode(), "application/json")
+
             def answer(self, status: int, body: bytes, content_type: str) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
@@ -104,7 +120,7 @@ class FakeCollector:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -115,7 +131,10 @@ class FakeCollector:
             for resource_spans in request.resource_spans:
                 resource = {a.key: value_of(a.value) for a in resource_spans.resource.attributes}
                 for scope_spans in resource_spans.scope_spans:
-                    self.spans.extend(received(span, resource, scope_spans.scope.name) for span in scope_spans.spans)
+                    for span in scope_spans.spans:
+                        self.spans.append(received(span, resource, scope_spans.scope.name))
+                        if self.on_span is not None:
+                            self.on_span(self.spans[-1])
 
     def wait_for(self, found: Callable[[list[ReceivedSpan]], bool], timeout: float = 10.0) -> list[ReceivedSpan]:
         """The spans received, once `found(spans)` holds; AssertionError after `timeout` seconds."""
@@ -147,3 +166,27 @@ def decoded(body: bytes, encoding: str | None) -> bytes:
     if encoding == "deflate":
         return zlib.decompress(body)
     return body
+
+
+def print_span(span: ReceivedSpan) -> None:
+    milliseconds = (span.end_ns - span.start_ns) / 1e6
+    print(f"{span.trace_id} {span.span_id} parent={span.parent_id or '-'} {span.kind:<8} {milliseconds:8.1f} ms "
+          f"{span.name} {json.dumps(span.attributes)}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m tests.fakes.otlp_receiver", description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=4318, help="port on 127.0.0.1 (default %(default)s; 0: any)")
+    parser.add_argument("--quiet", action="store_true", help="print no span (the benchmark reads GET /stats)")
+    args = parser.parse_args(argv)
+    with FakeCollector(args.port, on_span=None if args.quiet else print_span) as collector:
+        print(f"OTEL_EXPORTER_OTLP_ENDPOINT={collector.endpoint}", flush=True)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        try:
+            signal.pause()
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()
