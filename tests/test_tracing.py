@@ -232,6 +232,8 @@ def test_a_dead_collector_costs_requests_nothing_and_is_logged_once(monkeypatch,
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{free_port()}")
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "10")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1")
+    monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "4")  # the queue fills while the exporter retries
+    monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "2")
     app = make_app(**provider_config(openai=fake_openai))
     client = app.test_client()
     app_log = Path(app.config["LOG_DIR"]) / "app.log"

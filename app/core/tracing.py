@@ -29,6 +29,7 @@ CAPTURE_CONTENT = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 CAPTURE_VALUES = {"true", "span_only", "span_and_event"}  # the older boolean and the newer modes that fill spans
 # the exporter's loggers (a logger's filters see only its own records, not its children's)
 EXPORTER_LOGGERS = ("opentelemetry.exporter.otlp.proto.http.trace_exporter", "opentelemetry.exporter.otlp.common.http")
+PROCESSOR_LOGGER = "opentelemetry.sdk._shared_internal"  # the batch processor's "Queue full, dropping spans"
 REQUEST_ID = "aiserver.request.id"
 
 
@@ -313,16 +314,21 @@ class ReportOnce:
         self.reasons = EXPORTER_LINES
         for name in EXPORTER_LOGGERS:
             logging.getLogger(name).addFilter(EXPORTER_LINES)  # once: adding a filter twice keeps one
+        logging.getLogger(PROCESSOR_LOGGER).addFilter(QUEUE_LINES)
 
     def export(self, spans: Any) -> Any:
         from opentelemetry.sdk.trace.export import SpanExportResult
 
         result = self.exporter.export(spans)
+        if result is SpanExportResult.SUCCESS:
+            EXPORTER_LINES.last = ""
         if result is SpanExportResult.SUCCESS and self.failing:
             self.failing = False
+            QUEUE_LINES.failing -= 1
             log.warning("traces are exported to %s again", self.endpoint)
         elif result is not SpanExportResult.SUCCESS and not self.failing:
             self.failing = True
+            QUEUE_LINES.failing += 1
             log.warning("traces cannot be exported to %s (%s); spans are dropped until it answers "
                         "(this is logged once)", self.endpoint, self.reasons.last or "no reason given")
         return result
@@ -342,8 +348,23 @@ class _LastReason(logging.Filter):
         self.last = ""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        self.last = record.getMessage()[:300]
+        self.last = record.getMessage()[:300]  # an export is in trouble (retrying, or failed)
         return False
 
 
+class _QueueFullWhileFailing(logging.Filter):
+    """Drops the processor's "Queue full" lines while export is in trouble (failing, or retrying before
+    it gives up): the one warning of the failure says that spans are dropped. (With export working, a
+    full queue is news, and is logged.)"""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failing = 0  # exporters of this process whose export is failing
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        troubled = self.failing or EXPORTER_LINES.last
+        return not (troubled and record.getMessage().startswith("Queue full"))
+
+
 EXPORTER_LINES = _LastReason()
+QUEUE_LINES = _QueueFullWhileFailing()
