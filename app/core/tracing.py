@@ -127,18 +127,15 @@ class SdkTracing(Tracing):
     enabled = True
 
     def __init__(self, version: str, capture_content: bool, header_secrets: list[str]):
-        from opentelemetry import propagate, trace
+        from opentelemetry import context, propagate, trace
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.resources import OTELResourceDetector, Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
         self.capture_content = capture_content
         self._header_secrets = header_secrets
-        self._trace = trace
-        self._propagate = propagate
-        from opentelemetry.sdk.resources import OTELResourceDetector
-
+        self._trace, self._propagate, self._context = trace, propagate, context
         # our defaults, then what OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES say over them
         resource = Resource.create({"service.name": "aiserver", "service.version": version}).merge(
             OTELResourceDetector().detect())
@@ -147,22 +144,18 @@ class SdkTracing(Tracing):
         # ReportOnce and ENVIRON_GETTER are duck-typed: subclassing the SDK's types would import it while off
         self.provider.add_span_processor(BatchSpanProcessor(ReportOnce(exporter, exporter._endpoint)))  # type: ignore[arg-type]
         self.tracer = self.provider.get_tracer("aiserver", version)
-        self._server = trace.SpanKind.SERVER
-        self._client = trace.SpanKind.CLIENT
 
     def wrap_wsgi(self, app: Callable) -> Callable:
         return TracedWSGI(app, self)
 
     def start(self, name: str, attributes: Mapping[str, Any] | None = None, client: bool = False) -> Any:
-        kind = self._client if client else self._trace.SpanKind.INTERNAL
+        kind = self._trace.SpanKind.CLIENT if client else self._trace.SpanKind.INTERNAL
         return self.tracer.start_span(name, kind=kind, attributes=attributes)
 
     @contextmanager
     def span(self, name: str, attributes: Mapping[str, Any] | None = None, new_trace: bool = False) -> Iterator[Any]:
-        from opentelemetry.context import Context
-
         # an exception's text is not recorded: it may quote a secret (callers record failures themselves)
-        with self.tracer.start_as_current_span(name, context=Context() if new_trace else None,
+        with self.tracer.start_as_current_span(name, context=self._context.Context() if new_trace else None,
                                                attributes=attributes, record_exception=False) as span:
             yield span
 
@@ -187,19 +180,14 @@ class SdkTracing(Tracing):
             attributes["client.address"] = environ["REMOTE_ADDR"]
         if environ.get("HTTP_USER_AGENT"):
             attributes["user_agent.original"] = environ["HTTP_USER_AGENT"]
-        return self.tracer.start_span(method, context=parent, kind=self._server, attributes=attributes)
+        return self.tracer.start_span(method, context=parent, kind=self._trace.SpanKind.SERVER, attributes=attributes)
 
     def activate(self, span: Any) -> object:
         """Make `span` current; returns the token for `deactivate`."""
-        from opentelemetry import context
+        return self._context.attach(self._trace.set_span_in_context(span))
 
-        return context.attach(self._trace.set_span_in_context(span))
-
-    @staticmethod
-    def deactivate(token: object) -> None:
-        from opentelemetry import context
-
-        context.detach(token)  # type: ignore[arg-type]
+    def deactivate(self, token: object) -> None:
+        self._context.detach(token)  # type: ignore[arg-type]
 
 
 class _EnvironGetter:

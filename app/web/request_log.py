@@ -42,9 +42,9 @@ def init_request_logging(app: Flask) -> None:
         fields.update(method=request.method, path=request.path, status=response.status_code,
                       client=request.remote_addr)
         request_id, started = g.get("request_id", "-"), g.get("started", time.perf_counter())
-        route = request.url_rule.rule if request.url_rule else "unmatched"  # templates: a bounded label
-        name_request(current_app.extensions["tracing"].current(), request.method,
-                     request.url_rule.rule if request.url_rule else None, request_id)
+        rule = request.url_rule.rule if request.url_rule else None
+        route = rule or "unmatched"  # templates: a bounded label
+        name_request(current_app.extensions["tracing"].current(), request.method, rule, request_id)
         response.call_on_close(lambda: log_access(fields, request_id, started, route))
         return response
 
