@@ -156,6 +156,25 @@ def test_content_capture_puts_redacted_messages_in_the_attempt_span(traced, coll
     assert "sk-test-openai-key-0001" not in attempt.attributes["gen_ai.output.messages"]
 
 
+def test_a_captured_stream_has_its_text_and_first_token_and_a_broken_one_its_error(traced, collector, fake_openai):
+    client = traced(capture=True, RETRY_ATTEMPTS=0, **NO_HEALTH_MEMORY).test_client()
+    fake_openai.enqueue(Reply(chunks=["Hel", "lo ", "Ada"], prompt_tokens=7))
+    response = chat(client, stream=True)
+    assert response.status_code == 200 and "Ada" in response.get_data(as_text=True)
+    _, (attempt,) = request_trace(collector, response.headers["X-Request-ID"], 1)
+    assert json.loads(attempt.attributes["gen_ai.output.messages"])[0]["parts"] == [
+        {"type": "text", "content": "Hello Ada"}]
+    assert attempt.attributes["gen_ai.request.stream"] is True and attempt.attributes["aiserver.outcome"] == "ok"
+    assert attempt.event("gen_ai.first_token")["gen_ai.response.time_to_first_chunk"] > 0
+
+    fake_openai.enqueue(Reply(chunks=["Half", " an answer"], error_after=1, error_status=500))
+    response = chat(client, stream=True)
+    assert response.status_code == 200  # the text had started: the failure is an event of the stream
+    _, (broken,) = request_trace(collector, response.headers["X-Request-ID"], 1)
+    assert broken.status == "error" and broken.attributes["aiserver.outcome"] == "interrupted"
+    assert broken.attributes["gen_ai.response.finish_reasons"] == ["error"]
+
+
 def test_a_retry_is_a_sibling_attempt_span_with_the_error(traced, collector, fake_openai):
     client = traced(RETRY_ATTEMPTS=1, **NO_HEALTH_MEMORY).test_client()
     fake_openai.enqueue(Reply(status=503, error_message="overloaded"), Reply(text="second time"))
