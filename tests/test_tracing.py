@@ -307,7 +307,8 @@ def test_a_stream_through_gunicorn_ends_its_server_span_with_the_stream(tmp_path
     assert attempt.end_ns <= server_span.end_ns <= finished
 
 
-def test_a_deployment_round_in_the_huey_worker_is_one_trace_with_a_span_per_stage(tmp_path, collector):
+def test_a_deployment_round_in_the_huey_worker_is_one_trace_with_a_span_per_stage(tmp_path, collector, monkeypatch):
+    """The round's trace links to the trace of the request that queued it."""
     from app import create_app
     from app.core.db import migrate
     from tests.fakes.deploy_stack import answer_brief
@@ -323,13 +324,18 @@ def test_a_deployment_round_in_the_huey_worker_is_one_trace_with_a_span_per_stag
                              GITHUB_API_URL=github.url, VERIFICATION_SECRET=SECRET, NOTIFY_ALLOW_HOSTS=["127.0.0.1"],
                              PAGES_POLL_S=0.05, NOTIFY_BACKOFF_S=0.05, DEPLOY_RETRY_S=0.05, RETRY_ATTEMPTS=0,
                              **otel_environ(collector))
-        app = create_app(config)  # in this process tracing is off: the OTEL_* variables are only the worker's
+        for name, value in otel_environ(collector).items():
+            monkeypatch.setenv(name, value)  # the web app in this process traces too
+        app = create_app(config)
         migrate(app.extensions["database"])
         response = app.test_client().post("/task", json={
             "email": "a@example.com", "secret": SECRET, "task": "traced-app", "round": 1, "nonce": "n1",
             "brief": "Make a page.", "checks": [], "evaluation_url": evaluator.url_for("/notify/traced"),
             "attachments": []})
+        response.close()
         assert response.status_code == 200, response.get_json()
+        asked, _ = request_trace(collector, response.headers["X-Request-ID"], 0)
+        app.extensions["tracing"].shutdown()
         worker = Worker(config, tmp_path / "worker.log").start()
         try:
             spans = collector.wait_for(lambda found: any(s.name == "deploy round" and s.attributes.get(
@@ -339,7 +345,8 @@ def test_a_deployment_round_in_the_huey_worker_is_one_trace_with_a_span_per_stag
         finally:
             worker.stop()
     trace = [s for s in trace if s.trace_id == round_span.trace_id]
-    assert round_span.parent_id == ""
+    assert round_span.parent_id == "" and round_span.trace_id != asked.trace_id
+    assert round_span.links == [(asked.trace_id, asked.span_id)] and asked.name == "POST /task"
     assert round_span.attributes["aiserver.deploy.task_id"] == response.get_json()["task_id"]
     stages = sorted((s for s in trace if s.parent_id == round_span.span_id), key=lambda s: s.start_ns)
     assert [s.name for s in stages] == ["deploy generating", "deploy committing", "deploy publishing",

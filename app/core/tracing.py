@@ -74,10 +74,17 @@ class Tracing:
         return NO_SPAN
 
     @contextmanager
-    def span(self, name: str, attributes: Mapping[str, Any] | None = None, new_trace: bool = False) -> Iterator[Any]:
+    def span(self, name: str, attributes: Mapping[str, Any] | None = None, new_trace: bool = False,
+             origin: Mapping[str, str] | None = None) -> Iterator[Any]:
         """An internal span made current for the block (children started inside it are its own);
-        `new_trace` starts a trace of its own rather than a child of the current span."""
+        `new_trace` starts a trace of its own rather than a child of the current span, linked to the
+        span of `origin` (a `carrier()` made where the work was asked for) when given."""
         yield NO_SPAN
+
+    def carrier(self) -> dict[str, str]:
+        """The current span's context as propagation headers (`traceparent`...), to go along with work
+        handed to another process (a queued job), which links to it; empty while off."""
+        return {}
 
     def current(self) -> Any:
         """The current span (the request's server span in a view), or `NO_SPAN`."""
@@ -153,11 +160,21 @@ class SdkTracing(Tracing):
         return self.tracer.start_span(name, kind=kind, attributes=attributes)
 
     @contextmanager
-    def span(self, name: str, attributes: Mapping[str, Any] | None = None, new_trace: bool = False) -> Iterator[Any]:
+    def span(self, name: str, attributes: Mapping[str, Any] | None = None, new_trace: bool = False,
+             origin: Mapping[str, str] | None = None) -> Iterator[Any]:
+        links = []
+        if origin:
+            asked = self._trace.get_current_span(self._propagate.extract(dict(origin))).get_span_context()
+            links = [self._trace.Link(asked)] if asked.is_valid else []
         # an exception's text is not recorded: it may quote a secret (callers record failures themselves)
         with self.tracer.start_as_current_span(name, context=self._context.Context() if new_trace else None,
-                                               attributes=attributes, record_exception=False) as span:
+                                               attributes=attributes, links=links, record_exception=False) as span:
             yield span
+
+    def carrier(self) -> dict[str, str]:
+        carrier: dict[str, str] = {}
+        self._propagate.inject(carrier)
+        return carrier
 
     def current(self) -> Any:
         return self._trace.get_current_span()

@@ -137,9 +137,11 @@ class Pipeline:
 
     # -- the job ----------------------------------------------------------------------------------------
 
-    def run(self, round_id: int) -> str | None:
-        """Run (or resume) a round to done or failed; None when another worker holds it or it is final."""
-        with self.tracing.span("deploy round", {"aiserver.deploy.round_id": round_id}, new_trace=True) as span:
+    def run(self, round_id: int, origin: dict[str, str] | None = None) -> str | None:
+        """Run (or resume) a round to done or failed; None when another worker holds it or it is final.
+        `origin`: the trace context of the request that queued it, which the round's trace links to."""
+        with self.tracing.span("deploy round", {"aiserver.deploy.round_id": round_id}, new_trace=True,
+                               origin=origin) as span:
             outcome = self._run(round_id, span)
             span.set_attribute("aiserver.deploy.outcome", outcome or "skipped")
             return outcome

@@ -63,6 +63,7 @@ class ReceivedSpan:
     end_ns: int
     resource: dict[str, Any] = field(default_factory=dict)
     scope: str = ""
+    links: list[tuple[str, str]] = field(default_factory=list)  # (trace id, span id) of each linked span
 
     def event(self, name: str) -> dict[str, Any] | None:
         return next((attributes for event, attributes in self.events if event == name), None)
@@ -74,7 +75,7 @@ def received(span: Span, resource: dict[str, Any], scope: str) -> ReceivedSpan:
                         span.parent_span_id.hex(), {a.key: value_of(a.value) for a in span.attributes},
                         [(e.name, {a.key: value_of(a.value) for a in e.attributes}) for e in span.events],
                         status, span.status.message, span.start_time_unix_nano, span.end_time_unix_nano,
-                        resource, scope)
+                        resource, scope, [(link.trace_id.hex(), link.span_id.hex()) for link in span.links])
 
 
 class FakeCollector:
