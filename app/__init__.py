@@ -30,6 +30,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from app.core.jobqueue import QuietQueueOutages, count_job_outcomes, make_huey
     from app.core.logs import EscapeArguments, RedactSecrets, configure_logging
     from app.core.metrics import observe_call
+    from app.core.tracing import tracing_from_environ
     from app.deployments.jobs import register_jobs
     from app.integrations.github import client_from_config
     from app.integrations.netguard import fetch_image
@@ -39,6 +40,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from app.keys.prices import PriceTable
     from app.llm.cli import models_cli
     from app.llm.gateway import Gateway, RetryPolicy
+    from app.llm.genai_spans import AttemptSpans
     from app.llm.health import Health, HealthPolicy, make_board
     from app.llm.images import ImageFetcher
     from app.llm.modelsfile import ModelsFileError
@@ -58,7 +60,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config["STARTED_AT"] = time.time()
     app.json.sort_keys = False  # type: ignore[attr-defined]  # Flask's default provider has it
 
-    redactor = RedactSecrets(secret_values(app.config))
+    tracing = app.extensions["tracing"] = tracing_from_environ(version=__version__)  # OTEL_*: standard variables
+    redactor = RedactSecrets(secret_values(app.config) + tracing.secrets())
     app.extensions["redactor"] = redactor
     configure_logging(app.config, [RequestIdFilter(), QuietQueueOutages(), EscapeArguments(), redactor])
     db.init_app(app)
@@ -94,7 +97,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
                                         record=record, permit=access.permit, wanted=client_connected, health=health,
                                         strategy=app.config["UPSTREAM_STRATEGY"],
                                         whole_as_stream=app.config["WHOLE_ANSWERS_AS_STREAMS"],
-                                        max_images=app.config["IMAGE_MAX_PARTS"])
+                                        max_images=app.config["IMAGE_MAX_PARTS"],
+                                        spans=AttemptSpans(tracing, redactor.redact))
     app.extensions["provider_health"] = ProviderHealth(registry, app.config["HEALTH_CACHE_S"], redactor.redact)
     app.extensions["huey"] = make_huey(app.config)
     count_job_outcomes(app.extensions["huey"])
@@ -111,6 +115,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     init_calls(app, calls)  # after the keys: a request they refuse never reached a front door
     app.wsgi_app = SlowClientGuard(app.wsgi_app, app.config["REQUEST_READ_TIMEOUT_S"],  # type: ignore[method-assign]
                                    app.config["REQUEST_READ_MAX_PER_CLIENT"], app.config["MAX_BODY_BYTES"])
+    app.wsgi_app = tracing.wrap_wsgi(app.wsgi_app)  # type: ignore[method-assign]  # a server span per request
     trust_proxies(app, app.config["TRUSTED_PROXIES"])  # outside the guard: it counts the client Caddy saw
     app.cli.add_command(models_cli)
     return app

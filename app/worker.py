@@ -1,8 +1,9 @@
 """Background worker entry point: `python -m app.worker` (Supervisor's `[program:worker]`).
 
 Building the app registers every job on its huey instance (`app.deployments.jobs`) and binds the database, so
-jobs run with the same configuration as the web process. The consumer runs QUEUE_WORKERS threads;
-nothing in this process is monkey-patched.
+jobs run with the same configuration as the web process, and sets up tracing the same way (each
+deployment round a trace of its own, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set; README, "Traces").
+The consumer runs QUEUE_WORKERS threads; nothing in this process is monkey-patched.
 TERM stops it gracefully: running jobs get SHUTDOWN_TIMEOUT_S to finish (Supervisor's
 `stopwaitsecs` is longer), then are interrupted. INT stops it at once. HUP restarts it in place,
 re-reading the code and `.env`. `huey_consumer app.worker.huey` works too.

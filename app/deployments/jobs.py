@@ -3,7 +3,8 @@
 The web process only enqueues; the worker process (`huey_consumer app.worker.huey`) runs them. Both
 build the same task names from this module, so a job enqueued by one is found by the other.
 
-- `deploy.run_round(round_id)`: run or resume one deployment round (see `app.deployments.pipeline`);
+- `deploy.run_round(round_id, origin)`: run or resume one deployment round (see `app.deployments.pipeline`);
+  `origin` is the trace context of the request that queued it (its round's trace links to it);
 - `deploy.sweep()`: queue rounds whose worker is gone; run when a worker starts, once more a lease
   period later (a worker killed a moment ago still holds a lease that has not run out), and every
   minute as a periodic task.
@@ -33,19 +34,20 @@ class DeployJobs:
     pipeline: Pipeline
 
     def enqueue(self, round_id: int) -> None:
-        self.run_round(round_id)
+        self.run_round(round_id, self.pipeline.tracing.carrier())
 
 
 def register_jobs(huey: Any, app: Flask) -> DeployJobs:
     """Register every job on `huey`; the deployment jobs are kept in `app.extensions["deploy_jobs"]`."""
     settings = Settings.from_config(app.config)
     pipeline = Pipeline(settings, gateway=app.extensions["gateway"], registry=app.extensions["providers"],
-                        github=app.extensions.get("github"), secrets=secret_values(app.config))
+                        github=app.extensions.get("github"), secrets=secret_values(app.config),
+                        tracing=app.extensions["tracing"])
     first_start = threading.Lock()  # never released: only the first worker thread resumes
 
     @huey.task(name="deploy.run_round")
-    def run_round(round_id: int) -> None:
-        pipeline.run(round_id)
+    def run_round(round_id: int, origin: dict[str, str] | None = None) -> None:
+        pipeline.run(round_id, origin)
 
     @huey.task(name="deploy.sweep")
     def sweep() -> None:

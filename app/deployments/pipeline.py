@@ -37,6 +37,7 @@ from app.core.clock import isoformat, parse_iso, utcnow
 from app.core.db import database
 from app.core.errors import APIError, Forbidden, NotConfigured
 from app.core.leases import Lease, LeaseLost
+from app.core.tracing import OFF, Tracing, record_failure
 from app.deployments.generate import (
     VISION_PROVIDERS,
     Brief,
@@ -122,7 +123,8 @@ class Pipeline:
 
     def __init__(self, settings: Settings, *, gateway: Any, registry: Any, github: Any,
                  secrets: list[str] | None = None, sleep: Callable[[float], None] = time.sleep,
-                 resolver: Resolver = system_resolver):
+                 resolver: Resolver = system_resolver, tracing: Tracing = OFF):
+        """`tracing`: each run of a round is one trace, a span per stage (its LLM attempts inside)."""
         self.settings = settings
         self.gateway = gateway
         self.registry = registry
@@ -131,11 +133,20 @@ class Pipeline:
         self.secrets = list(secrets or [])
         self.sleep = sleep
         self.resolver = resolver
+        self.tracing = tracing
 
     # -- the job ----------------------------------------------------------------------------------------
 
-    def run(self, round_id: int) -> str | None:
-        """Run (or resume) a round to done or failed; None when another worker holds it or it is final."""
+    def run(self, round_id: int, origin: dict[str, str] | None = None) -> str | None:
+        """Run (or resume) a round to done or failed; None when another worker holds it or it is final.
+        `origin`: the trace context of the request that queued it, which the round's trace links to."""
+        with self.tracing.span("deploy round", {"aiserver.deploy.round_id": round_id}, new_trace=True,
+                               origin=origin) as span:
+            outcome = self._run(round_id, span)
+            span.set_attribute("aiserver.deploy.outcome", outcome or "skipped")
+            return outcome
+
+    def _run(self, round_id: int, span: Any) -> str | None:
         lease = claim_round(round_id, self.settings.lease_s)
         if lease is None:
             log.info("round %s is final or held by another worker; skipped", round_id)
@@ -145,10 +156,13 @@ class Pipeline:
                 round_ = DeployRound.get_by_id(round_id)
                 task = DeployTask.get_by_id(round_.task_id)
             run = Run(round_, task, lease)
+            span.set_attributes({"aiserver.deploy.task_id": task.id, "aiserver.deploy.round": round_.round})
             start = STAGES.index(round_.stage_done) + 1 if round_.stage_done else 0
             for stage in STAGES[start:]:
-                if not self._stage(run, stage):
-                    return "failed"
+                with self.tracing.span(f"deploy {stage}", {"aiserver.deploy.stage": stage}) as stage_span:
+                    if not self._stage(run, stage, stage_span):
+                        record_failure(span, "stage_failed", f"{stage} failed")
+                        return "failed"
             self._finish(run, "done")
             log.info("round %s of task %s is done: %s", round_.round, task.id, round_.commit_sha)
             return "done"
@@ -179,8 +193,9 @@ class Pipeline:
 
     # -- stages -------------------------------------------------------------------------------------------
 
-    def _stage(self, run: Run, stage: str) -> bool:
-        """Run one stage with its retries; False when the round failed."""
+    def _stage(self, run: Run, stage: str, span: Any) -> bool:
+        """Run one stage with its retries; False when the round failed. Each failed attempt is an event
+        of the stage's `span`; the last, when the round fails, the span's error."""
         info = dict(run.round.stages.get(stage) or {})
         info.setdefault("started_at", isoformat(utcnow()))
         self._save(run, stage, info, status=stage)
@@ -197,10 +212,13 @@ class Pipeline:
                 raise
             except Exception as exc:  # every failure is recorded on the round, none escapes the job
                 message, retry = self._describe(exc)
+                span.add_event("stage attempt failed", {"aiserver.attempt": info.get("attempts", 1),
+                                                        "error.type": type(exc).__name__})
                 info["error"] = message
                 if isinstance(exc, InvalidFileSet):
                     info["feedback"] = message
                 if not retry or stage == "notifying" or info["attempts"] >= self.settings.attempts:
+                    record_failure(span, type(exc).__name__, message)  # the round's error, as /tasks shows it
                     self._fail(run, stage, info, message)
                     return False
                 log.warning("round %s: %s attempt %s failed: %s", run.round.id, stage, info["attempts"], message)

@@ -42,6 +42,7 @@ from typing import Any, Callable, Iterator, Union
 from app.core.backoff import backoff_delay
 from app.core.errors import APIError, BadRequest, RateLimited, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from app.core.metrics import STREAMS_IN_FLIGHT
+from app.llm.genai_spans import AttemptSpans, finish_reasons
 from app.llm.health import Health, HealthPolicy, MemoryBoard
 from app.llm.images import check_image_parts
 from app.llm.providers.base import (
@@ -143,7 +144,8 @@ class Gateway:
                  redact: Callable[[str], str] = str, record: Callable[[UsageEvent], None] = lambda event: None,
                  permit: Callable[[list[Route], Demand], Permit] = lambda routes, demand: Permit(routes),
                  wanted: Callable[[], bool] = lambda: True, health: Health | None = None,
-                 strategy: str = "weighted", whole_as_stream: str = "auto", max_images: int = 50):
+                 strategy: str = "weighted", whole_as_stream: str = "auto", max_images: int = 50,
+                 spans: AttemptSpans | None = None):
         """`redact` scrubs secrets from upstream error text, which some vendors echo back (a bad key);
         `record` counts every attempt's outcome, tokens and latency (see `app.llm.usage`); `permit`
         narrows the routes to those the caller may use, or raises (a key's models and limits), and
@@ -155,7 +157,8 @@ class Gateway:
         among the healthy upstreams of a tier (weighted, least-busy, lowest-latency);
         `whole_as_stream` says when a non-streamed answer is asked for as a stream: "auto" (when its
         upstream is suspect), "always" or "never" (see the module's docstring); a request holding more
-        than `max_images` image parts is refused before any attempt (`app.llm.images`)."""
+        than `max_images` image parts is refused before any attempt (`app.llm.images`); `spans` starts
+        each attempt's trace span (`app.llm.genai_spans`; nothing while tracing is off)."""
         self.registry = registry
         self.policy = policy
         self.sleep = sleep
@@ -167,6 +170,7 @@ class Gateway:
         self.strategy = strategy
         self.whole_as_stream = whole_as_stream
         self.max_images = max_images
+        self.spans = spans or AttemptSpans()
 
     def complete(self, request: CompletionRequest, routes: list[Route]) -> Answer:
         check_image_parts(request, self.max_images)
@@ -185,7 +189,9 @@ class Gateway:
             started = time.perf_counter()
             self.health.begin(route.upstream)
             try:
-                result = self._whole(request, route, deadline, vendors)
+                with self.spans.start(route, request, number=len(attempts) + 1) as span:
+                    result = self._whole(request, route, deadline, vendors)
+                    span.answered(result.model, result.finish_reason, result.usage, result.text, finish_reasons(result))
             except ProviderFailure as failure:  # every failure of one route is the next route's chance
                 self._record(route, failure, attempts, started)
                 continue
@@ -240,7 +246,8 @@ class Gateway:
         deadline = time.monotonic() + self.policy.budget
         for route in self._tries(routes, attempts, deadline, request):
             started = time.perf_counter()
-            items = route.provider.stream(request, route.model)
+            span = self.spans.start(route, request, stream=True, number=len(attempts) + 1)
+            items = span.watch(route.provider.stream(request, route.model))
             self.health.begin(route.upstream)
             try:
                 with first_byte_within(min(self.policy.first_byte, deadline - time.monotonic())):
@@ -248,8 +255,11 @@ class Gateway:
             except ProviderFailure as failure:
                 self.health.end(route.upstream)
                 items.close()
+                span.failed(failure)
+                span.ended("attempt_failed")
                 yield self._record(route, failure, attempts, started)
                 continue
+            span.first_item()
             first_item_ms = elapsed_ms(started)
             yield Started(route.provider.name, route.model, tuple(attempts))
             outcome, usage, model = "cancelled", Usage(), route.model
@@ -258,9 +268,11 @@ class Gateway:
                 for item in itertools.chain((first,), items):
                     if isinstance(item, StreamEnd):
                         outcome, usage, model = "ok", item.usage, item.model
+                        span.answered(item.model, item.finish_reason, item.usage)
                     yield item
             except ProviderFailure as failure:
                 outcome = "interrupted"
+                span.failed(failure)
                 message = self.redact(failure.message)
                 log.warning("%s/%s failed mid-stream: %s", route.provider.name, route.model, message)
                 self.health.failed(route.upstream, failure)
@@ -275,6 +287,7 @@ class Gateway:
                 spent.append(usage_event(route, model, outcome, started, usage,
                                          self.model_label(route, model), first_item_ms))
                 self.record(spent[-1])
+                span.ended(outcome)
             return
         raise all_failed(attempts)
 
@@ -295,8 +308,10 @@ class Gateway:
             for attempt in self._tries(permit.routes, attempts, deadline):
                 started = time.perf_counter()
                 try:
-                    with first_byte_within(deadline - time.monotonic()):
+                    with self.spans.start(attempt, operation="embeddings", number=len(attempts) + 1) as span, \
+                            first_byte_within(deadline - time.monotonic()):
                         result = attempt.provider.embed(inputs, attempt.model, dimensions)
+                        span.answered(result.model, None, result.usage)
                 except ProviderFailure as failure:
                     self._record(attempt, failure, attempts, started)
                     continue

@@ -8,10 +8,11 @@ import time
 import uuid
 from typing import Any
 
-from flask import Flask, g, request
+from flask import Flask, current_app, g, request
 
 from app.core.credentials import redact_tokens
 from app.core.metrics import observe_request
+from app.core.tracing import name_request
 
 REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 access_log = logging.getLogger("aiserver.access")
@@ -41,7 +42,9 @@ def init_request_logging(app: Flask) -> None:
         fields.update(method=request.method, path=request.path, status=response.status_code,
                       client=request.remote_addr)
         request_id, started = g.get("request_id", "-"), g.get("started", time.perf_counter())
-        route = request.url_rule.rule if request.url_rule else "unmatched"  # templates: a bounded label
+        rule = request.url_rule.rule if request.url_rule else None
+        route = rule or "unmatched"  # templates: a bounded label
+        name_request(current_app.extensions["tracing"].current(), request.method, rule, request_id)
         response.call_on_close(lambda: log_access(fields, request_id, started, route))
         return response
 
