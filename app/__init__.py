@@ -21,6 +21,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     Every client (database, provider SDKs, GitHub session, job queue) is made here, once per
     process, and kept in `app.extensions`; importing the package does nothing else.
     """
+    from app.calls import init_app as init_calls
+    from app.calls import register_jobs as register_call_jobs
+    from app.calls.service import CallLog
     from app.conversations.system_prompt import SystemPrompt
     from app.core import db
     from app.core.config import load_settings, secret_values
@@ -74,11 +77,16 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     prices = PriceTable.from_config(app.config, registry.prices)
     access = app.extensions["access"] = Access(app.config, prices)
 
+    def cost(event):
+        return prices.cost(event.model, event.prompt_tokens, event.completion_tokens)
+
+    calls = app.extensions["calls"] = CallLog(app.config, cost, redactor.redact)
+
     def record(event):
         access.record(event)
+        calls.observe(event)
         observe_call(event.provider, event.label or event.model, event.outcome, event.latency_ms / 1000,
-                     event.prompt_tokens, event.completion_tokens,
-                     prices.cost(event.model, event.prompt_tokens, event.completion_tokens),
+                     event.prompt_tokens, event.completion_tokens, cost(event),
                      None if event.first_item_ms is None else event.first_item_ms / 1000)
 
     health = app.extensions["upstream_health"] = Health(make_board(app.config), HealthPolicy.from_config(app.config))
@@ -95,10 +103,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     register_jobs(app.extensions["huey"], app)
     app.extensions["housekeeping_jobs"] = housekeeping.register(app.extensions["huey"], app.config)
     app.extensions["housekeeping_jobs"].update(register_key_jobs(app.extensions["huey"], app.config))
+    app.extensions["housekeeping_jobs"].update(register_call_jobs(app.extensions["huey"], app.config))
     register_error_handlers(app)
     init_request_logging(app)
     register_blueprints(app)
     init_keys(app, access)  # after the request id and the blueprints: it limits their views
+    init_calls(app, calls)  # after the keys: a request they refuse never reached a front door
     app.wsgi_app = SlowClientGuard(app.wsgi_app, app.config["REQUEST_READ_TIMEOUT_S"],  # type: ignore[method-assign]
                                    app.config["REQUEST_READ_MAX_PER_CLIENT"], app.config["MAX_BODY_BYTES"])
     trust_proxies(app, app.config["TRUSTED_PROXIES"])  # outside the guard: it counts the client Caddy saw

@@ -5,7 +5,7 @@ import ast
 from pathlib import Path
 
 APP = Path(__file__).resolve().parent.parent / "app"
-FEATURES = {"frontdoors", "conversations", "gists", "deployments", "ops", "keys"}
+FEATURES = {"frontdoors", "conversations", "gists", "deployments", "ops", "keys", "calls"}
 ALLOWED = {
     "core": set(),
     "llm": {"core"},

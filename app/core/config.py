@@ -243,6 +243,17 @@ SETTINGS: tuple[Setting, ...] = (
             "over the table, e.g. gpt-4o=2.5/10/1.25.", _list, group="access"),
     Setting("USAGE_RETENTION_DAYS", "90", "Days of per-call usage rows kept; older rows are pruned nightly.", int,
             group="access"),
+    Setting("CALL_LOG", "true", "One call-log row per request to an LLM front door (GET /admin/calls, "
+            "GET /v1/key/calls), written in batches off the request path; false: none.", _bool, group="access"),
+    Setting("CALL_LOG_RETENTION_DAYS", "30", "Days of call-log rows kept; older rows are pruned nightly.", int,
+            group="access"),
+    Setting("LOG_PAYLOADS", "off", "Keep the call log's request and answer bodies (secrets redacted, capped, "
+            "compressed): off, errors (calls answered with an error) or all.", _choice("off", "errors", "all"),
+            group="access"),
+    Setting("LOG_PAYLOADS_MAX_BYTES", "65536", "Most bytes of a request or answer body kept by LOG_PAYLOADS "
+            "(the rest is cut).", int, group="access"),
+    Setting("LOG_PAYLOADS_RETENTION_DAYS", "7", "Days call payloads are kept; older ones are pruned nightly "
+            "(their calls stay until CALL_LOG_RETENTION_DAYS).", int, group="access"),
     Setting("WEB_WORKERS", "2", "Gunicorn gevent worker processes.", int, group="serving"),
     Setting("WEB_WORKER_CONNECTIONS", "1000", "Concurrent connections per gevent worker.", int, group="serving"),
     Setting("WEB_GRACEFUL_TIMEOUT_S", "30", "Seconds in-flight streams get to finish on reload or stop.", int,

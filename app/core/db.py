@@ -200,6 +200,26 @@ def locked_row(model: type[M], key: Any) -> M | None:
     return query.first()
 
 
+def change_in_batches(model: Any, condition: Any, change: Callable[[list[Any]], Any], batch: int = 5000) -> int:
+    """Apply `change(ids)` to the rows of `model` matching `condition`, `batch` ids per short transaction
+    (one long statement would hold SQLite's write lock); returns how many rows were changed."""
+    changed = 0
+    while True:
+        with database.connection_context(), database.atomic():
+            ids = [row.id for row in model.select(model.id).where(condition).order_by(model.id).limit(batch)]
+            if ids:
+                change(ids)
+        changed += len(ids)
+        if len(ids) < batch:
+            return changed
+
+
+def delete_older_than(model: Any, column: Any, cutoff: Any, batch: int = 5000) -> int:
+    """Delete the rows of `model` whose `column` is before `cutoff` (the nightly prunes)."""
+    return change_in_batches(model, column < cutoff, lambda ids: model.delete().where(model.id.in_(ids)).execute(),
+                             batch)
+
+
 def open_database(url: str, pool_size: int = 20, pool_timeout: float = 10.0, lock_wait_s: float = 10.0):
     """A pooled peewee database for `url` (sqlite:///relative/or/absolute, postgresql://...).
 

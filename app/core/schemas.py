@@ -10,10 +10,13 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from datetime import datetime
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-from marshmallow import EXCLUDE, Schema, fields
+from marshmallow import EXCLUDE, Schema, ValidationError, fields
+
+from app.core.clock import parse_iso
 
 DATA_URI = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)?(?P<params>(?:;[\w.+-]+=[^;,]*)*)(?P<b64>;base64)?,"
                       r"(?P<data>.*)$", re.DOTALL)
@@ -72,3 +75,13 @@ def check_image_type(media_type: str) -> str:
     if media_type.lower() not in IMAGE_MEDIA_TYPES:
         raise ValueError(f"{media_type} is not an image type accepted here ({', '.join(IMAGE_MEDIA_TYPES)})")
     return media_type.lower()
+
+
+class Moment(fields.Field):
+    """An ISO 8601 time ("2024-05-01", "2024-05-01T12:00:00Z", with any offset), as naive UTC."""
+
+    def _deserialize(self, value: Any, attr, data, **kwargs) -> datetime:
+        moment = parse_iso(value)
+        if moment is None:
+            raise ValidationError("Must be an ISO 8601 time, e.g. 2024-05-01T00:00:00Z.")
+        return moment

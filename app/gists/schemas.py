@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from datetime import datetime
 from typing import Any
 
 from marshmallow import RAISE, ValidationError, fields, post_load, pre_load, validate, validates_schema
 
-from app.core.clock import parse_iso
 from app.core.paging import CURSOR_DOC
-from app.core.schemas import BaseSchema, StrictBoolean
+from app.core.schemas import BaseSchema, Moment, StrictBoolean
 from app.llm.schemas import NATIVE_EVENTS, AttemptSchema, ChatMessagesSchema, UsageSchema
 
 GIST_ID = re.compile(r"[0-9A-Za-z]{1,100}")
@@ -58,16 +56,6 @@ NOT_BLANK = r"^[\s\S]*[^\t\n\v\f\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2
 def check_gist_id(value: str) -> None:
     if not GIST_ID.fullmatch(value or ""):
         raise ValidationError("A gist id is letters and digits only.")
-
-
-class Moment(fields.Field):
-    """An ISO 8601 time ("2024-05-01", "2024-05-01T12:00:00Z", with any offset), as naive UTC."""
-
-    def _deserialize(self, value: Any, attr, data, **kwargs) -> datetime:
-        moment = parse_iso(value)
-        if moment is None:
-            raise ValidationError("Must be an ISO 8601 time, e.g. 2024-05-01T00:00:00Z.")
-        return moment
 
 
 def files_as_list(files: Any) -> Any:

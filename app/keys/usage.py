@@ -12,7 +12,7 @@ from peewee import Case, fn
 
 from app.core.caller import EVERYONE, calling_key
 from app.core.clock import utcnow
-from app.core.db import database
+from app.core.db import database, delete_older_than
 from app.keys.models import UsageRecord
 from app.keys.prices import PriceTable
 from app.llm.usage import UsageEvent
@@ -93,16 +93,6 @@ def summarize(reader: Any, key_id: str | None, since: date, until: date, group_b
 
 
 def prune(retention_days: int, now: datetime | None = None, batch: int = PRUNE_BATCH) -> int:
-    """Delete rows older than `retention_days`, `batch` rows per short transaction (a long delete
-    would hold SQLite's write lock); returns how many were deleted."""
-    cutoff = (now or utcnow()) - timedelta(days=retention_days)
-    deleted = 0
-    while True:
-        with database.connection_context(), database.atomic():
-            ids = [row.id for row in UsageRecord.select(UsageRecord.id)
-                   .where(UsageRecord.created_at < cutoff).order_by(UsageRecord.id).limit(batch)]
-            if ids:
-                UsageRecord.delete().where(UsageRecord.id.in_(ids)).execute()
-        deleted += len(ids)
-        if len(ids) < batch:
-            return deleted
+    """Delete rows older than `retention_days`; returns how many were deleted."""
+    return delete_older_than(UsageRecord, UsageRecord.created_at, (now or utcnow()) - timedelta(days=retention_days),
+                             batch)

@@ -187,12 +187,12 @@ class Gateway:
             try:
                 result = self._whole(request, route, deadline, vendors)
             except ProviderFailure as failure:  # every failure of one route is the next route's chance
-                self._record(route, failure, attempts)
+                self._record(route, failure, attempts, started)
                 continue
             finally:
                 self.health.end(route.upstream)
             self._succeeded(route, started, result.usage)
-            spent.append(usage_event(route.provider.name, result.model, "ok", started, result.usage,
+            spent.append(usage_event(route, result.model, "ok", started, result.usage,
                                      self.model_label(route, result.model)))
             self.record(spent[-1])
             return Answer(result.text, route.provider.name, result.model, result.finish_reason, result.usage,
@@ -248,7 +248,7 @@ class Gateway:
             except ProviderFailure as failure:
                 self.health.end(route.upstream)
                 items.close()
-                yield self._record(route, failure, attempts)
+                yield self._record(route, failure, attempts, started)
                 continue
             first_item_ms = elapsed_ms(started)
             yield Started(route.provider.name, route.model, tuple(attempts))
@@ -272,7 +272,7 @@ class Gateway:
                 items.close()
                 if outcome == "ok":
                     self._succeeded(route, started, usage)
-                spent.append(usage_event(route.provider.name, model, outcome, started, usage,
+                spent.append(usage_event(route, model, outcome, started, usage,
                                          self.model_label(route, model), first_item_ms))
                 self.record(spent[-1])
             return
@@ -298,9 +298,9 @@ class Gateway:
                     with first_byte_within(deadline - time.monotonic()):
                         result = attempt.provider.embed(inputs, attempt.model, dimensions)
                 except ProviderFailure as failure:
-                    self._record(attempt, failure, attempts)
+                    self._record(attempt, failure, attempts, started)
                     continue
-                event = usage_event(attempt.provider.name, result.model, "ok", started, result.usage,
+                event = usage_event(attempt, result.model, "ok", started, result.usage,
                                     self.model_label(attempt, result.model))
                 self.record(event)
                 return result
@@ -346,7 +346,8 @@ class Gateway:
         if route.tpm and usage.total_tokens:
             self.health.add_tokens(route.upstream, usage.total_tokens)
 
-    def _record(self, route: Route, failure: ProviderFailure, attempts: list[FailedAttempt]) -> FailedAttempt:
+    def _record(self, route: Route, failure: ProviderFailure, attempts: list[FailedAttempt],
+                started: float | None = None) -> FailedAttempt:
         message = self.redact(failure.message)
         if isinstance(failure, CallerFault) and not context_too_long(failure):
             raise BadRequest(f"{route.provider.name} rejected the request: {message}",
@@ -357,7 +358,9 @@ class Gateway:
         attempt = FailedAttempt(route.provider.name, route.model, message, failure.status, failure, route)
         attempts.append(attempt)
         self.record(UsageEvent(route.provider.name, route.model, "attempt_failed",
-                               label=self.model_label(route, route.model)))
+                               latency_ms=0 if started is None else elapsed_ms(started),
+                               label=self.model_label(route, route.model), deployment=route.upstream,
+                               status=failure.status, error_type=failure_type(failure)))
         return attempt
 
 
@@ -505,10 +508,16 @@ def assembled(items: Iterator[StreamItem], model: str) -> Completion:
                       thinking=thinking)
 
 
-def usage_event(provider: str, model: str, outcome: str, started: float, usage: Usage, label: str,
+def usage_event(route: Route, model: str, outcome: str, started: float, usage: Usage, label: str,
                 first_item_ms: int | None = None) -> UsageEvent:
-    return UsageEvent(provider, model, outcome, usage.prompt_tokens, usage.completion_tokens, elapsed_ms(started),
-                      label, first_item_ms, usage.reasoning_tokens)
+    return UsageEvent(route.provider.name, model, outcome, usage.prompt_tokens, usage.completion_tokens,
+                      elapsed_ms(started), label, first_item_ms, usage.reasoning_tokens, usage.cached_tokens,
+                      route.upstream)
+
+
+def failure_type(failure: ProviderFailure) -> str:
+    """A failure's type as the call log names it: its class in snake case (`upstream_timed_out`)."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(failure).__name__).lower()
 
 
 def elapsed_ms(started: float) -> int:

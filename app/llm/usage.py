@@ -30,6 +30,10 @@ class UsageEvent:
     label: str = ""  # the model's /metrics label: `model` if configured, else "other" (callers mint no labels)
     first_item_ms: int | None = None  # a stream's time to its first item (the time to first token)
     reasoning_tokens: int = 0  # included in completion_tokens, as OpenAI counts them
+    cached_tokens: int = 0  # included in prompt_tokens: read from the vendor's prompt cache
+    deployment: str = ""  # the upstream tried (`Route.upstream`: provider/model of the models file)
+    status: int | None = None  # a failed attempt's upstream HTTP status, when it had one
+    error_type: str = ""  # a failed attempt's failure type (`failure_type`), "" for an answer
 
 
 @dataclass(frozen=True)

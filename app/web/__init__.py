@@ -5,6 +5,7 @@ from flask import Flask
 
 def register_blueprints(app: Flask) -> None:
     """Register every feature's blueprint through the one `Api`, which documents each route."""
+    from app.calls import views as calls
     from app.conversations import views as conversations
     from app.deployments import views as deployments
     from app.frontdoors import ask, openai_v1
@@ -19,6 +20,6 @@ def register_blueprints(app: Flask) -> None:
 
     api = make_api(app)
     for module in (meta, health, metrics, ask, conversations, openai_v1, responses, anthropic_messages, gists,
-                   deployments, keys, ui):
+                   deployments, keys, calls, ui):
         api.register_blueprint(module.bp)
     app.register_blueprint(meta.assets)
