@@ -16,7 +16,7 @@ import openai
 import pytest
 import requests
 
-from tests.browser import launch_chromium, needs_chromium
+from tests.browser import axe_violations, launch_chromium, needs_chromium
 from tests.conftest import NO_HEALTH_MEMORY, ROOT, LiveServer, base_config, provider_config
 from tests.fakes.openai_api import FakeOpenAI
 from tests.fakes.server import Reply
@@ -49,9 +49,10 @@ def fresh_fake(fake_openai) -> None:
 
 @pytest.fixture(scope="module")
 def server(fake_openai, tmp_path_factory) -> Iterator[LiveServer]:
-    """A server with client keys; usage rows are written within a tenth of a second of each call."""
+    """A server with client keys and the call log with bodies; usage and call rows are written within a
+    tenth of a second of each call."""
     server = LiveServer(base_config(tmp_path_factory.mktemp("ui-admin"), **NO_HEALTH_MEMORY, LOG_LEVEL="INFO",
-                                    USAGE_FLUSH_S=0.1, **provider_config(openai=fake_openai)))
+                                    USAGE_FLUSH_S=0.1, LOG_PAYLOADS="all", **provider_config(openai=fake_openai)))
     yield server
     server.stop()
 
@@ -61,13 +62,19 @@ def admin_key(server) -> str:
     return create_key(server, "root", "--admin")
 
 
-def open_admin(browser: Any, server: LiveServer, key: str, width: int = 1280, scheme: str = "light") -> Any:
-    """A new page on /ui/admin with `key` typed into its prompt, once the keys are listed."""
+def open_admin(browser: Any, server: LiveServer, key: str, width: int = 1280, scheme: str = "light",
+               audit: bool = False) -> Any:
+    """A new page on /ui/admin with `key` typed into its prompt, once the keys are listed. Its console's
+    errors (a script's, or anything the CSP blocked) are kept in `page.errors`. `audit`: the page's CSP
+    lets the test inject axe-core (Playwright's bypass_csp); every other test runs under the CSP."""
     from playwright.sync_api import expect
 
     context = browser.new_context(viewport={"width": width, "height": 900}, color_scheme=scheme, locale="en-US",
-                                  permissions=["clipboard-read", "clipboard-write"])
+                                  permissions=["clipboard-read", "clipboard-write"], bypass_csp=audit)
     page = context.new_page()
+    page.errors = []
+    page.on("console", lambda message: message.type == "error" and page.errors.append(message.text))
+    page.on("pageerror", lambda error: page.errors.append(str(error)))
     page.set_default_timeout(10_000)
     page.goto(server.url + "/ui/admin")
     expect(page.locator("#key-dialog")).to_be_visible()
@@ -82,6 +89,7 @@ def page(browser, server, admin_key) -> Iterator[Any]:
     page = open_admin(browser, server, admin_key)
     yield page
     page.context.close()
+    assert [error for error in page.errors if "the server responded with a status of 4" not in error] == []
 
 
 def sdk(server: LiveServer, key: str) -> openai.OpenAI:
@@ -388,12 +396,15 @@ def test_usage_charts_and_their_tables_match_usage_and_budgets_match_key_info(br
         heights = {bar.get_attribute("data-label"): float(bar.get_attribute("height")) for bar in bars.all()}
         peak = max(row["cost_usd"] for row in by_day.values())
         for day, row in by_day.items():
-            assert heights[day] == pytest.approx(max(2, row["cost_usd"] / peak * 134), rel=1e-3)
+            assert heights[day] == pytest.approx(max(2, row["cost_usd"] / peak * (156 - 22)), rel=1e-3)  # BAR_AREA
+        model_chart = page.locator("#chart-model svg")
+        span = float(model_chart.get_attribute("data-span"))
+        assert span > 100
         model_bars = {bar.get_attribute("data-label"): float(bar.get_attribute("width"))
-                      for bar in page.locator("#chart-model svg rect.bar").all()}
+                      for bar in model_chart.locator("rect.bar").all()}
         largest = max(row["total_tokens"] for row in models)
         for row in models:
-            assert model_bars[row["model"]] == pytest.approx(row["total_tokens"] / largest * 250, rel=1e-3)
+            assert model_bars[row["model"]] == pytest.approx(row["total_tokens"] / largest * span, rel=1e-3)
         assert page.locator("#chart-key svg").get_attribute("role") == "img"
         assert "The table that follows has every figure." in page.locator("#chart-key svg desc").text_content()
 
@@ -434,3 +445,212 @@ def test_upstream_health_is_the_servers(page, server, admin_key):
         expect(row.locator("td").nth(2)).to_have_text(str(upstream["consecutive_failures"]))
     page.click("#health-refresh")
     expect(page.locator("#health-status")).to_contain_text("As of ")
+
+
+# -- the call log ------------------------------------------------------------------------------------------
+
+
+def calls(server: LiveServer, admin_key: str, **query: Any) -> dict[str, Any]:
+    answer = requests.get(f"{server.url}/admin/calls", params=query, headers=bearer(admin_key), timeout=5)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def wait_for_calls(server: LiveServer, admin_key: str, key_id: str, count: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len(calls(server, admin_key, key_id=key_id, limit=200)["data"]) >= count:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the call log did not reach {count} calls of {key_id}")
+
+
+def call_ids(page: Any) -> list[int]:
+    return [int(i) for i in page.locator("#calls-table tbody tr").evaluate_all(
+        "rows => rows.map(r => r.getAttribute('data-call-id'))")]
+
+
+def search_calls(page: Any, **fields: str) -> None:
+    """Fill the call log's filters (the others emptied) and search; wait for the answer."""
+    from playwright.sync_api import expect
+
+    for name in ("model", "provider", "status", "since", "until", "request-id"):
+        page.fill(f"#calls-{name}", fields.get(name, ""))
+    page.select_option("#calls-key", fields.get("key", ""))
+    page.select_option("#calls-limit", fields.get("limit", "50"))
+    page.click("#calls-search")
+    expect(page.locator("#calls-status-line")).not_to_have_text("Loading…")
+
+
+def test_the_call_log_filters_pages_and_shows_a_calls_attempts_and_bodies(browser, server, admin_key, fake_openai):
+    """Eleven calls by one key, a retried and a refused call by another: each filter of the page lists what
+    /admin/calls lists, paged 10 at a time; a call's detail has its attempts on a timeline and its bodies,
+    with no secret in them."""
+    from playwright.sync_api import expect
+
+    one = api_key(server, admin_key, "calls-one")
+    two = api_key(server, admin_key, "calls-two")
+    for i in range(11):
+        fake_openai.enqueue(Reply(text=f"Answer {i}.", prompt_tokens=10 + i, completion_tokens=5))
+        sdk(server, one["key"]).chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": f"question {i}"}],
+            extra_headers={"X-Request-ID": f"adm-one-{i}"})
+    fake_openai.enqueue(Reply(status=500, error_message="The fake fell over."))
+    fake_openai.enqueue(Reply(text="After a retry.", prompt_tokens=21, completion_tokens=7))
+    sdk(server, two["key"]).chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "retry me"}],
+        extra_headers={"X-Request-ID": "adm-two-retry"})
+    fake_openai.enqueue(Reply(status=400, error_message="The fake refuses this."))
+    with pytest.raises(openai.BadRequestError):
+        sdk(server, two["key"]).chat.completions.create(model="gpt-4o-mini",
+                                                       messages=[{"role": "user", "content": "refuse me"}])
+    wait_for_calls(server, admin_key, one["id"], 11)
+    wait_for_calls(server, admin_key, two["id"], 2)
+
+    page = open_admin(browser, server, admin_key)
+    try:
+        newest = calls(server, admin_key, limit=50)["data"]
+        expect(page.locator("#calls-table tbody tr")).to_have_count(len(newest))
+        assert call_ids(page) == [call["id"] for call in newest]
+
+        search_calls(page, key=one["id"], limit="10")
+        first = calls(server, admin_key, key_id=one["id"], limit=10)
+        expect(page.locator("#calls-table tbody tr")).to_have_count(10)
+        assert call_ids(page) == [call["id"] for call in first["data"]]
+        expect(page.locator("#calls-more")).to_be_visible()
+        page.click("#calls-more")
+        expect(page.locator("#calls-table tbody tr")).to_have_count(11)
+        rest = calls(server, admin_key, key_id=one["id"], limit=10, cursor=first["next_cursor"])["data"]
+        assert call_ids(page) == [call["id"] for call in first["data"] + rest]
+        expect(page.locator("#calls-more")).to_be_hidden()
+        expect(page.locator("#calls-status-line")).to_have_text("11 calls.")
+        row = page.locator("#calls-table tbody tr").first.locator("th, td")
+        expect(row).to_have_text([re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"), "calls-one", "gpt-4o-mini",
+                                  "200", re.compile(r"\d+ ms"), "25", re.compile(r"\$")])
+
+        search_calls(page, key=two["id"], status="error")
+        refused = calls(server, admin_key, key_id=two["id"], status="error")["data"]
+        assert len(refused) == 1 and refused[0]["status"] == 400
+        expect(page.locator("#calls-table tbody tr")).to_have_count(1)
+        assert call_ids(page) == [refused[0]["id"]]
+        expect(page.locator("#calls-table tbody tr .badge")).to_have_text(
+            f"400 {refused[0]['error_type']}" if refused[0]["error_type"] else "400")
+
+        search_calls(page, model="gpt-4o-mini", provider="openai", status="200", key=one["id"], limit="200",
+                     since="2000-01-01T00:00")
+        expect(page.locator("#calls-table tbody tr")).to_have_count(11)
+        search_calls(page, provider="anthropic")
+        expect(page.locator("#calls-status-line")).to_have_text("No call matches.")
+        search_calls(page, until="2000-01-01T00:00")
+        expect(page.locator("#calls-status-line")).to_have_text("No call matches.")
+
+        search_calls(page, **{"request-id": "adm-two-retry"})
+        expect(page.locator("#calls-table tbody tr")).to_have_count(1)
+        retried = calls(server, admin_key, request_id="adm-two-retry")["data"][0]
+        detail = requests.get(f"{server.url}/admin/calls/{retried['id']}", headers=bearer(admin_key), timeout=5).json()
+        assert len(detail["attempts"]) == 2 and detail["payload"] is not None
+        page.locator("#calls-table tbody tr button").click()
+        dialog = page.locator("#call-dialog")
+        expect(dialog).to_be_visible()
+        expect(page.locator("#call-title")).to_have_text("Call adm-two-retry")
+        facts = dict(zip(page.locator("#call-facts dt").all_text_contents(),
+                         page.locator("#call-facts dd").all_text_contents()))
+        assert facts["Key"] == f"calls-two ({two['id']})"
+        assert facts["Status"] == "200" and facts["Latency"] == f"{detail['latency_ms']:,} ms"
+        assert facts["Tokens"] == "prompt 21 (cached 0), completion 7 (reasoning 0)"
+        assert facts["Answered by"].startswith(f"openai/{detail['model']}")
+        assert facts["Front door"] == "/v1/chat/completions" and facts["Streamed"] == "no"
+        attempts = page.locator("#call-attempts tbody tr")
+        expect(attempts).to_have_count(2)
+        assert attempts.evaluate_all("rows => rows.map(r => r.cells[5].textContent)") == [
+            f"{a['status']} {a['error_type']}" if a["error_type"] else str(a["status"]) for a in detail["attempts"]]
+        bars = page.locator("#call-timeline svg rect.bar")
+        expect(bars).to_have_count(2)
+        assert bars.evaluate_all("bs => bs.map(b => b.getAttribute('class'))") == ["bar failed", "bar ok"]
+        starts = bars.evaluate_all("bs => bs.map(b => Number(b.getAttribute('x')))")
+        assert starts[0] < starts[1]  # the retry came after the failure
+        expect(page.locator("#call-request")).to_contain_text('"content": "retry me"')
+        expect(page.locator("#call-response")).to_contain_text("After a retry.")
+        expect(page.locator("#call-no-payload")).to_be_hidden()
+        text = dialog.text_content()
+        assert "sk-test-openai-key-0001" not in text and two["key"] not in text
+        no_secret_kept(page, two["key"])
+        page.keyboard.press("Escape")
+        expect(dialog).to_be_hidden()
+    finally:
+        page.context.close()
+
+
+# -- accessibility, themes, a narrow screen; the README's pictures ---------------------------------------
+
+
+def audited(page: Any, what: str) -> None:
+    violations = axe_violations(page)
+    assert violations == [], (what, violations)
+
+
+@pytest.mark.parametrize(("width", "scheme"), [(1280, "light"), (1280, "dark"), (390, "light"), (390, "dark")])
+def test_accessible_in_light_and_dark_on_a_desktop_and_a_390px_screen(browser, server, admin_key, fake_openai,
+                                                                      width, scheme):
+    """No serious or critical axe-core violation with every section filled and with each dialog open;
+    nothing wider than the screen; every action reachable with the keyboard. The 1280 px light and the
+    390 px dark pages are the README's screenshots."""
+    from playwright.sync_api import expect
+
+    fake_openai.enqueue(Reply(status=500, error_message="The fake fell over."))
+    fake_openai.enqueue(Reply(text="Pictured.", prompt_tokens=1500, completion_tokens=400))
+    pictured = f"agent-{scheme}-{width}"
+    api_key(server, admin_key, pictured, daily_tokens=50_000, monthly_budget_usd=10)
+    ask(server, admin_key)
+    time.sleep(0.3)  # the call log's row is written within USAGE_FLUSH_S
+    page = open_admin(browser, server, admin_key, width=width, scheme=scheme, audit=True)
+    try:
+        expect(page.locator("#calls-table tbody tr").first).to_be_visible()
+        expect(page.locator("#health-table tbody tr").first).to_be_visible()
+        expect(page.locator("#chart-day svg")).to_be_visible()
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        assert page.evaluate("getComputedStyle(document.body).backgroundColor") == (
+            "rgb(14, 16, 20)" if scheme == "dark" else "rgb(246, 247, 249)")
+        audited(page, "the page")
+        for chart in page.locator(".chart-svg").all():  # drawn at its box's width: text at its real size
+            assert chart.evaluate("s => s.viewBox.baseVal.width") == pytest.approx(chart.bounding_box()["width"], abs=2)
+        if (width, scheme) == (1280, "light"):
+            page.screenshot(path=str(DOCS / "admin.png"), full_page=True)
+        if (width, scheme) == (390, "dark"):
+            page.screenshot(path=str(DOCS / "admin-dark-390.png"))
+            page.locator("#usage").scroll_into_view_if_needed()
+            page.screenshot(path=str(DOCS / "admin-dark-390-usage.png"))
+        page.evaluate("document.querySelectorAll('.chart-block details').forEach(d => d.open = true)")
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        audited(page, "the charts' tables")
+
+        page.click("#create-details summary")
+        audited(page, "the create form")
+        page.locator("#calls-table tbody tr button").first.focus()
+        page.keyboard.press("Enter")
+        expect(page.locator("#call-dialog")).to_be_visible()
+        expect(page.locator("#call-attempts tbody tr").first).to_be_visible()
+        assert page.evaluate("document.querySelector('#call-dialog').getBoundingClientRect().right") <= width
+        audited(page, "a call's detail")
+        if width == 1280 and scheme == "light":
+            page.locator("#call-dialog").screenshot(path=str(DOCS / "admin-call.png"))
+        page.keyboard.press("Escape")
+
+        row = page.locator("#keys-table tbody tr", has_text=pictured)
+        row.get_by_role("button", name=f"Edit limits of {pictured}").focus()
+        page.keyboard.press("Enter")
+        expect(page.locator("#limits-dialog")).to_be_visible()
+        audited(page, "the limits dialog")
+        page.keyboard.press("Escape")
+        row.get_by_role("button", name=f"Rotate of {pictured}").focus()
+        page.keyboard.press("Enter")
+        expect(page.locator("#confirm-dialog")).to_be_visible()
+        audited(page, "the confirmation")
+        page.keyboard.press("Tab")
+        expect(page.locator("#confirm-ok")).to_be_focused()
+        page.keyboard.press("Enter")
+        expect(page.locator("#secret-dialog")).to_be_visible()
+        audited(page, "the new key")
+        page.keyboard.press("Escape")
+    finally:
+        page.context.close()

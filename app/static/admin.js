@@ -15,7 +15,6 @@
 (function () {
   var THEME_KEY = "aiserver.theme";  // shared with /ui
   var SVG_NS = "http://www.w3.org/2000/svg";
-  var CALLS_PAGE = 50;
   var root = document.documentElement;
   var systemDark = window.matchMedia ? window.matchMedia("(prefers-color-scheme: dark)") : null;
   var adminKey = null;  // in memory only
@@ -96,13 +95,14 @@
       });
   }
 
+  /* The keys first: a key that is refused there is asked again once, before anything else is asked. */
   function loadAll() {
     hideNotice();
     loadKeys().then(function () {
       loadUsage();
+      loadHealth();
       loadCalls(false);
     }).catch(report);
-    loadHealth();
   }
 
   function report(error) {
@@ -178,7 +178,7 @@
       cell(row, limitsText(key.limits));
       cell(row, key.expires_at ? when(key.expires_at) : "never");
       var actions = cell(row, "");
-      actions.className = "actions";
+      actions.className = "key-actions";
       if (key.status !== "revoked") {
         actions.appendChild(actionButton("Edit limits", key, function () { openLimits(key); }));
         actions.appendChild(actionButton("Rotate", key, function () { rotateKey(key); }));
@@ -388,6 +388,7 @@
     var table = block.querySelector("table");
     table.textContent = "";
     table.createCaption().textContent = block.querySelector("figcaption").textContent;
+    table.parentNode.setAttribute("aria-label", "Table: " + block.querySelector("figcaption").textContent);
     var head = table.createTHead().insertRow();
     [first].concat(USAGE_COLUMNS.map(function (c) { return c[0]; })).forEach(function (label) {
       var th = document.createElement("th");
@@ -404,8 +405,9 @@
     if (!rows.length) cell(body.insertRow(), "No calls in this range.").colSpan = USAGE_COLUMNS.length + 1;
   }
 
-  /* A bar chart as inline SVG: vertical bars for days, horizontal bars (with their labels) for groups.
-     Its title and description name the largest bar; the table beside it has every figure. */
+  /* A bar chart as inline SVG, drawn at its box's width in pixels (so its text keeps its size on any
+     screen): vertical bars for days, horizontal bars with their labels for groups. Its title and
+     description name the largest bar; the table beside it has every figure. */
   function drawChart(block, items, options) {
     var box = block.querySelector(".chart");
     var id = block.id + "-svg";
@@ -413,7 +415,8 @@
     var peak = items.reduce(function (max, item) { return Math.max(max, item.value); }, 0);
     var top = items.filter(function (item) { return item.value === peak; })[0];
     var title = block.querySelector("figcaption").textContent;
-    var width = 560, height = options.vertical ? 180 : Math.max(40, items.length * 28 + 8);
+    var width = Math.max(280, Math.round(box.clientWidth || 560));
+    var height = options.vertical ? 180 : Math.max(40, items.length * 28 + 8);
     var svg = svgNode("svg", {viewBox: "0 0 " + width + " " + height, role: "img",
                               "aria-labelledby": id + "-title " + id + "-desc", "class": "chart-svg"});
     svg.appendChild(svgNode("title", {id: id + "-title"}, title));
@@ -426,11 +429,13 @@
     box.appendChild(svg);
   }
 
+  var BAR_AREA = [22, 156];  // a vertical chart's bars, from their top to the axis
+
   function verticalBars(svg, items, peak, width, options) {
-    var top = 22, base = 156, slot = width / Math.max(1, items.length);
+    var top = BAR_AREA[0], base = BAR_AREA[1], slot = width / Math.max(1, items.length);
     if (peak) svg.appendChild(svgNode("text", {x: 0, y: 13}, "peak " + options.format(peak)));
     svg.appendChild(svgNode("line", {x1: 0, x2: width, y1: base + 0.5, y2: base + 0.5, "class": "axis"}));
-    var every = Math.ceil(items.length / 8);
+    var every = Math.ceil(items.length / Math.max(2, Math.floor(width / 60)));  // a label per 60 px at most
     items.forEach(function (item, i) {
       if (item.value) {
         var h = Math.max(2, item.value / peak * (base - top));
@@ -439,17 +444,21 @@
         bar.appendChild(svgNode("title", {}, item.label + ": " + options.format(item.value)));
         svg.appendChild(bar);
       }
-      if ((items.length - 1 - i) % every === 0) {
-        svg.appendChild(svgNode("text", {x: i * slot + slot / 2, y: 174, "text-anchor": "middle"}, item.label.slice(5)));
+      if ((items.length - 1 - i) % every === 0) {  // labelled back from the last, which ends at the edge
+        var last = i === items.length - 1;
+        svg.appendChild(svgNode("text", {x: last ? width : i * slot + slot / 2, y: 174,
+                                         "text-anchor": last ? "end" : "middle"}, item.label.slice(5)));
       }
     });
   }
 
   function horizontalBars(svg, items, peak, width, options) {
-    var labelWidth = 200, valueWidth = 110, span = width - labelWidth - valueWidth;
+    var labelWidth = Math.min(200, Math.round(width * 0.32)), valueWidth = 90, span = width - labelWidth - valueWidth;
+    svg.setAttribute("data-span", span);
+    if (!items.length) svg.appendChild(svgNode("text", {x: 0, y: 24}, "No calls in this range."));
     items.forEach(function (item, i) {
       var y = 4 + i * 28;
-      svg.appendChild(svgNode("text", {x: 0, y: y + 16}, shorten(item.label, 26)));
+      svg.appendChild(svgNode("text", {x: 0, y: y + 16}, shorten(item.label, Math.floor(labelWidth / 8))));
       var w = peak ? Math.max(item.value ? 2 : 0, item.value / peak * span) : 0;
       var bar = svgNode("rect", {x: labelWidth, y: y + 3, width: w, height: 18, rx: 2, "class": "bar",
                                  "data-label": item.label, "data-value": item.value});
@@ -562,6 +571,7 @@
     });
     el.callsForm.addEventListener("reset", function () { setTimeout(function () { loadCalls(false); }, 0); });
     el.callsMore.addEventListener("click", function () { loadCalls(true); });
+    el.callsLimit.addEventListener("change", function () { loadCalls(false); });
   }
 
   function callsQuery() {
@@ -572,9 +582,9 @@
     });
     ["calls-since", "calls-until"].forEach(function (id) {
       var input = document.getElementById(id);
-      if (input.value) params.set(input.name, input.value + ":00Z");  // typed as UTC
+      if (input.value) params.set(input.name, input.value + (input.value.length === 16 ? ":00Z" : "Z"));  // UTC
     });
-    params.set("limit", String(CALLS_PAGE));
+    params.set("limit", el.callsLimit.value);
     return params;
   }
 
@@ -611,8 +621,8 @@
     first.appendChild(open);
     cell(row, call.key_name || keyName(call.key_id));
     cell(row, call.model || call.requested_model);
-    cell(row, "").appendChild(badge(String(call.status) + (call.error_type ? " " + call.error_type : ""),
-                                    call.status === 200 ? "ok" : "bad"));
+    cell(row, "").appendChild(badge(statusText(call.status, call.error_type),
+                                    call.status < 400 && !call.error_type ? "ok" : "bad"));
     cell(row, ms(call.latency_ms)).className = "num";
     cell(row, count((call.prompt_tokens || 0) + (call.completion_tokens || 0))).className = "num";
     cell(row, usd(call.cost_usd || 0)).className = "num";
@@ -633,8 +643,8 @@
       el.callTimeline.appendChild(timeline(call));
       fillAttempts(call.attempts || []);
       if (call.payload) {
-        el.callRequest.textContent = JSON.stringify(call.payload.request, null, 2);
-        el.callResponse.textContent = JSON.stringify(call.payload.response, null, 2);
+        el.callRequest.textContent = payloadText(call.payload.request);
+        el.callResponse.textContent = payloadText(call.payload.response);
         el.callPayloads.hidden = false;
       } else {
         el.callNoPayload.hidden = false;
@@ -642,6 +652,16 @@
     }).catch(function (error) {
       el.callStatus.textContent = "Could not load the call: " + error.message;
     });
+  }
+
+  /* A kept body: its JSON indented, or its text as kept (a stream's events, a body cut to size). */
+  function payloadText(body) {
+    if (body === null || body === undefined) return "(none)";
+    return typeof body === "string" ? body : JSON.stringify(body, null, 2);
+  }
+
+  function statusText(status, errorType) {
+    return (status === null || status === undefined ? "no status" : String(status)) + (errorType ? " " + errorType : "");
   }
 
   function fillFacts(call) {
@@ -652,7 +672,7 @@
       ["Front door", call.front_door], ["Requested model", call.requested_model],
       ["Answered by", [call.provider, call.model].filter(Boolean).join("/") +
                       (call.deployment ? " (" + call.deployment + ")" : "")],
-      ["Status", String(call.status) + (call.error_type ? " " + call.error_type : "")],
+      ["Status", statusText(call.status, call.error_type)],
       ["Latency", ms(call.latency_ms)], ["Time to first token", call.ttft_ms === null ? "\u2014" : ms(call.ttft_ms)],
       ["Tokens", "prompt " + count(call.prompt_tokens || 0) + " (cached " + count(call.cached_tokens || 0) +
                  "), completion " + count(call.completion_tokens || 0) + " (reasoning " +
@@ -684,9 +704,9 @@
       svg.appendChild(svgNode("text", {x: 0, y: y + 17}, shorten((i + 1) + ". " + (a.deployment || a.provider + "/" + a.model), 24)));
       var bar = svgNode("rect", {x: labelWidth + a.offset_ms / end * span, y: y + 4, rx: 2, height: 18,
                                  width: Math.max(2, a.duration_ms / end * span),
-                                 "class": "bar " + (a.status === 200 ? "ok" : "failed"), "data-attempt": i + 1});
+                                 "class": "bar " + (a.error_type ? "failed" : "ok"), "data-attempt": i + 1});
       bar.appendChild(svgNode("title", {}, "Attempt " + (i + 1) + ": " + ms(a.offset_ms) + " to " +
-                                           ms(a.offset_ms + a.duration_ms) + ", " + a.status));
+                                           ms(a.offset_ms + a.duration_ms) + ", " + statusText(a.status, a.error_type)));
       svg.appendChild(bar);
     });
     var axis = attempts.length * 30 + 4;
@@ -714,7 +734,7 @@
       cell(row, a.provider + "/" + a.model);
       cell(row, ms(a.offset_ms)).className = "num";
       cell(row, ms(a.duration_ms)).className = "num";
-      cell(row, String(a.status) + (a.error_type ? " " + a.error_type : ""));
+      cell(row, statusText(a.status, a.error_type));
     });
   }
 
