@@ -569,6 +569,11 @@ def test_the_call_log_filters_pages_and_shows_a_calls_attempts_and_bodies(browse
         assert bars.evaluate_all("bs => bs.map(b => b.getAttribute('class'))") == ["bar failed", "bar ok"]
         starts = bars.evaluate_all("bs => bs.map(b => Number(b.getAttribute('x')))")
         assert starts[0] < starts[1]  # the retry came after the failure
+        widths = bars.evaluate_all("bs => bs.map(b => Number(b.getAttribute('width')))")
+        durations = [a["duration_ms"] for a in detail["attempts"]]
+        if min(durations) >= 5:  # wider than the 2 px a bar has at least
+            assert widths[0] / widths[1] == pytest.approx(durations[0] / durations[1], rel=0.01)
+        expect(page.locator("#call-title")).to_be_focused()
         expect(page.locator("#call-request")).to_contain_text('"content": "retry me"')
         expect(page.locator("#call-response")).to_contain_text("After a retry.")
         expect(page.locator("#call-no-payload")).to_be_hidden()

@@ -636,6 +636,7 @@
     el.callPayloads.hidden = true;
     el.callNoPayload.hidden = true;
     if (!el.callDialog.open) el.callDialog.showModal();
+    el.callTitle.focus();  // read first; the dialog's first control is far below
     api("/admin/calls/" + encodeURIComponent(id)).then(function (call) {
       el.callStatus.textContent = "";
       el.callTitle.textContent = "Call " + call.request_id;
@@ -693,7 +694,9 @@
     var attempts = call.attempts || [];
     var end = attempts.reduce(function (max, a) { return Math.max(max, a.offset_ms + a.duration_ms); },
                               call.latency_ms || 0) || 1;
-    var width = 560, labelWidth = 180, span = width - labelWidth - 10, height = attempts.length * 30 + 26;
+    var width = Math.max(280, Math.round(el.callTimeline.clientWidth || 560));
+    var labelWidth = Math.min(180, Math.round(width * 0.35)), span = width - labelWidth - 10;
+    var height = attempts.length * 30 + 26;
     var svg = svgNode("svg", {viewBox: "0 0 " + width + " " + height, role: "img", "class": "chart-svg timeline",
                               "aria-labelledby": "timeline-title timeline-desc"});
     svg.appendChild(svgNode("title", {id: "timeline-title"}, "Attempts on a timeline"));
@@ -701,7 +704,8 @@
                             "; the table that follows has each one's start, duration and status."));
     attempts.forEach(function (a, i) {
       var y = i * 30;
-      svg.appendChild(svgNode("text", {x: 0, y: y + 17}, shorten((i + 1) + ". " + (a.deployment || a.provider + "/" + a.model), 24)));
+      svg.appendChild(svgNode("text", {x: 0, y: y + 17}, shorten((i + 1) + ". " + (a.deployment || a.provider + "/" + a.model),
+                                                                   Math.floor(labelWidth / 8))));
       var bar = svgNode("rect", {x: labelWidth + a.offset_ms / end * span, y: y + 4, rx: 2, height: 18,
                                  width: Math.max(2, a.duration_ms / end * span),
                                  "class": "bar " + (a.error_type ? "failed" : "ok"), "data-attempt": i + 1});
