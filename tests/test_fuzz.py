@@ -95,7 +95,9 @@ def fuzzed_app(tmp_path_factory) -> Iterator[Any]:
 SENT_CURSORS = {"/chat/history": encode_cursor(datetime(2000, 1, 1), "fuzz-chat"),
                 "/chat/search": encode_cursor(datetime(2000, 1, 1), "fuzz-chat"),
                 "/gists/local": encode_cursor(1),
-                "/tasks": encode_cursor(datetime(2000, 1, 1), "fuzz-task")}
+                "/tasks": encode_cursor(datetime(2000, 1, 1), "fuzz-task"),
+                "/admin/calls": encode_cursor(datetime(2000, 1, 1), 1),
+                "/v1/key/calls": encode_cursor(datetime(2000, 1, 1), 1)}
 
 
 def as_a_client_sends(case: Any) -> Any:

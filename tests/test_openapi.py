@@ -201,7 +201,18 @@ def test_every_documented_operation_answers_as_documented(app, client, document,
     call("GET", "/usage?group_by=colour", expect=400)
     call("GET", "/admin/keys", expect=403)  # an open server has no admin
     call("GET", "/admin/upstreams", expect=403)
+    call("GET", "/admin/calls", expect=403)
+    app.test_client().post("/v1/embeddings", json={"model": "text-embedding-3-small", "input": "x"}).close()
+    app.extensions["calls"].rows.flush()  # a call is logged once its response is closed
+    made_calls = call("GET", "/v1/key/calls?limit=200", expect=200)["data"]
+    call("GET", f"/v1/key/calls/{made_calls[0]['id']}", expect=200)
+    call("GET", "/v1/key/calls/0", expect=404)
+    call("GET", "/v1/key/calls?status=bogus", expect=400)
     admin = {"Authorization": f"Bearer {make_admin_key(app)}"}
+    call("GET", "/admin/calls?status=error", headers=admin, expect=200)
+    call("GET", "/admin/calls?cursor=bm9wZQ", headers=admin, expect=400)
+    call("GET", f"/admin/calls/{made_calls[-1]['id']}", headers=admin, expect=200)
+    call("GET", "/admin/calls/123456789", headers=admin, expect=404)
     call("GET", "/admin/keys", expect=401)
     call("GET", "/admin/keys", headers=admin, expect=200)
     call("GET", "/admin/upstreams", headers=admin, expect=200)

@@ -1,9 +1,7 @@
 """Queries and answers of `/admin/calls` and `/v1/key/calls`."""
 from __future__ import annotations
 
-from typing import Any
-
-from marshmallow import RAISE, ValidationError, fields, validate, validates_schema
+from marshmallow import RAISE, fields, validate
 
 from app.core.paging import CURSOR_DOC
 from app.core.schemas import BaseSchema, Moment, StrictBoolean
@@ -26,16 +24,12 @@ class CallQuerySchema(BaseSchema):
     since = Moment(load_default=None, metadata={"type": "string", "format": "date-time",
                                                 "description": "ISO 8601; calls begun at or after it."})
     until = Moment(load_default=None, metadata={"type": "string", "format": "date-time",
-                                                "description": "ISO 8601; calls begun at or before it."})
+                                                "description": "ISO 8601; calls begun at or before it (before "
+                                                               "since: no call)."})
     request_id = fields.String(load_default=None, validate=validate.Length(min=1, max=128),
                                metadata={"description": "The request's X-Request-ID."})
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
     cursor = fields.String(load_default=None, validate=validate.Length(min=1, max=200), metadata=CURSOR_DOC)
-
-    @validates_schema
-    def ordered(self, data: dict[str, Any], **kwargs) -> None:
-        if data.get("since") and data.get("until") and data["since"] > data["until"]:
-            raise ValidationError("since must not be after until.", "since")
 
 
 class AttemptRecordSchema(BaseSchema):

@@ -348,7 +348,12 @@ class Gateway:
 
     def _record(self, route: Route, failure: ProviderFailure, attempts: list[FailedAttempt],
                 started: float | None = None) -> FailedAttempt:
+        """Count a failed attempt (a caller fault too, before it is answered as the request's 400)."""
         message = self.redact(failure.message)
+        self.record(UsageEvent(route.provider.name, route.model, "attempt_failed",
+                               latency_ms=0 if started is None else elapsed_ms(started),
+                               label=self.model_label(route, route.model), deployment=route.upstream,
+                               status=failure.status, error_type=failure_type(failure)))
         if isinstance(failure, CallerFault) and not context_too_long(failure):
             raise BadRequest(f"{route.provider.name} rejected the request: {message}",
                              status=failure.status if failure.status in (400, 413, 422) else 400,
@@ -357,10 +362,6 @@ class Gateway:
         self.health.failed(route.upstream, failure)
         attempt = FailedAttempt(route.provider.name, route.model, message, failure.status, failure, route)
         attempts.append(attempt)
-        self.record(UsageEvent(route.provider.name, route.model, "attempt_failed",
-                               latency_ms=0 if started is None else elapsed_ms(started),
-                               label=self.model_label(route, route.model), deployment=route.upstream,
-                               status=failure.status, error_type=failure_type(failure)))
         return attempt
 
 

@@ -437,4 +437,5 @@ def _usage(reply: Reply) -> dict:
         "completion_tokens": completion,
         "total_tokens": reply.prompt_tokens + completion,
         "completion_tokens_details": {"reasoning_tokens": reasoning},
+        "prompt_tokens_details": {"cached_tokens": reply.cached_tokens, "audio_tokens": 0},
     }
