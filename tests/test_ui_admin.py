@@ -2,11 +2,15 @@
 real server (Gunicorn + gevent) and the OpenAI fake: every flow an operator has (create a key and copy
 it once, revoke, rotate, edit limits, usage and spend, budgets, upstream health, the call log), the
 effect of each checked through the real API and the openai SDK, and axe-core's audit in light and
-dark, on a desktop and a 390 px screen. `make screenshots`-free: the README's pictures (docs/admin*.png)
-are saved by `test_accessible_in_light_and_dark_on_a_desktop_and_a_390px_screen`.
+dark, on a desktop and a 390 px screen.
+
+The README's pictures are taken by `test_accessible_in_light_and_dark_on_a_desktop_and_a_390px_screen`
+into its tmp directory, and into docs/ (docs/admin*.png) when asked, so a test run leaves the tree clean:
+    SCREENSHOTS_TO_DOCS=1 .venv/bin/python -m pytest tests/test_ui_admin.py -k accessible
 """
 from __future__ import annotations
 
+import os
 import re
 import time
 from datetime import date, datetime, timedelta, timezone
@@ -24,6 +28,12 @@ from tests.test_ui import bearer, create_key
 
 pytestmark = [pytest.mark.browser, needs_chromium]
 DOCS = ROOT / "docs"
+
+
+@pytest.fixture
+def pictures(tmp_path) -> Any:
+    """Where the README's screenshots go: docs/ when SCREENSHOTS_TO_DOCS=1, else the test's tmp directory."""
+    return DOCS if os.environ.get("SCREENSHOTS_TO_DOCS") == "1" else tmp_path
 
 
 @pytest.fixture(scope="module")
@@ -594,25 +604,52 @@ def audited(page: Any, what: str) -> None:
     assert violations == [], (what, violations)
 
 
+@pytest.fixture(scope="module")
+def team_server(fake_openai, tmp_path_factory) -> Iterator[tuple[LiveServer, str]]:
+    """A server as a small team's operator sees it, for the audit and the README's pictures: three keys
+    with limits, two weeks of spend, today's calls on two models, a retried call and a refused one."""
+    server = LiveServer(base_config(tmp_path_factory.mktemp("ui-admin-team"), **NO_HEALTH_MEMORY, LOG_LEVEL="INFO",
+                                    USAGE_FLUSH_S=0.1, LOG_PAYLOADS="all", **provider_config(openai=fake_openai)))
+    try:
+        admin = create_key(server, "operator", "--admin")
+        ci = api_key(server, admin, "ci-agent", models=["gpt-4o-mini"], rpm=60, daily_tokens=200_000)
+        support = api_key(server, admin, "support-bot", monthly_budget_usd=25, tpm=50_000)
+        api_key(server, admin, "nightly-batch")
+        today = datetime.now(timezone.utc).date()
+        for days_ago, cost in [(13, 0.8), (11, 1.4), (9, 0.6), (8, 2.1), (6, 1.2), (4, 2.6), (3, 1.9), (1, 3.2)]:
+            add_usage_row(server, support["id"], today - timedelta(days=days_ago), "gpt-4o", cost)
+            add_usage_row(server, ci["id"], today - timedelta(days=days_ago), "gpt-4o-mini", cost / 5)
+        fake_openai.reset()
+        for key, model, prompt, completion in [(ci, "gpt-4o-mini", 5200, 800), (support, "gpt-4o", 12000, 1500),
+                                               (ci, "gpt-4o-mini", 3100, 420), (support, "gpt-4o-mini", 900, 250)]:
+            fake_openai.enqueue(Reply(text="Done.", prompt_tokens=prompt, completion_tokens=completion))
+            ask(server, key["key"], model)
+        fake_openai.enqueue(Reply(status=500, error_message="The fake fell over."))
+        fake_openai.enqueue(Reply(text="After a retry.", prompt_tokens=1500, completion_tokens=400))
+        ask(server, support["key"], "gpt-4o")
+        fake_openai.enqueue(Reply(status=400, error_message="The fake refuses this."))
+        with pytest.raises(openai.BadRequestError):
+            ask(server, ci["key"])
+        wait_for_calls(server, admin, support["id"], 3)
+        yield server, admin
+    finally:
+        server.stop()
+
+
 @pytest.mark.parametrize(("width", "scheme"), [(1280, "light"), (1280, "dark"), (390, "light"), (390, "dark")])
-def test_accessible_in_light_and_dark_on_a_desktop_and_a_390px_screen(browser, server, admin_key, fake_openai,
-                                                                      width, scheme):
+def test_accessible_in_light_and_dark_on_a_desktop_and_a_390px_screen(browser, team_server, pictures, width, scheme):
     """No serious or critical axe-core violation with every section filled and with each dialog open;
     nothing wider than the screen; every action reachable with the keyboard. The 1280 px light and the
     390 px dark pages are the README's screenshots."""
     from playwright.sync_api import expect
 
-    fake_openai.enqueue(Reply(status=500, error_message="The fake fell over."))
-    fake_openai.enqueue(Reply(text="Pictured.", prompt_tokens=1500, completion_tokens=400))
-    pictured = f"agent-{scheme}-{width}"
-    api_key(server, admin_key, pictured, daily_tokens=50_000, monthly_budget_usd=10)
-    ask(server, admin_key)
-    time.sleep(0.3)  # the call log's row is written within USAGE_FLUSH_S
+    server, admin_key = team_server
     page = open_admin(browser, server, admin_key, width=width, scheme=scheme, audit=True)
     try:
         expect(page.locator("#calls-table tbody tr").first).to_be_visible()
         expect(page.locator("#health-table tbody tr").first).to_be_visible()
         expect(page.locator("#chart-day svg")).to_be_visible()
+        expect(page.locator("#budget-list li")).to_have_count(2)
         assert page.evaluate("document.documentElement.scrollWidth") <= width
         assert page.evaluate("getComputedStyle(document.body).backgroundColor") == (
             "rgb(14, 16, 20)" if scheme == "dark" else "rgb(246, 247, 249)")
@@ -620,34 +657,34 @@ def test_accessible_in_light_and_dark_on_a_desktop_and_a_390px_screen(browser, s
         for chart in page.locator(".chart-svg").all():  # drawn at its box's width: text at its real size
             assert chart.evaluate("s => s.viewBox.baseVal.width") == pytest.approx(chart.bounding_box()["width"], abs=2)
         if (width, scheme) == (1280, "light"):
-            page.screenshot(path=str(DOCS / "admin.png"), full_page=True)
+            page.screenshot(path=str(pictures / "admin.png"), full_page=True)
         if (width, scheme) == (390, "dark"):
-            page.screenshot(path=str(DOCS / "admin-dark-390.png"))
+            page.screenshot(path=str(pictures / "admin-dark-390.png"))
             page.locator("#usage").scroll_into_view_if_needed()
-            page.screenshot(path=str(DOCS / "admin-dark-390-usage.png"))
+            page.screenshot(path=str(pictures / "admin-dark-390-usage.png"))
         page.evaluate("document.querySelectorAll('.chart-block details').forEach(d => d.open = true)")
         assert page.evaluate("document.documentElement.scrollWidth") <= width
         audited(page, "the charts' tables")
 
         page.click("#create-details summary")
         audited(page, "the create form")
-        page.locator("#calls-table tbody tr button").first.focus()
+        page.locator("#calls-table tbody tr", has_text="support-bot").first.locator("button").focus()
         page.keyboard.press("Enter")
         expect(page.locator("#call-dialog")).to_be_visible()
         expect(page.locator("#call-attempts tbody tr").first).to_be_visible()
         assert page.evaluate("document.querySelector('#call-dialog').getBoundingClientRect().right") <= width
         audited(page, "a call's detail")
         if width == 1280 and scheme == "light":
-            page.locator("#call-dialog").screenshot(path=str(DOCS / "admin-call.png"))
+            page.locator("#call-dialog").screenshot(path=str(pictures / "admin-call.png"))
         page.keyboard.press("Escape")
 
-        row = page.locator("#keys-table tbody tr", has_text=pictured)
-        row.get_by_role("button", name=f"Edit limits of {pictured}").focus()
+        row = page.locator("#keys-table tbody tr", has_text="nightly-batch")
+        row.get_by_role("button", name="Edit limits of nightly-batch").focus()
         page.keyboard.press("Enter")
         expect(page.locator("#limits-dialog")).to_be_visible()
         audited(page, "the limits dialog")
         page.keyboard.press("Escape")
-        row.get_by_role("button", name=f"Rotate of {pictured}").focus()
+        row.get_by_role("button", name="Rotate of nightly-batch").focus()
         page.keyboard.press("Enter")
         expect(page.locator("#confirm-dialog")).to_be_visible()
         audited(page, "the confirmation")
