@@ -139,6 +139,19 @@ def no_secret_kept(page: Any, secret: str) -> None:
 # -- keys -------------------------------------------------------------------------------------------------
 
 
+def test_the_page_is_open_and_served_under_the_ui_csp(server):
+    """The page itself needs no key (it asks for one) and allows this server's scripts, styles and calls
+    only: no inline script, no CDN."""
+    from app.web.ui import CSP
+
+    answer = requests.get(f"{server.url}/ui/admin", timeout=5)
+    assert answer.status_code == 200 and answer.headers["Content-Security-Policy"] == CSP
+    assert "script-src 'self'" in CSP and "connect-src 'self'" in CSP
+    assert re.findall(r"<script[^>]*>", answer.text) == [
+        re.search(r'<script src="/static/admin\.js\?v=[^"]+"></script>', answer.text).group(0)[:-len("</script>")]]
+    assert not re.search(r"(src|href)=\"(https?:)?//", answer.text)
+
+
 def test_create_a_key_shown_once_copied_and_working_as_set(page, server, admin_key, fake_openai):
     """Every field of the form reaches the key; its value is shown once, copied to the clipboard, works
     with the openai SDK for its model only, and is gone from the page when the dialog closes. The admin
