@@ -122,6 +122,23 @@ def test_admin_api_manages_keys_and_only_admins_may(app, client):
     assert client.get("/v1/key/info", headers=bearer(body["key"])).status_code == 403
 
 
+def test_patch_changes_only_the_limits_it_names_and_refuses_any_other_field(app, client, fake_openai):
+    admin = cli_create(app, "root", "--admin")
+    plain = cli_create(app, "user", "--rpm", "5", "--daily-tokens", "1000")
+    key_id = client.get("/v1/key/info", headers=bearer(plain)).get_json()["key"]["id"]
+    path = f"/admin/keys/{key_id}"
+    assert client.patch(path, headers=bearer(plain), json={"rpm": 50}).status_code == 403
+    changed = client.patch(path, headers=bearer(admin), json={"rpm": None, "monthly_budget_usd": 2.5}).get_json()
+    assert changed["limits"] == {"rpm": None, "tpm": None, "daily_tokens": 1000, "monthly_budget_usd": 2.5}
+    assert client.get("/v1/key/info", headers=bearer(plain)).get_json()["key"]["limits"] == changed["limits"]
+    for body, param in [({"name": "renamed"}, "name"), ({"models": ["gpt-4o"]}, "models"), ({"rpm": 0}, "rpm"),
+                        ({"daily_tokens": 2**63}, "daily_tokens"), ({"monthly_budget_usd": -1}, "monthly_budget_usd")]:
+        refused = client.patch(path, headers=bearer(admin), json=body)
+        assert refused.status_code == 400 and refused.get_json()["error"]["param"] == param, refused.get_json()
+    assert client.get(path, headers=bearer(admin)).get_json()["limits"] == changed["limits"]
+    assert client.patch("/admin/keys/key_nobody", headers=bearer(admin), json={"rpm": 1}).status_code == 404
+
+
 @pytest.mark.parametrize("field, value", [
     ("rpm", 10**22), ("tpm", 2**31), ("daily_tokens", 2**63), ("monthly_budget_usd", 1e22),
     ("expires_at", "2001-01-01T00:00:00Z"),

@@ -90,8 +90,8 @@ def test_every_documented_operation_answers_as_documented(app, client, document,
     gist = fake_github.add_gist({"a.txt": "A"}, description="seeded")["id"]
 
     # what this server is, and its documentation
-    for path in ("/", "/openapi.json", "/docs", "/redoc", "/ui", "/ui/", "/ping", "/v1/health", "/api/v1/health",
-                 "/metrics", "/v1/models", "/api/v1/models", "/health"):
+    for path in ("/", "/openapi.json", "/docs", "/redoc", "/ui", "/ui/", "/ui/admin", "/ping", "/v1/health",
+                 "/api/v1/health", "/metrics", "/v1/models", "/api/v1/models", "/health"):
         call("GET", path, expect=200)
         call("GET", path + NUL, expect=400)
     call("GET", "/health/gpt", expect=200)
@@ -220,6 +220,11 @@ def test_every_documented_operation_answers_as_documented(app, client, document,
     call("POST", "/admin/keys", json={"name": ""}, headers=admin, expect=400)
     call("GET", f"/admin/keys/{made['id']}", headers=admin, expect=200)
     call("GET", "/admin/keys/nobody", headers=admin, expect=404)
+    changed = call("PATCH", f"/admin/keys/{made['id']}", json={"rpm": None, "daily_tokens": 5000}, headers=admin,
+                   expect=200)
+    assert changed["limits"] == {"rpm": None, "tpm": None, "daily_tokens": 5000, "monthly_budget_usd": None}
+    call("PATCH", f"/admin/keys/{made['id']}", json={"name": "renamed"}, headers=admin, expect=400)
+    call("PATCH", "/admin/keys/nobody", json={"rpm": 5}, headers=admin, expect=404)
     rotated = call("POST", f"/admin/keys/{made['id']}/rotate", headers=admin, expect=200)
     call("POST", "/admin/keys/nobody/rotate", headers=admin, expect=404)
     call("POST", f"/admin/keys/{made['id']}/revoke", headers=admin, expect=200)
@@ -470,7 +475,7 @@ def test_the_key_is_a_security_scheme_and_every_route_lists_what_a_key_brings(do
             statuses = set(operation["responses"])
             assert {"414", "431"} <= statuses, (method, path)
             if operation.get("security") == []:
-                assert path in ("/ping", "/health", "/v1/health", "/api/v1/health", "/ui", "/ui/", "/docs",
+                assert path in ("/ping", "/health", "/v1/health", "/api/v1/health", "/ui", "/ui/", "/ui/admin", "/docs",
                                 "/openapi.json", "/task", "/revise"), path
             else:
                 assert {"401", "403", "429"} <= statuses, (method, path)

@@ -23,9 +23,9 @@ from app.keys import service
 log = logging.getLogger("aiserver.keys")
 
 # Open without a key: liveness, the deployment endpoints (they carry their own verification
-# secret), and the static pages and documents (the /ui page asks for a key and keeps it).
-EXEMPT_PATHS = frozenset({"/ping", "/health", "/v1/health", "/api/v1/health", "/ui", "/ui/", "/docs",
-                          "/openapi.json", "/task", "/revise"})
+# secret), and the static pages and documents (the /ui pages ask for a key and keep it).
+EXEMPT_PATHS = frozenset({"/ping", "/health", "/v1/health", "/api/v1/health", "/ui", "/ui/", "/ui/admin",
+                          "/docs", "/openapi.json", "/task", "/revise"})
 EXEMPT_PREFIXES = ("/static/", "/docs/assets/")
 OPEN_WARNING = ("No client API key exists and AUTH_REQUIRED is false: anyone who can reach this server may use "
                 "every provider, conversation, gist and task. Create a key: flask --app app.wsgi keys create NAME "

@@ -40,6 +40,19 @@ class CreateKeySchema(BaseSchema):
                                       validate=in_the_future, metadata={"description": "In the future."})
 
 
+class UpdateLimitsSchema(BaseSchema):
+    """`PATCH /admin/keys/<id>`: the limits to change; a field left out keeps its value, null removes the
+    limit. Any other field (a name, models, scopes) is refused by name: only limits change here."""
+
+    class Meta:
+        unknown = RAISE
+
+    rpm = fields.Integer(allow_none=True, strict=True, validate=INT32_LIMIT)
+    tpm = fields.Integer(allow_none=True, strict=True, validate=INT32_LIMIT)
+    daily_tokens = fields.Integer(allow_none=True, strict=True, validate=validate.Range(min=1, max=MAX_INT64))
+    monthly_budget_usd = fields.Float(allow_none=True, validate=validate.Range(min=0, max=MAX_BUDGET_USD))
+
+
 # `group_by`: groups of GROUPS separated by commas (spaces around them, empty ones skipped); checked with
 # this rule, a full match, and documented with it (ECMA-262 reads it the same way).
 GROUP = "(?:" + "|".join(GROUPS) + ")"

@@ -138,6 +138,17 @@ def rotate_key(key_id: str, secret: bytes) -> tuple[ApiKey, str]:
     return row, key
 
 
+def update_limits(key_id: str, limits: dict[str, Any]) -> ApiKey:
+    """Change some of a key's limits (rpm, tpm, daily_tokens, monthly_budget_usd; None for no limit),
+    effective from its next request: limits are read with the key on every request."""
+    row = get_key(key_id)
+    for name, value in limits.items():
+        setattr(row, name, value)
+    with database.connection_context():
+        ApiKey.update(**limits).where(ApiKey.id == key_id).execute()
+    return row
+
+
 def refusal(row: ApiKey, now: datetime | None = None) -> str | None:
     """Why a known key may not be used ("revoked", "expired"), or None."""
     if row.revoked_at is not None:

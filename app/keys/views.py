@@ -19,6 +19,7 @@ from app.keys.schemas import (
     KeyListSchema,
     NewKeySchema,
     OneKeySchema,
+    UpdateLimitsSchema,
     UsageQuerySchema,
     UsageSummarySchema,
 )
@@ -69,6 +70,17 @@ def get_key(key_id: str):
     """One key (never its value)."""
     require_admin()
     return jsonify({**service.key_view(service.get_key(key_id)), "success": True})
+
+
+@bp.patch("/admin/keys/<key_id>")
+@json_body(UpdateLimitsSchema)
+@bp.response(200, OneKeySchema)
+@errors(*ADMIN_ONLY, (404, "No such key."))
+def update_key_limits(key_id: str):
+    """Change a key's limits: a field left out keeps its value, null removes that limit. From its next request on."""
+    require_admin()
+    return jsonify({**service.key_view(service.update_limits(key_id, parse_body(UpdateLimitsSchema))),
+                    "success": True})
 
 
 @bp.post("/admin/keys/<key_id>/revoke")
