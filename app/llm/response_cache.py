@@ -29,7 +29,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Protocol
 
-from peewee import CharField, FloatField, TextField
+from peewee import CharField, DoubleField, TextField
 
 from app.core.db import BaseModel, database
 from app.llm.gateway import Answer, Event, FailedAttempt, Started, StreamFailed, assembled, whole_from_stream
@@ -61,7 +61,7 @@ class ResponseCacheEntry(BaseModel):
 
     key = CharField(primary_key=True, max_length=64)
     value = TextField()
-    expires_at = FloatField(index=True)
+    expires_at = DoubleField(index=True)  # not FloatField: REAL on PostgreSQL rounds an epoch by minutes
 
     class Meta:
         table_name = "response_cache"

@@ -1,14 +1,14 @@
 """The response cache (`app.llm.response_cache`): its table in the database (used without REDIS_URL),
 and each key's choice: cached or not, in its own namespace or one shared with other keys (frozen copy
 of `ResponseCacheEntry` as of this migration)."""
-from peewee import BooleanField, CharField, FloatField, Model, TextField
+from peewee import BooleanField, CharField, DoubleField, Model, TextField
 
 
 def up(migrator, db):
     class ResponseCacheEntry(Model):
         key = CharField(primary_key=True, max_length=64)
         value = TextField()
-        expires_at = FloatField(index=True)
+        expires_at = DoubleField(index=True)
 
         class Meta:
             database = db
