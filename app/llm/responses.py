@@ -157,7 +157,7 @@ def cache_use(request: CompletionRequest, routes: list[Route], stream: bool) -> 
     not cached) and the front door's endpoint, unless the request says `Cache-Control: no-store`
     (neither read nor kept) or `no-cache` (not read, the fresh answer kept)."""
     cache: ResponseCache | None = current_app.extensions.get("response_cache")
-    namespace = current_caller().cache_namespace
+    namespace = None if cache is None else current_caller().cache_namespace
     if cache is None or namespace is None:
         return OFF
     directives = incoming.cache_control
@@ -175,11 +175,9 @@ def cached_response(entry: CachedAnswer, request: CompletionRequest, routes: lis
     """A stored answer, as `answer_response` would have answered it, with `X-Cache: HIT` and its `Age`.
     The key is permitted as for a call (its models, its limits: a hit reserves nothing) and a usage row
     says `cache_hit`, with no tokens and no cost; the answer's own `usage` is the stored one's."""
-    started = time.perf_counter()
     permit = gateway().permit(routes, Demand(0, 0))
     route = next((route for route in routes if route.provider.name == entry.provider), None)
     event = UsageEvent(entry.provider, entry.model, "cache_hit",
-                       latency_ms=round((time.perf_counter() - started) * 1000),
                        label=gateway().model_label(route, entry.model) if route else "other")
     permit.settle(event)
     gateway().record(event)
