@@ -384,6 +384,19 @@ def test_off_by_default_no_header(make_app, fake_openai):
     assert all("X-Cache" not in a.headers for a in answers)
 
 
+def test_ask_is_cached_apart_from_chat_completions(make_app, fake_openai):
+    client = make_app(**provider_config(openai=fake_openai), RESPONSE_CACHE_TTL_S=60).test_client()
+    fake_openai.default_reply = Numbered()
+    text = question()[0]["content"]
+    asked = [client.post("/v1/ask", json={"question": text, "client_id": "eval", "user_id": "me", "stream": stream})
+             for stream in (False, True)]
+    assert [a.headers["X-Cache"] for a in asked] == ["MISS", "HIT"]
+    assert "Answer number 1." in asked[1].get_data(as_text=True)  # the whole answer, replayed as chunks
+    chat = client.post("/v1/chat/completions", json={"model": "gpt-4o-mini",
+                                                     "messages": [{"role": "user", "content": text}]})
+    assert (chat.headers["X-Cache"], chat.json["choices"][0]["message"]["content"]) == ("MISS", "Answer number 2.")
+
+
 def test_an_answer_over_the_size_cap_is_answered_not_kept(make_app, fake_openai):
     client = make_app(**provider_config(openai=fake_openai), RESPONSE_CACHE_TTL_S=60,
                       RESPONSE_CACHE_MAX_BYTES=400).test_client()
