@@ -5,6 +5,8 @@ the original's; TTL, `Cache-Control`, per-key namespaces, shared namespaces and 
 from __future__ import annotations
 
 import json
+import logging
+import socket
 import time
 import uuid
 from contextlib import ExitStack
@@ -406,6 +408,19 @@ def test_an_answer_over_the_size_cap_is_answered_not_kept(make_app, fake_openai)
                for _ in range(2)]
     assert [a.headers["X-Cache"] for a in answers] == ["MISS", "MISS"]
     assert answers[1].json["choices"][0]["message"]["content"] == "long " * 200
+
+
+def test_a_store_that_fails_is_a_miss_and_is_logged(caplog):
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    down = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.5, socket_timeout=0.5)
+    cache = ResponseCache(RedisStore(down, "down"), ttl=60, max_bytes=10_000)
+    entry = CachedAnswer("openai", "gpt-4o-mini", answer={"text": "hi"})
+    with caplog.at_level(logging.WARNING, logger="aiserver.response_cache"):
+        assert cache.put("k" * 64, entry) is False and cache.get("k" * 64) is None
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["response cache write failed",
+                                                                      "response cache read failed"]
 
 
 def test_expired_rows_are_pruned(make_app):
