@@ -89,12 +89,14 @@ def cache_settings(fakes: dict[str, Any], **overrides: Any) -> dict[str, Any]:
 
 
 def make_keys(config: dict[str, Any]) -> dict[str, str]:
-    """Keys a and b (each its own cache), c and d (sharing the namespace `team`), off (not cached)."""
+    """Keys a and b (each its own cache), c and d (sharing the namespace `team`), off (not cached), and
+    claude-only (in `team`, allowed one Claude model)."""
     app = create_app(config)
     migrate(app.extensions["database"])
     secret = hash_secret(config)
     specs = {"a": {}, "b": {}, "c": {"response_cache_namespace": "team"}, "d": {"response_cache_namespace": "team"},
-             "off": {"response_cache": False}}
+             "off": {"response_cache": False}, "claude-only": {"response_cache_namespace": "team",
+                                                              "models": ["claude-sonnet-5-5"]}}
     keys = {name: service.create_key(service.KeySpec(name, **spec), secret)[1] for name, spec in specs.items()}
     app.extensions["database"].close_all()
     return keys
@@ -321,6 +323,14 @@ def test_keys_given_one_namespace_share_their_answers(setup):
     assert shared.headers["X-Cache"] == "HIT"
     assert shared.parse().content[0].text == first.content[0].text == "Answer number 1."
     assert setup.upstream_calls(marker_of(messages)) == 1
+
+
+def test_a_shared_answer_is_not_replayed_to_a_key_that_may_not_use_its_model(setup):
+    messages = question()
+    setup.openai("c").chat.completions.create(model="gpt-4o-mini", messages=messages)
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        setup.openai("claude-only").chat.completions.create(model="gpt-4o-mini", messages=messages)
+    assert refused.value.body["code"] == "model_not_allowed"
 
 
 def test_a_key_made_with_the_cache_off_is_never_cached(setup):
