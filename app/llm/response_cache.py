@@ -24,6 +24,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -257,18 +258,32 @@ def prune_expired(now: float | None = None) -> int:
 class ResponseCache:
     """Answers kept for `ttl` seconds in `store`, each at most `max_bytes` once serialised."""
 
+    LOG_EVERY_S = 10.0  # while the store fails, one log line at most this often (with the count since)
+
     def __init__(self, store: Store, ttl: float, max_bytes: int):
         self.store = store
         self.ttl = ttl
         self.max_bytes = max_bytes
+        self.last_logged = -math.inf
+        self.unlogged = 0
 
     def get(self, key: str) -> CachedAnswer | None:
         try:
             text = self.store.get(key)
             return None if text is None else CachedAnswer.loads(text)
         except Exception as error:  # a cache that fails is a miss, never a failed request
-            log.warning("response cache read failed: %s: %s", type(error).__name__, error)
+            self.failed("read", error)
             return None
+
+    def failed(self, what: str, error: Exception) -> None:
+        """Log a failure of the store, once per LOG_EVERY_S while it keeps failing (Redis down: every request)."""
+        now = time.monotonic()
+        if now - self.last_logged < self.LOG_EVERY_S:
+            self.unlogged += 1
+            return
+        since, self.unlogged, self.last_logged = self.unlogged, 0, now
+        more = f" ({since} more failures since the last line)" if since else ""
+        log.warning("response cache %s failed: %s: %s%s", what, type(error).__name__, error, more)
 
     def put(self, key: str, entry: CachedAnswer) -> bool:
         """Keep `entry` unless it is larger than `max_bytes`; False when it was not kept."""
@@ -279,7 +294,7 @@ class ResponseCache:
             self.store.put(key, text, self.ttl)
             return True
         except Exception as error:
-            log.warning("response cache write failed: %s: %s", type(error).__name__, error)
+            self.failed("write", error)
             return False
 
     def put_answer(self, key: str, answer: Answer) -> bool:
@@ -326,8 +341,12 @@ def make_response_cache(config: dict[str, Any]) -> ResponseCache | None:
     store: Store = DatabaseStore()
     if config["REDIS_URL"]:
         import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
+        # one immediate retry (a pooled connection a Redis restart closed), not redis-py's default of three
+        # with backoff: a Redis that is down must cost a request milliseconds, not seconds
         client = redis.Redis.from_url(config["REDIS_URL"], socket_timeout=2, socket_connect_timeout=2,
-                                      max_connections=config["WEB_WORKER_CONNECTIONS"])
+                                      max_connections=config["WEB_WORKER_CONNECTIONS"], retry=Retry(NoBackoff(), 1))
         store = RedisStore(client, config["QUEUE_NAME"] or "aiserver")
     return ResponseCache(store, config["RESPONSE_CACHE_TTL_S"], config["RESPONSE_CACHE_MAX_BYTES"])
