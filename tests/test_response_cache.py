@@ -443,13 +443,17 @@ def test_a_store_that_fails_is_a_miss_and_is_logged(caplog):
     assert [r.getMessage().split(":")[0] for r in caplog.records] == ["response cache write failed"]  # then quiet
 
 
-def test_expired_rows_are_pruned(make_app):
-    make_app()
-    cache = ResponseCache(DatabaseStore(), ttl=0.01, max_bytes=1000)
-    assert cache.put("a" * 64, CachedAnswer("openai", "gpt-4o-mini", answer={"text": "hi"}))
-    time.sleep(0.05)
+def test_expired_rows_are_pruned_by_the_nightly_job(make_app):
+    app = make_app()
+    cache = ResponseCache(DatabaseStore(), ttl=0.05, max_bytes=1000)
+    for name in "ab":
+        assert cache.put(name * 64, CachedAnswer("openai", "gpt-4o-mini", answer={"text": "hi"}))
+    time.sleep(0.1)
+    cache.ttl = 60
+    assert cache.put("c" * 64, CachedAnswer("openai", "gpt-4o-mini", answer={"text": "kept"}))
     assert cache.get("a" * 64) is None  # expired: absent before it is pruned
-    assert prune_expired() == 1 and prune_expired() == 0
+    assert app.extensions["housekeeping_jobs"]["prune_response_cache"].call_local() == 2
+    assert prune_expired() == 0 and cache.get("c" * 64) is not None
 
 
 def test_keys_are_made_with_the_cache_off_or_in_a_shared_namespace(make_app):
