@@ -45,6 +45,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from app.llm.images import ImageFetcher
     from app.llm.modelsfile import ModelsFileError
     from app.llm.registry import build_registry
+    from app.llm.response_cache import make_response_cache
     from app.ops import housekeeping
     from app.ops.health import ProviderHealth
     from app.web import register_blueprints
@@ -99,6 +100,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
                                         whole_as_stream=app.config["WHOLE_ANSWERS_AS_STREAMS"],
                                         max_images=app.config["IMAGE_MAX_PARTS"],
                                         spans=AttemptSpans(tracing, redactor.redact))
+    app.extensions["response_cache"] = make_response_cache(app.config)  # None: off (RESPONSE_CACHE_TTL_S=0)
     app.extensions["provider_health"] = ProviderHealth(registry, app.config["HEALTH_CACHE_S"], redactor.redact)
     app.extensions["huey"] = make_huey(app.config)
     count_job_outcomes(app.extensions["huey"])

@@ -52,6 +52,7 @@ class Caller:
     client_id: str | None = None
     user_id: str | None = None
     request_id: str | None = None
+    cache_namespace: str | None = None  # where its answers are cached (`app.llm.response_cache`); None: not
 
     @property
     def owner(self) -> str | None:

@@ -127,6 +127,11 @@ SETTINGS: tuple[Setting, ...] = (
             "try or route; after that READ_TIMEOUT_S applies.", float, group="routing"),
     Setting("READ_TIMEOUT_S", "120", "Read timeout to a provider (longest silence between bytes).", float,
             group="routing"),
+    Setting("RESPONSE_CACHE_TTL_S", "0", "Seconds an answer stays in the response cache (an exact repeat of a "
+            "request is answered from it, `X-Cache: HIT`); 0 turns the cache off. Redis with REDIS_URL, else the "
+            "database. Keys may be made with it off.", float, group="routing"),
+    Setting("RESPONSE_CACHE_MAX_BYTES", "1048576", "Largest answer the response cache keeps (its stored size); "
+            "a larger one is answered but not kept.", int, group="routing"),
     Setting("OPENAI_API_KEY", "", "OpenAI API key.", secret=True, group="providers"),
     Setting("OPENAI_BASE_URL", "", "OpenAI base URL (default https://api.openai.com/v1).", group="providers"),
     Setting("OPENAI_MODEL_DEFAULT", "gpt-5.4-mini", "OpenAI default model.", group="providers"),

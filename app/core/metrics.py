@@ -36,7 +36,8 @@ HTTP_DURATION = Histogram("aiserver_http_request_duration_seconds",
                           "Seconds from a request's arrival to its response's last byte (a stream's end).",
                           ["route"], buckets=LATENCY_BUCKETS)
 LLM_CALLS = Counter("aiserver_llm_calls", "Upstream LLM calls by provider, model and outcome (ok, "
-                    "attempt_failed, interrupted, cancelled).", ["provider", "model", "outcome"])
+                    "attempt_failed, interrupted, cancelled; cache_hit: answered from the response cache, no call).",
+                    ["provider", "model", "outcome"])
 LLM_DURATION = Histogram("aiserver_llm_call_duration_seconds", "Seconds an upstream call took, to its last byte.",
                          ["provider", "model"], buckets=LATENCY_BUCKETS)
 LLM_FIRST_TOKEN = Histogram("aiserver_llm_time_to_first_token_seconds",
@@ -65,8 +66,11 @@ def observe_request(route: str, method: str, status: int, seconds: float) -> Non
 
 def observe_call(provider: str, model: str, outcome: str, seconds: float, prompt_tokens: int,
                  completion_tokens: int, cost_usd: float, first_item_s: float | None) -> None:
-    """One upstream call: `model` is already the bounded label."""
+    """One upstream call: `model` is already the bounded label. A cache hit is counted, but it made no
+    call, so it has no duration to observe."""
     LLM_CALLS.labels(provider, model, outcome).inc()
+    if outcome == "cache_hit":
+        return
     LLM_DURATION.labels(provider, model).observe(seconds)
     if first_item_s is not None:
         LLM_FIRST_TOKEN.labels(provider, model).observe(first_item_s)

@@ -76,7 +76,7 @@ def identify(key: str | None, exempt: bool, required: bool, secret: Callable[[],
     row = service.find_key(key, secret()) if key else None
     if row is None:
         if not required and not service.any_key_exists():
-            return Caller(open_mode=True)
+            return Caller(open_mode=True, cache_namespace=OPEN_NAMESPACE)
         if exempt:
             return Caller()
         if key is None:
@@ -93,4 +93,16 @@ def identify(key: str | None, exempt: bool, required: bool, secret: Callable[[],
 
 
 def caller_of(row: Any) -> Caller:
-    return Caller(key_id=row.id, admin=row.admin, scopes=frozenset(row.scopes or ()), key=row)
+    return Caller(key_id=row.id, admin=row.admin, scopes=frozenset(row.scopes or ()), key=row,
+                  cache_namespace=cache_namespace(row))
+
+
+OPEN_NAMESPACE = "open"  # a server without keys: every caller is the same one
+
+
+def cache_namespace(row: Any) -> str | None:
+    """Where a key's answers are cached: the namespace an admin gave it (shared with the keys given the
+    same), else its own; None for a key made with the response cache off."""
+    if not row.response_cache:
+        return None
+    return f"shared:{row.response_cache_namespace}" if row.response_cache_namespace else f"key:{row.id}"

@@ -8,7 +8,7 @@ from flask.cli import AppGroup
 from app.core.clock import isoformat, parse_iso, utcnow
 from app.core.errors import APIError
 from app.keys import service
-from app.keys.schemas import MAX_BUDGET_USD, MAX_INT32, MAX_INT64
+from app.keys.schemas import MAX_BUDGET_USD, MAX_INT32, MAX_INT64, NAMESPACE_RULE
 
 keys_cli = AppGroup("keys", help="Client API keys: create, list, revoke, rotate.")
 
@@ -38,17 +38,25 @@ def _shown_once(key: str) -> None:
 @click.option("--monthly-budget", type=click.FloatRange(min=0, max=MAX_BUDGET_USD),
               help="USD per UTC month, from the price table.")
 @click.option("--expires", help="Expiry: an ISO 8601 date or time (UTC unless it says otherwise).")
-def create(name, admin, models, scopes, rpm, tpm, daily_tokens, monthly_budget, expires):
+@click.option("--response-cache/--no-response-cache", default=True, show_default=True,
+              help="Whether the key's answers are cached (when RESPONSE_CACHE_TTL_S is on).")
+@click.option("--response-cache-namespace", help="Share a response cache with the keys given the same name "
+                                                 "(letters, digits, '.', '_', '-'); default: the key's own.")
+def create(name, admin, models, scopes, rpm, tpm, daily_tokens, monthly_budget, expires, response_cache,
+           response_cache_namespace):
     """Create a key and print it (once)."""
     expires_at = parse_iso(expires) if expires else None
     if expires and expires_at is None:
         raise click.BadParameter(f"{expires!r} is not an ISO 8601 date or time.", param_hint="--expires")
     if expires_at is not None and expires_at <= utcnow():
         raise click.BadParameter(f"{expires!r} is not in the future.", param_hint="--expires")
+    if response_cache_namespace is not None and not NAMESPACE_RULE.fullmatch(response_cache_namespace):
+        raise click.BadParameter("1 to 100 letters, digits, '.', '_' or '-'.", param_hint="--response-cache-namespace")
     try:
         spec = service.KeySpec(name=name, admin=admin, models=_comma_list(models) or None,
                                scopes=_comma_list(scopes), rpm=rpm, tpm=tpm, daily_tokens=daily_tokens,
-                               monthly_budget_usd=monthly_budget, expires_at=expires_at)
+                               monthly_budget_usd=monthly_budget, expires_at=expires_at,
+                               response_cache=response_cache, response_cache_namespace=response_cache_namespace)
     except APIError as error:
         raise click.BadParameter(error.message, param_hint="--scopes") from None
     row, key = service.create_key(spec, _secret())
@@ -66,7 +74,9 @@ def list_():
                    f"{'  models=' + ','.join(row.models) if row.models else ''}"
                    f"{'  scopes=' + ','.join(row.scopes) if row.scopes else ''}"
                    f"{'  ' + limits if limits else ''}"
-                   f"{'  expires=' + str(isoformat(row.expires_at)) if row.expires_at else ''}")
+                   f"{'  expires=' + str(isoformat(row.expires_at)) if row.expires_at else ''}"
+                   f"{'' if row.response_cache else '  response-cache=off'}"
+                   f"{'  response-cache=' + str(row.response_cache_namespace) if row.response_cache_namespace else ''}")
 
 
 @keys_cli.command("revoke")

@@ -5,7 +5,10 @@ digest and never compares secrets character by character) with a `hint` (`ais-â€
 characters) to tell keys apart in a list; the key itself is shown once and never stored.
 `models` is null for every model, else a list of `model`, `provider/model` or `provider/*`.
 
-Tables: `app/migrations/0006_keys.py`.
+`response_cache` says whether its answers are cached (when the server's RESPONSE_CACHE_TTL_S is on),
+`response_cache_namespace` names a cache it shares with the keys given the same name (null: its own).
+
+Tables: `app/migrations/0006_keys.py`, `0014_response_cache.py`.
 """
 from __future__ import annotations
 
@@ -33,6 +36,8 @@ class ApiKey(BaseModel):
     revoked_at = DateTimeField(null=True)
     created_at = DateTimeField(default=utcnow)
     rotated_at = DateTimeField(null=True)
+    response_cache = BooleanField(default=True)  # its answers cached when RESPONSE_CACHE_TTL_S is on
+    response_cache_namespace = CharField(max_length=100, null=True)  # shared with keys given the same; else its own
 
     class Meta:
         table_name = "api_key"
@@ -52,7 +57,8 @@ class UsageRecord(BaseModel):
     cost_usd = FloatField(default=0)
     priced = BooleanField(default=True)  # false: the model is not in the price table, so cost_usd is 0
     latency_ms = IntegerField(default=0)
-    status = CharField(max_length=16)  # the gateway's outcome: ok, attempt_failed, interrupted, cancelled
+    status = CharField(max_length=16)  # the gateway's outcome: ok, attempt_failed, interrupted, cancelled;
+    # cache_hit: answered from the response cache (no tokens, no cost)
     request_id = CharField(max_length=128, null=True)
 
     class Meta:

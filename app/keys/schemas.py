@@ -16,6 +16,13 @@ from app.keys.usage import GROUPS
 MAX_INT32, MAX_INT64 = 2**31 - 1, 2**63 - 1
 MAX_BUDGET_USD = 1e9
 INT32_LIMIT = validate.Range(min=1, max=MAX_INT32)
+NAMESPACE = "[A-Za-z0-9._-]{1,100}"  # a shared response cache's name (a full match)
+NAMESPACE_RULE = re.compile(NAMESPACE)
+
+
+def check_namespace(value: str) -> None:
+    if not NAMESPACE_RULE.fullmatch(value):
+        raise ValidationError("1 to 100 letters, digits, '.', '_' or '-'.")
 
 
 def in_the_future(value: datetime) -> None:
@@ -38,6 +45,11 @@ class CreateKeySchema(BaseSchema):
                                       validate=validate.Range(min=0, max=MAX_BUDGET_USD))
     expires_at = fields.AwareDateTime(load_default=None, allow_none=True, default_timezone=timezone.utc,
                                       validate=in_the_future, metadata={"description": "In the future."})
+    response_cache = StrictBoolean(load_default=True, metadata={
+        "description": "Whether the key's answers are cached (when the server's RESPONSE_CACHE_TTL_S is on)."})
+    response_cache_namespace = fields.String(load_default=None, allow_none=True, validate=check_namespace, metadata={
+        "pattern": f"^{NAMESPACE}$",
+        "description": "A response cache shared with the keys given the same name; none: the key's own."})
 
 
 class UpdateLimitsSchema(BaseSchema):
@@ -129,6 +141,8 @@ class KeySchema(BaseSchema):
     revoked_at = fields.String(required=True, allow_none=True)
     rotated_at = fields.String(required=True, allow_none=True)
     status = fields.String(required=True, metadata={"enum": ["active", "revoked", "expired"]})
+    response_cache = StrictBoolean(required=True)
+    response_cache_namespace = fields.String(required=True, allow_none=True)
 
 
 class OneKeySchema(KeySchema):

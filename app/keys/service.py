@@ -38,6 +38,8 @@ class KeySpec:
     daily_tokens: int | None = None
     monthly_budget_usd: float | None = None
     expires_at: datetime | None = None
+    response_cache: bool = True
+    response_cache_namespace: str | None = None
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.scopes) - set(SCOPES))
@@ -63,7 +65,8 @@ def create_key(spec: KeySpec, secret: bytes) -> tuple[ApiKey, str]:
     """A new key row and the key itself, which is never stored and cannot be shown again."""
     key = new_key()
     values = {name: getattr(spec, name) for name in ("name", "admin", "models", "scopes", "rpm", "tpm",
-                                                      "daily_tokens", "monthly_budget_usd", "expires_at")}
+                                                      "daily_tokens", "monthly_budget_usd", "expires_at",
+                                                      "response_cache", "response_cache_namespace")}
     with database.connection_context():
         row = ApiKey.create(id=f"key_{uuid.uuid4().hex[:16]}", hint=hint(key), key_hash=key_hash(key, secret),
                             **values)
@@ -163,7 +166,8 @@ def key_view(row: ApiKey) -> dict[str, Any]:
     return {"id": row.id, "name": row.name, "hint": row.hint, "admin": row.admin, "models": row.models,
             "scopes": row.scopes, "limits": limits_view(row), "created_at": isoformat(row.created_at),
             "expires_at": isoformat(row.expires_at), "revoked_at": isoformat(row.revoked_at),
-            "rotated_at": isoformat(row.rotated_at), "status": refusal(row) or "active"}
+            "rotated_at": isoformat(row.rotated_at), "status": refusal(row) or "active",
+            "response_cache": row.response_cache, "response_cache_namespace": row.response_cache_namespace}
 
 
 def limits_view(row: ApiKey) -> dict[str, Any]:

@@ -1,17 +1,23 @@
-"""How a front door answers from the gateway: its accessors, answer headers, the access-log fields
-and streamed (SSE) responses."""
+"""How a front door answers from the gateway: its accessors, answer headers, the access-log fields,
+streamed (SSE) responses, and the response cache's part in an answer (`cache_use`)."""
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 from urllib.parse import quote
 
 from flask import Response, current_app, g, jsonify
+from flask import request as incoming
 
+from app.core.caller import current_caller
 from app.core.errors import BadRequest
 from app.llm.gateway import Answer, Gateway, Started, StreamFailed
 from app.llm.providers.base import CompletionRequest, StreamEnd
 from app.llm.pump import SSE_HEADERS, Pump, stream_events
 from app.llm.registry import Registry, Route
+from app.llm.response_cache import CachedAnswer, ResponseCache, cache_key, replay, replayed_answer
+from app.llm.usage import Demand, UsageEvent
 
 GATEWAY_ERRORS = (
     (400, "The provider refused the request as the caller's fault (a bad parameter, a context too long)."),
@@ -97,15 +103,92 @@ def answer_response(request: CompletionRequest, routes: list[Route], stream: boo
                     wire_names: dict[str, str] | None = None) -> Response:
     """The gateway's answer to `request` over `routes` (those that cannot honour it left out, see
     `honouring_routes`, which names a refused parameter by `wire_names`): streamed by `formatter` (then
-    `on_end()` once the stream ends), or whole as `body(answer)`; headers say who answered."""
+    `on_end()` once the stream ends), or whole as `body(answer)`; headers say who answered. With the
+    response cache on, a stored answer is replayed the same way (`cache_use`)."""
     routes = honouring_routes(request, routes, wire_names)
+    cache = cache_use(request, routes, stream)
+    if cache.entry is not None:
+        return cached_response(cache.entry, request, routes, stream, formatter, body, on_end)
     if stream:
-        return event_stream(gateway().stream(request, routes), formatter,
-                            headers=lambda started: dropped_header(request, routes, started.provider), on_end=on_end)
+        events = gateway().stream(request, routes)
+        return event_stream(cache.storing(events), formatter, on_end=on_end,
+                            headers=lambda started: {**dropped_header(request, routes, started.provider),
+                                                     **cache.headers})
     answer = gateway().complete(request, routes)
+    cache.put(answer)
     note_answer(answer.provider, answer.model, answer.usage.total_tokens)
     response = jsonify(body(answer))
-    response.headers.update({**answer_headers(answer), **dropped_header(request, routes, answer.provider)})
+    response.headers.update({**answer_headers(answer), **dropped_header(request, routes, answer.provider),
+                             **cache.headers})
+    return response
+
+
+@dataclass
+class CacheUse:
+    """What the response cache does for one request: nothing (`cache` None: off for the server or the
+    key), nothing but say so (`key` None: `Cache-Control: no-store`), or look up and keep its answer
+    (`entry`: the stored answer found)."""
+
+    cache: ResponseCache | None = None
+    key: str | None = None
+    entry: CachedAnswer | None = None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """`X-Cache`: MISS when the answer was looked for (or `no-cache` skipped the look) and is kept,
+        BYPASS for `no-store`; none when the cache is off."""
+        if self.cache is None:
+            return {}
+        return {"X-Cache": "MISS" if self.key else "BYPASS"}
+
+    def storing(self, events: Iterator[Any]) -> Iterator[Any]:
+        return events if self.cache is None or self.key is None else self.cache.storing(self.key, events)
+
+    def put(self, answer: Answer) -> None:
+        if self.cache is not None and self.key is not None:
+            self.cache.put_answer(self.key, answer)
+
+
+OFF = CacheUse()
+
+
+def cache_use(request: CompletionRequest, routes: list[Route], stream: bool) -> CacheUse:
+    """The response cache's part in answering `request`: looked up under the caller's namespace (none:
+    not cached) and the front door's endpoint, unless the request says `Cache-Control: no-store`
+    (neither read nor kept) or `no-cache` (not read, the fresh answer kept)."""
+    cache: ResponseCache | None = current_app.extensions.get("response_cache")
+    namespace = None if cache is None else current_caller().cache_namespace
+    if cache is None or namespace is None:
+        return OFF
+    directives = incoming.cache_control
+    if directives.no_store:
+        g.request_log["cache"] = "bypass"
+        return CacheUse(cache)
+    key = cache_key(namespace, incoming.endpoint or incoming.path, routes, request, stream)
+    entry = None if directives.no_cache else cache.get(key)
+    g.request_log["cache"] = "hit" if entry else "miss"
+    return CacheUse(cache, key, entry)
+
+
+def cached_response(entry: CachedAnswer, request: CompletionRequest, routes: list[Route], stream: bool,
+                    formatter: Any, body: Callable[[Answer], dict[str, Any]], on_end: Callable[[], None]) -> Response:
+    """A stored answer, as `answer_response` would have answered it, with `X-Cache: HIT` and its `Age`.
+    The key is permitted as for a call (its models, its limits: a hit reserves nothing) and a usage row
+    says `cache_hit`, with no tokens and no cost; the answer's own `usage` is the stored one's."""
+    permit = gateway().permit(routes, Demand(0, 0))
+    route = next((route for route in routes if route.provider.name == entry.provider), None)
+    event = UsageEvent(entry.provider, entry.model, "cache_hit",
+                       label=gateway().model_label(route, entry.model) if route else "other")
+    permit.settle(event)
+    gateway().record(event)
+    headers = {"X-Cache": "HIT", "Age": str(max(0, int(time.time() - entry.stored_at)))}
+    if stream:
+        return event_stream(replay(entry), formatter, on_end=on_end,
+                            headers=lambda started: {**dropped_header(request, routes, started.provider), **headers})
+    answer = replayed_answer(entry)
+    note_answer(answer.provider, answer.model, answer.usage.total_tokens)
+    response = jsonify(body(answer))
+    response.headers.update({**answer_headers(answer), **dropped_header(request, routes, answer.provider), **headers})
     return response
 
 

@@ -1,4 +1,5 @@
-"""Housekeeping jobs run by the worker: a nightly online backup of the SQLite database.
+"""Housekeeping jobs run by the worker: a nightly online backup of the SQLite database, and the nightly
+prune of the response cache's expired entries in the database (Redis expires its own).
 
 `register(huey, config)` adds the jobs to a huey instance and returns them by name. The worker
 (`app.worker`) registers them on the app's huey; anything else that wants to enqueue one (an
@@ -13,6 +14,7 @@ from typing import Any
 
 from huey import crontab
 
+from app.llm.response_cache import prune_expired
 from app.ops.backup import BackupError, backup_to_directory, sqlite_path
 
 log = logging.getLogger("aiserver.housekeeping")
@@ -38,7 +40,14 @@ def register(huey, config: dict[str, Any]) -> dict[str, Any]:
         log.info("database backed up to %s", written)
         return written
 
-    jobs = {"backup_database": huey.task(name="backup_database")(backup_database)}
+    def prune_response_cache() -> int:
+        """Delete the response cache's expired rows (a read already skips them; this frees their space)."""
+        pruned = prune_expired()
+        log.info("response cache: %d expired entries pruned", pruned)
+        return pruned
+
+    jobs = {"backup_database": huey.task(name="backup_database")(backup_database),
+            "prune_response_cache": huey.periodic_task(NIGHTLY, name="prune_response_cache")(prune_response_cache)}
     if config["BACKUP_KEEP"] > 0:
         jobs["nightly_backup"] = huey.periodic_task(NIGHTLY, name="nightly_backup")(backup_database)
     return jobs
