@@ -78,7 +78,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         access.record(event)
         observe_call(event.provider, event.label or event.model, event.outcome, event.latency_ms / 1000,
                      event.prompt_tokens, event.completion_tokens,
-                     prices.cost(event.model, event.prompt_tokens, event.completion_tokens),
+                     prices.cost_of(event),
                      None if event.first_item_ms is None else event.first_item_ms / 1000)
 
     health = app.extensions["upstream_health"] = Health(make_board(app.config), HealthPolicy.from_config(app.config))

@@ -30,6 +30,8 @@ class UsageEvent:
     label: str = ""  # the model's /metrics label: `model` if configured, else "other" (callers mint no labels)
     first_item_ms: int | None = None  # a stream's time to its first item (the time to first token)
     reasoning_tokens: int = 0  # included in completion_tokens, as OpenAI counts them
+    cached_tokens: int = 0  # included in prompt_tokens: read from the vendor's prompt cache
+    cache_write_tokens: int = 0  # included in prompt_tokens: written to the vendor's prompt cache
 
 
 @dataclass(frozen=True)
