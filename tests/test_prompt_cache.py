@@ -21,14 +21,15 @@ from app.keys.models import UsageRecord
 from app.keys.prices import Price, PriceTable, parse_overrides
 from app.keys.secret import hash_secret
 from tests.conftest import NO_HEALTH_MEMORY, LiveServer, base_config, provider_config
-from tests.fakes.anthropic_api import FakeAnthropic
+from tests.fakes.anthropic_api import FakeAnthropic, cache_segments
 from tests.fakes.gemini_api import FakeGemini
 from tests.fakes.openai_api import FakeOpenAI
 from tests.fakes.server import PromptCache, Reply
 
 CLAUDE, GPT, GEMINI = "claude-sonnet-5-5", "gpt-4o-mini", "gemini-2.5-flash"
 # USD per million tokens: prompt / completion / cache read / cache write (Claude Sonnet's published rates)
-RATES = {CLAUDE: (3.0, 15.0, 0.3, 3.75), GPT: (0.15, 0.6, 0.075, 0.15 * 1.25)}
+# and 1-hour cache write
+RATES = {CLAUDE: (3.0, 15.0, 0.3, 3.75, 6.0), GPT: (0.15, 0.6, 0.075, 0.15 * 1.25, 0.3)}
 EPHEMERAL = {"type": "ephemeral"}
 ONE_HOUR = {"type": "ephemeral", "ttl": "1h"}
 TOOL = {"type": "function", "function": {"name": "lookup", "description": "Look a term up in the manual",
@@ -102,9 +103,11 @@ def rows_of(key_id: str, count: int) -> list[UsageRecord]:
         time.sleep(0.05)
 
 
-def hand_cost(model: str, prompt: int, completion: int, read: int, write: int) -> float:
-    rate_in, rate_out, rate_read, rate_write = RATES[model]
-    return ((prompt - read - write) * rate_in + read * rate_read + write * rate_write + completion * rate_out) / 1e6
+def hand_cost(model: str, prompt: int, completion: int, read: int, write: int, hour: int = 0) -> float:
+    """USD for the tokens, `read` and `write` of the prompt's, `hour` of the writes kept for an hour."""
+    rate_in, rate_out, rate_read, rate_write, rate_hour = RATES[model]
+    return ((prompt - read - write) * rate_in + read * rate_read + (write - hour) * rate_write + hour * rate_hour
+            + completion * rate_out) / 1e6
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
@@ -137,9 +140,15 @@ def test_chat_completions_carry_cache_control_to_claude_and_report_reads_and_wri
     rows = rows_of(key[0], 2)
     assert [(r.cached_read_tokens, r.cache_write_tokens) for r in rows] == [
         (0, written), (read, second.prompt_tokens - 9 - read)]
-    for row in rows:
-        assert row.cost_usd == pytest.approx(hand_cost(CLAUDE, row.prompt_tokens, row.completion_tokens,
-                                                       row.cached_read_tokens, row.cache_write_tokens))
+    # the first call wrote the tools and system prompt for an hour (their mark's ttl), its question for 5 minutes
+    hour = PromptCache.tokens([block for _, block, _ in cache_segments(sent)[:2]])
+    assert hour == read
+    first_row, second_row = rows
+    assert first_row.cost_usd == pytest.approx(hand_cost(CLAUDE, first_row.prompt_tokens, first_row.completion_tokens,
+                                                         0, written, hour))
+    assert second_row.cost_usd == pytest.approx(hand_cost(CLAUDE, second_row.prompt_tokens,
+                                                          second_row.completion_tokens, read,
+                                                          second_row.cache_write_tokens))
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
@@ -265,13 +274,15 @@ def test_a_malformed_mark_is_a_400_naming_it(stack, key, body, problem):
 def test_prices_charge_cached_reads_and_writes_at_their_rates():
     table = PriceTable.from_config({})
     sonnet = table.price("claude-sonnet-4-5-20250929")
-    assert sonnet == Price(3.0, 15.0, 0.3, 3.75)
+    assert sonnet == Price(3.0, 15.0, 0.3, 3.75, 6.0)
     # 1,000 uncached + 10,000 read + 2,000 written prompt tokens, 500 completion tokens
     assert table.cost("claude-sonnet-4-5", 13_000, 500, 10_000, 2_000) == pytest.approx(
         (1_000 * 3.0 + 10_000 * 0.3 + 2_000 * 3.75 + 500 * 15.0) / 1e6)
+    assert table.cost("claude-sonnet-4-5", 3_000, 0, 0, 3_000, 1_000) == pytest.approx(
+        (2_000 * 3.75 + 1_000 * 6.0) / 1e6)  # 1,000 of the writes kept an hour
     assert table.cost("gpt-4o", 2_000, 0, 1_024) == pytest.approx((976 * 2.5 + 1_024 * 1.25) / 1e6)
-    bare = parse_overrides(["m=2/8"])["m"]  # no cached rates: reads at the prompt rate, writes at 1.25x
-    assert bare.cost(1_000, 0, 400, 100) == pytest.approx((500 * 2 + 400 * 2 + 100 * 2.5) / 1e6)
+    bare = parse_overrides(["m=2/8"])["m"]  # no cached rates: reads at the prompt rate, writes 1.25x, 1-hour 2x
+    assert bare.cost(1_000, 0, 400, 100, 40) == pytest.approx((500 * 2 + 400 * 2 + 60 * 2.5 + 40 * 4) / 1e6)
     assert parse_overrides(["m=2/8/0.2/2.5"])["m"] == Price(2.0, 8.0, 0.2, 2.5)
     assert PriceTable.from_config({}, {"mine": {"input": 1.0, "output": 2.0, "cached_input": 0.1,
                                                 "cache_write_input": 1.25}}).price("mine") == Price(1.0, 2.0, 0.1, 1.25)

@@ -508,7 +508,8 @@ def assembled(items: Iterator[StreamItem], model: str) -> Completion:
 def usage_event(provider: str, model: str, outcome: str, started: float, usage: Usage, label: str,
                 first_item_ms: int | None = None) -> UsageEvent:
     return UsageEvent(provider, model, outcome, usage.prompt_tokens, usage.completion_tokens, elapsed_ms(started),
-                      label, first_item_ms, usage.reasoning_tokens, usage.cached_tokens, usage.cache_write_tokens)
+                      label, first_item_ms, usage.reasoning_tokens, usage.cached_tokens, usage.cache_write_tokens,
+                      usage.cache_write_1h_tokens)
 
 
 def elapsed_ms(started: float) -> int:

@@ -32,6 +32,7 @@ class UsageEvent:
     reasoning_tokens: int = 0  # included in completion_tokens, as OpenAI counts them
     cached_tokens: int = 0  # included in prompt_tokens: read from the vendor's prompt cache
     cache_write_tokens: int = 0  # included in prompt_tokens: written to the vendor's prompt cache
+    cache_write_1h_tokens: int = 0  # of cache_write_tokens, those kept an hour (priced higher)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ on a tool, a system block or a message's content block; a top-level ``cache_cont
 block), the prefix in the order tools, system, messages, and only from MIN_CACHED_PREFIX tokens (one
 token per four characters of its JSON). A request whose marked prefix was cached reads it
 (``cache_read_input_tokens``), one whose marked prefix was not writes it
-(``cache_creation_input_tokens``, split by ``ttl`` in ``cache_creation``); ``input_tokens`` is the
+(``cache_creation_input_tokens``; in ``cache_creation``, what each breakpoint adds counted for its
+``ttl``); ``input_tokens`` is the
 scripted reply's, the tokens after the last breakpoint. ``received_marks`` lists the marks each
 request carried, by where they were."""
 
@@ -25,7 +26,7 @@ import re
 import uuid
 from typing import Iterator
 
-from .server import FakeServer, Frame, Handler, RecordedRequest, Reply, fragments, sse, text_of
+from .server import MIN_CACHED_PREFIX, FakeServer, Frame, Handler, RecordedRequest, Reply, fragments, sse, text_of
 
 CACHE_CONTROL = "cache_control"
 CACHE_COUNTS = ("cache_creation_input_tokens", "cache_read_input_tokens")  # also in a stream's message_delta
@@ -113,16 +114,21 @@ class FakeAnthropic(FakeServer):
     def cache_usage(self, body: dict) -> dict:
         """The usage's cache counts for ``body``, reading and writing this fake's prompt cache."""
         segments = cache_segments(body)
-        ends = [index for index, (_, _, mark) in enumerate(segments) if mark]
-        marks = [mark for _, _, mark in segments if mark]
-        prefixes = [[block for _, block, _ in segments[:end + 1]] for end in ends]
+        breakpoints = [([block for _, block, _ in segments[:end + 1]], mark)
+                       for end, (_, _, mark) in enumerate(segments) if mark]
+        prefixes = [prefix for prefix, _ in breakpoints]
         read = self.prompt_cache.hit(prefixes)
-        written = self.prompt_cache.store(prefixes)
-        write = max(0, written - read)
-        one_hour = bool(marks) and marks[-1].get("ttl") == "1h"
-        return {"cache_creation_input_tokens": write, "cache_read_input_tokens": read,
-                "cache_creation": {"ephemeral_5m_input_tokens": 0 if one_hour else write,
-                                   "ephemeral_1h_input_tokens": write if one_hour else 0}}
+        written = {"5m": 0, "1h": 0}  # each breakpoint writes what it adds, for its own ttl
+        end = read
+        for prefix, mark in breakpoints:
+            tokens = self.prompt_cache.tokens(prefix)
+            if tokens >= MIN_CACHED_PREFIX and tokens > end:
+                written[mark.get("ttl", "5m")] += tokens - end
+                end = tokens
+        self.prompt_cache.store(prefixes)
+        return {"cache_creation_input_tokens": sum(written.values()), "cache_read_input_tokens": read,
+                "cache_creation": {"ephemeral_5m_input_tokens": written["5m"],
+                                   "ephemeral_1h_input_tokens": written["1h"]}}
 
     def last_user_text(self, request: RecordedRequest) -> str:
         users = [m for m in request.json.get("messages", []) if isinstance(m, dict) and m.get("role") == "user"]

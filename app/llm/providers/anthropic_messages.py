@@ -242,19 +242,16 @@ class Tally:
 
     def __init__(self, model: str):
         self.model, self.finish_reason, self.input_tokens, self.usage = model, "stop", 0, Usage()
-        self.cache_read, self.cache_write = 0, 0
+        self.start: Any = None  # message_start's usage
 
     def count(self, event: Any) -> None:
         if event.type == "message_start":
             self.model = event.message.model or self.model
-            usage = event.message.usage
-            self.input_tokens = usage.input_tokens or 0
-            self.cache_read = getattr(usage, "cache_read_input_tokens", None) or 0
-            self.cache_write = getattr(usage, "cache_creation_input_tokens", None) or 0
+            self.start = event.message.usage
+            self.input_tokens = self.start.input_tokens or 0
         elif event.type == "message_delta":
             self.finish_reason = FINISH_REASONS.get(event.delta.stop_reason or "", "stop")
-            self.usage = usage_from(event.usage.input_tokens or self.input_tokens, event.usage,
-                                    self.cache_read, self.cache_write)
+            self.usage = usage_from(event.usage.input_tokens or self.input_tokens, event.usage, self.start)
 
     def end(self) -> StreamEnd:
         return StreamEnd(self.model, self.finish_reason, self.usage)
@@ -322,15 +319,17 @@ def delta_parts(block_index: int, delta: Any, tools: ToolIndexes) -> Iterator[St
         yield ToolCallDelta(tools.index[block_index], arguments=delta.partial_json)
 
 
-def usage_from(input_tokens: int, usage: Any, cache_read: int = 0, cache_write: int = 0) -> Usage:
+def usage_from(input_tokens: int, usage: Any, start: Any = None) -> Usage:
     """The neutral usage of Anthropic's: its `input_tokens` excludes the tokens read from and written to
-    the prompt cache, which the neutral `prompt_tokens` includes (`Usage`). `cache_read` and
-    `cache_write` stand in for counts `usage` lacks (a stream's `message_delta` may leave them out)."""
+    the prompt cache, which the neutral `prompt_tokens` includes (`Usage`). `start` is a stream's first
+    usage (`message_start`'s), for the cache counts its `message_delta` leaves out."""
     details = getattr(usage, "output_tokens_details", None)
-    read = getattr(usage, "cache_read_input_tokens", None) or cache_read
-    written = getattr(usage, "cache_creation_input_tokens", None) or cache_write
+    read = getattr(usage, "cache_read_input_tokens", None) or getattr(start, "cache_read_input_tokens", None) or 0
+    written = (getattr(usage, "cache_creation_input_tokens", None)
+               or getattr(start, "cache_creation_input_tokens", None) or 0)
+    split = getattr(usage, "cache_creation", None) or getattr(start, "cache_creation", None)
     return Usage(input_tokens + read + written, usage.output_tokens or 0, getattr(details, "thinking_tokens", 0) or 0,
-                 read, written)
+                 read, written, getattr(split, "ephemeral_1h_input_tokens", None) or 0)
 
 
 def thinking_params(request: CompletionRequest, default_max_tokens: int) -> dict[str, Any]:
