@@ -20,11 +20,13 @@ from app.keys import service
 from app.keys.models import UsageRecord
 from app.keys.prices import Price, PriceTable, parse_overrides
 from app.keys.secret import hash_secret
+from app.llm.providers.base import CompletionRequest
 from tests.conftest import NO_HEALTH_MEMORY, LiveServer, base_config, provider_config
 from tests.fakes.anthropic_api import FakeAnthropic, cache_segments
 from tests.fakes.gemini_api import FakeGemini
 from tests.fakes.openai_api import FakeOpenAI
 from tests.fakes.server import PromptCache, Reply
+from tests.test_upstream_kinds import MODELS, build
 
 CLAUDE, GPT, GEMINI = "claude-sonnet-5-5", "gpt-4o-mini", "gemini-2.5-flash"
 # USD per million tokens: prompt / completion / cache read / cache write (Claude Sonnet's published rates)
@@ -293,3 +295,19 @@ def test_the_fake_prompt_cache_keeps_only_long_prefixes():
     assert cache.store(["short"]) == 0 and cache.hit(["short"]) == 0
     long = ["x" * 4200]
     assert cache.store([long]) == PromptCache.tokens(long) and cache.hit([["other"], long]) == PromptCache.tokens(long)
+
+
+@pytest.mark.parametrize("kind", ["bedrock", "vertex-claude"])
+def test_claude_on_bedrock_and_vertex_takes_the_marks_and_reports_the_cache(kind, request):
+    fake = request.getfixturevalue("fake_" + kind.partition("-")[0])
+    provider = build(kind, fake)
+    marked = CompletionRequest([{"role": "system", "content": [{"type": "text", "text": manual(kind),
+                                                                "cache_control": EPHEMERAL}]},
+                                {"role": "user", "content": "Hi?"}])
+    fake.enqueue(Reply(prompt_tokens=5), Reply(prompt_tokens=5))
+    first = provider.complete(marked, MODELS[kind]).usage
+    assert fake.requests[-1].json["system"] == [{"type": "text", "text": manual(kind), "cache_control": EPHEMERAL}]
+    second = list(provider.stream(marked, MODELS[kind]))[-1].usage
+    assert first.cache_write_tokens > 1024 and first.cached_tokens == 0
+    assert (second.cached_tokens, second.cache_write_tokens) == (first.cache_write_tokens, 0)
+    assert second.prompt_tokens == 5 + second.cached_tokens

@@ -109,7 +109,8 @@ class FakeAnthropic(FakeServer):
     def received_marks(self) -> list[list[tuple[str, dict]]]:
         """The ``cache_control`` marks of each Messages request, as (where, mark), in the prompt's order."""
         return [[(where, mark) for where, _, mark in cache_segments(r.json) if mark]
-                for r in self.requests if r.path == "/v1/messages" and isinstance(r.json, dict)]
+                for r in self.requests if isinstance(r.json, dict) and "messages" in r.json
+                and not r.path.endswith("count_tokens")]
 
     def cache_usage(self, body: dict) -> dict:
         """The usage's cache counts for ``body``, reading and writing this fake's prompt cache."""
