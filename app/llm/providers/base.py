@@ -28,6 +28,7 @@ import select
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from typing import Any, Generator, Iterator, Protocol, Union
 
 import httpcore2._backends.sync
@@ -112,9 +113,15 @@ class CompletionRequest:
                  and getattr(self, f.name) not in (None, [], {}, NEUTRAL_VALUES.get(f.name))]
         if any(m.get("name") for m in self.messages):
             names.append("messages.name")
-        if cache_marked(self):
+        if self.cache_marked:
             names.append(CACHE_CONTROL)
         return names + list(self.extra)
+
+    @cached_property
+    def cache_marked(self) -> bool:
+        """Whether a message, a content part or a tool carries a `cache_control` mark (looked for once:
+        `asked` is called for every route a request may take)."""
+        return cache_marked(self)
 
 
 CACHE_CONTROL = "cache_control"
@@ -122,13 +129,25 @@ CACHE_CONTROL = "cache_control"
 
 def cache_marked(request: CompletionRequest) -> bool:
     """Whether a message, a content part or a tool of `request` carries a `cache_control` mark."""
-    return any(CACHE_CONTROL in tool for tool in request.tools or ()) or any(map(message_marked, request.messages))
+    for tool in request.tools or ():
+        if CACHE_CONTROL in tool:
+            return True
+    for message in request.messages:
+        if message_marked(message):
+            return True
+    return False
 
 
 def message_marked(message: dict[str, Any]) -> bool:
     """Whether `message` or one of its content parts carries a `cache_control` mark."""
+    if CACHE_CONTROL in message:
+        return True
     content = message.get("content")
-    return CACHE_CONTROL in message or (isinstance(content, list) and any(CACHE_CONTROL in part for part in content))
+    if isinstance(content, list):
+        for part in content:
+            if CACHE_CONTROL in part:
+                return True
+    return False
 
 
 @dataclass(frozen=True)
