@@ -311,3 +311,32 @@ def test_claude_on_bedrock_and_vertex_takes_the_marks_and_reports_the_cache(kind
     assert first.cache_write_tokens > 1024 and first.cached_tokens == 0
     assert (second.cached_tokens, second.cache_write_tokens) == (first.cache_write_tokens, 0)
     assert second.prompt_tokens == 5 + second.cached_tokens
+
+
+def test_responses_to_openai_itself_go_without_the_marks_and_read_its_automatic_cache(oa, fakes):
+    given = [{"role": "developer", "content": [{"type": "input_text", "text": manual("native"),
+                                                "cache_control": EPHEMERAL}]},
+             {"role": "user", "content": "Again?"}]
+    tool = {"type": "function", "name": "lookup", "parameters": {"type": "object"}, "cache_control": EPHEMERAL}
+    answers = [oa.responses.with_raw_response.create(model=GPT, input=given, tools=[tool]) for _ in range(2)]
+    assert [a.headers.get("X-Dropped-Params") for a in answers] == ["cache_control", "cache_control"]
+    sent = fakes["openai"].requests[-1]
+    assert sent.path == "/v1/responses" and b"cache_control" not in sent.body  # OpenAI refuses the field
+    assert sent.json["input"][0]["content"][0]["text"] == manual("native")
+    first, second = (a.parse().usage for a in answers)
+    assert first.input_tokens_details.cached_tokens == 0
+    assert second.input_tokens_details.cached_tokens >= 1024
+
+
+def test_messages_to_another_vendor_name_the_marks_they_leave_out(claude, fakes):
+    system = [{"type": "text", "text": manual("translated"), "cache_control": EPHEMERAL}]
+    tools = [{"name": "lookup", "input_schema": {"type": "object"}, "cache_control": EPHEMERAL}]
+    answers = [claude.messages.with_raw_response.create(model=GPT, max_tokens=20, system=system, tools=tools,
+                                                        messages=[{"role": "user", "content": "Hi?"}])
+               for _ in range(2)]
+    assert answers[0].headers["X-Dropped-Params"] == "cache_control"
+    assert b"cache_control" not in fakes["openai"].requests[-1].body
+    usage = answers[1].parse().usage
+    # what OpenAI answered the second call (asked again of the fake: its cache already holds the prompt)
+    prompt, cached = fakes["openai"].prompt_counts(Reply(prompt_tokens=9), fakes["openai"].requests[-1])
+    assert cached >= 1024 and (usage.cache_read_input_tokens, usage.input_tokens) == (cached, prompt - cached)
