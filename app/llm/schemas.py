@@ -109,7 +109,7 @@ class MessageContent(fields.Field):
 
 CACHE_TTLS = ("5m", "1h")
 CACHE_CONTROL_DOCUMENT = {
-    "type": "object", "required": ["type"], "additionalProperties": False,
+    "type": "object", "nullable": True, "required": ["type"], "additionalProperties": False,
     "properties": {"type": {"type": "string", "enum": ["ephemeral"]},
                    "ttl": {"type": "string", "enum": list(CACHE_TTLS)}},
     "description": "Anthropic's prompt-cache breakpoint: the prompt up to and including this part (or tool) is "
