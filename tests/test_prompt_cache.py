@@ -233,6 +233,9 @@ def test_gemini_implicit_caching_reaches_the_chat_and_anthropic_shapes(oa, claud
     usage = via_messages.usage
     assert usage.cache_read_input_tokens >= 1024 and usage.cache_creation_input_tokens == 0
     assert usage.input_tokens == again.usage.prompt_tokens - usage.cache_read_input_tokens
+    marked = oa.chat.completions.with_raw_response.create(model=GEMINI, messages=chat_messages("gemini", "Hi?"))
+    assert marked.headers["X-Dropped-Params"] == "cache_control"
+    assert b"cache_control" not in fakes["gemini"].requests[-1].body
 
 
 def test_usage_and_key_info_sum_cached_tokens_and_the_budget_pays_the_cached_price(claude, stack, key):
