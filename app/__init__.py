@@ -81,16 +81,13 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     prices = PriceTable.from_config(app.config, registry.prices)
     access = app.extensions["access"] = Access(app.config, prices)
 
-    def cost(event):
-        return prices.cost(event.model, event.prompt_tokens, event.completion_tokens)
-
-    calls = app.extensions["calls"] = CallLog(app.config, cost, redactor.redact)
+    calls = app.extensions["calls"] = CallLog(app.config, prices.cost_of, redactor.redact)
 
     def record(event):
         access.record(event)
         calls.observe(event)
         observe_call(event.provider, event.label or event.model, event.outcome, event.latency_ms / 1000,
-                     event.prompt_tokens, event.completion_tokens, cost(event),
+                     event.prompt_tokens, event.completion_tokens, prices.cost_of(event),
                      None if event.first_item_ms is None else event.first_item_ms / 1000)
 
     health = app.extensions["upstream_health"] = Health(make_board(app.config), HealthPolicy.from_config(app.config))

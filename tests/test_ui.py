@@ -682,13 +682,14 @@ def test_the_usage_panel_charts_the_keys_tokens_per_day_and_its_limits(keyed_ser
         expect(page.locator("#usage-total")).to_contain_text(f"{prompt + completion + 250:,} tokens")
 
         limits = page.locator("#usage-limits")
-        expect(limits.locator("dt")).to_have_text(["Tokens today", "This month", "Requests per minute",
-                                                   "Tokens per minute", "Models"])
+        expect(limits.locator("dt")).to_have_text(["Tokens today", "This month", "Prompt cache this month",
+                                                   "Requests per minute", "Tokens per minute", "Models"])
         used = prompt + completion
         expect(limits.locator("dd").nth(0)).to_have_text(f"{used:,} of 100,000 used · {100_000 - used:,} left")
         expect(limits.locator("dd").nth(1)).to_contain_text(" of $5.00 used · $")
-        expect(limits.locator("dd").nth(2)).to_have_text("60")
-        expect(limits.locator("dd").nth(3)).to_have_text("no limit")
+        expect(limits.locator("dd").nth(2)).to_have_text("0 prompt tokens read · 0 written (at the cached rates)")
+        expect(limits.locator("dd").nth(3)).to_have_text("60")
+        expect(limits.locator("dd").nth(4)).to_have_text("no limit")
         page.screenshot(path=str(tmp_path / "usage-panel.png"))
         panel.screenshot(path=str(tmp_path / "usage-panel-dialog.png"))
         page.keyboard.press("Escape")

@@ -244,8 +244,9 @@ SETTINGS: tuple[Setting, ...] = (
             "client address; past it, that address is answered 429 (flask-limiter syntax).", group="access"),
     Setting("PRICES_FILE", "", "JSON price table (USD per million tokens per model); empty: the shipped "
             "app/keys/prices.json.", group="access"),
-    Setting("PRICE_OVERRIDES", "", "Comma-separated model=prompt/completion[/cached] USD per million tokens, "
-            "over the table, e.g. gpt-4o=2.5/10/1.25.", _list, group="access"),
+    Setting("PRICE_OVERRIDES", "", "Comma-separated "
+            "model=prompt/completion[/cached[/cache_write[/cache_write_1h]]] USD per million tokens, over the "
+            "table, e.g. gpt-4o=2.5/10/1.25.", _list, group="access"),
     Setting("USAGE_RETENTION_DAYS", "90", "Days of per-call usage rows kept; older rows are pruned nightly.", int,
             group="access"),
     Setting("CALL_LOG", "true", "One call-log row per request to an LLM front door (GET /admin/calls, "

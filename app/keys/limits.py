@@ -298,7 +298,7 @@ class Reservation:
             return
         self.held = False
         used = event.prompt_tokens + event.completion_tokens if event else 0
-        cost = self.access.prices.cost(event.model, event.prompt_tokens, event.completion_tokens) if event else 0.0
+        cost = self.access.prices.cost_of(event) if event else 0.0
         for claim in self.claims:
             spent, reserved = (cost, self.cost) if claim.name.startswith("month:") else (used, self.tokens)
             self.access.give(claim.name, spent - reserved)

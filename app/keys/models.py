@@ -54,6 +54,8 @@ class UsageRecord(BaseModel):
     prompt_tokens = IntegerField(default=0)
     completion_tokens = IntegerField(default=0)
     reasoning_tokens = IntegerField(default=0)
+    cached_read_tokens = IntegerField(default=0)  # of prompt_tokens, read from the vendor's prompt cache
+    cache_write_tokens = IntegerField(default=0)  # of prompt_tokens, written to the vendor's prompt cache
     cost_usd = FloatField(default=0)
     priced = BooleanField(default=True)  # false: the model is not in the price table, so cost_usd is 0
     latency_ms = IntegerField(default=0)

@@ -161,6 +161,12 @@ class KeyListSchema(BaseSchema):
     success = StrictBoolean(required=True)
 
 
+CACHED_READ = {"description": "Of the prompt tokens, those read from the provider's prompt cache (charged at the "
+                              "price table's cached rate)."}
+CACHE_WRITE = {"description": "Of the prompt tokens, those written to the provider's prompt cache (Claude; charged "
+                              "at the cache-write rate)."}
+
+
 class UsageRowSchema(BaseSchema):
     class Meta:
         unknown = RAISE
@@ -173,6 +179,8 @@ class UsageRowSchema(BaseSchema):
     prompt_tokens = fields.Integer(required=True)
     completion_tokens = fields.Integer(required=True)
     reasoning_tokens = fields.Integer(required=True)
+    cached_read_tokens = fields.Integer(required=True, metadata=CACHED_READ)
+    cache_write_tokens = fields.Integer(required=True, metadata=CACHE_WRITE)
     total_tokens = fields.Integer(required=True)
     cost_usd = fields.Float(required=True)
     unpriced_calls = fields.Integer(required=True, metadata={"description": "Calls to models without a price."})
@@ -196,6 +204,8 @@ class UsageLeftSchema(BaseSchema):
     as_of = fields.String(required=True)
     tokens_today = fields.Integer(required=True)
     tokens_this_month = fields.Integer(required=True)
+    cached_read_tokens_this_month = fields.Integer(required=True, metadata=CACHED_READ)
+    cache_write_tokens_this_month = fields.Integer(required=True, metadata=CACHE_WRITE)
     cost_this_month_usd = fields.Float(required=True)
     daily_tokens_left = fields.Integer(required=True, allow_none=True)
     monthly_budget_left_usd = fields.Float(required=True, allow_none=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from datetime import date, datetime, timedelta
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
 from peewee import Case, fn
 
@@ -29,7 +29,8 @@ def usage_row(event: UsageEvent, prices: PriceTable, now: datetime | None = None
             "client_id": caller and caller.client_id, "user_id": caller and caller.user_id,
             "provider": event.provider, "model": event.model, "prompt_tokens": event.prompt_tokens,
             "completion_tokens": event.completion_tokens, "reasoning_tokens": event.reasoning_tokens,
-            "cost_usd": prices.cost(event.model, event.prompt_tokens, event.completion_tokens),
+            "cached_read_tokens": event.cached_tokens,
+            "cache_write_tokens": event.cache_write_tokens, "cost_usd": prices.cost_of(event),
             "priced": prices.price(event.model) is not None, "latency_ms": event.latency_ms, "status": event.outcome,
             "request_id": caller and caller.request_id}
 
@@ -40,15 +41,24 @@ def write_rows(rows: list[dict[str, Any]]) -> None:
             UsageRecord.insert_many(rows[start:start + 500]).execute()
 
 
-def spent(key_id: str, since: datetime) -> tuple[int, float]:
-    """Tokens and USD the key has used since `since` (naive UTC)."""
+class Spent(NamedTuple):
+    tokens: int
+    cost_usd: float
+    cached_read_tokens: int  # of the tokens, prompt tokens read from the vendor's prompt cache
+    cache_write_tokens: int  # of the tokens, prompt tokens written to it
+
+
+def spent(key_id: str, since: datetime) -> Spent:
+    """Tokens and USD the key has used since `since` (naive UTC), and its cached prompt tokens."""
     with database.connection_context():
         sums: Any = (UsageRecord
                         .select(fn.COALESCE(fn.SUM(UsageRecord.prompt_tokens + UsageRecord.completion_tokens), 0),
-                                fn.COALESCE(fn.SUM(UsageRecord.cost_usd), 0))
+                                fn.COALESCE(fn.SUM(UsageRecord.cost_usd), 0),
+                                fn.COALESCE(fn.SUM(UsageRecord.cached_read_tokens), 0),
+                                fn.COALESCE(fn.SUM(UsageRecord.cache_write_tokens), 0))
                         .where((UsageRecord.key_id == key_id) & (UsageRecord.created_at >= since))
                         .tuples().get())
-    return int(sums[0]), float(sums[1])
+    return Spent(int(sums[0]), float(sums[1]), int(sums[2]), int(sums[3]))
 
 
 def day_start(now: datetime) -> datetime:
@@ -70,7 +80,8 @@ def summarize(reader: Any, key_id: str | None, since: date, until: date, group_b
     selected = [columns[name].alias(name) for name in groups]
     sums: list[Any] = [fn.COUNT(UsageRecord.id).alias("calls"),
             *(fn.COALESCE(fn.SUM(getattr(UsageRecord, name)), 0).alias(name)
-              for name in ("prompt_tokens", "completion_tokens", "reasoning_tokens", "cost_usd")),
+              for name in ("prompt_tokens", "completion_tokens", "reasoning_tokens", "cached_read_tokens",
+                           "cache_write_tokens", "cost_usd")),
             fn.COALESCE(fn.SUM(Case(None, ((UsageRecord.priced == False, 1),), 0)), 0)  # noqa: E712
             .alias("unpriced_calls")]
     query = UsageRecord.select(*selected, *sums).where(

@@ -134,9 +134,12 @@ def key_info():
 
 def usage_left(key: Any) -> dict[str, Any]:
     now = utcnow()
-    today_tokens, _ = usage.spent(key.id, usage.day_start(now))
-    month_tokens, month_cost = usage.spent(key.id, usage.month_start(now))
+    today_tokens = usage.spent(key.id, usage.day_start(now)).tokens
+    month = usage.spent(key.id, usage.month_start(now))
+    month_tokens, month_cost = month.tokens, month.cost_usd
     return {"as_of": isoformat(now), "tokens_today": today_tokens, "tokens_this_month": month_tokens,
+            "cached_read_tokens_this_month": month.cached_read_tokens,
+            "cache_write_tokens_this_month": month.cache_write_tokens,
             "cost_this_month_usd": round(month_cost, 6),
             "daily_tokens_left": None if not key.daily_tokens else max(0, key.daily_tokens - today_tokens),
             "monthly_budget_left_usd": None if key.monthly_budget_usd is None

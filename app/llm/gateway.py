@@ -528,7 +528,7 @@ def usage_event(route: Route, model: str, outcome: str, started: float, usage: U
                 first_item_ms: int | None = None) -> UsageEvent:
     return UsageEvent(route.provider.name, model, outcome, usage.prompt_tokens, usage.completion_tokens,
                       elapsed_ms(started), label, first_item_ms, usage.reasoning_tokens, usage.cached_tokens,
-                      route.upstream)
+                      usage.cache_write_tokens, usage.cache_write_1h_tokens, deployment=route.upstream)
 
 
 def failure_type(failure: ProviderFailure) -> str:

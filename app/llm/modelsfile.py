@@ -75,7 +75,9 @@ class PriceSchema(Schema):
 
     input = fields.Float(required=True, validate=validate.Range(min=0))
     output = fields.Float(required=True, validate=validate.Range(min=0))
-    cached_input = fields.Float(validate=validate.Range(min=0))
+    cached_input = fields.Float(validate=validate.Range(min=0))  # a prompt token read from the prompt cache
+    cache_write_input = fields.Float(validate=validate.Range(min=0))  # one written to it (Anthropic)
+    cache_write_1h_input = fields.Float(validate=validate.Range(min=0))  # one written for an hour
 
 
 class UpstreamSchema(Schema):

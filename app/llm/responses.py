@@ -66,8 +66,10 @@ HEADER_SAFE = "".join(chr(code) for code in range(0x20, 0x7f) if chr(code) != "%
 
 # parameters a provider without them leaves out (named in X-Dropped-Params), never a reason to refuse:
 # a message's `name` (AutoGen, CrewAI and langchain send it) is a participant's name, which only OpenAI's
-# wire has; the text of the message is what the model needs
-ALWAYS_DROPPABLE = ("messages.name",)
+# wire has; the text of the message is what the model needs. `cache_control` marks are Anthropic's
+# breakpoints; OpenAI and Gemini cache a repeated prefix by themselves, so without the marks the request
+# is cached all the same
+ALWAYS_DROPPABLE = ("messages.name", "cache_control")
 
 
 def refused(provider: Any, request: CompletionRequest) -> list[str]:

@@ -62,10 +62,12 @@ def content_document(image_urls: bool, nullable: bool) -> dict[str, Any]:
            "description": "A base64 `data:` URI of a PNG, JPEG, GIF or WebP image"
                           + (", or an http(s) URL the server fetches." if image_urls else ".")}
     text = {"type": "object", "required": ["type", "text"],
-            "properties": {"type": {"type": "string", "enum": ["text"]}, "text": {"type": "string"}}}
+            "properties": {"type": {"type": "string", "enum": ["text"]}, "text": {"type": "string"},
+                           "cache_control": CACHE_CONTROL_DOCUMENT}}
     image = {"type": "object", "required": ["type", "image_url"],
              "properties": {"type": {"type": "string", "enum": ["image_url"]},
-                            "image_url": {"type": "object", "required": ["url"], "properties": {"url": url}}}}
+                            "image_url": {"type": "object", "required": ["url"], "properties": {"url": url}},
+                            "cache_control": CACHE_CONTROL_DOCUMENT}}
     null = [{"type": "string", "nullable": True, "enum": [None]}] if nullable else []
     return {"oneOf": [{"type": "string", "maxLength": MAX_TEXT_CHARS},
                       {"type": "array", "minItems": 1, "maxItems": MAX_PARTS, "items": {"oneOf": [text, image]}},
@@ -105,6 +107,40 @@ class MessageContent(fields.Field):
             raise ValidationError(f"content part {index}: {' '.join(map(str, error.messages))}") from None
 
 
+CACHE_TTLS = ("5m", "1h")
+CACHE_CONTROL_DOCUMENT = {
+    "type": "object", "nullable": True, "required": ["type"], "additionalProperties": False,
+    "properties": {"type": {"type": "string", "enum": ["ephemeral"]},
+                   "ttl": {"type": "string", "enum": list(CACHE_TTLS)}},
+    "description": "Anthropic's prompt-cache breakpoint: the prompt up to and including this part (or tool) is "
+                   "cached, for 5 minutes (default) or 1 hour. Sent to Claude models; other vendors cache "
+                   "prompts by themselves, so it is left out for them and named in X-Dropped-Params."}
+
+
+def checked_cache_control(value: Any) -> dict[str, str]:
+    """A `cache_control` mark as Anthropic takes it: `{"type": "ephemeral"}`, with an optional `ttl`."""
+    if not isinstance(value, dict) or value.get("type") != "ephemeral" or set(value) - {"type", "ttl"}:
+        raise ValidationError('cache_control must be {"type": "ephemeral"}, with an optional "ttl".')
+    if "ttl" in value and value["ttl"] not in CACHE_TTLS:
+        raise ValidationError(f"cache_control.ttl must be one of {', '.join(CACHE_TTLS)}.")
+    return dict(value)
+
+
+def with_cache_control(neutral: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """`neutral` (a part, message or tool) with the `cache_control` mark `given` carries, checked."""
+    if given.get("cache_control") is not None:
+        neutral["cache_control"] = checked_cache_control(given["cache_control"])
+    return neutral
+
+
+class CacheControlField(fields.Field):
+    def __init__(self, **kwargs: Any):
+        super().__init__(load_default=None, metadata=CACHE_CONTROL_DOCUMENT, **kwargs)
+
+    def _deserialize(self, value: Any, attr, data, **kwargs):
+        return checked_cache_control(value)
+
+
 def checked_text(text: str) -> str:
     if len(text) > MAX_TEXT_CHARS:
         raise ValidationError(f"A message's text is at most {MAX_TEXT_CHARS} characters.")
@@ -115,16 +151,17 @@ def content_part(part: Any, image_urls: bool = False) -> dict[str, Any]:
     if not isinstance(part, dict):
         raise ValidationError("Each content part must be an object.")
     if part.get("type") == "text" and isinstance(part.get("text"), str):
-        return {"type": "text", "text": part["text"]}
+        return with_cache_control({"type": "text", "text": part["text"]}, part)
     if part.get("type") == "image_url":
         url = (part.get("image_url") or {}).get("url", "") if isinstance(part.get("image_url"), dict) else ""
         if image_urls and isinstance(url, str) and url.startswith(("https://", "http://")):
-            return {"type": "image", "url": url}
+            return with_cache_control({"type": "image", "url": url}, part)
         try:
             media_type, data = decode_image_uri(url if isinstance(url, str) else "")
         except ValueError as exc:
             raise ValidationError(f"image_url.url must be a base64 data: URI of an image ({exc}).") from None
-        return {"type": "image", "media_type": media_type, "data": base64.b64encode(data).decode("ascii")}
+        return with_cache_control({"type": "image", "media_type": media_type,
+                                   "data": base64.b64encode(data).decode("ascii")}, part)
     raise ValidationError(f"Content parts of type {part.get('type')!r} are not supported: a part is "
                           "{'type': 'text', 'text'} or {'type': 'image_url', 'image_url': {'url'}}.")
 
@@ -228,6 +265,7 @@ class ChatMessageSchema(BaseSchema):
     tool_call_id = fields.String(load_default=None)
     thinking_blocks = fields.List(ThinkingBlockField(metadata={"required": ["type"], "properties": {
         "type": {"type": "string", "enum": list(THINKING_TYPES)}}}), load_default=None)
+    cache_control = CacheControlField()  # LiteLLM's: on the message, a breakpoint at its last part
 
     @pre_load
     def thinking_parts(self, data: Any, **kwargs) -> Any:
@@ -273,10 +311,12 @@ class ToolSchema(BaseSchema):
     type = fields.String(required=True, validate=validate.Equal("function", error="Only function tools are "
                                                                                    "supported."))
     function = fields.Nested(FunctionSchema, required=True)
+    cache_control = CacheControlField()  # beside `function`, as LiteLLM and Portkey take it
 
     @post_load
     def neutral(self, data: dict[str, Any], **kwargs) -> dict[str, Any]:
-        return {key: value for key, value in data["function"].items() if value is not None}
+        tool = {key: value for key, value in data["function"].items() if value is not None}
+        return with_cache_control(tool, data)
 
 
 class ToolChoiceField(fields.Field):
@@ -399,6 +439,17 @@ class CompletionTokensDetailsSchema(BaseSchema):
                                                                               "the model spent reasoning."})
 
 
+class PromptTokensDetailsSchema(BaseSchema):
+    class Meta:
+        unknown = RAISE
+
+    cached_tokens = fields.Integer(required=True, metadata={"description": "Of the prompt tokens, how many were "
+                                                                          "read from the provider's prompt cache."})
+    cache_creation_tokens = fields.Integer(metadata={"description": "Of the prompt tokens, how many were written "
+                                                                    "to the prompt cache (Claude, when asked by "
+                                                                    "cache_control)."})
+
+
 class UsageSchema(BaseSchema):
     class Meta:
         unknown = RAISE
@@ -408,6 +459,8 @@ class UsageSchema(BaseSchema):
     total_tokens = fields.Integer(required=True)
     completion_tokens_details = fields.Nested(CompletionTokensDetailsSchema, metadata={
         "description": "When the provider reported reasoning tokens."})
+    prompt_tokens_details = fields.Nested(PromptTokensDetailsSchema, metadata={
+        "description": "When the provider reported cached prompt tokens."})
 
 
 class AttemptSchema(BaseSchema):

@@ -236,10 +236,17 @@ class AnthropicEvents:
 
     def message_end(self, end: StreamEnd) -> str:
         delta = {"stop_reason": anthropic_stop_reason(end.finish_reason), "stop_sequence": None}
-        usage = {"input_tokens": end.usage.prompt_tokens, "output_tokens": end.usage.completion_tokens}
+        usage = anthropic_usage(end.usage)
         return (self.message_start() + self.close() + self.event({"type": "message_delta", "delta": delta,
                                                                   "usage": usage})
                 + self.event({"type": "message_stop"}))
+
+
+def anthropic_usage(usage: Any) -> dict[str, int]:
+    """Anthropic's usage of a neutral `Usage`: its `input_tokens` exclude the tokens read from and
+    written to the prompt cache, which it counts apart."""
+    return {"input_tokens": usage.uncached_prompt_tokens, "cache_creation_input_tokens": usage.cache_write_tokens,
+            "cache_read_input_tokens": usage.cached_tokens, "output_tokens": usage.completion_tokens}
 
 
 def new_id(prefix: str) -> str:
@@ -294,7 +301,7 @@ def unseal(content: Any) -> dict[str, Any]:
 
 
 def responses_usage(usage: Any) -> dict[str, Any]:
-    return {"input_tokens": usage.prompt_tokens, "input_tokens_details": {"cached_tokens": 0},
+    return {"input_tokens": usage.prompt_tokens, "input_tokens_details": {"cached_tokens": usage.cached_tokens},
             "output_tokens": usage.completion_tokens,
             "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
             "total_tokens": usage.total_tokens}

@@ -31,6 +31,8 @@ class UsageEvent:
     first_item_ms: int | None = None  # a stream's time to its first item (the time to first token)
     reasoning_tokens: int = 0  # included in completion_tokens, as OpenAI counts them
     cached_tokens: int = 0  # included in prompt_tokens: read from the vendor's prompt cache
+    cache_write_tokens: int = 0  # included in prompt_tokens: written to the vendor's prompt cache
+    cache_write_1h_tokens: int = 0  # of cache_write_tokens, those kept an hour (priced higher)
     deployment: str = ""  # the upstream tried (`Route.upstream`: provider/model of the models file)
     status: int | None = None  # a failed attempt's upstream HTTP status, when it had one
     error_type: str = ""  # a failed attempt's failure type (`failure_type`), "" for an answer

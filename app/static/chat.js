@@ -282,6 +282,8 @@
       ["This month", usd(left.cost_this_month_usd) + (limits.monthly_budget_usd !== null
         ? " of " + usd(limits.monthly_budget_usd) + " used \u00b7 " + usd(left.monthly_budget_left_usd) + " left"
         : " used \u00b7 no budget") + " (" + count(left.tokens_this_month) + " tokens)"],
+      ["Prompt cache this month", count(left.cached_read_tokens_this_month) + " prompt tokens read \u00b7 " +
+        count(left.cache_write_tokens_this_month) + " written (at the cached rates)"],
       ["Requests per minute", limits.rpm ? count(limits.rpm) : "no limit"],
       ["Tokens per minute", limits.tpm ? count(limits.tpm) : "no limit"],
       ["Models", key.models ? key.models.join(", ") : "all"]

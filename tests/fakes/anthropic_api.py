@@ -6,7 +6,17 @@ range, tool results that do not match the previous turn's tool_use blocks, tool 
 ``^[a-zA-Z0-9_-]+$``, ``temperature`` other than 1 or ``top_p`` below 0.95 while thinking is on, a
 tool loop whose last assistant turn does not start with its thinking block while thinking is on, and
 a thinking block whose signature is not the one the fake gave it (a signature here is a hash of the
-block's text, so one that was altered or made up is refused, as the real API refuses it)."""
+block's text, so one that was altered or made up is refused, as the real API refuses it).
+
+Prompt caching as Anthropic documents it: only what a ``cache_control`` mark ends is cached (a mark
+on a tool, a system block or a message's content block; a top-level ``cache_control`` marks the last
+block), the prefix in the order tools, system, messages, and only from MIN_CACHED_PREFIX tokens (one
+token per four characters of its JSON). A request whose marked prefix was cached reads it
+(``cache_read_input_tokens``), one whose marked prefix was not writes it
+(``cache_creation_input_tokens``; in ``cache_creation``, what each breakpoint adds counted for its
+``ttl``); ``input_tokens`` is the
+scripted reply's, the tokens after the last breakpoint. ``received_marks`` lists the marks each
+request carried, by where they were."""
 
 from __future__ import annotations
 
@@ -16,7 +26,10 @@ import re
 import uuid
 from typing import Iterator
 
-from .server import FakeServer, Frame, Handler, RecordedRequest, Reply, fragments, sse, text_of
+from .server import MIN_CACHED_PREFIX, FakeServer, Frame, Handler, RecordedRequest, Reply, fragments, sse, text_of
+
+CACHE_CONTROL = "cache_control"
+CACHE_COUNTS = ("cache_creation_input_tokens", "cache_read_input_tokens")  # also in a stream's message_delta
 
 FINISH_REASONS = {"stop": "end_turn", "length": "max_tokens"}
 ERROR_TYPES = {
@@ -92,6 +105,32 @@ class FakeAnthropic(FakeServer):
         return (_sampling_problem(body, thinking_on) or _tool_id_problem(messages) or _signature_problem(messages)
                 or _tool_history_problem(messages) or (_thinking_problem(messages) if thinking_on else None))
 
+    @property
+    def received_marks(self) -> list[list[tuple[str, dict]]]:
+        """The ``cache_control`` marks of each Messages request, as (where, mark), in the prompt's order."""
+        return [[(where, mark) for where, _, mark in cache_segments(r.json) if mark]
+                for r in self.requests if isinstance(r.json, dict) and "messages" in r.json
+                and not r.path.endswith("count_tokens")]
+
+    def cache_usage(self, body: dict) -> dict:
+        """The usage's cache counts for ``body``, reading and writing this fake's prompt cache."""
+        segments = cache_segments(body)
+        breakpoints = [([block for _, block, _ in segments[:end + 1]], mark)
+                       for end, (_, _, mark) in enumerate(segments) if mark]
+        prefixes = [prefix for prefix, _ in breakpoints]
+        read = self.prompt_cache.hit(prefixes)
+        written = {"5m": 0, "1h": 0}  # each breakpoint writes what it adds, for its own ttl
+        end = read
+        for prefix, mark in breakpoints:
+            tokens = self.prompt_cache.tokens(prefix)
+            if tokens >= MIN_CACHED_PREFIX and tokens > end:
+                written[mark.get("ttl", "5m")] += tokens - end
+                end = tokens
+        self.prompt_cache.store(prefixes)
+        return {"cache_creation_input_tokens": sum(written.values()), "cache_read_input_tokens": read,
+                "cache_creation": {"ephemeral_5m_input_tokens": written["5m"],
+                                   "ephemeral_1h_input_tokens": written["1h"]}}
+
     def last_user_text(self, request: RecordedRequest) -> str:
         users = [m for m in request.json.get("messages", []) if isinstance(m, dict) and m.get("role") == "user"]
         return text_of(users[-1].get("content")) if users else ""
@@ -109,12 +148,13 @@ class FakeAnthropic(FakeServer):
                    **({"text": reply.full_text} if start["type"] == "text" else {}),
                    **({"input": json.loads(arguments)} if start["type"] == "tool_use" else {})}
                   for start, arguments in self._blocks(reply, request)]
-        usage = {"input_tokens": reply.prompt_tokens, **_output_usage(reply, blocks)}
+        usage = {"input_tokens": reply.prompt_tokens, **_output_usage(reply, blocks), **self.cache_usage(request.json)}
         return {**self._message(model, usage), "content": blocks, "stop_reason": _stop_reason(reply)}
 
     def frames(self, reply: Reply, model: str, request: RecordedRequest) -> Iterator[Frame]:
         """The Messages streaming sequence, every event named by an ``event:`` line as the SDK requires."""
-        start_usage = {"input_tokens": reply.prompt_tokens, "output_tokens": 1}
+        cache = self.cache_usage(request.json)
+        start_usage = {"input_tokens": reply.prompt_tokens, "output_tokens": 1, **cache}
         yield _event("message_start", message={**self._message(model, start_usage), "content": [], "stop_reason": None})
         yield _event("ping")
         blocks = self._blocks(reply, request)
@@ -136,7 +176,8 @@ class FakeAnthropic(FakeServer):
         yield _event(
             "message_delta",
             delta={"stop_reason": _stop_reason(reply), "stop_sequence": None},
-            usage=_output_usage(reply, [start for start, _ in blocks]),
+            usage={"input_tokens": reply.prompt_tokens, **{name: cache[name] for name in CACHE_COUNTS},
+                   **_output_usage(reply, [start for start, _ in blocks])},
         )
         yield _event("message_stop")
 
@@ -171,9 +212,34 @@ class FakeAnthropic(FakeServer):
 
     @staticmethod
     def _message(model: str, usage: dict) -> dict:
-        usage = {**usage, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "service_tier": "standard"}
+        usage = {"cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, **usage, "service_tier": "standard"}
         return {"id": _id("msg_"), "type": "message", "role": "assistant", "model": model,
                 "stop_sequence": None, "usage": usage}
+
+
+def cache_segments(body: dict) -> list[tuple[str, dict, dict | None]]:
+    """(where, block without its mark, mark) of each block the prompt cache covers, in its order: tools,
+    system, then each message's blocks (a string content as one text block); a top-level
+    ``cache_control`` marks the last block."""
+    blocks: list[tuple[str, dict]] = [(f"tools.{i}", tool) for i, tool in enumerate(body.get("tools") or ())]
+    system = body.get("system")
+    if isinstance(system, str) and system:
+        blocks.append(("system", {"type": "text", "text": system}))
+    elif isinstance(system, list):
+        blocks += [(f"system.{i}", block) for i, block in enumerate(system)]
+    for i, message in enumerate(body.get("messages") or ()):
+        content = message.get("content")
+        if isinstance(content, str):
+            blocks.append((f"messages.{i}", {"role": message.get("role"), "type": "text", "text": content}))
+        else:
+            blocks += [(f"messages.{i}.content.{j}", {"role": message.get("role"), **block})
+                       for j, block in enumerate(content or ())]
+    segments = [(where, {k: v for k, v in block.items() if k != CACHE_CONTROL}, block.get(CACHE_CONTROL))
+                for where, block in blocks]
+    if body.get(CACHE_CONTROL) and segments:
+        where, block, _ = segments[-1]
+        segments[-1] = (where, block, body[CACHE_CONTROL])
+    return segments
 
 
 def counted_tokens(body: dict) -> int:

@@ -18,6 +18,12 @@ stream (each streamed response carries every candidate's next piece; the last ea
 ``finishReason``), and ``usageMetadata`` counts all of them together. As Google documents, the
 count must be 1 to 8, and models without multiple candidates refuse more than one (Gemini 1.0, and
 the Gemini 3 models, which answer 400 "Multiple candidates is not enabled for this model").
+
+Implicit caching, as Google documents it for Gemini 2.5: a prompt of MIN_CACHED_PREFIX tokens or more
+(one per four characters of its JSON: system instruction, tools, then the contents) is cached by its
+prefixes at each content, and a later prompt that starts with one reads it: ``usageMetadata``
+gets ``cachedContentTokenCount`` (left out when 0, as Google leaves out zero counts), which
+``promptTokenCount``, then the whole prompt, includes.
 """
 
 from __future__ import annotations
@@ -135,12 +141,21 @@ class FakeGemini(FakeServer):
             text = reply.full_text + (f" ({index})" if count > 1 else "")
             candidates.append(_thoughts(reply, request) + ([{"text": text}] if reply.full_text or not reply.tool_calls
                                                            else []) + _function_calls(reply, request, model))
-        return _response(model, candidates, reply, response_id=_response_id(), final=True)
+        return _response(model, candidates, reply, response_id=_response_id(), final=True,
+                         counts=self.prompt_counts(reply, request))
+
+    def prompt_counts(self, reply: Reply, request: RecordedRequest) -> tuple[int, int]:
+        """(prompt tokens, cached tokens) of the request, reading and filling this fake's prompt cache."""
+        body = request.json
+        head, contents = [body.get("systemInstruction"), body.get("tools")], list(body.get("contents") or ())
+        prefixes = [[*head, contents[:end]] for end in range(1, len(contents) + 1)]
+        return self.prompt_cache.automatic(reply, prefixes)
 
     def frames(self, reply: Reply, model: str, request: RecordedRequest) -> Iterator[Frame]:
         """Thoughts, one response per piece, then the function calls; the last carries finishReason
         and usageMetadata. With several candidates, each response carries every candidate's part."""
         response_id, count = _response_id(), _candidate_count(request)
+        counts = self.prompt_counts(reply, request)
         batches = [[thought] for thought in _thoughts(reply, request)]
         pieces = reply.pieces() or ([] if reply.tool_calls else [""])
         batches += [[{"text": piece}] for piece in pieces + ([" (i)"] if count > 1 and pieces else [])]
@@ -150,7 +165,8 @@ class FakeGemini(FakeServer):
         for number, parts in enumerate(batches):
             candidates = [[{**part, "text": part["text"].replace("(i)", f"({index})")} if "text" in part else part
                            for part in parts] for index in range(count)]
-            response = _response(model, candidates, reply, response_id=response_id, final=number == len(batches) - 1)
+            response = _response(model, candidates, reply, response_id=response_id, final=number == len(batches) - 1,
+                                 counts=counts)
             yield sse(response, content=True, eol="\r\n")
 
 
@@ -178,9 +194,10 @@ def _candidate_count(request: RecordedRequest) -> Any:
     return 1 if count is None else count
 
 
-def _response(model: str, candidates_parts: list[list[dict]], reply: Reply, *, response_id: str, final: bool) -> dict:
+def _response(model: str, candidates_parts: list[list[dict]], reply: Reply, *, response_id: str, final: bool,
+              counts: tuple[int, int]) -> dict:
     """One response with a candidate per list of parts (``index`` in order); the final one says each
-    candidate's finishReason and the usage of them all."""
+    candidate's finishReason and the usage of them all, ``counts`` its (prompt, cached) tokens."""
     candidates = [{"content": {"role": "model", "parts": parts}, "index": index}
                   for index, parts in enumerate(candidates_parts)]
     response: dict = {"candidates": candidates, "modelVersion": model, "responseId": response_id}
@@ -189,11 +206,13 @@ def _response(model: str, candidates_parts: list[list[dict]], reply: Reply, *, r
             candidate["finishReason"] = FINISH_REASONS.get(reply.finish_reason, reply.finish_reason)
         thoughts = len(reply.reasoning.split()) * len(candidates) if reply.reasoning else 0
         output = reply.output_tokens * len(candidates)
+        prompt, cached = counts
         response["usageMetadata"] = {
-            "promptTokenCount": reply.prompt_tokens,
+            "promptTokenCount": prompt,
             "candidatesTokenCount": output,
-            "totalTokenCount": reply.prompt_tokens + output + thoughts,
+            "totalTokenCount": prompt + output + thoughts,
             **({"thoughtsTokenCount": thoughts} if thoughts else {}),
+            **({"cachedContentTokenCount": cached} if cached else {}),
         }
     return response
 

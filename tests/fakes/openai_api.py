@@ -20,7 +20,13 @@ limit). A reply with ``reasoning`` has a reasoning item first, its text the summ
 tool offered makes a ``web_search_call`` item before the message. With ``store: false`` nothing is
 kept, so a reasoning item sent back needs its encrypted content (one this fake made), an
 ``item_reference`` or ``previous_response_id`` is not found, and a ``function_call_output`` needs its
-``function_call`` in the input."""
+``function_call`` in the input.
+
+Prompt caching is automatic, as OpenAI documents it: a prompt of MIN_CACHED_PREFIX tokens or more
+(one per four characters of its JSON: tools, the response format, then the messages or the
+instructions and input items) is cached by its prefixes at each message, and a later prompt that
+starts with one reads it: ``prompt_tokens_details.cached_tokens`` (``input_tokens_details`` on the
+Responses API) in increments of 128 tokens; ``prompt_tokens`` then counts the whole prompt."""
 
 from __future__ import annotations
 
@@ -31,7 +37,19 @@ import time
 import uuid
 from typing import Iterator
 
-from .server import FakeServer, Frame, Handler, RecordedRequest, Reply, embedding, fragments, sse, text_of
+from .server import (
+    FakeServer,
+    Frame,
+    Handler,
+    RecordedRequest,
+    Reply,
+    embedding,
+    fragments,
+    sse,
+    text_of,
+)
+
+CACHE_INCREMENT = 128  # OpenAI counts cache hits in steps of 128 tokens past the first 1024
 
 # the arguments of `POST /v1/chat/completions` (the pinned SDK's `completion_create_params`)
 CHAT_ARGUMENTS = frozenset({
@@ -210,6 +228,18 @@ class FakeOpenAI(FakeServer):
         messages = request.json.get("messages") or [{}]
         return text_of(messages[-1].get("content")) if messages[-1].get("role") == "tool" else None
 
+    def prompt_counts(self, reply: Reply, request: RecordedRequest) -> tuple[int, int]:
+        """(prompt tokens, cached tokens) of the request, reading and filling this fake's prompt cache."""
+        body = request.json
+        if request.path == "/v1/responses":
+            given = body.get("input")
+            items = [{"role": "user", "content": given}] if isinstance(given, str) else list(given or ())
+            head = [body.get("tools"), body.get("instructions")]
+        else:
+            items, head = list(body.get("messages") or ()), [body.get("tools"), body.get("response_format")]
+        prefixes = [[*head, items[:end]] for end in range(1, len(items) + 1)]
+        return self.prompt_cache.automatic(reply, prefixes, CACHE_INCREMENT)
+
     def completion(self, reply: Reply, model: str, request: RecordedRequest) -> dict:
         if request.path == "/v1/responses":
             response = self.response_object(reply, model, request, self.output_items(reply, request))
@@ -228,7 +258,7 @@ class FakeOpenAI(FakeServer):
         return {
             **self._envelope("chat.completion", model),
             "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": _finish(reply)}],
-            "usage": _usage(reply),
+            "usage": _usage(reply, self.prompt_counts(reply, request)),
         }
 
     def several(self, reply: Reply, model: str, request: RecordedRequest) -> dict:
@@ -236,7 +266,8 @@ class FakeOpenAI(FakeServer):
         choices = [{"index": i, "message": {"role": "assistant", "content": f"{reply.full_text} ({i})", "refusal": None,
                                             "annotations": []}, "logprobs": None, "finish_reason": _finish(reply)}
                    for i in range(request.json["n"])]
-        return {**self._envelope("chat.completion", model), "choices": choices, "usage": _usage(reply)}
+        return {**self._envelope("chat.completion", model), "choices": choices,
+                "usage": _usage(reply, self.prompt_counts(reply, request))}
 
     # -- the Responses API ---------------------------------------------------------------------------
 
@@ -269,10 +300,11 @@ class FakeOpenAI(FakeServer):
         incomplete = reply.finish_reason == "length"
         status = status or ("incomplete" if incomplete else "completed")
         reasoning = len(fragments(reply.reasoning)) if reply.reasoning else 0
-        usage = {"input_tokens": reply.prompt_tokens, "input_tokens_details": {"cached_tokens": reply.cached_tokens},
+        prompt, cached = self.prompt_counts(reply, request) if status != "in_progress" else (0, 0)
+        usage = {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": cached},
                  "output_tokens": reply.output_tokens + reasoning,
                  "output_tokens_details": {"reasoning_tokens": reasoning},
-                 "total_tokens": reply.prompt_tokens + reply.output_tokens + reasoning}
+                 "total_tokens": prompt + reply.output_tokens + reasoning}
         return {
             "id": response_id or f"resp_{uuid.uuid4().hex}", "object": "response", "created_at": int(time.time()),
             "status": status, "background": False, "error": None,
@@ -374,7 +406,7 @@ class FakeOpenAI(FakeServer):
                 yield chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}, content=True)
         yield chunk({}, _finish(reply))
         if include_usage:
-            yield sse({**envelope, "choices": [], "usage": _usage(reply)})
+            yield sse({**envelope, "choices": [], "usage": _usage(reply, self.prompt_counts(reply, request))})
         yield sse("[DONE]")
 
     def several_frames(self, reply: Reply, model: str, request: RecordedRequest) -> Iterator[Frame]:
@@ -393,7 +425,7 @@ class FakeOpenAI(FakeServer):
         for index in range(count):
             yield chunk(index, {}, _finish(reply))
         if (request.json.get("stream_options") or {}).get("include_usage"):
-            yield sse({**envelope, "choices": [], "usage": _usage(reply)})
+            yield sse({**envelope, "choices": [], "usage": _usage(reply, self.prompt_counts(reply, request))})
         yield sse("[DONE]")
 
     @staticmethod
@@ -429,13 +461,15 @@ def _finish(reply: Reply) -> str:
     return FINISH_REASONS.get(reply.finish_reason, reply.finish_reason)
 
 
-def _usage(reply: Reply) -> dict:
+def _usage(reply: Reply, counts: tuple[int, int]) -> dict:
+    """The chat API's usage: ``counts`` are the (prompt, cached) tokens (`FakeOpenAI.prompt_counts`)."""
     reasoning = len(fragments(reply.reasoning)) if reply.reasoning else 0
     completion = reply.output_tokens + reasoning
+    prompt, cached = counts
     return {
-        "prompt_tokens": reply.prompt_tokens,
+        "prompt_tokens": prompt,
         "completion_tokens": completion,
-        "total_tokens": reply.prompt_tokens + completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
         "completion_tokens_details": {"reasoning_tokens": reasoning},
-        "prompt_tokens_details": {"cached_tokens": reply.cached_tokens, "audio_tokens": 0},
     }

@@ -74,7 +74,7 @@ class Reply:
     error_status: int = 500
     finish_reason: str = "stop"
     prompt_tokens: int = 11
-    cached_tokens: int = 0  # of the prompt tokens, read from the vendor's cache (where it reports them)
+    cached_tokens: int = 0  # of the prompt tokens, read from the vendor's cache (beside the fake's own cache)
     completion_tokens: int | None = None
     tool_calls: list[dict] | None = None
     reasoning: str | None = None
@@ -105,6 +105,62 @@ class Reply:
     def message(self) -> str:
         """The error message sent for an error status."""
         return self.error_message or status_phrase(self.status)
+
+
+CHARS_PER_TOKEN = 4  # the fakes' token count of a prompt: one per four characters of its JSON
+MIN_CACHED_PREFIX = 1024  # the fewest prompt tokens OpenAI, Gemini (2.5 Flash) and Claude (Sonnet, Opus) cache
+
+
+class PromptCache:
+    """The prompt prefixes a vendor has cached: each a JSON-able value (what the prompt holds up to a
+    point, in the vendor's order), stored by its hash with its tokens (``tokens``). Only a prefix of
+    at least MIN_CACHED_PREFIX tokens is cached, as every vendor documents."""
+
+    def __init__(self) -> None:
+        self._stored: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def tokens(prefix: Any) -> int:
+        return len(json.dumps(prefix, separators=(",", ":"))) // CHARS_PER_TOKEN
+
+    @staticmethod
+    def _key(prefix: Any) -> str:
+        return hashlib.sha256(json.dumps(prefix, sort_keys=True).encode()).hexdigest()
+
+    def hit(self, prefixes: list[Any]) -> int:
+        """The tokens of the longest of ``prefixes`` that is cached (0: none is)."""
+        with self._lock:
+            return max((self._stored.get(self._key(prefix), 0) for prefix in prefixes), default=0)
+
+    def store(self, prefixes: list[Any]) -> int:
+        """Cache those of ``prefixes`` long enough; returns the tokens of the longest newly cached (0: none)."""
+        written = 0
+        with self._lock:
+            for prefix in prefixes:
+                tokens, key = self.tokens(prefix), self._key(prefix)
+                if tokens >= MIN_CACHED_PREFIX and key not in self._stored:
+                    self._stored[key] = tokens
+                    written = max(written, tokens)
+        return written
+
+    def automatic(self, reply: "Reply", prefixes: list[Any], increment: int = 1) -> tuple[int, int]:
+        """(prompt tokens, cached tokens) of a prompt at a vendor that caches every prompt by itself
+        (OpenAI, Gemini's implicit caching): ``prefixes`` are the prompt's own, shortest first, the last
+        the whole prompt. The longest one cached is read, counted in ``increment``s past the minimum
+        (OpenAI's 128), and each one long enough is cached. A prompt too short to cache has the
+        scripted reply's counts."""
+        total = self.tokens(prefixes[-1]) if prefixes else 0
+        if total < MIN_CACHED_PREFIX:
+            return reply.prompt_tokens, reply.cached_tokens
+        hit = self.hit(prefixes)
+        self.store(prefixes)
+        cached = MIN_CACHED_PREFIX + (hit - MIN_CACHED_PREFIX) // increment * increment if hit else 0
+        return max(reply.prompt_tokens, total), max(reply.cached_tokens, cached)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._stored.clear()
 
 
 @dataclass(frozen=True)
@@ -309,6 +365,7 @@ class FakeServer:
         self._requests: list[RecordedRequest] = []
         self._queue: deque[Reply] = deque()
         self._model_replies: dict[str, Reply] = {}
+        self.prompt_cache = PromptCache()  # the prompt prefixes this vendor has cached
         self._lock = threading.RLock()  # reentrant: wait_until predicates may read properties that lock
         self._changed = threading.Condition(self._lock)
         self._stopping = threading.Event()
@@ -384,6 +441,7 @@ class FakeServer:
             self._model_replies.clear()
             self._requests.clear()
             self.disconnects = self.completed_streams = 0
+        self.prompt_cache.clear()
 
     @property
     def requests(self) -> list[RecordedRequest]:

@@ -131,9 +131,16 @@ class CountTokensSchema(MessagesSchema):
 # -- the answers (for the OpenAPI document) ---------------------------------------------------------
 
 
+CACHE_READ = {"description": "Input tokens read from the prompt cache (not in input_tokens)."}
+CACHE_WRITE = {"description": "Input tokens written to the prompt cache (not in input_tokens)."}
+
+
 class MessageUsageSchema(BaseSchema):
-    input_tokens = fields.Integer(required=True)
+    input_tokens = fields.Integer(required=True, metadata={"description": "Input tokens not read from or "
+                                                                          "written to the prompt cache."})
     output_tokens = fields.Integer(required=True)
+    cache_creation_input_tokens = fields.Integer(allow_none=True, metadata=CACHE_WRITE)
+    cache_read_input_tokens = fields.Integer(allow_none=True, metadata=CACHE_READ)
 
 
 class MessageAnswerSchema(BaseSchema):
@@ -224,7 +231,9 @@ class MessageStopReasonSchema(BaseSchema):
 
 class DeltaUsageSchema(BaseSchema):
     output_tokens = fields.Integer(required=True)
-    input_tokens = fields.Integer()
+    input_tokens = fields.Integer(allow_none=True)
+    cache_creation_input_tokens = fields.Integer(allow_none=True, metadata=CACHE_WRITE)
+    cache_read_input_tokens = fields.Integer(allow_none=True, metadata=CACHE_READ)
 
 
 class MessageDeltaEventSchema(BaseSchema):

@@ -10,7 +10,7 @@ provider. It keeps what the others can honour and refuses the rest with a 400 na
   `signature` for another vendor's answer: Gemini's thought signatures, by tool call id, which go back
   on those calls (a thinking block is the one part of an answer every Anthropic client keeps whole,
   and ids stay within Anthropic's id rule); `cache_control` marks are Anthropic's cache hints and are
-  not sent either (the other vendors cache on their own);
+  not sent either (the other vendors cache on their own), but named in X-Dropped-Params;
 - `thinking` becomes `reasoning_effort` by its budget; `tool_choice` {any} is "required",
   `disable_parallel_tool_use` is `parallel_tool_calls: false`; `output_config.format` is structured
   output; `metadata.user_id` is `user`; fields the front door does not know go to `extra` (an
@@ -24,9 +24,9 @@ from typing import Any
 from app.core.errors import BadRequest
 from app.core.schemas import check_image_type
 from app.llm.gateway import Answer
-from app.llm.providers.base import ANTHROPIC_MESSAGES, CompletionRequest, NativeBody
+from app.llm.providers.base import ANTHROPIC_MESSAGES, CACHE_CONTROL, CompletionRequest, NativeBody
 from app.llm.registry import Route
-from app.llm.sse import anthropic_message_id, anthropic_stop_reason, seal, unseal
+from app.llm.sse import anthropic_message_id, anthropic_stop_reason, anthropic_usage, seal, unseal
 
 TOOL_CHOICES = {"auto": "auto", "any": "required", "none": "none"}
 # the neutral parameters under the names a Messages API client sent them, for a 400 naming one
@@ -128,7 +128,7 @@ def content_part(block: Any, path: str) -> dict[str, Any]:
     results...), which only Claude models take."""
     kind = block.get("type") if isinstance(block, dict) else None
     if kind == "text" and isinstance(block.get("text"), str):
-        return {"type": "text", "text": block["text"]}
+        return with_mark({"type": "text", "text": block["text"]}, block)
     source = block.get("source") if kind == "image" else None
     if isinstance(source, dict) and source.get("type") == "base64" and source.get("media_type") and source.get("data"):
         try:
@@ -136,9 +136,9 @@ def content_part(block: Any, path: str) -> dict[str, Any]:
         except ValueError as exc:
             raise BadRequest(f"{path}.source.media_type: {exc}.", details={"param": f"{path}.source.media_type"}) \
                 from None
-        return {"type": "image", "media_type": media_type, "data": str(source["data"])}
+        return with_mark({"type": "image", "media_type": media_type, "data": str(source["data"])}, block)
     if isinstance(source, dict) and source.get("type") == "url" and str(source.get("url", "")).startswith("http"):
-        return {"type": "image", "url": source["url"]}
+        return with_mark({"type": "image", "url": source["url"]}, block)
     raise BadRequest(f"{path}: a {kind!r} block is only supported for Claude models; other models take text, image "
                      "(base64 or url), tool_use, tool_result and thinking blocks.",
                      code="unsupported_parameter", details={"param": path})
@@ -151,9 +151,17 @@ def neutral_tools(tools: list[dict[str, Any]] | None) -> list[dict[str, Any]] | 
     if server_tools:
         raise BadRequest(f"tools: the server tool {server_tools[0]!r} is only supported for Claude models.",
                          code="unsupported_parameter", details={"param": "tools"})
-    return [{key: value for key, value in (("name", tool["name"]), ("description", tool.get("description")),
-                                           ("parameters", tool["input_schema"])) if value is not None}
+    return [with_mark({key: value for key, value in (("name", tool["name"]), ("description", tool.get("description")),
+                                                     ("parameters", tool["input_schema"])) if value is not None}, tool)
             for tool in tools]
+
+
+def with_mark(neutral: dict[str, Any], block: dict[str, Any]) -> dict[str, Any]:
+    """`neutral` with the block's `cache_control` mark, so that a provider without prompt-cache marks
+    names it in X-Dropped-Params rather than losing it unsaid."""
+    if block.get(CACHE_CONTROL) is not None:
+        neutral[CACHE_CONTROL] = block[CACHE_CONTROL]
+    return neutral
 
 
 def tool_choice(choice: dict[str, Any] | None) -> tuple[str | dict[str, str] | None, bool | None]:
@@ -202,7 +210,7 @@ def message_body(answer: Answer) -> dict[str, Any]:
     return {"id": anthropic_message_id(), "type": "message", "role": "assistant", "model": answer.model,
             "content": content,
             "stop_reason": anthropic_stop_reason(answer.finish_reason), "stop_sequence": None,
-            "usage": {"input_tokens": answer.usage.prompt_tokens, "output_tokens": answer.usage.completion_tokens}}
+            "usage": anthropic_usage(answer.usage)}
 
 
 def tool_input(arguments: str) -> Any:

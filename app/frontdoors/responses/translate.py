@@ -10,7 +10,9 @@ API itself takes the body as it came: see `app.frontdoors.responses.native`.) Re
 in `encrypted_content`, the reasoning state an answer's next turn needs (Claude's signed thinking
 blocks, Gemini's thought signatures): their thinking goes back on the next assistant message, their
 signatures on the function calls they name; their summaries are not sent (no vendor takes another's
-reasoning). The input is kept
+reasoning). Anthropic's `cache_control` marks on input parts, message items, `function_call_output`
+items and function tools are carried as on chat completions (for a Claude model; named in
+X-Dropped-Params for any other). The input is kept
 as items (`stored_items`: each with an `id`, a message's text as parts) for storing and listing, and
 a continued chain's items go before it (see `app.frontdoors.responses.service`).
 """
@@ -20,10 +22,13 @@ import base64
 import time
 from typing import Any
 
+from marshmallow import ValidationError
+
 from app.core.errors import BadRequest
 from app.core.schemas import decode_image_uri
 from app.llm.gateway import Answer
 from app.llm.providers.base import CompletionRequest
+from app.llm.schemas import with_cache_control
 from app.llm.sse import function_call_item, message_item, new_id, reasoning_item, responses_usage, unseal
 
 ROLES = ("user", "system", "developer", "assistant")
@@ -135,10 +140,12 @@ def input_messages(given: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
                 messages.append(with_thinking({"role": "assistant", "content": None, "tool_calls": [call]}, thinking))
                 thinking = []
         elif kind == "function_call_output":
-            messages.append({"role": "tool", "tool_call_id": str(item.get("call_id", "")),
-                             "content": output_text_of(item.get("output"), f"input.{index}.output")})
+            messages.append(marked({"role": "tool", "tool_call_id": str(item.get("call_id", "")),
+                                    "content": output_text_of(item.get("output"), f"input.{index}.output")},
+                                   item, f"input.{index}"))
         elif kind == "message" and item.get("role") in ROLES:
-            message = {"role": item["role"], "content": content_of(item.get("content"), f"input.{index}")}
+            message = marked({"role": item["role"], "content": content_of(item.get("content"), f"input.{index}")},
+                             item, f"input.{index}")
             if item["role"] == "assistant":
                 message, thinking = with_thinking(message, thinking), []
             messages.append(message)
@@ -184,17 +191,18 @@ def content_of(content: Any, path: str) -> str | list[dict[str, Any]]:
 def content_part(part: Any, path: str) -> dict[str, Any]:
     kind = part.get("type") if isinstance(part, dict) else None
     if kind in TEXT_PARTS and isinstance(part.get("text"), str):
-        return {"type": "text", "text": part["text"]}
+        return marked({"type": "text", "text": part["text"]}, part, path)
     url = part.get("image_url") if kind == "input_image" else None
     if isinstance(url, str) and url.startswith(("https://", "http://")):
-        return {"type": "image", "url": url}
+        return marked({"type": "image", "url": url}, part, path)
     if isinstance(url, str):
         try:
             media_type, data = decode_image_uri(url)
         except ValueError as exc:
             raise BadRequest(f"{path}.image_url: not an http(s) URL or base64 data: URI of an image ({exc}).",
                              details={"param": f"{path}.image_url"}) from None
-        return {"type": "image", "media_type": media_type, "data": base64.b64encode(data).decode("ascii")}
+        return marked({"type": "image", "media_type": media_type, "data": base64.b64encode(data).decode("ascii")},
+                      part, path)
     raise BadRequest(f"{path}: parts of type {kind!r} are not supported; send input_text and input_image "
                      "(image_url) parts.", details={"param": path})
 
@@ -207,8 +215,18 @@ def function_tools(tools: list[dict[str, Any]] | None) -> list[dict[str, Any]] |
             raise BadRequest(f"tools.{index}: only function tools ({{'type': 'function', 'name', 'parameters'}}) "
                              f"are supported, not {tool.get('type')!r}.", code="unsupported_parameter",
                              details={"param": f"tools.{index}"})
-    return [{key: tool[key] for key in ("name", "description", "parameters", "strict") if tool.get(key) is not None}
-            for tool in tools]
+    return [marked({key: tool[key] for key in ("name", "description", "parameters", "strict")
+                    if tool.get(key) is not None}, tool, f"tools.{index}")
+            for index, tool in enumerate(tools)]
+
+
+def marked(neutral: dict[str, Any], given: dict[str, Any], path: str) -> dict[str, Any]:
+    """`neutral` with the `cache_control` mark `given` carries (Anthropic's, as on chat completions)."""
+    try:
+        return with_cache_control(neutral, given)
+    except ValidationError as error:
+        raise BadRequest(f"{path}.cache_control: {' '.join(map(str, error.messages))}",
+                         details={"param": f"{path}.cache_control"}) from None
 
 
 def json_schema(fmt: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -16,6 +16,12 @@ another vendor answered) has thinking turned off for that request, the recourse 
 names, rather than a 400. Tool-call ids outside Anthropic's `^[a-zA-Z0-9_-]+$` (another vendor's)
 are replaced by a stable hash of themselves, the same in the `tool_use` and its `tool_result`.
 
+Prompt caching: a `cache_control` mark on a part, a tool or a message (its last block) goes on the
+block or tool it marks; a marked system message turns `system` into text blocks so the mark has a
+block to sit on. The usage's cache reads and writes (`cache_read_input_tokens`,
+`cache_creation_input_tokens`, which Anthropic's `input_tokens` excludes) are counted into the neutral
+`prompt_tokens` (see `Usage`).
+
 A request that came through the Anthropic Messages front door (`CompletionRequest.native`) is sent
 as it came, with the route's model (fields the SDK does not know go as `extra_body`), and answered
 with Anthropic's own body and events: thinking signatures, cache usage, server tools and any field
@@ -34,6 +40,7 @@ import httpx2
 from app.core.errors import ANTHROPIC_ERROR_TYPES
 from app.llm.providers.base import (
     ANTHROPIC_MESSAGES,
+    CACHE_CONTROL,
     CallerFault,
     Completion,
     CompletionRequest,
@@ -53,6 +60,7 @@ from app.llm.providers.base import (
     Usage,
     classify_status,
     connection_limits,
+    message_marked,
     parse_retry_after,
     text_of,
     unsupported_params,
@@ -61,7 +69,7 @@ from app.llm.providers.base import (
 FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls",
                   "refusal": "content_filter", "pause_turn": "stop", "model_context_window_exceeded": "length"}
 SUPPORTED = frozenset({"max_tokens", "temperature", "top_p", "stop", "json_schema", "tools", "tool_choice",
-                       "parallel_tool_calls", "reasoning_effort", "user"})
+                       "parallel_tool_calls", "reasoning_effort", "user", CACHE_CONTROL})
 THINKING_TYPES = ("thinking", "redacted_thinking")
 TOOL_ID = re.compile(r"^[a-zA-Z0-9_-]+$")  # the pattern Anthropic checks tool_use ids against
 LOWEST_TOP_P_WHILE_THINKING = 0.95
@@ -173,7 +181,7 @@ class AnthropicProvider:
         return params
 
     def _params(self, request: CompletionRequest, model: str) -> dict[str, Any]:
-        system = "\n\n".join(text_of(m["content"]) for m in request.messages if m["role"] in ("system", "developer"))
+        system = system_param([m for m in request.messages if m["role"] in ("system", "developer")])
         thinking = bool(request.reasoning_effort and request.reasoning_effort != "none")
         turns = to_anthropic_messages(request.messages)
         if thinking and thinking_lost(turns):
@@ -234,14 +242,16 @@ class Tally:
 
     def __init__(self, model: str):
         self.model, self.finish_reason, self.input_tokens, self.usage = model, "stop", 0, Usage()
+        self.start: Any = None  # message_start's usage
 
     def count(self, event: Any) -> None:
         if event.type == "message_start":
             self.model = event.message.model or self.model
-            self.input_tokens = event.message.usage.input_tokens or 0
+            self.start = event.message.usage
+            self.input_tokens = self.start.input_tokens or 0
         elif event.type == "message_delta":
             self.finish_reason = FINISH_REASONS.get(event.delta.stop_reason or "", "stop")
-            self.usage = usage_from(event.usage.input_tokens or self.input_tokens, event.usage)
+            self.usage = usage_from(event.usage.input_tokens or self.input_tokens, event.usage, self.start)
 
     def end(self) -> StreamEnd:
         return StreamEnd(self.model, self.finish_reason, self.usage)
@@ -309,9 +319,17 @@ def delta_parts(block_index: int, delta: Any, tools: ToolIndexes) -> Iterator[St
         yield ToolCallDelta(tools.index[block_index], arguments=delta.partial_json)
 
 
-def usage_from(input_tokens: int, usage: Any) -> Usage:
+def usage_from(input_tokens: int, usage: Any, start: Any = None) -> Usage:
+    """The neutral usage of Anthropic's: its `input_tokens` excludes the tokens read from and written to
+    the prompt cache, which the neutral `prompt_tokens` includes (`Usage`). `start` is a stream's first
+    usage (`message_start`'s), for the cache counts its `message_delta` leaves out."""
     details = getattr(usage, "output_tokens_details", None)
-    return Usage(input_tokens, usage.output_tokens or 0, getattr(details, "thinking_tokens", 0) or 0)
+    read = getattr(usage, "cache_read_input_tokens", None) or getattr(start, "cache_read_input_tokens", None) or 0
+    written = (getattr(usage, "cache_creation_input_tokens", None)
+               or getattr(start, "cache_creation_input_tokens", None) or 0)
+    split = getattr(usage, "cache_creation", None) or getattr(start, "cache_creation", None)
+    return Usage(input_tokens + read + written, usage.output_tokens or 0, getattr(details, "thinking_tokens", 0) or 0,
+                 read, written, getattr(split, "ephemeral_1h_input_tokens", None) or 0)
 
 
 def thinking_params(request: CompletionRequest, default_max_tokens: int) -> dict[str, Any]:
@@ -358,12 +376,33 @@ def without_thinking(turns: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if turn["role"] == "assistant" else turn for turn in turns]
 
 
+def system_param(messages: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+    """The system and developer messages as Anthropic's `system`: their texts joined, or, when one
+    carries a `cache_control` mark, text blocks (one per part, the marks where they were)."""
+    if not any(map(message_marked, messages)):
+        return "\n\n".join(text_of(m["content"]) for m in messages)
+    blocks: list[dict[str, Any]] = []
+    for message in messages:
+        blocks += marked_last([block for block in content_blocks(message["content"]) if block["type"] == "text"],
+                              message.get(CACHE_CONTROL))
+    return blocks
+
+
+def marked_last(blocks: list[dict[str, Any]], mark: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """`blocks` with a message's `cache_control` mark on its last block (LiteLLM's meaning of the mark)."""
+    if mark and blocks:
+        blocks[-1] = {**blocks[-1], CACHE_CONTROL: mark}
+    return blocks
+
+
 def anthropic_tool(tool: dict[str, Any]) -> dict[str, Any]:
     spec: dict[str, Any] = {"name": tool["name"], "input_schema": tool.get("parameters") or {"type": "object"}}
     if tool.get("description"):
         spec["description"] = tool["description"]
     if tool.get("strict") is not None:
         spec["strict"] = tool["strict"]
+    if CACHE_CONTROL in tool:
+        spec[CACHE_CONTROL] = tool[CACHE_CONTROL]
     return spec
 
 
@@ -400,14 +439,14 @@ def to_anthropic_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]
 def message_blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
     """A message's blocks: an assistant's thinking first (as Anthropic wants it), text, tool calls."""
     if message["role"] == "tool":
-        return [{"type": "tool_result", "tool_use_id": tool_id(message["tool_call_id"]),
-                 "content": content_blocks(message["content"])}]
+        return marked_last([{"type": "tool_result", "tool_use_id": tool_id(message["tool_call_id"]),
+                             "content": content_blocks(message["content"])}], message.get(CACHE_CONTROL))
     blocks = [dict(block) for block in message.get("thinking") or () if block.get("type") in THINKING_TYPES]
     blocks += content_blocks(message.get("content"))
     for call in message.get("tool_calls") or ():
         blocks.append({"type": "tool_use", "id": tool_id(call["id"]), "name": call["name"],
                        "input": parse_arguments(call["arguments"])})
-    return blocks
+    return marked_last(blocks, message.get(CACHE_CONTROL))
 
 
 def tool_id(call_id: str) -> str:
@@ -422,15 +461,18 @@ def content_blocks(content: str | list[dict[str, Any]] | None) -> list[dict[str,
         return []
     if isinstance(content, str):
         return [{"type": "text", "text": content}]
-    blocks = []
+    blocks: list[dict[str, Any]] = []
     for part in content:
         if part["type"] == "image" and part.get("url"):
-            blocks.append({"type": "image", "source": {"type": "url", "url": part["url"]}})
+            block: dict[str, Any] = {"type": "image", "source": {"type": "url", "url": part["url"]}}
         elif part["type"] == "image":
-            blocks.append({"type": "image", "source": {"type": "base64", "media_type": part["media_type"],
-                                                       "data": part["data"]}})
+            block = {"type": "image", "source": {"type": "base64", "media_type": part["media_type"],
+                                                 "data": part["data"]}}
         else:
-            blocks.append({"type": "text", "text": part["text"]})
+            block = {"type": "text", "text": part["text"]}
+        if CACHE_CONTROL in part:
+            block[CACHE_CONTROL] = part[CACHE_CONTROL]
+        blocks.append(block)
     return blocks
 
 

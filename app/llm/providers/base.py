@@ -28,6 +28,7 @@ import select
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from typing import Any, Generator, Iterator, Protocol, Union
 
 import httpcore2._backends.sync
@@ -69,7 +70,9 @@ class CompletionRequest:
     `messages` are `{"role": "system"|"developer"|"user"|"assistant"|"tool", "content": ...}`.
     `content` is a string, a list of parts or (assistant with tool calls) None; a part is
     `{"type": "text", "text"}`, `{"type": "image", "media_type", "data": base64}` or
-    `{"type": "image", "url": "https://..."}`. A message may carry `name`; an assistant message
+    `{"type": "image", "url": "https://..."}`. A part, a message (meaning its last part) and a tool may
+    carry Anthropic's `cache_control` mark (`{"type": "ephemeral", "ttl"?}`), which only a Claude provider
+    sends: every other vendor caches a prompt's prefix by itself. A message may carry `name`; an assistant message
     `tool_calls` (a list of `ToolCall.to_dict()`) and `thinking` (the `ThinkingBlock.block`s of the
     answer it was, to be sent back to the vendor that made them); a tool message the `tool_call_id`
     it answers.
@@ -110,15 +113,62 @@ class CompletionRequest:
                  and getattr(self, f.name) not in (None, [], {}, NEUTRAL_VALUES.get(f.name))]
         if any(m.get("name") for m in self.messages):
             names.append("messages.name")
+        if self.cache_marked:
+            names.append(CACHE_CONTROL)
         return names + list(self.extra)
+
+    @cached_property
+    def cache_marked(self) -> bool:
+        """Whether a message, a content part or a tool carries a `cache_control` mark (looked for once:
+        `asked` is called for every route a request may take)."""
+        return cache_marked(self)
+
+
+CACHE_CONTROL = "cache_control"
+
+
+def cache_marked(request: CompletionRequest) -> bool:
+    """Whether a message, a content part or a tool of `request` carries a `cache_control` mark."""
+    for tool in request.tools or ():
+        if CACHE_CONTROL in tool:
+            return True
+    for message in request.messages:
+        if message_marked(message):
+            return True
+    return False
+
+
+def message_marked(message: dict[str, Any]) -> bool:
+    """Whether `message` or one of its content parts carries a `cache_control` mark."""
+    if CACHE_CONTROL in message:
+        return True
+    content = message.get("content")
+    if isinstance(content, list):
+        for part in content:
+            if CACHE_CONTROL in part:
+                return True
+    return False
 
 
 @dataclass(frozen=True)
 class Usage:
+    """A call's tokens, counted as OpenAI counts them: `prompt_tokens` is every input token, those read
+    from the vendor's prompt cache (`cached_tokens`) and those written to it (`cache_write_tokens`,
+    which only Anthropic reports) included. A provider whose vendor counts otherwise (Anthropic's
+    `input_tokens` excludes both) converts on the way in, and a front door whose API counts otherwise
+    converts on the way out (`uncached_prompt_tokens`)."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
     reasoning_tokens: int = 0  # included in completion_tokens, as OpenAI counts them
     cached_tokens: int = 0  # included in prompt_tokens: read from the vendor's prompt cache
+    cache_write_tokens: int = 0  # included in prompt_tokens: written to the vendor's prompt cache
+    cache_write_1h_tokens: int = 0  # of cache_write_tokens, those kept an hour (Anthropic's ttl "1h", dearer)
+
+    @property
+    def uncached_prompt_tokens(self) -> int:
+        """The prompt tokens neither read from nor written to the cache (Anthropic's `input_tokens`)."""
+        return max(0, self.prompt_tokens - self.cached_tokens - self.cache_write_tokens)
 
     @property
     def total_tokens(self) -> int:
@@ -129,8 +179,10 @@ class Usage:
                                  "total_tokens": self.total_tokens}
         if self.reasoning_tokens:
             usage["completion_tokens_details"] = {"reasoning_tokens": self.reasoning_tokens}
-        if self.cached_tokens:
+        if self.cached_tokens or self.cache_write_tokens:
             usage["prompt_tokens_details"] = {"cached_tokens": self.cached_tokens}
+        if self.cache_write_tokens:  # OpenAI has no such count: LiteLLM's name for Anthropic's
+            usage["prompt_tokens_details"]["cache_creation_tokens"] = self.cache_write_tokens
         return usage
 
 

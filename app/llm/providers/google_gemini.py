@@ -388,10 +388,13 @@ def finish_reason(candidate: types.Candidate | None, called_tools: bool = False)
 
 
 def usage_from(metadata: types.GenerateContentResponseUsageMetadata | None) -> Usage:
+    """Gemini's `promptTokenCount` includes its cached tokens (`cachedContentTokenCount`, read from an
+    implicit or explicit cache), as the neutral `prompt_tokens` does."""
     if metadata is None:
         return Usage()
     thoughts = metadata.thoughts_token_count or 0
-    return Usage(metadata.prompt_token_count or 0, (metadata.candidates_token_count or 0) + thoughts, thoughts)
+    return Usage(metadata.prompt_token_count or 0, (metadata.candidates_token_count or 0) + thoughts, thoughts,
+                 metadata.cached_content_token_count or 0)
 
 
 def translate_error(exc: Exception) -> ProviderFailure:

@@ -30,6 +30,7 @@ import openai
 from openai._constants import RAW_RESPONSE_HEADER
 
 from app.llm.providers.base import (
+    CACHE_CONTROL,
     OPENAI_RESPONSES,
     CallerFault,
     Completion,
@@ -91,8 +92,9 @@ class OpenAICompatibleProvider:
         return [self.default_model, *self.fallback_models]
 
     def unsupported(self, request: CompletionRequest) -> list[str]:
-        if self._native(request) is not None:
-            return []  # sent as it came: the upstream itself judges every field
+        if request.native is not None and self._native(request) is not None:
+            # sent as it came: the upstream itself judges every field, but Anthropic's cache marks go
+            return [CACHE_CONTROL] if responses_cache_marked(request.native.body) else []
         return unsupported_params(request, SUPPORTED | set(request.extra))
 
     def count_tokens(self, request: CompletionRequest, model: str) -> None:
@@ -195,7 +197,7 @@ class OpenAICompatibleProvider:
         native = request.native
         if native is None or native.wire != OPENAI_RESPONSES or OPENAI_RESPONSES not in self.native_wires:
             return None
-        return {name: value for name, value in native.body.items() if name != "stream"}
+        return without_cache_marks({name: value for name, value in native.body.items() if name != "stream"})
 
     def embed(self, inputs: list[str], model: str, dimensions: int | None) -> Embeddings:
         body: dict[str, Any] = {"model": model, "input": inputs, "encoding_format": "float"}
@@ -232,6 +234,42 @@ class OpenAICompatibleProvider:
                                    "function": {"name": call["name"], "arguments": call["arguments"]}}
                                   for call in message["tool_calls"]]
         return wire
+
+
+def cache_mark_places(body: dict[str, Any]) -> Iterator[Any]:
+    """Where a Responses body may carry a `cache_control` mark: its input items, their parts, its tools."""
+    items = body.get("input")
+    for item in items if isinstance(items, list) else ():
+        yield item
+        if isinstance(item, dict) and isinstance(item.get("content"), list):
+            yield from item["content"]
+    tools = body.get("tools")
+    yield from tools if isinstance(tools, list) else ()
+
+
+def responses_cache_marked(body: dict[str, Any]) -> bool:
+    return any(isinstance(place, dict) and CACHE_CONTROL in place for place in cache_mark_places(body))
+
+
+def without_cache_marks(body: dict[str, Any]) -> dict[str, Any]:
+    """A Responses body without Anthropic's `cache_control` marks, which OpenAI's API refuses as unknown
+    (it caches a repeated prefix by itself); `body` itself when it has none."""
+    if not responses_cache_marked(body):
+        return body
+
+    def unmarked(entry: Any) -> Any:
+        if not isinstance(entry, dict):
+            return entry
+        entry = {key: value for key, value in entry.items() if key != CACHE_CONTROL}
+        if isinstance(entry.get("content"), list):
+            entry["content"] = [unmarked(part) for part in entry["content"]]
+        return entry
+
+    body = dict(body)
+    for name in ("input", "tools"):
+        if isinstance(body.get(name), list):
+            body[name] = [unmarked(entry) for entry in body[name]]
+    return body
 
 
 def client_timeout(connect_timeout: float, read_timeout: float) -> httpx2.Timeout:
