@@ -263,3 +263,74 @@ def test_a_key_sent_as_a_request_id_or_client_or_user_id_is_never_logged_or_stor
     assert rows == [("ais-***", "user ais-***"), ("ais-***", "ais-***")]
     logs = "".join(p.read_text(errors="replace") for p in (tmp_path / "logs").glob("*.log"))
     assert "/v1/ask" in logs and key not in logs and key[4:] not in logs
+
+
+# -- key rows kept per process, and the key generation that ends them ------------------------------------
+
+
+def test_a_found_key_is_kept_until_any_change_to_a_key_even_by_plain_sql(app, tmp_path: Path):
+    """`find_key` answers from the rows it kept while the key generation (bumped by the database's own
+    triggers, migration 0016) stays the same; a change through the model or by an operator's SQL on
+    another connection both end it."""
+    secret = b"the secret"
+    row, key = service.create_key(service.KeySpec("k", rpm=5), secret)
+    first = service.find_key(key, secret)
+    assert service.find_key(key, secret) is first  # kept: no read of the row
+    ApiKey.update(rpm=7).where(ApiKey.id == row.id).execute()
+    assert service.find_key(key, secret).rpm == 7
+    operator = sqlite3.connect(tmp_path / "aiserver.db")
+    with operator:
+        operator.execute("UPDATE api_key SET revoked_at = '2026-01-01 00:00:00' WHERE id = ?", (row.id,))
+    operator.close()
+    assert service.refusal(service.find_key(key, secret)) == "revoked"
+    assert service.find_key(key[:-1] + "A", secret) is None  # unknown keys are read each time, never kept
+
+
+def revoke_and_check_everywhere(servers, admin: str, key: str, key_id: str) -> None:
+    """`key` is served by every worker of every server in `servers`, then revoked through the first
+    one and refused by all of them at once; requests on fresh connections reach both workers."""
+    import requests
+
+    def statuses(sent: str) -> set[int]:
+        return {requests.get(server.url + "/v1/key/info", headers={**bearer(sent), "Connection": "close"},
+                             timeout=10).status_code for server in servers for _ in range(20)}
+    assert statuses(key) == {200}
+    revoked = requests.post(servers[0].url + f"/admin/keys/{key_id}/revoke", headers=bearer(admin), timeout=10)
+    assert revoked.status_code == 200 and revoked.json()["status"] == "revoked"
+    assert statuses(key) == {403}
+
+
+def test_a_revoke_on_one_worker_is_refused_at_once_by_the_other(live_server, make_app):
+    server = live_server(workers=2)
+    app = make_app()
+    admin = cli_create(app, "root", "--admin")
+    row, key = service.create_key(service.KeySpec("user"), app.extensions["key_hash_secret"]())
+    revoke_and_check_everywhere([server], admin, key, row.id)
+
+
+@pytest.mark.postgres
+def test_a_revoke_rotation_or_edit_on_one_instance_is_seen_at_once_by_another(live_server, make_app, tmp_path):
+    """Two instances (two workers each) on one PostgreSQL: what one changes, the other sees on its
+    next request, though both keep the key rows they found."""
+    import requests
+
+    from tests.conftest import fresh_postgres_database
+
+    with fresh_postgres_database() as url:
+        servers = [live_server(workers=2, DATABASE_URL=url, LOG_DIR=str(tmp_path / name),
+                               UPSTREAM_HEALTH_FILE=str(tmp_path / f"{name}.health")) for name in ("a", "b")]
+        app = make_app(DATABASE_URL=url)
+        admin = cli_create(app, "root", "--admin")
+        secret = app.extensions["key_hash_secret"]()
+        row, key = service.create_key(service.KeySpec("user"), secret)
+        rotated = requests.post(servers[0].url + f"/admin/keys/{row.id}/rotate", headers=bearer(admin), timeout=10)
+        new = rotated.json()["key"]
+        for sent, status in ((key, 401), (new, 200)):
+            assert requests.get(servers[1].url + "/v1/key/info", headers=bearer(sent), timeout=10).status_code == status
+        ApiKey.update(models=["gpt-4o"]).where(ApiKey.id == row.id).execute()  # an edit, by another process
+        info = requests.get(servers[1].url + "/v1/key/info", headers=bearer(new), timeout=10).json()
+        assert info["key"]["models"] == ["gpt-4o"]
+        revoke_and_check_everywhere(servers, admin, new, row.id)
+        for server in servers:
+            server.stop()
+        app.extensions["database"].close_all()

@@ -9,6 +9,7 @@ import socket
 from typing import Any, Callable
 
 from flask import has_request_context, request
+from gevent import monkey
 from marshmallow import Schema, ValidationError
 
 from app.core.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
@@ -124,6 +125,21 @@ def schema_instance(schema: type[Schema]) -> Schema:
 
 
 
+def socket_readable(sock: Any) -> bool:
+    """Whether `sock` has something to read (data, or its end: the peer closed it), without waiting: a
+    poll with a zero timeout, made with the operating system's `poll` rather than gevent's, which for
+    a call that cannot block started a watcher and a `Timeout` that then expired in the hub (12 µs
+    against 0.5 µs alone, and about 5% of a worker's samples under load). A socket without a
+    descriptor counts as readable (the next read returns its end). Used for httpcore2's check of a
+    pooled upstream connection, and before each attempt of a call by `client_connected`."""
+    fd = None if sock is None else sock.fileno()
+    if fd is None or fd < 0:
+        return True
+    poller = monkey.get_original("select", "poll")()  # not select.select, which refuses fds of 1024 and up
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
 def client_connected() -> bool:
     """False once the client of the current request has closed its connection: its socket reads as
     end-of-file (peeked, so nothing is consumed). True outside a request, or when the server gives no
@@ -134,8 +150,6 @@ def client_connected() -> bool:
     if connection is None:
         return True
     try:
-        poller = select.poll()  # not select.select, which refuses sockets numbered 1024 and above
-        poller.register(connection, select.POLLIN)
-        return not poller.poll(0) or connection.recv(1, socket.MSG_PEEK) != b""
+        return not socket_readable(connection) or connection.recv(1, socket.MSG_PEEK) != b""
     except OSError:
         return False

@@ -6,8 +6,8 @@ true, every endpoint needs one except those in `EXEMPT`: 401 for a missing or un
 a revoked or expired one, in the shape of the API the request came through (`app.web.errors`).
 With no key and AUTH_REQUIRED false the server is open, and says so in the log and on /health.
 
-Keys are looked up in the database on every request (one indexed read): nothing is cached, so a
-revoked key stops working everywhere at once.
+Keys are looked up through `service.find_key`: a key row is kept by each process while the database's key
+generation (bumped by any change to a key) stays the same, so a revoked key stops working everywhere at once.
 """
 from __future__ import annotations
 

@@ -74,18 +74,54 @@ def create_key(spec: KeySpec, secret: bytes) -> tuple[ApiKey, str]:
 
 
 def find_key(key: str, secret: bytes) -> ApiKey | None:
-    """The row of `key` (revoked and expired ones too: the caller decides), or None if unknown. Read on
-    every request, so a revoked key stops at once everywhere; the query is compiled once per kind of
-    database (`lookup_sql`): peewee building it cost ~190 µs a request, four times the read itself."""
+    """The row of `key` (revoked and expired ones too: the caller decides), or None if unknown.
+
+    Asked on every request, so answered from this process's `KnownKeys` of the database while the key
+    table's generation (`key_generation`, bumped by the database in the same transaction as any change
+    to `api_key`: migration 0016) is the one it was read at: one tiny read a request instead of the
+    key's row, and a revoked, rotated or edited key is still seen by every worker and instance on its
+    next request."""
     if not key.startswith(KEY_PREFIX):
         return None
-    with database.connection_context():
-        return next(iter(ApiKey.raw(lookup_sql(type(database.obj).__name__), key_hash(key, secret))), None)
+    known = _known_keys.get(database.obj)
+    if known is None:
+        known = _known_keys[database.obj] = KnownKeys()
+    return known.find(key_hash(key, secret))
+
+
+class KnownKeys:
+    """The key rows one process has found in one database, kept while its key generation stays the
+    same; unknown keys are not kept (anyone may send any number of them)."""
+
+    LIMIT = 10_000  # rows kept at most; past it, further keys are read each time
+
+    def __init__(self) -> None:
+        self.generation: int | None = None
+        self.rows: dict[str, ApiKey] = {}
+
+    def find(self, digest: str) -> ApiKey | None:
+        kind = type(database.obj).__name__
+        with database.connection_context():
+            generation = database.execute_sql(GENERATION_SQL).fetchone()[0]  # first: a change after it re-reads
+            if generation != self.generation:
+                self.rows, self.generation = {}, generation
+            row = self.rows.get(digest)
+            if row is None:
+                row = next(iter(ApiKey.raw(lookup_sql(kind), digest)), None)
+                # kept only if no newer generation was seen while it was read (another request may have)
+                if row is not None and self.generation == generation and len(self.rows) < self.LIMIT:
+                    self.rows[digest] = row
+        return row
+
+
+GENERATION_SQL = "SELECT value FROM key_generation WHERE id = 1"
+_known_keys: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # database -> its KnownKeys here
 
 
 @functools.cache
 def lookup_sql(kind: str) -> str:
-    """The SQL of the lookup by hash in the dialect of `kind` (the database class), one parameter: the hash."""
+    """The SQL of the lookup by hash in the dialect of `kind` (the database class), one parameter: the
+    hash; compiled once, since peewee building it cost ~190 µs a request, four times the read itself."""
     sql, _ = ApiKey.select().where(ApiKey.key_hash == "").sql()
     return sql
 
@@ -120,7 +156,8 @@ def get_key(key_id: str) -> ApiKey:
 
 
 def revoke_key(key_id: str) -> ApiKey:
-    """Revoke a key: refused from the next request on, by every instance (nothing caches keys)."""
+    """Revoke a key: refused from the next request on, by every instance (the write bumps the key
+    generation, which every process checks before using a key row it kept)."""
     row = get_key(key_id)
     if row.revoked_at is None:
         row.revoked_at = utcnow()

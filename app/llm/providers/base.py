@@ -24,7 +24,6 @@ same way.
 from __future__ import annotations
 
 import math
-import select
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field, fields
@@ -33,7 +32,8 @@ from typing import Any, Generator, Iterator, Protocol, Union
 
 import httpcore2._backends.sync
 import httpx2
-from gevent import monkey
+
+from app.core.http import socket_readable
 
 # Values that mean "the vendor's default": a parameter holding one of them was not really asked for.
 NEUTRAL_VALUES: dict[str, Any] = {"n": 1, "logprobs": False, "parallel_tool_calls": True}
@@ -400,20 +400,6 @@ def first_byte_within(seconds: float) -> Iterator[None]:
         yield
     finally:
         _first_byte_limit.reset(token)
-
-
-def socket_readable(sock: Any) -> bool:
-    """httpcore2's check, before reusing a pooled connection, that the upstream has not closed it: a
-    poll with a zero timeout, made with the operating system's `poll` rather than gevent's, which for
-    a call that cannot block started a watcher and a `Timeout` that then expired in the hub (12 µs
-    against 0.5 µs alone, and about 5% of a worker's samples under load). A socket without a
-    descriptor counts as readable, as in httpcore2 (the next read returns its end)."""
-    fd = None if sock is None else sock.fileno()
-    if fd is None or fd < 0:
-        return True
-    poller = monkey.get_original("select", "poll")()
-    poller.register(fd, select.POLLIN)
-    return bool(poller.poll(0))
 
 
 class FirstByteTransport(httpx2.HTTPTransport):
