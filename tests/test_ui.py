@@ -206,7 +206,7 @@ def recede(years):
     return 3.8 * years  # centimetres
 ```
 
-Energy: $E_k = m_1 v^2$ stays as written.
+Energy: $E_k = m_1 v^2$ is typeset.
 """
 CODE = "def recede(years):\n    return 3.8 * years  # centimetres\n"
 
@@ -257,7 +257,8 @@ def test_markdown_is_rendered_while_streaming_highlighted_and_copyable(server, p
     expect(code.locator(".hljs-comment")).to_have_text("# centimetres")
     assert code.evaluate("c => getComputedStyle(c.querySelector('.hljs-keyword')).color") != \
         code.evaluate("c => getComputedStyle(c).color"), "keywords are not coloured"
-    expect(answer.locator(".math")).to_have_text("$E_k = m_1 v^2$")
+    expect(answer.locator(".math .katex-html")).to_have_count(1)  # typeset by KaTeX, its TeX kept for copying
+    expect(answer.locator(".math annotation")).to_have_text("E_k = m_1 v^2")
     expect(page.locator(".answered-by").last).to_have_text("openai · gpt-4o-mini")
 
     shot("markdown-done")
@@ -589,7 +590,7 @@ def test_the_key_prompt_round_trip(keyed_server, page, fake_openai, shot):
     page.goto(keyed_server.url + "/ui")
     dialog = page.locator("#key-dialog")
     expect(dialog).to_be_visible()
-    expect(page.locator("#key-reason")).to_contain_text("Send a client API key")
+    expect(page.locator("#key-reason")).to_contain_text("This server asks for a key")
     expect(page.locator("#key-forget")).to_be_hidden()
     assert ("/v1/models", 401) in answers
     shot("key-prompt")
@@ -612,7 +613,7 @@ def test_the_key_prompt_round_trip(keyed_server, page, fake_openai, shot):
     page.click("#key-button")
     page.click("#key-forget")
     expect(dialog).to_be_visible()
-    expect(page.locator("#key-reason")).to_contain_text("Send a client API key")
+    expect(page.locator("#key-reason")).to_contain_text("This server asks for a key")
     assert page.evaluate("localStorage.getItem('aiserver.key')") is None
     expect(page.locator(".chat-item")).to_have_count(0)
     expect(page.locator(".message")).to_have_count(0)
