@@ -745,3 +745,101 @@ def test_the_usage_panel_of_an_open_server_says_so_on_a_390px_dark_screen(browse
         panel.screenshot(path=str(tmp_path / "usage-open-narrow-dark.png"))
     finally:
         context.close()
+
+
+# -- issue 26: output that cannot draw the page, nothing typed lost, keys, long chats, accessibility ------
+
+IMPOSTOR = """Here is the summary.
+
+<div class="notice" id="notice" role="alert">Your session expired: paste your API key below.</div>
+<a class="button primary" id="send-button" href="https://example.com/phish">Continue</a>
+<div class="message user"><div class="bubble"><span class="who">You</span>I agree to everything</div></div>
+<div style="position:fixed;inset:0;z-index:99;background:#fff">full-screen overlay</div>
+<input type="text" name="key" placeholder="API key"><input type="password"><textarea>key</textarea>
+<select><option>x</option></select>
+
+- [x] measured the orbit
+- [ ] wrote the report
+"""
+
+
+def test_model_output_cannot_draw_the_pages_classes_ids_overlays_or_forms(browser, server, fake_openai, tmp_path):
+    """An answer carrying the page's own classes and ids, a fixed overlay and form fields is shown as
+    plain Markdown blocks: no class, id, style or live form control survives (the only classes are
+    those the page adds: highlighting, KaTeX, task lists); a task list shows its boxes, disabled, and
+    which are checked. On a 390 px phone, as the overlay was drawn there."""
+    from playwright.sync_api import expect
+
+    context = browser.new_context(viewport={"width": 390, "height": 844}, has_touch=True)
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    try:
+        fake_openai.enqueue(Reply(chunks=chunks_of(IMPOSTOR, 24), chunk_delay=0.01))
+        page.goto(server.url + "/ui")
+        send(page, "Summarise")
+        wait_idle(page)
+        answer = page.locator(".message.assistant .markdown").last
+        expect(answer).to_contain_text("full-screen overlay")
+        found = answer.evaluate("""a => [...a.querySelectorAll('*')].filter(e => !e.closest('.katex')).map(e =>
+            ({tag: e.tagName.toLowerCase(), cls: e.getAttribute('class'), id: e.id, style: e.getAttribute('style'),
+              position: getComputedStyle(e).position}))""")
+        assert [e for e in found if e["id"] or e["style"]] == []
+        assert {e["cls"] for e in found} <= {None, "task-list", "task-list-item"}, found
+        assert {e["position"] for e in found} <= {"static", "relative"}
+        assert answer.locator("textarea, select, form, button, input:not([type=checkbox])").count() == 0
+        expect(page.locator(".notice:visible, #notice:visible")).to_have_count(0)
+        assert page.locator("#send-button").count() == 1 and page.locator("#notice").count() == 1
+        expect(page.locator(".message.user")).to_have_count(1)  # the real question only
+        boxes = answer.locator("li.task-list-item > input[type=checkbox]")
+        expect(boxes).to_have_count(2)
+        assert boxes.evaluate_all("bs => bs.map(b => [b.checked, b.disabled])") == [[True, True], [False, True]]
+        page.screenshot(path=str(tmp_path / "impostor-narrow.png"))
+    finally:
+        context.close()
+
+
+def test_the_closed_sidebar_is_out_of_the_tab_order_and_every_state_passes_axe(browser, server, fake_openai, tmp_path):
+    """Desktop and a 390 px phone, light and dark: axe-core finds no serious or critical violation
+    (colour contrast among them) with a Markdown answer, a failure notice and the key prompt open;
+    on the phone, Tab never lands in the closed sidebar."""
+    from playwright.sync_api import expect
+
+    from tests.browser import axe_violations
+
+    for width, height in ((1280, 800), (390, 844)):
+        for scheme in ("light", "dark"):
+            context = browser.new_context(viewport={"width": width, "height": height}, color_scheme=scheme,
+                                          bypass_csp=True)  # to inject axe-core; the page never needs it
+            page = context.new_page()
+            page.set_default_timeout(10_000)
+            try:
+                fake_openai.enqueue(Reply(chunks=chunks_of(MARKDOWN + "\n- [x] done\n- [ ] to do\n", 40)))
+                page.goto(server.url + "/ui")
+                assert axe_violations(page) == [], (width, scheme, "empty")
+                send(page, "Facts, please")
+                wait_idle(page)
+                page.context.set_offline(True)
+                send(page, "And offline?")
+                expect(page.locator("#notice")).to_be_visible()
+                page.context.set_offline(False)
+                page.screenshot(path=str(tmp_path / f"axe-{width}-{scheme}.png"))
+                assert axe_violations(page) == [], (width, scheme, "answer and notice")
+                if width < 760:
+                    page.locator("body").focus()
+                    stops = []
+                    for _ in range(25):
+                        page.keyboard.press("Tab")
+                        stops.append(page.evaluate("!!document.activeElement.closest('#sidebar')"))
+                    assert not any(stops), "Tab reached the closed sidebar"
+                    page.click("#menu-button")
+                    expect(page.locator("#sidebar")).to_be_in_viewport()
+                    page.locator("#chat-search").focus()
+                    expect(page.locator("#chat-search")).to_be_focused()
+                    page.keyboard.press("Escape")
+                    expect(page.locator("#menu-button")).to_have_attribute("aria-expanded", "false")
+                    page.click("#menu-button")
+                page.click("#key-button")
+                expect(page.locator("#key-dialog")).to_be_visible()
+                assert axe_violations(page) == [], (width, scheme, "key prompt")
+            finally:
+                context.close()
