@@ -843,3 +843,111 @@ def test_the_closed_sidebar_is_out_of_the_tab_order_and_every_state_passes_axe(b
                 assert axe_violations(page) == [], (width, scheme, "key prompt")
             finally:
                 context.close()
+
+
+def keyed_page(browser, server: LiveServer, key: str, **options: Any) -> tuple[Any, list[str]]:
+    """A page of `server` with `key` stored, and the list of the API calls that reached it (paths)."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, **options)
+    context.add_init_script(f"localStorage.setItem('aiserver.key', {json.dumps(key)})")
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    calls: list[str] = []
+    page.on("response", lambda r: calls.append(urlsplit_path(r.url)) if "/static/" not in r.url else None)
+    return page, calls
+
+
+def test_a_failed_send_keeps_the_message_offline_too_large_or_over_the_limit(keyed_server, browser, fake_openai):
+    """Offline, a 413 and a 429 each put the text back in the composer (and the question out of the
+    conversation) with the reason in words and a retry; the 429 says how long to wait. A message
+    costs one call: a key allowed 4 requests a minute loads the page (3) and sends one message."""
+    from playwright.sync_api import expect
+
+    key = create_key(keyed_server, "ui-failures", "--rpm", "4")
+    fake_openai.enqueue(Reply(text="Answered."))
+    page, calls = keyed_page(browser, keyed_server, key)
+    try:
+        page.goto(keyed_server.url + "/ui")
+        expect(page.locator('#model-select option[value="openai/gpt-4o"]')).to_have_count(1)
+        expect(page.locator("#empty-list")).to_be_visible()
+        loaded = len([c for c in calls if c != "/ui"])
+        assert loaded == 3, calls
+
+        page.context.set_offline(True)
+        send(page, "Sent while offline")
+        expect(page.locator("#notice")).to_contain_text("offline")
+        expect(page.locator("#composer-input")).to_have_value("Sent while offline")
+        expect(page.locator(".message")).to_have_count(0)
+        page.context.set_offline(False)
+        page.get_by_role("button", name="Try again").click()
+        expect(page.locator(".message.assistant .text")).to_have_text(["Answered."])
+        expect(page.locator("#composer-input")).to_have_value("")
+        wait_idle(page)
+        page.wait_for_timeout(300)
+        assert len([c for c in calls if c != "/ui"]) == loaded + 1, calls  # the message, and nothing more
+
+        big = "x" * 1_100_000  # over MAX_BODY_BYTES (1 MiB); refused before the limiter counts it
+        page.fill("#composer-input", big)
+        page.keyboard.press("Enter")
+        expect(page.locator("#notice")).to_contain_text("too large for the server")
+        assert "MAX_BODY_BYTES" not in page.locator("#notice").inner_text()
+        assert page.locator("#composer-input").evaluate("t => t.value.length") == len(big)
+        expect(page.locator(".message.user")).to_have_count(1)
+
+        page.fill("#composer-input", "One too many")
+        page.keyboard.press("Enter")
+        notice = page.locator("#notice")
+        expect(notice).to_contain_text(re.compile(r"Try again in \d+ s"))
+        assert "Retry-After" not in notice.inner_text()
+        expect(page.locator("#composer-input")).to_have_value("One too many")
+        expect(page.locator(".message.user .text")).to_have_text(["Sent while offline"])
+        expect(notice.get_by_role("button", name="Try again")).to_be_visible()
+    finally:
+        page.context.close()
+
+
+def test_regenerate_after_a_failed_send_acts_on_the_stored_answer(server, page, fake_openai):
+    """After an offline send, the page shows what the server holds, so Regenerate answers the stored
+    question again (it had deleted the stored answer and shown its replacement under the unsent one)."""
+    from playwright.sync_api import expect
+
+    fake_openai.enqueue(Reply(text="About Mars."), Reply(text="About Mars, again."))
+    page.goto(server.url + "/ui")
+    send(page, "Tell me about Mars")
+    wait_idle(page)
+    chat_id = re.search(r"#chat=(.+)$", page.url).group(1)
+    page.context.set_offline(True)
+    send(page, "And Venus?")
+    expect(page.locator("#notice")).to_be_visible()
+    page.context.set_offline(False)
+    page.get_by_role("button", name="Regenerate").click()
+    wait_idle(page)
+    expect(page.locator(".message.user .text")).to_have_text(["Tell me about Mars"])
+    expect(page.locator(".message.assistant .text")).to_have_text(["About Mars, again."])
+    expect(page.locator("#composer-input")).to_have_value("And Venus?")
+    stored = requests.get(f"{server.url}/chat/history/{chat_id}", timeout=5).json()["history"]["messages"]
+    assert [m["content"] for m in stored[1:]] == ["Tell me about Mars", "About Mars, again."]
+
+
+def test_a_revoked_key_brings_the_prompt_back_and_the_picker_offers_the_keys_models(keyed_server, browser,
+                                                                                     fake_openai):
+    from playwright.sync_api import expect
+
+    key = create_key(keyed_server, "ui-revoked", "--models", "openai/gpt-4o")
+    key_id = requests.get(f"{keyed_server.url}/v1/key/info", headers=bearer(key), timeout=5).json()["key"]["id"]
+    page, _ = keyed_page(browser, keyed_server, key)
+    try:
+        page.goto(keyed_server.url + "/ui")
+        options = page.locator("#model-select option")
+        expect(options).to_have_count(2)
+        assert [o.get_attribute("value") for o in options.all()] == ["", "openai/gpt-4o"]
+
+        result = subprocess.run([str(VENV_BIN / "flask"), "--app", "app.wsgi", "keys", "revoke", key_id], cwd=ROOT,
+                                env=as_environ(keyed_server.config), capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stdout + result.stderr
+        send(page, "Still there?")
+        expect(page.locator("#key-dialog")).to_be_visible()
+        expect(page.locator("#key-reason")).to_contain_text("This key has been switched off")
+        expect(page.locator("#composer-input")).to_have_value("Still there?")
+        expect(page.locator(".message")).to_have_count(0)
+    finally:
+        page.context.close()
