@@ -420,7 +420,7 @@
      lexer splits that tail into top-level blocks; all but the last are complete (rendered once and
      kept), the last is still growing and is rendered again. So a frame costs the last block, not the
      whole answer (a 50,000-character answer was re-parsed in full every frame). */
-  function renderStreaming(target, text) {
+  function renderStreaming(target, text, final) {
     if (!window.marked || !window.DOMPurify) { renderMarkdown(target, text); return; }
     var stream = target.__stream;
     if (!stream || text.lastIndexOf(stream.prefix, 0) !== 0) {
@@ -441,7 +441,7 @@
     }
     var growing = tokens.slice(last);
     growing.links = tokens.links;
-    var small = text.length - stream.offset < LIVE_HIGHLIGHT_CHARS;
+    var small = final || text.length - stream.offset < LIVE_HIGHLIGHT_CHARS;
     htmlNodes(sanitize(marked.parser(growing))).forEach(function (node) { target.appendChild(shownNode(node, small)); });
   }
 
@@ -1052,6 +1052,14 @@
     });
   }
 
+  /* The streamed answer's last block rendered as complete (the blocks before it already are: no
+     second parse of the whole answer at its end). */
+  function finishAnswer(node, text) {
+    node.__raw = text;
+    var target = node.querySelector(".text");
+    if (target.__stream) renderStreaming(target, text, true); else renderMarkdown(target, text);
+  }
+
   function setAnswerText(node, text) {
     node.__raw = text;
     renderMarkdown(node.querySelector(".text"), text);
@@ -1372,7 +1380,7 @@
       })
       .then(function () {
         if (frame) { cancelAnimationFrame(frame); frame = null; }
-        if (answer.parentNode) setAnswerText(answer, raw);
+        if (answer.parentNode) finishAnswer(answer, raw);
         answer.classList.remove("streaming");
         state.streaming = null;
         setBusy(false);
