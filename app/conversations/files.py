@@ -16,7 +16,7 @@ from typing import Any
 from pypdf import PdfReader
 from pypdf.errors import PyPdfError
 
-from app.core.errors import BadRequest, PayloadTooLarge
+from app.core.errors import BadRequest, PayloadTooLarge, size_in_words
 
 log = logging.getLogger("aiserver.chat.files")
 
@@ -62,7 +62,7 @@ def file_text(name: str, data: str, limits: FileLimits) -> str:
     except (binascii.Error, ValueError):
         raise UnsupportedFile(f"{name} could not be read: its data is not base64.", details=details) from None
     if len(raw) > limits.bytes:
-        raise FileTooLarge(f"{name} is {in_words(len(raw))}; a file may be at most {in_words(limits.bytes)}.",
+        raise FileTooLarge(f"{name} is {size_in_words(len(raw))}; a file may be at most {size_in_words(limits.bytes)}.",
                            details={**details, "max_bytes": limits.bytes})
     text = pdf_text(name, raw) if raw.startswith(PDF_MAGIC) else plain_text(name, raw)
     if len(text) > limits.chars:
@@ -98,12 +98,3 @@ def pdf_text(name: str, raw: bytes) -> str:
         raise UnsupportedFile(f"{name} has no text to read (a scanned PDF?); attach its text instead.",
                               details=details)
     return text
-
-
-def in_words(size: int) -> str:
-    """A byte count as people say it: "3.2 MB", "900 KB", "12 bytes"."""
-    if size >= 1024 * 1024:
-        return f"{size / (1024 * 1024):.1f}".rstrip("0").rstrip(".") + " MB"
-    if size >= 1024:
-        return f"{size / 1024:.0f} KB"
-    return f"{size} bytes"

@@ -214,8 +214,14 @@ def active_messages(key: str) -> Any:
 
 
 def last_message_id(key: str) -> int | None:
-    """The id of the last message of the chat's shown branch (None for a chat with no message)."""
-    return (Message.select(fn.MAX(Message.id)).where((Message.conversation == key) & Message.active).scalar())
+    """The id of the last message of the chat's shown branch: its newest but the system message (which
+    is the first whatever its id: one added later by PATCH has a larger one), else the system message;
+    None for a chat with no message."""
+    newest = (Message.select(fn.MAX(Message.id))
+              .where((Message.conversation == key) & Message.active & (Message.role != "system")).scalar())
+    if newest is not None:
+        return newest
+    return Message.select(Message.id).where((Message.conversation == key) & (Message.role == "system")).scalar()
 
 
 def held(conversation: Conversation, now: Any) -> bool:
@@ -776,7 +782,7 @@ def chat_view(conversation: Conversation) -> dict[str, Any]:
     return {"created_at": isoformat(conversation.created_at), "last_updated": isoformat(conversation.last_updated),
             "message_count": conversation.message_count, "title": conversation.title,
             "system_prompt": system, "temperature": conversation.temperature, "answering": answering,
-            "last_message_id": max((m.id for m in messages), default=None),
+            "last_message_id": last_message_id(conversation.id),
             "messages": [message_dict(m, versions.get(m.parent_id) if m.role != "system" else None)
                          for m in messages]}
 
