@@ -11,7 +11,7 @@ from typing import Any, Callable
 from flask import has_request_context, request
 from marshmallow import Schema, ValidationError
 
-from app.core.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from app.core.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed, size_in_words
 
 
 def parse_body(schema: type[Schema]) -> dict[str, Any]:
@@ -54,8 +54,9 @@ def request_body() -> bytes:
     raw = request.get_data(cache=True)
     limit = request.max_content_length
     too_long = request.content_length is None and limit is not None and len(raw) >= limit
-    if too_long and request.environ["wsgi.input"].read(1):
-        raise PayloadTooLarge("Request body is larger than MAX_BODY_BYTES allows.")
+    if too_long and limit is not None and request.environ["wsgi.input"].read(1):
+        raise PayloadTooLarge(f"The request is larger than this server accepts: at most {size_in_words(limit)}.",
+                              details={"max_bytes": limit})
     return raw
 
 
