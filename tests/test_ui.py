@@ -857,7 +857,7 @@ def keyed_page(browser, server: LiveServer, key: str, **options: Any) -> tuple[A
 
 
 def test_a_failed_send_keeps_the_message_offline_too_large_or_over_the_limit(keyed_server, browser, fake_openai):
-    """Offline, a 413 and a 429 each put the text back in the composer (and the question out of the
+    """Offline and a 429 each put the text back in the composer (and the question out of the
     conversation) with the reason in words and a retry; the 429 says how long to wait. A message
     costs one call: a key allowed 4 requests a minute loads the page (3) and sends one message."""
     from playwright.sync_api import expect
@@ -885,14 +885,6 @@ def test_a_failed_send_keeps_the_message_offline_too_large_or_over_the_limit(key
         page.wait_for_timeout(300)
         assert len([c for c in calls if c != "/ui"]) == loaded + 1, calls  # the message, and nothing more
 
-        big = "x" * 1_100_000  # over MAX_BODY_BYTES (1 MiB); refused before the limiter counts it
-        page.fill("#composer-input", big)
-        page.keyboard.press("Enter")
-        expect(page.locator("#notice")).to_contain_text("too large for the server")
-        assert "MAX_BODY_BYTES" not in page.locator("#notice").inner_text()
-        assert page.locator("#composer-input").evaluate("t => t.value.length") == len(big)
-        expect(page.locator(".message.user")).to_have_count(1)
-
         page.fill("#composer-input", "One too many")
         page.keyboard.press("Enter")
         notice = page.locator("#notice")
@@ -903,6 +895,19 @@ def test_a_failed_send_keeps_the_message_offline_too_large_or_over_the_limit(key
         expect(notice.get_by_role("button", name="Try again")).to_be_visible()
     finally:
         page.context.close()
+
+
+def test_a_message_too_large_for_the_server_is_kept_with_the_reason_in_words(server, page):
+    from playwright.sync_api import expect
+
+    page.goto(server.url + "/ui")
+    big = "x" * 1_100_000  # over MAX_BODY_BYTES (1 MiB)
+    page.fill("#composer-input", big)
+    page.keyboard.press("Enter")
+    expect(page.locator("#notice")).to_contain_text("too large for the server", timeout=20_000)
+    assert "MAX_BODY_BYTES" not in page.locator("#notice").inner_text()
+    assert page.locator("#composer-input").evaluate("t => t.value.length") == len(big)
+    expect(page.locator(".message")).to_have_count(0)
 
 
 def test_regenerate_after_a_failed_send_acts_on_the_stored_answer(server, page, fake_openai):

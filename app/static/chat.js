@@ -61,6 +61,7 @@
     editing: false,      // the composer holds the last message, to replace it
     pinned: true,        // the conversation is scrolled to its end (and follows the answer)
     attachments: [],     // data: URLs of the images of the next message
+    files: [],           // {name, data (base64), size} of the files of the next message
     chats: {}            // id -> summary, as listed
   };
   var el = {};
@@ -73,7 +74,8 @@
      "image-input", "attach-button", "composer-input", "stop-button", "send-button", "key-dialog", "key-form",
      "key-reason", "key-input", "key-forget", "key-cancel", "usage-button", "usage-dialog", "usage-who",
      "usage-status", "usage-chart-section", "usage-chart", "usage-total", "usage-table", "usage-limits-section",
-     "usage-limits"].forEach(function (id) {
+     "usage-limits", "settings-button", "settings-dialog", "settings-form", "system-input", "temperature-input",
+     "settings-error", "settings-cancel", "settings-hint"].forEach(function (id) {
       el[id.replace(/-([a-z])/g, function (_, c) { return c.toUpperCase(); })] = document.getElementById(id);
     });
     setupMarkdown();
@@ -82,7 +84,9 @@
     setupComposer();
     setupSidebar();
     setupChatMenu();
+    setupSettings();
     setupKeyDialog();
+    listenToOtherTabs();
     el.usageButton.addEventListener("click", openUsage);
     el.modelSelect.addEventListener("change", rememberModel);
     window.addEventListener("hashchange", openFromHash);
@@ -764,7 +768,45 @@
   }
 
   function syncChatMenu() {
-    el.chatMenu.hidden = !state.chatId;
+    [el.renameButton, el.exportMd, el.exportJson].forEach(function (button) { button.hidden = !state.chatId; });
+  }
+
+  /* The chat's system prompt and temperature: kept with the chat on the server (PATCH), or, for a
+     chat not yet sent, sent with its first message. */
+  function setupSettings() {
+    el.settingsButton.addEventListener("click", function () {
+      el.chatMenu.open = false;
+      var current = (state.chatId ? state.settings : state.pendingSettings) || {};
+      el.systemInput.value = current.system_prompt || "";
+      el.temperatureInput.value = current.temperature === null || current.temperature === undefined ? "" : current.temperature;
+      el.settingsError.hidden = true;
+      el.settingsDialog.showModal();
+    });
+    el.settingsCancel.addEventListener("click", function () { el.settingsDialog.close(); });
+    el.settingsForm.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var raw = el.temperatureInput.value.trim();
+      var temperature = raw === "" ? null : Number(raw);
+      if (temperature !== null && !(temperature >= 0 && temperature <= 2)) {
+        el.settingsError.textContent = "The temperature is a number from 0 to 2, or empty.";
+        el.settingsError.hidden = false;
+        return;
+      }
+      var chosen = {system_prompt: el.systemInput.value, temperature: temperature};
+      if (!state.chatId) { state.pendingSettings = chosen; el.settingsDialog.close(); return; }
+      var id = state.chatId;
+      api("/chat/history/" + encodeURIComponent(id), {method: "PATCH", headers: {"Content-Type": "application/json"},
+                                                       body: JSON.stringify(chosen)})
+        .then(readJson).then(function (body) {
+          state.settings = {system_prompt: body.system_prompt, temperature: body.temperature};
+          el.settingsDialog.close();
+          reloadMessages();
+          announce();
+        }).catch(function (error) {
+          el.settingsError.textContent = "Not saved: " + failureText(error);
+          el.settingsError.hidden = false;
+        });
+    });
   }
 
   function startRename() {
@@ -866,10 +908,13 @@
     clearMessages();
     state.history = history.messages.slice();
     state.shownFrom = state.history.length;
+    state.lastId = history.last_message_id || null;
+    state.settings = {system_prompt: history.system_prompt, temperature: history.temperature};
     showEarlier();
     setHeading(id, history);
     updateActions();
     scrollToEnd(true);
+    if (history.answering) resume(id, history.answering);
   }
 
   function showEarlier() {
@@ -894,6 +939,8 @@
     if (state.streaming) state.streaming.abort();
     state.chatId = null;
     state.pendingId = customId;
+    state.lastId = null;
+    state.pendingSettings = null;
     cancelEdit();
     clearMessages();
     el.messages.appendChild(el.welcome);
@@ -971,11 +1018,84 @@
       details.append(summary, text);
       return details;
     }
-    var node = message.role === "user" ? userNode(message.content, message.images || [])
+    var node = message.role === "user" ? userNode(message.content, message.images || [], message.files || [])
       : answerNode({provider: message.provider, model: message.model});
-    if (message.role === "assistant") setAnswerText(node, message.content);
+    if (message.id) node.dataset.id = message.id;
+    if (message.role === "assistant") {
+      if (message.reasoning) setReasoning(node, message.reasoning);
+      setAnswerText(node, message.content);
+      setUsage(node, message.usage);
+    }
     if (message.status && message.status !== "complete") setStatus(node, message.status, message.error);
+    if (message.versions && message.versions.count > 1) addVersions(node, message.versions);
     return node;
+  }
+
+  /* "‹ 2/3 ›" under a message with versions: another version is made active on the server (and the
+     branch under it), and the chat is shown as it then is. */
+  function addVersions(node, versions) {
+    var nav = document.createElement("div");
+    nav.className = "versions";
+    nav.setAttribute("role", "group");
+    nav.setAttribute("aria-label", "Versions of this message");
+    var label = document.createElement("span");
+    label.textContent = (versions.index + 1) + "/" + versions.count;
+    [[-1, "\u2039", "Previous version"], [1, "\u203a", "Next version"]].forEach(function (step) {
+      var target = versions.ids[versions.index + step[0]];
+      var button = document.createElement("button");
+      button.type = "button";
+      button.className = "action";
+      button.textContent = step[1];
+      button.setAttribute("aria-label", step[2]);
+      button.disabled = target === undefined;
+      button.addEventListener("click", function () { showVersion(target); });
+      nav.appendChild(button);
+      if (step[0] < 0) nav.appendChild(label);
+    });
+    node.querySelector(".bubble").appendChild(nav);
+  }
+
+  function showVersion(messageId) {
+    var id = state.chatId;
+    if (!id || state.streaming) return;
+    api("/chat/history/" + encodeURIComponent(id) + "/messages/" + messageId + "/activate", {method: "POST"})
+      .then(readJson).then(function (body) {
+        if (state.chatId !== id) return;
+        showChat(id, body.history);
+        announce();
+      }).catch(function (error) {
+        if (!isKeyRefusal(error)) showNotice("Could not show that version: " + failureText(error));
+        reloadMessages();
+      });
+  }
+
+  /* The model's reasoning, folded above the answer. */
+  function setReasoning(node, text) {
+    var details = node.querySelector(".reasoning");
+    if (!details) {
+      details = document.createElement("details");
+      details.className = "reasoning";
+      var summary = document.createElement("summary");
+      summary.textContent = "Reasoning";
+      var body = document.createElement("div");
+      body.className = "reasoning-text";
+      details.append(summary, body);
+      node.querySelector(".bubble").insertBefore(details, node.querySelector(".text"));
+    }
+    details.querySelector(".reasoning-text").textContent = text;
+  }
+
+  /* Tokens of the answer, under it. */
+  function setUsage(node, usage) {
+    if (!usage) return;
+    var line = node.querySelector(".usage-line");
+    if (!line) {
+      line = document.createElement("span");
+      line.className = "usage-line";
+      node.querySelector(".answered-by").after(line);
+    }
+    line.textContent = count(usage.total_tokens) + " tokens (" + count(usage.prompt_tokens) + " in, " +
+      count(usage.completion_tokens) + " out)";
   }
 
   function messageShell(role) {
@@ -991,8 +1111,14 @@
     return wrap;
   }
 
-  function userNode(text, images) {
+  function userNode(text, images, files) {
     var node = messageShell("user");
+    (files || []).forEach(function (file) {
+      var chip = document.createElement("span");
+      chip.className = "file-chip";
+      chip.textContent = file.name + (file.chars ? " \u00b7 " + count(file.chars) + " characters" : "");
+      node.querySelector(".bubble").appendChild(chip);
+    });
     node.dataset.text = text;
     node.dataset.images = JSON.stringify(images);
     if (images.length) {
@@ -1087,13 +1213,15 @@
       }));
     });
     if (!state.chatId) return;
-    var users = el.messages.querySelectorAll(".message.user");
-    var lastUser = users[users.length - 1];
     var last = el.messages.lastElementChild;
-    if (last && last.classList.contains("assistant")) {
-      last.querySelector(".actions").appendChild(actionButton("Regenerate", "Answer the last message again", regenerate));
+    if (last && last.classList.contains("assistant") && last.dataset.id) {
+      last.querySelector(".actions").appendChild(actionButton("Regenerate", "Answer this message again (a new version)",
+                                                              function () { regenerate(last); }));
     }
-    if (lastUser) actionBar(lastUser).appendChild(actionButton("Edit", "Edit and resend your last message", startEdit));
+    Array.prototype.forEach.call(el.messages.querySelectorAll(".message.user[data-id]"), function (node) {
+      actionBar(node).appendChild(actionButton("Edit", "Edit and resend this message (a new version)",
+                                               function () { startEdit(node); }));
+    });
   }
 
   function actionBar(node) {
@@ -1142,14 +1270,35 @@
       el.imageInput.value = "";
     });
     el.cancelEdit.addEventListener("click", cancelEdit);
-    el.stopButton.addEventListener("click", function () { if (state.streaming) state.streaming.abort(); });
+    el.stopButton.addEventListener("click", stopAnswer);
     el.messages.addEventListener("scroll", function () { state.pinned = nearBottom(); }, {passive: true});
   }
 
   function isImage(file) { return /^image\/(png|jpeg|gif|webp)$/.test(file.type); }
 
+  /* Text, Markdown, code and PDF files go to the server as they are (base64); it reads them, a PDF's
+     text included, and gives them to the model before the message. */
+  function isDocument(file) {
+    return file.type === "application/pdf" || /^text\//.test(file.type) ||
+      /\.(pdf|txt|md|markdown|csv|json|ya?ml|toml|xml|html|css|js|ts|py|rb|go|rs|java|kt|c|h|cpp|hpp|cs|php|sh|sql)$/i.test(file.name);
+  }
+
+  function attachDocument(file) {
+    var reader = new FileReader();
+    reader.onerror = function () { showNotice("Could not read the file " + file.name + "."); };
+    reader.onload = function () {
+      state.files.push({name: file.name, data: String(reader.result).replace(/^data:[^,]*,/, ""), size: file.size});
+      renderAttachments();
+    };
+    reader.readAsDataURL(file);
+  }
+
   function attachFile(file) {
-    if (!isImage(file)) { showNotice(file.name + " is not a PNG, JPEG, GIF or WebP image."); return; }
+    if (!isImage(file) && isDocument(file)) { attachDocument(file); return; }
+    if (!isImage(file)) {
+      showNotice(file.name + " is not an image (PNG, JPEG, GIF, WebP) nor a text, Markdown, code or PDF file.");
+      return;
+    }
     imageUrl(file).then(addAttachment, function () { showNotice("Could not read the image " + file.name + "."); });
   }
 
@@ -1202,17 +1351,35 @@
       item.append(img, remove);
       el.attachments.appendChild(item);
     });
-    el.attachments.hidden = state.attachments.length === 0;
+    state.files.forEach(function (file, i) {
+      var item = document.createElement("li");
+      item.className = "file";
+      var name = document.createElement("span");
+      name.className = "file-chip";
+      name.textContent = file.name + " \u00b7 " + Math.max(1, Math.round(file.size / 1024)) + " KB";
+      var remove = document.createElement("button");
+      remove.type = "button";
+      remove.className = "remove-attachment";
+      remove.textContent = "\u00d7";
+      remove.setAttribute("aria-label", "Remove the file " + file.name);
+      remove.addEventListener("click", function () {
+        state.files.splice(i, 1);
+        renderAttachments();
+        el.composerInput.focus();
+      });
+      item.append(name, remove);
+      el.attachments.appendChild(item);
+    });
+    el.attachments.hidden = state.attachments.length === 0 && state.files.length === 0;
   }
 
-  function startEdit() {
-    var users = el.messages.querySelectorAll(".message.user");
-    var last = users[users.length - 1];
-    if (!last || state.streaming) return;
-    state.editing = true;
+  /* Edit `node`, a question with its id: the composer holds it, and sending makes a new version. */
+  function startEdit(node) {
+    if (!node || state.streaming) return;
+    state.editing = node;
     el.editing.hidden = false;
-    el.composerInput.value = last.dataset.text || "";
-    state.attachments = JSON.parse(last.dataset.images || "[]");
+    el.composerInput.value = node.dataset.text || "";
+    state.attachments = JSON.parse(node.dataset.images || "[]");
     renderAttachments();
     autosize();
     el.composerInput.focus();
@@ -1220,10 +1387,11 @@
 
   function cancelEdit() {
     if (!state.editing) return;
-    state.editing = false;
+    state.editing = null;
     el.editing.hidden = true;
     el.composerInput.value = "";
     state.attachments = [];
+    state.files = [];
     renderAttachments();
     autosize();
   }
@@ -1245,35 +1413,38 @@
      the reason and a retry if the server does not take the message: nothing typed is lost. */
   function send() {
     var text = el.composerInput.value.trim();
-    if ((!text && !state.attachments.length) || state.streaming) return;
-    var draft = {text: text, images: state.attachments.slice(), editing: state.editing};
+    if ((!text && !state.attachments.length && !state.files.length) || state.streaming) return;
+    var draft = {text: text, images: state.attachments.slice(), files: state.files.slice(), editing: state.editing};
     var body = {message: messageContent(text, draft.images)};
+    if (draft.files.length) body.files = draft.files.map(function (f) { return {name: f.name, data: f.data}; });
     var replaced = [];
     if (state.editing) {
-      body.replace = "message";
-      replaced = fromLastQuestion();
+      body.edit = Number(state.editing.dataset.id);
+      replaced = fromNode(state.editing);
     }
-    state.editing = false;
+    state.editing = null;
     el.editing.hidden = true;
     clearComposer();
     if (el.welcome.parentNode) el.welcome.remove();
-    var question = userNode(text, draft.images);
+    var question = userNode(text, draft.images, draft.files);
     el.messages.appendChild(question);
-    turn(body, text || "Image", {added: [question], replaced: replaced, draft: draft});
+    turn(body, text || (draft.files[0] || {}).name || "Image", {added: [question], replaced: replaced, draft: draft, question: question});
   }
 
   function clearComposer() {
     el.composerInput.value = "";
     state.attachments = [];
+    state.files = [];
     renderAttachments();
     autosize();
   }
 
   /* Put a message that was not taken back into the composer (unless something new was typed there). */
   function restoreDraft(draft) {
-    if (el.composerInput.value.trim() || state.attachments.length) return;
+    if (el.composerInput.value.trim() || state.attachments.length || state.files.length) return;
     el.composerInput.value = draft.text;
     state.attachments = draft.images.slice();
+    state.files = draft.files.slice();
     state.editing = draft.editing;
     el.editing.hidden = !draft.editing;
     renderAttachments();
@@ -1286,18 +1457,16 @@
     return parts.concat(images.map(function (url) { return {type: "image_url", image_url: {url: url}}; }));
   }
 
-  function regenerate() {
-    if (state.streaming || !state.chatId) return;
-    var last = el.messages.lastElementChild;
-    var replaced = last && last.classList.contains("assistant") ? [last] : [];
-    replaced.forEach(function (node) { node.hidden = true; });
-    turn({replace: "answer"}, "", {added: [], replaced: replaced, draft: null});
+  /* Answer again the question of `answer` (an answer node with its id): a new version of it. */
+  function regenerate(answer) {
+    if (state.streaming || !state.chatId || !answer || !answer.dataset.id) return;
+    var replaced = fromNode(answer);
+    turn({regenerate: Number(answer.dataset.id)}, "", {added: [], replaced: replaced, draft: null,
+                                                       retry: function () { regenerate(answer); }});
   }
 
-  /* The last question and what follows it, hidden until the server takes its replacement. */
-  function fromLastQuestion() {
-    var users = el.messages.querySelectorAll(".message.user");
-    var node = users[users.length - 1];
+  /* `node` and what follows it, hidden until the server takes what replaces them. */
+  function fromNode(node) {
     var nodes = [];
     for (; node; node = node.nextElementSibling) nodes.push(node);
     nodes.forEach(function (n) { n.hidden = true; });
@@ -1317,14 +1486,19 @@
 
     var chatId = state.chatId || state.pendingId;
     if (chatId) body.chat_id = chatId;
+    if (state.chatId && state.lastId) body.after = state.lastId;
+    if (!state.chatId) Object.assign(body, newChatSettings());
     if (el.modelSelect.value) body.model = el.modelSelect.value;
     body.stream = true;
+    body.resumable = true;  // a reload or a closed tab does not stop it; Stop does
 
     var controller = new AbortController();
     state.streaming = controller;
+    state.answerId = null;
     setBusy(true);
     updateActions();
     var origin = {fallbacks: []};
+    var reasoning = "";
     var started = false;
     var finished = false;
     var reread = false;
@@ -1351,19 +1525,26 @@
           if (event.type === "delta") {
             raw += event.content;
             if (!frame) frame = requestAnimationFrame(paint);
+          } else if (event.type === "reasoning") {
+            reasoning += event.content;
+            setReasoning(answer, reasoning);
           } else if (event.type === "fallback") {
             origin.fallbacks.push(event);
           } else if (event.type === "start") {
             origin.provider = event.provider;
             origin.model = event.model;
             setOrigin(answer, origin);
+            noteIds(event, answer, change.question);
           } else if (event.type === "done") {
             finished = true;
             origin.provider = event.provider || origin.provider;
             origin.model = event.model || origin.model;
             setOrigin(answer, origin);
+            setUsage(answer, event.usage);
+            noteIds(event, answer, change.question);
             if (event.chat_id) adoptChat(event.chat_id, title);
           } else if (event.type === "error") {
+            noteIds(event, answer, change.question);
             finished = true;
             setStatus(answer, "error", event.message);
             if (event.chat_id) adoptChat(event.chat_id, title);
@@ -1383,10 +1564,11 @@
         if (answer.parentNode) finishAnswer(answer, raw);
         answer.classList.remove("streaming");
         state.streaming = null;
+        state.answerId = null;
         setBusy(false);
         updateActions();
         scrollToEnd(false);
-        if (started) noteTurn(title);
+        if (started) { noteTurn(title); announce(); }
         if (reread) reloadMessages();
         el.composerInput.focus();
       });
@@ -1402,7 +1584,7 @@
     if (change.draft) restoreDraft(change.draft);
     var stored = error.body && error.body.error && error.body.error.chat_id;
     if (stored) adoptChat(stored, title);
-    if (!isKeyRefusal(error)) showNotice(failureText(error), change.draft ? send : regenerate);
+    if (!isKeyRefusal(error)) showNotice(failureText(error), change.draft ? send : change.retry);
     return !!stored;
   }
 
@@ -1420,6 +1602,10 @@
       var wait = retryAfter(error);
       return "Too many requests for now: this key's limit is reached." +
         (wait ? " Try again in " + waitWords(wait) + "." : " Try again in a moment.");
+    }
+    var code = error.body && error.body.error && error.body.error.code;
+    if (code === "chat_changed" || code === "message_not_active") {
+      return "This chat changed in another tab or window; it now shows what was saved. Your message is kept: send it again.";
     }
     if (status === 409) return "This chat is still answering another message. Send again when it has finished.";
     if (status >= 500) {
@@ -1455,6 +1641,8 @@
     if (state.chatId === id) return;
     state.chatId = id;
     state.pendingId = null;
+    state.settings = state.pendingSettings || {};
+    state.pendingSettings = null;
     rememberChatModel(id, el.modelSelect.value);
     var summary = state.chats[id] || {title: firstMessage.slice(0, 80), last_updated: new Date().toISOString()};
     upsertChat(id, summary);
@@ -1462,6 +1650,105 @@
     el.chatTitle.textContent = summary.title || id;
     el.chatMeta.textContent = id;
     syncChatMenu();
+  }
+
+  /* The system prompt and temperature chosen for a chat not yet sent (the chat keeps them). */
+  function newChatSettings() {
+    var chosen = state.pendingSettings || {};
+    var out = {};
+    if (chosen.system_prompt !== undefined && chosen.system_prompt !== null) out.system = chosen.system_prompt;
+    if (chosen.temperature !== undefined && chosen.temperature !== null) out.temperature = chosen.temperature;
+    return out;
+  }
+
+  /* The ids a stream event names: the question's, the answer's; the answer is the chat's end now. */
+  function noteIds(event, answer, question) {
+    if (event.answer_id) {
+      answer.dataset.id = event.answer_id;
+      state.answerId = event.answer_id;
+      state.lastId = event.answer_id;
+    }
+    if (event.message_id && question) question.dataset.id = event.message_id;
+  }
+
+  /* Other tabs of this page showing the same chat read it again when this one changed it. */
+  var channel = window.BroadcastChannel ? new BroadcastChannel("aiserver.chat") : null;
+
+  function announce() {
+    if (channel && state.chatId) channel.postMessage({chat: state.chatId});
+  }
+
+  function listenToOtherTabs() {
+    if (!channel) return;
+    channel.onmessage = function (event) {
+      if (event.data && event.data.chat === state.chatId && !state.streaming && !state.editing) reloadMessages();
+    };
+  }
+
+  /* Follow an answer the server is still producing (this page was reloaded, or another tab asked):
+     the text so far is shown at once, then the rest as it is stored. */
+  function resume(chatId, answerId) {
+    var answer = el.messages.querySelector('.message.assistant[data-id="' + answerId + '"]');
+    if (!answer || state.streaming) return;
+    var controller = new AbortController();
+    state.streaming = controller;
+    state.answerId = answerId;
+    answer.classList.add("streaming");
+    var badge = answer.querySelector(".badge");
+    if (badge) badge.remove();
+    setBusy(true);
+    updateActions();
+    var raw = answer.__raw || "";
+    var frame = null;
+    var finished = false;
+    api("/chat/history/" + encodeURIComponent(chatId) + "/messages/" + answerId + "/stream?offset=" + raw.length,
+        {headers: {"Accept": "text/event-stream"}, signal: controller.signal})
+      .then(function (response) {
+        if (!response.ok || !response.body) return readJson(response);
+        return readEvents(response.body, function (event) {
+          if (event.type === "delta") {
+            raw += event.content;
+            if (!frame) frame = requestAnimationFrame(function () {
+              frame = null;
+              renderStreaming(answer.querySelector(".text"), raw);
+              scrollToEnd(false);
+            });
+          } else if (event.type === "done" || event.type === "error") {
+            finished = true;
+            if (event.reasoning) setReasoning(answer, event.reasoning);
+            setUsage(answer, event.usage);
+            if (event.type === "error" || (event.status && event.status !== "complete")) {
+              setStatus(answer, event.type === "error" ? "error" : event.status, event.message || event.error);
+            }
+          }
+        });
+      })
+      .catch(function (error) {
+        if (error.name !== "AbortError") setStatus(answer, "error", failureText(error));
+      })
+      .then(function () {
+        if (frame) { cancelAnimationFrame(frame); frame = null; }
+        answer.__raw = raw;
+        finishAnswer(answer, raw);
+        if (!finished && !answer.querySelector(".badge")) setStatus(answer, "partial");
+        answer.classList.remove("streaming");
+        state.streaming = null;
+        state.answerId = null;
+        setBusy(false);
+        updateActions();
+        announce();
+      });
+  }
+
+  /* Stop the answer: the server is asked to stop it (a turn survives its page going away), and
+     this page stops following. */
+  function stopAnswer() {
+    if (!state.streaming) return;
+    if (state.chatId && state.answerId) {
+      api("/chat/history/" + encodeURIComponent(state.chatId) + "/messages/" + state.answerId + "/stop",
+          {method: "POST"}).catch(function () { /* it ends at its deadline */ });
+    }
+    state.streaming.abort();
   }
 
   /* Read the open chat again and show it as the server holds it: after a failed turn, and when
