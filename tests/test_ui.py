@@ -956,3 +956,105 @@ def test_a_revoked_key_brings_the_prompt_back_and_the_picker_offers_the_keys_mod
         expect(page.locator(".message")).to_have_count(0)
     finally:
         page.context.close()
+
+
+def test_two_tabs_a_stale_regenerate_is_refused_and_the_other_tab_follows(server, browser, fake_openai):
+    """Tab A and tab B show a chat. A sends a message: B (another window, no message from A) still shows
+    the old end, and its Regenerate names the old answer: the server refuses it (409), B reads the chat
+    again and shows A's answer, which is kept. A tab of the same browser follows a change at once."""
+    from playwright.sync_api import expect
+
+    fake_openai.enqueue(Reply(text="First answer."), Reply(text="Second answer."), Reply(text="Second, again."))
+    first = browser.new_context(viewport={"width": 1280, "height": 800})
+    other = browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        tab_a, same_browser = first.new_page(), first.new_page()
+        tab_b = other.new_page()
+        tab_a.goto(server.url + "/ui")
+        send(tab_a, "Question one")
+        wait_idle(tab_a)
+        chat_url = tab_a.url
+        for tab in (tab_b, same_browser):
+            tab.goto(chat_url)
+            expect(tab.locator(".message.assistant .text")).to_have_text(["First answer."])
+
+        send(tab_a, "Question two")
+        wait_idle(tab_a)
+        expect(same_browser.locator(".message.assistant .text")).to_have_text(["First answer.", "Second answer."])
+
+        tab_b.get_by_role("button", name="Regenerate").click()
+        expect(tab_b.locator("#notice")).to_contain_text("changed in another tab")
+        expect(tab_b.locator(".message.assistant .text")).to_have_text(["First answer.", "Second answer."])
+        chat_id = re.search(r"#chat=(.+)$", chat_url).group(1)
+        stored = requests.get(f"{server.url}/chat/history/{chat_id}", timeout=5).json()["history"]["messages"]
+        assert [m["content"] for m in stored[1:]] == ["Question one", "First answer.", "Question two", "Second answer."]
+
+        tab_b.get_by_role("button", name="Regenerate").click()  # now naming the answer it shows
+        wait_idle(tab_b)
+        expect(tab_b.locator(".message.assistant .text")).to_have_text(["First answer.", "Second, again."])
+        expect(tab_b.locator(".message.assistant .versions span").last).to_have_text("2/2")
+        tab_b.get_by_role("button", name="Previous version").click()
+        expect(tab_b.locator(".message.assistant .text")).to_have_text(["First answer.", "Second answer."])
+        expect(tab_b.locator(".message.assistant .versions span").last).to_have_text("1/2")
+    finally:
+        first.close()
+        other.close()
+
+
+def test_a_reload_during_an_answer_shows_the_text_so_far_and_follows_the_rest(server, page, fake_openai):
+    from playwright.sync_api import expect
+
+    fake_openai.enqueue(Reply(chunks=PIECES, chunk_delay=0.4))
+    page.goto(server.url + "/ui")
+    send(page, "Tell me slowly")
+    answer = page.locator(".message.assistant .text").last
+    expect(answer).to_contain_text("Moon")
+    page.wait_for_url(re.compile("#chat="))
+    page.reload()
+    expect(page.locator(".message.assistant.streaming")).to_have_count(1)
+    expect(answer).to_contain_text("The Moon")
+    expect(answer).to_have_text(ANSWER, timeout=15_000)
+    wait_idle(page)
+    expect(page.locator(".message.assistant .badge")).to_have_count(0)
+    chat_id = re.search(r"#chat=(.+)$", page.url).group(1)
+    stored = requests.get(f"{server.url}/chat/history/{chat_id}", timeout=5).json()["history"]["messages"]
+    assert (stored[-1]["content"], stored[-1]["status"]) == (ANSWER, "complete")
+
+
+def test_reasoning_folded_tokens_settings_and_a_file_as_context(server, page, fake_openai, tmp_path):
+    from playwright.sync_api import expect
+
+    fake_openai.enqueue(Reply(text="It is 42.", reasoning="First I add 40 and 2.", prompt_tokens=30,
+                              completion_tokens=12))
+    notes = tmp_path / "notes.md"
+    notes.write_text("# Notes\n\nThe answer is forty-two.\n")
+    page.goto(server.url + "/ui")
+    page.locator("#chat-menu summary").click()
+    page.click("#settings-button")
+    page.fill("#system-input", "Answer in one line.")
+    page.fill("#temperature-input", "0.3")
+    page.click("#settings-save")
+    page.set_input_files("#image-input", str(notes))
+    expect(page.locator("#attachments .file-chip")).to_contain_text("notes.md")
+    send(page, "What is the answer?")
+    wait_idle(page)
+    answer = page.locator(".message.assistant").last
+    reasoning = answer.locator("details.reasoning")
+    expect(reasoning).to_have_count(1)
+    assert reasoning.evaluate("d => d.open") is False
+    expect(reasoning.locator(".reasoning-text")).to_have_text("First I add 40 and 2.")
+    chat_id = re.search(r"#chat=(.+)$", page.url).group(1)
+    stored = requests.get(f"{server.url}/chat/history/{chat_id}", timeout=5).json()["history"]
+    usage = stored["messages"][-1]["usage"]  # as the provider counted them (the reasoning's among the output)
+    assert usage["prompt_tokens"] == 30 and usage["completion_tokens"] >= 12
+    line = f"{usage['total_tokens']} tokens ({usage['prompt_tokens']} in, {usage['completion_tokens']} out)"
+    expect(answer.locator(".usage-line")).to_have_text(line)
+    assert (stored["system_prompt"], stored["temperature"]) == ("Answer in one line.", 0.3)
+    sent = fake_openai.requests[-1].json
+    assert sent["messages"][0] == {"role": "system", "content": "Answer in one line."}
+    assert sent["temperature"] == 0.3
+    assert "The answer is forty-two." in json.dumps(sent["messages"])
+    page.reload()
+    expect(page.locator(".message.assistant details.reasoning")).to_have_count(1)
+    expect(page.locator(".message.assistant .usage-line")).to_have_text(line)
+    expect(page.locator(".message.user .file-chip")).to_contain_text("notes.md")

@@ -1569,6 +1569,7 @@
         updateActions();
         scrollToEnd(false);
         if (started) { noteTurn(title); announce(); }
+        if (started && (body.regenerate || body.edit)) reread = true;  // the message's versions, as stored
         if (reread) reloadMessages();
         el.composerInput.focus();
       });
