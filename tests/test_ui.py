@@ -813,7 +813,8 @@ def test_the_closed_sidebar_is_out_of_the_tab_order_and_every_state_passes_axe(b
             page = context.new_page()
             page.set_default_timeout(10_000)
             try:
-                fake_openai.enqueue(Reply(chunks=chunks_of(MARKDOWN + "\n- [x] done\n- [ ] to do\n", 40)))
+                fake_openai.enqueue(Reply(chunks=chunks_of(MARKDOWN + "\n- [x] done\n- [ ] to do\n", 40),
+                                          reasoning="Recall the lunar laser ranging figures."))
                 page.goto(server.url + "/ui")
                 assert axe_violations(page) == [], (width, scheme, "empty")
                 send(page, "Facts, please")
@@ -841,6 +842,12 @@ def test_the_closed_sidebar_is_out_of_the_tab_order_and_every_state_passes_axe(b
                 page.click("#key-button")
                 expect(page.locator("#key-dialog")).to_be_visible()
                 assert axe_violations(page) == [], (width, scheme, "key prompt")
+                page.keyboard.press("Escape")
+                page.locator(".message.assistant details.reasoning summary").click()
+                page.locator("#chat-menu summary").click()
+                page.click("#settings-button")
+                expect(page.locator("#settings-dialog")).to_be_visible()
+                assert axe_violations(page) == [], (width, scheme, "reasoning open, chat settings")
             finally:
                 context.close()
 
@@ -1058,3 +1065,30 @@ def test_reasoning_folded_tokens_settings_and_a_file_as_context(server, page, fa
     expect(page.locator(".message.assistant details.reasoning")).to_have_count(1)
     expect(page.locator(".message.assistant .usage-line")).to_have_text(line)
     expect(page.locator(".message.user .file-chip")).to_contain_text("notes.md")
+
+
+def test_a_long_chat_opens_with_its_last_messages_and_shows_earlier_ones_on_the_way_up(server, page):
+    """121 messages: the last 40 are rendered at first, the rest a page at a time as the reader scrolls
+    up (or presses the button)."""
+    from playwright.sync_api import expect
+
+    chat_id = f"long-{os.getpid()}"
+    with requests.Session() as session:
+        for turn in range(60):
+            session.post(f"{server.url}/chat", json={"message": f"Question {turn}", "chat_id": chat_id},
+                         timeout=10).raise_for_status()
+    page.goto(f"{server.url}/ui#chat={chat_id}")
+    expect(page.locator(".message.user .text").last).to_have_text("Question 59")
+    expect(page.locator(".message")).to_have_count(40)
+    expect(page.locator(".earlier button")).to_have_text("Show 40 earlier messages (81 not shown)")
+    page.locator(".earlier button").click()
+    page.wait_for_function("document.querySelectorAll('.message').length >= 80")
+    for _ in range(20):  # each scroll to the top shows the page before
+        page.locator("#messages").evaluate("m => m.scrollTo({top: 0, behavior: 'instant'})")
+        if page.locator(".message").count() == 120:
+            break
+        page.wait_for_timeout(100)
+    expect(page.locator(".message")).to_have_count(120)
+    expect(page.locator(".message.user .text").first).to_have_text("Question 0")
+    expect(page.locator("details.system-prompt")).to_have_count(1)
+    expect(page.locator(".earlier")).to_have_count(0)
