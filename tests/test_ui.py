@@ -1092,3 +1092,26 @@ def test_a_long_chat_opens_with_its_last_messages_and_shows_earlier_ones_on_the_
     expect(page.locator(".message.user .text").first).to_have_text("Question 0")
     expect(page.locator("details.system-prompt")).to_have_count(1)
     expect(page.locator(".earlier")).to_have_count(0)
+
+
+def test_stop_ends_the_answer_on_the_server_too(server, page, fake_openai):
+    """Turns are resumable (they outlive their page), so Stop asks the server to stop the answer: it is
+    stored as partial with the text so far, not completed in the background."""
+    from playwright.sync_api import expect
+
+    fake_openai.enqueue(Reply(chunks=PIECES, chunk_delay=0.4))
+    page.goto(server.url + "/ui")
+    send(page, "Tell me slowly")
+    expect(page.locator(".message.assistant .text").last).to_contain_text("Moon")
+    page.click("#stop-button")
+    expect(page.locator(".message.assistant .badge.partial")).to_have_count(1)
+    chat_id = re.search(r"#chat=(.+)$", page.url).group(1)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        last = requests.get(f"{server.url}/chat/history/{chat_id}", timeout=5).json()["history"]["messages"][-1]
+        if last["status"] != "complete" and requests.get(f"{server.url}/chat/history/{chat_id}", timeout=5).json()[
+                "history"]["answering"] is None:
+            break
+        time.sleep(0.2)
+    assert last["status"] == "partial" and last["content"] != ANSWER, (last.get("error"), last)
+    assert last["content"].startswith("The Moon")

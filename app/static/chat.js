@@ -1403,6 +1403,7 @@
 
   function setBusy(busy) {
     el.sendButton.disabled = busy;
+    el.stopButton.disabled = false;
     el.stopButton.hidden = !busy;
     el.messages.setAttribute("aria-busy", busy ? "true" : "false");
   }
@@ -1541,6 +1542,7 @@
             origin.model = event.model || origin.model;
             setOrigin(answer, origin);
             setUsage(answer, event.usage);
+            if (event.status && event.status !== "complete") setStatus(answer, event.status, event.error);
             noteIds(event, answer, change.question);
             if (event.chat_id) adoptChat(event.chat_id, title);
           } else if (event.type === "error") {
@@ -1741,15 +1743,20 @@
       });
   }
 
-  /* Stop the answer: the server is asked to stop it (a turn survives its page going away), and
-     this page stops following. */
+  /* Stop the answer: the server is asked to stop it (a turn survives its page going away) and ends
+     the stream with the answer stored as partial; this page stops following if that takes longer
+     than STOP_WAIT_MS (or the server cannot be asked). */
+  var STOP_WAIT_MS = 3000;
+
   function stopAnswer() {
-    if (!state.streaming) return;
-    if (state.chatId && state.answerId) {
-      api("/chat/history/" + encodeURIComponent(state.chatId) + "/messages/" + state.answerId + "/stop",
-          {method: "POST"}).catch(function () { /* it ends at its deadline */ });
-    }
-    state.streaming.abort();
+    var controller = state.streaming;
+    if (!controller) return;
+    el.stopButton.disabled = true;
+    function abort() { el.stopButton.disabled = false; controller.abort(); }
+    if (!state.chatId || !state.answerId) { abort(); return; }
+    api("/chat/history/" + encodeURIComponent(state.chatId) + "/messages/" + state.answerId + "/stop", {method: "POST"})
+      .then(function () { setTimeout(function () { if (state.streaming === controller) abort(); }, STOP_WAIT_MS); },
+            abort);
   }
 
   /* Read the open chat again and show it as the server holds it: after a failed turn, and when
