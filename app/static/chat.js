@@ -1598,15 +1598,17 @@
       return navigator.onLine === false ? "You are offline. Your message is kept: send it again when you are back online."
         : "Could not reach the server. Your message is kept: check the connection and try again.";
     }
+    var code = error.body && error.body.error && error.body.error.code;
+    if (status === 413 && (code === "file_too_large" || code === "file_text_too_long")) return error.message;
     if (status === 413) {
       return "This message is too large for the server. Remove an image or a file, or shorten the text, then send it again.";
     }
     if (status === 429) {
       var wait = retryAfter(error);
-      return "Too many requests for now: this key's limit is reached." +
-        (wait ? " Try again in " + waitWords(wait) + "." : " Try again in a moment.");
+      var which = code && code !== "rate_limited" ? error.message.replace(/\s*try again in[^.]*\.?$/i, "").replace(/\.?$/, ".")
+        : "Too many requests for now: this key's limit is reached.";
+      return which + (wait ? " Try again in " + waitWords(wait) + "." : " Try again later.");
     }
-    var code = error.body && error.body.error && error.body.error.code;
     if (code === "chat_changed" || code === "message_not_active") {
       return "This chat changed in another tab or window; it now shows what was saved. Your message is kept: send it again.";
     }
