@@ -175,6 +175,35 @@ def test_old_replace_keeps_the_replaced_answer_as_a_version(client, fake_openai)
     assert last["content"] == "a2 again" and last["versions"]["ids"][0] == a2
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+def test_the_migration_makes_each_existing_chat_one_branch(tmp_path, engine):
+    from playhouse.migrations import Runner
+
+    from app.core.db import MIGRATIONS_DIR, open_database
+    from tests.conftest import fresh_postgres_database
+
+    def check(url: str) -> None:
+        db = open_database(url)
+        with db.connection_context():
+            Runner(db, MIGRATIONS_DIR).up("0011_limit_counter")
+            db.execute_sql("INSERT INTO conversation (id, chat_id, title, created_at, last_updated, message_count) "
+                           "VALUES ('old', 'old', 't', '2026-01-01', '2026-01-01', 3)")
+            for role in ("system", "user", "assistant"):
+                db.execute_sql("INSERT INTO conversation_message (conversation_id, role, content, status, created_at)"
+                               f" VALUES ('old', '{role}', '{role} text', 'complete', '2026-01-01')")
+            Runner(db, MIGRATIONS_DIR).up()
+            rows = db.execute_sql("SELECT id, parent_id, active FROM conversation_message ORDER BY id").fetchall()
+        ids = [row[0] for row in rows]
+        assert [row[1] for row in rows] == [None, ids[0], ids[1]] and all(row[2] for row in rows)
+        db.close()
+
+    if engine == "sqlite":
+        check(f"sqlite:///{tmp_path / 'old.db'}")
+    else:
+        with fresh_postgres_database() as url:
+            check(url)
+
+
 # -- 3 and 5: reasoning and usage ---------------------------------------------------------------------
 
 
@@ -427,3 +456,30 @@ def test_two_tabs_racing_a_regenerate_get_one_answer_and_one_409(fake_openai, tw
     messages = requests.get(f"{server.url}/chat/history/{chat_id}", timeout=5).json()["history"]["messages"]
     assert messages[-1]["versions"]["count"] == 2 and len(messages) == 3
 
+
+
+def test_a_resumable_turn_whose_page_left_before_the_first_byte_still_retries(fake_openai, two_workers):
+    server = two_workers
+    fake_openai.enqueue(Reply(status=503, first_byte_delay=1.0), Reply(text="Answered after a retry."))
+    chat_id = new_id()
+    parts = urlsplit(server.url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=15)
+    connection.request("POST", "/chat", body=json.dumps({"message": "Hi", "chat_id": chat_id, "stream": True,
+                                                          "resumable": True}),
+                       headers={"Content-Type": "application/json"})
+    history = None
+    for _ in range(100):  # the turn has begun (its question stored): the page goes away
+        answered = requests.get(f"{server.url}/chat/history/{chat_id}", timeout=5)
+        if answered.status_code == 200:
+            history = answered.json()["history"]
+            break
+    assert history is not None and history["answering"]
+    connection.sock.shutdown(2)
+    connection.close()
+    resumed = requests.get(f"{server.url}/chat/history/{chat_id}/messages/{history['answering']}/stream",
+                           timeout=20)
+    done = sse_events(resumed.text)[-1]
+    assert done["type"] == "done" and done["status"] == "complete", done
+    assert len(fake_openai.requests) == 2
+    assert requests.get(f"{server.url}/chat/history/{chat_id}", timeout=5).json()["history"]["messages"][-1][
+        "content"] == "Answered after a retry."

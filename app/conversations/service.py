@@ -40,6 +40,7 @@ from app.core.caller import EVERYONE, owned_by
 from app.core.clock import isoformat, utcnow
 from app.core.db import database, locked_row, until_stored, write_transaction
 from app.core.errors import APIError, BadRequest, Conflict, NotFound
+from app.core.http import outlive_client
 from app.core.leases import Lease, holder_gone, this_process
 from app.core.paging import Keyset, matching, moment
 from app.llm.gateway import Answer, Gateway, Started, StreamFailed
@@ -432,7 +433,8 @@ class StopWatch:
 class Detached:
     """A streamed turn produced by a thread (a greenlet under gevent) of its own, so that it goes on
     when its client goes away (`"resumable": true`): the response only follows it (`follow`). The
-    thread runs in a copy of the request's context (its caller and log fields), as `app.llm.pump` does."""
+    thread runs in a copy of the request's context (its caller and log fields), as `app.llm.pump` does,
+    marked as outliving its client (`app.core.http.outlive_client`)."""
 
     def __init__(self, events: Iterator[Any]):
         self.events: list[Any] = []
@@ -446,6 +448,7 @@ class Detached:
         return self
 
     def _run(self, events: Iterator[Any]) -> None:
+        outlive_client()  # the gateway tries the next route even when the page has gone
         try:
             for event in events:
                 self._add(event)
