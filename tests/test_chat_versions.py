@@ -120,6 +120,8 @@ def test_regenerate_an_earlier_answer_keeps_both_branches_and_switches_back(clie
     assert new_answer["versions"] == {"count": 2, "index": 1, "ids": [a1, new_answer["id"]]}
     assert history["messages"][1]["versions"] == {"count": 1, "index": 0, "ids": [q1]}
     assert history["last_message_id"] == new_answer["id"] and history["message_count"] == 3
+    assert chat_id not in client.get("/chat/search?q=a2").json["chats"], "hidden versions are not searched"
+    assert chat_id in client.get("/chat/search?q=a1%20again").json["chats"]
 
     switched = client.post(f"/chat/history/{chat_id}/messages/{a1}/activate")
     assert switched.status_code == 200

@@ -679,11 +679,11 @@ def list_chats(limit: int = 50, cursor: str | None = None, owner: Any = None
 
 def search_chats(text: str, limit: int = 20, cursor: str | None = None, owner: Any = None
                  ) -> tuple[dict[str, dict[str, Any]], str | None]:
-    """A page of the chats whose title or a message (not the system prompt) contains `text`, newest
+    """A page of the chats whose title or a shown message (not the system prompt) contains `text`, newest
     first as `list_chats`, each with `match`: the first matching message's text around the match
     (None when only the title matches). Case-insensitive (on SQLite for ASCII letters only: its LIKE)."""
     in_messages = (Message.select(Message.id)
-                   .where((Message.conversation == Conversation.id) & (Message.role != "system")
+                   .where((Message.conversation == Conversation.id) & (Message.role != "system") & Message.active
                           & Message.content.contains(text)))
     query = _summary_query(owner).where(Conversation.title.contains(text) | fn.EXISTS(in_messages))
     with database.connection_context():
@@ -713,7 +713,8 @@ def _summaries(query: Any, limit: int, cursor: str | None, match: str | None = N
 def _first_match(key: str, text: str) -> str | None:
     """About SNIPPET_CHARS of the first message of the chat that contains `text`, around it."""
     row = (Message.select(Message.content)
-           .where((Message.conversation == key) & (Message.role != "system") & Message.content.contains(text))
+           .where((Message.conversation == key) & (Message.role != "system") & Message.active
+                  & Message.content.contains(text))
            .order_by(Message.id).first())
     if row is None:
         return None
