@@ -265,7 +265,7 @@ def test_a_chats_system_prompt_and_temperature_are_used_by_every_turn(client, fa
     assert chat(client, chat_id)["messages"][1]["versions"]["count"] == 1
 
     refused = client.post("/chat", json={"message": "x", "chat_id": chat_id, "system": "Other."})
-    assert refused.status_code == 400 and refused.json["error"]["code"] == "system_on_existing_chat"
+    assert refused.status_code == 409 and refused.json["error"]["code"] == "system_on_existing_chat"
     for body in ({"temperature": 3}, {}):
         assert client.patch(f"/chat/history/{chat_id}", json=body).status_code == 400
 

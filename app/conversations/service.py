@@ -177,8 +177,8 @@ def begin_turn(chat_id: str, content: Content | None, system_prompt: str, settin
         if conversation.owner != owner:
             raise ChatNotFound(f"Chat {chat_id} not found.", details={"chat_id": chat_id})
         if not created and ask.system is not None:
-            raise BadRequest(f"Chat {chat_id} exists: change its system prompt with PATCH /chat/history/{chat_id}.",
-                             code="system_on_existing_chat", details={"param": "system", "chat_id": chat_id})
+            raise Conflict(f"Chat {chat_id} exists: change its system prompt with PATCH /chat/history/{chat_id}.",
+                           code="system_on_existing_chat", details={"param": "system", "chat_id": chat_id})
         if held(conversation, now):
             raise ChatBusy(f"Chat {chat_id} is still answering a previous message; send this one when it ends.",
                            details={"chat_id": chat_id})
