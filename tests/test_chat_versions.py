@@ -386,14 +386,19 @@ def text_of(events: list[dict[str, Any]]) -> str:
     return "".join(e["content"] for e in events if e["type"] == "delta")
 
 
+def start_two_workers(live_server, fake_openai, url: str):
+    return live_server(workers=2, DATABASE_URL=url, CHAT_SAVE_EVERY_S="0.2", CHAT_RESUME_POLL_S="0.1",
+                       **provider_config(openai=fake_openai))
+
+
 @pytest.fixture
 def two_workers(fake_openai, live_server, tmp_path):
-    return live_server(workers=2, DATABASE_URL=f"sqlite:///{tmp_path / 'live.db'}",
-                       CHAT_SAVE_EVERY_S="0.2", CHAT_RESUME_POLL_S="0.1", **provider_config(openai=fake_openai))
+    return start_two_workers(live_server, fake_openai, f"sqlite:///{tmp_path / 'live.db'}")
 
 
-def test_a_resumable_answer_outlives_its_client_and_is_resumed_from_another_connection(fake_openai, two_workers):
-    server = two_workers
+def test_a_resumable_answer_outlives_its_client_and_is_resumed_from_another_connection(fake_openai, live_server,
+                                                                                       database_url):
+    server = start_two_workers(live_server, fake_openai, database_url)
     fake_openai.enqueue(Reply(chunks=PIECES, chunk_delay=0.05))
     chat_id = new_id()
     connection, response = open_stream(server.url, {"message": "Count", "chat_id": chat_id, "stream": True,
