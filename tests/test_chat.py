@@ -483,9 +483,9 @@ def read_deltas(response: http.client.HTTPResponse, count: int) -> str:
 def wait_for_answer(url: str, chat_id: str, timeout: float = 10) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        messages = requests.get(f"{url}/chat/history/{chat_id}", timeout=5).json()["history"]["messages"]
-        if messages[-1]["role"] == "assistant":
-            return messages[-1]
+        history = requests.get(f"{url}/chat/history/{chat_id}", timeout=5).json()["history"]
+        if history["messages"][-1]["role"] == "assistant" and history["answering"] is None:  # stored whole
+            return history["messages"][-1]
         time.sleep(0.05)
     raise AssertionError(f"no assistant message stored in chat {chat_id}")
 

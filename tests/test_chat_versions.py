@@ -120,6 +120,8 @@ def test_regenerate_an_earlier_answer_keeps_both_branches_and_switches_back(clie
     assert new_answer["versions"] == {"count": 2, "index": 1, "ids": [a1, new_answer["id"]]}
     assert history["messages"][1]["versions"] == {"count": 1, "index": 0, "ids": [q1]}
     assert history["last_message_id"] == new_answer["id"] and history["message_count"] == 3
+    assert chat_id not in client.get("/chat/search?q=a2").json["chats"], "hidden versions are not searched"
+    assert chat_id in client.get("/chat/search?q=a1%20again").json["chats"]
 
     switched = client.post(f"/chat/history/{chat_id}/messages/{a1}/activate")
     assert switched.status_code == 200
@@ -173,6 +175,35 @@ def test_old_replace_keeps_the_replaced_answer_as_a_version(client, fake_openai)
     client.post("/chat", json={"chat_id": chat_id, "replace": "answer"})
     last = chat(client, chat_id)["messages"][-1]
     assert last["content"] == "a2 again" and last["versions"]["ids"][0] == a2
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_the_migration_makes_each_existing_chat_one_branch(tmp_path, engine):
+    from playhouse.migrations import Runner
+
+    from app.core.db import MIGRATIONS_DIR, open_database
+    from tests.conftest import fresh_postgres_database
+
+    def check(url: str) -> None:
+        db = open_database(url)
+        with db.connection_context():
+            Runner(db, MIGRATIONS_DIR).up("0011_limit_counter")
+            db.execute_sql("INSERT INTO conversation (id, chat_id, title, created_at, last_updated, message_count) "
+                           "VALUES ('old', 'old', 't', '2026-01-01', '2026-01-01', 3)")
+            for role in ("system", "user", "assistant"):
+                db.execute_sql("INSERT INTO conversation_message (conversation_id, role, content, status, created_at)"
+                               f" VALUES ('old', '{role}', '{role} text', 'complete', '2026-01-01')")
+            Runner(db, MIGRATIONS_DIR).up()
+            rows = db.execute_sql("SELECT id, parent_id, active FROM conversation_message ORDER BY id").fetchall()
+        ids = [row[0] for row in rows]
+        assert [row[1] for row in rows] == [None, ids[0], ids[1]] and all(row[2] for row in rows)
+        db.close()
+
+    if engine == "sqlite":
+        check(f"sqlite:///{tmp_path / 'old.db'}")
+    else:
+        with fresh_postgres_database() as url:
+            check(url)
 
 
 # -- 3 and 5: reasoning and usage ---------------------------------------------------------------------
@@ -234,7 +265,7 @@ def test_a_chats_system_prompt_and_temperature_are_used_by_every_turn(client, fa
     assert chat(client, chat_id)["messages"][1]["versions"]["count"] == 1
 
     refused = client.post("/chat", json={"message": "x", "chat_id": chat_id, "system": "Other."})
-    assert refused.status_code == 400 and refused.json["error"]["code"] == "system_on_existing_chat"
+    assert refused.status_code == 409 and refused.json["error"]["code"] == "system_on_existing_chat"
     for body in ({"temperature": 3}, {}):
         assert client.patch(f"/chat/history/{chat_id}", json=body).status_code == 400
 
@@ -355,14 +386,19 @@ def text_of(events: list[dict[str, Any]]) -> str:
     return "".join(e["content"] for e in events if e["type"] == "delta")
 
 
+def start_two_workers(live_server, fake_openai, url: str):
+    return live_server(workers=2, DATABASE_URL=url, CHAT_SAVE_EVERY_S="0.2", CHAT_RESUME_POLL_S="0.1",
+                       **provider_config(openai=fake_openai))
+
+
 @pytest.fixture
 def two_workers(fake_openai, live_server, tmp_path):
-    return live_server(workers=2, DATABASE_URL=f"sqlite:///{tmp_path / 'live.db'}",
-                       CHAT_SAVE_EVERY_S="0.2", CHAT_RESUME_POLL_S="0.1", **provider_config(openai=fake_openai))
+    return start_two_workers(live_server, fake_openai, f"sqlite:///{tmp_path / 'live.db'}")
 
 
-def test_a_resumable_answer_outlives_its_client_and_is_resumed_from_another_connection(fake_openai, two_workers):
-    server = two_workers
+def test_a_resumable_answer_outlives_its_client_and_is_resumed_from_another_connection(fake_openai, live_server,
+                                                                                       database_url):
+    server = start_two_workers(live_server, fake_openai, database_url)
     fake_openai.enqueue(Reply(chunks=PIECES, chunk_delay=0.05))
     chat_id = new_id()
     connection, response = open_stream(server.url, {"message": "Count", "chat_id": chat_id, "stream": True,
@@ -427,3 +463,30 @@ def test_two_tabs_racing_a_regenerate_get_one_answer_and_one_409(fake_openai, tw
     messages = requests.get(f"{server.url}/chat/history/{chat_id}", timeout=5).json()["history"]["messages"]
     assert messages[-1]["versions"]["count"] == 2 and len(messages) == 3
 
+
+
+def test_a_resumable_turn_whose_page_left_before_the_first_byte_still_retries(fake_openai, two_workers):
+    server = two_workers
+    fake_openai.enqueue(Reply(status=503, first_byte_delay=1.0), Reply(text="Answered after a retry."))
+    chat_id = new_id()
+    parts = urlsplit(server.url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=15)
+    connection.request("POST", "/chat", body=json.dumps({"message": "Hi", "chat_id": chat_id, "stream": True,
+                                                          "resumable": True}),
+                       headers={"Content-Type": "application/json"})
+    history = None
+    for _ in range(100):  # the turn has begun (its question stored): the page goes away
+        answered = requests.get(f"{server.url}/chat/history/{chat_id}", timeout=5)
+        if answered.status_code == 200:
+            history = answered.json()["history"]
+            break
+    assert history is not None and history["answering"]
+    connection.sock.shutdown(2)
+    connection.close()
+    resumed = requests.get(f"{server.url}/chat/history/{chat_id}/messages/{history['answering']}/stream",
+                           timeout=20)
+    done = sse_events(resumed.text)[-1]
+    assert done["type"] == "done" and done["status"] == "complete", done
+    assert len(fake_openai.requests) == 2
+    assert requests.get(f"{server.url}/chat/history/{chat_id}", timeout=5).json()["history"]["messages"][-1][
+        "content"] == "Answered after a retry."

@@ -60,8 +60,10 @@ class ConversationChatSchema(BaseSchema):
     it) by `message`."""
 
     DOCUMENT_RULES = {"not": {"required": ["messages"]},  # a body with `messages` is the stateless chat
-                      "description": "Send provider or model, not both; replace needs a chat_id, and a message "
-                                     "unless it is \"answer\" (then none)."}
+                      "description": "Send provider or model, not both; at most one of replace, regenerate and "
+                                     "edit, each with a chat_id; a message unless replace is \"answer\" or "
+                                     "regenerate is given (then no message and no files); resumable only with "
+                                     "stream. files: base64 of UTF-8 text or of a PDF."}
 
     message = MessageContent(load_default=None, allow_none=False, validate=check_not_empty, not_empty=True,
                              metadata={"description": "The user's message: a string, or OpenAI-style content "
@@ -146,6 +148,8 @@ def check_not_blank(value: str) -> None:
 
 class UpdateChatSchema(BaseSchema):
     """Any of a chat's title, system prompt and temperature; the next turns use them."""
+
+    DOCUMENT_RULES = {"minProperties": 1}
 
     title = fields.String(validate=[validate.Length(min=1, max=MAX_TITLE_CHARS), check_not_blank],
                           metadata={"description": "The chat's new title."})

@@ -40,6 +40,7 @@ from app.core.caller import EVERYONE, owned_by
 from app.core.clock import isoformat, utcnow
 from app.core.db import database, locked_row, until_stored, write_transaction
 from app.core.errors import APIError, BadRequest, Conflict, NotFound
+from app.core.http import outlive_client
 from app.core.leases import Lease, holder_gone, this_process
 from app.core.paging import Keyset, matching, moment
 from app.llm.gateway import Answer, Gateway, Started, StreamFailed
@@ -176,8 +177,8 @@ def begin_turn(chat_id: str, content: Content | None, system_prompt: str, settin
         if conversation.owner != owner:
             raise ChatNotFound(f"Chat {chat_id} not found.", details={"chat_id": chat_id})
         if not created and ask.system is not None:
-            raise BadRequest(f"Chat {chat_id} exists: change its system prompt with PATCH /chat/history/{chat_id}.",
-                             code="system_on_existing_chat", details={"param": "system", "chat_id": chat_id})
+            raise Conflict(f"Chat {chat_id} exists: change its system prompt with PATCH /chat/history/{chat_id}.",
+                           code="system_on_existing_chat", details={"param": "system", "chat_id": chat_id})
         if held(conversation, now):
             raise ChatBusy(f"Chat {chat_id} is still answering a previous message; send this one when it ends.",
                            details={"chat_id": chat_id})
@@ -432,7 +433,8 @@ class StopWatch:
 class Detached:
     """A streamed turn produced by a thread (a greenlet under gevent) of its own, so that it goes on
     when its client goes away (`"resumable": true`): the response only follows it (`follow`). The
-    thread runs in a copy of the request's context (its caller and log fields), as `app.llm.pump` does."""
+    thread runs in a copy of the request's context (its caller and log fields), as `app.llm.pump` does,
+    marked as outliving its client (`app.core.http.outlive_client`)."""
 
     def __init__(self, events: Iterator[Any]):
         self.events: list[Any] = []
@@ -446,6 +448,7 @@ class Detached:
         return self
 
     def _run(self, events: Iterator[Any]) -> None:
+        outlive_client()  # the gateway tries the next route even when the page has gone
         try:
             for event in events:
                 self._add(event)
@@ -676,11 +679,11 @@ def list_chats(limit: int = 50, cursor: str | None = None, owner: Any = None
 
 def search_chats(text: str, limit: int = 20, cursor: str | None = None, owner: Any = None
                  ) -> tuple[dict[str, dict[str, Any]], str | None]:
-    """A page of the chats whose title or a message (not the system prompt) contains `text`, newest
+    """A page of the chats whose title or a shown message (not the system prompt) contains `text`, newest
     first as `list_chats`, each with `match`: the first matching message's text around the match
     (None when only the title matches). Case-insensitive (on SQLite for ASCII letters only: its LIKE)."""
     in_messages = (Message.select(Message.id)
-                   .where((Message.conversation == Conversation.id) & (Message.role != "system")
+                   .where((Message.conversation == Conversation.id) & (Message.role != "system") & Message.active
                           & Message.content.contains(text)))
     query = _summary_query(owner).where(Conversation.title.contains(text) | fn.EXISTS(in_messages))
     with database.connection_context():
@@ -710,7 +713,8 @@ def _summaries(query: Any, limit: int, cursor: str | None, match: str | None = N
 def _first_match(key: str, text: str) -> str | None:
     """About SNIPPET_CHARS of the first message of the chat that contains `text`, around it."""
     row = (Message.select(Message.content)
-           .where((Message.conversation == key) & (Message.role != "system") & Message.content.contains(text))
+           .where((Message.conversation == key) & (Message.role != "system") & Message.active
+                  & Message.content.contains(text))
            .order_by(Message.id).first())
     if row is None:
         return None

@@ -1,6 +1,7 @@
 """Reading a request: its JSON body or query string, loaded by a marshmallow schema into typed errors."""
 from __future__ import annotations
 
+import contextvars
 import functools
 import json
 import re
@@ -125,11 +126,21 @@ def schema_instance(schema: type[Schema]) -> Schema:
 
 
 
+_OUTLIVES_CLIENT: contextvars.ContextVar[bool] = contextvars.ContextVar("outlives_client", default=False)
+
+
+def outlive_client() -> None:
+    """Mark the work of the current context (a copy of a request's) as going on after its client has
+    left, as a resumable chat turn does: `client_connected` is then True for it."""
+    _OUTLIVES_CLIENT.set(True)
+
+
 def client_connected() -> bool:
     """False once the client of the current request has closed its connection: its socket reads as
-    end-of-file (peeked, so nothing is consumed). True outside a request, or when the server gives no
-    socket (Flask's test client); Gunicorn puts it in the WSGI environ."""
-    if not has_request_context():
+    end-of-file (peeked, so nothing is consumed). True outside a request, for work that outlives its
+    client (`outlive_client`), or when the server gives no socket (Flask's test client); Gunicorn puts
+    it in the WSGI environ."""
+    if not has_request_context() or _OUTLIVES_CLIENT.get():
         return True
     connection = request.environ.get("gunicorn.socket") or request.environ.get("gunicorn.sock")
     if connection is None:
