@@ -1083,9 +1083,9 @@ def test_a_long_chat_opens_with_its_last_messages_and_shows_earlier_ones_on_the_
     expect(page.locator(".earlier button")).to_have_text("Show 40 earlier messages (81 not shown)")
     page.locator(".earlier button").click()
     page.wait_for_function("document.querySelectorAll('.message').length >= 80")
-    for _ in range(20):  # each scroll to the top shows the page before
+    for _ in range(50):  # each scroll to the top shows the page before
         page.locator("#messages").evaluate("m => m.scrollTo({top: 0, behavior: 'instant'})")
-        if page.locator(".message").count() == 120:
+        if page.locator(".earlier").count() == 0:
             break
         page.wait_for_timeout(100)
     expect(page.locator(".message")).to_have_count(120)

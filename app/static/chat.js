@@ -929,8 +929,13 @@
     el.messages.insertBefore(fragment, before && before !== el.earlier ? before : el.messages.firstChild);
     state.shownFrom = from;
     if (from > 0) {
-      el.earlierButton.textContent = "Show " + Math.min(HISTORY_PAGE, from) + " earlier messages (" + from + " not shown)";
+      var next = Math.min(HISTORY_PAGE, from);
+      el.earlierButton.textContent = "Show " + next + " earlier message" + (next === 1 ? "" : "s") + " (" + from + " not shown)";
       el.messages.insertBefore(el.earlier, el.messages.firstChild);
+      if (el.earlierWatch) {  // observed afresh: a row still in view after a short page loads the next one
+        el.earlierWatch.unobserve(el.earlier);
+        el.earlierWatch.observe(el.earlier);
+      }
     }
     if (before) el.messages.scrollTop += el.messages.scrollHeight - height;  // the reader's place stays put
   }
@@ -996,11 +1001,11 @@
     el.earlierButton.addEventListener("click", showEarlier);
     el.earlier.appendChild(el.earlierButton);
     if (!window.IntersectionObserver) return;
-    new IntersectionObserver(function (entries) {
+    el.earlierWatch = new IntersectionObserver(function (entries) {
       if (entries.some(function (entry) { return entry.isIntersecting; }) && el.earlier.parentNode) {
         requestAnimationFrame(showEarlier);
       }
-    }, {root: el.messages, rootMargin: "200px 0px 0px 0px"}).observe(el.earlier);
+    }, {root: el.messages, rootMargin: "200px 0px 0px 0px"});
   }
 
   function clearMessages() {
