@@ -80,7 +80,10 @@ def test_start_continue_list_view_delete_with_a_custom_id(client, fake_openai):
     first = client.post("/chat", json={"message": "Tell me a fun fact about space", "chat_id": chat_id})
     assert first.status_code == 200
     assert first.json == {"response": "Jupiter has 95 moons.", "chat_id": chat_id, "provider": "openai",
-                          "model": "gpt-4o-mini", "success": True}
+                          "model": "gpt-4o-mini", "success": True, "message_id": first.json["message_id"],
+                          "answer_id": first.json["message_id"] + 1,
+                          "reasoning": "", "usage": {"prompt_tokens": 11, "completion_tokens": 4,
+                                                     "total_tokens": 15}}
     second = client.post("/chat", json={"message": "And Saturn?", "chat_id": chat_id})
     assert second.json["response"] == "Saturn has more."
     sent = fake_openai.requests[-1].json["messages"]
@@ -214,8 +217,11 @@ def test_a_streamed_chat_ends_with_its_id_and_is_stored_complete(client, fake_op
     assert [e["type"] for e in events] == ["start", "delta", "delta", "delta", "done"]
     assert events[-1]["chat_id"] == chat_id
     answer = history_of(client, chat_id)[-1]
-    assert answer == {"role": "assistant", "content": "Once upon a time.", "timestamp": answer["timestamp"],
-                      "status": "complete", "provider": "openai", "model": "gpt-4o-mini"}
+    assert answer == {"id": answer["id"], "role": "assistant", "content": "Once upon a time.",
+                      "timestamp": answer["timestamp"], "status": "complete", "provider": "openai",
+                      "model": "gpt-4o-mini",
+                      "usage": {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14},
+                      "versions": {"count": 1, "index": 0, "ids": [answer["id"]]}}
     with database.connection_context():
         row = Message.select().where(Message.conversation == chat_id).order_by(Message.id.desc()).first()
     assert (row.prompt_tokens, row.completion_tokens) == (11, 3)
@@ -477,9 +483,9 @@ def read_deltas(response: http.client.HTTPResponse, count: int) -> str:
 def wait_for_answer(url: str, chat_id: str, timeout: float = 10) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        messages = requests.get(f"{url}/chat/history/{chat_id}", timeout=5).json()["history"]["messages"]
-        if messages[-1]["role"] == "assistant":
-            return messages[-1]
+        history = requests.get(f"{url}/chat/history/{chat_id}", timeout=5).json()["history"]
+        if history["messages"][-1]["role"] == "assistant" and history["answering"] is None:  # stored whole
+            return history["messages"][-1]
         time.sleep(0.05)
     raise AssertionError(f"no assistant message stored in chat {chat_id}")
 
@@ -557,9 +563,11 @@ def test_a_chosen_model_answers_and_is_stored_with_the_answer(client, fake_opena
     response = client.post("/chat", json={"message": "hi", "chat_id": chat_id, "model": model})
     assert response.status_code == 200 and response.json["model"] == sent
     assert fake_openai.requests[-1].json["model"] == sent
-    assert history_of(client, chat_id)[-1] | {"timestamp": None} == {
-        "role": "assistant", "content": "Hello from the fake.", "status": "complete", "provider": "openai",
-        "model": sent, "timestamp": None}
+    answer = history_of(client, chat_id)[-1]
+    assert answer | {"timestamp": None, "usage": None} == {
+        "id": answer["id"], "role": "assistant", "content": "Hello from the fake.", "status": "complete",
+        "provider": "openai", "model": sent, "timestamp": None, "usage": None,
+        "versions": {"count": 1, "index": 0, "ids": [answer["id"]]}}
 
 
 @pytest.mark.parametrize("body, status, words", [
@@ -651,7 +659,8 @@ def test_a_busy_chat_cannot_be_redone(app):
 def test_rename_a_chat(client):
     chat_id = client.post("/chat", json={"message": "Hello"}).json["chat_id"]
     renamed = client.patch(f"/chat/history/{chat_id}", json={"title": "  Greetings \n and more "})
-    assert renamed.json == {"chat_id": chat_id, "title": "Greetings and more", "success": True}
+    assert renamed.json == {"chat_id": chat_id, "title": "Greetings and more", "success": True,
+                            "system_prompt": DEFAULT_SYSTEM_PROMPT.strip(), "temperature": None}
     assert client.get(f"/chat/history/{chat_id}").json["history"]["title"] == "Greetings and more"
     assert client.get("/chat/history").json["chats"][chat_id]["title"] == "Greetings and more"
     for body in ({"title": "   "}, {"title": "x" * 121}, {}):

@@ -148,16 +148,24 @@ def bodies_with_messages(body: dict[str, Any]) -> None:
 
 
 def stored_chat(body: dict[str, Any]) -> None:
-    """`POST /chat` as a stored chat: provider or model, not both; replace needs a chat_id; "answer"
-    takes no message, anything else one."""
+    """`POST /chat` as a stored chat: provider or model, not both; one of replace, regenerate and edit,
+    with a chat_id; "answer" and regenerate take no message or files, anything else a message;
+    resumable only with stream; files are base64 of UTF-8 text."""
     if "messages" in body:
         return bodies_with_messages(body)
     if body.get("provider") and body.get("model"):
         del body["model"]
-    if body.get("replace") and not body.get("chat_id"):
+    for later in [name for name in ("replace", "regenerate", "edit") if body.get(name)][1:]:
+        del body[later]
+    if any(body.get(name) for name in ("replace", "regenerate", "edit")) and not body.get("chat_id"):
         body["chat_id"] = "fuzz-chat"
-    if body.get("replace") == "answer":
+    if body.get("files"):
+        body["files"] = [{"name": "notes.txt", "data": "bm90ZXM="}]
+    if body.get("resumable") and not body.get("stream"):
+        del body["resumable"]
+    if body.get("replace") == "answer" or body.get("regenerate"):
         body.pop("message", None)
+        body.pop("files", None)
     elif body.get("message") is None:
         body["message"] = "Hi"
 

@@ -15,6 +15,7 @@ from openapi_schema_validator import OAS30Validator
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
+from app.conversations import service as conversations
 from tests.conftest import provider_config
 from tests.fakes import Reply
 from tests.fakes.github_api import DEFAULT_TOKEN, FakeGitHub
@@ -154,6 +155,21 @@ def test_every_documented_operation_answers_as_documented(app, client, document,
     call("GET", "/chat/search?q=Hello", expect=200)
     call("GET", "/chat/search?q=", expect=400)
     call("PATCH", "/chat/history/docs-1", json={"title": "Renamed"}, expect=200)
+    call("PATCH", "/chat/history/docs-1", json={"system_prompt": "Be brief.", "temperature": 0.5}, expect=200)
+    history = call("GET", "/chat/history/docs-1", expect=200)["history"]
+    answer_id = history["last_message_id"]
+    fake_openai.enqueue(Reply(chunks=["Re", "done"], reasoning="Think."))
+    call("POST", "/chat", json={"chat_id": "docs-1", "regenerate": answer_id, "after": answer_id, "stream": True},
+         expect=200, streamed=True)
+    call("POST", "/chat", json={"chat_id": "docs-1", "regenerate": answer_id, "after": answer_id}, expect=409)
+    call("POST", f"/chat/history/docs-1/messages/{answer_id}/activate", expect=200)
+    call("POST", "/chat/history/docs-1/messages/999999999/activate", expect=404)
+    call("GET", f"/chat/history/docs-1/messages/{answer_id}/stream?offset=2", expect=200, streamed=True)
+    call("GET", "/chat/history/docs-1/messages/999999999/stream", expect=404)
+    turn = conversations.begin_turn("docs-3", "Hi", "", conversations.ChatSettings())
+    call("POST", f"/chat/history/docs-3/messages/{turn.answer_id}/stop", expect=200)
+    conversations.finish_turn(turn, "", "partial")
+    call("POST", f"/chat/history/docs-3/messages/{turn.answer_id}/stop", expect=409)
     call("PATCH", "/chat/history/nobody", json={"title": "Renamed"}, expect=404)
     call("GET", "/chat/history/nobody", expect=404)
     call("DELETE", "/chat/history/docs-1", expect=200)

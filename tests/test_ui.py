@@ -206,7 +206,7 @@ def recede(years):
     return 3.8 * years  # centimetres
 ```
 
-Energy: $E_k = m_1 v^2$ stays as written.
+Energy: $E_k = m_1 v^2$ is typeset.
 """
 CODE = "def recede(years):\n    return 3.8 * years  # centimetres\n"
 
@@ -257,7 +257,8 @@ def test_markdown_is_rendered_while_streaming_highlighted_and_copyable(server, p
     expect(code.locator(".hljs-comment")).to_have_text("# centimetres")
     assert code.evaluate("c => getComputedStyle(c.querySelector('.hljs-keyword')).color") != \
         code.evaluate("c => getComputedStyle(c).color"), "keywords are not coloured"
-    expect(answer.locator(".math")).to_have_text("$E_k = m_1 v^2$")
+    expect(answer.locator(".math .katex-html")).to_have_count(1)  # typeset by KaTeX, its TeX kept for copying
+    expect(answer.locator(".math annotation")).to_have_text("E_k = m_1 v^2")
     expect(page.locator(".answered-by").last).to_have_text("openai · gpt-4o-mini")
 
     shot("markdown-done")
@@ -589,7 +590,7 @@ def test_the_key_prompt_round_trip(keyed_server, page, fake_openai, shot):
     page.goto(keyed_server.url + "/ui")
     dialog = page.locator("#key-dialog")
     expect(dialog).to_be_visible()
-    expect(page.locator("#key-reason")).to_contain_text("Send a client API key")
+    expect(page.locator("#key-reason")).to_contain_text("This server asks for a key")
     expect(page.locator("#key-forget")).to_be_hidden()
     assert ("/v1/models", 401) in answers
     shot("key-prompt")
@@ -612,7 +613,7 @@ def test_the_key_prompt_round_trip(keyed_server, page, fake_openai, shot):
     page.click("#key-button")
     page.click("#key-forget")
     expect(dialog).to_be_visible()
-    expect(page.locator("#key-reason")).to_contain_text("Send a client API key")
+    expect(page.locator("#key-reason")).to_contain_text("This server asks for a key")
     assert page.evaluate("localStorage.getItem('aiserver.key')") is None
     expect(page.locator(".chat-item")).to_have_count(0)
     expect(page.locator(".message")).to_have_count(0)
@@ -745,3 +746,373 @@ def test_the_usage_panel_of_an_open_server_says_so_on_a_390px_dark_screen(browse
         panel.screenshot(path=str(tmp_path / "usage-open-narrow-dark.png"))
     finally:
         context.close()
+
+
+# -- issue 26: output that cannot draw the page, nothing typed lost, keys, long chats, accessibility ------
+
+IMPOSTOR = """Here is the summary.
+
+<div class="notice" id="notice" role="alert">Your session expired: paste your API key below.</div>
+<a class="button primary" id="send-button" href="https://example.com/phish">Continue</a>
+<div class="message user"><div class="bubble"><span class="who">You</span>I agree to everything</div></div>
+<div style="position:fixed;inset:0;z-index:99;background:#fff">full-screen overlay</div>
+<input type="text" name="key" placeholder="API key"><input type="password"><textarea>key</textarea>
+<select><option>x</option></select>
+
+- [x] measured the orbit
+- [ ] wrote the report
+"""
+
+
+def test_model_output_cannot_draw_the_pages_classes_ids_overlays_or_forms(browser, server, fake_openai, tmp_path):
+    """An answer carrying the page's own classes and ids, a fixed overlay and form fields is shown as
+    plain Markdown blocks: no class, id, style or live form control survives (the only classes are
+    those the page adds: highlighting, KaTeX, task lists); a task list shows its boxes, disabled, and
+    which are checked. On a 390 px phone, as the overlay was drawn there."""
+    from playwright.sync_api import expect
+
+    context = browser.new_context(viewport={"width": 390, "height": 844}, has_touch=True)
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    try:
+        fake_openai.enqueue(Reply(chunks=chunks_of(IMPOSTOR, 24), chunk_delay=0.01))
+        page.goto(server.url + "/ui")
+        send(page, "Summarise")
+        wait_idle(page)
+        answer = page.locator(".message.assistant .markdown").last
+        expect(answer).to_contain_text("full-screen overlay")
+        found = answer.evaluate("""a => [...a.querySelectorAll('*')].filter(e => !e.closest('.katex')).map(e =>
+            ({tag: e.tagName.toLowerCase(), cls: e.getAttribute('class'), id: e.id, style: e.getAttribute('style'),
+              position: getComputedStyle(e).position}))""")
+        assert [e for e in found if e["id"] or e["style"]] == []
+        assert {e["cls"] for e in found} <= {None, "task-list", "task-list-item"}, found
+        assert {e["position"] for e in found} <= {"static", "relative"}
+        assert answer.locator("textarea, select, form, button, input:not([type=checkbox])").count() == 0
+        expect(page.locator(".notice:visible, #notice:visible")).to_have_count(0)
+        assert page.locator("#send-button").count() == 1 and page.locator("#notice").count() == 1
+        expect(page.locator(".message.user")).to_have_count(1)  # the real question only
+        boxes = answer.locator("li.task-list-item > input[type=checkbox]")
+        expect(boxes).to_have_count(2)
+        assert boxes.evaluate_all("bs => bs.map(b => [b.checked, b.disabled])") == [[True, True], [False, True]]
+        page.screenshot(path=str(tmp_path / "impostor-narrow.png"))
+    finally:
+        context.close()
+
+
+def test_the_closed_sidebar_is_out_of_the_tab_order_and_every_state_passes_axe(browser, server, fake_openai, tmp_path):
+    """Desktop and a 390 px phone, light and dark: axe-core finds no serious or critical violation
+    (colour contrast among them) with a Markdown answer, a failure notice and the key prompt open;
+    on the phone, Tab never lands in the closed sidebar."""
+    from playwright.sync_api import expect
+
+    from tests.browser import axe_violations
+
+    for width, height in ((1280, 800), (390, 844)):
+        for scheme in ("light", "dark"):
+            context = browser.new_context(viewport={"width": width, "height": height}, color_scheme=scheme,
+                                          bypass_csp=True)  # to inject axe-core; the page never needs it
+            page = context.new_page()
+            page.set_default_timeout(10_000)
+            try:
+                fake_openai.enqueue(Reply(chunks=chunks_of(MARKDOWN + "\n- [x] done\n- [ ] to do\n", 40),
+                                          reasoning="Recall the lunar laser ranging figures."))
+                page.goto(server.url + "/ui")
+                assert axe_violations(page) == [], (width, scheme, "empty")
+                send(page, "Facts, please")
+                wait_idle(page)
+                page.context.set_offline(True)
+                send(page, "And offline?")
+                expect(page.locator("#notice")).to_be_visible()
+                page.context.set_offline(False)
+                page.screenshot(path=str(tmp_path / f"axe-{width}-{scheme}.png"))
+                assert axe_violations(page) == [], (width, scheme, "answer and notice")
+                if width < 760:
+                    page.locator("body").focus()
+                    stops = []
+                    for _ in range(25):
+                        page.keyboard.press("Tab")
+                        stops.append(page.evaluate("!!document.activeElement.closest('#sidebar')"))
+                    assert not any(stops), "Tab reached the closed sidebar"
+                    page.click("#menu-button")
+                    expect(page.locator("#sidebar")).to_be_in_viewport()
+                    page.locator("#chat-search").focus()
+                    expect(page.locator("#chat-search")).to_be_focused()
+                    page.keyboard.press("Escape")
+                    expect(page.locator("#menu-button")).to_have_attribute("aria-expanded", "false")
+                    page.click("#menu-button")
+                page.click("#key-button")
+                expect(page.locator("#key-dialog")).to_be_visible()
+                assert axe_violations(page) == [], (width, scheme, "key prompt")
+                page.keyboard.press("Escape")
+                page.locator(".message.assistant details.reasoning summary").click()
+                page.locator("#chat-menu summary").click()
+                page.click("#settings-button")
+                expect(page.locator("#settings-dialog")).to_be_visible()
+                assert axe_violations(page) == [], (width, scheme, "reasoning open, chat settings")
+            finally:
+                context.close()
+
+
+def keyed_page(browser, server: LiveServer, key: str, **options: Any) -> tuple[Any, list[str]]:
+    """A page of `server` with `key` stored, and the list of the API calls that reached it (paths)."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, **options)
+    context.add_init_script(f"localStorage.setItem('aiserver.key', {json.dumps(key)})")
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    calls: list[str] = []
+    page.on("response", lambda r: calls.append(urlsplit_path(r.url)) if "/static/" not in r.url else None)
+    return page, calls
+
+
+def test_a_failed_send_keeps_the_message_offline_too_large_or_over_the_limit(keyed_server, browser, fake_openai):
+    """Offline and a 429 each put the text back in the composer (and the question out of the
+    conversation) with the reason in words and a retry; the 429 says how long to wait. A message
+    costs one call: a key allowed 4 requests a minute loads the page (3) and sends one message."""
+    from playwright.sync_api import expect
+
+    key = create_key(keyed_server, "ui-failures", "--rpm", "4")
+    fake_openai.enqueue(Reply(text="Answered."))
+    page, calls = keyed_page(browser, keyed_server, key)
+    try:
+        page.goto(keyed_server.url + "/ui")
+        expect(page.locator('#model-select option[value="openai/gpt-4o"]')).to_have_count(1)
+        expect(page.locator("#empty-list")).to_be_visible()
+        loaded = len([c for c in calls if c != "/ui"])
+        assert loaded == 3, calls
+
+        page.context.set_offline(True)
+        send(page, "Sent while offline")
+        expect(page.locator("#notice")).to_contain_text("offline")
+        expect(page.locator("#composer-input")).to_have_value("Sent while offline")
+        expect(page.locator(".message")).to_have_count(0)
+        page.context.set_offline(False)
+        page.get_by_role("button", name="Try again").click()
+        expect(page.locator(".message.assistant .text")).to_have_text(["Answered."])
+        expect(page.locator("#composer-input")).to_have_value("")
+        wait_idle(page)
+        page.wait_for_timeout(300)
+        assert len([c for c in calls if c != "/ui"]) == loaded + 1, calls  # the message, and nothing more
+
+        page.fill("#composer-input", "One too many")
+        page.keyboard.press("Enter")
+        notice = page.locator("#notice")
+        expect(notice).to_contain_text(re.compile(r"Try again in \d+ s"))
+        assert "Retry-After" not in notice.inner_text()
+        expect(page.locator("#composer-input")).to_have_value("One too many")
+        expect(page.locator(".message.user .text")).to_have_text(["Sent while offline"])
+        expect(notice.get_by_role("button", name="Try again")).to_be_visible()
+    finally:
+        page.context.close()
+
+
+def test_a_message_too_large_for_the_server_is_kept_with_the_reason_in_words(server, page):
+    from playwright.sync_api import expect
+
+    page.goto(server.url + "/ui")
+    big = "x" * 1_100_000  # over MAX_BODY_BYTES (1 MiB)
+    page.fill("#composer-input", big)
+    page.keyboard.press("Enter")
+    expect(page.locator("#notice")).to_contain_text("too large for the server", timeout=20_000)
+    assert "MAX_BODY_BYTES" not in page.locator("#notice").inner_text()
+    assert page.locator("#composer-input").evaluate("t => t.value.length") == len(big)
+    expect(page.locator(".message")).to_have_count(0)
+
+
+def test_regenerate_after_a_failed_send_acts_on_the_stored_answer(server, page, fake_openai):
+    """After an offline send, the page shows what the server holds, so Regenerate answers the stored
+    question again (it had deleted the stored answer and shown its replacement under the unsent one)."""
+    from playwright.sync_api import expect
+
+    fake_openai.enqueue(Reply(text="About Mars."), Reply(text="About Mars, again."))
+    page.goto(server.url + "/ui")
+    send(page, "Tell me about Mars")
+    wait_idle(page)
+    chat_id = re.search(r"#chat=(.+)$", page.url).group(1)
+    page.context.set_offline(True)
+    send(page, "And Venus?")
+    expect(page.locator("#notice")).to_be_visible()
+    page.context.set_offline(False)
+    page.get_by_role("button", name="Regenerate").click()
+    wait_idle(page)
+    expect(page.locator(".message.user .text")).to_have_text(["Tell me about Mars"])
+    expect(page.locator(".message.assistant .text")).to_have_text(["About Mars, again."])
+    expect(page.locator("#composer-input")).to_have_value("And Venus?")
+    stored = requests.get(f"{server.url}/chat/history/{chat_id}", timeout=5).json()["history"]["messages"]
+    assert [m["content"] for m in stored[1:]] == ["Tell me about Mars", "About Mars, again."]
+
+
+def test_a_revoked_key_brings_the_prompt_back_and_the_picker_offers_the_keys_models(keyed_server, browser,
+                                                                                     fake_openai):
+    from playwright.sync_api import expect
+
+    key = create_key(keyed_server, "ui-revoked", "--models", "openai/gpt-4o")
+    key_id = requests.get(f"{keyed_server.url}/v1/key/info", headers=bearer(key), timeout=5).json()["key"]["id"]
+    page, _ = keyed_page(browser, keyed_server, key)
+    try:
+        page.goto(keyed_server.url + "/ui")
+        options = page.locator("#model-select option")
+        expect(options).to_have_count(2)
+        assert [o.get_attribute("value") for o in options.all()] == ["", "openai/gpt-4o"]
+
+        result = subprocess.run([str(VENV_BIN / "flask"), "--app", "app.wsgi", "keys", "revoke", key_id], cwd=ROOT,
+                                env=as_environ(keyed_server.config), capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stdout + result.stderr
+        send(page, "Still there?")
+        expect(page.locator("#key-dialog")).to_be_visible()
+        expect(page.locator("#key-reason")).to_contain_text("This key has been switched off")
+        expect(page.locator("#composer-input")).to_have_value("Still there?")
+        expect(page.locator(".message")).to_have_count(0)
+    finally:
+        page.context.close()
+
+
+def test_two_tabs_a_stale_regenerate_is_refused_and_the_other_tab_follows(server, browser, fake_openai):
+    """Tab A and tab B show a chat. A sends a message: B (another window, no message from A) still shows
+    the old end, and its Regenerate names the old answer: the server refuses it (409), B reads the chat
+    again and shows A's answer, which is kept. A tab of the same browser follows a change at once."""
+    from playwright.sync_api import expect
+
+    fake_openai.enqueue(Reply(text="First answer."), Reply(text="Second answer."), Reply(text="Second, again."))
+    first = browser.new_context(viewport={"width": 1280, "height": 800})
+    other = browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        tab_a, same_browser = first.new_page(), first.new_page()
+        tab_b = other.new_page()
+        tab_a.goto(server.url + "/ui")
+        send(tab_a, "Question one")
+        wait_idle(tab_a)
+        chat_url = tab_a.url
+        for tab in (tab_b, same_browser):
+            tab.goto(chat_url)
+            expect(tab.locator(".message.assistant .text")).to_have_text(["First answer."])
+
+        send(tab_a, "Question two")
+        wait_idle(tab_a)
+        expect(same_browser.locator(".message.assistant .text")).to_have_text(["First answer.", "Second answer."])
+
+        tab_b.get_by_role("button", name="Regenerate").click()
+        expect(tab_b.locator("#notice")).to_contain_text("changed in another tab")
+        expect(tab_b.locator(".message.assistant .text")).to_have_text(["First answer.", "Second answer."])
+        chat_id = re.search(r"#chat=(.+)$", chat_url).group(1)
+        stored = requests.get(f"{server.url}/chat/history/{chat_id}", timeout=5).json()["history"]["messages"]
+        assert [m["content"] for m in stored[1:]] == ["Question one", "First answer.", "Question two", "Second answer."]
+
+        tab_b.get_by_role("button", name="Regenerate").click()  # now naming the answer it shows
+        wait_idle(tab_b)
+        expect(tab_b.locator(".message.assistant .text")).to_have_text(["First answer.", "Second, again."])
+        expect(tab_b.locator(".message.assistant .versions span").last).to_have_text("2/2")
+        tab_b.get_by_role("button", name="Previous version").click()
+        expect(tab_b.locator(".message.assistant .text")).to_have_text(["First answer.", "Second answer."])
+        expect(tab_b.locator(".message.assistant .versions span").last).to_have_text("1/2")
+    finally:
+        first.close()
+        other.close()
+
+
+def test_a_reload_during_an_answer_shows_the_text_so_far_and_follows_the_rest(server, page, fake_openai):
+    from playwright.sync_api import expect
+
+    fake_openai.enqueue(Reply(chunks=PIECES, chunk_delay=0.4))
+    page.goto(server.url + "/ui")
+    send(page, "Tell me slowly")
+    answer = page.locator(".message.assistant .text").last
+    expect(answer).to_contain_text("Moon")
+    page.wait_for_url(re.compile("#chat="))
+    page.reload()
+    expect(page.locator(".message.assistant.streaming")).to_have_count(1)
+    expect(answer).to_contain_text("The Moon")
+    expect(answer).to_have_text(ANSWER, timeout=15_000)
+    wait_idle(page)
+    expect(page.locator(".message.assistant .badge")).to_have_count(0)
+    chat_id = re.search(r"#chat=(.+)$", page.url).group(1)
+    stored = requests.get(f"{server.url}/chat/history/{chat_id}", timeout=5).json()["history"]["messages"]
+    assert (stored[-1]["content"], stored[-1]["status"]) == (ANSWER, "complete")
+
+
+def test_reasoning_folded_tokens_settings_and_a_file_as_context(server, page, fake_openai, tmp_path):
+    from playwright.sync_api import expect
+
+    fake_openai.enqueue(Reply(text="It is 42.", reasoning="First I add 40 and 2.", prompt_tokens=30,
+                              completion_tokens=12))
+    notes = tmp_path / "notes.md"
+    notes.write_text("# Notes\n\nThe answer is forty-two.\n")
+    page.goto(server.url + "/ui")
+    page.locator("#chat-menu summary").click()
+    page.click("#settings-button")
+    page.fill("#system-input", "Answer in one line.")
+    page.fill("#temperature-input", "0.3")
+    page.click("#settings-save")
+    page.set_input_files("#image-input", str(notes))
+    expect(page.locator("#attachments .file-chip")).to_contain_text("notes.md")
+    send(page, "What is the answer?")
+    wait_idle(page)
+    answer = page.locator(".message.assistant").last
+    reasoning = answer.locator("details.reasoning")
+    expect(reasoning).to_have_count(1)
+    assert reasoning.evaluate("d => d.open") is False
+    expect(reasoning.locator(".reasoning-text")).to_have_text("First I add 40 and 2.")
+    chat_id = re.search(r"#chat=(.+)$", page.url).group(1)
+    stored = requests.get(f"{server.url}/chat/history/{chat_id}", timeout=5).json()["history"]
+    usage = stored["messages"][-1]["usage"]  # as the provider counted them (the reasoning's among the output)
+    assert usage["prompt_tokens"] == 30 and usage["completion_tokens"] >= 12
+    line = f"{usage['total_tokens']} tokens ({usage['prompt_tokens']} in, {usage['completion_tokens']} out)"
+    expect(answer.locator(".usage-line")).to_have_text(line)
+    assert (stored["system_prompt"], stored["temperature"]) == ("Answer in one line.", 0.3)
+    sent = fake_openai.requests[-1].json
+    assert sent["messages"][0] == {"role": "system", "content": "Answer in one line."}
+    assert sent["temperature"] == 0.3
+    assert "The answer is forty-two." in json.dumps(sent["messages"])
+    page.reload()
+    expect(page.locator(".message.assistant details.reasoning")).to_have_count(1)
+    expect(page.locator(".message.assistant .usage-line")).to_have_text(line)
+    expect(page.locator(".message.user .file-chip")).to_contain_text("notes.md")
+
+
+def test_a_long_chat_opens_with_its_last_messages_and_shows_earlier_ones_on_the_way_up(server, page):
+    """121 messages: the last 40 are rendered at first, the rest a page at a time as the reader scrolls
+    up (or presses the button)."""
+    from playwright.sync_api import expect
+
+    chat_id = f"long-{os.getpid()}"
+    with requests.Session() as session:
+        for turn in range(60):
+            session.post(f"{server.url}/chat", json={"message": f"Question {turn}", "chat_id": chat_id},
+                         timeout=10).raise_for_status()
+    page.goto(f"{server.url}/ui#chat={chat_id}")
+    expect(page.locator(".message.user .text").last).to_have_text("Question 59")
+    expect(page.locator(".message")).to_have_count(40)
+    expect(page.locator(".earlier button")).to_have_text("Show 40 earlier messages (81 not shown)")
+    page.locator(".earlier button").click()
+    page.wait_for_function("document.querySelectorAll('.message').length >= 80")
+    for _ in range(50):  # each scroll to the top shows the page before
+        page.locator("#messages").evaluate("m => m.scrollTo({top: 0, behavior: 'instant'})")
+        if page.locator(".earlier").count() == 0:
+            break
+        page.wait_for_timeout(100)
+    expect(page.locator(".message")).to_have_count(120)
+    expect(page.locator(".message.user .text").first).to_have_text("Question 0")
+    expect(page.locator("details.system-prompt")).to_have_count(1)
+    expect(page.locator(".earlier")).to_have_count(0)
+
+
+def test_stop_ends_the_answer_on_the_server_too(server, page, fake_openai):
+    """Turns are resumable (they outlive their page), so Stop asks the server to stop the answer: it is
+    stored as partial with the text so far, not completed in the background."""
+    from playwright.sync_api import expect
+
+    fake_openai.enqueue(Reply(chunks=PIECES, chunk_delay=0.4))
+    page.goto(server.url + "/ui")
+    send(page, "Tell me slowly")
+    expect(page.locator(".message.assistant .text").last).to_contain_text("Moon")
+    page.click("#stop-button")
+    expect(page.locator(".message.assistant .badge.partial")).to_have_count(1)
+    chat_id = re.search(r"#chat=(.+)$", page.url).group(1)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        last = requests.get(f"{server.url}/chat/history/{chat_id}", timeout=5).json()["history"]["messages"][-1]
+        if last["status"] != "complete" and requests.get(f"{server.url}/chat/history/{chat_id}", timeout=5).json()[
+                "history"]["answering"] is None:
+            break
+        time.sleep(0.2)
+    assert last["status"] == "partial" and last["content"] != ANSWER, (last.get("error"), last)
+    assert last["content"].startswith("The Moon")

@@ -12,14 +12,26 @@ updated in the same transaction as each message insert, so `GET /chat/history` r
 sharing PostgreSQL agree on it; `busy_holder` names the process answering (`app.core.leases.this_process`), so
 a chat whose process died on this machine is free at once. `owner` is the key that made the chat (NULL without keys).
 
-The tables themselves are created by `app/migrations/0002_conversations.py` (`chat_id` and `busy_holder`: 0010).
+Messages form a tree (`parent_id`); `active` marks the branch the chat shows, and a message's versions
+are its siblings. The tables themselves are created by `app/migrations/0002_conversations.py`
+(`chat_id` and `busy_holder`: 0010; versions, reasoning, files, temperature and the turn's answer: 0015).
 """
 from __future__ import annotations
 
 import hashlib
 from typing import Any
 
-from peewee import BigAutoField, CharField, DateTimeField, ForeignKeyField, IntegerField, TextField
+from peewee import (
+    BigAutoField,
+    BigIntegerField,
+    BooleanField,
+    CharField,
+    DateTimeField,
+    FloatField,
+    ForeignKeyField,
+    IntegerField,
+    TextField,
+)
 
 from app.core.clock import utcnow
 from app.core.db import BaseModel
@@ -44,6 +56,9 @@ class Conversation(BaseModel):
     busy_token = CharField(max_length=32, null=True)
     busy_until = DateTimeField(null=True)
     busy_holder = CharField(max_length=64, null=True)
+    busy_answer = BigIntegerField(null=True)  # the answer the turn in progress produces
+    stop_answer = BigIntegerField(null=True)  # an answer asked to stop (read by the worker producing it)
+    temperature = FloatField(null=True)  # the chat's own, for every turn that sends none
 
     class Meta:
         table_name = "conversation"
@@ -63,6 +78,10 @@ class Message(BaseModel):
     prompt_tokens = IntegerField(null=True)
     completion_tokens = IntegerField(null=True)
     created_at = DateTimeField(default=utcnow)
+    parent_id = BigIntegerField(null=True, index=True)  # the message this one follows; its versions share it
+    active = BooleanField(default=True)  # on the chat's shown branch
+    reasoning = TextField(null=True)  # an answer's reasoning (thinking) text
+    files = TextField(null=True)  # JSON [{"name", "text"}] of the files sent with a question
 
     class Meta:
         table_name = "conversation_message"

@@ -15,17 +15,23 @@ from flask_smorest import Blueprint
 from werkzeug.routing import BaseConverter
 
 from app.conversations import service as conversations
+from app.conversations.files import FileLimits, file_texts
 from app.conversations.schemas import (
+    RESUMED_EVENTS,
+    STORED_CHAT_EVENTS,
+    STORED_STREAM,
     ChatDeletedSchema,
     ChatHistorySchema,
     ChatListSchema,
     ChatSearchSchema,
     ConversationChatSchema,
     HistoryQuerySchema,
-    RenameChatSchema,
     RenamedChatSchema,
+    ResumeQuerySchema,
     SearchQuerySchema,
+    StoppingSchema,
     StoredChatAnswerSchema,
+    UpdateChatSchema,
 )
 from app.core.caller import current_caller
 from app.core.errors import APIError
@@ -81,8 +87,11 @@ def chat_with_provider(provider: str):
            description='`{"messages": [...]}` is stateless; `{"message", "chat_id"?}` is a stored conversation.')
 @bp.response(200, {"oneOf": [ChatAnswerSchema, StoredChatAnswerSchema]},
              description='The answer (stateless, or stored with its chat_id); with `"stream": true`, an SSE stream.')
-@streams(NATIVE_STREAM + " A stored chat's `done` event (and its `error` event) carries `chat_id`.", *NATIVE_EVENTS)
-@errors(*GATEWAY_ERRORS, *STORE_ERRORS, (409, "Another request is answering this chat."))
+@streams(NATIVE_STREAM + STORED_STREAM, *NATIVE_EVENTS, *STORED_CHAT_EVENTS)
+@errors(*GATEWAY_ERRORS, *STORE_ERRORS,
+        (409, "Another request is answering this chat (`chat_busy`), it changed since `after` (`chat_changed`), or "
+              "the message to redo is not shown (`message_not_active`)."),
+        (413, "An attached file is too large or has too much text."))
 def chat():
     """Chat: {"message", "chat_id"?} is stored as a conversation; {"messages": [...]} is stateless.
 
@@ -113,25 +122,36 @@ def persisted_chat(body: dict):
     """Store the user's message (before any provider call or response byte), then answer or stream."""
     params = {"max_tokens": body["max_tokens"], "temperature": body["temperature"]}
     routes = honouring_routes(CompletionRequest([], **params), chosen_routes(body["provider"], body["model"]))
+    files = file_texts(body["files"], FileLimits.from_config(current_app.config)) if body["files"] else ()
+    ask = conversations.Ask(content=body["message"], files=files, after=body["after"], regenerate=body["regenerate"],
+                            edit=body["edit"], replace=body["replace"], system=body["system"],
+                            temperature=body["temperature"])
     system_prompt = current_app.extensions["system_prompt"].text()
     settings = conversations.ChatSettings.from_config(current_app.config)
-    turn = conversations.begin_turn(body["chat_id"] or conversations.new_chat_id(), body["message"],
-                                    system_prompt, settings, owner=current_caller().owner, replace=body["replace"])
+    turn = conversations.begin_turn(body["chat_id"] or conversations.new_chat_id(), None, system_prompt, settings,
+                                    owner=current_caller().owner, ask=ask)
+    if params["temperature"] is None:
+        params["temperature"] = turn.temperature
+    ids = {"chat_id": turn.chat_id, "message_id": turn.question_id, "answer_id": turn.answer_id}
     if body["stream"]:
         events = conversations.stream_reply(gateway(), routes, turn, **params)
+        if body["resumable"]:
+            events = conversations.Detached(events).start().follow(settings.turn_deadline_s)
         try:
-            response = event_stream(events, NativeEvents(extra_done={"chat_id": turn.chat_id}))
+            response = event_stream(events, NativeEvents(extra_done=ids, extra_start=ids, reasoning=True))
         except APIError as error:
-            error.details.setdefault("chat_id", turn.chat_id)
+            error.details.update({key: value for key, value in ids.items() if key not in error.details})
             raise
         response.headers["X-Chat-ID"] = turn.chat_id
+        response.headers["X-Answer-ID"] = str(turn.answer_id)
         return response
     answer = conversations.reply(gateway(), routes, turn, **params)
     note_answer(answer.provider, answer.model, answer.usage.total_tokens)
-    response = jsonify({"response": answer.text, "chat_id": turn.chat_id, "provider": answer.provider,
-                        "model": answer.model, "success": True})
+    response = jsonify({"response": answer.text, "provider": answer.provider, "model": answer.model, **ids,
+                        "usage": answer.usage.to_dict(), "reasoning": answer.reasoning, "success": True})
     response.headers.update(answer_headers(answer))
     response.headers["X-Chat-ID"] = turn.chat_id
+    response.headers["X-Answer-ID"] = str(turn.answer_id)
     return response
 
 
@@ -164,14 +184,50 @@ def search():
 
 
 @bp.patch("/chat/history/<chat_id>")
-@json_body(RenameChatSchema)
+@json_body(UpdateChatSchema)
 @bp.response(200, RenamedChatSchema)
 @errors(*STORE_ERRORS)
-def rename_chat(chat_id: str):
-    """Rename a chat: {"title"}; 404 if unknown."""
+def update_chat(chat_id: str):
+    """Change a chat's title, system prompt or temperature: any of {"title", "system_prompt", "temperature"}."""
     conversations.require_chat_id(chat_id)
-    title = conversations.rename_chat(chat_id, parse_body(RenameChatSchema)["title"], owner=current_caller().reader)
-    return jsonify({"chat_id": chat_id, "title": title, "success": True})
+    changed = conversations.update_chat(chat_id, owner=current_caller().reader, **parse_body(UpdateChatSchema))
+    return jsonify({"chat_id": chat_id, **changed, "success": True})
+
+
+@bp.post("/chat/history/<chat_id>/messages/<int:message_id>/activate")
+@bp.response(200, ChatHistorySchema)
+@errors(*STORE_ERRORS, (409, "The chat is answering a message."))
+def activate_version(chat_id: str, message_id: int):
+    """Show version `message_id` of a message (and under it the newest versions); answers the chat."""
+    conversations.require_chat_id(chat_id)
+    history = conversations.activate(chat_id, message_id, owner=current_caller().reader)
+    return jsonify({"chat_id": chat_id, "history": history, "success": True})
+
+
+@bp.get("/chat/history/<chat_id>/messages/<int:answer_id>/stream")
+@query_args(ResumeQuerySchema)
+@bp.response(200, description="An SSE stream of the answer's text after `offset`, then how it was stored.")
+@streams("`delta` events with the text after `offset`, as it is stored, then `done` (`status`, `usage`, "
+         "`reasoning`) or `error` (`answer_lost`).", *RESUMED_EVENTS)
+@errors(*STORE_ERRORS)
+def resume_answer(chat_id: str, answer_id: int):
+    """Follow an answer again (from any worker): its stored text after `offset`, then the rest as it comes."""
+    conversations.require_chat_id(chat_id)
+    offset = parse_query(ResumeQuerySchema)["offset"]
+    key = conversations.answer_to_follow(chat_id, answer_id, owner=current_caller().reader)
+    settings = conversations.ChatSettings.from_config(current_app.config)
+    events = conversations.follow_stored(chat_id, key, answer_id, offset, settings)
+    return event_stream(events, NativeEvents(extra_done={"chat_id": chat_id, "answer_id": answer_id}))
+
+
+@bp.post("/chat/history/<chat_id>/messages/<int:answer_id>/stop")
+@bp.response(200, StoppingSchema)
+@errors(*STORE_ERRORS, (409, "That answer is not being produced (`not_answering`)."))
+def stop_answer(chat_id: str, answer_id: int):
+    """Stop an answer being produced (by any worker); it is stored `partial` within about a second."""
+    conversations.require_chat_id(chat_id)
+    conversations.request_stop(chat_id, answer_id, owner=current_caller().reader)
+    return jsonify({"chat_id": chat_id, "answer_id": answer_id, "stopping": True, "success": True})
 
 
 @bp.get("/chat/history/<chat_id>")

@@ -195,6 +195,15 @@ SETTINGS: tuple[Setting, ...] = (
             group="conversations"),
     Setting("CHAT_SAVE_EVERY_CHARS", "1000", "A streamed answer is also stored once this many more characters "
             "came since its last step.", int, group="conversations"),
+    Setting("CHAT_TURN_DEADLINE_S", "600", "Longest a streamed answer of a stored chat may run; a resumable one "
+            "goes on this long after its client left, then is stored partial.", float, group="conversations"),
+    Setting("CHAT_RESUME_POLL_S", "0.5", "How often a resumed answer's stream reads the stored text (seconds).",
+            float, group="conversations"),
+    Setting("CHAT_FILES_MAX", "5", "Most files attached to one chat message.", int, group="conversations"),
+    Setting("CHAT_FILE_MAX_BYTES", "2097152", "Largest file attached to a chat message (bytes; the request must "
+            "also fit MAX_BODY_BYTES).", int, group="conversations"),
+    Setting("CHAT_FILE_MAX_CHARS", "200000", "Most characters of text taken from one attached file (a PDF's "
+            "extracted text included).", int, group="conversations"),
     Setting("GITHUB_TOKEN", "", "GitHub token for gists and deployments (GITHUB_PAT is accepted as an alias).",
             secret=True, group="github"),
     Setting("GITHUB_API_URL", "https://api.github.com", "GitHub REST API root (GitHub Enterprise: "

@@ -91,6 +91,15 @@ class Conflict(APIError):
     status, type, code = 409, "conflict_error", "conflict"
 
 
+def size_in_words(size: int) -> str:
+    """A byte count as people say it, for messages: "3.2 MB", "900 KB", "12 bytes"."""
+    if size >= 1024 * 1024:
+        return f"{size / (1024 * 1024):.1f}".rstrip("0").rstrip(".") + " MB"
+    if size >= 1024:
+        return f"{size / 1024:.0f} KB"
+    return f"{size} bytes"
+
+
 class PayloadTooLarge(APIError):
     status, type, code = 413, "invalid_request_error", "payload_too_large"
 

@@ -1,6 +1,7 @@
 """Reading a request: its JSON body or query string, loaded by a marshmallow schema into typed errors."""
 from __future__ import annotations
 
+import contextvars
 import functools
 import json
 import re
@@ -12,7 +13,7 @@ from flask import has_request_context, request
 from gevent import monkey
 from marshmallow import Schema, ValidationError
 
-from app.core.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from app.core.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed, size_in_words
 
 
 def parse_body(schema: type[Schema]) -> dict[str, Any]:
@@ -55,8 +56,9 @@ def request_body() -> bytes:
     raw = request.get_data(cache=True)
     limit = request.max_content_length
     too_long = request.content_length is None and limit is not None and len(raw) >= limit
-    if too_long and request.environ["wsgi.input"].read(1):
-        raise PayloadTooLarge("Request body is larger than MAX_BODY_BYTES allows.")
+    if too_long and limit is not None and request.environ["wsgi.input"].read(1):
+        raise PayloadTooLarge(f"The request is larger than this server accepts: at most {size_in_words(limit)}.",
+                              details={"max_bytes": limit})
     return raw
 
 
@@ -123,8 +125,6 @@ def schema_instance(schema: type[Schema]) -> Schema:
     return schema()
 
 
-
-
 def socket_readable(sock: Any) -> bool:
     """Whether `sock` has something to read (data, or its end: the peer closed it), without waiting: a
     poll with a zero timeout, made with the operating system's `poll` rather than gevent's, which for
@@ -140,11 +140,21 @@ def socket_readable(sock: Any) -> bool:
     return bool(poller.poll(0))
 
 
+_OUTLIVES_CLIENT: contextvars.ContextVar[bool] = contextvars.ContextVar("outlives_client", default=False)
+
+
+def outlive_client() -> None:
+    """Mark the work of the current context (a copy of a request's) as going on after its client has
+    left, as a resumable chat turn does: `client_connected` is then True for it."""
+    _OUTLIVES_CLIENT.set(True)
+
+
 def client_connected() -> bool:
     """False once the client of the current request has closed its connection: its socket reads as
-    end-of-file (peeked, so nothing is consumed). True outside a request, or when the server gives no
-    socket (Flask's test client); Gunicorn puts it in the WSGI environ."""
-    if not has_request_context():
+    end-of-file (peeked, so nothing is consumed). True outside a request, for work that outlives its
+    client (`outlive_client`), or when the server gives no socket (Flask's test client); Gunicorn puts
+    it in the WSGI environ."""
+    if not has_request_context() or _OUTLIVES_CLIENT.get():
         return True
     connection = request.environ.get("gunicorn.socket") or request.environ.get("gunicorn.sock")
     if connection is None:

@@ -37,6 +37,7 @@ from typing import Any
 
 from flask import Flask, Response, current_app, g, request
 from flask_limiter import Limiter
+from flask_limiter.errors import RateLimitExceeded
 from limits.errors import StorageError
 from redis import Redis, RedisError
 
@@ -135,6 +136,7 @@ class Access:
                 app.view_functions[endpoint] = wrong_secrets(per_email(app.view_functions[endpoint]))  # type: ignore
         app.after_request(self.add_headers)
         app.register_error_handler(StorageError, self.storage_failed)
+        app.register_error_handler(RateLimitExceeded, self.limit_reached)
         self.outages.attach(logging.getLogger("flask-limiter"))
 
     # -- before an LLM call ------------------------------------------------------------------------
@@ -204,6 +206,15 @@ class Access:
         self.rows.add(usage.usage_row(event, self.prices))
 
     # -- answers ------------------------------------------------------------------------------------
+
+    def limit_reached(self, error: RateLimitExceeded) -> Any:
+        """flask-limiter's 429 in words, with the wait in seconds (`Retry-After`, and `retry_after` in
+        the body)."""
+        current = self.limiter.current_limit
+        wait = max(1, math.ceil(current.reset_at - time.time())) if current else 60
+        return current_app.handle_user_exception(RateLimited(
+            f"Too many requests: this key may make {error.description}; try again in {wait} seconds.",
+            headers={"Retry-After": str(wait)}))
 
     def add_headers(self, response: Response) -> Response:
         """Retry-After on a 429 from flask-limiter, and OpenAI's request-limit headers for a key with

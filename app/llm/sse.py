@@ -535,10 +535,15 @@ class NativeEvents:
     """This server's own stream events for `/chat`, `/chat/{provider}` and `/chat/gist`: `start`,
     `fallback`, `delta`, `done` and `error`, plus any event that writes itself (a `native_event()`
     method returning its payload, e.g. the gist chat's `retry` and `gist`). With `error_status`, an
-    error event also carries the HTTP `status` the error would have had."""
+    error event also carries the HTTP `status` the error would have had; `extra_start` is added to
+    `start`, `extra_done` to `done` and `error`; with `reasoning`, the model's reasoning is sent as
+    `reasoning` events (else dropped, as the stateless `/chat` always did)."""
 
-    def __init__(self, extra_done: dict[str, Any] | None = None, error_status: bool = False):
+    def __init__(self, extra_done: dict[str, Any] | None = None, error_status: bool = False,
+                 extra_start: dict[str, Any] | None = None, reasoning: bool = False):
         self.extra_done = extra_done or {}
+        self.extra_start = extra_start or {}
+        self.reasoning = reasoning
         self.error_status = error_status
         self.provider = ""
         self.model = ""
@@ -552,7 +557,11 @@ class NativeEvents:
             return data_line(json.dumps({"type": "fallback", **event.to_dict()}))
         if isinstance(event, Started):
             self.provider, self.model = event.provider, event.model
-            return data_line(json.dumps({"type": "start", "provider": event.provider, "model": event.model}))
+            return data_line(json.dumps({"type": "start", "provider": event.provider, "model": event.model,
+                                         **self.extra_start}))
+        if isinstance(event, ReasoningDelta):
+            return data_line(json.dumps({"type": "reasoning", "content": event.text}, ensure_ascii=False)
+                             ) if self.reasoning else ""
         if isinstance(event, StreamEnd):
             return data_line(json.dumps({"type": "done", "provider": self.provider, "model": event.model,
                                          "finish_reason": event.finish_reason, "usage": event.usage.to_dict(),

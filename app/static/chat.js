@@ -22,6 +22,7 @@
   var CHAT_ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
   var PAGE_SIZE = 50;
   var SEARCH_PAGE = 20;
+  var HISTORY_PAGE = 40;  // messages of an open chat rendered at a time
   var IMAGE_KEEP_BYTES = 300 * 1024;  // smaller images are sent as they are; larger ones are scaled down
   var IMAGE_MAX_SIDE = 1536;
   var root = document.documentElement;
@@ -60,6 +61,7 @@
     editing: false,      // the composer holds the last message, to replace it
     pinned: true,        // the conversation is scrolled to its end (and follows the answer)
     attachments: [],     // data: URLs of the images of the next message
+    files: [],           // {name, data (base64), size} of the files of the next message
     chats: {}            // id -> summary, as listed
   };
   var el = {};
@@ -72,15 +74,19 @@
      "image-input", "attach-button", "composer-input", "stop-button", "send-button", "key-dialog", "key-form",
      "key-reason", "key-input", "key-forget", "key-cancel", "usage-button", "usage-dialog", "usage-who",
      "usage-status", "usage-chart-section", "usage-chart", "usage-total", "usage-table", "usage-limits-section",
-     "usage-limits"].forEach(function (id) {
+     "usage-limits", "settings-button", "settings-dialog", "settings-form", "system-input", "temperature-input",
+     "settings-error", "settings-cancel", "settings-hint"].forEach(function (id) {
       el[id.replace(/-([a-z])/g, function (_, c) { return c.toUpperCase(); })] = document.getElementById(id);
     });
     setupMarkdown();
+    setupEarlier();
     setupTheme();
     setupComposer();
     setupSidebar();
     setupChatMenu();
+    setupSettings();
     setupKeyDialog();
+    listenToOtherTabs();
     el.usageButton.addEventListener("click", openUsage);
     el.modelSelect.addEventListener("change", rememberModel);
     window.addEventListener("hashchange", openFromHash);
@@ -89,20 +95,35 @@
 
   // --- every call: the API key, and the key prompt on a 401 ---------------------------------------
 
-  /* fetch() of this server with the stored key as `Authorization: Bearer`; a 401 opens the key
-     prompt (with the server's message) and rejects like any other error. */
+  /* fetch() of this server with the stored key as `Authorization: Bearer`. A 401, or a 403 for the
+     key itself (revoked, expired), opens the key prompt and rejects like any other error; so does a
+     network failure (no `status`). */
   function api(path, options) {
     options = options || {};
     var headers = Object.assign({"Accept": "application/json"}, options.headers || {});
     var key = load(API_KEY);
     if (key) headers["Authorization"] = "Bearer " + key;
     return fetch(path, Object.assign({}, options, {headers: headers})).then(function (response) {
-      if (response.status !== 401) return response;
+      if (response.status !== 401 && response.status !== 403) return response;
       return readJson(response).catch(function (error) {
-        askForKey(key ? "The server refused this key: " + error.message : error.message);
+        if (isKeyRefusal(error)) askForKey(keyRefusalText(error, key));
         throw error;
       });
     });
+  }
+
+  function isKeyRefusal(error) {
+    var code = error.body && error.body.error && error.body.error.code || "";
+    return error.status === 401 || (error.status === 403 && /_api_key$/.test(code));
+  }
+
+  /* Why the key prompt is open, in words for the person at the page. */
+  function keyRefusalText(error, key) {
+    var code = error.body && error.body.error && error.body.error.code || "";
+    if (!key) return "This server asks for a key before it answers. Paste the key you were given; it is kept in this browser only.";
+    if (code === "revoked_api_key") return "This key has been switched off. Ask whoever gave it to you for a new one and paste it here.";
+    if (code === "expired_api_key") return "This key has expired. Ask whoever gave it to you for a new one and paste it here.";
+    return "This server does not know the key this browser sent. Check that it was copied whole, or paste another.";
   }
 
   function setupKeyDialog() {
@@ -168,7 +189,7 @@
         (info.key ? "&key_id=" + encodeURIComponent(info.key.id) : "");
       return api(query).then(readJson).then(function (summary) { showUsage(info, summary); });
     }).catch(function (error) {
-      if (error.status === 401) { el.usageDialog.close(); return; }  // the key prompt is open instead
+      if (isKeyRefusal(error)) { el.usageDialog.close(); return; }  // the key prompt is open instead
       el.usageStatus.textContent = "Could not load the usage: " + error.message;
     });
   }
@@ -312,79 +333,180 @@
 
   // --- Markdown ---------------------------------------------------------------------------------------
 
-  /* Math is left as the model wrote it ($...$, $$...$$, \(...\), \[...\]): marked would otherwise
-     eat its backslashes and read its underscores as emphasis. */
+  /* Math is left as the model wrote it ($...$, $$...$$, \(...\), \[...\]) for KaTeX: marked would
+     otherwise eat its backslashes and read its underscores as emphasis. */
   var MATH_BLOCK = /^\$\$([\s\S]+?)\$\$(?:\n|$)|^\\\[([\s\S]+?)\\\](?:\n|$)/;
   var MATH_INLINE = /^\$(?!\s)([^$\n]+?)\$(?!\d)|^\\\(([\s\S]+?)\\\)/;
+  /* What Markdown produces, and nothing else: model output may not carry a class, an id, a style, a
+     name or a form control, so it cannot draw the page's own notices, buttons, bubbles or overlays.
+     Our own renderers (code blocks, math) mark their elements with MARK, an attribute named at random
+     per page load, which a model cannot guess; decorate() reads it and removes it. */
+  var MARK = "data-md" + Math.random().toString(36).slice(2, 10);
+  var MARKDOWN_TAGS = ["a", "b", "blockquote", "br", "code", "del", "em", "h1", "h2", "h3", "h4", "h5", "h6", "hr",
+                       "i", "img", "input", "kbd", "li", "ol", "p", "pre", "s", "span", "strong", "sub", "sup",
+                       "table", "tbody", "td", "th", "thead", "tr", "ul"];
+  var MARKDOWN_ATTRS = ["href", "src", "alt", "title", "align", "start", "type", "checked", "disabled"];
+  var LIVE_HIGHLIGHT_CHARS = 5000;  // a longer code block still growing is highlighted once it is complete
 
   function setupMarkdown() {
     if (!window.marked || !window.DOMPurify) return;
-    marked.use({gfm: true, breaks: false, extensions: [
+    marked.use({gfm: true, breaks: false, renderer: {code: codeBlock}, extensions: [
       {name: "mathBlock", level: "block", start: function (src) { var i = src.search(/\$\$|\\\[/); return i < 0 ? undefined : i; },
-       tokenizer: function (src) { var m = MATH_BLOCK.exec(src); if (m) return {type: "mathBlock", raw: m[0]}; },
-       renderer: function (token) { return '<p class="math">' + escapeHtml(token.raw.trim()) + "</p>"; }},
+       tokenizer: function (src) { var m = MATH_BLOCK.exec(src); if (m) return {type: "mathBlock", raw: m[0], tex: m[1] || m[2]}; },
+       renderer: function (token) { return "<p " + MARK + '="math-block">' + escapeHtml(token.raw.trim()) + "</p>\n"; }},
       {name: "mathInline", level: "inline", start: function (src) { var i = src.search(/\$|\\\(/); return i < 0 ? undefined : i; },
-       tokenizer: function (src) { var m = MATH_INLINE.exec(src); if (m) return {type: "mathInline", raw: m[0]}; },
-       renderer: function (token) { return '<span class="math">' + escapeHtml(token.raw) + "</span>"; }}
+       tokenizer: function (src) { var m = MATH_INLINE.exec(src); if (m) return {type: "mathInline", raw: m[0], tex: m[1] || m[2]}; },
+       renderer: function (token) { return "<span " + MARK + '="math-inline">' + escapeHtml(token.raw) + "</span>"; }}
     ]});
     DOMPurify.addHook("afterSanitizeAttributes", function (node) {
       if (node.tagName === "A" && node.getAttribute("href")) {
         node.setAttribute("target", "_blank");
         node.setAttribute("rel", "noopener noreferrer nofollow");
       }
+      if (node.tagName === "INPUT") {  // a task list's box: shown, never a control
+        node.setAttribute("type", "checkbox");
+        node.setAttribute("disabled", "");
+      }
     });
     if (window.hljs) hljs.configure({ignoreUnescapedHTML: true});
   }
 
-  /* The answer's HTML: Markdown parsed, then sanitised (no script, no event handler, no javascript:
-     URL, no style, no form survive). Without the libraries, the text as it is. */
+  /* A fenced or indented code block, its language (the first word of the fence's info) in MARK ("code-python":
+     DOMPurify drops a value that looks like a URL scheme, such as "code:python"). */
+  function codeBlock(token) {
+    var lang = /^[A-Za-z0-9_+#.-]{1,40}/.exec(token.lang || "");
+    return "<pre><code " + MARK + '="code' + (lang ? "-" + lang[0] : "") + '">' + escapeHtml(token.text.replace(/\n$/, "")) +
+      "\n</code></pre>\n";
+  }
+
+  /* The answer's HTML: Markdown parsed, then sanitised to MARKDOWN_TAGS and MARKDOWN_ATTRS (no script,
+     no event handler, no javascript: URL, no class, id or style survive). Without the libraries, the
+     text as it is. */
   function markdownHtml(text) {
     if (!window.marked || !window.DOMPurify) return escapeHtml(text).replace(/\n/g, "<br>");
-    return DOMPurify.sanitize(marked.parse(text), {FORBID_TAGS: ["style", "form", "input", "button", "textarea"],
-                                                   FORBID_ATTR: ["style"]});
+    return sanitize(marked.parse(text));
+  }
+
+  function sanitize(html) {
+    return DOMPurify.sanitize(html, {ALLOWED_TAGS: MARKDOWN_TAGS, ALLOWED_ATTR: MARKDOWN_ATTRS.concat([MARK]),
+                                     ALLOW_DATA_ATTR: false, ALLOW_ARIA_ATTR: false, ALLOW_UNKNOWN_PROTOCOLS: false});
+  }
+
+  /* The top-level nodes of sanitised `html`, each with its source (to tell an unchanged block). */
+  function htmlNodes(html) {
+    var scratch = document.createElement("div");
+    scratch.innerHTML = html;
+    return Array.prototype.map.call(scratch.childNodes, function (node) {
+      node.__source = node.nodeType === 1 ? node.outerHTML : node.textContent;
+      return node;
+    });
+  }
+
+  function shownNode(node, highlight) {
+    var shown = node.nodeType === 1 ? decorate(node, highlight) : node;
+    shown.__source = node.__source;
+    return shown;
   }
 
   /* Render `text` into `target` without flicker: only the top-level blocks whose HTML changed are
-     replaced (while streaming that is usually the last one), so earlier blocks, their highlighting
-     and any selection in them stay as they are. */
+     replaced, so earlier blocks, their highlighting and any selection in them stay as they are. */
   function renderMarkdown(target, text) {
-    var scratch = document.createElement("div");
-    scratch.innerHTML = markdownHtml(text);
-    var fresh = Array.prototype.slice.call(scratch.childNodes);
+    var fresh = htmlNodes(markdownHtml(text));
     fresh.forEach(function (node, index) {
-      var source = node.nodeType === 1 ? node.outerHTML : node.textContent;
       var old = target.childNodes[index];
-      if (old && old.__source === source) return;
-      var shown = node.nodeType === 1 ? decorate(node) : node;
-      shown.__source = source;
+      if (old && old.__source === node.__source) return;
+      var shown = shownNode(node, true);
       if (old) target.replaceChild(shown, old); else target.appendChild(shown);
     });
     while (target.childNodes.length > fresh.length) target.removeChild(target.lastChild);
+    target.__stream = null;
   }
 
-  /* The block as shown: code highlighted with a copy button, tables in a scrolling wrapper. */
-  function decorate(block) {
-    var blocks = block.matches("pre") ? [block] : block.querySelectorAll("pre");
-    Array.prototype.forEach.call(blocks, function (pre) {
-      var code = pre.querySelector("code");
-      if (!code) return;
-      if (window.hljs) hljs.highlightElement(code);
-      pre.classList.add("code-block");
-      var copy = document.createElement("button");
-      copy.type = "button";
-      copy.className = "copy-code";
-      copy.textContent = "Copy";
-      copy.setAttribute("aria-label", "Copy the code");
-      copy.addEventListener("click", function () {
-        copyText(code.textContent).then(function () { flash(copy, "Copied"); },
-                                        function () { flash(copy, "Copy failed"); });
-      });
-      pre.insertBefore(copy, pre.firstChild);
+  /* While an answer streams, each frame parses only what follows the blocks already complete: marked's
+     lexer splits that tail into top-level blocks; all but the last are complete (rendered once and
+     kept), the last is still growing and is rendered again. So a frame costs the last block, not the
+     whole answer (a 50,000-character answer was re-parsed in full every frame). */
+  function renderStreaming(target, text, final) {
+    if (!window.marked || !window.DOMPurify) { renderMarkdown(target, text); return; }
+    var stream = target.__stream;
+    if (!stream || text.lastIndexOf(stream.prefix, 0) !== 0) {
+      target.textContent = "";
+      stream = target.__stream = {offset: 0, kept: 0, prefix: ""};
+    }
+    var tokens = marked.lexer(text.slice(stream.offset));
+    var last = tokens.length - 1;
+    while (last > 0 && tokens[last].type === "space") last--;
+    while (target.childNodes.length > stream.kept) target.removeChild(target.lastChild);
+    if (last > 0) {
+      var complete = tokens.slice(0, last);
+      complete.links = tokens.links;
+      htmlNodes(sanitize(marked.parser(complete))).forEach(function (node) { target.appendChild(shownNode(node, true)); });
+      stream.kept = target.childNodes.length;
+      stream.offset += complete.reduce(function (sum, token) { return sum + token.raw.length; }, 0);
+      stream.prefix = text.slice(0, stream.offset);
+    }
+    var growing = tokens.slice(last);
+    growing.links = tokens.links;
+    var small = final || text.length - stream.offset < LIVE_HIGHLIGHT_CHARS;
+    htmlNodes(sanitize(marked.parser(growing))).forEach(function (node) { target.appendChild(shownNode(node, small)); });
+  }
+
+  /* The block as shown, from what our renderers marked (MARK) and what sanitising kept: code
+     highlighted (unless `highlight` is false) with a copy button, math typeset by KaTeX, task lists'
+     boxes named, tables in a scrolling wrapper. The classes and attributes are added here, after
+     sanitising, never taken from the model's output. */
+  function decorate(block, highlight) {
+    var marked_ = block.hasAttribute(MARK) ? [block] : [];
+    Array.prototype.push.apply(marked_, block.querySelectorAll("[" + MARK + "]"));
+    marked_.forEach(function (node) {
+      var kind = node.getAttribute(MARK);
+      node.removeAttribute(MARK);
+      if (kind.lastIndexOf("code", 0) === 0) decorateCode(node, kind.slice(5), highlight);
+      else if (kind.lastIndexOf("math", 0) === 0) typeset(node, kind === "math-block");
+    });
+    Array.prototype.forEach.call(block.querySelectorAll("li > input[type=checkbox]:first-child"), function (box) {
+      box.parentNode.classList.add("task-list-item");
+      box.parentNode.parentNode.classList.add("task-list");
+      box.setAttribute("aria-label", box.checked ? "Done" : "Not done");
     });
     Array.prototype.forEach.call(block.querySelectorAll("table"), function (table) {
       table.parentNode.insertBefore(tableWrap(), table).appendChild(table);
     });
     return block.matches("table") ? tableWrap().appendChild(block).parentNode : block;
+  }
+
+  function decorateCode(code, lang, highlight) {
+    var pre = code.parentNode;
+    if (lang) code.classList.add("language-" + lang);
+    if (highlight && window.hljs) hljs.highlightElement(code);
+    pre.classList.add("code-block");
+    var copy = document.createElement("button");
+    copy.type = "button";
+    copy.className = "copy-code";
+    copy.textContent = "Copy";
+    copy.setAttribute("aria-label", "Copy the code");
+    copy.addEventListener("click", function () {
+      copyText(code.textContent).then(function () { flash(copy, "Copied"); },
+                                      function () { flash(copy, "Copy failed"); });
+    });
+    pre.insertBefore(copy, pre.firstChild);
+  }
+
+  /* $...$, \(...\), $$...$$ and \[...\] by KaTeX (vendored, fonts served from here); what KaTeX
+     cannot read stays as written. KaTeX builds its nodes through the DOM (no inline <style>), which
+     the page's Content-Security-Policy allows. */
+  function typeset(node, display) {
+    var source = node.textContent;
+    var tex = display ? source.replace(/^\$\$|\$\$$|^\\\[|\\\]$/g, "") : source.replace(/^\$|\$$|^\\\(|\\\)$/g, "");
+    node.classList.add("math");
+    if (!window.katex) return;
+    try {
+      katex.render(tex, node, {displayMode: display, throwOnError: true, output: "htmlAndMathml", trust: false,
+                               maxSize: 50, maxExpand: 200});
+      node.title = source;
+    } catch (e) {
+      node.textContent = source;  // not TeX after all (a price in dollars, say)
+    }
   }
 
   function tableWrap() {
@@ -435,11 +557,16 @@
   // --- models --------------------------------------------------------------------------------------
 
   /* The picker: the server's default, then the aliases (ids without a "/"), then every provider's
-     models ("provider/model"), each group as /v1/models lists it. */
+     models ("provider/model"), each group as /v1/models lists it; only those the key may use (its
+     models in /v1/key/info), so nobody learns it from a refusal. */
   function loadModels() {
-    return api("/v1/models").then(readJson).then(function (body) {
-      var models = (body.data || []).filter(function (m) { return m.mode !== "embedding"; })
-        .map(function (m) { return m.id; });
+    var allowed = api("/v1/key/info").then(readJson).then(function (info) {
+      return info.key ? info.key.models : null;
+    }, function () { return null; });
+    return Promise.all([api("/v1/models").then(readJson), allowed]).then(function (answers) {
+      var models = (answers[0].data || []).filter(function (m) {
+        return m.mode !== "embedding" && keyMayUse(answers[1], m);
+      }).map(function (m) { return m.id; });
       var aliases = models.filter(function (id) { return id.indexOf("/") < 0; });
       var named = models.filter(function (id) { return id.indexOf("/") >= 0; });
       el.modelSelect.textContent = "";
@@ -448,7 +575,18 @@
       if (named.length) el.modelSelect.appendChild(group("Models", named));
       selectModel(modelOf(state.chatId));
     }).catch(function (error) {
-      if (error.status !== 401) showNotice("Could not list the models (" + error.message + "); the default model still answers.");
+      if (!isKeyRefusal(error)) showNotice("Could not list the models (" + failureText(error) + "); the default model still answers.");
+    });
+  }
+
+  /* The server's rule (app.keys.service.model_allowed): an entry is a model, "provider/model" or
+     "provider/*"; no list allows all. An alias is offered when the list names it or its provider's
+     every model (the page does not know which model an alias stands for). */
+  function keyMayUse(list, model) {
+    if (!list) return true;
+    var name = model.id.indexOf("/") >= 0 ? model.id.slice(model.id.indexOf("/") + 1) : model.id;
+    return list.some(function (entry) {
+      return entry === model.id || entry === name || entry === model.owned_by + "/*";
     });
   }
 
@@ -504,6 +642,8 @@
     el.newChatId.addEventListener("input", function () { validateNewId(false); });
     el.loadMore.addEventListener("click", function () { loadChats(false); });
     el.menuButton.addEventListener("click", function (event) { event.stopPropagation(); toggleSidebar(); });
+    if (narrow && narrow.addEventListener) narrow.addEventListener("change", function () { toggleSidebar(false); });
+    toggleSidebar(false);
     document.querySelector(".main").addEventListener("click", closeSidebar);
     document.addEventListener("keydown", function (event) {
       if (event.key === "Escape") { closeSidebar(); el.chatMenu.open = false; }
@@ -539,7 +679,7 @@
       el.emptyList.hidden = el.chatList.children.length > 0;
       markActive();
     }).catch(function (error) {
-      if (error.status !== 401) showNotice("Could not load the chat list: " + error.message);
+      if (!isKeyRefusal(error)) showNotice("Could not load the chat list: " + error.message);
     });
   }
 
@@ -602,10 +742,15 @@
     }).catch(function (error) { showNotice("Could not delete the chat: " + error.message); });
   }
 
+  /* On a narrow screen the sidebar slides over the chat; closed, it is out of the Tab order and
+     of what screen readers list (inert), not only off-screen. */
+  var narrow = window.matchMedia ? window.matchMedia("(max-width: 760px)") : null;
+
   function toggleSidebar(force) {
     var open = force === undefined ? !el.sidebar.classList.contains("open") : force;
     el.sidebar.classList.toggle("open", open);
     el.menuButton.setAttribute("aria-expanded", open ? "true" : "false");
+    el.sidebar.inert = !open && !!(narrow && narrow.matches);
   }
 
   function closeSidebar() { toggleSidebar(false); }
@@ -625,7 +770,45 @@
   }
 
   function syncChatMenu() {
-    el.chatMenu.hidden = !state.chatId;
+    [el.renameButton, el.exportMd, el.exportJson].forEach(function (button) { button.hidden = !state.chatId; });
+  }
+
+  /* The chat's system prompt and temperature: kept with the chat on the server (PATCH), or, for a
+     chat not yet sent, sent with its first message. */
+  function setupSettings() {
+    el.settingsButton.addEventListener("click", function () {
+      el.chatMenu.open = false;
+      var current = (state.chatId ? state.settings : state.pendingSettings) || {};
+      el.systemInput.value = current.system_prompt || "";
+      el.temperatureInput.value = current.temperature === null || current.temperature === undefined ? "" : current.temperature;
+      el.settingsError.hidden = true;
+      el.settingsDialog.showModal();
+    });
+    el.settingsCancel.addEventListener("click", function () { el.settingsDialog.close(); });
+    el.settingsForm.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var raw = el.temperatureInput.value.trim();
+      var temperature = raw === "" ? null : Number(raw);
+      if (temperature !== null && !(temperature >= 0 && temperature <= 2)) {
+        el.settingsError.textContent = "The temperature is a number from 0 to 2, or empty.";
+        el.settingsError.hidden = false;
+        return;
+      }
+      var chosen = {system_prompt: el.systemInput.value, temperature: temperature};
+      if (!state.chatId) { state.pendingSettings = chosen; el.settingsDialog.close(); return; }
+      var id = state.chatId;
+      api("/chat/history/" + encodeURIComponent(id), {method: "PATCH", headers: {"Content-Type": "application/json"},
+                                                       body: JSON.stringify(chosen)})
+        .then(readJson).then(function (body) {
+          state.settings = {system_prompt: body.system_prompt, temperature: body.temperature};
+          el.settingsDialog.close();
+          reloadMessages();
+          announce();
+        }).catch(function (error) {
+          el.settingsError.textContent = "Not saved: " + failureText(error);
+          el.settingsError.hidden = false;
+        });
+    });
   }
 
   function startRename() {
@@ -706,26 +889,65 @@
       state.chatId = id;
       state.pendingId = null;
       cancelEdit();
-      clearMessages();
-      body.history.messages.forEach(renderStored);
-      setHeading(id, body.history);
+      showChat(id, body.history);
       selectModel(modelOf(id));
       markActive();
       syncChatMenu();
-      updateActions();
-      scrollToEnd(true);
       el.composerInput.focus();
     }).catch(function (error) {
-      if (error.status === 401) return;
-      showNotice(error.status === 404 ? "That chat no longer exists." : "Could not open the chat: " + error.message);
+      if (isKeyRefusal(error)) return;
+      showNotice(error.status === 404 ? "That chat no longer exists."
+        : error.status ? "Could not open the chat: " + failureText(error) : failureText(error).split(".")[0] + ".",
+        error.status === 404 ? null : function () { openChat(id); });
       if (error.status === 404) startNewChat(null);
     });
+  }
+
+  /* The chat's messages: only the last HISTORY_PAGE are rendered at first (a 1,000-message chat took
+     one 1.2-2.0 s task with every node in the page); earlier ones a page at a time, when the reader
+     scrolls up to them or asks. */
+  function showChat(id, history) {
+    clearMessages();
+    state.history = history.messages.slice();
+    state.shownFrom = state.history.length;
+    state.lastId = history.last_message_id || null;
+    state.settings = {system_prompt: history.system_prompt, temperature: history.temperature};
+    showEarlier();
+    setHeading(id, history);
+    updateActions();
+    scrollToEnd(true);
+    if (history.answering) resume(id, history.answering);
+  }
+
+  function showEarlier() {
+    if (!state.shownFrom) return;
+    var messages = state.history || [];
+    var from = Math.max(0, state.shownFrom - HISTORY_PAGE);
+    var before = el.messages.firstChild;
+    var height = el.messages.scrollHeight;
+    var fragment = document.createDocumentFragment();
+    messages.slice(from, state.shownFrom).forEach(function (message) { fragment.appendChild(storedNode(message)); });
+    if (el.earlier.parentNode) el.earlier.remove();
+    el.messages.insertBefore(fragment, before && before !== el.earlier ? before : el.messages.firstChild);
+    state.shownFrom = from;
+    if (from > 0) {
+      var next = Math.min(HISTORY_PAGE, from);
+      el.earlierButton.textContent = "Show " + next + " earlier message" + (next === 1 ? "" : "s") + " (" + from + " not shown)";
+      el.messages.insertBefore(el.earlier, el.messages.firstChild);
+      if (el.earlierWatch) {  // observed afresh: a row still in view after a short page loads the next one
+        el.earlierWatch.unobserve(el.earlier);
+        el.earlierWatch.observe(el.earlier);
+      }
+    }
+    if (before) el.messages.scrollTop += el.messages.scrollHeight - height;  // the reader's place stays put
   }
 
   function startNewChat(customId) {
     if (state.streaming) state.streaming.abort();
     state.chatId = null;
     state.pendingId = customId;
+    state.lastId = null;
+    state.pendingSettings = null;
     cancelEdit();
     clearMessages();
     el.messages.appendChild(el.welcome);
@@ -770,11 +992,29 @@
 
   // --- messages ----------------------------------------------------------------------------------------
 
+  /* The "earlier messages" row at the top of a long chat: its button, and a watch that shows the
+     previous page when the reader scrolls up to it. */
+  function setupEarlier() {
+    el.earlier = document.createElement("div");
+    el.earlier.className = "earlier";
+    el.earlierButton = document.createElement("button");
+    el.earlierButton.type = "button";
+    el.earlierButton.className = "button ghost";
+    el.earlierButton.addEventListener("click", showEarlier);
+    el.earlier.appendChild(el.earlierButton);
+    if (!window.IntersectionObserver) return;
+    el.earlierWatch = new IntersectionObserver(function (entries) {
+      if (entries.some(function (entry) { return entry.isIntersecting; }) && el.earlier.parentNode) {
+        requestAnimationFrame(showEarlier);
+      }
+    }, {root: el.messages, rootMargin: "200px 0px 0px 0px"});
+  }
+
   function clearMessages() {
     el.messages.textContent = "";
   }
 
-  function renderStored(message) {
+  function storedNode(message) {
     if (message.role === "system") {
       var details = document.createElement("details");
       details.className = "system-prompt";
@@ -783,14 +1023,86 @@
       var text = document.createElement("p");
       text.textContent = message.content;
       details.append(summary, text);
-      el.messages.appendChild(details);
-      return;
+      return details;
     }
-    var node = message.role === "user" ? userNode(message.content, message.images || [])
+    var node = message.role === "user" ? userNode(message.content, message.images || [], message.files || [])
       : answerNode({provider: message.provider, model: message.model});
-    if (message.role === "assistant") setAnswerText(node, message.content);
+    if (message.id) node.dataset.id = message.id;
+    if (message.role === "assistant") {
+      if (message.reasoning) setReasoning(node, message.reasoning);
+      setAnswerText(node, message.content);
+      setUsage(node, message.usage);
+    }
     if (message.status && message.status !== "complete") setStatus(node, message.status, message.error);
-    el.messages.appendChild(node);
+    if (message.versions && message.versions.count > 1) addVersions(node, message.versions);
+    return node;
+  }
+
+  /* "‹ 2/3 ›" under a message with versions: another version is made active on the server (and the
+     branch under it), and the chat is shown as it then is. */
+  function addVersions(node, versions) {
+    var nav = document.createElement("div");
+    nav.className = "versions";
+    nav.setAttribute("role", "group");
+    nav.setAttribute("aria-label", "Versions of this message");
+    var label = document.createElement("span");
+    label.textContent = (versions.index + 1) + "/" + versions.count;
+    [[-1, "\u2039", "Previous version"], [1, "\u203a", "Next version"]].forEach(function (step) {
+      var target = versions.ids[versions.index + step[0]];
+      var button = document.createElement("button");
+      button.type = "button";
+      button.className = "action";
+      button.textContent = step[1];
+      button.setAttribute("aria-label", step[2]);
+      button.disabled = target === undefined;
+      button.addEventListener("click", function () { showVersion(target); });
+      nav.appendChild(button);
+      if (step[0] < 0) nav.appendChild(label);
+    });
+    node.querySelector(".bubble").appendChild(nav);
+  }
+
+  function showVersion(messageId) {
+    var id = state.chatId;
+    if (!id || state.streaming) return;
+    api("/chat/history/" + encodeURIComponent(id) + "/messages/" + messageId + "/activate", {method: "POST"})
+      .then(readJson).then(function (body) {
+        if (state.chatId !== id) return;
+        showChat(id, body.history);
+        announce();
+      }).catch(function (error) {
+        if (!isKeyRefusal(error)) showNotice("Could not show that version: " + failureText(error));
+        reloadMessages();
+      });
+  }
+
+  /* The model's reasoning, folded above the answer. */
+  function setReasoning(node, text) {
+    var details = node.querySelector(".reasoning");
+    if (!details) {
+      details = document.createElement("details");
+      details.className = "reasoning";
+      var summary = document.createElement("summary");
+      summary.textContent = "Reasoning";
+      var body = document.createElement("div");
+      body.className = "reasoning-text";
+      details.append(summary, body);
+      node.querySelector(".bubble").insertBefore(details, node.querySelector(".text"));
+    }
+    details.querySelector(".reasoning-text").textContent = text;
+  }
+
+  /* Tokens of the answer, under it. */
+  function setUsage(node, usage) {
+    if (!usage) return;
+    var line = node.querySelector(".usage-line");
+    if (!line) {
+      line = document.createElement("span");
+      line.className = "usage-line";
+      node.querySelector(".answered-by").after(line);
+    }
+    line.textContent = count(usage.total_tokens) + " tokens (" + count(usage.prompt_tokens) + " in, " +
+      count(usage.completion_tokens) + " out)";
   }
 
   function messageShell(role) {
@@ -806,8 +1118,14 @@
     return wrap;
   }
 
-  function userNode(text, images) {
+  function userNode(text, images, files) {
     var node = messageShell("user");
+    (files || []).forEach(function (file) {
+      var chip = document.createElement("span");
+      chip.className = "file-chip";
+      chip.textContent = file.name + (file.chars ? " \u00b7 " + count(file.chars) + " characters" : "");
+      node.querySelector(".bubble").appendChild(chip);
+    });
     node.dataset.text = text;
     node.dataset.images = JSON.stringify(images);
     if (images.length) {
@@ -867,6 +1185,14 @@
     });
   }
 
+  /* The streamed answer's last block rendered as complete (the blocks before it already are: no
+     second parse of the whole answer at its end). */
+  function finishAnswer(node, text) {
+    node.__raw = text;
+    var target = node.querySelector(".text");
+    if (target.__stream) renderStreaming(target, text, true); else renderMarkdown(target, text);
+  }
+
   function setAnswerText(node, text) {
     node.__raw = text;
     renderMarkdown(node.querySelector(".text"), text);
@@ -894,13 +1220,15 @@
       }));
     });
     if (!state.chatId) return;
-    var users = el.messages.querySelectorAll(".message.user");
-    var lastUser = users[users.length - 1];
     var last = el.messages.lastElementChild;
-    if (last && last.classList.contains("assistant")) {
-      last.querySelector(".actions").appendChild(actionButton("Regenerate", "Answer the last message again", regenerate));
+    if (last && last.classList.contains("assistant") && last.dataset.id) {
+      last.querySelector(".actions").appendChild(actionButton("Regenerate", "Answer this message again (a new version)",
+                                                              function () { regenerate(last); }));
     }
-    if (lastUser) actionBar(lastUser).appendChild(actionButton("Edit", "Edit and resend your last message", startEdit));
+    Array.prototype.forEach.call(el.messages.querySelectorAll(".message.user[data-id]"), function (node) {
+      actionBar(node).appendChild(actionButton("Edit", "Edit and resend this message (a new version)",
+                                               function () { startEdit(node); }));
+    });
   }
 
   function actionBar(node) {
@@ -949,14 +1277,35 @@
       el.imageInput.value = "";
     });
     el.cancelEdit.addEventListener("click", cancelEdit);
-    el.stopButton.addEventListener("click", function () { if (state.streaming) state.streaming.abort(); });
+    el.stopButton.addEventListener("click", stopAnswer);
     el.messages.addEventListener("scroll", function () { state.pinned = nearBottom(); }, {passive: true});
   }
 
   function isImage(file) { return /^image\/(png|jpeg|gif|webp)$/.test(file.type); }
 
+  /* Text, Markdown, code and PDF files go to the server as they are (base64); it reads them, a PDF's
+     text included, and gives them to the model before the message. */
+  function isDocument(file) {
+    return file.type === "application/pdf" || /^text\//.test(file.type) ||
+      /\.(pdf|txt|md|markdown|csv|json|ya?ml|toml|xml|html|css|js|ts|py|rb|go|rs|java|kt|c|h|cpp|hpp|cs|php|sh|sql)$/i.test(file.name);
+  }
+
+  function attachDocument(file) {
+    var reader = new FileReader();
+    reader.onerror = function () { showNotice("Could not read the file " + file.name + "."); };
+    reader.onload = function () {
+      state.files.push({name: file.name, data: String(reader.result).replace(/^data:[^,]*,/, ""), size: file.size});
+      renderAttachments();
+    };
+    reader.readAsDataURL(file);
+  }
+
   function attachFile(file) {
-    if (!isImage(file)) { showNotice(file.name + " is not a PNG, JPEG, GIF or WebP image."); return; }
+    if (!isImage(file) && isDocument(file)) { attachDocument(file); return; }
+    if (!isImage(file)) {
+      showNotice(file.name + " is not an image (PNG, JPEG, GIF, WebP) nor a text, Markdown, code or PDF file.");
+      return;
+    }
     imageUrl(file).then(addAttachment, function () { showNotice("Could not read the image " + file.name + "."); });
   }
 
@@ -1009,17 +1358,35 @@
       item.append(img, remove);
       el.attachments.appendChild(item);
     });
-    el.attachments.hidden = state.attachments.length === 0;
+    state.files.forEach(function (file, i) {
+      var item = document.createElement("li");
+      item.className = "file";
+      var name = document.createElement("span");
+      name.className = "file-chip";
+      name.textContent = file.name + " \u00b7 " + Math.max(1, Math.round(file.size / 1024)) + " KB";
+      var remove = document.createElement("button");
+      remove.type = "button";
+      remove.className = "remove-attachment";
+      remove.textContent = "\u00d7";
+      remove.setAttribute("aria-label", "Remove the file " + file.name);
+      remove.addEventListener("click", function () {
+        state.files.splice(i, 1);
+        renderAttachments();
+        el.composerInput.focus();
+      });
+      item.append(name, remove);
+      el.attachments.appendChild(item);
+    });
+    el.attachments.hidden = state.attachments.length === 0 && state.files.length === 0;
   }
 
-  function startEdit() {
-    var users = el.messages.querySelectorAll(".message.user");
-    var last = users[users.length - 1];
-    if (!last || state.streaming) return;
-    state.editing = true;
+  /* Edit `node`, a question with its id: the composer holds it, and sending makes a new version. */
+  function startEdit(node) {
+    if (!node || state.streaming) return;
+    state.editing = node;
     el.editing.hidden = false;
-    el.composerInput.value = last.dataset.text || "";
-    state.attachments = JSON.parse(last.dataset.images || "[]");
+    el.composerInput.value = node.dataset.text || "";
+    state.attachments = JSON.parse(node.dataset.images || "[]");
     renderAttachments();
     autosize();
     el.composerInput.focus();
@@ -1027,10 +1394,11 @@
 
   function cancelEdit() {
     if (!state.editing) return;
-    state.editing = false;
+    state.editing = null;
     el.editing.hidden = true;
     el.composerInput.value = "";
     state.attachments = [];
+    state.files = [];
     renderAttachments();
     autosize();
   }
@@ -1042,36 +1410,53 @@
 
   function setBusy(busy) {
     el.sendButton.disabled = busy;
+    el.stopButton.disabled = false;
     el.stopButton.hidden = !busy;
     el.messages.setAttribute("aria-busy", busy ? "true" : "false");
   }
 
   // --- sending and streaming ------------------------------------------------------------------------------
 
+  /* Send what the composer holds. It is emptied at once, and put back (text and attachments) with
+     the reason and a retry if the server does not take the message: nothing typed is lost. */
   function send() {
     var text = el.composerInput.value.trim();
-    if ((!text && !state.attachments.length) || state.streaming) return;
-    var images = state.attachments.slice();
-    var body = {message: messageContent(text, images)};
+    if ((!text && !state.attachments.length && !state.files.length) || state.streaming) return;
+    var draft = {text: text, images: state.attachments.slice(), files: state.files.slice(), editing: state.editing};
+    var body = {message: messageContent(text, draft.images)};
+    if (draft.files.length) body.files = draft.files.map(function (f) { return {name: f.name, data: f.data}; });
+    var replaced = [];
     if (state.editing) {
-      body.replace = "message";
-      removeFromLastQuestion();
+      body.edit = Number(state.editing.dataset.id);
+      replaced = fromNode(state.editing);
     }
-    state.editing = false;
+    state.editing = null;
     el.editing.hidden = true;
+    clearComposer();
+    if (el.welcome.parentNode) el.welcome.remove();
+    var question = userNode(text, draft.images, draft.files);
+    el.messages.appendChild(question);
+    turn(body, text || (draft.files[0] || {}).name || "Image", {added: [question], replaced: replaced, draft: draft, question: question});
+  }
+
+  function clearComposer() {
     el.composerInput.value = "";
     state.attachments = [];
+    state.files = [];
     renderAttachments();
     autosize();
-    if (el.welcome.parentNode) el.welcome.remove();
-    var question = userNode(text, images);
-    el.messages.appendChild(question);
-    turn(body, text || "Image", function () {  // a refused message goes back into the composer
-      question.remove();
-      el.composerInput.value = text;
-      state.attachments = images;
-      renderAttachments();
-    });
+  }
+
+  /* Put a message that was not taken back into the composer (unless something new was typed there). */
+  function restoreDraft(draft) {
+    if (el.composerInput.value.trim() || state.attachments.length || state.files.length) return;
+    el.composerInput.value = draft.text;
+    state.attachments = draft.images.slice();
+    state.files = draft.files.slice();
+    state.editing = draft.editing;
+    el.editing.hidden = !draft.editing;
+    renderAttachments();
+    autosize();
   }
 
   function messageContent(text, images) {
@@ -1080,23 +1465,27 @@
     return parts.concat(images.map(function (url) { return {type: "image_url", image_url: {url: url}}; }));
   }
 
-  function regenerate() {
-    if (state.streaming || !state.chatId) return;
-    var last = el.messages.lastElementChild;
-    if (last && last.classList.contains("assistant")) last.remove();
-    turn({replace: "answer"}, "", null);
+  /* Answer again the question of `answer` (an answer node with its id): a new version of it. */
+  function regenerate(answer) {
+    if (state.streaming || !state.chatId || !answer || !answer.dataset.id) return;
+    var replaced = fromNode(answer);
+    turn({regenerate: Number(answer.dataset.id)}, "", {added: [], replaced: replaced, draft: null,
+                                                       retry: function () { regenerate(answer); }});
   }
 
-  function removeFromLastQuestion() {
-    var users = el.messages.querySelectorAll(".message.user");
-    var last = users[users.length - 1];
-    while (last && last.nextSibling) last.nextSibling.remove();
-    if (last) last.remove();
+  /* `node` and what follows it, hidden until the server takes what replaces them. */
+  function fromNode(node) {
+    var nodes = [];
+    for (; node; node = node.nextElementSibling) nodes.push(node);
+    nodes.forEach(function (n) { n.hidden = true; });
+    return nodes;
   }
 
   /* One turn: POST /chat with `body` (plus the chat, the model and stream), the answer streamed into
-     a new message. `title` names a new chat in the list until the server's summary arrives. */
-  function turn(body, title, onBusy) {
+     a new message. `title` names a new chat in the list until the server's summary arrives. `change`
+     is what the page changed for it: nodes `added` and `replaced` (hidden) and the composer's `draft`;
+     if the server refuses the turn, the page goes back to what it was and the draft to the composer. */
+  function turn(body, title, change) {
     hideNotice();
     var answer = answerNode({});
     answer.classList.add("streaming");
@@ -1105,48 +1494,66 @@
 
     var chatId = state.chatId || state.pendingId;
     if (chatId) body.chat_id = chatId;
+    if (state.chatId && state.lastId) body.after = state.lastId;
+    if (!state.chatId) Object.assign(body, newChatSettings());
     if (el.modelSelect.value) body.model = el.modelSelect.value;
     body.stream = true;
+    body.resumable = true;  // a reload or a closed tab does not stop it; Stop does
 
     var controller = new AbortController();
     state.streaming = controller;
+    state.answerId = null;
     setBusy(true);
     updateActions();
     var origin = {fallbacks: []};
+    var reasoning = "";
+    var started = false;
     var finished = false;
+    var reread = false;
     var raw = "";
     var frame = null;
     function paint() {
       frame = null;
-      setAnswerText(answer, raw);
+      renderStreaming(answer.querySelector(".text"), raw);
+      answer.__raw = raw;
       scrollToEnd(false);
     }
 
     api("/chat", {method: "POST", headers: {"Content-Type": "application/json", "Accept": "text/event-stream"},
                   body: JSON.stringify(body), signal: controller.signal})
       .then(function (response) {
-        var id = response.headers.get("X-Chat-ID");
         if (!response.ok || !response.body) {
           return readJson(response).then(function () { throw new Error("unexpected answer"); });
         }
+        started = true;
+        change.replaced.forEach(function (node) { node.remove(); });
+        var id = response.headers.get("X-Chat-ID");
         if (id) adoptChat(id, title);
         return readEvents(response.body, function (event) {
           if (event.type === "delta") {
             raw += event.content;
             if (!frame) frame = requestAnimationFrame(paint);
+          } else if (event.type === "reasoning") {
+            reasoning += event.content;
+            setReasoning(answer, reasoning);
           } else if (event.type === "fallback") {
             origin.fallbacks.push(event);
           } else if (event.type === "start") {
             origin.provider = event.provider;
             origin.model = event.model;
             setOrigin(answer, origin);
+            noteIds(event, answer, change.question);
           } else if (event.type === "done") {
             finished = true;
             origin.provider = event.provider || origin.provider;
             origin.model = event.model || origin.model;
             setOrigin(answer, origin);
+            setUsage(answer, event.usage);
+            if (event.status && event.status !== "complete") setStatus(answer, event.status, event.error);
+            noteIds(event, answer, change.question);
             if (event.chat_id) adoptChat(event.chat_id, title);
           } else if (event.type === "error") {
+            noteIds(event, answer, change.question);
             finished = true;
             setStatus(answer, "error", event.message);
             if (event.chat_id) adoptChat(event.chat_id, title);
@@ -1158,33 +1565,96 @@
       })
       .catch(function (error) {
         if (error.name === "AbortError") { setStatus(answer, "partial"); return; }
-        if (error.status === 409 && onBusy) {
-          answer.remove();
-          onBusy();
-          showNotice("This chat is still answering another message. Send again when it has finished.");
-          return;
-        }
-        if (error.body && error.body.error && error.body.error.chat_id) adoptChat(error.body.error.chat_id, title);
-        setStatus(answer, "error", error.message);
-        if (error.status >= 400 && error.status < 500 && error.status !== 401) showNotice(error.message);
+        if (started) { setStatus(answer, "error", failureText(error)); return; }
+        reread = refused(error, answer, change, title);
       })
       .then(function () {
         if (frame) { cancelAnimationFrame(frame); frame = null; }
-        setAnswerText(answer, raw);
+        if (answer.parentNode) finishAnswer(answer, raw);
         answer.classList.remove("streaming");
         state.streaming = null;
+        state.answerId = null;
         setBusy(false);
         updateActions();
         scrollToEnd(false);
-        refreshCurrent();
+        if (started) { noteTurn(title); announce(); }
+        if (started && (body.regenerate || body.edit)) reread = true;  // the message's versions, as stored
+        if (reread) reloadMessages();
         el.composerInput.focus();
       });
+  }
+
+  /* The server did not take the turn: the page goes back to what it was before it, the message to
+     the composer, and the reason is shown in words with a retry. Whether the chat must be read again
+     (its error names the chat: the server stored the failed turn, and the page shows what it holds). */
+  function refused(error, answer, change, title) {
+    answer.remove();
+    change.added.forEach(function (node) { node.remove(); });
+    change.replaced.forEach(function (node) { node.hidden = false; });
+    if (change.draft) restoreDraft(change.draft);
+    var stored = error.body && error.body.error && error.body.error.chat_id;
+    if (stored) adoptChat(stored, title);
+    if (!isKeyRefusal(error)) showNotice(failureText(error), change.draft ? send : change.retry);
+    return !!stored;
+  }
+
+  /* Why a call failed, in words for the person using the page (never a setting's name). */
+  function failureText(error) {
+    var status = error.status;
+    if (!status) {
+      return navigator.onLine === false ? "You are offline. Your message is kept: send it again when you are back online."
+        : "Could not reach the server. Your message is kept: check the connection and try again.";
+    }
+    var code = error.body && error.body.error && error.body.error.code;
+    if (status === 413 && (code === "file_too_large" || code === "file_text_too_long")) return error.message;
+    if (status === 413) {
+      return "This message is too large for the server. Remove an image or a file, or shorten the text, then send it again.";
+    }
+    if (status === 429) {
+      var wait = retryAfter(error);
+      var which = code && code !== "rate_limited" ? error.message.replace(/\s*try again in[^.]*\.?$/i, "").replace(/\.?$/, ".")
+        : "Too many requests for now: this key's limit is reached.";
+      return which + (wait ? " Try again in " + waitWords(wait) + "." : " Try again later.");
+    }
+    if (code === "chat_changed" || code === "message_not_active") {
+      return "This chat changed in another tab or window; it now shows what was saved. Your message is kept: send it again.";
+    }
+    if (status === 409) return "This chat is still answering another message. Send again when it has finished.";
+    if (status >= 500) {
+      return (error.body && error.body.error ? error.message : "The server could not answer just now (error " + status + ").") +
+        " Your message is kept: try again in a moment.";
+    }
+    return error.message;
+  }
+
+  function retryAfter(error) {
+    var body = error.body && error.body.error || {};
+    var seconds = Number(body.retry_after !== undefined ? body.retry_after : error.retryAfter);
+    return isFinite(seconds) && seconds > 0 ? Math.ceil(seconds) : null;
+  }
+
+  function waitWords(seconds) {
+    if (seconds < 90) return seconds + " s";
+    if (seconds < 90 * 60) return Math.round(seconds / 60) + " min";
+    return Math.round(seconds / 3600) + " h";
+  }
+
+  /* The list's entry of the open chat after a turn, without another call (a key allowed a few
+     requests a minute spent two per message when the page read the chat again). */
+  function noteTurn(title) {
+    var id = state.chatId;
+    if (!id) return;
+    var summary = Object.assign({title: title.slice(0, 80)}, state.chats[id] || {},
+                                {last_updated: new Date().toISOString(), match: undefined});
+    upsertChat(id, summary);
   }
 
   function adoptChat(id, firstMessage) {
     if (state.chatId === id) return;
     state.chatId = id;
     state.pendingId = null;
+    state.settings = state.pendingSettings || {};
+    state.pendingSettings = null;
     rememberChatModel(id, el.modelSelect.value);
     var summary = state.chats[id] || {title: firstMessage.slice(0, 80), last_updated: new Date().toISOString()};
     upsertChat(id, summary);
@@ -1194,15 +1664,119 @@
     syncChatMenu();
   }
 
-  function refreshCurrent() {
+  /* The system prompt and temperature chosen for a chat not yet sent (the chat keeps them). */
+  function newChatSettings() {
+    var chosen = state.pendingSettings || {};
+    var out = {};
+    if (chosen.system_prompt !== undefined && chosen.system_prompt !== null) out.system = chosen.system_prompt;
+    if (chosen.temperature !== undefined && chosen.temperature !== null) out.temperature = chosen.temperature;
+    return out;
+  }
+
+  /* The ids a stream event names: the question's, the answer's; the answer is the chat's end now. */
+  function noteIds(event, answer, question) {
+    if (event.answer_id) {
+      answer.dataset.id = event.answer_id;
+      state.answerId = event.answer_id;
+      state.lastId = event.answer_id;
+    }
+    if (event.message_id && question) question.dataset.id = event.message_id;
+  }
+
+  /* Other tabs of this page showing the same chat read it again when this one changed it. */
+  var channel = window.BroadcastChannel ? new BroadcastChannel("aiserver.chat") : null;
+
+  function announce() {
+    if (channel && state.chatId) channel.postMessage({chat: state.chatId});
+  }
+
+  function listenToOtherTabs() {
+    if (!channel) return;
+    channel.onmessage = function (event) {
+      if (event.data && event.data.chat === state.chatId && !state.streaming && !state.editing) reloadMessages();
+    };
+  }
+
+  /* Follow an answer the server is still producing (this page was reloaded, or another tab asked):
+     the text so far is shown at once, then the rest as it is stored. */
+  function resume(chatId, answerId) {
+    var answer = el.messages.querySelector('.message.assistant[data-id="' + answerId + '"]');
+    if (!answer || state.streaming) return;
+    var controller = new AbortController();
+    state.streaming = controller;
+    state.answerId = answerId;
+    answer.classList.add("streaming");
+    var badge = answer.querySelector(".badge");
+    if (badge) badge.remove();
+    setBusy(true);
+    updateActions();
+    var raw = answer.__raw || "";
+    var frame = null;
+    var finished = false;
+    api("/chat/history/" + encodeURIComponent(chatId) + "/messages/" + answerId + "/stream?offset=" + raw.length,
+        {headers: {"Accept": "text/event-stream"}, signal: controller.signal})
+      .then(function (response) {
+        if (!response.ok || !response.body) return readJson(response);
+        return readEvents(response.body, function (event) {
+          if (event.type === "delta") {
+            raw += event.content;
+            if (!frame) frame = requestAnimationFrame(function () {
+              frame = null;
+              renderStreaming(answer.querySelector(".text"), raw);
+              scrollToEnd(false);
+            });
+          } else if (event.type === "done" || event.type === "error") {
+            finished = true;
+            if (event.reasoning) setReasoning(answer, event.reasoning);
+            setUsage(answer, event.usage);
+            if (event.type === "error" || (event.status && event.status !== "complete")) {
+              setStatus(answer, event.type === "error" ? "error" : event.status, event.message || event.error);
+            }
+          }
+        });
+      })
+      .catch(function (error) {
+        if (error.name !== "AbortError") setStatus(answer, "error", failureText(error));
+      })
+      .then(function () {
+        if (frame) { cancelAnimationFrame(frame); frame = null; }
+        answer.__raw = raw;
+        finishAnswer(answer, raw);
+        if (!finished && !answer.querySelector(".badge")) setStatus(answer, "partial");
+        answer.classList.remove("streaming");
+        state.streaming = null;
+        state.answerId = null;
+        setBusy(false);
+        updateActions();
+        announce();
+      });
+  }
+
+  /* Stop the answer: the server is asked to stop it (a turn survives its page going away) and ends
+     the stream with the answer stored as partial; this page stops following if that takes longer
+     than STOP_WAIT_MS (or the server cannot be asked). */
+  var STOP_WAIT_MS = 3000;
+
+  function stopAnswer() {
+    var controller = state.streaming;
+    if (!controller) return;
+    el.stopButton.disabled = true;
+    function abort() { el.stopButton.disabled = false; controller.abort(); }
+    if (!state.chatId || !state.answerId) { abort(); return; }
+    api("/chat/history/" + encodeURIComponent(state.chatId) + "/messages/" + state.answerId + "/stop", {method: "POST"})
+      .then(function () { setTimeout(function () { if (state.streaming === controller) abort(); }, STOP_WAIT_MS); },
+            abort);
+  }
+
+  /* Read the open chat again and show it as the server holds it: after a failed turn, and when
+     another tab changed it. */
+  function reloadMessages() {
     var id = state.chatId;
-    if (!id) return;
-    api("/chat/history/" + encodeURIComponent(id)).then(readJson).then(function (body) {
-      var summary = {title: body.history.title, created_at: body.history.created_at,
-                     last_updated: body.history.last_updated, message_count: body.history.message_count};
-      upsertChat(id, summary);
-      if (state.chatId === id) setHeading(id, body.history);
-    }).catch(function () { /* the list refreshes on the next load */ });
+    if (!id || state.streaming) return Promise.resolve();
+    return api("/chat/history/" + encodeURIComponent(id)).then(readJson).then(function (body) {
+      if (state.chatId !== id || state.streaming) return;
+      showChat(id, body.history);
+    }).catch(function () { /* what is shown stays; the next action reads again */ });
   }
 
   /* Read a server-sent event stream: events are separated by a blank line; "data:" lines carry
@@ -1243,12 +1817,25 @@
       var error = new Error((body.error && body.error.message) || ("HTTP " + response.status));
       error.status = response.status;
       error.body = body;
+      error.retryAfter = response.headers.get("Retry-After");
       throw error;
     });
   }
 
-  function showNotice(text) {
-    el.notice.textContent = text;
+  /* A notice above the composer; with `retry`, a button that does it again. */
+  function showNotice(text, retry) {
+    el.notice.textContent = "";
+    var words = document.createElement("span");
+    words.textContent = text;
+    el.notice.appendChild(words);
+    if (retry) {
+      var button = document.createElement("button");
+      button.type = "button";
+      button.className = "button ghost retry";
+      button.textContent = "Try again";
+      button.addEventListener("click", function () { hideNotice(); retry(); });
+      el.notice.appendChild(button);
+    }
     el.notice.hidden = false;
   }
 

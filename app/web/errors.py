@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 import peewee
-from flask import Flask, jsonify, request
+from flask import Flask, current_app, jsonify, request
 from playhouse.pool import MaxConnectionsExceeded
 from werkzeug.exceptions import HTTPException
 
@@ -31,6 +31,7 @@ from app.core.errors import (
     anthropic_shaped,
     openai_error_body,
     openai_shaped,
+    size_in_words,
 )
 from app.core.metrics import RATE_LIMIT_REJECTIONS
 
@@ -57,7 +58,9 @@ def from_http_exception(exc: HTTPException) -> APIError:
     status = exc.code or 500
     cls = _HTTP_ERRORS.get(status, BadRequest if status < 500 else APIError)
     if status == 413:
-        return PayloadTooLarge("Request body is larger than MAX_BODY_BYTES allows.")
+        limit = current_app.config["MAX_BODY_BYTES"]
+        return PayloadTooLarge(f"The request is larger than this server accepts: at most {size_in_words(limit)}.",
+                               details={"max_bytes": limit})
     if status == 404:
         return NotFound(f"No endpoint at {request.method} {request.path}; GET / lists them.")
     if status == 429:
@@ -76,6 +79,8 @@ def register_error_handlers(app: Flask) -> None:
     def handle_api_error(error: APIError):
         if isinstance(error, RateLimited):
             RATE_LIMIT_REJECTIONS.labels(error.code).inc()
+        if error.status == 429 and "Retry-After" in error.headers and error.headers["Retry-After"].isdigit():
+            error.details.setdefault("retry_after", int(error.headers["Retry-After"]))
         if error.status >= 500:
             log.warning("%s %s -> %s %s", request.method, request.path, error.status, error.message)
         body = json.loads(app.extensions["redactor"].redact(json.dumps(error_body(error))))
