@@ -28,6 +28,7 @@ from peewee import (
     BooleanField,
     CharField,
     DateTimeField,
+    DoubleField,
     FloatField,
     ForeignKeyField,
     IntegerField,
@@ -80,7 +81,7 @@ class Message(BaseModel):
     completion_tokens = IntegerField(null=True)
     cached_tokens = IntegerField(null=True)  # of prompt_tokens, read from the vendor's prompt cache
     cache_write_tokens = IntegerField(null=True)  # of prompt_tokens, written to it
-    cost_usd = FloatField(null=True)  # as its usage row prices it; NULL for a model without a price
+    cost_usd = DoubleField(null=True)  # as its usage row prices it; NULL for a model without a price
     created_at = DateTimeField(default=utcnow)
     parent_id = BigIntegerField(null=True, index=True)  # the message this one follows; its versions share it
     active = BooleanField(default=True)  # on the chat's shown branch
