@@ -1078,7 +1078,7 @@ def usage_line(answer: dict[str, Any]) -> str:
     return f"{usage['total_tokens']:,} tokens ({prompt}, {usage['completion_tokens']:,} out) \u00b7 {dollars}"
 
 
-def test_each_answer_shows_its_tokens_cached_tokens_and_cost(server, page, fake_openai):
+def test_each_answer_shows_its_tokens_cached_tokens_and_cost(server, page, fake_openai, shot):
     """A long system prompt makes the second turn's prefix a cache hit at the fake OpenAI; each answer
     shows its tokens, the cached ones and its cost (the shipped price table's, computed here by hand),
     as it ends and after a reload."""
@@ -1110,6 +1110,7 @@ def test_each_answer_shows_its_tokens_cached_tokens_and_cost(server, page, fake_
         expect(lines.nth(0)).to_have_text(usage_line(answers[0]))
         expect(lines.nth(1)).to_have_text(usage_line(answers[1]))
         expect(lines.nth(1)).to_contain_text(f"{cached:,} of them cached")
+        shot(f"answer-costs-{attempt}", page.locator(".message.assistant").nth(1))
         if attempt == "streamed":
             page.reload()
 
