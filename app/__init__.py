@@ -80,6 +80,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.extensions["providers"] = registry
     prices = PriceTable.from_config(app.config, registry.prices)
     access = app.extensions["access"] = Access(app.config, prices)
+    app.extensions["price"] = prices.cost_of_usage  # (model, Usage) -> USD: /chat prices its answers with it
 
     calls = app.extensions["calls"] = CallLog(app.config, prices.cost_of, redactor.redact)
 

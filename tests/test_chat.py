@@ -83,7 +83,8 @@ def test_start_continue_list_view_delete_with_a_custom_id(client, fake_openai):
                           "model": "gpt-4o-mini", "success": True, "message_id": first.json["message_id"],
                           "answer_id": first.json["message_id"] + 1,
                           "reasoning": "", "usage": {"prompt_tokens": 11, "completion_tokens": 4,
-                                                     "total_tokens": 15}}
+                                                     "total_tokens": 15},
+                          "cost_usd": pytest.approx((11 * 0.15 + 4 * 0.6) / 1e6)}  # gpt-4o-mini in prices.json
     second = client.post("/chat", json={"message": "And Saturn?", "chat_id": chat_id})
     assert second.json["response"] == "Saturn has more."
     sent = fake_openai.requests[-1].json["messages"]
@@ -221,7 +222,9 @@ def test_a_streamed_chat_ends_with_its_id_and_is_stored_complete(client, fake_op
                       "timestamp": answer["timestamp"], "status": "complete", "provider": "openai",
                       "model": "gpt-4o-mini",
                       "usage": {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14},
+                      "cost_usd": pytest.approx((11 * 0.15 + 3 * 0.6) / 1e6),  # gpt-4o-mini in prices.json
                       "versions": {"count": 1, "index": 0, "ids": [answer["id"]]}}
+    assert events[-1]["cost_usd"] == answer["cost_usd"]
     with database.connection_context():
         row = Message.select().where(Message.conversation == chat_id).order_by(Message.id.desc()).first()
     assert (row.prompt_tokens, row.completion_tokens) == (11, 3)
@@ -564,10 +567,11 @@ def test_a_chosen_model_answers_and_is_stored_with_the_answer(client, fake_opena
     assert response.status_code == 200 and response.json["model"] == sent
     assert fake_openai.requests[-1].json["model"] == sent
     answer = history_of(client, chat_id)[-1]
-    assert answer | {"timestamp": None, "usage": None} == {
+    assert answer | {"timestamp": None, "usage": None, "cost_usd": None} == {
         "id": answer["id"], "role": "assistant", "content": "Hello from the fake.", "status": "complete",
-        "provider": "openai", "model": sent, "timestamp": None, "usage": None,
+        "provider": "openai", "model": sent, "timestamp": None, "usage": None, "cost_usd": None,
         "versions": {"count": 1, "index": 0, "ids": [answer["id"]]}}
+    assert answer["cost_usd"] == response.json["cost_usd"] > 0
 
 
 @pytest.mark.parametrize("body, status, words", [

@@ -490,3 +490,45 @@ def test_a_resumable_turn_whose_page_left_before_the_first_byte_still_retries(fa
     assert len(fake_openai.requests) == 2
     assert requests.get(f"{server.url}/chat/history/{chat_id}", timeout=5).json()["history"]["messages"][-1][
         "content"] == "Answered after a retry."
+
+
+# -- tokens and cost per answer (issue 26), cached tokens in /chat's usage (issue 25) ----------------------
+
+RATES = (2.0, 8.0, 0.5)  # USD per million: prompt, completion, prompt read from the cache (PRICE_OVERRIDES)
+
+
+def hand_cost(usage: dict[str, Any]) -> float:
+    prompt, cached = usage["prompt_tokens"], usage.get("prompt_tokens_details", {}).get("cached_tokens", 0)
+    return ((prompt - cached) * RATES[0] + cached * RATES[2] + usage["completion_tokens"] * RATES[1]) / 1_000_000
+
+
+def test_each_answer_has_its_cost_and_cached_tokens_streamed_stored_and_resumed(fake_openai, live_server):
+    """A long system prompt repeats at the start of every turn, so the fake OpenAI (caching as OpenAI
+    does) reads the second turn's prefix from its cache; the cost is the price table's, by hand."""
+    server = live_server(PRICE_OVERRIDES=[f"gpt-4o-mini={'/'.join(map(str, RATES))}"],
+                         **provider_config(openai=fake_openai))
+    fake_openai.reset()
+    chat_id = new_id()
+    system = "You follow the house manual, section by section, in every answer. " * 80  # ~1,350 tokens
+    fake_openai.enqueue(Reply(text="First answer.", completion_tokens=7), Reply(chunks=["Second ", "answer."],
+                                                                                 completion_tokens=5))
+    first = requests.post(f"{server.url}/chat", json={"message": "One?", "chat_id": chat_id, "system": system},
+                          timeout=10).json()
+    assert "prompt_tokens_details" not in first["usage"], "nothing was cached before the first turn"
+    assert first["cost_usd"] == pytest.approx(hand_cost(first["usage"]), rel=1e-9) and first["cost_usd"] > 0
+
+    connection, response = open_stream(server.url, {"message": "Two?", "chat_id": chat_id, "stream": True})
+    done = read_events(response, until="done")[-1]
+    connection.close()
+    cached = done["usage"]["prompt_tokens_details"]["cached_tokens"]
+    assert cached >= 1024 and cached < done["usage"]["prompt_tokens"]
+    assert done["cost_usd"] == pytest.approx(hand_cost(done["usage"]), rel=1e-9)
+    assert done["cost_usd"] < hand_cost({**done["usage"], "prompt_tokens_details": {}}), "cached tokens cost less"
+
+    answers = [m for m in requests.get(f"{server.url}/chat/history/{chat_id}", timeout=5).json()["history"][
+        "messages"] if m["role"] == "assistant"]
+    assert [(a["usage"], a["cost_usd"]) for a in answers] == [(first["usage"], first["cost_usd"]),
+                                                              (done["usage"], done["cost_usd"])]
+    resumed = requests.get(f"{server.url}/chat/history/{chat_id}/messages/{done['answer_id']}/stream", timeout=5)
+    end = sse_events(resumed.text)[-1]
+    assert (end["type"], end["usage"], end["cost_usd"]) == ("done", done["usage"], done["cost_usd"])

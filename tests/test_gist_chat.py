@@ -79,9 +79,12 @@ def test_a_valid_update_changes_the_named_gist_and_the_prompt_lists_recent_gists
 
 
 def test_invalid_json_then_valid_is_retried_once_with_the_error(client, fake_openai, fake_github):
-    fake_openai.enqueue(Reply(text="Sure! Here is your gist."), reply())
+    fake_openai.enqueue(Reply(text="Sure! Here is your gist.", prompt_tokens=40, cached_tokens=8),
+                        Reply(text=reply().text, prompt_tokens=60, cached_tokens=16))
     response = client.post("/chat/gist", json=ASK)
     assert response.status_code == 201, response.json
+    usage = response.json["usage"]  # both answers' tokens, the cached ones too
+    assert (usage["prompt_tokens"], usage["prompt_tokens_details"]["cached_tokens"]) == (100, 24)
     assert response.json["validation_retries"] == 1 and len(fake_github.gists) == 1
     retry = fake_openai.requests[-1].json["messages"]
     assert retry[-2] == {"role": "assistant", "content": "Sure! Here is your gist."}
@@ -133,7 +136,8 @@ def test_bad_requests(client, fake_openai):
 
 
 def test_stream_shows_the_explanation_then_the_gist_then_done(client, fake_openai, fake_github):
-    fake_openai.enqueue(Reply(text="no json here"), reply())
+    fake_openai.enqueue(Reply(text="no json here", prompt_tokens=40, cached_tokens=8),
+                        Reply(text=reply().text, prompt_tokens=60, cached_tokens=16))
     stream = events(client.post("/chat/gist", json={**ASK, "stream": True}))
     kinds = [e["type"] for e in stream]
     assert kinds[0] == "start" and kinds[-2:] == ["gist", "done"]
@@ -142,6 +146,8 @@ def test_stream_shows_the_explanation_then_the_gist_then_done(client, fake_opena
     gist = stream[-2]
     assert gist["action"] == "create" and gist["gist_id"] in fake_github.gists and gist["validation_retries"] == 1
     assert stream[-1]["usage"]["total_tokens"] == gist["usage"]["total_tokens"] > 0
+    assert stream[-1]["usage"]["prompt_tokens_details"]["cached_tokens"] == 24 == \
+        gist["usage"]["prompt_tokens_details"]["cached_tokens"]
 
 
 def test_stream_invalid_twice_ends_with_a_502_error_event_and_no_write(client, fake_openai, fake_github):

@@ -1055,7 +1055,7 @@ def test_reasoning_folded_tokens_settings_and_a_file_as_context(server, page, fa
     stored = requests.get(f"{server.url}/chat/history/{chat_id}", timeout=5).json()["history"]
     usage = stored["messages"][-1]["usage"]  # as the provider counted them (the reasoning's among the output)
     assert usage["prompt_tokens"] == 30 and usage["completion_tokens"] >= 12
-    line = f"{usage['total_tokens']} tokens ({usage['prompt_tokens']} in, {usage['completion_tokens']} out)"
+    line = usage_line(stored["messages"][-1])
     expect(answer.locator(".usage-line")).to_have_text(line)
     assert (stored["system_prompt"], stored["temperature"]) == ("Answer in one line.", 0.3)
     sent = fake_openai.requests[-1].json
@@ -1066,6 +1066,53 @@ def test_reasoning_folded_tokens_settings_and_a_file_as_context(server, page, fa
     expect(page.locator(".message.assistant details.reasoning")).to_have_count(1)
     expect(page.locator(".message.assistant .usage-line")).to_have_text(line)
     expect(page.locator(".message.user .file-chip")).to_contain_text("notes.md")
+
+
+def usage_line(answer: dict[str, Any]) -> str:
+    """The line the page shows under a stored answer, written here by hand: tokens, cached ones, cost."""
+    usage = answer["usage"]
+    cached = usage.get("prompt_tokens_details", {}).get("cached_tokens")
+    prompt = f"{usage['prompt_tokens']:,} in" + (f", {cached:,} of them cached" if cached else "")
+    cost = answer["cost_usd"]
+    dollars = f"${cost:.2f}" if cost >= 0.01 else f"${cost:.6f}".rstrip("0")
+    return f"{usage['total_tokens']:,} tokens ({prompt}, {usage['completion_tokens']:,} out) \u00b7 {dollars}"
+
+
+def test_each_answer_shows_its_tokens_cached_tokens_and_cost(server, page, fake_openai, shot):
+    """A long system prompt makes the second turn's prefix a cache hit at the fake OpenAI; each answer
+    shows its tokens, the cached ones and its cost (the shipped price table's, computed here by hand),
+    as it ends and after a reload."""
+    from playwright.sync_api import expect
+
+    rates = json.loads((ROOT / "app" / "keys" / "prices.json").read_text())["models"]["gpt-4o-mini"]
+    fake_openai.enqueue(Reply(text="First.", completion_tokens=6), Reply(chunks=["Sec", "ond."], completion_tokens=4))
+    page.goto(server.url + "/ui")
+    page.locator("#chat-menu summary").click()
+    page.click("#settings-button")
+    page.fill("#system-input", "Answer by the house manual, section by section, every time. " * 80)
+    page.click("#settings-save")
+    send(page, "One?")
+    wait_idle(page)
+    send(page, "Two?")
+    wait_idle(page)
+    expect(page.locator(".message.assistant")).to_have_count(2)
+    chat_id = re.search(r"#chat=(.+)$", page.url).group(1)
+    answers = [m for m in requests.get(f"{server.url}/chat/history/{chat_id}", timeout=5).json()["history"][
+        "messages"] if m["role"] == "assistant"]
+    cached = answers[1]["usage"]["prompt_tokens_details"]["cached_tokens"]
+    assert cached >= 1024 and answers[1]["model"].startswith("gpt-4o-mini")
+    usage = answers[1]["usage"]
+    assert answers[1]["cost_usd"] == pytest.approx(((usage["prompt_tokens"] - cached) * rates["prompt"]
+                                                    + cached * rates["cached"]
+                                                    + usage["completion_tokens"] * rates["completion"]) / 1e6)
+    for attempt in ("streamed", "reloaded"):
+        lines = page.locator(".message.assistant .usage-line")
+        expect(lines.nth(0)).to_have_text(usage_line(answers[0]))
+        expect(lines.nth(1)).to_have_text(usage_line(answers[1]))
+        expect(lines.nth(1)).to_contain_text(f"{cached:,} of them cached")
+        shot(f"answer-costs-{attempt}", page.locator(".message.assistant").nth(1))
+        if attempt == "streamed":
+            page.reload()
 
 
 def test_a_long_chat_opens_with_its_last_messages_and_shows_earlier_ones_on_the_way_up(server, page):

@@ -14,7 +14,8 @@ a chat whose process died on this machine is free at once. `owner` is the key th
 
 Messages form a tree (`parent_id`); `active` marks the branch the chat shows, and a message's versions
 are its siblings. The tables themselves are created by `app/migrations/0002_conversations.py`
-(`chat_id` and `busy_holder`: 0010; versions, reasoning, files, temperature and the turn's answer: 0015).
+(`chat_id` and `busy_holder`: 0010; versions, reasoning, files, temperature and the turn's answer: 0015;
+an answer's cached tokens and cost: 0017).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from peewee import (
     BooleanField,
     CharField,
     DateTimeField,
+    DoubleField,
     FloatField,
     ForeignKeyField,
     IntegerField,
@@ -77,6 +79,9 @@ class Message(BaseModel):
     model = CharField(max_length=200, null=True)
     prompt_tokens = IntegerField(null=True)
     completion_tokens = IntegerField(null=True)
+    cached_tokens = IntegerField(null=True)  # of prompt_tokens, read from the vendor's prompt cache
+    cache_write_tokens = IntegerField(null=True)  # of prompt_tokens, written to it
+    cost_usd = DoubleField(null=True)  # as its usage row prices it; NULL for a model without a price
     created_at = DateTimeField(default=utcnow)
     parent_id = BigIntegerField(null=True, index=True)  # the message this one follows; its versions share it
     active = BooleanField(default=True)  # on the chat's shown branch

@@ -183,7 +183,10 @@ class StoredChatAnswerSchema(BaseSchema):
     message_id = fields.Integer(required=True, allow_none=True,
                                 metadata={"description": "The question's id (null for a regenerate)."})
     answer_id = fields.Integer(required=True)
-    usage = fields.Dict(required=True, metadata={"description": "prompt_tokens, completion_tokens, total_tokens."})
+    usage = fields.Dict(required=True, metadata={"description": "prompt_tokens, completion_tokens, total_tokens; "
+                                                                "prompt_tokens_details.cached_tokens when any."})
+    cost_usd = fields.Float(metadata={"description": "What the answer cost in USD, priced as its usage row is; "
+                                                     "absent for a model the price table does not price."})
     reasoning = fields.String(required=True, metadata={"description": "The model's reasoning; \"\" when none."})
     success = StrictBoolean(required=True)
 
@@ -242,7 +245,10 @@ class StoredMessageSchema(BaseSchema):
     images = fields.List(fields.String(), metadata={"description": "The message's images, as data: URLs."})
     versions = fields.Nested(VersionsSchema, metadata={"description": "Every message but the system one."})
     reasoning = fields.String(metadata={"description": "An answer's reasoning, when it had any."})
-    usage = fields.Dict(metadata={"description": "An answer's prompt_tokens, completion_tokens and total_tokens."})
+    usage = fields.Dict(metadata={"description": "An answer's prompt_tokens, completion_tokens and total_tokens "
+                                                 "(with prompt_tokens_details.cached_tokens when any)."})
+    cost_usd = fields.Float(metadata={"description": "What the answer cost in USD; absent for a model without "
+                                                     "a price and for answers stored before costs were."})
     files = fields.List(fields.Nested(StoredFileSchema), metadata={"description": "A question's files."})
 
 
@@ -331,8 +337,10 @@ class ReasoningEventSchema(NativeEventSchema):
 
 
 class StoredDoneSchema(NativeDoneSchema):
-    """The end of a stored chat's answer, with its ids (usage: tokens; no cost, see docs/conversations.md)."""
+    """The end of a stored chat's answer, with its ids and (for a priced model) its cost."""
 
+    cost_usd = fields.Float(metadata={"description": "What the answer cost in USD, as stored with it; absent for a "
+                                                     "model the price table does not price."})
     message_id = fields.Integer(required=True, allow_none=True)
     answer_id = fields.Integer(required=True)
 
@@ -352,6 +360,7 @@ class ResumedDoneSchema(NativeEventSchema):
     provider = fields.String(required=True, allow_none=True)
     model = fields.String(required=True, allow_none=True)
     usage = fields.Dict(required=True, allow_none=True)
+    cost_usd = fields.Float(required=True, allow_none=True)
     reasoning = fields.String(required=True)
     error = fields.String(required=True, allow_none=True)
     chat_id = fields.String(required=True)

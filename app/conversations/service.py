@@ -29,8 +29,8 @@ import re
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
-from typing import Any, Iterator, Union
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Iterator, Union
 
 from peewee import fn
 
@@ -58,6 +58,7 @@ CHATS_NEWEST_FIRST = Keyset(Conversation.last_updated, Conversation.id,
                             readers=(moment, matching(STORAGE_KEY_PATTERN)))
 CHARS_PER_TOKEN = 4
 TOKENS_PER_MESSAGE = 4
+Pricing = Callable[[str, Usage], Union[float, None]]  # (model, usage) -> USD, None if unpriced (the factory's)
 
 
 @dataclass(frozen=True)
@@ -294,15 +295,18 @@ def text_of(content: Content | None) -> str:
 
 
 def finish_turn(turn: Turn, text: str, status: str, *, error: str | None = None, provider: str | None = None,
-                model: str | None = None, usage: Usage | None = None, reasoning: str = "") -> Message | None:
+                model: str | None = None, usage: Usage | None = None, reasoning: str = "",
+                cost_usd: float | None = None) -> Message | None:
     """Store the assistant's message and free the chat. None, storing nothing, if the turn no longer holds
     the chat (deleted meanwhile, or its lease ran out and another turn took it): a late answer must
     never land after someone else's question. A locked or restarting database is waited out (`until_stored`); if the
     answer still cannot be stored, the chat is freed anyway and the error raised."""
     turn.lease.stop()
     answer = {"content": text, "status": status, "error": error, "provider": provider, "model": model,
-              "reasoning": reasoning or None, "prompt_tokens": usage.prompt_tokens if usage else None,
-              "completion_tokens": usage.completion_tokens if usage else None}
+              "reasoning": reasoning or None, "cost_usd": cost_usd}
+    if usage:
+        answer.update(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+                      cached_tokens=usage.cached_tokens, cache_write_tokens=usage.cache_write_tokens)
     try:
         return until_stored(lambda: _store_answer(turn, answer), f"the answer of chat {turn.chat_id}")
     except BaseException:
@@ -333,8 +337,10 @@ def _free_chat(turn: Turn) -> None:
         log.exception("could not free chat %s; it is busy until its lease runs out", turn.chat_id)
 
 
-def reply(gateway: Gateway, routes: list[Route], turn: Turn, **params: Any) -> Answer:
-    """One complete answer, stored; if every route fails, the error is stored and raised with chat_id."""
+def reply(gateway: Gateway, routes: list[Route], turn: Turn, price: Pricing,
+          **params: Any) -> tuple[Answer, float | None]:
+    """One complete answer, stored with its cost (`price`d), and that cost; if every route fails, the
+    error is stored and raised with chat_id."""
     request = CompletionRequest(turn.context, **params)
     try:
         answer = gateway.complete(request, routes)
@@ -346,15 +352,18 @@ def reply(gateway: Gateway, routes: list[Route], turn: Turn, **params: Any) -> A
     except BaseException:
         finish_turn(turn, "", "error", error="internal error")
         raise
+    cost = price(answer.model, answer.usage)
     finish_turn(turn, answer.text, "complete", provider=answer.provider, model=answer.model, usage=answer.usage,
-                reasoning=answer.reasoning)
-    return answer
+                reasoning=answer.reasoning, cost_usd=cost)
+    return answer, cost
 
 
-def stream_reply(gateway: Gateway, routes: list[Route], turn: Turn, **params: Any) -> Iterator[Any]:
-    """The gateway's stream events, unchanged; when the stream ends for any reason (done, provider
-    failure, a stop asked for (`StopWatch`), or the consumer closing this generator because the client
-    left), the text and reasoning so far are stored: complete, error or partial."""
+def stream_reply(gateway: Gateway, routes: list[Route], turn: Turn, price: Pricing,
+                 **params: Any) -> Iterator[Any]:
+    """The gateway's stream events, unchanged but for the `StreamEnd`, which gets its cost (`price`d);
+    when the stream ends for any reason (done, provider failure, a stop asked for (`StopWatch`), or the
+    consumer closing this generator because the client left), the text and reasoning so far are
+    stored: complete (with its usage and cost), error or partial."""
     request = CompletionRequest(turn.context, **params)
     steps = AnswerSteps(turn.answer_id, turn.settings.save_every_s, turn.settings.save_every_chars).start()
     reasoning: list[str] = []
@@ -370,7 +379,8 @@ def stream_reply(gateway: Gateway, routes: list[Route], turn: Turn, **params: An
             elif isinstance(event, Started):
                 outcome.update(provider=event.provider, model=event.model)
             elif isinstance(event, StreamEnd):
-                outcome.update(status="complete", model=event.model, usage=event.usage)
+                event = replace(event, cost_usd=price(event.model, event.usage))
+                outcome.update(status="complete", model=event.model, usage=event.usage, cost_usd=event.cost_usd)
             elif isinstance(event, StreamFailed):
                 outcome.update(status="error", error=event.message)
             yield event
@@ -493,7 +503,8 @@ class StoredAnswer:
     def native_event(self) -> dict[str, Any]:
         stored = message_dict(self.message)
         return {"type": "done", "status": stored["status"], "provider": stored.get("provider"),
-                "model": stored.get("model"), "usage": stored.get("usage"), "reasoning": stored.get("reasoning", ""),
+                "model": stored.get("model"), "usage": stored.get("usage"), "cost_usd": stored.get("cost_usd"),
+                "reasoning": stored.get("reasoning", ""),
                 "error": stored.get("error"), "chat_id": self.chat_id, "answer_id": self.message.id}
 
 
@@ -817,9 +828,11 @@ def message_dict(message: Message, versions: list[int] | None = None) -> dict[st
         if message.reasoning:
             out["reasoning"] = message.reasoning
         if message.prompt_tokens is not None or message.completion_tokens is not None:
-            prompt, completion = message.prompt_tokens or 0, message.completion_tokens or 0
-            out["usage"] = {"prompt_tokens": prompt, "completion_tokens": completion,
-                            "total_tokens": prompt + completion}
+            out["usage"] = Usage(message.prompt_tokens or 0, message.completion_tokens or 0,
+                                 cached_tokens=message.cached_tokens or 0,
+                                 cache_write_tokens=message.cache_write_tokens or 0).to_dict()
+        if message.cost_usd is not None:
+            out["cost_usd"] = message.cost_usd
     if versions:
         out["versions"] = {"count": len(versions), "index": versions.index(message.id), "ids": versions}
     if message.parts:

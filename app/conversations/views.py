@@ -134,7 +134,7 @@ def persisted_chat(body: dict):
         params["temperature"] = turn.temperature
     ids = {"chat_id": turn.chat_id, "message_id": turn.question_id, "answer_id": turn.answer_id}
     if body["stream"]:
-        events = conversations.stream_reply(gateway(), routes, turn, **params)
+        events = conversations.stream_reply(gateway(), routes, turn, current_app.extensions["price"], **params)
         if body["resumable"]:
             events = conversations.Detached(events).start().follow(settings.turn_deadline_s)
         try:
@@ -145,10 +145,11 @@ def persisted_chat(body: dict):
         response.headers["X-Chat-ID"] = turn.chat_id
         response.headers["X-Answer-ID"] = str(turn.answer_id)
         return response
-    answer = conversations.reply(gateway(), routes, turn, **params)
+    answer, cost = conversations.reply(gateway(), routes, turn, current_app.extensions["price"], **params)
     note_answer(answer.provider, answer.model, answer.usage.total_tokens)
+    priced = {} if cost is None else {"cost_usd": cost}
     response = jsonify({"response": answer.text, "provider": answer.provider, "model": answer.model, **ids,
-                        "usage": answer.usage.to_dict(), "reasoning": answer.reasoning, "success": True})
+                        "usage": answer.usage.to_dict(), **priced, "reasoning": answer.reasoning, "success": True})
     response.headers.update(answer_headers(answer))
     response.headers["X-Chat-ID"] = turn.chat_id
     response.headers["X-Answer-ID"] = str(turn.answer_id)

@@ -163,7 +163,7 @@ def decide(gateway: Gateway, routes: list[Route], request: CompletionRequest) ->
 
 
 def decision(action: dict[str, Any], answers: list[Answer], retries: int) -> Decision:
-    usage = Usage(sum(a.usage.prompt_tokens for a in answers), sum(a.usage.completion_tokens for a in answers))
+    usage = sum((answer.usage for answer in answers), Usage())
     attempts = [attempt for a in answers for attempt in a.attempts]
     return Decision(action, answers[-1].provider, answers[-1].model, usage, retries, attempts)
 
@@ -216,8 +216,7 @@ def stream_chat_gist(github: GitHubClient, gateway: Gateway, routes: list[Route]
         if streamed is None:
             return
         text, started, end = streamed
-        usage = Usage(usage.prompt_tokens + end.usage.prompt_tokens,
-                      usage.completion_tokens + end.usage.completion_tokens)
+        usage += end.usage
         try:
             action = parse_action(text)
         except InvalidAction as invalid:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.core.config import project_root
+from app.llm.providers.base import Usage
 from app.llm.usage import UsageEvent
 
 SHIPPED = os.path.join(os.path.dirname(__file__), "prices.json")
@@ -74,8 +75,15 @@ class PriceTable:
 
     def cost_of(self, event: UsageEvent) -> float:
         """What the call `event` reports cost in USD, its cached prompt tokens at the cached rates."""
-        return self.cost(event.model, event.prompt_tokens, event.completion_tokens, event.cached_tokens,
-                         event.cache_write_tokens, event.cache_write_1h_tokens)
+        return self.cost_of_usage(event.model, event) or 0.0
+
+    def cost_of_usage(self, model: str, usage: Usage | UsageEvent) -> float | None:
+        """What `usage` of `model` cost in USD, as `cost_of` prices a call (the factory hands this to
+        the features that show a cost but may not import this package); None for a model the table
+        does not price, where `cost` says 0."""
+        price = self.price(model)
+        return price.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens,
+                          usage.cache_write_tokens, usage.cache_write_1h_tokens) if price else None
 
     def price(self, model: str) -> Price | None:
         """The price of `model`: its own entry, else the longest entry it starts with; None if unknown."""

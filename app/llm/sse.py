@@ -563,9 +563,10 @@ class NativeEvents:
             return data_line(json.dumps({"type": "reasoning", "content": event.text}, ensure_ascii=False)
                              ) if self.reasoning else ""
         if isinstance(event, StreamEnd):
+            priced = {} if event.cost_usd is None else {"cost_usd": event.cost_usd}
             return data_line(json.dumps({"type": "done", "provider": self.provider, "model": event.model,
                                          "finish_reason": event.finish_reason, "usage": event.usage.to_dict(),
-                                         **self.extra_done}))
+                                         **priced, **self.extra_done}))
         if hasattr(event, "native_event"):
             return data_line(json.dumps(event.native_event(), ensure_ascii=False))
         if isinstance(event, StreamFailed):

@@ -1031,7 +1031,7 @@
     if (message.role === "assistant") {
       if (message.reasoning) setReasoning(node, message.reasoning);
       setAnswerText(node, message.content);
-      setUsage(node, message.usage);
+      setUsage(node, message.usage, message.cost_usd);
     }
     if (message.status && message.status !== "complete") setStatus(node, message.status, message.error);
     if (message.versions && message.versions.count > 1) addVersions(node, message.versions);
@@ -1092,8 +1092,10 @@
     details.querySelector(".reasoning-text").textContent = text;
   }
 
-  /* Tokens of the answer, under it. */
-  function setUsage(node, usage) {
+  /* Tokens of the answer and what it cost, under it: "62 tokens (50 in, 40 of them cached, 12 out) · $0.000031".
+     The prompt tokens read from (or written to) the vendor's prompt cache are named when there were
+     any; the cost is left out for a model the server has no price for. */
+  function setUsage(node, usage, cost) {
     if (!usage) return;
     var line = node.querySelector(".usage-line");
     if (!line) {
@@ -1101,8 +1103,12 @@
       line.className = "usage-line";
       node.querySelector(".answered-by").after(line);
     }
-    line.textContent = count(usage.total_tokens) + " tokens (" + count(usage.prompt_tokens) + " in, " +
-      count(usage.completion_tokens) + " out)";
+    var details = usage.prompt_tokens_details || {};
+    var prompt = [count(usage.prompt_tokens) + " in"];
+    if (details.cached_tokens) prompt.push(count(details.cached_tokens) + " of them cached");
+    if (details.cache_creation_tokens) prompt.push(count(details.cache_creation_tokens) + " written to the cache");
+    line.textContent = count(usage.total_tokens) + " tokens (" + prompt.join(", ") + ", " +
+      count(usage.completion_tokens) + " out)" + (cost == null ? "" : " \u00b7 " + usd(cost));
   }
 
   function messageShell(role) {
@@ -1548,7 +1554,7 @@
             origin.provider = event.provider || origin.provider;
             origin.model = event.model || origin.model;
             setOrigin(answer, origin);
-            setUsage(answer, event.usage);
+            setUsage(answer, event.usage, event.cost_usd);
             if (event.status && event.status !== "complete") setStatus(answer, event.status, event.error);
             noteIds(event, answer, change.question);
             if (event.chat_id) adoptChat(event.chat_id, title);
@@ -1728,7 +1734,7 @@
           } else if (event.type === "done" || event.type === "error") {
             finished = true;
             if (event.reasoning) setReasoning(answer, event.reasoning);
-            setUsage(answer, event.usage);
+            setUsage(answer, event.usage, event.cost_usd);
             if (event.type === "error" || (event.status && event.status !== "complete")) {
               setStatus(answer, event.type === "error" ? "error" : event.status, event.message || event.error);
             }

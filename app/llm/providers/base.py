@@ -174,6 +174,10 @@ class Usage:
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
+    def __add__(self, other: "Usage") -> "Usage":
+        """The tokens of two calls together (an answer asked for twice), every count summed."""
+        return Usage(*(getattr(self, name.name) + getattr(other, name.name) for name in fields(Usage)))
+
     def to_dict(self) -> dict[str, Any]:
         usage: dict[str, Any] = {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
                                  "total_tokens": self.total_tokens}
@@ -256,11 +260,13 @@ class NativeEvent:
 
 @dataclass(frozen=True)
 class StreamEnd:
-    """The last item of every stream: the model that actually answered, why it stopped, usage."""
+    """The last item of every stream: the model that actually answered, why it stopped, usage, and
+    what it cost in USD when a feature priced it (the stored `/chat` does; providers never do)."""
 
     model: str
     finish_reason: str
     usage: Usage = field(default_factory=Usage)
+    cost_usd: float | None = None
 
 
 @dataclass(frozen=True)
