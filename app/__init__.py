@@ -18,8 +18,10 @@ __all__ = ["__version__", "create_app"]
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Build the application. `config` overrides settings read from the environment and `.env`.
 
-    Every client (database, provider SDKs, GitHub session, job queue) is made here, once per
-    process, and kept in `app.extensions`; importing the package does nothing else.
+    Every client (database, providers, GitHub session, job queue) is made here, once per process,
+    and kept in `app.extensions`; importing the package does nothing else. The OpenAI and Anthropic
+    providers make their SDK client at their first call (and keep it): importing an SDK costs more
+    than the rest of the start-up (docs/performance.md, "Third cut").
     """
     from flask import Flask
 
