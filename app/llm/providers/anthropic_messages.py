@@ -46,6 +46,7 @@ from app.llm.providers.base import (
     CompletionRequest,
     Embeddings,
     FirstByteTransport,
+    MadeOnFirstUse,
     ModelUnavailable,
     NativeEvent,
     ProviderFailure,
@@ -111,17 +112,14 @@ class AnthropicProvider:
         self.fallback_models = fallback_models
         self.embedding_models: list[str] = []
         self.max_tokens = max_tokens
-        self._client = client
-        self._client_options = {"api_key": api_key, "base_url": base_url or None, "max_retries": 0,
-                                "timeout": client_timeout(connect_timeout, read_timeout)}
-        self._max_connections = max_connections
+        self._client = MadeOnFirstUse(lambda: client or sdk().Anthropic(
+            api_key=api_key, base_url=base_url or None, max_retries=0,
+            timeout=client_timeout(connect_timeout, read_timeout), http_client=http_client(max_connections)))
 
     @property
     def client(self) -> Any:
-        """The SDK client, made on first use and then kept: one per provider, as if made in `__init__`."""
-        if self._client is None:
-            self._client = sdk().Anthropic(**self._client_options, http_client=http_client(self._max_connections))
-        return self._client
+        """The SDK client, made at the first call and then kept (`sdk`)."""
+        return self._client.get()
 
     def list_models(self) -> list[str]:
         return [self.default_model, *self.fallback_models]

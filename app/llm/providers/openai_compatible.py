@@ -37,6 +37,7 @@ from app.llm.providers.base import (
     CompletionRequest,
     Embeddings,
     FirstByteTransport,
+    MadeOnFirstUse,
     NativeEvent,
     ProviderFailure,
     ReasoningDelta,
@@ -103,17 +104,14 @@ class OpenAICompatibleProvider:
         self.embedding_models = embedding_models or []
         self.default_model = default_model
         self.fallback_models = fallback_models
-        self._client = client
-        self._client_options = {"api_key": api_key or "not-needed", "base_url": base_url or None, "max_retries": 0,
-                                "timeout": client_timeout(connect_timeout, read_timeout)}
-        self._max_connections = max_connections
+        self._client = MadeOnFirstUse(lambda: client or sdk().OpenAI(
+            api_key=api_key or "not-needed", base_url=base_url or None, max_retries=0,
+            timeout=client_timeout(connect_timeout, read_timeout), http_client=http_client(max_connections)))
 
     @property
     def client(self) -> openai.OpenAI:
-        """The SDK client, made on first use and then kept: one per provider, as if made in `__init__`."""
-        if self._client is None:
-            self._client = sdk().OpenAI(**self._client_options, http_client=http_client(self._max_connections))
-        return self._client
+        """The SDK client, made at the first call and then kept (`sdk`)."""
+        return self._client.get()
 
     def list_models(self) -> list[str]:
         return [self.default_model, *self.fallback_models]
