@@ -5,12 +5,12 @@ import functools
 import logging
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask
-
-from app.core.http import client_connected
 from app.core.version import __version__
+
+if TYPE_CHECKING:  # imported in create_app: `python -m app.llm.modelsfile` (the master's check) needs neither
+    from flask import Flask
 
 __all__ = ["__version__", "create_app"]
 
@@ -18,15 +18,20 @@ __all__ = ["__version__", "create_app"]
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Build the application. `config` overrides settings read from the environment and `.env`.
 
-    Every client (database, provider SDKs, GitHub session, job queue) is made here, once per
-    process, and kept in `app.extensions`; importing the package does nothing else.
+    Every client (database, providers, GitHub session, job queue) is made here, once per process,
+    and kept in `app.extensions`; importing the package does nothing else. The OpenAI and Anthropic
+    providers make their SDK client at their first call (and keep it): importing an SDK costs more
+    than the rest of the start-up (docs/performance.md, "Third cut").
     """
+    from flask import Flask
+
     from app.calls import init_app as init_calls
     from app.calls import register_jobs as register_call_jobs
     from app.calls.service import CallLog
     from app.conversations.system_prompt import SystemPrompt
     from app.core import db
     from app.core.config import load_settings, secret_values
+    from app.core.http import client_connected
     from app.core.jobqueue import QuietQueueOutages, count_job_outcomes, make_huey
     from app.core.logs import EscapeArguments, RedactSecrets, configure_logging
     from app.core.metrics import observe_call

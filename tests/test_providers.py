@@ -157,3 +157,72 @@ def test_images_reach_the_vendor_in_its_own_format(vendor, provider, fake):
     provider.complete(request, "model-a")
     sent = json.dumps(fake.requests[-1].json)
     assert pixel[:40] in sent
+
+
+FIRST_CALL = """
+import gc, json, sys
+import app.wsgi
+built = {"openai": "openai" in sys.modules, "anthropic": "anthropic" in sys.modules,
+         "frozen": gc.get_freeze_count(), "gc": gc.isenabled()}
+from app.core.db import migrate
+migrate(app.wsgi.app.extensions["database"])
+client = app.wsgi.app.test_client()
+answers = [client.post("/v1/chat/completions", json={"model": "openai/gpt-5.4-mini",
+                       "messages": [{"role": "user", "content": "hi"}]}) for _ in range(2)]
+provider = app.wsgi.app.extensions["providers"].get("openai")
+print(json.dumps({**built, "statuses": [a.status_code for a in answers], "texts": [a.get_json()["choices"][0]
+                  ["message"]["content"] for a in answers], "after": "openai" in sys.modules,
+                  "one_client": provider.client is provider.client}))
+"""
+
+
+def test_building_the_app_imports_no_vendor_sdk_until_its_first_call(fake_openai, tmp_path):
+    """Start-up (docs/performance.md, "Third cut"): the SDK is imported and its client made at the
+    provider's first call, then kept; the app's objects are frozen out of the cyclic collector."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "empty.env").write_text("")
+    fake_openai.enqueue(Reply(text="first"))
+    fake_openai.enqueue(Reply(text="second"))
+    env = {"PATH": os.environ["PATH"], "DOTENV_PATH": str(tmp_path / "empty.env"), "LOG_DIR": str(tmp_path),
+           "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite", "QUEUE_SQLITE_PATH": str(tmp_path / "queue.db"),
+           "OPENAI_API_KEY": "k-openai-secret", "OPENAI_BASE_URL": fake_openai.base_url,
+           "ANTHROPIC_API_KEY": "k-anthropic-secret", "KEY_HASH_SECRET_FILE": str(tmp_path / "secret")}
+    run = subprocess.run([sys.executable, "-c", FIRST_CALL],
+                         env=env, capture_output=True, text=True, timeout=120,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert run.returncode == 0, run.stderr[-2000:]
+    seen = json.loads(run.stdout.strip().splitlines()[-1])
+    assert (seen["openai"], seen["anthropic"]) == (False, False)
+    assert seen["frozen"] > 100_000 and seen["gc"]
+    assert seen["statuses"] == [200, 200] and seen["texts"] == ["first", "second"]
+    assert seen["after"] and seen["one_client"]
+
+
+def test_a_client_made_on_first_use_is_made_once_when_threads_race_to_it():
+    import threading
+
+    from app.llm.providers.base import MadeOnFirstUse
+
+    made: list[object] = []
+
+    def make() -> object:
+        time.sleep(0.05)  # long enough for every thread to arrive while the first is still making it
+        made.append(object())
+        return made[-1]
+
+    lazy = MadeOnFirstUse(make)
+    start, got = threading.Barrier(8), []
+
+    def reach() -> None:
+        start.wait(timeout=5)
+        got.append(lazy.get())
+
+    threads = [threading.Thread(target=reach) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=5)
+    assert len(made) == 1 and got == made * 8

@@ -32,9 +32,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import types
 from typing import Any, Generator, Iterator
 
-import anthropic
 import httpx2
 
 from app.core.errors import ANTHROPIC_ERROR_TYPES
@@ -46,6 +46,7 @@ from app.llm.providers.base import (
     CompletionRequest,
     Embeddings,
     FirstByteTransport,
+    MadeOnFirstUse,
     ModelUnavailable,
     NativeEvent,
     ProviderFailure,
@@ -85,6 +86,15 @@ BEFORE_THE_ANSWER = frozenset({"message_start", "ping", "content_block_start"})
 STATUS_OF_ANTHROPIC_ERROR_TYPE = {kind: status for status, kind in ANTHROPIC_ERROR_TYPES.items()}
 
 
+def sdk() -> types.ModuleType:
+    """The `anthropic` package, imported when a provider first calls its upstream rather than at start-up
+    (over a second of CPU here; docs/performance.md, "Third cut"). Bedrock's and Vertex's modules, which
+    make their clients themselves, import it at once."""
+    import anthropic
+
+    return anthropic
+
+
 class AnthropicProvider:
     native_wires = frozenset({ANTHROPIC_MESSAGES})
     # fields every request body carries besides the Messages API's own (a cloud's `anthropic_version`)
@@ -102,9 +112,14 @@ class AnthropicProvider:
         self.fallback_models = fallback_models
         self.embedding_models: list[str] = []
         self.max_tokens = max_tokens
-        self.client = client or anthropic.Anthropic(
+        self._client = MadeOnFirstUse(lambda: client or sdk().Anthropic(
             api_key=api_key, base_url=base_url or None, max_retries=0,
-            timeout=client_timeout(connect_timeout, read_timeout), http_client=http_client(max_connections))
+            timeout=client_timeout(connect_timeout, read_timeout), http_client=http_client(max_connections)))
+
+    @property
+    def client(self) -> Any:
+        """The SDK client, made at the first call and then kept (`sdk`)."""
+        return self._client.get()
 
     def list_models(self) -> list[str]:
         return [self.default_model, *self.fallback_models]
@@ -117,7 +132,7 @@ class AnthropicProvider:
     def check(self) -> None:
         try:
             self.client.with_options(timeout=5).models.list(limit=1)
-        except anthropic.APIError as exc:
+        except sdk().APIError as exc:
             raise translate_error(exc, self.error_statuses) from None
 
     def embed(self, inputs: list[str], model: str, dimensions: int | None) -> Embeddings:
@@ -127,7 +142,7 @@ class AnthropicProvider:
         native = native_params(request, model)
         try:
             message = self.client.messages.create(**self._with_body_fields(native or self._params(request, model)))
-        except (anthropic.APIError, httpx2.HTTPError) as exc:
+        except (sdk().APIError, httpx2.HTTPError) as exc:
             raise translate_error(exc, self.error_statuses) from None
         blocks = message.content
         return Completion(text="".join(block.text for block in blocks if block.type == "text"), model=message.model,
@@ -158,7 +173,7 @@ class AnthropicProvider:
                             yield from held
                             held = None
                 yield from held or ()  # a stream that ended before any answer
-        except (anthropic.APIError, httpx2.HTTPError) as exc:
+        except (sdk().APIError, httpx2.HTTPError) as exc:
             raise translate_error(exc, self.error_statuses) from None
         yield tally.end()
 
@@ -170,7 +185,7 @@ class AnthropicProvider:
         params.pop("max_tokens", None)
         try:
             return self.client.messages.count_tokens(**self._with_body_fields(params)).input_tokens
-        except (anthropic.APIError, httpx2.HTTPError) as exc:
+        except (sdk().APIError, httpx2.HTTPError) as exc:
             raise translate_error(exc, self.error_statuses) from None
 
     def _with_body_fields(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -219,7 +234,7 @@ def client_timeout(connect_timeout: float, read_timeout: float) -> httpx2.Timeou
 
 def http_client(max_connections: int) -> httpx2.Client:
     """The SDK's HTTP client with this server's transport: one pool, the first-byte timeout."""
-    return anthropic.DefaultHttpxClient(transport=FirstByteTransport(limits=connection_limits(max_connections)))
+    return sdk().DefaultHttpxClient(transport=FirstByteTransport(limits=connection_limits(max_connections)))
 
 
 def native_params(request: CompletionRequest, model: str) -> dict[str, Any] | None:
@@ -498,6 +513,7 @@ def failure_status(response_status: int, error: dict[str, Any],
 
 
 def translate_error(exc: Exception, error_statuses: dict[str, int] = STATUS_OF_ANTHROPIC_ERROR_TYPE) -> ProviderFailure:
+    anthropic = sdk()
     if isinstance(exc, (anthropic.APITimeoutError, httpx2.TimeoutException)):
         return UpstreamTimedOut("timed out waiting for the provider")
     if isinstance(exc, anthropic.APIStatusError):

@@ -24,11 +24,12 @@ same way.
 from __future__ import annotations
 
 import math
+import threading
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field, fields
 from functools import cached_property
-from typing import Any, Generator, Iterator, Protocol, Union
+from typing import Any, Callable, Generator, Generic, Iterator, Protocol, TypeVar, Union
 
 import httpcore2._backends.sync
 import httpx2
@@ -380,6 +381,26 @@ def classify_status(status: int, message: str, retry_after: float | None = None)
     if status == 404:
         return ModelUnavailable(message, status=status)
     return CallerFault(message, status=status)
+
+
+Made = TypeVar("Made")
+
+
+class MadeOnFirstUse(Generic[Made]):
+    """A value (an SDK client) made by `make` at the first `get`, then kept: one per holder even when
+    threads (the queue worker's) reach it at once. The SDKs' imports are most of the start-up's cost."""
+
+    def __init__(self, make: Callable[[], Made]):
+        self.make = make
+        self.value: Made | None = None
+        self.lock = threading.Lock()
+
+    def get(self) -> Made:
+        if self.value is None:
+            with self.lock:
+                if self.value is None:
+                    self.value = self.make()
+        return self.value
 
 
 def connection_limits(max_connections: int) -> httpx2.Limits:

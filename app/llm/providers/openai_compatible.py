@@ -21,13 +21,13 @@ tokens included).
 """
 from __future__ import annotations
 
+import functools
 import json
+import types
 from contextlib import closing
-from typing import Any, Generator, Iterator
+from typing import TYPE_CHECKING, Any, Generator, Iterator
 
 import httpx2
-import openai
-from openai._constants import RAW_RESPONSE_HEADER
 
 from app.llm.providers.base import (
     CACHE_CONTROL,
@@ -37,6 +37,7 @@ from app.llm.providers.base import (
     CompletionRequest,
     Embeddings,
     FirstByteTransport,
+    MadeOnFirstUse,
     NativeEvent,
     ProviderFailure,
     ReasoningDelta,
@@ -62,7 +63,26 @@ PLAIN_PARAMS = ("temperature", "top_p", "stop", "n", "seed", "reasoning_effort",
 SUPPORTED = frozenset({*PLAIN_PARAMS, "max_tokens", "json_schema", "tools", "tool_choice", "messages.name"})
 # the events that end a Responses stream, each with the whole response (and its usage)
 RESPONSES_ENDS = ("response.completed", "response.incomplete", "response.failed")
-STREAM_BODY = {"headers": {RAW_RESPONSE_HEADER: "stream"}}  # the SDK then returns the body unread
+
+if TYPE_CHECKING:
+    import openai
+
+
+def sdk() -> types.ModuleType:
+    """The `openai` package, imported when a provider first calls its upstream rather than at start-up:
+    its import is about half of the app's (0.5 s of CPU, `openai.types`), and a worker that serves only
+    other routes never needs it (docs/performance.md, "Third cut")."""
+    import openai
+
+    return openai
+
+
+@functools.cache
+def raw_stream() -> dict[str, Any]:
+    """Request options with which the SDK returns the raw response with its body unread (to stream it)."""
+    from openai._constants import RAW_RESPONSE_HEADER
+
+    return {"headers": {RAW_RESPONSE_HEADER: "stream"}}
 
 
 class OpenAICompatibleProvider:
@@ -84,9 +104,14 @@ class OpenAICompatibleProvider:
         self.embedding_models = embedding_models or []
         self.default_model = default_model
         self.fallback_models = fallback_models
-        self.client = client or openai.OpenAI(api_key=api_key or "not-needed", base_url=base_url or None,
-                                              max_retries=0, timeout=client_timeout(connect_timeout, read_timeout),
-                                              http_client=http_client(max_connections))
+        self._client = MadeOnFirstUse(lambda: client or sdk().OpenAI(
+            api_key=api_key or "not-needed", base_url=base_url or None, max_retries=0,
+            timeout=client_timeout(connect_timeout, read_timeout), http_client=http_client(max_connections)))
+
+    @property
+    def client(self) -> openai.OpenAI:
+        """The SDK client, made at the first call and then kept (`sdk`)."""
+        return self._client.get()
 
     def list_models(self) -> list[str]:
         return [self.default_model, *self.fallback_models]
@@ -103,7 +128,7 @@ class OpenAICompatibleProvider:
     def check(self) -> None:
         try:
             self.client.with_options(timeout=5).models.list()
-        except openai.APIError as exc:
+        except sdk().APIError as exc:
             raise translate_error(exc) from None
 
     def complete(self, request: CompletionRequest, model: str) -> Completion:
@@ -126,7 +151,7 @@ class OpenAICompatibleProvider:
         try:
             response = self.client.post(path, body=body, cast_to=httpx2.Response)
             answer = json.loads(response.content)
-        except (openai.APIError, httpx2.HTTPError) as exc:
+        except (sdk().APIError, httpx2.HTTPError) as exc:
             raise translate_error(exc) from None
         except ValueError:
             raise TransientFailure(f"{self.name} answered with invalid JSON") from None
@@ -145,8 +170,8 @@ class OpenAICompatibleProvider:
     def _events(self, path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """The JSON objects of the `data:` lines of a stream from `path` (up to `[DONE]`)."""
         try:
-            response = self.client.post(  # type: ignore[call-overload]  # raw stream, see STREAM_BODY
-                path, body=params, cast_to=httpx2.Response, options=STREAM_BODY)
+            response = self.client.post(  # type: ignore[call-overload]  # raw stream, see raw_stream
+                path, body=params, cast_to=httpx2.Response, options=raw_stream())
             with closing(response):
                 for line in response.iter_lines():
                     if not line.startswith("data:"):
@@ -158,7 +183,7 @@ class OpenAICompatibleProvider:
                     if not isinstance(event, dict):
                         raise ValueError("a stream event is not an object")
                     yield event
-        except (openai.APIError, httpx2.HTTPError) as exc:
+        except (sdk().APIError, httpx2.HTTPError) as exc:
             raise translate_error(exc) from None
         except ValueError:
             raise TransientFailure(f"{self.name} sent an invalid stream event") from None
@@ -278,7 +303,7 @@ def client_timeout(connect_timeout: float, read_timeout: float) -> httpx2.Timeou
 
 def http_client(max_connections: int) -> httpx2.Client:
     """The SDK's HTTP client with this server's transport: one pool, the first-byte timeout."""
-    return openai.DefaultHttpxClient(transport=FirstByteTransport(limits=connection_limits(max_connections)))
+    return sdk().DefaultHttpxClient(transport=FirstByteTransport(limits=connection_limits(max_connections)))
 
 
 def openai_content(content: str | list[dict[str, Any]] | None) -> Any:
@@ -364,6 +389,7 @@ def stream_error(error: Any) -> ProviderFailure:
 
 def translate_error(exc: Exception) -> ProviderFailure:
     """One mapping from the SDK's (and httpx2's) exceptions to ours."""
+    openai = sdk()
     if isinstance(exc, (openai.APITimeoutError, httpx2.TimeoutException)):
         return UpstreamTimedOut("timed out waiting for the provider")
     if isinstance(exc, openai.APIStatusError):
