@@ -1,5 +1,7 @@
-"""What tracing costs on the hot path: aiserver with tracing off, on (exported to a local OTLP
-receiver) and on with a dead collector (a port nothing listens on), in one run, back to back.
+"""What seeing every call costs on the hot path, in one run, back to back: aiserver as it is by default
+(tracing off, the call log on), without the call log (`CALL_LOG=false`), with payloads kept
+(`LOG_PAYLOADS=all`), with tracing on (exported to a local OTLP receiver), and with tracing on and a
+dead collector (a port nothing listens on).
 
     .venv/bin/python bench/tracing.py --quick     # about two minutes
     .venv/bin/python bench/tracing.py             # three runs of each level
@@ -46,8 +48,11 @@ def received_spans(url: str) -> int:
         return json.load(answer)["spans"]
 
 
-def tracing_env(endpoint: str | None) -> dict:
-    return {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint} if endpoint else {}
+def variants(receiver_url: str, dead_url: str) -> tuple[tuple[str, dict], ...]:
+    """Each server's name and the settings that make it differ from the default."""
+    return (("default", {}), ("no-call-log", {"CALL_LOG": "false"}), ("payloads-all", {"LOG_PAYLOADS": "all"}),
+            ("tracing-on", {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver_url}),
+            ("tracing-dead-collector", {"OTEL_EXPORTER_OTLP_ENDPOINT": dead_url}))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,10 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         fake = T.start_fake("fake", log_dir, client_cpus, 50.0, chunks, 5.0, 3600)
         receiver, receiver_url = start_receiver(log_dir, client_cpus)
         dead = f"http://127.0.0.1:{T.free_port()}"
-        for name, endpoint in (("off", None), ("on", receiver_url), ("dead-collector", dead)):
+        for name, env in variants(receiver_url, dead):
             servers[name] = T.start_aiserver(log_dir, os.path.join(log_dir, name), fake.url, server_cpus, chunks,
-                                             extra_env={"WEB_WORKERS": "1", "LOG_LEVEL": "WARNING",
-                                                        **tracing_env(endpoint)}, name=f"aiserver-{name}")
+                                             extra_env={"WEB_WORKERS": "1", "LOG_LEVEL": "WARNING", **env},
+                                             name=f"aiserver-{name}")
         for run in range(args.runs):
             for mode in args.modes.split(","):
                 for level in args.concurrency:
@@ -88,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                         figures = asyncio.run(loadgen.run_level(spec, level, args.duration, args.warmup,
                                                                 args.max_requests, pid=target.pid,
                                                                 helper_pids=(fake.pid,)))
-                        loadgen.print_level(f"tracing {name} r{run + 1}", mode == "stream", figures)
+                        loadgen.print_level(f"{name} r{run + 1}", mode == "stream", figures)
                         results.setdefault(f"{mode} c={level} {name}", []).append(figures)
         spans = received_spans(receiver_url)
         T.log(f"the receiver got {spans} spans from the traced server")
@@ -109,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_summary(results: dict[str, list]) -> None:
     """Median over runs of p50 latency, time to first token, requests/s and CPU per request."""
-    print("\n| mode, concurrency, tracing | p50 ms | ttft p50 ms | req/s | CPU ms/req |")
+    print("\n| mode, concurrency, server | p50 ms | ttft p50 ms | req/s | CPU ms/req |")
     print("|---|---|---|---|---|")
     for key, levels in results.items():
         print(f"| {key} | {median(levels, lambda lv: lv['latency_ms']['p50'])} | "
