@@ -117,8 +117,10 @@ def opened_chat(browser: Any, server: LiveServer, fake: FakeOpenAI, messages: in
     probe = Probe(page)
     probe.start()
     item.click()
+    # Polled every 50 ms, not on every animation frame (Playwright's default): the probe's own script
+    # would otherwise run in the main thread it measures.
     page.wait_for_function("document.querySelector('.message.assistant:last-child h2')?.textContent === "
-                           f"'Section {messages // 2 - 1}'")
+                           f"'Section {messages // 2 - 1}'", polling=50)
     page.evaluate("new Promise(r => requestAnimationFrame(() => setTimeout(r, 0)))")  # its layout and paint
     figures = probe.stop()
     rendered = page.locator(".message").count()
