@@ -16,6 +16,7 @@ retry of the same one is not a fallback).
 from __future__ import annotations
 
 import contextvars
+import functools
 import json
 import re
 import time
@@ -28,7 +29,7 @@ from app.calls.models import CallRecord
 from app.core.batches import BackgroundBatches
 from app.core.caller import owned_by
 from app.core.clock import isoformat, utcnow
-from app.core.db import change_in_batches, database, delete_older_than
+from app.core.db import change_in_batches, database, delete_older_than, insert_rows
 from app.core.errors import NotFound
 from app.core.paging import Keyset, moment, row_id
 from app.llm.usage import UsageEvent
@@ -44,11 +45,11 @@ CUT_MARK = "\n[cut: LOG_PAYLOADS_MAX_BYTES reached]"
 PAYLOAD_COLUMNS = (CallRecord.request_payload, CallRecord.response_payload)
 LISTED = [column for column in CallRecord._meta.sorted_fields if column not in PAYLOAD_COLUMNS]
 NEWEST_FIRST = Keyset(CallRecord.created_at, CallRecord.id, readers=(moment, row_id))
-WRITE_CHUNK = 100
 
 _current: contextvars.ContextVar["CallInProgress | None"] = contextvars.ContextVar("call", default=None)
 
 
+@functools.lru_cache(maxsize=512)
 def front_door_of(rule: str | None) -> str | None:
     """The front door a route rule belongs to ("/chat/<provider:provider>" is "/chat/{provider}"), or None."""
     name = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule or "")
@@ -156,8 +157,7 @@ class CallLog:
         rows = [{**call.row(self.cost), "request_payload": self.packed(call.request_body),
                  "response_payload": self.packed(call.response_body)} for call in calls]
         with database.connection_context(), database.atomic():
-            for start in range(0, len(rows), WRITE_CHUNK):
-                CallRecord.insert_many(rows[start:start + WRITE_CHUNK]).execute()
+            insert_rows(CallRecord, rows)
 
     def packed(self, body: bytes | None) -> bytes | None:
         """A body as stored: secrets redacted, then cut at LOG_PAYLOADS_MAX_BYTES, then zlib-compressed."""

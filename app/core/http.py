@@ -135,9 +135,16 @@ def socket_readable(sock: Any) -> bool:
     fd = None if sock is None else sock.fileno()
     if fd is None or fd < 0:
         return True
-    poller = monkey.get_original("select", "poll")()  # not select.select, which refuses fds of 1024 and up
+    poller = system_poll()()  # not select.select, which refuses fds of 1024 and up
     poller.register(fd, select.POLLIN)
     return bool(poller.poll(0))
+
+
+@functools.cache
+def system_poll() -> Any:
+    """The operating system's `select.poll`, even where gevent patched it (looked up once: the lookup
+    cost a third of a check)."""
+    return monkey.get_original("select", "poll")
 
 
 _OUTLIVES_CLIENT: contextvars.ContextVar[bool] = contextvars.ContextVar("outlives_client", default=False)

@@ -12,7 +12,7 @@ from peewee import Case, fn
 
 from app.core.caller import EVERYONE, calling_key
 from app.core.clock import utcnow
-from app.core.db import database, delete_older_than
+from app.core.db import database, delete_older_than, insert_rows
 from app.keys.models import UsageRecord
 from app.keys.prices import PriceTable
 from app.llm.usage import UsageEvent
@@ -37,8 +37,7 @@ def usage_row(event: UsageEvent, prices: PriceTable, now: datetime | None = None
 
 def write_rows(rows: list[dict[str, Any]]) -> None:
     with database.connection_context(), database.atomic():
-        for start in range(0, len(rows), 500):
-            UsageRecord.insert_many(rows[start:start + 500]).execute()
+        insert_rows(UsageRecord, rows)
 
 
 class Spent(NamedTuple):

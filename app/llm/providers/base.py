@@ -110,13 +110,19 @@ class CompletionRequest:
     def asked(self) -> list[str]:
         """Names of the parameters this request really sets (a vendor default counts as unset), then
         `messages.name` when a message carries a name, then the `extra` fields."""
+        return list(self._asked)
+
+    @cached_property
+    def _asked(self) -> tuple[str, ...]:
+        """`asked`, found once: it is asked for every route a request may take, and again for the
+        answer's `X-Dropped-Params` (the request is frozen)."""
         names = [f.name for f in fields(self) if f.name not in ("messages", "extra", "native", "images")
                  and getattr(self, f.name) not in (None, [], {}, NEUTRAL_VALUES.get(f.name))]
         if any(m.get("name") for m in self.messages):
             names.append("messages.name")
         if self.cache_marked:
             names.append(CACHE_CONTROL)
-        return names + list(self.extra)
+        return (*names, *self.extra)
 
     @cached_property
     def cache_marked(self) -> bool:
