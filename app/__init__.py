@@ -23,8 +23,6 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     providers make their SDK client at their first call (and keep it): importing an SDK costs more
     than the rest of the start-up (docs/performance.md, "Third cut").
     """
-    from flask import Flask
-
     from app.calls import init_app as init_calls
     from app.calls import register_jobs as register_call_jobs
     from app.calls.service import CallLog
@@ -54,11 +52,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from app.ops import housekeeping
     from app.ops.health import ProviderHealth
     from app.web import register_blueprints
+    from app.web.application import AiServerFlask
     from app.web.errors import register_error_handlers
     from app.web.request_log import RequestIdFilter, init_request_logging
     from app.web.slow_clients import SlowClientGuard
 
-    app = Flask(__name__)
+    app = AiServerFlask(__name__)
     app.config.update(load_settings())
     app.config.update(config or {})
     app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_BODY_BYTES"]

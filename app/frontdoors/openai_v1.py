@@ -10,7 +10,7 @@ from flask_smorest import Blueprint
 
 from app.core.caller import current_caller
 from app.core.errors import NotFound
-from app.core.http import json_object, parse_body
+from app.core.http import parse_body
 from app.core.openapi import errors, json_body, streams
 from app.frontdoors.completions import openai_response
 from app.llm.providers.base import CompletionRequest
@@ -43,7 +43,7 @@ PASSED_AS_IS = ("temperature", "top_p", "stop", "json_schema", "tools", "tool_ch
 def chat_completions():
     """OpenAI-compatible chat completions: tools, reasoning, structured output, streaming."""
     body = parse_body(ChatCompletionsSchema)
-    current_caller().attribute(user_id=json_object().get("user"))  # OpenAI's end-user id, for usage rows
+    current_caller().attribute(user_id=body["user"])  # OpenAI's end-user id, for usage rows
     request = CompletionRequest(messages=body["messages"],
                                 max_tokens=body["max_completion_tokens"] or body["max_tokens"],
                                 **{name: body[name] for name in PASSED_AS_IS})
