@@ -59,7 +59,7 @@ fuzz: install-dev
 
 ## The speed comparison with LiteLLM's proxy and Portkey's gateway (about 15 minutes); writes docs/performance.md.
 bench: install
-	bash bench/run.sh
+	bash bench/run.sh --aiserver-key
 
 ## The soak of issue 14 (held streams, 10,000 requests' memory, a disconnect storm; about 3 minutes, one
 ## gevent worker): figures printed as a Markdown table and written to bench/results/. SOAK_ARGS=--quick: smaller.
