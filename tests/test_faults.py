@@ -394,7 +394,8 @@ def test_a_postgresql_restart_during_steady_traffic(live_server, fake_openai):
         lanes += [threading.Thread(target=read_lane, daemon=True) for _ in range(2)]
         for thread in lanes:
             thread.start()
-        time.sleep(1.5)
+        # steady traffic first: the first answers pay for the worker's first upstream call (the SDK's import)
+        wait_for(lambda: len(chats) > 4, 30, what="steady traffic before the restart")
         before = len(chats)
         pg_ctlcluster("restart")
         restarted_at = len(chats)
