@@ -163,6 +163,13 @@ def post_worker_init(worker):
         patch_psycopg()
 
 
+def pre_request(worker, req):
+    """Nothing. Gunicorn's default writes `POST /v1/chat/completions` at debug level before every request,
+    which the app's `debug.log` takes (it has the `gunicorn.error` logger at debug): a second line a
+    request, saying less than the access line written when the response closes, for 3% of a worker's
+    CPU under load (bench/profile_gunicorn.conf.py)."""
+
+
 METRICS_FILE = re.compile(r"_(\d+)\.db$")  # prometheus-client's per-process files: counter_1234.db
 
 

@@ -23,6 +23,9 @@ LAYERS = [
 
 
 def layer_of(frames: list[str]) -> str:
+    if any(":fork_and_watch" in frame for frame in frames[:4]):
+        # no Python frame of its own: the hub's C loop shows the frame left from the worker's fork
+        return "gevent hub and other"
     for frame in reversed(frames):
         for name, pattern in LAYERS:
             if re.search(pattern, frame):
@@ -43,7 +46,7 @@ def shares(path: str) -> tuple[int, collections.Counter]:
 def main(paths: list[str]) -> None:
     for path in paths:
         total, counts = shares(path)
-        print(f"{path}: {total} samples")
+        print(f"{path}: {total / 1e6:.2f} s of CPU profiled")
         for name, n in counts.most_common():
             print(f"{100 * n / max(total, 1):5.1f}%  {name}")
 

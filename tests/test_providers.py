@@ -226,3 +226,77 @@ def test_a_client_made_on_first_use_is_made_once_when_threads_race_to_it():
     for thread in threads:
         thread.join(timeout=5)
     assert len(made) == 1 and got == made * 8
+
+
+POOLED_CHECKS = """
+from gevent import monkey
+monkey.patch_all()
+import json, socket
+import gevent, httpx2
+from app.core.http import PooledSocketChecks
+from app.llm.providers.base import FirstByteTransport, connection_limits
+
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen(16)
+accepted = []
+
+def serve():
+    # each connection answers one request with keep-alive, then the server closes it (as a server does
+    # at its limit of requests a connection), so the client's pooled connection is dead when next used
+    while True:
+        connection, _ = listener.accept()
+        accepted.append(connection)
+        connection.recv(65536)
+        connection.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\nConnection: keep-alive\\r\\n\\r\\nok")
+        gevent.sleep(0.01)  # after the client read the answer and pooled the connection
+        connection.close()
+
+gevent.spawn(serve)
+client = httpx2.Client(transport=FirstByteTransport(limits=connection_limits(10)))
+url = "http://127.0.0.1:%d/" % listener.getsockname()[1]
+answers = []
+for _ in range(3):
+    answers.append(client.get(url).text)
+    gevent.sleep(0.05)  # the server's close arrives; the loop turns
+
+checks = PooledSocketChecks()
+near, far = socket.socketpair()
+first = checks.check(near)
+far.close()
+same_turn = checks.check(near)
+gevent.sleep(0.001)
+next_turn = checks.check(near)
+print(json.dumps({"answers": answers, "connections": len(accepted), "checks": [first, same_turn, next_turn]}))
+"""
+
+
+def test_a_pooled_connection_the_server_closed_is_not_reused_and_is_checked_once_a_turn():
+    """httpcore2's check of its idle connections (`PooledSocketChecks`, docs/performance.md "Fifth cut"):
+    a connection the server closed after its answer is seen as closed at the next request, which opens
+    a new one instead of failing; within one turn of gevent's loop a socket is polled once."""
+    import os
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", POOLED_CHECKS], capture_output=True, text=True, timeout=60,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert run.returncode == 0, run.stderr[-2000:]
+    seen = json.loads(run.stdout.strip().splitlines()[-1])
+    assert seen["answers"] == ["ok"] * 3 and seen["connections"] == 3
+    assert seen["checks"] == [False, False, True]
+
+
+def test_without_gevent_every_pooled_connection_check_polls():
+    import socket
+
+    from app.core.http import PooledSocketChecks
+
+    checks = PooledSocketChecks()
+    near, far = socket.socketpair()
+    try:
+        assert checks.check(near) is False
+        far.close()
+        assert checks.check(near) is True
+    finally:
+        near.close()

@@ -127,12 +127,19 @@ class RotatingLogFile(ConcurrentRotatingFileHandler):
                 return
         super().emit(record)
 
+    opened: tuple[Any, tuple[int, int]] = (None, (-1, -1))  # a stream we opened, its file's (device, inode)
+
     def current(self, stream: Any) -> bool:
+        """Whether `stream` is still the file at our path and under the size limit: one `stat` of the path
+        a line, the open file's identity taken once per stream (the size is the path's: the same file)."""
         try:
-            opened, named = os.fstat(stream.fileno()), os.stat(self.baseFilename)
+            if self.opened[0] is not stream:
+                identity = os.fstat(stream.fileno())
+                self.opened = (stream, (identity.st_dev, identity.st_ino))
+            named = os.stat(self.baseFilename)
         except OSError:
             return False
-        return opened.st_ino == named.st_ino and opened.st_dev == named.st_dev and opened.st_size < self.maxBytes
+        return (named.st_dev, named.st_ino) == self.opened[1] and named.st_size < self.maxBytes
 
 
 def create_if_missing(path: str) -> None:

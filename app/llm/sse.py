@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import logging
 import time
@@ -49,7 +50,6 @@ class OpenAIChunks:
     choice's own finish chunk ends it, and the stream adds none."""
 
     def __init__(self, include_usage: bool = False, extra: dict[str, Any] | None = None):
-        self.id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         self.created = int(time.time())
         self.include_usage = include_usage
         self.extra = extra or {}
@@ -57,6 +57,11 @@ class OpenAIChunks:
         self.model = ""
         self.several = False  # the choices end themselves (`n` > 1)
         self.begun: set[int] = {0}  # the choices whose `role` went out (the first's with `Started`)
+
+    @functools.cached_property
+    def id(self) -> str:
+        """Made at the first chunk: a whole answer is formatted elsewhere and needs none."""
+        return f"chatcmpl-{uuid.uuid4().hex[:24]}"
 
     def chunk(self, delta: dict[str, Any], finish_reason: str | None = None, index: int = 0, **fields: Any) -> str:
         body = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,

@@ -34,7 +34,7 @@ from typing import Any, Callable, Generator, Generic, Iterator, Protocol, TypeVa
 import httpcore2._backends.sync
 import httpx2
 
-from app.core.http import socket_readable
+from app.core.http import PooledSocketChecks
 
 # Values that mean "the vendor's default": a parameter holding one of them was not really asked for.
 NEUTRAL_VALUES: dict[str, Any] = {"n": 1, "logprobs": False, "parallel_tool_calls": True}
@@ -420,6 +420,7 @@ def connection_limits(max_connections: int) -> httpx2.Limits:
 
 _first_byte_limit: ContextVar[float | None] = ContextVar("first_byte_limit", default=None)
 SHORTEST_WAIT_S = 0.05
+POOLED_SOCKET_CHECKS = PooledSocketChecks()  # one per process, like the pool it serves
 
 
 @contextmanager
@@ -442,11 +443,12 @@ class FirstByteTransport(httpx2.HTTPTransport):
     response has not started (`first_byte_within`), then restores them for the body: a hung route is
     left in seconds while a long answer may still pause for READ_TIMEOUT_S between chunks.
     httpcore reads the timeouts from the request's `extensions` at every read, which this relies on.
-    It also makes httpcore2's check of a pooled connection a plain `poll` (`socket_readable`)."""
+    It also makes httpcore2's check of a pooled connection a plain `poll`, asked once per socket in a
+    turn of the event loop (`PooledSocketChecks`)."""
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        httpcore2._backends.sync.is_socket_readable = socket_readable
+        httpcore2._backends.sync.is_socket_readable = POOLED_SOCKET_CHECKS.check
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
         limit = _first_byte_limit.get()
