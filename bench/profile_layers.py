@@ -3,6 +3,7 @@
     python bench/profile_layers.py /tmp/stacks-12345.txt    # from bench/profile_gunicorn.conf.py
 """
 import collections
+import os
 import re
 import sys
 
@@ -19,6 +20,11 @@ LAYERS = [
     ("openai SDK + httpx2/httpcore2/h11 (upstream call)", r"/openai/|/httpx|/httpcore|/h11/"),
     ("Flask/Werkzeug", r"/flask/|/werkzeug/"),
     ("Gunicorn (request parsing, writing)", r"/gunicorn/"),
+    # last: what of ours the layers above leave (views, gateway, registry, call log, responses); not
+    # app/core and app/web, the shared plumbing, whose work goes to the layer that called it
+    ("aiserver's own request code (front doors, gateway, registry, call log)",
+     re.escape(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "app", ""))
+     + r"(?!core/|web/)"),
 ]
 
 
