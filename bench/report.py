@@ -285,10 +285,31 @@ def _value(res, name, mode, level, *path):
     return node if isinstance(node, (int, float)) else None
 
 
+def run_ratios(res, figure: str, mode: str, level: int = 50) -> list[float]:
+    """aiserver's `figure` at `level` over Portkey's, one ratio per run: the two were loaded moments apart,
+    so a slower moment of the machine (another VM's load shows as steal time) moves both."""
+    by_run: dict[int, dict[str, float]] = {}
+    for entry in res.get("raw") or []:
+        value = (entry.get("level") or {}).get(figure)
+        if entry["mode"] == mode and entry["concurrency"] == level and isinstance(value, (int, float)):
+            by_run.setdefault(entry["run"], {})[entry["target"]] = value
+    return sorted(run["aiserver"] / run["portkey"] for run in by_run.values()
+                  if run.get("aiserver") is not None and run.get("portkey"))
+
+
 def ratio(res, figure: str, mode: str, level: int = 50) -> float | None:
-    """aiserver's `figure` at `level` over Portkey's in the same run (medians over runs)."""
+    """The median of the runs' ratios (`run_ratios`); without the raw runs, the ratio of the medians."""
+    ratios = run_ratios(res, figure, mode, level)
+    if ratios:
+        return ratios[len(ratios) // 2] if len(ratios) % 2 else (ratios[len(ratios) // 2 - 1] + ratios[len(ratios) // 2]) / 2
     ours, theirs = _value(res, "aiserver", mode, level, figure, "median"), _value(res, "portkey", mode, level, figure, "median")
     return ours / theirs if ours is not None and theirs else None
+
+
+def ratio_spread(res, figure: str, mode: str, level: int = 50) -> str:
+    """" (each run: 2.04×, 2.83×, 4.09×)" when there were several runs, else nothing."""
+    ratios = run_ratios(res, figure, mode, level)
+    return f" (each run: {', '.join(f'{r:.2f}×' for r in ratios)})" if len(ratios) > 1 else ""
 
 
 def targets(res) -> list[str]:
@@ -327,20 +348,24 @@ def targets(res) -> list[str]:
     lines = ["| Target | Wanted | Measured | Met |", "|---|---|--:|---|"]
     for label, wanted, value, ok, unit in rows:
         measured = f"{f(value, 2 if unit in ('ms', 's', '×') else 0)} {unit}" if value is not None else NOT_MEASURED
+        if value is not None and "× Portkey's" in label:
+            measured += ratio_spread(res, "cpu_ms_per_request", "stream" if "10-chunk stream" in label else "nonstream")
         met = "–" if value is None else ("yes" if ok(value) else "**no**")
         lines.append(f"| {label} | {wanted} | {measured} | {met} |")
     return lines
 
 
 WHERE_THE_TIME_GOES = """\
-Where a request's CPU goes: see the profiles in the hand-written sections above ("Fourth cut" is the
-latest). In short, for a non-streaming chat completion with a key, in one gevent worker: the upstream
-call (the openai SDK's client, httpx2, httpcore2's pool and h11) about a third; Gunicorn, gevent's
-sockets and hub a fifth to a quarter; Flask and Werkzeug (request context, proxies, routing) about a
-sixth; marshmallow validating the body, the access line (console and two files), metrics, the key's
-generation check, the usage and call-log rows a few per cent each. py-spy cannot attach on this
-machine (it cannot read the target's memory), so the profiles are of a worker sampling itself
-(`bench/profile_gunicorn.conf.py`) or of the app in one process (`bench/request_cpu.py` under cProfile).
+Where a request's CPU goes: see the profiles in the hand-written sections above ("Fifth cut" is the
+latest, of one gevent worker at 50 concurrent with a key, sampled by CPU from a thread of its own:
+`bench/profile_gunicorn.conf.py`, `bench/profile_layers.py`). In short, for a non-streaming chat
+completion: the upstream call (the openai SDK's client, httpx2, httpcore2's pool and h11) 30%; Flask
+and Werkzeug 17%; this server's own request code (front doors, gateway, registry, call log) 13%;
+Gunicorn 12%; the access line (console and two files) 8%; the key 6%; marshmallow 5%; metrics, rate
+limits, upstream health, usage rows and gevent's hub 1-2% each. A stream spends more in Gunicorn (15%)
+and 5% in the SSE pump. No one function takes more than about 5%: what is left is the interpreter
+running some 4,600 Python calls a request through these layers (the system calls, about 47 a request,
+are a few per cent). py-spy cannot attach on this machine (it cannot read the target's memory).
 
 Memory per open stream: `tracemalloc` in a gevent server holding 200 slow streams counts about
 17 KB of Python objects a stream (the suspended generator frames of httpx2/httpcore2's read path
