@@ -19,7 +19,7 @@ from typing import Any
 import openai
 import pytest
 
-from app.core.tracing import OFF, tracing_from_environ
+from app.core.tracing import OFF, PROCESSOR_LOGGER, tracing_from_environ
 from tests.conftest import NO_HEALTH_MEMORY, ROOT, LiveServer, base_config, provider_config
 from tests.fakes.otlp_receiver import FakeCollector, ReceivedSpan
 from tests.fakes.server import Reply
@@ -273,6 +273,44 @@ def test_a_dead_collector_costs_requests_nothing_and_is_logged_once(monkeypatch,
     assert "Connection refused" in app_log.read_text() or "timeout" in app_log.read_text()
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
     assert traced_ms < 100, f"{traced_ms:.1f} ms per request with a dead collector"
+
+
+def fill_the_queue_during_slow_exports(monkeypatch, make_app, fake_openai, collector, caplog) -> list[str]:
+    """Twenty requests against an exporter queue of 4 while `collector` takes 0.4 s to answer each
+    export; the processor's warnings that reached the log, once every export has ended."""
+    for name, value in otel_environ(collector, OTEL_BSP_SCHEDULE_DELAY="10", OTEL_BSP_MAX_QUEUE_SIZE="4",
+                                    OTEL_BSP_MAX_EXPORT_BATCH_SIZE="2").items():
+        monkeypatch.setenv(name, value)
+    collector.answer_delay = 0.4
+    for sdk_filter in logging.getLogger(PROCESSOR_LOGGER).filters:  # the SDK says a line once in 20 s:
+        if hasattr(sdk_filter, "last_log"):  # start as a new process does, not after an earlier test's line
+            monkeypatch.delattr(sdk_filter, "last_log")
+    app = make_app(**provider_config(openai=fake_openai))
+    client = app.test_client()
+    try:
+        with caplog.at_level(logging.DEBUG, logger="opentelemetry"):
+            for _ in range(20):
+                assert chat(client).status_code == 200
+            time.sleep(1.0)  # the export under way when the queue filled ends
+    finally:
+        app.extensions["tracing"].shutdown()
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_a_queue_full_while_an_export_that_then_fails_is_under_way_is_not_logged(
+        monkeypatch, make_app, fake_openai, collector, caplog):
+    """The queue fills before the first export has failed (nothing said yet): the failure's one warning
+    covers the dropped spans."""
+    collector.refuse_with = 400  # not retried: the export fails when the answer comes
+    assert fill_the_queue_during_slow_exports(monkeypatch, make_app, fake_openai, collector, caplog) == []
+    assert collector.spans == []
+
+
+def test_a_queue_full_while_a_slow_export_succeeds_is_logged(monkeypatch, make_app, fake_openai, collector, caplog):
+    """Export works but cannot keep up: a full queue is news, logged once the export under way succeeds."""
+    warnings = fill_the_queue_during_slow_exports(monkeypatch, make_app, fake_openai, collector, caplog)
+    assert warnings and all(w.startswith("Queue full") for w in warnings), warnings
+    assert collector.spans
 
 
 def test_a_stream_through_gunicorn_ends_its_server_span_with_the_stream(tmp_path, collector):

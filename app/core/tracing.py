@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
@@ -324,7 +325,11 @@ class ReportOnce:
     def export(self, spans: Any) -> Any:
         from opentelemetry.sdk.trace.export import SpanExportResult
 
-        result = self.exporter.export(spans)
+        QUEUE_LINES.export_started()
+        try:
+            result = self.exporter.export(spans)
+        finally:
+            QUEUE_LINES.export_ended()
         if result is SpanExportResult.SUCCESS:
             EXPORTER_LINES.last = ""
         if result is SpanExportResult.SUCCESS and self.failing:
@@ -336,10 +341,15 @@ class ReportOnce:
             QUEUE_LINES.failing += 1
             log.warning("traces cannot be exported to %s (%s); spans are dropped until it answers "
                         "(this is logged once)", self.endpoint, self.reasons.last or "no reason given")
+        QUEUE_LINES.decide(succeeded=result is SpanExportResult.SUCCESS)
         return result
 
     def shutdown(self) -> None:
         self.exporter.shutdown()
+        if self.failing:  # its trouble ends with it (tests build several apps in one process)
+            self.failing = False
+            QUEUE_LINES.failing -= 1
+            EXPORTER_LINES.last = ""
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self.exporter.force_flush(timeout_millis)
@@ -360,15 +370,45 @@ class _LastReason(logging.Filter):
 class _QueueFullWhileFailing(logging.Filter):
     """Drops the processor's "Queue full" lines while export is in trouble (failing, or retrying before
     it gives up): the one warning of the failure says that spans are dropped. (With export working, a
-    full queue is news, and is logged.)"""
+    full queue is news, and is logged.)
+
+    A queue can fill during an export whose outcome is not known yet (a collector refusing connections
+    fails the first export a few milliseconds after it starts, before the exporter says anything), so
+    the first such line is held and, once that export has ended, logged if it succeeded or dropped if
+    it failed."""
 
     def __init__(self) -> None:
         super().__init__()
         self.failing = 0  # exporters of this process whose export is failing
+        self.exporting = 0  # exports under way
+        self.held: logging.LogRecord | None = None
+        self.lock = threading.Lock()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        troubled = self.failing or EXPORTER_LINES.last
-        return not (troubled and record.getMessage().startswith("Queue full"))
+        if not record.getMessage().startswith("Queue full"):
+            return True
+        with self.lock:
+            if self.failing or EXPORTER_LINES.last:
+                return False
+            if self.exporting:
+                self.held = self.held or record
+                return False
+        return True
+
+    def export_started(self) -> None:
+        with self.lock:
+            self.exporting += 1
+
+    def export_ended(self) -> None:
+        with self.lock:
+            self.exporting -= 1
+
+    def decide(self, succeeded: bool) -> None:
+        """After an export: log the line held during it if it succeeded, else drop it."""
+        with self.lock:
+            held, self.held = self.held, None
+        if held is not None and succeeded:  # past the logger's filters already (the SDK's own drops a repeat)
+            logging.getLogger(PROCESSOR_LOGGER).callHandlers(held)
 
 
 EXPORTER_LINES = _LastReason()

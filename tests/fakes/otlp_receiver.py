@@ -86,6 +86,8 @@ class FakeCollector:
         self.spans: list[ReceivedSpan] = []
         self.requests: list[dict[str, str]] = []  # each export request's headers
         self.lock = threading.Lock()
+        self.answer_delay = 0.0  # seconds each export waits for its answer (a slow collector)
+        self.refuse_with = 0  # an HTTP status every export is answered with instead of 200
         collector = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -93,6 +95,9 @@ class FakeCollector:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                time.sleep(collector.answer_delay)
+                if collector.refuse_with:
+                    return self.answer(collector.refuse_with, b"refused by the test", "text/plain")
                 if self.path != "/v1/traces":
                     return self.answer(404, b"", "text/plain")
                 if self.headers.get("Content-Type", "").split(";")[0].strip() != PROTOBUF:
